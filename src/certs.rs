@@ -1,0 +1,242 @@
+//! Certificate helpers shared by trust, keys and verification: names, fingerprints, the e-mail
+//! addresses a certificate carries, and reading certificates from any of the formats users have
+//! (PEM, DER, PKCS#7 certs-only in DER or PEM, Microsoft .sst). Formats are told from the content,
+//! never from a file name.
+
+use openssl::asn1::{Asn1IntegerRef, Asn1TimeRef};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkcs7::Pkcs7;
+use openssl::x509::{X509NameRef, X509Ref, X509};
+
+use crate::sst;
+
+/// A certificate read from a trust source, with what that source said about its use.
+#[derive(Clone)]
+pub struct SourcedCert {
+    pub cert: X509,
+    /// False when the source restricts the certificate to uses other than e-mail (an .sst's
+    /// enhanced-key-usage property without emailProtection).
+    pub email_allowed: bool,
+    /// Human-readable restriction, for `trust list`.
+    pub restriction: Option<String>,
+}
+
+impl SourcedCert {
+    fn plain(cert: X509) -> Self {
+        SourcedCert {
+            cert,
+            email_allowed: true,
+            restriction: None,
+        }
+    }
+}
+
+/// `CN=…, O=…` style rendering of a distinguished name (RFC 4514 order is not needed here;
+/// this is for humans and for the Authentication-Results issuer property).
+pub fn name_to_string(name: &X509NameRef) -> String {
+    let mut parts = Vec::new();
+    for e in name.entries() {
+        let key = e.object().nid().short_name().unwrap_or("?").to_string();
+        let key = if e.object().nid() == Nid::PKCS9_EMAILADDRESS {
+            "emailAddress".to_string()
+        } else {
+            key
+        };
+        let val = e
+            .data()
+            .to_string()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|_| String::from("?"));
+        parts.push(format!("{key}={val}"));
+    }
+    parts.join(", ")
+}
+
+/// Serial number in upper-case hex without separators.
+pub fn serial_hex(serial: &Asn1IntegerRef) -> String {
+    serial
+        .to_bn()
+        .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
+        .unwrap_or_else(|_| String::from("?"))
+}
+
+/// SHA-256 fingerprint, lower-case hex.
+pub fn fingerprint(cert: &X509Ref) -> String {
+    cert.digest(MessageDigest::sha256())
+        .map(|d| hex(&d))
+        .unwrap_or_default()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every e-mail address a certificate is issued to: rfc822Name entries of subjectAltName, then the
+/// legacy emailAddress attributes of the subject. Lower-cased.
+pub fn email_addresses(cert: &X509Ref) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(sans) = cert.subject_alt_names() {
+        for gn in sans.iter() {
+            if let Some(e) = gn.email() {
+                push_unique(&mut out, e.trim().to_ascii_lowercase());
+            }
+        }
+    }
+    for e in cert.subject_name().entries_by_nid(Nid::PKCS9_EMAILADDRESS) {
+        if let Ok(s) = e.data().to_string() {
+            push_unique(&mut out, s.trim().to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+fn push_unique(v: &mut Vec<String>, s: String) {
+    if !s.is_empty() && !v.contains(&s) {
+        v.push(s);
+    }
+}
+
+/// Whether `cert` is issued to `addr` (compared without regard to ASCII case).
+pub fn has_address(cert: &X509Ref, addr: &str) -> bool {
+    let addr = addr.trim().to_ascii_lowercase();
+    email_addresses(cert).contains(&addr)
+}
+
+/// `2031-01-26` style date of an ASN.1 time.
+pub fn time_to_string(t: &Asn1TimeRef) -> String {
+    t.to_string()
+}
+
+/// Seconds since the epoch of an ASN.1 time.
+pub fn unix_time(t: &Asn1TimeRef) -> Option<i64> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let d = epoch.diff(t).ok()?;
+    Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
+}
+
+/// Reads every certificate in `data`, whatever the format. Returns an error string naming what
+/// was tried when nothing could be read.
+pub fn read_certificates(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
+    if sst::is_sst(data) {
+        return sst::parse(data);
+    }
+    if looks_like_pem(data) {
+        return read_pem(data);
+    }
+    if let Ok(c) = X509::from_der(data) {
+        return Ok(vec![SourcedCert::plain(c)]);
+    }
+    if let Ok(p7) = Pkcs7::from_der(data) {
+        return Ok(pkcs7_certs(&p7));
+    }
+    if let Ok(cms) = openssl::cms::CmsContentInfo::from_der(data) {
+        let certs = crate::ossl::embedded_certs(&cms);
+        if !certs.is_empty() {
+            return Ok(certs.into_iter().map(SourcedCert::plain).collect());
+        }
+    }
+    openssl_sys_clear();
+    Err(String::from(
+        "not a certificate: neither PEM, DER X.509, PKCS#7 nor a Microsoft serialized store",
+    ))
+}
+
+fn openssl_sys_clear() {
+    // Parsing attempts above leave errors on OpenSSL's queue; drain them.
+    let _ = openssl::error::ErrorStack::get();
+}
+
+fn looks_like_pem(data: &[u8]) -> bool {
+    data.windows(11)
+        .take(64 * 1024)
+        .any(|w| w == b"-----BEGIN ")
+}
+
+fn pkcs7_certs(p7: &Pkcs7) -> Vec<SourcedCert> {
+    p7.signed()
+        .and_then(|s| s.certificates())
+        .map(|st| {
+            st.iter()
+                .map(|c| SourcedCert::plain(c.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn read_pem(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
+    let mut out = Vec::new();
+    let text = String::from_utf8_lossy(data);
+    for block in pem_blocks(&text) {
+        match block.label.as_str() {
+            "CERTIFICATE" | "X509 CERTIFICATE" | "TRUSTED CERTIFICATE" => {
+                if let Ok(c) = X509::from_pem(block.text.as_bytes()) {
+                    out.push(SourcedCert::plain(c));
+                } else if let Ok(c) = X509::from_der(&block.der) {
+                    out.push(SourcedCert::plain(c));
+                }
+            }
+            "PKCS7" | "CMS" => {
+                if let Ok(p7) = Pkcs7::from_der(&block.der) {
+                    out.extend(pkcs7_certs(&p7));
+                } else if let Ok(cms) = openssl::cms::CmsContentInfo::from_der(&block.der) {
+                    out.extend(
+                        crate::ossl::embedded_certs(&cms)
+                            .into_iter()
+                            .map(SourcedCert::plain),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    openssl_sys_clear();
+    if out.is_empty() {
+        Err(String::from("PEM file holds no certificate"))
+    } else {
+        Ok(out)
+    }
+}
+
+/// One `-----BEGIN X-----` … `-----END X-----` block.
+pub struct PemBlock {
+    pub label: String,
+    /// The block's text including its armour lines.
+    pub text: String,
+    /// Its base64 content decoded (empty when it does not decode).
+    pub der: Vec<u8>,
+}
+
+/// Splits PEM text into its blocks; text between blocks (comments, "Bag Attributes") is skipped.
+pub fn pem_blocks(text: &str) -> Vec<PemBlock> {
+    use base64::Engine;
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let after = &rest[start + 11..];
+        let Some(label_end) = after.find("-----") else {
+            break;
+        };
+        let label = after[..label_end].to_string();
+        let end_marker = format!("-----END {label}-----");
+        let Some(end) = rest[start..].find(&end_marker) else {
+            break;
+        };
+        let block_text = &rest[start..start + end + end_marker.len()];
+        let body: String = block_text
+            .lines()
+            .filter(|l| !l.starts_with("-----") && !l.contains(':'))
+            .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body.as_bytes())
+            .unwrap_or_default();
+        out.push(PemBlock {
+            label,
+            text: format!("{block_text}\n"),
+            der,
+        });
+        rest = &rest[start + end + end_marker.len()..];
+    }
+    out
+}

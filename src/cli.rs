@@ -1,0 +1,73 @@
+//! The command line, defined once with clap: the options shared by every subcommand
+//! ([`Common`], each also a key of the config file) and one struct per subcommand. Dispatch is in
+//! `main.rs`; the work is in `cmd/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "smimed",
+    version,
+    about = "S/MIME for Unix mail pipelines: decrypt and verify inbound mail",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand shares; each is also a key of the config file.
+#[derive(Debug, Args, Default, Clone)]
+pub struct Common {
+    /// Config file (TOML). Default: $SMIMED_CONFIG, else $XDG_CONFIG_HOME/smimed/config.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Own identity: PKCS#12 (.p12/.pfx) or PEM with key and certificate chain. Repeatable.
+    #[arg(long = "key", global = true, value_name = "FILE")]
+    pub key: Vec<PathBuf>,
+    /// File whose first line is the passphrase of encrypted keys.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Command (run by /bin/sh) that prints the passphrase of encrypted keys.
+    #[arg(long, global = true, value_name = "CMD")]
+    pub passphrase_command: Option<String>,
+    /// Trust anchors: PEM, DER, PKCS#7 (.p7b/.p7c), Microsoft .sst, or a folder of these.
+    /// Repeatable. Default: the system CA bundle.
+    #[arg(long = "trust", global = true, value_name = "PATH")]
+    pub trust: Vec<PathBuf>,
+    /// Certificate revocation list (PEM or DER) to check signers against. Repeatable.
+    #[arg(long = "crl", global = true, value_name = "FILE")]
+    pub crl: Vec<PathBuf>,
+    /// authserv-id of the Authentication-Results header we write (default: the host name).
+    #[arg(long, global = true, value_name = "ID")]
+    pub authserv_id: Option<String>,
+    /// Largest message (bytes) to process; larger ones pass through with a status.
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub max_size: Option<u64>,
+    /// More log output on stderr (repeat for more). RUST_LOG works too.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read a message on stdin, write it decrypted and verified, with status headers, on stdout
+    /// (for procmail `:0 fw` and Sieve `filter`).
+    Filter(FilterArgs),
+    /// Inspect the trust anchors.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct FilterArgs {}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// One line per certificate read: SHA-256 fingerprint, subject, not-after, restrictions.
+    List,
+}

@@ -1,0 +1,5 @@
+//! One module per subcommand: each takes its parsed arguments and the shared settings, does its
+//! job through the library, and returns an exit code or an error. No S/MIME logic lives here.
+
+pub mod filter;
+pub mod trust;

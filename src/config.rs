@@ -1,0 +1,171 @@
+//! Settings shared by every subcommand: the command-line flags of [`crate::cli::Common`] merged
+//! over the TOML config file (`--config FILE`, else `$SMIMED_CONFIG`, else
+//! `$XDG_CONFIG_HOME/smimed/config.toml` when it exists). Flags win; a list given on the command
+//! line replaces the file's list. Relative paths in the file are relative to the file's folder,
+//! and `~/` means `$HOME`.
+//!
+//! Every option is both a flag and a key: the file's keys are the long flag names with `-`
+//! written as `_` (`passphrase_command`, `authserv_id`, …). Unknown keys are an error, so that a
+//! typo does not silently weaken a policy.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cli::Common;
+use crate::error::{Error, Result};
+
+/// Default largest message the pipeline processes; larger ones pass through with a status.
+pub const DEFAULT_MAX_SIZE: u64 = 256 * 1024 * 1024;
+
+/// The config file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub key: Vec<PathBuf>,
+    pub passphrase_file: Option<PathBuf>,
+    pub passphrase_command: Option<String>,
+    #[serde(default)]
+    pub trust: Vec<PathBuf>,
+    #[serde(default)]
+    pub crl: Vec<PathBuf>,
+    pub authserv_id: Option<String>,
+    pub max_size: Option<u64>,
+}
+
+/// Where the passphrase of an encrypted key comes from, in this order.
+#[derive(Debug, Clone, Default)]
+pub struct PassphraseSource {
+    pub file: Option<PathBuf>,
+    pub command: Option<String>,
+    /// `SMIMED_PASSPHRASE`, read at start-up and removed from the environment of children.
+    pub env: Option<zeroize::Zeroizing<String>>,
+}
+
+/// Resolved settings every subcommand starts from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub keys: Vec<PathBuf>,
+    pub passphrase: PassphraseSource,
+    /// Trust anchors; empty means the system CA bundle.
+    pub trust: Vec<PathBuf>,
+    pub crls: Vec<PathBuf>,
+    pub authserv_id: String,
+    pub max_size: u64,
+    /// Where the config file was read from, if any.
+    pub config_path: Option<PathBuf>,
+}
+
+fn expand(p: &Path, base: Option<&Path>) -> PathBuf {
+    if let Ok(rest) = p.strip_prefix("~") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    match base {
+        Some(b) if p.is_relative() => b.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// Which config file applies, if any.
+pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = flag {
+        return Some(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("SMIMED_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    let p = base.join("smimed").join("config.toml");
+    p.is_file().then_some(p)
+}
+
+/// Reads and parses a config file. A missing file named explicitly is a config error.
+pub fn read_file<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::config(format!("config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| Error::config(format!("config file {}: {e}", path.display())))
+}
+
+/// The host name, for the default authserv-id.
+fn hostname() -> String {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let h = h.trim();
+    if h.is_empty() {
+        String::from("localhost")
+    } else {
+        h.to_string()
+    }
+}
+
+impl Settings {
+    /// Merges the flags over the config file.
+    pub fn resolve(flags: &Common) -> Result<Settings> {
+        let path = config_path(flags.config.as_deref());
+        let file: FileConfig = read_file(path.as_deref())?;
+        Self::merge(flags, file, path)
+    }
+
+    /// Merges flags over an already-read file (subcommands with their own sections use this).
+    pub fn merge(flags: &Common, file: FileConfig, path: Option<PathBuf>) -> Result<Settings> {
+        let base = path
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf);
+        let from_file = |v: &[PathBuf]| -> Vec<PathBuf> {
+            v.iter().map(|p| expand(p, base.as_deref())).collect()
+        };
+        let pick = |flag: &[PathBuf], file: &[PathBuf]| {
+            if flag.is_empty() {
+                from_file(file)
+            } else {
+                flag.iter().map(|p| expand(p, None)).collect()
+            }
+        };
+        let env = std::env::var("SMIMED_PASSPHRASE")
+            .ok()
+            .map(zeroize::Zeroizing::new);
+        let authserv_id = flags
+            .authserv_id
+            .clone()
+            .or(file.authserv_id)
+            .unwrap_or_else(hostname);
+        if authserv_id.is_empty()
+            || !authserv_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+        {
+            return Err(Error::config(format!(
+                "authserv-id {authserv_id:?} is not a domain name"
+            )));
+        }
+        Ok(Settings {
+            keys: pick(&flags.key, &file.key),
+            passphrase: PassphraseSource {
+                file: flags
+                    .passphrase_file
+                    .as_deref()
+                    .map(|p| expand(p, None))
+                    .or_else(|| file.passphrase_file.map(|p| expand(&p, base.as_deref()))),
+                command: flags.passphrase_command.clone().or(file.passphrase_command),
+                env,
+            },
+            trust: pick(&flags.trust, &file.trust),
+            crls: pick(&flags.crl, &file.crl),
+            authserv_id,
+            max_size: flags.max_size.or(file.max_size).unwrap_or(DEFAULT_MAX_SIZE),
+            config_path: path,
+        })
+    }
+}

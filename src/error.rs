@@ -1,0 +1,101 @@
+//! Errors as values: a kind that decides the process exit code (sysexits.h) and a message that
+//! names the cause and, where there is one, the fix.
+
+use std::fmt;
+
+/// sysexits.h codes smimed uses.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const USAGE: i32 = 64;
+    pub const DATAERR: i32 = 65;
+    pub const NOINPUT: i32 = 66;
+    pub const UNAVAILABLE: i32 = 69;
+    pub const SOFTWARE: i32 = 70;
+    pub const CANTCREAT: i32 = 73;
+    pub const IOERR: i32 = 74;
+    pub const TEMPFAIL: i32 = 75;
+    pub const NOPERM: i32 = 77;
+    pub const CONFIG: i32 = 78;
+}
+
+/// What kind of failure, which is what a caller (procmail, Sieve, a mail client) acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Wrong command line.
+    Usage,
+    /// The configuration, a key or a trust file is wrong: will not pass by itself.
+    Config,
+    /// May pass later (passphrase command failed, I/O error): the caller keeps the original.
+    TempFail,
+    /// Input data unusable for the asked operation.
+    Data,
+    /// Permission refused by a peer (wrong password).
+    NoPerm,
+    /// A required service is unavailable.
+    Unavailable,
+    /// A bug or an unexpected state.
+    Software,
+}
+
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: Kind,
+    msg: String,
+}
+
+impl Error {
+    pub fn new(kind: Kind, msg: impl Into<String>) -> Self {
+        Error {
+            kind,
+            msg: msg.into(),
+        }
+    }
+    pub fn usage(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Usage, msg)
+    }
+    pub fn config(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Config, msg)
+    }
+    pub fn tempfail(msg: impl Into<String>) -> Self {
+        Self::new(Kind::TempFail, msg)
+    }
+    pub fn data(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Data, msg)
+    }
+    pub fn software(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Software, msg)
+    }
+    /// An I/O error on `what`: temporary, since the disk or the pipe may come back.
+    pub fn io(what: impl fmt::Display, e: std::io::Error) -> Self {
+        Self::tempfail(format!("{what}: {e}"))
+    }
+    /// Prefixes the message with context.
+    pub fn context(mut self, ctx: impl fmt::Display) -> Self {
+        self.msg = format!("{ctx}: {}", self.msg);
+        self
+    }
+    pub fn exit_code(&self) -> i32 {
+        match self.kind {
+            Kind::Usage => exit::USAGE,
+            Kind::Config => exit::CONFIG,
+            Kind::TempFail => exit::TEMPFAIL,
+            Kind::Data => exit::DATAERR,
+            Kind::NoPerm => exit::NOPERM,
+            Kind::Unavailable => exit::UNAVAILABLE,
+            Kind::Software => exit::SOFTWARE,
+        }
+    }
+    pub fn message(&self) -> &str {
+        &self.msg
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,305 @@
+//! The user's own identities: private key + certificate (+ chain), read from PKCS#12 (.p12/.pfx,
+//! DER or PEM-armoured, modern PBES2/AES or legacy RC2-40/3DES Windows exports) or from PEM files
+//! holding a key and certificates.
+//!
+//! Invariants: a key file that group or others can read is refused (checked on the open
+//! descriptor, like OpenSSH); passphrases live in zeroizing memory and are never logged; the
+//! passphrase is asked for (file, command, environment) only when a key actually needs one, and
+//! at most once per process.
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, Once};
+
+use openssl::pkcs12::Pkcs12;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use zeroize::Zeroizing;
+
+use crate::certs;
+use crate::config::PassphraseSource;
+use crate::error::{Error, Result};
+
+/// One private key with its certificate.
+pub struct Identity {
+    pub cert: X509,
+    pub key: PKey<Private>,
+    /// Issuer certificates that came with it (PKCS#12 CA bag or further PEM certificates).
+    pub chain: Vec<X509>,
+    pub source: PathBuf,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never prints the key.
+        f.debug_struct("Identity")
+            .field("subject", &certs::name_to_string(self.cert.subject_name()))
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl Identity {
+    pub fn addresses(&self) -> Vec<String> {
+        certs::email_addresses(&self.cert)
+    }
+}
+
+/// Makes the legacy provider (RC2-40, 3DES-SHA1 PBE of old Windows exports) available next to
+/// the default one, once per process. Without it, such PKCS#12 files fail to decrypt.
+pub fn load_legacy_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        match openssl::provider::Provider::try_load(None, "legacy", true) {
+            // The providers must live as long as the process.
+            Ok(p) => std::mem::forget(p),
+            Err(e) => log::warn!(
+                "OpenSSL legacy provider unavailable ({e}); legacy PKCS#12 and RC2 will fail"
+            ),
+        }
+        match openssl::provider::Provider::try_load(None, "default", true) {
+            Ok(p) => std::mem::forget(p),
+            Err(e) => log::warn!("OpenSSL default provider: {e}"),
+        }
+    });
+}
+
+/// Reads a file that holds secrets, refusing it when group or others can read it.
+pub fn read_private_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let mut f =
+        std::fs::File::open(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    if meta.mode() & 0o044 != 0 {
+        return Err(Error::config(format!(
+            "{} is readable by group or others (mode {:o}); refusing to use a private key or \
+             passphrase anyone else can read. Fix it with: chmod 600 {}",
+            path.display(),
+            meta.mode() & 0o777,
+            path.display()
+        )));
+    }
+    let mut buf = Zeroizing::new(Vec::new());
+    f.read_to_end(&mut buf)
+        .map_err(|e| Error::io(path.display(), e))?;
+    Ok(buf)
+}
+
+/// Gets the passphrase once, from the first configured source.
+pub struct Passphrases {
+    source: PassphraseSource,
+    cached: Mutex<Option<Zeroizing<String>>>,
+}
+
+impl Passphrases {
+    pub fn new(source: PassphraseSource) -> Self {
+        Passphrases {
+            source,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The passphrase, or None when no source is configured. A failing command is a temporary
+    /// failure (the agent may be locked, the user away): the caller keeps the message for later.
+    pub fn get(&self) -> Result<Option<Zeroizing<String>>> {
+        let mut cached = self
+            .cached
+            .lock()
+            .map_err(|_| Error::software("passphrase cache poisoned"))?;
+        if let Some(p) = cached.as_ref() {
+            return Ok(Some(p.clone()));
+        }
+        let got = if let Some(path) = &self.source.file {
+            let data = read_private_file(path)?;
+            let text = String::from_utf8_lossy(&data);
+            Some(Zeroizing::new(
+                text.lines().next().unwrap_or("").to_string(),
+            ))
+        } else if let Some(cmd) = &self.source.command {
+            Some(run_passphrase_command(cmd)?)
+        } else {
+            self.source.env.clone()
+        };
+        if let Some(p) = &got {
+            *cached = Some(p.clone());
+        }
+        Ok(got)
+    }
+}
+
+fn run_passphrase_command(cmd: &str) -> Result<Zeroizing<String>> {
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .env_remove("SMIMED_PASSPHRASE")
+        .output()
+        .map_err(|e| Error::tempfail(format!("passphrase command could not run: {e}")))?;
+    let stdout = Zeroizing::new(out.stdout);
+    if !out.status.success() {
+        return Err(Error::tempfail(format!(
+            "passphrase command failed ({})",
+            out.status
+        )));
+    }
+    let text = String::from_utf8_lossy(&stdout);
+    Ok(Zeroizing::new(
+        text.lines().next().unwrap_or("").to_string(),
+    ))
+}
+
+/// Loads every configured identity. Any failure names the file.
+pub fn load_identities(paths: &[PathBuf], pass: &Passphrases) -> Result<Vec<Identity>> {
+    load_legacy_provider();
+    let mut out = Vec::new();
+    for p in paths {
+        let ids = load_file(p, pass).map_err(|e| e.context(format!("key {}", p.display())))?;
+        out.extend(ids);
+    }
+    Ok(out)
+}
+
+fn load_file(path: &Path, pass: &Passphrases) -> Result<Vec<Identity>> {
+    let data = read_private_file(path)?;
+    let text_start = &data[..data.len().min(64 * 1024)];
+    let is_text = !data.is_empty() && data[0] != 0x30;
+    if is_text && contains(text_start, b"-----BEGIN PKCS12-----") {
+        let text = String::from_utf8_lossy(&data);
+        let der = certs::pem_blocks(&text)
+            .into_iter()
+            .find(|b| b.label == "PKCS12")
+            .map(|b| Zeroizing::new(b.der))
+            .ok_or_else(|| Error::config("armoured PKCS#12 does not decode"))?;
+        return load_p12(&der, path, pass);
+    }
+    if is_text && contains(text_start, b"-----BEGIN ") {
+        return load_pem(&data, path, pass);
+    }
+    load_p12(&data, path, pass)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn load_p12(der: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity>> {
+    let p12 = Pkcs12::from_der(der)
+        .map_err(|e| Error::config(format!("neither PEM nor PKCS#12 ({})", first_error(&e))))?;
+    // Exports without a password (notmuch, some Windows tools) open with the empty one.
+    let parsed = match p12.parse2("") {
+        Ok(p) => p,
+        Err(_) => {
+            let Some(pw) = pass.get()? else {
+                return Err(Error::config(
+                    "PKCS#12 file needs a passphrase: give --passphrase-file, \
+                     --passphrase-command or SMIMED_PASSPHRASE",
+                ));
+            };
+            p12.parse2(&pw).map_err(|e| {
+                Error::config(format!(
+                    "cannot open PKCS#12 (wrong passphrase?): {}",
+                    first_error(&e)
+                ))
+            })?
+        }
+    };
+    let (Some(key), Some(cert)) = (parsed.pkey, parsed.cert) else {
+        return Err(Error::config(
+            "PKCS#12 file holds no key with its certificate",
+        ));
+    };
+    let chain = parsed
+        .ca
+        .map(|st| st.into_iter().collect())
+        .unwrap_or_default();
+    Ok(vec![Identity {
+        cert,
+        key,
+        chain,
+        source: path.to_path_buf(),
+    }])
+}
+
+fn load_pem(data: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity>> {
+    let text = String::from_utf8_lossy(data);
+    let blocks = certs::pem_blocks(&text);
+    let mut certs_found = Vec::new();
+    let mut keys = Vec::new();
+    for b in &blocks {
+        if b.label.ends_with("PRIVATE KEY") {
+            let mut failure: Option<Error> = None;
+            let key =
+                PKey::private_key_from_pem_callback(b.text.as_bytes(), |buf| match pass.get() {
+                    Ok(Some(pw)) if pw.len() <= buf.len() => {
+                        buf[..pw.len()].copy_from_slice(pw.as_bytes());
+                        Ok(pw.len())
+                    }
+                    Ok(_) => {
+                        failure = Some(Error::config(
+                            "encrypted PEM key needs a passphrase: give --passphrase-file, \
+                             --passphrase-command or SMIMED_PASSPHRASE",
+                        ));
+                        Err(openssl::error::ErrorStack::get())
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        Err(openssl::error::ErrorStack::get())
+                    }
+                });
+            match key {
+                Ok(k) => keys.push(k),
+                Err(e) => {
+                    return Err(failure.unwrap_or_else(|| {
+                        Error::config(format!(
+                            "cannot read private key (wrong passphrase?): {}",
+                            first_error(&e)
+                        ))
+                    }))
+                }
+            }
+        } else if b.label.contains("CERTIFICATE") {
+            if let Ok(c) = X509::from_der(&b.der) {
+                certs_found.push(c);
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Err(Error::config("PEM file holds no private key"));
+    }
+    let mut out = Vec::new();
+    for key in keys {
+        let Some(pos) = certs_found
+            .iter()
+            .position(|c| c.public_key().map(|p| p.public_eq(&key)).unwrap_or(false))
+        else {
+            return Err(Error::config(
+                "PEM file holds a private key without its certificate",
+            ));
+        };
+        let cert = certs_found[pos].clone();
+        let chain = certs_found
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != pos)
+            .map(|(_, c)| c.clone())
+            .collect();
+        out.push(Identity {
+            cert,
+            key,
+            chain,
+            source: path.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
+
+fn first_error(e: &openssl::error::ErrorStack) -> String {
+    e.errors()
+        .first()
+        .and_then(|x| x.reason().map(str::to_string))
+        .unwrap_or_else(|| String::from("unknown error"))
+}

@@ -1,0 +1,19 @@
+//! smimed: S/MIME for Unix mail pipelines.
+//!
+//! The library holds everything; `main.rs` and `cmd/` are thin entry points. See ARCHITECTURE.md
+//! for the module map, the data flow and the invariants.
+#![deny(unsafe_code)]
+
+pub mod certs;
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod mime;
+pub mod ossl;
+pub mod pipeline;
+pub mod sst;
+pub mod status;
+pub mod trust;
+pub mod verify;

@@ -1,0 +1,322 @@
+//! MIME entities as bytes: the header section split into raw fields (so that what we keep is
+//! written back byte for byte), the body, line endings, and the S/MIME classification of an
+//! entity. Semantic parsing (Content-Type parameters, transfer decoding, multipart splitting,
+//! addresses) is mailparse's; this module only keeps track of where the bytes are.
+
+use mailparse::{parse_content_type, ParsedContentType};
+
+/// One header field, exactly as it was: name, colon, value, folding and line ending.
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub raw: Vec<u8>,
+}
+
+impl Field {
+    pub fn new(name: &str, value: &str, eol: &[u8]) -> Field {
+        let mut raw = Vec::with_capacity(name.len() + value.len() + 4);
+        raw.extend_from_slice(name.as_bytes());
+        raw.extend_from_slice(b": ");
+        raw.extend_from_slice(value.as_bytes());
+        raw.extend_from_slice(eol);
+        Field { raw }
+    }
+
+    /// The field name (bytes before the colon, trailing blanks removed); empty for a line
+    /// without a colon.
+    pub fn name(&self) -> &[u8] {
+        match self.raw.iter().position(|&b| b == b':') {
+            Some(i) => trim_end(&self.raw[..i]),
+            None => b"",
+        }
+    }
+
+    pub fn is(&self, name: &str) -> bool {
+        self.name().eq_ignore_ascii_case(name.as_bytes())
+    }
+
+    pub fn is_content(&self) -> bool {
+        let n = self.name();
+        n.len() >= 8 && n[..8].eq_ignore_ascii_case(b"content-")
+    }
+
+    /// The unfolded value, decoded as far as mailparse decodes header values (RFC 2047).
+    pub fn value(&self) -> String {
+        match mailparse::parse_header(&self.raw) {
+            Ok((h, _)) => h.get_value(),
+            Err(_) => String::new(),
+        }
+    }
+}
+
+fn trim_end(b: &[u8]) -> &[u8] {
+    let mut end = b.len();
+    while end > 0 && (b[end - 1] == b' ' || b[end - 1] == b'\t') {
+        end -= 1;
+    }
+    &b[..end]
+}
+
+/// A MIME entity split into its header fields and its body.
+#[derive(Debug, Clone)]
+pub struct Entity<'a> {
+    pub fields: Vec<Field>,
+    /// The blank line that ended the header section (empty when there was none).
+    pub separator: &'a [u8],
+    pub body: &'a [u8],
+}
+
+/// Splits `data` into header fields and body. Never fails: a header section without an end is
+/// all header; a continuation line before any field becomes a field of its own.
+pub fn split(data: &[u8]) -> Entity<'_> {
+    let mut fields: Vec<Field> = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let line_end = memchr(b'\n', &data[pos..]).map_or(data.len(), |i| pos + i + 1);
+        let line = &data[pos..line_end];
+        if line == b"\n" || line == b"\r\n" {
+            return Entity {
+                fields,
+                separator: line,
+                body: &data[line_end..],
+            };
+        }
+        let continuation = matches!(line.first(), Some(b' ') | Some(b'\t'));
+        match fields.last_mut() {
+            Some(last) if continuation => last.raw.extend_from_slice(line),
+            _ => fields.push(Field { raw: line.to_vec() }),
+        }
+        pos = line_end;
+    }
+    Entity {
+        fields,
+        separator: b"",
+        body: &data[data.len()..],
+    }
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+impl Entity<'_> {
+    pub fn first(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.is(name))
+    }
+
+    pub fn content_type(&self) -> ParsedContentType {
+        match self.first("Content-Type") {
+            Some(f) => parse_content_type(&f.value()),
+            None => parse_content_type("text/plain"),
+        }
+    }
+
+    /// The bytes of the entity: fields, separator, body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 1024);
+        for f in &self.fields {
+            out.extend_from_slice(&f.raw);
+        }
+        out.extend_from_slice(self.separator);
+        out.extend_from_slice(self.body);
+        out
+    }
+}
+
+/// The line ending a message uses, judged from its first line.
+pub fn eol_of(data: &[u8]) -> &'static [u8] {
+    match memchr(b'\n', data) {
+        Some(i) if i > 0 && data[i - 1] == b'\r' => b"\r\n",
+        _ => b"\n",
+    }
+}
+
+/// Rewrites line endings: to CRLF (bare LF becomes CRLF) or to LF (CRLF becomes LF).
+pub fn convert_eol(data: &[u8], eol: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 32);
+    if eol == b"\r\n" {
+        let mut prev = 0u8;
+        for &b in data {
+            if b == b'\n' && prev != b'\r' {
+                out.push(b'\r');
+            }
+            out.push(b);
+            prev = b;
+        }
+    } else {
+        let mut i = 0;
+        while i < data.len() {
+            if data[i] == b'\r' && data.get(i + 1) == Some(&b'\n') {
+                i += 1;
+                continue;
+            }
+            out.push(data[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Bare LF taken as CRLF, as RFC 8551 §3.1.1 canonical form for hashing a received part.
+pub fn canonical_crlf(data: &[u8]) -> Vec<u8> {
+    convert_eol(data, b"\r\n")
+}
+
+/// What an entity is, for S/MIME.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// application/pkcs7-mime (or x-pkcs7-mime, or octet-stream named *.p7m): a CMS object
+    /// whose contentType decides what it is.
+    Pkcs7Mime,
+    /// multipart/signed with an S/MIME signature protocol.
+    MultipartSigned,
+    /// Anything else.
+    Other,
+}
+
+pub fn classify(ct: &ParsedContentType) -> Kind {
+    let m = ct.mimetype.as_str();
+    match m {
+        "application/pkcs7-mime" | "application/x-pkcs7-mime" => Kind::Pkcs7Mime,
+        "application/octet-stream" => {
+            let named_p7m = ["name", "filename"].iter().any(|k| {
+                ct.params
+                    .get(*k)
+                    .is_some_and(|n| n.to_ascii_lowercase().ends_with(".p7m"))
+            });
+            if named_p7m {
+                Kind::Pkcs7Mime
+            } else {
+                Kind::Other
+            }
+        }
+        "multipart/signed" => {
+            let proto = ct
+                .params
+                .get("protocol")
+                .map(|p| p.to_ascii_lowercase())
+                .unwrap_or_default();
+            if proto == "application/pkcs7-signature" || proto == "application/x-pkcs7-signature" {
+                Kind::MultipartSigned
+            } else {
+                Kind::Other
+            }
+        }
+        _ => Kind::Other,
+    }
+}
+
+/// Classifies, also treating an octet-stream *.p7m named in Content-Disposition as S/MIME.
+pub fn classify_entity(e: &Entity<'_>) -> Kind {
+    let ct = e.content_type();
+    let k = classify(&ct);
+    if k == Kind::Other && ct.mimetype == "application/octet-stream" {
+        if let Some(f) = e.first("Content-Disposition") {
+            let d = mailparse::parse_content_disposition(&f.value());
+            if d.params
+                .get("filename")
+                .is_some_and(|n| n.to_ascii_lowercase().ends_with(".p7m"))
+            {
+                return Kind::Pkcs7Mime;
+            }
+        }
+    }
+    k
+}
+
+/// Decodes the body of an entity by its Content-Transfer-Encoding. A body labelled 7bit/8bit
+/// (or unlabelled) that is really base64, as some senders of application/pkcs7-mime do, is
+/// decoded as base64 too when it holds nothing but base64 characters.
+pub fn decode_body(e: &Entity<'_>) -> Vec<u8> {
+    let cte = e
+        .first("Content-Transfer-Encoding")
+        .map(|f| f.value().trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match cte.as_str() {
+        "base64" => base64_permissive(e.body),
+        "quoted-printable" => {
+            let mut raw = b"Content-Transfer-Encoding: quoted-printable\r\n\r\n".to_vec();
+            raw.extend_from_slice(e.body);
+            mailparse::parse_mail(&raw)
+                .and_then(|m| m.get_body_raw())
+                .unwrap_or_else(|_| e.body.to_vec())
+        }
+        _ => {
+            let trimmed = e.body.iter().filter(|b| !b.is_ascii_whitespace());
+            let mut n = 0usize;
+            let mut all_b64 = true;
+            for &b in trimmed {
+                n += 1;
+                if !(b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=') {
+                    all_b64 = false;
+                    break;
+                }
+            }
+            if all_b64 && n > 0 {
+                base64_permissive(e.body)
+            } else {
+                e.body.to_vec()
+            }
+        }
+    }
+}
+
+/// Base64 decoding that ignores whitespace and anything outside the alphabet, and stops at
+/// padding, as mail readers do.
+pub fn base64_permissive(data: &[u8]) -> Vec<u8> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::Engine;
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+    );
+    let mut cleaned: Vec<u8> = Vec::with_capacity(data.len());
+    for &b in data {
+        if b == b'=' {
+            break;
+        }
+        if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' {
+            cleaned.push(b);
+        }
+    }
+    if cleaned.len() % 4 == 1 {
+        cleaned.pop();
+    }
+    LENIENT.decode(&cleaned).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_keeps_fields_byte_exact() {
+        let m = b"A: 1\r\nB: x\r\n  y\r\n\r\nbody\r\n";
+        let e = split(m);
+        assert_eq!(e.fields.len(), 2);
+        assert_eq!(e.fields[1].raw, b"B: x\r\n  y\r\n");
+        assert_eq!(e.body, b"body\r\n");
+        assert_eq!(e.to_bytes(), m);
+    }
+
+    #[test]
+    fn split_without_body() {
+        let e = split(b"A: 1\nB: 2");
+        assert_eq!(e.fields.len(), 2);
+        assert!(e.body.is_empty());
+    }
+
+    #[test]
+    fn eol_conversion() {
+        assert_eq!(convert_eol(b"a\nb\r\nc", b"\r\n"), b"a\r\nb\r\nc");
+        assert_eq!(convert_eol(b"a\r\nb\nc\r", b"\n"), b"a\nb\nc\r");
+    }
+
+    #[test]
+    fn base64_tolerates_noise() {
+        assert_eq!(base64_permissive(b"aGVs\r\nbG8=\r\n"), b"hello");
+        assert_eq!(base64_permissive(b"aGVsbG8"), b"hello");
+        assert_eq!(base64_permissive(b"aGVsbG8x*"), b"hello1");
+    }
+}

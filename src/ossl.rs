@@ -1,0 +1,592 @@
+//! The one module that calls OpenSSL through raw FFI.
+//!
+//! The `openssl` crate covers encryption, decryption and whole-message verification, but not the
+//! per-signer, per-recipient inspection smimed needs (which recipient a RecipientInfo names, the
+//! result of each SignerInfo on its own, signed attributes, key-usage bits). Every call to
+//! `openssl-sys` or to a libcrypto symbol the crate does not declare lives here, behind safe
+//! functions that take and return the crate's owned types. Nothing else in smimed uses `unsafe`.
+//!
+//! Invariants: every pointer handed out by OpenSSL with a `get0` name is borrowed and never freed
+//! here; everything `get1`/`new` is owned and freed exactly once (through an owning crate type or
+//! an explicit free on every path). The OpenSSL error queue is cleared after an expected failure
+//! so that it does not leak into a later, unrelated error message.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_int, c_long, c_uint, c_void};
+use std::ptr;
+
+use foreign_types::{ForeignType, ForeignTypeRef};
+use openssl::asn1::{Asn1IntegerRef, Asn1Time, Asn1TimeRef};
+use openssl::cms::CmsContentInfoRef;
+use openssl::nid::Nid;
+use openssl::stack::{Stack, StackRef};
+use openssl::x509::store::X509StoreBuilderRef;
+use openssl::x509::{X509NameRef, X509Ref, X509};
+use openssl_sys as ffi;
+
+/// NID of id-smime-ct-authEnvelopedData (RFC 5083); not exported by openssl-sys.
+const NID_AUTH_ENVELOPED: c_int = 1059;
+const CMS_RECIPINFO_TRANS: c_int = 0;
+const CMS_RECIPINFO_AGREE: c_int = 1;
+const CMS_RECIPINFO_KEK: c_int = 2;
+const CMS_RECIPINFO_PASS: c_int = 3;
+/// X509_get_key_usage() / X509_get_extended_key_usage() return this when the extension is absent.
+const ABSENT: u32 = u32::MAX;
+
+#[allow(non_camel_case_types)]
+type CMS_RecipientInfo = c_void;
+#[allow(non_camel_case_types)]
+type CMS_SignerInfo = c_void;
+#[allow(non_camel_case_types)]
+type CMS_RecipientEncryptedKey = c_void;
+#[allow(non_camel_case_types)]
+type X509_ALGOR = c_void;
+
+extern "C" {
+    fn CMS_get0_type(cms: *const ffi::CMS_ContentInfo) -> *const ffi::ASN1_OBJECT;
+    fn CMS_get0_content(cms: *mut ffi::CMS_ContentInfo) -> *mut *mut ffi::ASN1_OCTET_STRING;
+    fn CMS_get0_RecipientInfos(cms: *mut ffi::CMS_ContentInfo) -> *mut ffi::OPENSSL_STACK;
+    fn CMS_RecipientInfo_type(ri: *mut CMS_RecipientInfo) -> c_int;
+    fn CMS_RecipientInfo_ktri_cert_cmp(ri: *mut CMS_RecipientInfo, cert: *mut ffi::X509) -> c_int;
+    fn CMS_RecipientInfo_ktri_get0_signer_id(
+        ri: *mut CMS_RecipientInfo,
+        keyid: *mut *mut ffi::ASN1_OCTET_STRING,
+        issuer: *mut *mut ffi::X509_NAME,
+        sno: *mut *mut ffi::ASN1_INTEGER,
+    ) -> c_int;
+    fn CMS_RecipientInfo_kari_get0_reks(ri: *mut CMS_RecipientInfo) -> *mut ffi::OPENSSL_STACK;
+    fn CMS_RecipientEncryptedKey_cert_cmp(
+        rek: *mut CMS_RecipientEncryptedKey,
+        cert: *mut ffi::X509,
+    ) -> c_int;
+    fn CMS_RecipientEncryptedKey_get0_id(
+        rek: *mut CMS_RecipientEncryptedKey,
+        keyid: *mut *mut ffi::ASN1_OCTET_STRING,
+        tm: *mut *mut c_void,
+        other: *mut *mut c_void,
+        issuer: *mut *mut ffi::X509_NAME,
+        sno: *mut *mut ffi::ASN1_INTEGER,
+    ) -> c_int;
+    fn CMS_get0_SignerInfos(cms: *mut ffi::CMS_ContentInfo) -> *mut ffi::OPENSSL_STACK;
+    fn CMS_set1_signers_certs(
+        cms: *mut ffi::CMS_ContentInfo,
+        certs: *mut ffi::stack_st_X509,
+        flags: c_uint,
+    ) -> c_int;
+    fn CMS_SignerInfo_get0_algs(
+        si: *mut CMS_SignerInfo,
+        pk: *mut *mut ffi::EVP_PKEY,
+        signer: *mut *mut ffi::X509,
+        pdig: *mut *mut X509_ALGOR,
+        psig: *mut *mut X509_ALGOR,
+    );
+    fn CMS_SignerInfo_get0_signer_id(
+        si: *mut CMS_SignerInfo,
+        keyid: *mut *mut ffi::ASN1_OCTET_STRING,
+        issuer: *mut *mut ffi::X509_NAME,
+        sno: *mut *mut ffi::ASN1_INTEGER,
+    ) -> c_int;
+    fn CMS_SignerInfo_verify(si: *mut CMS_SignerInfo) -> c_int;
+    fn CMS_SignerInfo_verify_content(si: *mut CMS_SignerInfo, chain: *mut ffi::BIO) -> c_int;
+    fn CMS_dataInit(cms: *mut ffi::CMS_ContentInfo, icont: *mut ffi::BIO) -> *mut ffi::BIO;
+    fn CMS_signed_get_attr_count(si: *const CMS_SignerInfo) -> c_int;
+    fn CMS_signed_get0_data_by_OBJ(
+        si: *const CMS_SignerInfo,
+        oid: *const ffi::ASN1_OBJECT,
+        lastpos: c_int,
+        type_: c_int,
+    ) -> *mut c_void;
+    fn CMS_get1_certs(cms: *mut ffi::CMS_ContentInfo) -> *mut ffi::stack_st_X509;
+    fn X509_ALGOR_get0(
+        paobj: *mut *const ffi::ASN1_OBJECT,
+        pptype: *mut c_int,
+        ppval: *mut *const c_void,
+        algor: *const X509_ALGOR,
+    );
+    fn BIO_pop(b: *mut ffi::BIO) -> *mut ffi::BIO;
+    fn BIO_free(b: *mut ffi::BIO) -> c_int;
+    fn X509_get_key_usage(x: *mut ffi::X509) -> u32;
+    fn X509_get_extended_key_usage(x: *mut ffi::X509) -> u32;
+    fn d2i_EXTENDED_KEY_USAGE(
+        a: *mut *mut ffi::OPENSSL_STACK,
+        pp: *mut *const u8,
+        len: c_long,
+    ) -> *mut ffi::OPENSSL_STACK;
+    fn ASN1_OBJECT_free(a: *mut ffi::ASN1_OBJECT);
+    fn X509_STORE_add_crl(store: *mut ffi::X509_STORE, crl: *mut ffi::X509_CRL) -> c_int;
+}
+
+/// What a CMS ContentInfo holds, from its contentType.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentKind {
+    Data,
+    Signed,
+    Enveloped,
+    AuthEnveloped,
+    Compressed,
+    Other(i32),
+}
+
+/// The contentType of a parsed CMS structure.
+pub fn content_kind(cms: &CmsContentInfoRef) -> ContentKind {
+    // SAFETY: cms is a valid ContentInfo for the borrow; CMS_get0_type returns a borrowed object
+    // (or NULL), and OBJ_obj2nid accepts NULL (returns NID_undef).
+    let nid = unsafe { ffi::OBJ_obj2nid(CMS_get0_type(cms.as_ptr())) };
+    match nid {
+        ffi::NID_pkcs7_data => ContentKind::Data,
+        ffi::NID_pkcs7_signed => ContentKind::Signed,
+        ffi::NID_pkcs7_enveloped => ContentKind::Enveloped,
+        NID_AUTH_ENVELOPED => ContentKind::AuthEnveloped,
+        ffi::NID_id_smime_ct_compressedData => ContentKind::Compressed,
+        n => ContentKind::Other(n),
+    }
+}
+
+/// Whether a SignedData carries its content (eContent) inside.
+pub fn has_econtent(cms: &CmsContentInfoRef) -> bool {
+    // SAFETY: CMS_get0_content returns a borrowed pointer to the eContent slot (or NULL for
+    // types without one); we only read through it.
+    unsafe {
+        let pos = CMS_get0_content(cms.as_ptr());
+        ffi::ERR_clear_error();
+        !pos.is_null() && !(*pos).is_null()
+    }
+}
+
+/// How a RecipientInfo delivers the content-encryption key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientKind {
+    KeyTransport,
+    KeyAgreement,
+    Kek,
+    Password,
+    Other,
+}
+
+/// One recipient named by an EnvelopedData/AuthEnvelopedData, for reports.
+#[derive(Debug, Clone)]
+pub struct RecipientSummary {
+    pub kind: RecipientKind,
+    /// Issuer DN and serial (hex), when the recipient is named that way.
+    pub issuer_serial: Option<(String, String)>,
+}
+
+fn stack_len(st: *const ffi::OPENSSL_STACK) -> c_int {
+    if st.is_null() {
+        0
+    } else {
+        // SAFETY: st is a valid, non-NULL stack.
+        unsafe { ffi::OPENSSL_sk_num(st) }.max(0)
+    }
+}
+
+fn stack_get(st: *const ffi::OPENSSL_STACK, i: c_int) -> *mut c_void {
+    // SAFETY: callers pass i in 0..stack_len(st).
+    unsafe { ffi::OPENSSL_sk_value(st, i) }
+}
+
+fn name_serial(
+    issuer: *mut ffi::X509_NAME,
+    sno: *mut ffi::ASN1_INTEGER,
+) -> Option<(String, String)> {
+    if issuer.is_null() || sno.is_null() {
+        return None;
+    }
+    // SAFETY: both pointers are borrowed from a live CMS structure for the duration of the call.
+    let (name, serial) = unsafe { (X509NameRef::from_ptr(issuer), Asn1IntegerRef::from_ptr(sno)) };
+    Some((
+        crate::certs::name_to_string(name),
+        crate::certs::serial_hex(serial),
+    ))
+}
+
+/// The recipients an enveloped message names.
+pub fn recipients(cms: &CmsContentInfoRef) -> Vec<RecipientSummary> {
+    let mut out = Vec::new();
+    // SAFETY: the stack and its elements are borrowed from cms and only read.
+    unsafe {
+        let ris = CMS_get0_RecipientInfos(cms.as_ptr());
+        for i in 0..stack_len(ris) {
+            let ri = stack_get(ris, i);
+            let kind = match CMS_RecipientInfo_type(ri) {
+                CMS_RECIPINFO_TRANS => RecipientKind::KeyTransport,
+                CMS_RECIPINFO_AGREE => RecipientKind::KeyAgreement,
+                CMS_RECIPINFO_KEK => RecipientKind::Kek,
+                CMS_RECIPINFO_PASS => RecipientKind::Password,
+                _ => RecipientKind::Other,
+            };
+            match kind {
+                RecipientKind::KeyTransport => {
+                    let (mut keyid, mut issuer, mut sno) =
+                        (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+                    CMS_RecipientInfo_ktri_get0_signer_id(ri, &mut keyid, &mut issuer, &mut sno);
+                    out.push(RecipientSummary {
+                        kind,
+                        issuer_serial: name_serial(issuer, sno),
+                    });
+                }
+                RecipientKind::KeyAgreement => {
+                    let reks = CMS_RecipientInfo_kari_get0_reks(ri);
+                    for j in 0..stack_len(reks) {
+                        let rek = stack_get(reks, j);
+                        let (mut keyid, mut tm, mut other, mut issuer, mut sno) = (
+                            ptr::null_mut(),
+                            ptr::null_mut(),
+                            ptr::null_mut(),
+                            ptr::null_mut(),
+                            ptr::null_mut(),
+                        );
+                        CMS_RecipientEncryptedKey_get0_id(
+                            rek,
+                            &mut keyid,
+                            &mut tm,
+                            &mut other,
+                            &mut issuer,
+                            &mut sno,
+                        );
+                        out.push(RecipientSummary {
+                            kind,
+                            issuer_serial: name_serial(issuer, sno),
+                        });
+                    }
+                }
+                _ => out.push(RecipientSummary {
+                    kind,
+                    issuer_serial: None,
+                }),
+            }
+        }
+        ffi::ERR_clear_error();
+    }
+    out
+}
+
+/// Whether a RecipientInfo of `cms` names `cert` (issuer+serial or subject key identifier).
+/// Decrypting is only attempted for a matching identity: OpenSSL given no match would "decrypt"
+/// with a random key (its MMA countermeasure) and return garbage without an error.
+pub fn recipient_matches(cms: &CmsContentInfoRef, cert: &X509Ref) -> bool {
+    let mut found = false;
+    // SAFETY: all pointers are borrowed from cms/cert, which outlive the block; the cmp
+    // functions only read them.
+    unsafe {
+        let ris = CMS_get0_RecipientInfos(cms.as_ptr());
+        for i in 0..stack_len(ris) {
+            let ri = stack_get(ris, i);
+            match CMS_RecipientInfo_type(ri) {
+                CMS_RECIPINFO_TRANS if CMS_RecipientInfo_ktri_cert_cmp(ri, cert.as_ptr()) == 0 => {
+                    found = true;
+                }
+                CMS_RECIPINFO_AGREE => {
+                    let reks = CMS_RecipientInfo_kari_get0_reks(ri);
+                    for j in 0..stack_len(reks) {
+                        if CMS_RecipientEncryptedKey_cert_cmp(stack_get(reks, j), cert.as_ptr())
+                            == 0
+                        {
+                            found = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        ffi::ERR_clear_error();
+    }
+    found
+}
+
+/// The cryptographic check of one SignerInfo (no certificate path, no policy: see `verify`).
+#[derive(Debug)]
+pub struct SignerCheck {
+    /// The signer's certificate, when the message or the extra certificates hold it.
+    pub cert: Option<X509>,
+    /// Issuer DN and serial the SignerInfo names (for reports when the certificate is missing).
+    pub issuer_serial: Option<(String, String)>,
+    /// The signature over the signed attributes and the message digest both hold.
+    pub signature_ok: bool,
+    /// Digest algorithm short name (sha256…).
+    pub digest: String,
+    /// signingTime attribute, seconds since the epoch.
+    pub signing_time: Option<i64>,
+    /// DER of the SMIMECapabilities attribute value, when present.
+    pub smime_capabilities: Option<Vec<u8>>,
+}
+
+/// Result of checking every signer of a SignedData.
+#[derive(Debug)]
+pub struct SignedCheck {
+    pub signers: Vec<SignerCheck>,
+    /// The signed content: the eContent for opaque signatures, None for detached ones.
+    pub content: Option<Vec<u8>>,
+}
+
+struct BioChain {
+    head: *mut ffi::BIO,
+    upto: *mut ffi::BIO,
+}
+
+impl Drop for BioChain {
+    fn drop(&mut self) {
+        // SAFETY: head is the chain CMS_dataInit returned. When we supplied the content BIO
+        // (`upto`), the filters in front of it are popped and freed one by one and `upto` is
+        // freed by its own owner; otherwise the whole chain belongs to us.
+        unsafe {
+            if self.upto.is_null() {
+                ffi::BIO_free_all(self.head);
+            } else {
+                let mut f = self.head;
+                while !f.is_null() && f != self.upto {
+                    let next = BIO_pop(f);
+                    BIO_free(f);
+                    f = next;
+                }
+            }
+        }
+    }
+}
+
+struct MemBio(*mut ffi::BIO);
+
+impl Drop for MemBio {
+    fn drop(&mut self) {
+        // SAFETY: a BIO we created with BIO_new_mem_buf and still own.
+        unsafe {
+            ffi::BIO_free_all(self.0);
+        }
+    }
+}
+
+fn signing_time(si: *mut CMS_SignerInfo) -> Option<i64> {
+    // SAFETY: si is borrowed; the returned ASN1_TIME is borrowed from its attributes.
+    unsafe {
+        let obj = ffi::OBJ_nid2obj(ffi::NID_pkcs9_signingTime);
+        for ty in [ffi::V_ASN1_UTCTIME, ffi::V_ASN1_GENERALIZEDTIME] {
+            let t = CMS_signed_get0_data_by_OBJ(si, obj, -3, ty);
+            if !t.is_null() {
+                let t = Asn1TimeRef::from_ptr(t as *mut ffi::ASN1_TIME);
+                let epoch = Asn1Time::from_unix(0).ok()?;
+                let d = epoch.diff(t).ok()?;
+                ffi::ERR_clear_error();
+                return Some(i64::from(d.days) * 86_400 + i64::from(d.secs));
+            }
+        }
+        ffi::ERR_clear_error();
+    }
+    None
+}
+
+fn smime_capabilities(si: *mut CMS_SignerInfo) -> Option<Vec<u8>> {
+    // SAFETY: si is borrowed; the returned ASN1_STRING (the SEQUENCE's DER) is borrowed.
+    unsafe {
+        let obj = ffi::OBJ_nid2obj(ffi::NID_SMIMECapabilities);
+        let s = CMS_signed_get0_data_by_OBJ(si, obj, -3, ffi::V_ASN1_SEQUENCE);
+        ffi::ERR_clear_error();
+        if s.is_null() {
+            return None;
+        }
+        let s = s as *mut ffi::ASN1_STRING;
+        let len = usize::try_from(ffi::ASN1_STRING_length(s)).ok()?;
+        let data = ffi::ASN1_STRING_get0_data(s);
+        if data.is_null() {
+            return None;
+        }
+        Some(std::slice::from_raw_parts(data, len).to_vec())
+    }
+}
+
+/// Checks every SignerInfo of a SignedData on its own: the signature over the signed attributes
+/// and the message digest over `detached` (multipart/signed) or the embedded content (opaque).
+/// `extra_certs` are searched for signer certificates the message does not carry.
+pub fn check_signers(
+    cms: &CmsContentInfoRef,
+    detached: Option<&[u8]>,
+    extra_certs: &StackRef<X509>,
+) -> Result<SignedCheck, openssl::error::ErrorStack> {
+    let cms_ptr = cms.as_ptr();
+    // SAFETY: every pointer below is either borrowed from `cms` (alive for the whole function)
+    // or owned by a guard (MemBio, BioChain) that frees it on every path.
+    unsafe {
+        let sis = CMS_get0_SignerInfos(cms_ptr);
+        if sis.is_null() {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        // Attach signer certificates from the message and from extra_certs; a signer whose
+        // certificate cannot be found keeps a NULL signer.
+        CMS_set1_signers_certs(cms_ptr, extra_certs.as_ptr(), 0);
+        ffi::ERR_clear_error();
+
+        let mut signers = Vec::new();
+        let mut ptrs = Vec::new();
+        for i in 0..stack_len(sis) {
+            let si = stack_get(sis, i);
+            let (mut pk, mut signer, mut pdig, mut psig) = (
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            );
+            CMS_SignerInfo_get0_algs(si, &mut pk, &mut signer, &mut pdig, &mut psig);
+            let cert = if signer.is_null() {
+                None
+            } else {
+                Some(X509Ref::from_ptr(signer).to_owned())
+            };
+            let (mut keyid, mut issuer, mut sno) =
+                (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+            CMS_SignerInfo_get0_signer_id(si, &mut keyid, &mut issuer, &mut sno);
+            let digest = if pdig.is_null() {
+                String::from("unknown")
+            } else {
+                let mut obj = ptr::null();
+                X509_ALGOR_get0(&mut obj, ptr::null_mut(), ptr::null_mut(), pdig);
+                Nid::from_raw(ffi::OBJ_obj2nid(obj))
+                    .short_name()
+                    .map(str::to_ascii_lowercase)
+                    .unwrap_or_else(|_| String::from("unknown"))
+            };
+            // Signature over the signed attributes (only when there are signed attributes; without
+            // them the signature covers the content digest and is checked below).
+            let attrs_ok = if signer.is_null() {
+                false
+            } else if CMS_signed_get_attr_count(si) >= 0 {
+                CMS_SignerInfo_verify(si) == 1
+            } else {
+                true
+            };
+            ffi::ERR_clear_error();
+            signers.push(SignerCheck {
+                cert,
+                issuer_serial: name_serial(issuer, sno),
+                signature_ok: attrs_ok,
+                digest,
+                signing_time: signing_time(si),
+                smime_capabilities: smime_capabilities(si),
+            });
+            ptrs.push(si);
+        }
+
+        // Digest the content through the BIO chain CMS_dataInit builds.
+        let input = match detached {
+            Some(data) => {
+                let len =
+                    c_int::try_from(data.len()).map_err(|_| openssl::error::ErrorStack::get())?;
+                let b = ffi::BIO_new_mem_buf(data.as_ptr() as *const c_void, len);
+                if b.is_null() {
+                    return Err(openssl::error::ErrorStack::get());
+                }
+                Some(MemBio(b))
+            }
+            None => None,
+        };
+        let icont = input.as_ref().map_or(ptr::null_mut(), |b| b.0);
+        let head = CMS_dataInit(cms_ptr, icont);
+        if head.is_null() {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        let chain = BioChain { head, upto: icont };
+        let mut content = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = ffi::BIO_read(
+                chain.head,
+                buf.as_mut_ptr() as *mut c_void,
+                buf.len() as c_int,
+            );
+            if n <= 0 {
+                break;
+            }
+            if detached.is_none() {
+                content.extend_from_slice(&buf[..n as usize]);
+            }
+        }
+        for (check, si) in signers.iter_mut().zip(ptrs) {
+            if check.cert.is_some() {
+                let ok = CMS_SignerInfo_verify_content(si, chain.head) == 1;
+                check.signature_ok = check.signature_ok && ok;
+            }
+        }
+        drop(chain);
+        drop(input);
+        ffi::ERR_clear_error();
+        Ok(SignedCheck {
+            signers,
+            content: if detached.is_none() {
+                Some(content)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// The certificates a SignedData carries.
+pub fn embedded_certs(cms: &CmsContentInfoRef) -> Vec<X509> {
+    // SAFETY: CMS_get1_certs returns a new stack (or NULL) that we own; Stack::from_ptr takes
+    // ownership and frees it and its up-ref'd certificates.
+    unsafe {
+        let st = CMS_get1_certs(cms.as_ptr());
+        ffi::ERR_clear_error();
+        if st.is_null() {
+            return Vec::new();
+        }
+        let stack: Stack<X509> = Stack::from_ptr(st);
+        stack.into_iter().collect()
+    }
+}
+
+/// Key-usage bits of a certificate (X509v3_KU_*), None when the extension is absent.
+pub fn key_usage(cert: &X509Ref) -> Option<u32> {
+    // SAFETY: X509_get_key_usage only reads the (cached) extensions of a valid certificate.
+    let ku = unsafe { X509_get_key_usage(cert.as_ptr()) };
+    (ku != ABSENT).then_some(ku)
+}
+
+/// Extended-key-usage flags of a certificate (XKU_*), None when the extension is absent.
+pub fn ext_key_usage(cert: &X509Ref) -> Option<u32> {
+    // SAFETY: as for key_usage.
+    let xku = unsafe { X509_get_extended_key_usage(cert.as_ptr()) };
+    (xku != ABSENT).then_some(xku)
+}
+
+/// Decodes a DER ExtKeyUsageSyntax (SEQUENCE OF OBJECT IDENTIFIER) into dotted OIDs.
+pub fn decode_eku(der: &[u8]) -> Option<Vec<String>> {
+    let len = c_long::try_from(der.len()).ok()?;
+    // SAFETY: d2i reads at most `len` bytes from `p`; the returned stack is owned and freed with
+    // its ASN1_OBJECT elements before returning.
+    unsafe {
+        let mut p = der.as_ptr();
+        let st = d2i_EXTENDED_KEY_USAGE(ptr::null_mut(), &mut p, len);
+        if st.is_null() {
+            ffi::ERR_clear_error();
+            return None;
+        }
+        let mut out = Vec::new();
+        for i in 0..stack_len(st) {
+            let obj = stack_get(st, i) as *const ffi::ASN1_OBJECT;
+            let mut buf = [0u8; 128];
+            let n = ffi::OBJ_obj2txt(buf.as_mut_ptr() as *mut _, buf.len() as c_int, obj, 1);
+            if n > 0 {
+                let n = (n as usize).min(buf.len() - 1);
+                out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        while ffi::OPENSSL_sk_num(st) > 0 {
+            ASN1_OBJECT_free(ffi::OPENSSL_sk_pop(st) as *mut ffi::ASN1_OBJECT);
+        }
+        ffi::OPENSSL_sk_free(st);
+        Some(out)
+    }
+}
+
+/// Adds a CRL to a store under construction.
+pub fn store_add_crl(
+    builder: &mut X509StoreBuilderRef,
+    crl: &openssl::x509::X509CrlRef,
+) -> Result<(), openssl::error::ErrorStack> {
+    // SAFETY: X509_STORE_add_crl up-refs the CRL; both pointers are valid for the call.
+    let r = unsafe { X509_STORE_add_crl(builder.as_ptr(), crl.as_ptr()) };
+    if r == 1 {
+        Ok(())
+    } else {
+        Err(openssl::error::ErrorStack::get())
+    }
+}

@@ -1,0 +1,740 @@
+//! The inbound pipeline: one function from message bytes to processed bytes plus a [`Status`].
+//! `smimed filter` and both watchers call [`process`]; none of them looks inside a message.
+//!
+//! Steps: strip forged status fields; walk the chain of roots (decrypt EnvelopedData /
+//! AuthEnvelopedData, verify and unwrap opaque SignedData, verify multipart/signed and keep it);
+//! honour protected headers; report S/MIME parts that are not the root as partial, never
+//! decrypting them (EFAIL, reply oracles); write the status fields first.
+//!
+//! Architecture Invariants: no I/O besides loading keys and trust on first need; never a panic
+//! on any input (depth and size limits are reported in the status); when decryption or parsing
+//! fails the output is the original message with status fields added and forgeries removed;
+//! plaintext is released only after OpenSSL reported success (GCM tag checked).
+
+use std::sync::{Arc, Mutex};
+
+use openssl::cms::CmsContentInfo;
+use openssl::x509::X509;
+
+use crate::config::Settings;
+use crate::error::{Error, Kind as ErrorKind, Result};
+use crate::keys::{self, Identity, Passphrases};
+use crate::mime::{self, Entity, Field, Kind};
+use crate::ossl::{self, ContentKind};
+use crate::status::{self, Encryption, Signature, SignerResult, Status};
+use crate::trust::TrustStore;
+use crate::verify::{self, FromAddress};
+
+/// Limits that keep hostile input from costing more than a message should.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_size: u64,
+    /// S/MIME layers (decrypt/unwrap steps) on the root chain.
+    pub max_layers: usize,
+    /// MIME parts looked at when searching for nested S/MIME parts.
+    pub max_parts: usize,
+    /// Nesting of attached messages searched for nested S/MIME parts.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_size: crate::config::DEFAULT_MAX_SIZE,
+            max_layers: 8,
+            max_parts: 5_000,
+            max_depth: 20,
+        }
+    }
+}
+
+/// Loaded once, on first need; a failure is not remembered, so that a temporary one (passphrase
+/// command) is retried for the next message.
+struct Lazy<T> {
+    cell: Mutex<Option<Arc<T>>>,
+}
+
+impl<T> Lazy<T> {
+    fn new() -> Self {
+        Lazy {
+            cell: Mutex::new(None),
+        }
+    }
+    fn get(&self, init: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        let mut g = self
+            .cell
+            .lock()
+            .map_err(|_| Error::software("lazy cell poisoned"))?;
+        if let Some(v) = g.as_ref() {
+            return Ok(v.clone());
+        }
+        let v = Arc::new(init()?);
+        *g = Some(v.clone());
+        Ok(v)
+    }
+}
+
+/// Everything the pipeline needs besides the message: settings, keys and trust (loaded once).
+pub struct Context {
+    pub settings: Settings,
+    pub limits: Limits,
+    passphrases: Passphrases,
+    identities: Lazy<Vec<Identity>>,
+    trust: Lazy<TrustStore>,
+}
+
+impl Context {
+    pub fn new(settings: Settings) -> Context {
+        let limits = Limits {
+            max_size: settings.max_size,
+            ..Limits::default()
+        };
+        Context {
+            passphrases: Passphrases::new(settings.passphrase.clone()),
+            settings,
+            limits,
+            identities: Lazy::new(),
+            trust: Lazy::new(),
+        }
+    }
+
+    /// The user's identities, loaded on first use.
+    pub fn identities(&self) -> Result<Arc<Vec<Identity>>> {
+        self.identities
+            .get(|| keys::load_identities(&self.settings.keys, &self.passphrases))
+    }
+
+    /// The trust anchors, loaded on first use.
+    pub fn trust(&self) -> Result<Arc<TrustStore>> {
+        self.trust
+            .get(|| TrustStore::load(&self.settings.trust, &self.settings.crls))
+    }
+
+    pub fn authserv_id(&self) -> &str {
+        &self.settings.authserv_id
+    }
+}
+
+/// The pipeline's output.
+#[derive(Debug)]
+pub struct Processed {
+    /// The message to deliver: status fields first.
+    pub output: Vec<u8>,
+    pub status: Status,
+    /// The input was S/MIME at its root (so the output is a rewritten message).
+    pub smime: bool,
+    /// Forged status fields were removed.
+    pub forged_removed: usize,
+}
+
+impl Processed {
+    /// Signers whose signature is valid and whose address is the From address: the only ones
+    /// whose certificate and capabilities may be harvested into the address book.
+    pub fn harvestable(&self) -> impl Iterator<Item = &SignerResult> {
+        self.status
+            .signers
+            .iter()
+            .filter(|s| s.verdict == Signature::Valid && s.cert.is_some())
+    }
+}
+
+/// One signed layer of the root chain.
+struct SignedLayer {
+    results: Vec<SignerResult>,
+}
+
+/// How the walk down the root chain ended.
+enum Walk {
+    /// The current entity is the final content.
+    Done,
+    /// Processing failed for good: deliver the original, with this status.
+    Failed,
+}
+
+/// Processes one message. Errors are only those the caller must act on (temporary failures,
+/// configuration); everything about the message itself is in the returned status.
+pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
+    let eol = mime::eol_of(input);
+    let root = mime::split(input);
+    let mut outer = root.fields.clone();
+    let forged_removed = status::strip_forged(&mut outer, ctx.authserv_id());
+    let mut st = Status::default();
+
+    let original = |st: &Status, outer: &[Field]| -> Vec<u8> {
+        let mut out = st.header_fields(ctx.authserv_id(), eol);
+        for f in outer {
+            out.extend_from_slice(&f.raw);
+        }
+        out.extend_from_slice(root.separator);
+        out.extend_from_slice(root.body);
+        out
+    };
+
+    if input.len() as u64 > ctx.limits.max_size {
+        st.add("reason", "size-limit");
+        return Ok(Processed {
+            output: original(&st, &outer),
+            status: st,
+            smime: false,
+            forged_removed,
+        });
+    }
+
+    let root_kind = mime::classify_entity(&root);
+    let mut walker = Walker {
+        ctx,
+        st: &mut st,
+        layers: Vec::new(),
+        cbc: false,
+        decrypted: false,
+        order: Vec::new(),
+    };
+    let mut current: Option<Vec<u8>> = None; // None: still the root
+    let mut ended = Walk::Done;
+    for depth in 0.. {
+        let bytes: &[u8] = current.as_deref().unwrap_or(input);
+        let ent = mime::split(bytes);
+        let kind = mime::classify_entity(&ent);
+        if kind == Kind::Other {
+            break;
+        }
+        if depth >= ctx.limits.max_layers {
+            walker.st.add("reason", "nesting-limit");
+            ended = Walk::Failed;
+            break;
+        }
+        let step = match kind {
+            Kind::Pkcs7Mime => walker.pkcs7(&ent)?,
+            Kind::MultipartSigned => walker.multipart_signed(bytes, depth == 0)?,
+            Kind::Other => Step::Stop,
+        };
+        match step {
+            Step::Next(next) => current = Some(next),
+            Step::Stop => break,
+            Step::Fail => {
+                ended = Walk::Failed;
+                break;
+            }
+        }
+    }
+    let Walker {
+        layers,
+        cbc,
+        decrypted,
+        order,
+        ..
+    } = walker;
+
+    // The message's verdict: the worst signer of every layer on the root chain.
+    for l in &layers {
+        for r in &l.results {
+            if r.verdict.severity() > st.signature.severity() {
+                st.signature = r.verdict;
+            }
+            if r.verdict == Signature::Valid && !r.revocation_checked {
+                st.add("revocation", "unchecked");
+            }
+        }
+        st.signers.extend(l.results.iter().cloned());
+    }
+    // A signed layer without signers (or one that could not be read) is never valid.
+    if layers.iter().any(|l| l.results.is_empty())
+        && Signature::Error.severity() > st.signature.severity()
+    {
+        st.signature = Signature::Error;
+    }
+    if order.len() > 1 {
+        // `order` was filled peeling from the outside: the sender applied it the other way.
+        let applied: Vec<&str> = order.iter().rev().copied().collect();
+        st.add("order", applied.join("-then-"));
+    }
+
+    if let Walk::Failed = ended {
+        // The original (still encrypted) is what gets delivered.
+        if decrypted {
+            st.encryption = Encryption::Failed;
+        }
+        recheck_from(&mut st, &verify::from_address(&outer));
+        return Ok(Processed {
+            output: original(&st, &outer),
+            status: st,
+            smime: root_kind != Kind::Other,
+            forged_removed,
+        });
+    }
+    if decrypted {
+        st.encryption = Encryption::Decrypted;
+    }
+    // CBC content is not integrity-protected unless a valid signature covers it; decided once
+    // the signers were judged against the delivered From (see finish()).
+    let finish = |st: &mut Status| {
+        if decrypted && cbc && st.signature != Signature::Valid {
+            st.add("integrity", "no");
+        }
+    };
+
+    let Some(content) = current else {
+        // Nothing was unwrapped: the root is plain, or a multipart/signed kept as it is.
+        let from = verify::from_address(&outer);
+        recheck_from(&mut st, &from);
+        finish(&mut st);
+        scan_partial(ctx, input, root_kind == Kind::MultipartSigned, &mut st);
+        return Ok(Processed {
+            output: original(&st, &outer),
+            status: st,
+            smime: root_kind != Kind::Other,
+            forged_removed,
+        });
+    };
+
+    // Assemble: outer fields minus Content-*, protected fields promoted, the content's entity.
+    let (content, protected) = unwrap_protected(&content, ctx.authserv_id());
+    let inner = mime::split(&content);
+    let mut fields: Vec<Field> = outer.into_iter().filter(|f| !f.is_content()).collect();
+    for p in &protected {
+        fields.retain(|f| !f.name().eq_ignore_ascii_case(p.name()));
+    }
+    let promoted_at = fields
+        .iter()
+        .position(|f| f.is("MIME-Version"))
+        .unwrap_or(fields.len());
+    fields.splice(promoted_at..promoted_at, protected.iter().cloned());
+    let has_mime_version = fields.iter().any(|f| f.is("MIME-Version"));
+    if !has_mime_version {
+        fields.push(Field::new("MIME-Version", "1.0", eol));
+    }
+    let from = verify::from_address(&fields);
+    recheck_from(&mut st, &from);
+    finish(&mut st);
+    let inner_kind = mime::classify_entity(&inner);
+    scan_partial(ctx, &content, inner_kind == Kind::MultipartSigned, &mut st);
+
+    let mut body = Vec::with_capacity(content.len() + 4096);
+    for f in &fields {
+        body.extend_from_slice(&mime::convert_eol(&f.raw, eol));
+    }
+    for f in inner.fields.iter().filter(|f| f.is_content()) {
+        body.extend_from_slice(&mime::convert_eol(&f.raw, eol));
+    }
+    body.extend_from_slice(eol);
+    body.extend_from_slice(&mime::convert_eol(inner.body, eol));
+    drop(inner);
+    let mut output = st.header_fields(ctx.authserv_id(), eol);
+    output.extend_from_slice(&body);
+    Ok(Processed {
+        output,
+        status: st,
+        smime: true,
+        forged_removed,
+    })
+}
+
+/// The signer/From comparison is made against the From of the message as delivered (after
+/// protected headers were promoted): re-judge mismatch for signers that were otherwise valid.
+fn recheck_from(st: &mut Status, from: &FromAddress) {
+    let mut worst = Signature::None;
+    for s in st.signers.iter_mut() {
+        if matches!(s.verdict, Signature::Valid | Signature::Mismatch) {
+            let ok = match (from, &s.address) {
+                (FromAddress::One(f), Some(a)) => a.eq_ignore_ascii_case(f),
+                _ => false,
+            };
+            if ok {
+                s.verdict = Signature::Valid;
+                s.reason = None;
+            } else {
+                s.verdict = Signature::Mismatch;
+                s.reason = Some(match from {
+                    FromAddress::Ambiguous(why) => (*why).to_string(),
+                    FromAddress::One(_) => String::from("signer-is-not-from"),
+                });
+            }
+        }
+        if s.verdict.severity() > worst.severity() {
+            worst = s.verdict;
+        }
+    }
+    if !st.signers.is_empty() && st.signature != Signature::Error {
+        st.signature = worst;
+    }
+}
+
+enum Step {
+    Next(Vec<u8>),
+    Stop,
+    Fail,
+}
+
+struct Walker<'a> {
+    ctx: &'a Context,
+    st: &'a mut Status,
+    layers: Vec<SignedLayer>,
+    cbc: bool,
+    decrypted: bool,
+    order: Vec<&'static str>,
+}
+
+impl Walker<'_> {
+    fn pkcs7(&mut self, ent: &Entity<'_>) -> Result<Step> {
+        let der = mime::decode_body(ent);
+        let hint = ent
+            .content_type()
+            .params
+            .get("smime-type")
+            .map(|s| s.to_ascii_lowercase())
+            .unwrap_or_default();
+        let cms = match CmsContentInfo::from_der(&der) {
+            Ok(c) => c,
+            Err(_) => {
+                if hint.contains("enveloped") {
+                    self.st.encryption = Encryption::Failed;
+                } else {
+                    self.st.signature = Signature::Error;
+                }
+                self.st.add("reason", "malformed-cms");
+                return Ok(Step::Fail);
+            }
+        };
+        drop(der);
+        match ossl::content_kind(&cms) {
+            k @ (ContentKind::Enveloped | ContentKind::AuthEnveloped) => {
+                self.st.add(
+                    "alg",
+                    if k == ContentKind::AuthEnveloped {
+                        "authenveloped"
+                    } else {
+                        "enveloped"
+                    },
+                );
+                match self.decrypt(&cms)? {
+                    Ok(plain) => {
+                        self.decrypted = true;
+                        if k == ContentKind::Enveloped {
+                            self.cbc = true;
+                        }
+                        self.order.push("encrypted");
+                        Ok(Step::Next(plain))
+                    }
+                    Err(reason) => {
+                        self.st.encryption = Encryption::Failed;
+                        self.st.add("reason", reason);
+                        Ok(Step::Fail)
+                    }
+                }
+            }
+            ContentKind::Signed => {
+                if !ossl::has_econtent(&cms) {
+                    // certs-only (no signers, no content) is not a signed message.
+                    self.st.add("reason", "certs-only");
+                    return Ok(Step::Stop);
+                }
+                let trust = self.ctx.trust()?;
+                let check = check_signed(&cms, None, &trust)?;
+                let Some(check) = check else {
+                    self.st.signature = Signature::Error;
+                    self.st.add("reason", "malformed-signed-data");
+                    return Ok(Step::Fail);
+                };
+                let (results, content) = check;
+                self.layers.push(SignedLayer { results });
+                self.order.push("signed");
+                match content {
+                    Some(c) => Ok(Step::Next(c)),
+                    None => Ok(Step::Fail),
+                }
+            }
+            ContentKind::Compressed => {
+                self.st.add("reason", "compressed-data-unsupported");
+                Ok(Step::Fail)
+            }
+            _ => {
+                self.st.add("reason", "unsupported-cms-content");
+                Ok(Step::Fail)
+            }
+        }
+    }
+
+    fn multipart_signed(&mut self, bytes: &[u8], at_root: bool) -> Result<Step> {
+        let parsed = match mailparse::parse_mail(bytes) {
+            Ok(p) => p,
+            Err(_) => {
+                self.st.signature = Signature::Error;
+                self.st.add("reason", "malformed-mime");
+                return Ok(Step::Fail);
+            }
+        };
+        if parsed.subparts.len() != 2 {
+            self.st.signature = Signature::Error;
+            self.st.add("reason", "malformed-multipart-signed");
+            self.layers.push(SignedLayer {
+                results: Vec::new(),
+            });
+            return Ok(Step::Stop);
+        }
+        let signed = parsed.subparts[0].raw_bytes;
+        let sig_ent = mime::split(parsed.subparts[1].raw_bytes);
+        let der = mime::decode_body(&sig_ent);
+        let cms = match CmsContentInfo::from_der(&der) {
+            Ok(c) if ossl::content_kind(&c) == ContentKind::Signed => c,
+            _ => {
+                self.st.signature = Signature::Error;
+                self.st.add("reason", "malformed-signature");
+                self.layers.push(SignedLayer {
+                    results: Vec::new(),
+                });
+                return Ok(Step::Stop);
+            }
+        };
+        if ossl::has_econtent(&cms) {
+            // "Johnny, You Are Fired" §4.1: a detached signature that carries content too is
+            // never valid, whatever either part says.
+            self.st.signature = Signature::Error;
+            self.st.add("reason", "content-in-detached-signature");
+            self.layers.push(SignedLayer {
+                results: Vec::new(),
+            });
+            return Ok(Step::Stop);
+        }
+        let trust = self.ctx.trust()?;
+        let canonical = mime::canonical_crlf(signed);
+        let Some((mut results, _)) = check_signed(&cms, Some(&canonical), &trust)? else {
+            self.st.signature = Signature::Error;
+            self.st.add("reason", "malformed-signature");
+            self.layers.push(SignedLayer {
+                results: Vec::new(),
+            });
+            return Ok(Step::Stop);
+        };
+        if !at_root {
+            for r in results.iter_mut() {
+                r.part = String::from("1");
+            }
+        }
+        self.layers.push(SignedLayer { results });
+        self.order.push("signed");
+        // Encrypt-then-sign: the signed content is itself S/MIME; go on with it (a client could
+        // not verify the signature after we decrypt the inside anyway).
+        let inner = mime::split(signed);
+        if mime::classify_entity(&inner) != Kind::Other {
+            Ok(Step::Next(signed.to_vec()))
+        } else {
+            Ok(Step::Stop)
+        }
+    }
+
+    /// Decrypts with the identity a RecipientInfo names. Ok(Err(reason)) for failures that
+    /// belong in the status; Err for configuration or temporary failures.
+    fn decrypt(
+        &mut self,
+        cms: &CmsContentInfo,
+    ) -> Result<std::result::Result<Vec<u8>, &'static str>> {
+        if self.ctx.settings.keys.is_empty() {
+            return Ok(Err("no-key-configured"));
+        }
+        let ids = self.ctx.identities()?;
+        let mut matched = false;
+        for id in ids.iter() {
+            if !ossl::recipient_matches(cms, &id.cert) {
+                continue;
+            }
+            matched = true;
+            // Uniform failure whatever went wrong (padding, tag, key): no oracle.
+            if let Ok(plain) = cms.decrypt(&id.key, &id.cert) {
+                return Ok(Ok(plain));
+            }
+            let _ = openssl::error::ErrorStack::get();
+        }
+        if matched {
+            Ok(Err("decryption-failed"))
+        } else {
+            let n = ossl::recipients(cms).len();
+            log::info!("message is encrypted to {n} recipient(s), none of them ours");
+            Ok(Err("not-encrypted-to-our-keys"))
+        }
+    }
+}
+
+/// The judged signers of one SignedData and, for an opaque one, its content.
+type CheckedLayer = (Vec<SignerResult>, Option<Vec<u8>>);
+
+/// Checks every signer of a SignedData and judges it. Returns None when the structure cannot
+/// be checked at all.
+fn check_signed(
+    cms: &CmsContentInfo,
+    detached: Option<&[u8]>,
+    trust: &TrustStore,
+) -> Result<Option<CheckedLayer>> {
+    let mut extra =
+        openssl::stack::Stack::new().map_err(|e| Error::software(format!("stack: {e}")))?;
+    for c in trust.certificates() {
+        extra
+            .push(c)
+            .map_err(|e| Error::software(format!("stack: {e}")))?;
+    }
+    let checked = match ossl::check_signers(cms, detached, &extra) {
+        Ok(c) => c,
+        Err(_) => return Ok(None),
+    };
+    let message_certs: Vec<X509> = ossl::embedded_certs(cms);
+    // The From comparison is redone on the assembled message (recheck_from); judge against an
+    // ambiguous From here so that only the cryptographic and path checks decide.
+    let from = FromAddress::Ambiguous("from-not-yet-known");
+    let results = checked
+        .signers
+        .iter()
+        .map(|s| verify::judge(s, &message_certs, trust, &from, "TEXT"))
+        .collect();
+    Ok(Some((results, checked.content)))
+}
+
+/// Protected headers (RFC 9788 `hp=`, the older `protected-headers=`, or a legacy
+/// message/rfc822 wrapper with `forwarded=no`): returns the content to deliver and the fields
+/// to promote over the outer ones.
+fn unwrap_protected(content: &[u8], authserv_id: &str) -> (Vec<u8>, Vec<Field>) {
+    let ent = mime::split(content);
+    let ct = ent.content_type();
+    let eol = mime::eol_of(content);
+    let promote = |e: &Entity<'_>| -> Vec<Field> {
+        let mut v: Vec<Field> = e
+            .fields
+            .iter()
+            .filter(|f| !f.is_content() && !f.is("MIME-Version") && !f.name().is_empty())
+            .cloned()
+            .collect();
+        status::strip_forged(&mut v, authserv_id);
+        v.iter_mut().for_each(|f| {
+            if !f.raw.ends_with(b"\n") {
+                f.raw.extend_from_slice(eol);
+            }
+        });
+        v
+    };
+    if ct.mimetype == "message/rfc822"
+        && ct
+            .params
+            .get("forwarded")
+            .is_some_and(|v| v.eq_ignore_ascii_case("no"))
+    {
+        let wrapped = mime::decode_body(&ent);
+        let inner = mime::split(&wrapped);
+        let fields = promote(&inner);
+        return (wrapped.clone(), fields);
+    }
+    if ct.params.contains_key("hp") || ct.params.contains_key("protected-headers") {
+        return (content.to_vec(), promote(&ent));
+    }
+    (content.to_vec(), Vec::new())
+}
+
+/// Looks for S/MIME parts below the root (inside multiparts or attached messages) and reports
+/// them as partial; they are never decrypted or counted as the message's signature.
+fn scan_partial(ctx: &Context, bytes: &[u8], root_is_multipart_signed: bool, st: &mut Status) {
+    let parsed = match mailparse::parse_mail(bytes) {
+        Ok(p) => p,
+        Err(_) => {
+            st.add("reason", "mime-nesting-limit");
+            return;
+        }
+    };
+    let mut budget = ctx.limits.max_parts;
+    let mut found = Partial::default();
+    let children: Vec<&mailparse::ParsedMail<'_>> = if root_is_multipart_signed {
+        // Part 2 is the signature we verified; only look inside the signed content.
+        parsed.subparts.iter().take(1).collect()
+    } else {
+        parsed.subparts.iter().collect()
+    };
+    for c in children {
+        scan_part(c, 0, ctx.limits.max_depth, &mut budget, &mut found);
+    }
+    // An attached message at the root: its S/MIME is not the root's either.
+    if !root_is_multipart_signed && parsed.ctype.mimetype == "message/rfc822" {
+        scan_attached(&parsed, 0, ctx.limits.max_depth, &mut budget, &mut found);
+    }
+    if found.encrypted {
+        st.add("partial", "encrypted");
+    }
+    if found.signed {
+        st.add("partial", "signed");
+    }
+    if found.truncated {
+        st.add("reason", "mime-part-limit");
+    }
+}
+
+#[derive(Default)]
+struct Partial {
+    encrypted: bool,
+    signed: bool,
+    truncated: bool,
+}
+
+fn scan_part(
+    p: &mailparse::ParsedMail<'_>,
+    depth: usize,
+    max_depth: usize,
+    budget: &mut usize,
+    found: &mut Partial,
+) {
+    if *budget == 0 {
+        found.truncated = true;
+        return;
+    }
+    *budget -= 1;
+    let ent = mime::split(p.raw_bytes);
+    match mime::classify_entity(&ent) {
+        Kind::MultipartSigned => found.signed = true,
+        Kind::Pkcs7Mime => {
+            let hint = p
+                .ctype
+                .params
+                .get("smime-type")
+                .map(|s| s.to_ascii_lowercase())
+                .unwrap_or_default();
+            if hint.contains("enveloped") {
+                found.encrypted = true;
+            } else if hint.contains("signed") {
+                found.signed = true;
+            } else if let Ok(cms) = CmsContentInfo::from_der(&mime::decode_body(&ent)) {
+                match ossl::content_kind(&cms) {
+                    ContentKind::Enveloped | ContentKind::AuthEnveloped => found.encrypted = true,
+                    ContentKind::Signed if ossl::has_econtent(&cms) => found.signed = true,
+                    _ => {}
+                }
+            }
+        }
+        Kind::Other => {}
+    }
+    for c in &p.subparts {
+        scan_part(c, depth, max_depth, budget, found);
+    }
+    if p.ctype.mimetype == "message/rfc822" {
+        scan_attached(p, depth, max_depth, budget, found);
+    }
+}
+
+fn scan_attached(
+    p: &mailparse::ParsedMail<'_>,
+    depth: usize,
+    max_depth: usize,
+    budget: &mut usize,
+    found: &mut Partial,
+) {
+    if depth >= max_depth {
+        found.truncated = true;
+        return;
+    }
+    let ent = mime::split(p.raw_bytes);
+    let inner = mime::decode_body(&ent);
+    if let Ok(m) = mailparse::parse_mail(&inner) {
+        scan_part(&m, depth + 1, max_depth, budget, found);
+    } else {
+        found.truncated = true;
+    }
+}
+
+/// Whether an error from [`process`] may pass by itself (the caller should retry or keep the
+/// message) rather than being a configuration problem.
+pub fn is_temporary(e: &Error) -> bool {
+    e.kind == ErrorKind::TempFail
+}

@@ -1,0 +1,317 @@
+//! The verdict of the inbound pipeline and the only place status header fields are written
+//! (`X-Smime-Status`, `Authentication-Results` per RFC 7281) or removed (forgeries, RFC 8601 §5).
+//!
+//! The words of `X-Smime-Status` are a contract users' Sieve and procmail rules match on:
+//! `encryption=none|decrypted|failed`, `signature=none|valid|invalid|untrusted|expired|revoked|
+//! mismatch|error`, then `signer=`, and further `key=value` pairs.
+
+use crate::mime::Field;
+
+pub const STATUS_HEADER: &str = "X-Smime-Status";
+pub const AR_HEADER: &str = "Authentication-Results";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encryption {
+    None,
+    Decrypted,
+    Failed,
+}
+
+impl Encryption {
+    pub fn word(self) -> &'static str {
+        match self {
+            Encryption::None => "none",
+            Encryption::Decrypted => "decrypted",
+            Encryption::Failed => "failed",
+        }
+    }
+}
+
+/// A signature verdict, for one signer or for the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signature {
+    None,
+    Valid,
+    Invalid,
+    Untrusted,
+    Expired,
+    Revoked,
+    Mismatch,
+    Error,
+}
+
+impl Signature {
+    pub fn word(self) -> &'static str {
+        match self {
+            Signature::None => "none",
+            Signature::Valid => "valid",
+            Signature::Invalid => "invalid",
+            Signature::Untrusted => "untrusted",
+            Signature::Expired => "expired",
+            Signature::Revoked => "revoked",
+            Signature::Mismatch => "mismatch",
+            Signature::Error => "error",
+        }
+    }
+
+    /// How bad a verdict is; the message takes its worst signer's verdict, so that one valid
+    /// signer among several never makes the message valid.
+    pub fn severity(self) -> u8 {
+        match self {
+            Signature::None => 0,
+            Signature::Valid => 1,
+            Signature::Mismatch => 2,
+            Signature::Expired => 3,
+            Signature::Untrusted => 4,
+            Signature::Error => 5,
+            Signature::Revoked => 6,
+            Signature::Invalid => 7,
+        }
+    }
+
+    /// RFC 7281 result.
+    pub fn ar_result(self) -> &'static str {
+        match self {
+            Signature::None => "none",
+            Signature::Valid => "pass",
+            Signature::Invalid => "fail",
+            Signature::Untrusted
+            | Signature::Expired
+            | Signature::Revoked
+            | Signature::Mismatch => "policy",
+            Signature::Error => "permerror",
+        }
+    }
+}
+
+/// The result for one SignerInfo.
+#[derive(Debug, Clone)]
+pub struct SignerResult {
+    pub verdict: Signature,
+    /// The signer certificate's address (the one matching From when there is one).
+    pub address: Option<String>,
+    pub serial: Option<String>,
+    pub issuer: Option<String>,
+    /// IMAP-style part the signature covers: TEXT for the message root, else 1, 1.2 …
+    pub part: String,
+    /// Short machine word for why the verdict is not valid.
+    pub reason: Option<String>,
+    pub digest: String,
+    /// Whether a CRL was consulted for this signer's certificate.
+    pub revocation_checked: bool,
+    /// The signer's certificate, when found.
+    pub cert: Option<openssl::x509::X509>,
+    /// DER of the signer's SMIMECapabilities attribute, when present.
+    pub smime_capabilities: Option<Vec<u8>>,
+    /// The signingTime attribute, seconds since the epoch.
+    pub signing_time: Option<i64>,
+}
+
+/// The verdict for one message.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub encryption: Encryption,
+    pub signature: Signature,
+    pub signers: Vec<SignerResult>,
+    /// Further `key=value` pairs, in order (alg, integrity, partial, order, reason…).
+    pub extra: Vec<(String, String)>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            encryption: Encryption::None,
+            signature: Signature::None,
+            signers: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// Keeps a header value a token: letters, digits and `-._@+,:/=`; anything else becomes `-`.
+fn token(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._@+,:/=".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+impl Status {
+    pub fn add(&mut self, key: &str, value: impl AsRef<str>) {
+        let value = token(value.as_ref());
+        if let Some(e) = self.extra.iter_mut().find(|(k, _)| k == key) {
+            if !e.1.split(',').any(|v| v == value) {
+                e.1.push(',');
+                e.1.push_str(&value);
+            }
+        } else {
+            self.extra.push((key.to_string(), value));
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `X-Smime-Status` (without the field name).
+    pub fn x_smime_status(&self) -> String {
+        let mut parts = vec![
+            format!("encryption={}", self.encryption.word()),
+            format!("signature={}", self.signature.word()),
+        ];
+        let signers: Vec<String> = self
+            .signers
+            .iter()
+            .filter_map(|s| s.address.as_deref().map(token))
+            .collect();
+        if !signers.is_empty() {
+            parts.push(format!("signer={}", signers.join(",")));
+        }
+        for (k, v) in &self.extra {
+            parts.push(format!("{k}={v}"));
+        }
+        parts.join("; ")
+    }
+
+    /// The value of `Authentication-Results` (without the field name), RFC 7281.
+    pub fn authentication_results(&self, authserv_id: &str) -> String {
+        let mut out = authserv_id.to_string();
+        if self.signers.is_empty() {
+            // A signed layer that could not be read at all has no signer to report.
+            out.push_str("; smime=");
+            out.push_str(self.signature.ar_result());
+            if self.signature != Signature::None {
+                out.push_str(" body.smime-part=TEXT");
+            }
+            return out;
+        }
+        for s in &self.signers {
+            out.push_str(";\n\tsmime=");
+            out.push_str(s.verdict.ar_result());
+            if let Some(r) = &s.reason {
+                out.push_str(&format!(" reason=\"{}\"", quote(r)));
+            }
+            if let Some(a) = &s.address {
+                out.push_str(&format!(" body.smime-identifier={}", token(a)));
+            }
+            out.push_str(&format!(" body.smime-part={}", token(&s.part)));
+            if let (Some(serial), Some(issuer)) = (&s.serial, &s.issuer) {
+                out.push_str(&format!(
+                    "\n\tbody.smime-serial={} body.smime-issuer=\"{}\"",
+                    token(serial),
+                    quote(issuer)
+                ));
+            }
+        }
+        out
+    }
+
+    /// Both header fields, in the message's line ending, to put first in the output.
+    pub fn header_fields(&self, authserv_id: &str, eol: &[u8]) -> Vec<u8> {
+        let eol_s = if eol == b"\r\n" { "\r\n" } else { "\n" };
+        let mut out = Vec::new();
+        out.extend_from_slice(
+            Field::new(STATUS_HEADER, &self.x_smime_status(), eol)
+                .raw
+                .as_slice(),
+        );
+        let ar = self
+            .authentication_results(authserv_id)
+            .replace('\n', eol_s);
+        out.extend_from_slice(Field::new(AR_HEADER, &ar, eol).raw.as_slice());
+        out
+    }
+}
+
+/// Escapes a quoted-string's content (RFC 5322): backslash and double quote, no line breaks.
+fn quote(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect()
+}
+
+/// The authserv-id an Authentication-Results value claims: the first token, before any `;` and
+/// after comments (RFC 8601 §2.2 allows a version after the id).
+pub fn ar_authserv_id(value: &str) -> String {
+    let mut v = value.trim_start();
+    // Skip leading CFWS comments.
+    while let Some(rest) = v.strip_prefix('(') {
+        v = rest.split_once(')').map_or("", |(_, r)| r).trim_start();
+    }
+    v.split(|c: char| c == ';' || c.is_whitespace())
+        .next()
+        .unwrap_or("")
+        .trim_matches('"')
+        .to_ascii_lowercase()
+}
+
+/// Whether a header field is one a sender may have forged to pass as ours: every
+/// X-Smime-Status, and every Authentication-Results claiming our authserv-id.
+pub fn is_forged(f: &Field, authserv_id: &str) -> bool {
+    if f.is(STATUS_HEADER) {
+        return true;
+    }
+    if f.is(AR_HEADER) {
+        return ar_authserv_id(&f.value()) == authserv_id.to_ascii_lowercase();
+    }
+    false
+}
+
+/// Removes every forged status field from a field list; returns how many were removed.
+pub fn strip_forged(fields: &mut Vec<Field>, authserv_id: &str) -> usize {
+    let before = fields.len();
+    fields.retain(|f| !is_forged(f, authserv_id));
+    before - fields.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authserv_id_extraction() {
+        assert_eq!(
+            ar_authserv_id(" mx.example.org; dkim=pass"),
+            "mx.example.org"
+        );
+        assert_eq!(
+            ar_authserv_id("(c) MX.example.org 1; none"),
+            "mx.example.org"
+        );
+        assert_eq!(
+            ar_authserv_id("mx.example.org;smime=pass"),
+            "mx.example.org"
+        );
+    }
+
+    #[test]
+    fn worst_signer_wins() {
+        assert!(Signature::Invalid.severity() > Signature::Valid.severity());
+        assert!(Signature::Mismatch.severity() > Signature::Valid.severity());
+    }
+
+    #[test]
+    fn status_words() {
+        let mut s = Status::default();
+        s.add("partial", "encrypted");
+        s.add("partial", "signed");
+        s.add("partial", "signed");
+        assert_eq!(
+            s.x_smime_status(),
+            "encryption=none; signature=none; partial=encrypted,signed"
+        );
+        assert_eq!(s.authentication_results("h"), "h; smime=none");
+    }
+}

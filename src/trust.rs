@@ -1,0 +1,179 @@
+//! Trust anchors and CRLs: read from the configured paths (files of any supported format, or
+//! folders of them), or the system CA bundle when none is configured; built once into the
+//! OpenSSL stores the verifier uses.
+//!
+//! Every certificate of a trust source is an anchor (X509_V_FLAG_PARTIAL_CHAIN), as in Office 365,
+//! whose admins put intermediates into the trusted store they export. A certificate that its
+//! store restricts to other uses (an .sst's property 9 without emailProtection) is listed but is
+//! not an anchor for mail.
+
+use std::path::{Path, PathBuf};
+
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::{X509Crl, X509PurposeId, X509};
+
+use crate::certs::{self, SourcedCert};
+use crate::error::{Error, Result};
+
+/// System CA bundles, in the order tried when no trust path is configured.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// One certificate and where it came from.
+pub struct Anchor {
+    pub cert: SourcedCert,
+    pub source: PathBuf,
+}
+
+/// The loaded trust configuration.
+pub struct TrustStore {
+    pub anchors: Vec<Anchor>,
+    /// Store with the email-usable anchors, purpose S/MIME signing, CRLs when configured.
+    pub store: X509Store,
+    /// Same anchors without revocation checking, for when no CRL covers a signer's issuer.
+    pub store_no_crl: X509Store,
+    /// Store for the encryption side: purpose S/MIME encryption.
+    pub store_encrypt: X509Store,
+    pub has_crls: bool,
+}
+
+impl TrustStore {
+    /// Reads every trust path (or the system bundle) and every CRL file.
+    pub fn load(paths: &[PathBuf], crls: &[PathBuf]) -> Result<TrustStore> {
+        let mut anchors = Vec::new();
+        if paths.is_empty() {
+            let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+            let bundle = env
+                .into_iter()
+                .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from))
+                .find(|p| p.is_file())
+                .ok_or_else(|| Error::config("no --trust given and no system CA bundle found"))?;
+            read_path(&bundle, &mut anchors, true)?;
+        } else {
+            for p in paths {
+                read_path(p, &mut anchors, true)?;
+            }
+        }
+        let mut crl_list = Vec::new();
+        for p in crls {
+            let data =
+                std::fs::read(p).map_err(|e| Error::config(format!("CRL {}: {e}", p.display())))?;
+            let list = if data.starts_with(b"-----") {
+                let text = String::from_utf8_lossy(&data);
+                certs::pem_blocks(&text)
+                    .iter()
+                    .filter(|b| b.label == "X509 CRL")
+                    .filter_map(|b| X509Crl::from_der(&b.der).ok())
+                    .collect()
+            } else {
+                X509Crl::from_der(&data)
+                    .map(|c| vec![c])
+                    .unwrap_or_default()
+            };
+            if list.is_empty() {
+                return Err(Error::config(format!("CRL {}: not a CRL", p.display())));
+            }
+            crl_list.extend(list);
+        }
+        let build = |purpose: X509PurposeId, with_crls: bool| -> Result<X509Store> {
+            let ssl_err =
+                |e: openssl::error::ErrorStack| Error::software(format!("trust store: {e}"));
+            let mut b = X509StoreBuilder::new().map_err(ssl_err)?;
+            for a in anchors.iter().filter(|a| a.cert.email_allowed) {
+                // Duplicates across sources are harmless; ignore "already in store".
+                let _ = b.add_cert(a.cert.cert.clone());
+            }
+            let mut flags = X509VerifyFlags::PARTIAL_CHAIN;
+            if with_crls {
+                for c in &crl_list {
+                    crate::ossl::store_add_crl(&mut b, c).map_err(ssl_err)?;
+                }
+                flags |= X509VerifyFlags::CRL_CHECK;
+            }
+            b.set_flags(flags).map_err(ssl_err)?;
+            b.set_purpose(purpose).map_err(ssl_err)?;
+            let _ = openssl::error::ErrorStack::get();
+            Ok(b.build())
+        };
+        let has_crls = !crl_list.is_empty();
+        Ok(TrustStore {
+            store: build(X509PurposeId::SMIME_SIGN, has_crls)?,
+            store_no_crl: build(X509PurposeId::SMIME_SIGN, false)?,
+            store_encrypt: build(X509PurposeId::SMIME_ENCRYPT, false)?,
+            anchors,
+            has_crls,
+        })
+    }
+
+    /// Every anchor certificate, for looking up signer certificates a message does not carry.
+    pub fn certificates(&self) -> Vec<X509> {
+        self.anchors.iter().map(|a| a.cert.cert.clone()).collect()
+    }
+}
+
+fn read_path(path: &Path, out: &mut Vec<Anchor>, explicit: bool) -> Result<()> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::config(format!("trust {}: {e}", path.display())))?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| Error::config(format!("trust {}: {e}", path.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                !p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+            })
+            .collect();
+        entries.sort();
+        for e in entries {
+            if e.is_file() {
+                // Inside a folder, files that are not certificates (READMEs, hash links to
+                // the same files) are skipped with a note rather than failing the whole folder.
+                if let Err(err) = read_path(&e, out, false) {
+                    log::info!("skipping {}: {err}", e.display());
+                }
+            }
+        }
+        return Ok(());
+    }
+    let data =
+        std::fs::read(path).map_err(|e| Error::config(format!("trust {}: {e}", path.display())))?;
+    match certs::read_certificates(&data) {
+        Ok(list) => {
+            out.extend(list.into_iter().map(|cert| Anchor {
+                cert,
+                source: path.to_path_buf(),
+            }));
+            Ok(())
+        }
+        Err(e) if explicit => Err(Error::config(format!("trust {}: {e}", path.display()))),
+        Err(e) => Err(Error::config(e)),
+    }
+}
+
+/// `smimed trust list`: one line per certificate.
+pub fn list_lines(store: &TrustStore) -> Vec<String> {
+    store
+        .anchors
+        .iter()
+        .map(|a| {
+            let c = &a.cert.cert;
+            let mark = match (&a.cert.restriction, a.cert.email_allowed) {
+                (Some(r), _) => format!("\t[{r}]"),
+                (None, false) => String::from("\t[not for email]"),
+                (None, true) => String::new(),
+            };
+            format!(
+                "{}\t{}\t{}{}",
+                certs::fingerprint(c),
+                certs::name_to_string(c.subject_name()),
+                certs::time_to_string(c.not_after()),
+                mark
+            )
+        })
+        .collect()
+}

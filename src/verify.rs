@@ -1,0 +1,198 @@
+//! Judging one signer: the cryptographic check from [`crate::ossl::check_signers`], then the path
+//! to a trust anchor (with the certificates the message carries), S/MIME signing purpose
+//! (emailProtection when EKU is present; digitalSignature or nonRepudiation), validity now,
+//! revocation when CRLs are configured, key size, and the signer's address against From.
+//!
+//! Architecture Invariant: a signer is `valid` only from [`judge`], and only when every check
+//! above held. Whether the signature covers the whole message is the pipeline's business.
+
+use openssl::pkey::Id;
+use openssl::stack::Stack;
+use openssl::x509::store::X509StoreRef;
+use openssl::x509::{X509StoreContext, X509VerifyResult, X509};
+
+use crate::certs;
+use crate::ossl::SignerCheck;
+use crate::status::{Signature, SignerResult};
+use crate::trust::TrustStore;
+
+/// What From says, for comparing with the signer: exactly one From field holding exactly one
+/// mailbox, or why not.
+#[derive(Debug, Clone)]
+pub enum FromAddress {
+    One(String),
+    /// Several From fields, several mailboxes, a group, or none: no signer can match.
+    Ambiguous(&'static str),
+}
+
+/// Reads the From fields of a header section.
+pub fn from_address(fields: &[crate::mime::Field]) -> FromAddress {
+    let froms: Vec<_> = fields.iter().filter(|f| f.is("From")).collect();
+    match froms.as_slice() {
+        [] => FromAddress::Ambiguous("no-from"),
+        [one] => {
+            let value = one.value();
+            match mailparse::addrparse(&value) {
+                Ok(list) => {
+                    let mut singles = Vec::new();
+                    for a in list.iter() {
+                        match a {
+                            mailparse::MailAddr::Single(s) => singles.push(s.addr.clone()),
+                            mailparse::MailAddr::Group(_) => {
+                                return FromAddress::Ambiguous("from-group")
+                            }
+                        }
+                    }
+                    match singles.as_slice() {
+                        [a] if a.contains('@') => FromAddress::One(a.trim().to_string()),
+                        [] => FromAddress::Ambiguous("no-from"),
+                        [_] => FromAddress::Ambiguous("from-unparsable"),
+                        _ => FromAddress::Ambiguous("several-from-addresses"),
+                    }
+                }
+                Err(_) => FromAddress::Ambiguous("from-unparsable"),
+            }
+        }
+        _ => FromAddress::Ambiguous("several-from-fields"),
+    }
+}
+
+/// Minimum RSA/DSA key size accepted for a signature (RFC 8551 §4.3, §6).
+const MIN_RSA_BITS: u32 = 2048;
+
+fn chain_error_verdict(err: X509VerifyResult) -> (Signature, String) {
+    let raw = err.as_raw();
+    let verdict = match raw {
+        openssl_sys::X509_V_ERR_CERT_HAS_EXPIRED | openssl_sys::X509_V_ERR_CERT_NOT_YET_VALID => {
+            Signature::Expired
+        }
+        openssl_sys::X509_V_ERR_CERT_REVOKED => Signature::Revoked,
+        _ => Signature::Untrusted,
+    };
+    let reason = match raw {
+        openssl_sys::X509_V_ERR_CERT_HAS_EXPIRED => "certificate-expired".to_string(),
+        openssl_sys::X509_V_ERR_CERT_NOT_YET_VALID => "certificate-not-yet-valid".to_string(),
+        openssl_sys::X509_V_ERR_CERT_REVOKED => "certificate-revoked".to_string(),
+        openssl_sys::X509_V_ERR_INVALID_PURPOSE => "not-for-email".to_string(),
+        openssl_sys::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+        | openssl_sys::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
+        | openssl_sys::X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+        | openssl_sys::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT => "no-trusted-root".to_string(),
+        _ => err
+            .error_string()
+            .to_ascii_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+    };
+    (verdict, reason)
+}
+
+/// Verifies the certificate path of `cert`; Ok(revocation checked) or the verdict and reason.
+fn check_path(
+    trust: &TrustStore,
+    cert: &X509,
+    untrusted: &[X509],
+) -> Result<bool, (Signature, String)> {
+    let run = |store: &X509StoreRef| -> Result<X509VerifyResult, openssl::error::ErrorStack> {
+        let mut chain = Stack::new()?;
+        for c in untrusted {
+            chain.push(c.clone())?;
+        }
+        let mut ctx = X509StoreContext::new()?;
+        ctx.init(store, cert, &chain, |c| {
+            c.verify_cert()?;
+            Ok(c.error())
+        })
+    };
+    let sw = |e: openssl::error::ErrorStack| (Signature::Error, format!("verify-failed: {e}"));
+    let res = run(&trust.store).map_err(sw)?;
+    if res == X509VerifyResult::OK {
+        return Ok(trust.has_crls);
+    }
+    if trust.has_crls && res.as_raw() == openssl_sys::X509_V_ERR_UNABLE_TO_GET_CRL {
+        // No CRL covers this issuer: check the path without revocation, and say so.
+        let res = run(&trust.store_no_crl).map_err(sw)?;
+        if res == X509VerifyResult::OK {
+            return Ok(false);
+        }
+        return Err(chain_error_verdict(res));
+    }
+    Err(chain_error_verdict(res))
+}
+
+fn weak_key(cert: &X509) -> Option<String> {
+    let pk = cert.public_key().ok()?;
+    match pk.id() {
+        Id::RSA | Id::DSA if pk.bits() < MIN_RSA_BITS => Some(format!("weak-key-{}", pk.bits())),
+        _ => None,
+    }
+}
+
+/// Judges one signer. `part` is the IMAP part number the signature covers.
+pub fn judge(
+    check: &SignerCheck,
+    message_certs: &[X509],
+    trust: &TrustStore,
+    from: &FromAddress,
+    part: &str,
+) -> SignerResult {
+    let mut r = SignerResult {
+        verdict: Signature::Error,
+        address: None,
+        serial: check.issuer_serial.as_ref().map(|(_, s)| s.clone()),
+        issuer: check.issuer_serial.as_ref().map(|(i, _)| i.clone()),
+        part: part.to_string(),
+        reason: None,
+        digest: check.digest.clone(),
+        revocation_checked: false,
+        cert: check.cert.clone(),
+        smime_capabilities: check.smime_capabilities.clone(),
+        signing_time: check.signing_time,
+    };
+    let Some(cert) = &check.cert else {
+        r.reason = Some(String::from("signer-certificate-missing"));
+        return r;
+    };
+    let addrs = certs::email_addresses(cert);
+    r.address = match from {
+        FromAddress::One(f) => addrs
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(f))
+            .or(addrs.first())
+            .cloned(),
+        FromAddress::Ambiguous(_) => addrs.first().cloned(),
+    };
+    r.serial = Some(certs::serial_hex(cert.serial_number()));
+    r.issuer = Some(certs::name_to_string(cert.issuer_name()));
+    if !check.signature_ok {
+        r.verdict = Signature::Invalid;
+        r.reason = Some(String::from("signature-does-not-match-content"));
+        return r;
+    }
+    match check_path(trust, cert, message_certs) {
+        Ok(checked) => r.revocation_checked = checked,
+        Err((v, reason)) => {
+            r.verdict = v;
+            r.reason = Some(reason);
+            return r;
+        }
+    }
+    if let Some(w) = weak_key(cert) {
+        r.verdict = Signature::Untrusted;
+        r.reason = Some(w);
+        return r;
+    }
+    match from {
+        FromAddress::One(f) if addrs.iter().any(|a| a.eq_ignore_ascii_case(f)) => {
+            r.verdict = Signature::Valid;
+        }
+        FromAddress::One(_) => {
+            r.verdict = Signature::Mismatch;
+            r.reason = Some(String::from("signer-is-not-from"));
+        }
+        FromAddress::Ambiguous(why) => {
+            r.verdict = Signature::Mismatch;
+            r.reason = Some((*why).to_string());
+        }
+    }
+    r
+}
