@@ -95,7 +95,7 @@ pub fn split(data: &[u8]) -> Entity<'_> {
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 impl Entity<'_> {
@@ -132,27 +132,22 @@ pub fn eol_of(data: &[u8]) -> &'static [u8] {
 
 /// Rewrites line endings: to CRLF (bare LF becomes CRLF) or to LF (CRLF becomes LF).
 pub fn convert_eol(data: &[u8], eol: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 32);
-    if eol == b"\r\n" {
-        let mut prev = 0u8;
-        for &b in data {
-            if b == b'\n' && prev != b'\r' {
-                out.push(b'\r');
-            }
-            out.push(b);
-            prev = b;
-        }
-    } else {
-        let mut i = 0;
-        while i < data.len() {
-            if data[i] == b'\r' && data.get(i + 1) == Some(&b'\n') {
-                i += 1;
-                continue;
-            }
-            out.push(data[i]);
-            i += 1;
+    let to_crlf = eol == b"\r\n";
+    let mut out = Vec::with_capacity(data.len() + if to_crlf { data.len() / 32 } else { 0 });
+    let mut start = 0;
+    for i in memchr::memchr_iter(b'\n', data) {
+        let has_cr = i > start && data[i - 1] == b'\r';
+        if to_crlf && !has_cr {
+            out.extend_from_slice(&data[start..i]);
+            out.extend_from_slice(b"\r\n");
+            start = i + 1;
+        } else if !to_crlf && has_cr {
+            out.extend_from_slice(&data[start..i - 1]);
+            out.push(b'\n');
+            start = i + 1;
         }
     }
+    out.extend_from_slice(&data[start..]);
     out
 }
 
@@ -261,7 +256,8 @@ pub fn decode_body(e: &Entity<'_>) -> Vec<u8> {
 }
 
 /// Base64 decoding that ignores whitespace and anything outside the alphabet, and stops at
-/// padding, as mail readers do.
+/// padding, as mail readers do. Clean lines are gathered into large chunks and decoded in one
+/// call each; only lines with stray characters are filtered byte by byte.
 pub fn base64_permissive(data: &[u8]) -> Vec<u8> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     use base64::Engine;
@@ -271,19 +267,50 @@ pub fn base64_permissive(data: &[u8]) -> Vec<u8> {
             .with_decode_allow_trailing_bits(true)
             .with_decode_padding_mode(DecodePaddingMode::RequireNone),
     );
-    let mut cleaned: Vec<u8> = Vec::with_capacity(data.len());
-    for &b in data {
-        if b == b'=' {
+    const VALID: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let b = i as u8;
+            t[i] = b.is_ascii_alphanumeric() || b == b'+' || b == b'/';
+            i += 1;
+        }
+        t
+    };
+    const CHUNK: usize = 1 << 16;
+    let mut out = Vec::with_capacity(data.len() / 4 * 3 + 3);
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 128);
+    let flush = |buf: &mut Vec<u8>, out: &mut Vec<u8>, all: bool| -> bool {
+        let mut n = buf.len() - buf.len() % 4;
+        if all {
+            n = buf.len() - usize::from(buf.len() % 4 == 1);
+        }
+        let ok = LENIENT.decode_vec(&buf[..n], out).is_ok();
+        buf.drain(..n);
+        ok
+    };
+    for line in data.split(|&b| b == b'\n') {
+        let pad = line.iter().position(|&b| b == b'=');
+        let body = &line[..pad.unwrap_or(line.len())];
+        let mut end = body.len();
+        while end > 0 && body[end - 1].is_ascii_whitespace() {
+            end -= 1;
+        }
+        let body = &body[..end];
+        if body.iter().all(|&b| VALID[usize::from(b)]) {
+            buf.extend_from_slice(body);
+        } else {
+            buf.extend(body.iter().copied().filter(|&b| VALID[usize::from(b)]));
+        }
+        if buf.len() >= CHUNK && !flush(&mut buf, &mut out, false) {
+            return out;
+        }
+        if pad.is_some() {
             break;
         }
-        if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' {
-            cleaned.push(b);
-        }
     }
-    if cleaned.len() % 4 == 1 {
-        cleaned.pop();
-    }
-    LENIENT.decode(&cleaned).unwrap_or_default()
+    flush(&mut buf, &mut out, true);
+    out
 }
 
 #[cfg(test)]
@@ -311,6 +338,8 @@ mod tests {
     fn eol_conversion() {
         assert_eq!(convert_eol(b"a\nb\r\nc", b"\r\n"), b"a\r\nb\r\nc");
         assert_eq!(convert_eol(b"a\r\nb\nc\r", b"\n"), b"a\nb\nc\r");
+        assert_eq!(convert_eol(b"\n\r\n\n", b"\r\n"), b"\r\n\r\n\r\n");
+        assert_eq!(convert_eol(b"\r\n\r\n", b"\n"), b"\n\n");
     }
 
     #[test]
@@ -318,5 +347,10 @@ mod tests {
         assert_eq!(base64_permissive(b"aGVs\r\nbG8=\r\n"), b"hello");
         assert_eq!(base64_permissive(b"aGVsbG8"), b"hello");
         assert_eq!(base64_permissive(b"aGVsbG8x*"), b"hello1");
+        assert_eq!(
+            base64_permissive(b"aGVs\nbG8gd29y\nbGQ=\nIGlnbm9yZWQ="),
+            b"hello world"
+        );
+        assert_eq!(base64_permissive(b"aG Vs\r\nbG8\r\n"), b"hello");
     }
 }

@@ -114,7 +114,16 @@ extern "C" {
     ) -> *mut ffi::OPENSSL_STACK;
     fn ASN1_OBJECT_free(a: *mut ffi::ASN1_OBJECT);
     fn X509_STORE_add_crl(store: *mut ffi::X509_STORE, crl: *mut ffi::X509_CRL) -> c_int;
+    fn CMS_decrypt_set1_pkey_and_peer(
+        cms: *mut ffi::CMS_ContentInfo,
+        pk: *mut ffi::EVP_PKEY,
+        cert: *mut ffi::X509,
+        peer: *mut ffi::X509,
+    ) -> c_int;
 }
+
+/// BIO_ctrl command behind the BIO_get_cipher_status() macro.
+const BIO_C_GET_CIPHER_STATUS: c_int = 113;
 
 /// What a CMS ContentInfo holds, from its contentType.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -515,6 +524,71 @@ pub fn check_signers(
                 None
             },
         })
+    }
+}
+
+/// Decrypts an EnvelopedData or AuthEnvelopedData for the RecipientInfo that names `cert`,
+/// reading the plaintext straight into one buffer sized from `size_hint` (OpenSSL's own
+/// CMS_decrypt grows a memory BIO, copying and cleansing it at each step). The plaintext is
+/// returned only when the cipher reported success at the end (for GCM: the tag matched);
+/// otherwise it is wiped and an error returned.
+pub fn decrypt(
+    cms: &CmsContentInfoRef,
+    pkey: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+    cert: &X509Ref,
+    size_hint: usize,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, openssl::error::ErrorStack> {
+    use zeroize::Zeroize;
+    let cms_ptr = cms.as_ptr();
+    // SAFETY: cms, pkey and cert are valid for the call; CMS_decrypt_set1_pkey_and_peer uses the
+    // key only to unwrap the content-encryption key and detaches it again. The BIO chain from CMS_dataInit
+    // is ours and freed by BioChain. BIO_read writes at most `len` bytes into spare capacity
+    // that we then mark initialised.
+    unsafe {
+        if CMS_decrypt_set1_pkey_and_peer(cms_ptr, pkey.as_ptr(), cert.as_ptr(), ptr::null_mut())
+            != 1
+        {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        let head = CMS_dataInit(cms_ptr, ptr::null_mut());
+        if head.is_null() {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        let chain = BioChain {
+            head,
+            upto: ptr::null_mut(),
+        };
+        let mut out: Vec<u8> = Vec::with_capacity(size_hint.saturating_add(64));
+        let mut failed = false;
+        loop {
+            if out.capacity() - out.len() < 16 * 1024 {
+                out.reserve(64 * 1024);
+            }
+            let spare = out.capacity() - out.len();
+            let want = c_int::try_from(spare).unwrap_or(c_int::MAX);
+            let n = ffi::BIO_read(
+                chain.head,
+                out.as_mut_ptr().add(out.len()) as *mut c_void,
+                want,
+            );
+            if n > 0 {
+                out.set_len(out.len() + n as usize);
+                continue;
+            }
+            if n < 0 {
+                failed = true;
+            }
+            break;
+        }
+        let status_ok = ffi::BIO_ctrl(chain.head, BIO_C_GET_CIPHER_STATUS, 0, ptr::null_mut()) > 0;
+        drop(chain);
+        if failed || !status_ok {
+            out.zeroize();
+            let e = openssl::error::ErrorStack::get();
+            return Err(e);
+        }
+        ffi::ERR_clear_error();
+        Ok(zeroize::Zeroizing::new(out))
     }
 }
 

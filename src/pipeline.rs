@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use openssl::cms::CmsContentInfo;
 use openssl::x509::X509;
+use zeroize::Zeroizing;
 
 use crate::config::Settings;
 use crate::error::{Error, Kind as ErrorKind, Result};
@@ -189,10 +190,10 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
         decrypted: false,
         order: Vec::new(),
     };
-    let mut current: Option<Vec<u8>> = None; // None: still the root
+    let mut current: Option<Zeroizing<Vec<u8>>> = None; // None: still the root
     let mut ended = Walk::Done;
     for depth in 0.. {
-        let bytes: &[u8] = current.as_deref().unwrap_or(input);
+        let bytes: &[u8] = current.as_ref().map_or(input, |c| c.as_slice());
         let ent = mime::split(bytes);
         let kind = mime::classify_entity(&ent);
         if kind == Kind::Other {
@@ -360,7 +361,8 @@ fn recheck_from(st: &mut Status, from: &FromAddress) {
 }
 
 enum Step {
-    Next(Vec<u8>),
+    /// The next entity down the chain (decrypted or unwrapped content: wiped when dropped).
+    Next(Zeroizing<Vec<u8>>),
     Stop,
     Fail,
 }
@@ -383,6 +385,7 @@ impl Walker<'_> {
             .get("smime-type")
             .map(|s| s.to_ascii_lowercase())
             .unwrap_or_default();
+        let size_hint = der.len();
         let cms = match CmsContentInfo::from_der(&der) {
             Ok(c) => c,
             Err(_) => {
@@ -406,7 +409,7 @@ impl Walker<'_> {
                         "enveloped"
                     },
                 );
-                match self.decrypt(&cms)? {
+                match self.decrypt(&cms, size_hint)? {
                     Ok(plain) => {
                         self.decrypted = true;
                         if k == ContentKind::Enveloped {
@@ -439,7 +442,7 @@ impl Walker<'_> {
                 self.layers.push(SignedLayer { results });
                 self.order.push("signed");
                 match content {
-                    Some(c) => Ok(Step::Next(c)),
+                    Some(c) => Ok(Step::Next(Zeroizing::new(c))),
                     None => Ok(Step::Fail),
                 }
             }
@@ -516,7 +519,7 @@ impl Walker<'_> {
         // not verify the signature after we decrypt the inside anyway).
         let inner = mime::split(signed);
         if mime::classify_entity(&inner) != Kind::Other {
-            Ok(Step::Next(signed.to_vec()))
+            Ok(Step::Next(Zeroizing::new(signed.to_vec())))
         } else {
             Ok(Step::Stop)
         }
@@ -527,7 +530,8 @@ impl Walker<'_> {
     fn decrypt(
         &mut self,
         cms: &CmsContentInfo,
-    ) -> Result<std::result::Result<Vec<u8>, &'static str>> {
+        size_hint: usize,
+    ) -> Result<std::result::Result<Zeroizing<Vec<u8>>, &'static str>> {
         if self.ctx.settings.keys.is_empty() {
             return Ok(Err("no-key-configured"));
         }
@@ -538,8 +542,13 @@ impl Walker<'_> {
                 continue;
             }
             matched = true;
-            // Uniform failure whatever went wrong (padding, tag, key): no oracle.
-            if let Ok(plain) = cms.decrypt(&id.key, &id.cert) {
+            // Uniform failure whatever went wrong (padding, tag, key): no oracle. A legacy
+            // content cipher (RC2) needs the legacy provider: load it and try once more.
+            if let Ok(plain) = ossl::decrypt(cms, &id.key, &id.cert, size_hint) {
+                return Ok(Ok(plain));
+            }
+            keys::load_legacy_provider();
+            if let Ok(plain) = ossl::decrypt(cms, &id.key, &id.cert, size_hint) {
                 return Ok(Ok(plain));
             }
             let _ = openssl::error::ErrorStack::get();
