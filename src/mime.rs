@@ -132,8 +132,14 @@ pub fn eol_of(data: &[u8]) -> &'static [u8] {
 
 /// Rewrites line endings: to CRLF (bare LF becomes CRLF) or to LF (CRLF becomes LF).
 pub fn convert_eol(data: &[u8], eol: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 32);
+    convert_eol_into(&mut out, data, eol);
+    out
+}
+
+/// [`convert_eol`], appending to `out`.
+pub fn convert_eol_into(out: &mut Vec<u8>, data: &[u8], eol: &[u8]) {
     let to_crlf = eol == b"\r\n";
-    let mut out = Vec::with_capacity(data.len() + if to_crlf { data.len() / 32 } else { 0 });
     let mut start = 0;
     for i in memchr::memchr_iter(b'\n', data) {
         let has_cr = i > start && data[i - 1] == b'\r';
@@ -148,7 +154,6 @@ pub fn convert_eol(data: &[u8], eol: &[u8]) -> Vec<u8> {
         }
     }
     out.extend_from_slice(&data[start..]);
-    out
 }
 
 /// Bare LF taken as CRLF, as RFC 8551 §3.1.1 canonical form for hashing a received part.

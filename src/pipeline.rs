@@ -205,7 +205,20 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
             break;
         }
         let step = match kind {
-            Kind::Pkcs7Mime => walker.pkcs7(&ent)?,
+            Kind::Pkcs7Mime => {
+                let der = Zeroizing::new(mime::decode_body(&ent));
+                let hint = ent
+                    .content_type()
+                    .params
+                    .get("smime-type")
+                    .map(|s| s.to_ascii_lowercase())
+                    .unwrap_or_default();
+                // The encoded layer is not needed once decoded: free it before the CMS
+                // structure and the next layer are built (peak memory on large messages).
+                drop(ent);
+                current = None;
+                walker.pkcs7(der, &hint)?
+            }
             Kind::MultipartSigned => walker.multipart_signed(bytes, depth == 0)?,
             Kind::Other => Step::Stop,
         };
@@ -289,7 +302,7 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
     };
 
     // Assemble: outer fields minus Content-*, protected fields promoted, the content's entity.
-    let (content, protected) = unwrap_protected(&content, ctx.authserv_id());
+    let (content, protected) = unwrap_protected(content, ctx.authserv_id());
     let inner = mime::split(&content);
     let mut fields: Vec<Field> = outer.into_iter().filter(|f| !f.is_content()).collect();
     for p in &protected {
@@ -310,18 +323,17 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
     let inner_kind = mime::classify_entity(&inner);
     scan_partial(ctx, &content, inner_kind == Kind::MultipartSigned, &mut st);
 
-    let mut body = Vec::with_capacity(content.len() + 4096);
-    for f in &fields {
-        body.extend_from_slice(&mime::convert_eol(&f.raw, eol));
-    }
-    for f in inner.fields.iter().filter(|f| f.is_content()) {
-        body.extend_from_slice(&mime::convert_eol(&f.raw, eol));
-    }
-    body.extend_from_slice(eol);
-    body.extend_from_slice(&mime::convert_eol(inner.body, eol));
-    drop(inner);
     let mut output = st.header_fields(ctx.authserv_id(), eol);
-    output.extend_from_slice(&body);
+    output.reserve(content.len() + content.len() / 32 + 4096);
+    for f in fields
+        .iter()
+        .chain(inner.fields.iter().filter(|f| f.is_content()))
+    {
+        mime::convert_eol_into(&mut output, &f.raw, eol);
+    }
+    output.extend_from_slice(eol);
+    mime::convert_eol_into(&mut output, inner.body, eol);
+    drop(inner);
     Ok(Processed {
         output,
         status: st,
@@ -377,14 +389,8 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn pkcs7(&mut self, ent: &Entity<'_>) -> Result<Step> {
-        let der = mime::decode_body(ent);
-        let hint = ent
-            .content_type()
-            .params
-            .get("smime-type")
-            .map(|s| s.to_ascii_lowercase())
-            .unwrap_or_default();
+    /// One application/pkcs7-mime layer, given its decoded DER and its smime-type hint.
+    fn pkcs7(&mut self, der: Zeroizing<Vec<u8>>, hint: &str) -> Result<Step> {
         let size_hint = der.len();
         let cms = match CmsContentInfo::from_der(&der) {
             Ok(c) => c,
@@ -599,11 +605,11 @@ fn check_signed(
 /// Protected headers (RFC 9788 `hp=`, the older `protected-headers=`, or a legacy
 /// message/rfc822 wrapper with `forwarded=no`): returns the content to deliver and the fields
 /// to promote over the outer ones.
-fn unwrap_protected(content: &[u8], authserv_id: &str) -> (Vec<u8>, Vec<Field>) {
-    let ent = mime::split(content);
-    let ct = ent.content_type();
-    let eol = mime::eol_of(content);
-    let promote = |e: &Entity<'_>| -> Vec<Field> {
+fn unwrap_protected(
+    content: Zeroizing<Vec<u8>>,
+    authserv_id: &str,
+) -> (Zeroizing<Vec<u8>>, Vec<Field>) {
+    let promote = |e: &Entity<'_>, eol: &[u8]| -> Vec<Field> {
         let mut v: Vec<Field> = e
             .fields
             .iter()
@@ -618,21 +624,26 @@ fn unwrap_protected(content: &[u8], authserv_id: &str) -> (Vec<u8>, Vec<Field>) 
         });
         v
     };
-    if ct.mimetype == "message/rfc822"
-        && ct
-            .params
-            .get("forwarded")
-            .is_some_and(|v| v.eq_ignore_ascii_case("no"))
-    {
-        let wrapped = mime::decode_body(&ent);
-        let inner = mime::split(&wrapped);
-        let fields = promote(&inner);
-        return (wrapped.clone(), fields);
-    }
-    if ct.params.contains_key("hp") || ct.params.contains_key("protected-headers") {
-        return (content.to_vec(), promote(&ent));
-    }
-    (content.to_vec(), Vec::new())
+    let (wrapped, fields) = {
+        let ent = mime::split(&content);
+        let ct = ent.content_type();
+        let eol = mime::eol_of(&content);
+        if ct.mimetype == "message/rfc822"
+            && ct
+                .params
+                .get("forwarded")
+                .is_some_and(|v| v.eq_ignore_ascii_case("no"))
+        {
+            let wrapped = Zeroizing::new(mime::decode_body(&ent));
+            let fields = promote(&mime::split(&wrapped), eol);
+            (Some(wrapped), fields)
+        } else if ct.params.contains_key("hp") || ct.params.contains_key("protected-headers") {
+            (None, promote(&ent, eol))
+        } else {
+            (None, Vec::new())
+        }
+    };
+    (wrapped.unwrap_or(content), fields)
 }
 
 /// Looks for S/MIME parts below the root (inside multiparts or attached messages) and reports
