@@ -245,9 +245,6 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
             if r.verdict.severity() > st.signature.severity() {
                 st.signature = r.verdict;
             }
-            if r.verdict == Signature::Valid && !r.revocation_checked {
-                st.add("revocation", "unchecked");
-            }
         }
         st.signers.extend(l.results.iter().cloned());
     }
@@ -284,6 +281,9 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
     let finish = |st: &mut Status| {
         if decrypted && cbc && st.signature != Signature::Valid {
             st.add("integrity", "no");
+        }
+        if st.signature == Signature::Valid && st.signers.iter().any(|s| !s.revocation_checked) {
+            st.add("revocation", "unchecked");
         }
     };
 
