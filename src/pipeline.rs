@@ -448,6 +448,11 @@ impl Walker<'_> {
                 Ok(Step::Fail)
             }
             _ => {
+                // Labelled encrypted but not an envelope we know: it was not decrypted, which
+                // is what encryption=failed says (none would pass it off as plain mail).
+                if hint.contains("enveloped") {
+                    self.st.encryption = Encryption::Failed;
+                }
                 self.st.add("reason", "unsupported-cms-content");
                 Ok(Step::Fail)
             }
