@@ -464,3 +464,13 @@ fn attached_encrypted_message_at_the_root_is_not_decrypted() {
     assert_eq!(status_word(&st, "partial"), Some("encrypted"), "{st}");
     assert!(!text.contains(SECRET));
 }
+
+/// Regression: a certs-only message with garbage base64 claims no signature; it used to get
+/// signature=error.
+#[test]
+fn broken_certs_only_claims_no_signature() {
+    let msg = b"From: a@example.org\r\nContent-Type: application/pkcs7-mime; smime-type=certs-only; name=smime.p7c\r\nContent-Transfer-Encoding: base64\r\n\r\nTUlJ garbage ////\r\n";
+    let (st, _, out) = filter_checked(None, &[], msg);
+    assert_words(&st, "none", "none");
+    assert_eq!(strip_our_status(&out), msg);
+}

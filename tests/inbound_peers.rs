@@ -528,3 +528,22 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
     assert_words(&st, "decrypted", "valid");
     assert!(text.contains("made by gpgsm"));
 }
+
+/// Regression: content that is not a MIME entity (bare text, as `openssl cms -encrypt` of a text
+/// file gives) used to be read as header lines and dropped from the output.
+#[test]
+fn bare_text_content_without_headers_is_kept() {
+    let p = pki();
+    let text = b"Just a line of text, no MIME headers.\r\nSecond line.\r\n";
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], text);
+    let msg = message("alice@example.org", "bob@example.org", "bare", &enc);
+    let (st, out, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "none");
+    assert!(out.contains("Just a line of text, no MIME headers."), "{out}");
+    assert!(out.contains("Second line."));
+    let signed = sign_as(&p.alice, false, &["-binary"], text);
+    let msg = message("alice@example.org", "bob@example.org", "bare signed", &signed);
+    let (st, out, _) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert!(out.contains("Just a line of text"), "{out}");
+}
