@@ -163,9 +163,7 @@ impl Settings {
                 }
             } else {
                 PassphraseSource {
-                    file: file
-                        .passphrase_file
-                        .map(|p| expand(&p, base.as_deref())),
+                    file: file.passphrase_file.map(|p| expand(&p, base.as_deref())),
                     command: file.passphrase_command,
                     env,
                 }

@@ -50,7 +50,12 @@ fn rows() -> Vec<Row> {
             continue;
         }
         let c: Vec<&str> = line.split('\t').collect();
-        assert!(c.len() >= 9, "EXPECTED.tsv line {}: {} columns", i + 1, c.len());
+        assert!(
+            c.len() >= 9,
+            "EXPECTED.tsv line {}: {} columns",
+            i + 1,
+            c.len()
+        );
         out.push(Row {
             line: i + 1,
             file: c[0].to_string(),
@@ -138,7 +143,10 @@ fn prepare(row: &Row, data: &[u8]) -> Vec<u8> {
 /// refuses keys others can read). `armor:` in front of a name makes a PEM-armoured PKCS#12
 /// ("-----BEGIN PKCS12-----") of it first.
 fn private_copy(dir: &Path, name: &str) -> PathBuf {
-    if let Some(spec) = name.strip_prefix("pkcs8:").or_else(|| name.strip_prefix("pem:")) {
+    if let Some(spec) = name
+        .strip_prefix("pkcs8:")
+        .or_else(|| name.strip_prefix("pem:"))
+    {
         // A PEM identity (key, then certificate) from a key file (PKCS#8 DER or PEM) and a
         // certificate file (DER or PEM).
         let (k, c) = spec.split_once('+').expect("KEY+CERT");
@@ -164,8 +172,11 @@ fn private_copy(dir: &Path, name: &str) -> PathBuf {
     let src = corpus_dir().join(name);
     let mut data = std::fs::read(&src).unwrap_or_else(|e| panic!("{name}: {e}"));
     if armor {
-        data = format!("-----BEGIN PKCS12-----\n{}-----END PKCS12-----\n", b64_lines(&data).replace("\r\n", "\n"))
-            .into_bytes();
+        data = format!(
+            "-----BEGIN PKCS12-----\n{}-----END PKCS12-----\n",
+            b64_lines(&data).replace("\r\n", "\n")
+        )
+        .into_bytes();
     }
     let dst = dir.join(format!(
         "{}{}",
@@ -178,7 +189,8 @@ fn private_copy(dir: &Path, name: &str) -> PathBuf {
 }
 
 fn run_row(row: &Row, keydir: &Path) -> Result<(), String> {
-    let data = std::fs::read(corpus_dir().join(&row.file)).map_err(|e| format!("{}: {e}", row.file))?;
+    let data =
+        std::fs::read(corpus_dir().join(&row.file)).map_err(|e| format!("{}: {e}", row.file))?;
     let msg = prepare(row, &data);
     let mut c = smimed();
     c.args(["--authserv-id", "mx.test"]);
@@ -244,7 +256,10 @@ fn run_row(row: &Row, keydir: &Path) -> Result<(), String> {
 fn corpus_expectations() {
     let rows = rows();
     assert!(rows.len() > 100, "{} rows", rows.len());
-    let keydir = tempfile::Builder::new().prefix("smimed-corpus.").tempdir_in("/tmp").unwrap();
+    let keydir = tempfile::Builder::new()
+        .prefix("smimed-corpus.")
+        .tempdir_in("/tmp")
+        .unwrap();
     let failures = std::sync::Mutex::new(Vec::new());
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
@@ -256,14 +271,23 @@ fn corpus_expectations() {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(row) = rows.get(i) else { break };
                 if let Err(e) = run_row(row, &dir) {
-                    failures.lock().unwrap().push(format!("line {} {}: {e}", row.line, row.file));
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("line {} {}: {e}", row.line, row.file));
                 }
             });
         }
     });
     let mut f = failures.into_inner().unwrap();
     f.sort();
-    assert!(f.is_empty(), "{} of {} corpus rows failed:\n{}", f.len(), rows.len(), f.join("\n"));
+    assert!(
+        f.is_empty(),
+        "{} of {} corpus rows failed:\n{}",
+        f.len(),
+        rows.len(),
+        f.join("\n")
+    );
 }
 
 /// Files that are messages (or raw CMS) rather than keys, certificates or documentation.
@@ -276,7 +300,20 @@ fn is_message(rel: &str) -> bool {
     if non_message.iter().any(|e| name.ends_with(e)) {
         return false;
     }
-    if matches!(name, "SOURCE.txt" | "LICENSE" | "COPYING" | "LICENSE.md" | "LICENSE-NOTE.txt" | "CC0-1.0.txt" | "README.txt" | "rfc4134.txt" | "expiration.txt" | "readme.txt" | "ExContent.bin") {
+    if matches!(
+        name,
+        "SOURCE.txt"
+            | "LICENSE"
+            | "COPYING"
+            | "LICENSE.md"
+            | "LICENSE-NOTE.txt"
+            | "CC0-1.0.txt"
+            | "README.txt"
+            | "rfc4134.txt"
+            | "expiration.txt"
+            | "readme.txt"
+            | "ExContent.bin"
+    ) {
         return false;
     }
     true
@@ -294,16 +331,27 @@ fn every_corpus_message_has_a_row() {
                 stack.push(p);
                 continue;
             }
-            let rel = p.strip_prefix(corpus_dir()).unwrap().to_string_lossy().into_owned();
+            let rel = p
+                .strip_prefix(corpus_dir())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if is_message(&rel) && !listed.contains(&rel) {
                 missing.push(rel);
             }
         }
     }
     missing.sort();
-    assert!(missing.is_empty(), "corpus files without an EXPECTED.tsv row:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "corpus files without an EXPECTED.tsv row:\n{}",
+        missing.join("\n")
+    );
     for f in &listed {
-        assert!(corpus_dir().join(f).is_file(), "EXPECTED.tsv names a missing file {f}");
+        assert!(
+            corpus_dir().join(f).is_file(),
+            "EXPECTED.tsv names a missing file {f}"
+        );
     }
 }
 
@@ -312,13 +360,21 @@ fn every_corpus_message_has_a_row() {
 fn p12_cert(p12: &Path, pass: &str) -> PathBuf {
     let out = openssl(
         &[
-            "pkcs12", "-legacy", "-in", path_str(p12), "-passin", &format!("pass:{pass}"),
-            "-nokeys", "-clcerts",
+            "pkcs12",
+            "-legacy",
+            "-in",
+            path_str(p12),
+            "-passin",
+            &format!("pass:{pass}"),
+            "-nokeys",
+            "-clcerts",
         ],
         b"",
     );
     let pem = String::from_utf8_lossy(&out);
-    let start = pem.find("-----BEGIN CERTIFICATE-----").expect("a certificate");
+    let start = pem
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
     let dst = p12.with_extension("crt.pem");
     std::fs::write(&dst, &pem[start..]).unwrap();
     dst
@@ -330,7 +386,10 @@ fn p12_cert(p12: &Path, pass: &str) -> PathBuf {
 /// the NSS one since the only corpus sample is in the GPL-3 notmuch folder).
 #[test]
 fn pkcs12_variants_decrypt() {
-    let dir = tempfile::Builder::new().prefix("smimed-p12.").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("smimed-p12.")
+        .tempdir_in("/tmp")
+        .unwrap();
     let b = "bouncycastle-mail/mail/src/test/resources/org/bouncycastle/mail/smime/test/";
     let m = "mimekit/UnitTests/TestData/smime/";
     let tb = "thunderbird-comm-central/mailnews/test/data/smime/";
@@ -345,21 +404,39 @@ fn pkcs12_variants_decrypt() {
         let cert = p12_cert(&plain_p12, pass);
         let keyfile = private_copy(dir.path(), &key);
         let enc = openssl(
-            &["cms", "-encrypt", "-aes256", "-outform", "SMIME", path_str(&cert)],
+            &[
+                "cms",
+                "-encrypt",
+                "-aes256",
+                "-outform",
+                "SMIME",
+                path_str(&cert),
+            ],
             &sample_entity(&format!("secret for {key}")),
         );
         let msg = message("x@example.org", "y@example.org", "p12", &enc);
         let mut c = smimed();
-        c.args(["--trust", path_str(&corpus_dir().join(tb).join("TestCA.pem"))])
-            .arg("--key")
-            .arg(&keyfile)
-            .env("SMIMED_PASSPHRASE", pass)
-            .arg("filter");
+        c.args([
+            "--trust",
+            path_str(&corpus_dir().join(tb).join("TestCA.pem")),
+        ])
+        .arg("--key")
+        .arg(&keyfile)
+        .env("SMIMED_PASSPHRASE", pass)
+        .arg("filter");
         let out = run_with_stdin(&mut c, &msg);
-        assert_eq!(out.status.code(), Some(0), "{key}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let st = status_of(&out.stdout);
         assert_words(&st, "decrypted", "none");
-        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("secret for {key}")), "{key}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!("secret for {key}")),
+            "{key}"
+        );
         // A wrong passphrase is a configuration error, not a silent pass (a PKCS#12 without a
         // passphrase opens whatever is configured).
         if !pass.is_empty() {

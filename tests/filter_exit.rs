@@ -24,20 +24,41 @@ fn write_mode(path: &Path, data: &[u8], mode: u32) {
 }
 
 fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("smimed-fx.").tempdir_in("/tmp").unwrap()
+    tempfile::Builder::new()
+        .prefix("smimed-fx.")
+        .tempdir_in("/tmp")
+        .unwrap()
 }
 
 #[test]
 fn failing_passphrase_command_is_tempfail_with_empty_stdout() {
     let p = pki();
     let mut c = smimed();
-    c.args(["--trust", path_str(&p.root_path), "--key", path_str(&p.bob.p12_path)])
-        .args(["--passphrase-command", "false", "filter"]);
+    c.args([
+        "--trust",
+        path_str(&p.root_path),
+        "--key",
+        path_str(&p.bob.p12_path),
+    ])
+    .args(["--passphrase-command", "false", "filter"]);
     let out = run_with_stdin(&mut c, &encrypted_to_bob());
-    assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.stdout.is_empty(), "nothing written, so procmail keeps the original");
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing written, so procmail keeps the original"
+    );
     // A message that needs no key is processed all the same.
-    let plain = message("a@example.org", "b@example.org", "plain", &sample_entity("hi"));
+    let plain = message(
+        "a@example.org",
+        "b@example.org",
+        "plain",
+        &sample_entity("hi"),
+    );
     let out = run_with_stdin(&mut c, &plain);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(strip_our_status(&out.stdout), plain);
@@ -51,23 +72,41 @@ fn passphrase_command_and_file_work() {
     write_mode(&pf, format!("{P12_PASS}\n").as_bytes(), 0o600);
     let msg = encrypted_to_bob();
     for how in [
-        vec!["--passphrase-command".to_string(), format!("echo {P12_PASS}")],
+        vec![
+            "--passphrase-command".to_string(),
+            format!("echo {P12_PASS}"),
+        ],
         vec!["--passphrase-file".to_string(), path_str(&pf).to_string()],
     ] {
         let mut c = smimed();
-        c.args(["--authserv-id", "mx.test", "--trust", path_str(&p.root_path)])
-            .args(["--key", path_str(&p.bob.p12_path)])
-            .args(&how)
-            .arg("filter");
+        c.args([
+            "--authserv-id",
+            "mx.test",
+            "--trust",
+            path_str(&p.root_path),
+        ])
+        .args(["--key", path_str(&p.bob.p12_path)])
+        .args(&how)
+        .arg("filter");
         let out = run_with_stdin(&mut c, &msg);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_words(&status_of(&out.stdout), "decrypted", "valid");
     }
     // A passphrase file others can read is refused like a key.
     std::fs::set_permissions(&pf, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut c = smimed();
-    c.args(["--trust", path_str(&p.root_path), "--key", path_str(&p.bob.p12_path)])
-        .args(["--passphrase-file", path_str(&pf), "filter"]);
+    c.args([
+        "--trust",
+        path_str(&p.root_path),
+        "--key",
+        path_str(&p.bob.p12_path),
+    ])
+    .args(["--passphrase-file", path_str(&pf), "filter"]);
     let out = run_with_stdin(&mut c, &msg);
     assert_eq!(out.status.code(), Some(78));
     assert!(out.stdout.is_empty());
@@ -86,8 +125,14 @@ fn group_readable_key_is_a_config_error_saying_chmod_600() {
         }
         write_mode(&key, &data, 0o640);
         let mut c = smimed();
-        c.args(["--trust", path_str(&p.root_path), "--key", path_str(&key), "filter"])
-            .env("SMIMED_PASSPHRASE", P12_PASS);
+        c.args([
+            "--trust",
+            path_str(&p.root_path),
+            "--key",
+            path_str(&key),
+            "filter",
+        ])
+        .env("SMIMED_PASSPHRASE", P12_PASS);
         let out = run_with_stdin(&mut c, &encrypted_to_bob());
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{err}");
@@ -96,7 +141,12 @@ fn group_readable_key_is_a_config_error_saying_chmod_600() {
         // Once fixed, it works.
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let out = run_with_stdin(&mut c, &encrypted_to_bob());
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_words(&status_of(&out.stdout), "decrypted", "valid");
     }
 }
@@ -138,7 +188,12 @@ fn config_errors_are_78() {
         vec!["--authserv-id", "bad id;", "filter"],
     ] {
         let out = run_with_stdin(smimed().args(&args), &msg);
-        assert_eq!(out.status.code(), Some(78), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(78),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.stdout.is_empty());
     }
 }
@@ -182,7 +237,12 @@ fn config_file_keys_work_like_flags_and_flags_win() {
 
     // --config FILE
     let out = run_with_stdin(smimed().args(["--config", path_str(&cfg), "filter"]), &msg);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_words(&status_of(&out.stdout), "decrypted", "valid");
     assert_eq!(ar_values(&out.stdout, "from.config").len(), 1);
 
@@ -207,20 +267,35 @@ fn config_file_keys_work_like_flags_and_flags_win() {
 
     // Flags win: authserv-id, and a trust list on the command line replaces the file's.
     let out = run_with_stdin(
-        smimed().args(["--config", path_str(&cfg), "--authserv-id", "from.flag", "filter"]),
+        smimed().args([
+            "--config",
+            path_str(&cfg),
+            "--authserv-id",
+            "from.flag",
+            "filter",
+        ]),
         &msg,
     );
     assert_eq!(ar_values(&out.stdout, "from.flag").len(), 1);
     assert!(ar_values(&out.stdout, "from.config").is_empty());
     let out = run_with_stdin(
-        smimed().args(["--config", path_str(&cfg), "--trust", path_str(&p.untrusted_root_path), "filter"]),
+        smimed().args([
+            "--config",
+            path_str(&cfg),
+            "--trust",
+            path_str(&p.untrusted_root_path),
+            "filter",
+        ]),
         &msg,
     );
     assert_words(&status_of(&out.stdout), "decrypted", "untrusted");
     // --max-size from the file and from a flag.
     let small = d.path().join("small.toml");
     std::fs::write(&small, "max_size = 10\n").unwrap();
-    let out = run_with_stdin(smimed().args(["--config", path_str(&small), "filter"]), &msg);
+    let out = run_with_stdin(
+        smimed().args(["--config", path_str(&small), "filter"]),
+        &msg,
+    );
     let st = status_of(&out.stdout);
     assert_words(&st, "none", "none");
     assert_eq!(status_word(&st, "reason"), Some("size-limit"), "{st}");
@@ -228,11 +303,20 @@ fn config_file_keys_work_like_flags_and_flags_win() {
         smimed().args(["--config", path_str(&cfg), "--max-size", "10", "filter"]),
         &msg,
     );
-    assert_eq!(status_word(&status_of(&out.stdout), "reason"), Some("size-limit"));
+    assert_eq!(
+        status_word(&status_of(&out.stdout), "reason"),
+        Some("size-limit")
+    );
     // --passphrase-command on the command line beats the file's passphrase_file (regression:
     // the file's passphrase_file used to be tried first).
     let out = run_with_stdin(
-        smimed().args(["--config", path_str(&cfg), "--passphrase-command", "false", "filter"]),
+        smimed().args([
+            "--config",
+            path_str(&cfg),
+            "--passphrase-command",
+            "false",
+            "filter",
+        ]),
         &msg,
     );
     assert_eq!(out.status.code(), Some(75));

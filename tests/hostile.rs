@@ -60,7 +60,10 @@ fn process_checked(msg: &[u8]) -> String {
 }
 
 fn der_of(smime: &[u8]) -> Vec<u8> {
-    openssl(&["cms", "-cmsout", "-inform", "SMIME", "-outform", "DER"], smime)
+    openssl(
+        &["cms", "-cmsout", "-inform", "SMIME", "-outform", "DER"],
+        smime,
+    )
 }
 
 fn enc_der(to: &User, text: &str, cipher: &str) -> Vec<u8> {
@@ -80,14 +83,24 @@ fn truncated_cms_fails_and_keeps_the_original() {
     let p = pki();
     let der = enc_der(&p.bob, SECRET, "-aes256");
     for cut in [1, 10, der.len() / 2, der.len() - 1] {
-        let msg = message("a@example.org", "bob@example.org", "cut", &p7m("enveloped-data", &der[..cut]));
+        let msg = message(
+            "a@example.org",
+            "bob@example.org",
+            "cut",
+            &p7m("enveloped-data", &der[..cut]),
+        );
         let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
         assert_words(&st, "failed", "none");
         assert!(!text.contains(SECRET));
         assert_eq!(strip_our_status(&out), msg);
     }
     let signed = der_of(&sign_as(&p.alice, false, &[], &sample_entity("signed")));
-    let msg = message("alice@example.org", "bob@example.org", "cut", &p7m("signed-data", &signed[..signed.len() - 30]));
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "cut",
+        &p7m("signed-data", &signed[..signed.len() - 30]),
+    );
     let (st, _, out) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "error");
     assert_eq!(strip_our_status(&out), msg);
@@ -103,7 +116,12 @@ fn bit_flipped_cms_never_passes() {
         for i in (0..der.len()).step_by(step) {
             let mut bad = der.clone();
             bad[i] ^= 0x10;
-            let msg = message("alice@example.org", "bob@example.org", "flip", &p7m(kind, &bad));
+            let msg = message(
+                "alice@example.org",
+                "bob@example.org",
+                "flip",
+                &p7m(kind, &bad),
+            );
             let st = process_checked(&msg);
             // A flip may land where it changes nothing that is checked (an unused tag bit of a
             // certificate field is still signed, so that is rare); it must never yield both a
@@ -111,16 +129,26 @@ fn bit_flipped_cms_never_passes() {
             if kind == "authEnveloped-data" {
                 let out = process(ctx_bob(), &msg).unwrap();
                 if status_word(&st, "encryption") == Some("decrypted") {
-                    assert!(String::from_utf8_lossy(&out.output).contains(SECRET), "flip at {i}: {st}");
+                    assert!(
+                        String::from_utf8_lossy(&out.output).contains(SECRET),
+                        "flip at {i}: {st}"
+                    );
                 } else {
-                    assert_eq!(status_word(&st, "encryption"), Some("failed"), "flip at {i}: {st}");
+                    assert_eq!(
+                        status_word(&st, "encryption"),
+                        Some("failed"),
+                        "flip at {i}: {st}"
+                    );
                     assert!(!String::from_utf8_lossy(&out.output).contains("launch"));
                 }
             } else {
                 let sig = status_word(&st, "signature").unwrap_or("");
                 if sig == "valid" {
                     let out = process(ctx_bob(), &msg).unwrap();
-                    assert!(String::from_utf8_lossy(&out.output).contains("flip me"), "flip at {i}");
+                    assert!(
+                        String::from_utf8_lossy(&out.output).contains("flip me"),
+                        "flip at {i}"
+                    );
                 }
             }
         }
@@ -131,11 +159,19 @@ fn bit_flipped_cms_never_passes() {
 fn bogus_der_lengths() {
     let cases: Vec<Vec<u8>> = vec![
         vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x06, 0x09],
-        vec![0x30, 0x89, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09],
-        vec![0x30, 0x80, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03, 0xa0, 0x80],
+        vec![
+            0x30, 0x89, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09,
+        ],
+        vec![
+            0x30, 0x80, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03, 0xa0,
+            0x80,
+        ],
         // signedData OID then an inner length far beyond the end.
         [
-            &[0x30u8, 0x82, 0x00, 0x20, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02, 0xa0, 0x84, 0x7f, 0xff, 0xff, 0xff][..],
+            &[
+                0x30u8, 0x82, 0x00, 0x20, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01,
+                0x07, 0x02, 0xa0, 0x84, 0x7f, 0xff, 0xff, 0xff,
+            ][..],
             &[0x30; 16],
         ]
         .concat(),
@@ -149,7 +185,12 @@ fn bogus_der_lengths() {
             } else {
                 format!("Content-Type: application/x-pkcs7-mime; smime-type={kind}\r\nContent-Transfer-Encoding: base64\r\n\r\n")
             };
-            let msg = message("a@example.org", "b@example.org", "der", &[ct.as_bytes(), b64_lines(&der).as_bytes()].concat());
+            let msg = message(
+                "a@example.org",
+                "b@example.org",
+                "der",
+                &[ct.as_bytes(), b64_lines(&der).as_bytes()].concat(),
+            );
             let st = process_checked(&msg);
             assert_ne!(status_word(&st, "signature"), Some("valid"));
             assert_ne!(status_word(&st, "encryption"), Some("decrypted"));
@@ -193,7 +234,10 @@ fn two_megabyte_header_line() {
 fn nested_multiparts(n: usize, leaf: &[u8]) -> Vec<u8> {
     let mut m = b"From: a@example.org\r\nMIME-Version: 1.0\r\n".to_vec();
     for i in 0..n {
-        m.extend_from_slice(format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n").as_bytes());
+        m.extend_from_slice(
+            format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n")
+                .as_bytes(),
+        );
     }
     m.extend_from_slice(leaf);
     for i in (0..n).rev() {
@@ -219,7 +263,8 @@ fn twenty_thousand_nested_multiparts() {
 
 #[test]
 fn many_sibling_parts() {
-    let mut m = b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=\"s\"\r\n\r\n".to_vec();
+    let mut m =
+        b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=\"s\"\r\n\r\n".to_vec();
     for _ in 0..20_000 {
         m.extend_from_slice(b"--s\r\nContent-Type: text/plain\r\n\r\nx\r\n");
     }
@@ -243,7 +288,8 @@ fn nested_encryption_layers_stop_at_the_limit() {
 
 // ----- forged status fields --------------------------------------------------------------------
 
-const FORGED: &str = "X-Smime-Status: encryption=decrypted; signature=valid; signer=ceo@example.org\r\n\
+const FORGED: &str =
+    "X-Smime-Status: encryption=decrypted; signature=valid; signer=ceo@example.org\r\n\
 x-smime-status:\r\n encryption=decrypted;\r\n signature=valid\r\n\
 Authentication-Results: mx.test; smime=pass body.smime-identifier=ceo@example.org\r\n\
 Authentication-Results: MX.TEST;\r\n\tsmime=pass\r\n\
@@ -267,7 +313,9 @@ fn forged_status_fields_are_removed() {
     assert_words(&st, "none", "none");
     assert_eq!(our_ar_count(&out), 1);
     assert!(!text.contains("ceo@example.org"));
-    assert!(text.contains("Authentication-Results: other.example; smime=pass header.from=kept@example.org"));
+    assert!(text.contains(
+        "Authentication-Results: other.example; smime=pass header.from=kept@example.org"
+    ));
     // Also when they sit further down the header section.
     let msg = format!("From: mallory@example.net\r\n{FORGED}Subject: trust me\r\n\r\nbody\r\n");
     let (_, text, out) = filter_checked(None, &[], msg.as_bytes());
@@ -291,7 +339,11 @@ fn forged_status_fields_inside_the_decrypted_entity_are_removed() {
         let signed = sign_as(&p.alice, false, &[], inner.as_bytes());
         for content in [inner.as_bytes().to_vec(), signed] {
             let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &content);
-            let msg = [FORGED.as_bytes(), &message("alice@example.org", "bob@example.org", "...", &enc)].concat();
+            let msg = [
+                FORGED.as_bytes(),
+                &message("alice@example.org", "bob@example.org", "...", &enc),
+            ]
+            .concat();
             let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
             assert_eq!(status_word(&st, "encryption"), Some("decrypted"), "{st}");
             assert!(text.contains(SECRET));
@@ -318,17 +370,42 @@ fn signed_data_without_signers_is_not_valid() {
         v.extend_from_slice(content);
         v
     }
-    const OID_DATA: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
-    const OID_SIGNED: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+    const OID_DATA: &[u8] = &[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01,
+    ];
+    const OID_SIGNED: &[u8] = &[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+    ];
     let content = b"Content-Type: text/plain\r\n\r\nno signers here\r\n";
     let encap = tlv(0x30, &[OID_DATA, &tlv(0xa0, &tlv(0x04, content))].concat());
-    let sd = tlv(0x30, &[&[0x02, 0x01, 0x01][..], &tlv(0x31, &[]), &encap, &tlv(0x31, &[])].concat());
+    let sd = tlv(
+        0x30,
+        &[
+            &[0x02, 0x01, 0x01][..],
+            &tlv(0x31, &[]),
+            &encap,
+            &tlv(0x31, &[]),
+        ]
+        .concat(),
+    );
     let der = tlv(0x30, &[OID_SIGNED, &tlv(0xa0, &sd)].concat());
-    openssl(&["cms", "-cmsout", "-inform", "DER", "-print", "-noout"], &der);
-    let msg = message("alice@example.org", "bob@example.org", "no signers", &p7m("signed-data", &der));
+    openssl(
+        &["cms", "-cmsout", "-inform", "DER", "-print", "-noout"],
+        &der,
+    );
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "no signers",
+        &p7m("signed-data", &der),
+    );
     let (st, _, out) = filter_checked(None, &[], &msg);
     assert_ne!(status_word(&st, "signature"), Some("valid"), "{st}");
-    assert_ne!(status_word(&st, "signature"), Some("none"), "a signed layer without signers: {st}");
+    assert_ne!(
+        status_word(&st, "signature"),
+        Some("none"),
+        "a signed layer without signers: {st}"
+    );
     assert!(!String::from_utf8_lossy(&out).contains("smime=pass"));
 }
 
@@ -337,13 +414,23 @@ fn econtent_in_detached_signature_is_not_valid() {
     let p = pki();
     // The signature part is an opaque SignedData over the attacker's text, the first part is
     // what the victim sees.
-    let sig = der_of(&sign_as(&p.alice, false, &[], &sample_entity("what alice really signed")));
+    let sig = der_of(&sign_as(
+        &p.alice,
+        false,
+        &[],
+        &sample_entity("what alice really signed"),
+    ));
     let b = "bnd";
     let body = format!(
         "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"{b}\"\r\n\r\n--{b}\r\nContent-Type: text/plain\r\n\r\nshown to the victim\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\nContent-Transfer-Encoding: base64\r\n\r\n{}--{b}--\r\n",
         b64_lines(&sig)
     );
-    let msg = message("alice@example.org", "bob@example.org", "econtent", body.as_bytes());
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "econtent",
+        body.as_bytes(),
+    );
     let (st, _, _) = filter_checked(None, &[], &msg);
     assert_eq!(status_word(&st, "signature"), Some("error"), "{st}");
 }
@@ -352,8 +439,16 @@ fn econtent_in_detached_signature_is_not_valid() {
 fn signed_part_wrapped_in_unsigned_multipart_is_partial() {
     let p = pki();
     for detached in [true, false] {
-        let signed = sign_as(&p.alice, detached, &[], &sample_entity("harmless signed text"));
-        let signed = signed.strip_prefix(b"MIME-Version: 1.0\n").unwrap_or(&signed).to_vec();
+        let signed = sign_as(
+            &p.alice,
+            detached,
+            &[],
+            &sample_entity("harmless signed text"),
+        );
+        let signed = signed
+            .strip_prefix(b"MIME-Version: 1.0\n")
+            .unwrap_or(&signed)
+            .to_vec();
         let body = [
             b"Content-Type: multipart/mixed; boundary=\"wrap\"\r\n\r\n--wrap\r\nContent-Type: text/plain\r\n\r\nATTACKER: wire the money now\r\n--wrap\r\n".as_slice(),
             &signed,
@@ -365,7 +460,10 @@ fn signed_part_wrapped_in_unsigned_multipart_is_partial() {
         assert_words(&st, "none", "none");
         assert_eq!(status_word(&st, "partial"), Some("signed"), "{st}");
         assert!(!String::from_utf8_lossy(&out).contains("smime=pass"));
-        assert!(text.contains("ATTACKER"), "the message is delivered as it is");
+        assert!(
+            text.contains("ATTACKER"),
+            "the message is delivered as it is"
+        );
         // Also inside an attached message.
         let body = [
             b"Content-Type: multipart/mixed; boundary=\"wrap\"\r\n\r\n--wrap\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--wrap\r\nContent-Type: message/rfc822\r\n\r\nFrom: alice@example.org\r\nSubject: inner\r\n".as_slice(),
@@ -394,7 +492,11 @@ fn display_name_tricks_are_mismatch() {
         // The addr-spec is the signer's: valid, and the status names the real signer, never
         // the address the display name shows.
         assert_words(&st, "none", "valid");
-        assert_eq!(status_word(&st, "signer"), Some("untrusted@example.org"), "{st}");
+        assert_eq!(
+            status_word(&st, "signer"),
+            Some("untrusted@example.org"),
+            "{st}"
+        );
     }
     // alice's signature with alice's name but mallory's address: mismatch.
     let signed = sign_as(&p.alice, true, &[], &sample_entity("i am alice"));
@@ -440,7 +542,12 @@ fn efail_encrypted_part_in_message_rfc822_in_report_is_not_decrypted() {
         b"\r\n--rep--\r\n",
     ]
     .concat();
-    let msg = message("mailer-daemon@example.net", "bob@example.org", "bounce", &body);
+    let msg = message(
+        "mailer-daemon@example.net",
+        "bob@example.org",
+        "bounce",
+        &body,
+    );
     let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "none", "none");
     assert_eq!(status_word(&st, "partial"), Some("encrypted"), "{st}");

@@ -21,7 +21,10 @@ fn roundtrip_encrypted(to: &[&User], me: &User, extra: &[&str]) -> (String, Stri
     let (st, text, out) = filter_checked(Some(me), &[], &msg);
     assert_words(&st, "decrypted", "none");
     assert!(text.contains(SECRET), "plaintext in output");
-    assert!(!text.contains("application/pkcs7-mime"), "the envelope was replaced: {text}");
+    assert!(
+        !text.contains("application/pkcs7-mime"),
+        "the envelope was replaced: {text}"
+    );
     assert!(ar(&out).contains("smime=none"));
     (st, text)
 }
@@ -32,15 +35,28 @@ fn openssl_signed_then_encrypted_to_bob_is_decrypted_and_valid() {
     let entity = sample_entity("hello from alice");
     let signed = sign_as(&p.alice, false, &["-binary"], &entity);
     let enc = openssl(
-        &["cms", "-encrypt", "-aes256", "-binary", path_str(&p.bob.cert_path)],
+        &[
+            "cms",
+            "-encrypt",
+            "-aes256",
+            "-binary",
+            path_str(&p.bob.cert_path),
+        ],
         &signed,
     );
     let msg = message("Alice <alice@example.org>", "bob@example.org", "st e", &enc);
     let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "valid");
     assert_eq!(status_word(&st, "signer"), Some("alice@example.org"));
-    assert_eq!(status_word(&st, "order"), Some("signed-then-encrypted"), "{st}");
-    assert!(status_word(&st, "integrity").is_none(), "a valid signature covers CBC: {st}");
+    assert_eq!(
+        status_word(&st, "order"),
+        Some("signed-then-encrypted"),
+        "{st}"
+    );
+    assert!(
+        status_word(&st, "integrity").is_none(),
+        "a valid signature covers CBC: {st}"
+    );
     assert!(text.contains("hello from alice"));
     assert!(ar(&out).contains("smime=pass"));
 }
@@ -58,7 +74,10 @@ fn aes256_gcm_authenveloped_is_decrypted_with_integrity() {
     let p = pki();
     let (st, text) = roundtrip_encrypted(&[&p.bob], &p.bob, &["-aes-256-gcm"]);
     assert_eq!(status_word(&st, "alg"), Some("authenveloped"), "{st}");
-    assert!(status_word(&st, "integrity").is_none(), "GCM is authenticated: {st}");
+    assert!(
+        status_word(&st, "integrity").is_none(),
+        "GCM is authenticated: {st}"
+    );
     assert!(text.contains("Content-Type: text/plain"));
 }
 
@@ -121,11 +140,7 @@ fn several_keys_configured_the_right_one_is_picked() {
     let enc = encrypt_to(&[&p.carol], &["-aes256"], &sample_entity(SECRET));
     let msg = message("alice@example.org", "carol@example.org", "two keys", &enc);
     // bob's key first: it must not be tried on carol's RecipientInfo.
-    let (st, text, _) = filter_checked(
-        Some(&p.bob),
-        &["--key", path_str(&p.carol.p12_path)],
-        &msg,
-    );
+    let (st, text, _) = filter_checked(Some(&p.bob), &["--key", path_str(&p.carol.p12_path)], &msg);
     assert_words(&st, "decrypted", "none");
     assert!(text.contains(SECRET));
 }
@@ -134,7 +149,12 @@ fn several_keys_configured_the_right_one_is_picked() {
 fn detached_signature_is_valid_and_kept_verifiable() {
     let p = pki();
     let signed = sign_as(&p.alice, true, &[], &sample_entity("signed text"));
-    let msg = message("Alice <alice@example.org>", "bob@example.org", "detached", &signed);
+    let msg = message(
+        "Alice <alice@example.org>",
+        "bob@example.org",
+        "detached",
+        &signed,
+    );
     let (st, text, out) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
     assert_eq!(status_word(&st, "signer"), Some("alice@example.org"));
@@ -148,8 +168,14 @@ fn detached_signature_is_valid_and_kept_verifiable() {
     assert_eq!(strip_our_status(&out), msg);
     openssl(
         &[
-            "cms", "-verify", "-CAfile", path_str(&p.root_path), "-purpose", "smimesign",
-            "-out", "/dev/null",
+            "cms",
+            "-verify",
+            "-CAfile",
+            path_str(&p.root_path),
+            "-purpose",
+            "smimesign",
+            "-out",
+            "/dev/null",
         ],
         &strip_our_status(&out),
     );
@@ -158,8 +184,18 @@ fn detached_signature_is_valid_and_kept_verifiable() {
 #[test]
 fn detached_signature_with_lf_only_line_endings_verifies() {
     let p = pki();
-    let signed = sign_as(&p.alice, true, &[], &sample_entity("stored in a Maildir\r\nline two"));
-    let msg = to_lf(&message("alice@example.org", "bob@example.org", "lf", &signed));
+    let signed = sign_as(
+        &p.alice,
+        true,
+        &[],
+        &sample_entity("stored in a Maildir\r\nline two"),
+    );
+    let msg = to_lf(&message(
+        "alice@example.org",
+        "bob@example.org",
+        "lf",
+        &signed,
+    ));
     assert!(!msg.contains(&b'\r'));
     let (st, _, out) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
@@ -172,7 +208,9 @@ fn detached_signature_over_modified_content_is_invalid() {
     let p = pki();
     let signed = sign_as(&p.alice, true, &[], &sample_entity("pay 10 EUR"));
     let msg = message("alice@example.org", "bob@example.org", "tampered", &signed);
-    let tampered = String::from_utf8(msg).unwrap().replace("pay 10 EUR", "pay 99 EUR");
+    let tampered = String::from_utf8(msg)
+        .unwrap()
+        .replace("pay 10 EUR", "pay 99 EUR");
     let (st, _, out) = filter_checked(None, &[], tampered.as_bytes());
     assert_words(&st, "none", "invalid");
     assert!(ar(&out).contains("smime=fail"));
@@ -208,7 +246,11 @@ fn encrypt_then_sign_opaque_is_decrypted_and_valid() {
     let msg = message("alice@example.org", "bob@example.org", "ets", &signed);
     let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "valid");
-    assert_eq!(status_word(&st, "order"), Some("encrypted-then-signed"), "{st}");
+    assert_eq!(
+        status_word(&st, "order"),
+        Some("encrypted-then-signed"),
+        "{st}"
+    );
     assert!(text.contains(SECRET));
 }
 
@@ -221,7 +263,10 @@ fn encrypt_then_sign_detached_is_decrypted_and_valid() {
     let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "valid");
     assert!(text.contains(SECRET));
-    assert!(status_word(&st, "integrity").is_none(), "the signature covers the CBC: {st}");
+    assert!(
+        status_word(&st, "integrity").is_none(),
+        "the signature covers the CBC: {st}"
+    );
 }
 
 #[test]
@@ -249,7 +294,12 @@ fn signer_without_email_protection_is_untrusted() {
 fn signer_under_untrusted_root_is_untrusted() {
     let p = pki();
     let signed = sign_as(&p.untrusted, false, &[], &sample_entity("who am i"));
-    let msg = message("untrusted@example.org", "bob@example.org", "untrusted", &signed);
+    let msg = message(
+        "untrusted@example.org",
+        "bob@example.org",
+        "untrusted",
+        &signed,
+    );
     let (st, _, out) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "untrusted");
     assert!(ar(&out).contains("smime=policy"));
@@ -259,7 +309,12 @@ fn signer_under_untrusted_root_is_untrusted() {
 fn signer_is_not_from_is_mismatch() {
     let p = pki();
     let signed = sign_as(&p.alice, true, &[], &sample_entity("i am bob"));
-    let msg = message("Bob <bob@example.org>", "carol@example.org", "mismatch", &signed);
+    let msg = message(
+        "Bob <bob@example.org>",
+        "carol@example.org",
+        "mismatch",
+        &signed,
+    );
     let (st, _, out) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "mismatch");
     assert_eq!(status_word(&st, "signer"), Some("alice@example.org"));
@@ -293,19 +348,38 @@ fn two_signers_one_of_them_bad_is_not_valid() {
     for bad in [&p.untrusted, &p.expired] {
         let signed = openssl(
             &[
-                "cms", "-sign", "-nodetach", "-outform", "SMIME",
-                "-signer", path_str(&p.alice.cert_path), "-inkey", path_str(&p.alice.key_path),
-                "-signer", path_str(&bad.cert_path), "-inkey", path_str(&bad.key_path),
-                "-certfile", path_str(&p.intermediate_path),
+                "cms",
+                "-sign",
+                "-nodetach",
+                "-outform",
+                "SMIME",
+                "-signer",
+                path_str(&p.alice.cert_path),
+                "-inkey",
+                path_str(&p.alice.key_path),
+                "-signer",
+                path_str(&bad.cert_path),
+                "-inkey",
+                path_str(&bad.key_path),
+                "-certfile",
+                path_str(&p.intermediate_path),
             ],
             &sample_entity("two signers"),
         );
-        let msg = message("alice@example.org", "bob@example.org", "two signers", &signed);
+        let msg = message(
+            "alice@example.org",
+            "bob@example.org",
+            "two signers",
+            &signed,
+        );
         let (st, _, out) = filter_checked(None, &[], &msg);
         assert_ne!(status_word(&st, "signature"), Some("valid"), "{st}");
         let a = ar(&out);
         assert_eq!(a.matches("smime=").count(), 2, "one result per signer: {a}");
-        assert!(a.contains("smime=pass"), "alice's own signature passes: {a}");
+        assert!(
+            a.contains("smime=pass"),
+            "alice's own signature passes: {a}"
+        );
     }
 }
 
@@ -313,18 +387,32 @@ fn two_signers_one_of_them_bad_is_not_valid() {
 fn encrypted_to_someone_else_fails_and_keeps_the_original() {
     let p = pki();
     let enc = encrypt_to(&[&p.alice], &["-aes256"], &sample_entity(SECRET));
-    let msg = message("carol@example.org", "alice@example.org", "not for bob", &enc);
+    let msg = message(
+        "carol@example.org",
+        "alice@example.org",
+        "not for bob",
+        &enc,
+    );
     let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "failed", "none");
     assert!(!text.contains(SECRET));
-    assert_eq!(strip_our_status(&out), msg, "original unchanged but for the status");
+    assert_eq!(
+        strip_our_status(&out),
+        msg,
+        "original unchanged but for the status"
+    );
 }
 
 #[test]
 fn encrypted_without_any_key_fails_and_keeps_the_original() {
     let p = pki();
     let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &sample_entity(SECRET));
-    let msg = to_lf(&message("carol@example.org", "bob@example.org", "no key", &enc));
+    let msg = to_lf(&message(
+        "carol@example.org",
+        "bob@example.org",
+        "no key",
+        &enc,
+    ));
     let (st, _, out) = filter_checked(None, &[], &msg);
     assert_words(&st, "failed", "none");
     assert_eq!(strip_our_status(&out), msg);
@@ -334,7 +422,14 @@ fn encrypted_without_any_key_fails_and_keeps_the_original() {
 fn gcm_with_one_bit_flipped_fails_without_plaintext() {
     let p = pki();
     let der = openssl(
-        &["cms", "-encrypt", "-aes-256-gcm", "-outform", "DER", path_str(&p.bob.cert_path)],
+        &[
+            "cms",
+            "-encrypt",
+            "-aes-256-gcm",
+            "-outform",
+            "DER",
+            path_str(&p.bob.cert_path),
+        ],
         &sample_entity(SECRET),
     );
     // Flip one bit of the ciphertext: the encrypted content sits near the end, before the
@@ -384,7 +479,10 @@ impl Gpgsm {
 
     fn new() -> Gpgsm {
         let p = pki();
-        let dir = tempfile::Builder::new().prefix("gs.").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("gs.")
+            .tempdir_in("/tmp")
+            .unwrap();
         let g = Gpgsm { dir };
         let home = g.home();
         std::fs::create_dir(&home).unwrap();
@@ -395,10 +493,18 @@ impl Gpgsm {
             "allow-loopback-pinentry\nno-allow-mark-trusted\ns2k-count 65536\ndisable-scdaemon\n",
         )
         .unwrap();
-        std::fs::write(home.join("gpgsm.conf"), "disable-crl-checks\ndisable-dirmngr\n").unwrap();
+        std::fs::write(
+            home.join("gpgsm.conf"),
+            "disable-crl-checks\ndisable-dirmngr\n",
+        )
+        .unwrap();
         let fpr = p.root.digest(openssl::hash::MessageDigest::sha1()).unwrap();
         let fpr: Vec<String> = fpr.iter().map(|b| format!("{b:02X}")).collect();
-        std::fs::write(home.join("trustlist.txt"), format!("{} S relax\n", fpr.join(":"))).unwrap();
+        std::fs::write(
+            home.join("trustlist.txt"),
+            format!("{} S relax\n", fpr.join(":")),
+        )
+        .unwrap();
         std::fs::write(g.dir.path().join("pass"), pki_pass()).unwrap();
         g.run(&["--import", path_str(&p.root_path)], None);
         g.run(&["--import", path_str(&p.intermediate_path)], None);
@@ -460,12 +566,20 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
     let entity = sample_entity("made by gpgsm");
 
     // Opaque signed-data.
-    let der = g.run(&["-u", "alice@example.org", "--sign", "--include-certs", "-1"], Some(&entity));
+    let der = g.run(
+        &["-u", "alice@example.org", "--sign", "--include-certs", "-1"],
+        Some(&entity),
+    );
     let body = format!(
         "Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
         b64_lines(&der)
     );
-    let msg = message("alice@example.org", "bob@example.org", "gpgsm opaque", body.as_bytes());
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "gpgsm opaque",
+        body.as_bytes(),
+    );
     let (st, text, _) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
     assert!(text.contains("made by gpgsm"));
@@ -479,7 +593,13 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
     // The signed part is the entity without its last CRLF (that one belongs to the delimiter).
     let signed_part = &entity[..entity.len() - 2];
     let sig = g.run(
-        &["-u", "alice@example.org", "--detach-sign", "--include-certs", "-1"],
+        &[
+            "-u",
+            "alice@example.org",
+            "--detach-sign",
+            "--include-certs",
+            "-1",
+        ],
         Some(signed_part),
     );
     body.extend_from_slice(signed_part);
@@ -490,7 +610,12 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
         )
         .as_bytes(),
     );
-    let msg = message("alice@example.org", "bob@example.org", "gpgsm detached", &body);
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "gpgsm detached",
+        &body,
+    );
     let (st, _, out) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
     assert_eq!(strip_our_status(&out), msg);
@@ -503,7 +628,12 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
         "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
         b64_lines(&der)
     );
-    let msg = message("alice@example.org", "bob@example.org", "gpgsm enc", body.as_bytes());
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "gpgsm enc",
+        body.as_bytes(),
+    );
     let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "none");
     assert!(text.contains("made by gpgsm"));
@@ -513,17 +643,28 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
     assert!(!text.contains("made by gpgsm"));
 
     // Signed by gpgsm, then encrypted by gpgsm.
-    let signed_der = g.run(&["-u", "alice@example.org", "--sign", "--include-certs", "-1"], Some(&entity));
+    let signed_der = g.run(
+        &["-u", "alice@example.org", "--sign", "--include-certs", "-1"],
+        Some(&entity),
+    );
     let inner = format!(
         "Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
         b64_lines(&signed_der)
     );
-    let der = g.run(&["-r", "bob@example.org", "--encrypt"], Some(inner.as_bytes()));
+    let der = g.run(
+        &["-r", "bob@example.org", "--encrypt"],
+        Some(inner.as_bytes()),
+    );
     let body = format!(
         "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
         b64_lines(&der)
     );
-    let msg = message("alice@example.org", "bob@example.org", "gpgsm s+e", body.as_bytes());
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "gpgsm s+e",
+        body.as_bytes(),
+    );
     let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "valid");
     assert!(text.contains("made by gpgsm"));
@@ -539,10 +680,18 @@ fn bare_text_content_without_headers_is_kept() {
     let msg = message("alice@example.org", "bob@example.org", "bare", &enc);
     let (st, out, _) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "none");
-    assert!(out.contains("Just a line of text, no MIME headers."), "{out}");
+    assert!(
+        out.contains("Just a line of text, no MIME headers."),
+        "{out}"
+    );
     assert!(out.contains("Second line."));
     let signed = sign_as(&p.alice, false, &["-binary"], text);
-    let msg = message("alice@example.org", "bob@example.org", "bare signed", &signed);
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "bare signed",
+        &signed,
+    );
     let (st, out, _) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
     assert!(out.contains("Just a line of text"), "{out}");

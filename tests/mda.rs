@@ -22,13 +22,21 @@ fn encrypted_to_bob(subject: &str) -> Vec<u8> {
     let signed = sign_as(&p.alice, false, &[], &sample_entity(SECRET));
     let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &signed);
     // Maildir-style LF line endings, as an MTA hands mail to an MDA.
-    to_lf(&message("alice@example.org", "bob@example.org", subject, &enc))
+    to_lf(&message(
+        "alice@example.org",
+        "bob@example.org",
+        subject,
+        &enc,
+    ))
 }
 
 /// A short private folder (Dovecot's unix sockets must stay under 108 bytes), mode 0755 so the
 /// mail uid can traverse it.
 fn short_tmp(prefix: &str) -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").unwrap();
+    let d = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
 }
@@ -93,9 +101,15 @@ fn procmail_filter_recipe_delivers_decrypted_message() {
     assert_eq!(out.status.code(), Some(0), "procmail: {log}");
     let got = maildir_new(&dir.join("mail/inbox"));
     assert_eq!(got.len(), 2, "{log}");
-    let orig = got.iter().find(|m| m.windows(14).any(|w| w == b"Subject: nopas")).expect("nopass");
+    let orig = got
+        .iter()
+        .find(|m| m.windows(14).any(|w| w == b"Subject: nopas"))
+        .expect("nopass");
     assert_eq!(orig, &msg2, "the original, byte for byte");
-    assert!(log.contains("Rescue of unfiltered data succeeded") || log.contains("Program failure"), "{log}");
+    assert!(
+        log.contains("Rescue of unfiltered data succeeded") || log.contains("Program failure"),
+        "{log}"
+    );
 }
 
 // ----- Dovecot -------------------------------------------------------------------------------
@@ -104,7 +118,11 @@ const MAIL_UID: u32 = 65534;
 const MAIL_GID: u32 = 65534;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A private Dovecot instance (components.md §1, §2); stopped (SIGTERM, wait) on drop.
@@ -125,7 +143,11 @@ impl Dovecot {
             std::fs::create_dir_all(t.join(d)).unwrap();
         }
         let port = free_port();
-        std::fs::write(t.join("users"), format!("alice:{{PLAIN}}secret::::{}/mail/alice::\n", t.display())).unwrap();
+        std::fs::write(
+            t.join("users"),
+            format!("alice:{{PLAIN}}secret::::{}/mail/alice::\n", t.display()),
+        )
+        .unwrap();
         let conf = format!(
             r#"instance_name = smimed-test-{port}
 base_dir = {t}/run
@@ -223,7 +245,10 @@ plugin {{
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -293,7 +318,10 @@ fn dovecot_lda_sieve_filter_runs_smimed() {
         key.display()
     );
     for (name, pass_opt) in [
-        ("smimed-filter", format!("--passphrase-file {}", pass.display())),
+        (
+            "smimed-filter",
+            format!("--passphrase-file {}", pass.display()),
+        ),
         ("smimed-nopass", "--passphrase-command false".to_string()),
     ] {
         write_mode(
@@ -309,7 +337,12 @@ fn dovecot_lda_sieve_filter_runs_smimed() {
 
     let msg = encrypted_to_bob("lda");
     let out = dc.deliver(&msg);
-    assert_eq!(out.status.code(), Some(0), "lda: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "lda: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The Sieve rule matched smimed's status word: the message went to the Signed folder.
     let signed = maildir_new(&dc.root().join("mail/alice/Maildir/.Signed"));
     assert_eq!(signed.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
@@ -320,7 +353,12 @@ fn dovecot_lda_sieve_filter_runs_smimed() {
     // smimed exits 75: Sieve's filter leaves the message as it was; it is kept in INBOX.
     let msg2 = encrypted_to_bob("nopass");
     let out = dc.deliver(&msg2);
-    assert_eq!(out.status.code(), Some(0), "lda: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "lda: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let inbox = dc.inbox();
     assert_eq!(inbox.len(), 1);
     assert_eq!(status_count(&inbox[0]), 0);

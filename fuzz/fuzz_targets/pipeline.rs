@@ -2,8 +2,8 @@
 //! input: `process` never panics, returns Ok (no keys are configured, so nothing temporary or
 //! fatal can happen), and its output starts with exactly one X-Smime-Status field.
 //!
-//! Run (needs nightly): `cargo +nightly fuzz run pipeline` from the repository root. Seeds:
-//! `fuzz/corpus/pipeline/` (copy messages from tests/corpus/ there).
+//! Run (needs nightly): `cargo +nightly fuzz run pipeline fuzz/corpus/pipeline` from the
+//! repository root, after seeding that (git-ignored) folder with messages from tests/corpus/.
 #![no_main]
 
 use std::sync::OnceLock;

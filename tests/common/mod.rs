@@ -44,9 +44,12 @@ pub fn smimed() -> Command {
 pub fn filter_as(user: Option<&pki::User>, extra: &[&str], msg: &[u8]) -> Output {
     let p = pki::pki();
     let mut c = smimed();
-    c.args(["--authserv-id", "mx.test", "--trust"]).arg(&p.root_path);
+    c.args(["--authserv-id", "mx.test", "--trust"])
+        .arg(&p.root_path);
     if let Some(u) = user {
-        c.arg("--key").arg(&u.p12_path).env("SMIMED_PASSPHRASE", pki::P12_PASS);
+        c.arg("--key")
+            .arg(&u.p12_path)
+            .env("SMIMED_PASSPHRASE", pki::P12_PASS);
     }
     c.args(extra).arg("filter");
     run_with_stdin(&mut c, msg)
@@ -194,15 +197,17 @@ pub fn strip_our_status(out: &[u8]) -> Vec<u8> {
     while removed < 2 && pos < out.len() {
         let rest = &out[pos..];
         let lower: Vec<u8> = rest.iter().take(40).map(u8::to_ascii_lowercase).collect();
-        if !(lower.starts_with(b"x-smime-status:")
-            || lower.starts_with(b"authentication-results:"))
+        if !(lower.starts_with(b"x-smime-status:") || lower.starts_with(b"authentication-results:"))
         {
             break;
         }
         // The field ends at the first line end not followed by a continuation line.
         let mut end = pos;
         loop {
-            let nl = out[end..].iter().position(|&b| b == b'\n').map_or(out.len(), |i| end + i + 1);
+            let nl = out[end..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(out.len(), |i| end + i + 1);
             end = nl;
             if end >= out.len() || !matches!(out[end], b' ' | b'\t') {
                 break;
@@ -216,7 +221,11 @@ pub fn strip_our_status(out: &[u8]) -> Vec<u8> {
 
 /// Runs `smimed filter` and checks what every message must get: exit 0, exactly one
 /// X-Smime-Status. Returns (status value, output as text, raw output).
-pub fn filter_checked(user: Option<&pki::User>, extra: &[&str], msg: &[u8]) -> (String, String, Vec<u8>) {
+pub fn filter_checked(
+    user: Option<&pki::User>,
+    extra: &[&str],
+    msg: &[u8],
+) -> (String, String, Vec<u8>) {
     let out = filter_as(user, extra, msg);
     assert_eq!(
         out.status.code(),
@@ -233,8 +242,16 @@ pub fn filter_checked(user: Option<&pki::User>, extra: &[&str], msg: &[u8]) -> (
 /// Asserts the encryption and signature words of a status.
 #[track_caller]
 pub fn assert_words(st: &str, encryption: &str, signature: &str) {
-    assert_eq!(status_word(st, "encryption"), Some(encryption), "encryption in: {st}");
-    assert_eq!(status_word(st, "signature"), Some(signature), "signature in: {st}");
+    assert_eq!(
+        status_word(st, "encryption"),
+        Some(encryption),
+        "encryption in: {st}"
+    );
+    assert_eq!(
+        status_word(st, "signature"),
+        Some(signature),
+        "signature in: {st}"
+    );
 }
 
 /// Bare LF line endings everywhere (what a Maildir stores).
