@@ -294,7 +294,8 @@ x-smime-status:\r\n encryption=decrypted;\r\n signature=valid\r\n\
 Authentication-Results: mx.test; smime=pass body.smime-identifier=ceo@example.org\r\n\
 Authentication-Results: MX.TEST;\r\n\tsmime=pass\r\n\
 Authentication-Results: (forged) mx.test 1; smime=pass\r\n\
-Authentication-Results: other.example; smime=pass header.from=kept@example.org\r\n";
+Authentication-Results: other.example; smime=pass header.from=kept@example.org\r\n\
+Authentication-Results: mx.test.example; dkim=pass header.d=kept2.example\r\n";
 
 fn our_ar_count(out: &[u8]) -> usize {
     header_fields(out)

@@ -696,3 +696,69 @@ fn bare_text_content_without_headers_is_kept() {
     assert_words(&st, "none", "valid");
     assert!(out.contains("Just a line of text"), "{out}");
 }
+
+/// RFC 9788 header protection: the inner Subject replaces the outer placeholder ("..."), and
+/// the From that is compared with the signer is the protected one.
+#[test]
+fn protected_headers_are_honoured() {
+    let p = pki();
+    let inner = format!(
+        "Content-Type: text/plain; charset=utf-8; hp=\"cipher\"\r\nFrom: alice@example.org\r\nSubject: the real subject\r\n\r\n{SECRET}\r\n"
+    );
+    let signed = sign_as(&p.alice, false, &[], inner.as_bytes());
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &signed);
+    // Outer From is a placeholder that would not match the signer.
+    let msg = message("placeholder@example.net", "bob@example.org", "...", &enc);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    let fields = header_fields(&out);
+    let subjects: Vec<&str> = fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Subject"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(subjects, ["the real subject"], "{text}");
+    let froms: Vec<&str> = fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("From"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(froms, ["alice@example.org"]);
+    // Headers not protected stay: Date, Message-ID, To.
+    assert!(fields.iter().any(|(n, _)| n == "Message-ID"));
+    assert!(fields.iter().any(|(n, v)| n == "To" && v == "bob@example.org"));
+
+    // Legacy wrapper: message/rfc822; forwarded=no inside the signature.
+    let wrapped = format!(
+        "Content-Type: message/rfc822; forwarded=no\r\n\r\nFrom: alice@example.org\r\nSubject: wrapped subject\r\nContent-Type: text/plain\r\n\r\n{SECRET}\r\n"
+    );
+    let signed = sign_as(&p.alice, false, &[], wrapped.as_bytes());
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], &signed);
+    let msg = message("alice@example.org", "bob@example.org", "...", &enc);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    assert!(text.contains(SECRET));
+    assert!(header_fields(&out).iter().any(|(n, v)| n == "Subject" && v == "wrapped subject"), "{text}");
+    assert!(text.contains("Content-Type: text/plain"), "{text}");
+}
+
+/// A signature covering a multipart/mixed that holds an encrypted part: the signature is the
+/// message's (valid), the encrypted part below the root is not decrypted.
+#[test]
+fn signed_multipart_with_encrypted_part_is_valid_and_partial() {
+    let p = pki();
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET));
+    let enc = enc.strip_prefix(b"MIME-Version: 1.0\n").unwrap_or(&enc).to_vec();
+    let mixed = [
+        b"Content-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\nsee the attachment\r\n--m\r\n".as_slice(),
+        &enc,
+        b"\r\n--m--\r\n",
+    ]
+    .concat();
+    let signed = sign_as(&p.alice, true, &[], &mixed);
+    let msg = message("alice@example.org", "bob@example.org", "signed mixed", &signed);
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert_eq!(status_word(&st, "partial"), Some("encrypted"), "{st}");
+    assert!(!text.contains(SECRET));
+}
