@@ -303,7 +303,17 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
 
     // Assemble: outer fields minus Content-*, protected fields promoted, the content's entity.
     let (content, protected) = unwrap_protected(content, ctx.authserv_id());
-    let inner = mime::split(&content);
+    let mut inner = mime::split(&content);
+    if !has_header_section(&inner) {
+        // Content that is not a MIME entity (bare text, as RFC 4134's samples and OpenSSL's
+        // `cms -encrypt` of a text file carry): all of it is the body, a text/plain one
+        // (RFC 2045 §5.2), rather than lines mistaken for header fields and lost.
+        inner = mime::Entity {
+            fields: Vec::new(),
+            separator: b"",
+            body: &content,
+        };
+    }
     let mut fields: Vec<Field> = outer.into_iter().filter(|f| !f.is_content()).collect();
     for p in &protected {
         fields.retain(|f| !f.name().eq_ignore_ascii_case(p.name()));
@@ -340,6 +350,18 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
         smime: true,
         forged_removed,
     })
+}
+
+/// Whether an entity split by [`mime::split`] really starts with a header section: a blank line
+/// ended it, and every line before that is a field (a name of printable ASCII, then a colon).
+fn has_header_section(e: &Entity<'_>) -> bool {
+    !e.separator.is_empty()
+        && e.fields.iter().all(|f| {
+            let n = f.name();
+            !n.is_empty()
+                && n.iter().all(|&b| b.is_ascii_graphic() && b != b':')
+                && f.raw.first().is_some_and(|b| !b.is_ascii_whitespace())
+        })
 }
 
 /// The signer/From comparison is made against the From of the message as delivered (after
@@ -397,6 +419,8 @@ impl Walker<'_> {
             Err(_) => {
                 if hint.contains("enveloped") {
                     self.st.encryption = Encryption::Failed;
+                } else if hint == "certs-only" {
+                    // No signature was claimed: nothing to judge, the message passes as it is.
                 } else {
                     self.st.signature = Signature::Error;
                 }
@@ -457,6 +481,11 @@ impl Walker<'_> {
                 Ok(Step::Fail)
             }
             _ => {
+                // Labelled encrypted but not an envelope we know: it was not decrypted, which
+                // is what encryption=failed says (none would pass it off as plain mail).
+                if hint.contains("enveloped") {
+                    self.st.encryption = Encryption::Failed;
+                }
                 self.st.add("reason", "unsupported-cms-content");
                 Ok(Step::Fail)
             }
