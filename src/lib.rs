@@ -4,6 +4,7 @@
 //! for the module map, the data flow and the invariants.
 #![deny(unsafe_code)]
 
+pub mod ber;
 pub mod certs;
 pub mod cli;
 pub mod cmd;

@@ -155,26 +155,121 @@ enum Walk {
 /// Processes one message. Errors are only those the caller must act on (temporary failures,
 /// configuration); everything about the message itself is in the returned status.
 pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
+    process_with(ctx, input, None)
+}
+
+/// Messages at least this large, when handed in as a file, are processed without holding their
+/// raw bytes in memory next to the decoded layers.
+pub const LARGE_MESSAGE: u64 = 16 * 1024 * 1024;
+
+/// The root body of a large message, decoded from a file, and where to read the original from.
+struct RootFromFile<'a> {
+    der: Zeroizing<Vec<u8>>,
+    hint: String,
+    file: &'a std::fs::File,
+    body_offset: u64,
+}
+
+/// Like [`process`], for a message in a file (a spilled stdin, a Maildir file). A large S/MIME
+/// message is decoded straight from the file: its raw bytes are read again only when the
+/// original has to be delivered. Anything else is read into memory and processed as usual.
+pub fn process_file(ctx: &Context, file: &std::fs::File) -> Result<Processed> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e: std::io::Error| Error::io("reading the message", e);
+    let len = file.metadata().map_err(io)?.len();
+    let mut f = file;
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    if len >= LARGE_MESSAGE && len <= ctx.limits.max_size {
+        let mut head = vec![0u8; 256 * 1024];
+        let n = read_full(&mut f, &mut head).map_err(io)?;
+        head.truncate(n);
+        let ent = mime::split(&head);
+        if !ent.separator.is_empty() && mime::classify_entity(&ent) == Kind::Pkcs7Mime {
+            let head_len = head.len() - ent.body.len();
+            let hint = ent
+                .content_type()
+                .params
+                .get("smime-type")
+                .map(|s| s.to_ascii_lowercase())
+                .unwrap_or_default();
+            let cte = ent
+                .first("Content-Transfer-Encoding")
+                .map(|f| f.value().trim().to_ascii_lowercase())
+                .unwrap_or_default();
+            if cte == "base64" {
+                drop(ent);
+                head.truncate(head_len);
+                f.seek(SeekFrom::Start(head_len as u64)).map_err(io)?;
+                let der = Zeroizing::new(mime::base64_decode_reader(&mut f, len).map_err(io)?);
+                let root = RootFromFile {
+                    der,
+                    hint,
+                    file,
+                    body_offset: head_len as u64,
+                };
+                return process_with(ctx, &head, Some(root));
+            }
+        }
+        f.seek(SeekFrom::Start(0)).map_err(io)?;
+    }
+    let mut all = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    f.read_to_end(&mut all).map_err(io)?;
+    process(ctx, &all)
+}
+
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The pipeline proper. `from_file`: the root's body was decoded from a file and `input` holds
+/// only the header section.
+fn process_with(
+    ctx: &Context,
+    input: &[u8],
+    from_file: Option<RootFromFile<'_>>,
+) -> Result<Processed> {
     let eol = mime::eol_of(input);
     let root = mime::split(input);
     let mut outer = root.fields.clone();
     let forged_removed = status::strip_forged(&mut outer, ctx.authserv_id());
     let mut st = Status::default();
+    let (mut root_der, body_file) = match from_file {
+        Some(r) => (Some((r.der, r.hint)), Some((r.file, r.body_offset))),
+        None => (None, None),
+    };
 
-    let original = |st: &Status, outer: &[Field]| -> Vec<u8> {
+    let original = |st: &Status, outer: &[Field]| -> Result<Vec<u8>> {
         let mut out = st.header_fields(ctx.authserv_id(), eol);
         for f in outer {
             out.extend_from_slice(&f.raw);
         }
         out.extend_from_slice(root.separator);
-        out.extend_from_slice(root.body);
-        out
+        match body_file {
+            Some((file, offset)) => {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut f = file;
+                f.seek(SeekFrom::Start(offset))
+                    .and_then(|_| f.read_to_end(&mut out))
+                    .map_err(|e| Error::io("reading the message again", e))?;
+            }
+            None => out.extend_from_slice(root.body),
+        }
+        Ok(out)
     };
 
     if input.len() as u64 > ctx.limits.max_size {
         st.add("reason", "size-limit");
         return Ok(Processed {
-            output: original(&st, &outer),
+            output: original(&st, &outer)?,
             status: st,
             smime: false,
             forged_removed,
@@ -206,13 +301,17 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
         }
         let step = match kind {
             Kind::Pkcs7Mime => {
-                let der = Zeroizing::new(mime::decode_body(&ent));
-                let hint = ent
-                    .content_type()
-                    .params
-                    .get("smime-type")
-                    .map(|s| s.to_ascii_lowercase())
-                    .unwrap_or_default();
+                let (der, hint) = match root_der.take() {
+                    Some(decoded) => decoded,
+                    None => (
+                        Zeroizing::new(mime::decode_body(&ent)),
+                        ent.content_type()
+                            .params
+                            .get("smime-type")
+                            .map(|s| s.to_ascii_lowercase())
+                            .unwrap_or_default(),
+                    ),
+                };
                 // The encoded layer is not needed once decoded: free it before the CMS
                 // structure and the next layer are built (peak memory on large messages).
                 drop(ent);
@@ -224,6 +323,10 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
         };
         match step {
             Step::Next(next) => current = Some(next),
+            Step::NextPkcs7(head, der, hint) => {
+                current = Some(head);
+                root_der = Some((der, hint));
+            }
             Step::Stop => break,
             Step::Fail => {
                 ended = Walk::Failed;
@@ -267,7 +370,7 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
         }
         recheck_from(&mut st, &verify::from_address(&outer));
         return Ok(Processed {
-            output: original(&st, &outer),
+            output: original(&st, &outer)?,
             status: st,
             smime: root_kind != Kind::Other,
             forged_removed,
@@ -294,7 +397,7 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
         finish(&mut st);
         scan_partial(ctx, input, root_kind == Kind::MultipartSigned, &mut st);
         return Ok(Processed {
-            output: original(&st, &outer),
+            output: original(&st, &outer)?,
             status: st,
             smime: root_kind != Kind::Other,
             forged_removed,
@@ -397,6 +500,9 @@ fn recheck_from(st: &mut Status, from: &FromAddress) {
 enum Step {
     /// The next entity down the chain (decrypted or unwrapped content: wiped when dropped).
     Next(Zeroizing<Vec<u8>>),
+    /// The next entity is application/pkcs7-mime and its body was decoded on the way: its
+    /// header section and the DER of the next layer.
+    NextPkcs7(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>, String),
     Stop,
     Fail,
 }
@@ -414,21 +520,46 @@ impl Walker<'_> {
     /// One application/pkcs7-mime layer, given its decoded DER and its smime-type hint.
     fn pkcs7(&mut self, der: Zeroizing<Vec<u8>>, hint: &str) -> Result<Step> {
         let size_hint = der.len();
-        let cms = match CmsContentInfo::from_der(&der) {
-            Ok(c) => c,
-            Err(_) => {
-                if hint.contains("enveloped") {
-                    self.st.encryption = Encryption::Failed;
-                } else if hint == "certs-only" {
-                    // No signature was claimed: nothing to judge, the message passes as it is.
-                } else {
-                    self.st.signature = Signature::Error;
-                }
-                self.st.add("reason", "malformed-cms");
-                return Ok(Step::Fail);
-            }
+        // A large envelope is parsed without its encrypted content, which is then decrypted
+        // from `der` itself: OpenSSL would otherwise hold a second copy of it.
+        let detached = if der.len() as u64 >= LARGE_MESSAGE {
+            crate::ber::detach_encrypted_content(&der)
+        } else {
+            None
         };
-        drop(der);
+        let parsed = match &detached {
+            Some(d) => CmsContentInfo::from_der(&d.header)
+                .ok()
+                .filter(|c| {
+                    matches!(
+                        ossl::content_kind(c),
+                        ContentKind::Enveloped | ContentKind::AuthEnveloped
+                    )
+                })
+                .map(|c| (c, Some(d.content.clone()))),
+            None => None,
+        };
+        let (cms, content_range) = match parsed {
+            Some(p) => p,
+            None => match CmsContentInfo::from_der(&der) {
+                Ok(c) => (c, None),
+                Err(_) => {
+                    if hint.contains("enveloped") {
+                        self.st.encryption = Encryption::Failed;
+                    } else if hint == "certs-only" {
+                        // No signature was claimed: nothing to judge, the message passes as it is.
+                    } else {
+                        self.st.signature = Signature::Error;
+                    }
+                    self.st.add("reason", "malformed-cms");
+                    return Ok(Step::Fail);
+                }
+            },
+        };
+        let detached_content = content_range.map(|r| (der, r));
+        let detached_content = detached_content
+            .as_ref()
+            .and_then(|(d, r)| d.get(r.clone()));
         match ossl::content_kind(&cms) {
             k @ (ContentKind::Enveloped | ContentKind::AuthEnveloped) => {
                 self.st.add(
@@ -439,14 +570,17 @@ impl Walker<'_> {
                         "enveloped"
                     },
                 );
-                match self.decrypt(&cms, size_hint)? {
+                match self.decrypt(&cms, size_hint, detached_content)? {
                     Ok(plain) => {
                         self.decrypted = true;
                         if k == ContentKind::Enveloped {
                             self.cbc = true;
                         }
                         self.order.push("encrypted");
-                        Ok(Step::Next(plain))
+                        Ok(match plain {
+                            Plain::Bytes(b) => Step::Next(b),
+                            Plain::Pkcs7 { head, der, hint } => Step::NextPkcs7(head, der, hint),
+                        })
                     }
                     Err(reason) => {
                         self.st.encryption = Encryption::Failed;
@@ -462,7 +596,7 @@ impl Walker<'_> {
                     return Ok(Step::Stop);
                 }
                 let trust = self.ctx.trust()?;
-                let check = check_signed(&cms, None, &trust)?;
+                let check = check_signed(&cms, None, &trust, size_hint)?;
                 let Some(check) = check else {
                     self.st.signature = Signature::Error;
                     self.st.add("reason", "malformed-signed-data");
@@ -535,7 +669,7 @@ impl Walker<'_> {
         }
         let trust = self.ctx.trust()?;
         let canonical = mime::canonical_crlf(signed);
-        let Some((mut results, _)) = check_signed(&cms, Some(&canonical), &trust)? else {
+        let Some((mut results, _)) = check_signed(&cms, Some(&canonical), &trust, 0)? else {
             self.st.signature = Signature::Error;
             self.st.add("reason", "malformed-signature");
             self.layers.push(SignedLayer {
@@ -566,7 +700,8 @@ impl Walker<'_> {
         &mut self,
         cms: &CmsContentInfo,
         size_hint: usize,
-    ) -> Result<std::result::Result<Zeroizing<Vec<u8>>, &'static str>> {
+        detached: Option<&[u8]>,
+    ) -> Result<std::result::Result<Plain, &'static str>> {
         if self.ctx.settings.keys.is_empty() {
             return Ok(Err("no-key-configured"));
         }
@@ -579,11 +714,19 @@ impl Walker<'_> {
             matched = true;
             // Uniform failure whatever went wrong (padding, tag, key): no oracle. A legacy
             // content cipher (RC2) needs the legacy provider: load it and try once more.
-            if let Ok(plain) = ossl::decrypt(cms, &id.key, &id.cert, size_hint) {
+            let attempt = || {
+                let mut sink = PlainSink::new(size_hint);
+                ossl::decrypt_into(cms, &id.key, &id.cert, detached, &mut |chunk| {
+                    sink.feed(chunk)
+                })
+                .ok()
+                .map(|()| sink.finish())
+            };
+            if let Some(plain) = attempt() {
                 return Ok(Ok(plain));
             }
             keys::load_legacy_provider();
-            if let Ok(plain) = ossl::decrypt(cms, &id.key, &id.cert, size_hint) {
+            if let Some(plain) = attempt() {
                 return Ok(Ok(plain));
             }
             let _ = openssl::error::ErrorStack::get();
@@ -598,6 +741,116 @@ impl Walker<'_> {
     }
 }
 
+/// Decrypted content, as the walk consumes it.
+enum Plain {
+    /// The whole decrypted entity.
+    Bytes(Zeroizing<Vec<u8>>),
+    /// A decrypted application/pkcs7-mime entity (sign-then-encrypt) whose base64 body was
+    /// decoded while it was decrypted, so that a large message is not held twice.
+    Pkcs7 {
+        head: Zeroizing<Vec<u8>>,
+        der: Zeroizing<Vec<u8>>,
+        hint: String,
+    },
+}
+
+/// Receives plaintext chunks from [`ossl::decrypt_into`]: gathers the header section, then
+/// either keeps everything or, for a base64 application/pkcs7-mime entity, decodes the body on
+/// the fly. Dropping it (decryption failed) wipes what it received.
+struct PlainSink {
+    head: Zeroizing<Vec<u8>>,
+    mode: SinkMode,
+    size_hint: usize,
+}
+
+enum SinkMode {
+    Head,
+    Collect(Zeroizing<Vec<u8>>),
+    Decode(mime::Base64Stream, String),
+}
+
+/// Longest header section looked for before giving up and keeping the content as it is.
+const MAX_INNER_HEAD: usize = 64 * 1024;
+
+impl PlainSink {
+    fn new(size_hint: usize) -> Self {
+        PlainSink {
+            head: Zeroizing::new(Vec::new()),
+            mode: SinkMode::Head,
+            size_hint,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        match &mut self.mode {
+            SinkMode::Collect(v) => return v.extend_from_slice(chunk),
+            SinkMode::Decode(d, _) => return d.feed(chunk),
+            SinkMode::Head => {}
+        }
+        let searched = self.head.len().saturating_sub(3);
+        self.head.extend_from_slice(chunk);
+        let end = find_header_end(&self.head[searched..]).map(|e| e + searched);
+        match end {
+            Some(end) => {
+                let decode = {
+                    let ent = mime::split(&self.head[..end]);
+                    let cte = ent
+                        .first("Content-Transfer-Encoding")
+                        .map(|f| f.value().trim().to_ascii_lowercase());
+                    (mime::classify_entity(&ent) == Kind::Pkcs7Mime
+                        && cte.as_deref() == Some("base64"))
+                    .then(|| {
+                        ent.content_type()
+                            .params
+                            .get("smime-type")
+                            .map(|s| s.to_ascii_lowercase())
+                            .unwrap_or_default()
+                    })
+                };
+                match decode {
+                    Some(hint) => {
+                        let mut d = mime::Base64Stream::with_capacity(self.size_hint / 4 * 3 + 3);
+                        d.feed(&self.head[end..]);
+                        self.head.truncate(end);
+                        self.mode = SinkMode::Decode(d, hint);
+                    }
+                    None => self.collect(),
+                }
+            }
+            None if self.head.len() > MAX_INNER_HEAD => self.collect(),
+            None => {}
+        }
+    }
+
+    fn collect(&mut self) {
+        let mut v = Zeroizing::new(Vec::with_capacity(self.size_hint.max(self.head.len())));
+        v.extend_from_slice(&self.head);
+        self.head = Zeroizing::new(Vec::new());
+        self.mode = SinkMode::Collect(v);
+    }
+
+    fn finish(self) -> Plain {
+        match self.mode {
+            SinkMode::Head => Plain::Bytes(self.head),
+            SinkMode::Collect(v) => Plain::Bytes(v),
+            SinkMode::Decode(d, hint) => Plain::Pkcs7 {
+                head: self.head,
+                der: Zeroizing::new(d.finish()),
+                hint,
+            },
+        }
+    }
+}
+
+/// End of a header section (index just past the blank line), if `data` holds one.
+fn find_header_end(data: &[u8]) -> Option<usize> {
+    memchr::memmem::find(data, b"\n\n")
+        .map(|i| i + 2)
+        .into_iter()
+        .chain(memchr::memmem::find(data, b"\n\r\n").map(|i| i + 3))
+        .min()
+}
+
 /// The judged signers of one SignedData and, for an opaque one, its content.
 type CheckedLayer = (Vec<SignerResult>, Option<Vec<u8>>);
 
@@ -607,6 +860,7 @@ fn check_signed(
     cms: &CmsContentInfo,
     detached: Option<&[u8]>,
     trust: &TrustStore,
+    size_hint: usize,
 ) -> Result<Option<CheckedLayer>> {
     let mut extra =
         openssl::stack::Stack::new().map_err(|e| Error::software(format!("stack: {e}")))?;
@@ -615,7 +869,7 @@ fn check_signed(
             .push(c)
             .map_err(|e| Error::software(format!("stack: {e}")))?;
     }
-    let checked = match ossl::check_signers(cms, detached, &extra) {
+    let checked = match ossl::check_signers(cms, detached, &extra, size_hint) {
         Ok(c) => c,
         Err(_) => return Ok(None),
     };

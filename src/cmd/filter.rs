@@ -11,19 +11,34 @@ use crate::pipeline::{self, Context};
 
 pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
     let ctx = Context::new(settings);
-    let input = match &args.input {
-        Some(p) => std::fs::read(p).map_err(|e| Error::io(p.display(), e))?,
+    let processed = match &args.input {
+        Some(p) => {
+            let f = std::fs::File::open(p).map_err(|e| Error::io(p.display(), e))?;
+            pipeline::process_file(&ctx, &f)?
+        }
         None => {
+            let read_err = |e| Error::io("reading the message from stdin", e);
+            let mut stdin = std::io::stdin().lock();
             let mut buf = Vec::new();
-            std::io::stdin()
-                .lock()
+            (&mut stdin)
+                .take(pipeline::LARGE_MESSAGE)
                 .read_to_end(&mut buf)
-                .map_err(|e| Error::io("reading the message from stdin", e))?;
-            buf
+                .map_err(read_err)?;
+            if (buf.len() as u64) < pipeline::LARGE_MESSAGE {
+                pipeline::process(&ctx, &buf)?
+            } else {
+                // A large message goes to an unnamed temporary file (mode 0600, gone when
+                // closed) so that its raw bytes are not held in memory while it is decoded.
+                let mut tmp =
+                    tempfile::tempfile().map_err(|e| Error::io("creating a temporary file", e))?;
+                tmp.write_all(&buf)
+                    .map_err(|e| Error::io("writing a temporary file", e))?;
+                drop(buf);
+                std::io::copy(&mut stdin, &mut tmp).map_err(read_err)?;
+                pipeline::process_file(&ctx, &tmp)?
+            }
         }
     };
-    let processed = pipeline::process(&ctx, &input)?;
-    drop(input);
     log::info!("{}", processed.status.x_smime_status());
     match &args.output {
         Some(p) => std::fs::write(p, &processed.output).map_err(|e| Error::io(p.display(), e))?,
