@@ -254,6 +254,32 @@ fn twenty_thousand_nested_multiparts() {
     let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
     assert_eq!(status_word(&st, "encryption"), Some("none"), "{st}");
     assert!(!text.contains(SECRET));
+    // The library on a thread with the default 2 MiB stack (what a watcher's worker has).
+    let deep = nested_multiparts(20_000, &enc);
+    let st = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || process_checked(&deep))
+        .unwrap()
+        .join()
+        .expect("no stack overflow");
+    assert_eq!(status_word(&st, "encryption"), Some("none"), "{st}");
+    // Nested attached messages, and multipart/signed at every level.
+    let mut m = b"Content-Type: text/plain\r\n\r\nbottom\r\n".to_vec();
+    for _ in 0..2_000 {
+        m = [b"From: a@example.org\r\nContent-Type: message/rfc822\r\n\r\n".as_slice(), &m].concat();
+    }
+    process_checked(&m);
+    let mut m = b"Content-Type: text/plain\r\n\r\nbottom\r\n".to_vec();
+    for i in 0..2_000 {
+        m = [
+            format!("Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=\"s{i}\"\r\n\r\n--s{i}\r\n").as_bytes(),
+            &m,
+            format!("\r\n--s{i}\r\nContent-Type: application/pkcs7-signature\r\n\r\nAAAA\r\n--s{i}--\r\n").as_bytes(),
+        ]
+        .concat();
+    }
+    let st = process_checked(&m);
+    assert_ne!(status_word(&st, "signature"), Some("valid"));
     // A shallower one keeps within the limits: the encrypted part is found and reported.
     let msg = nested_multiparts(10, &enc);
     let (st, _, _) = filter_checked(Some(&p.bob), &[], &msg);
