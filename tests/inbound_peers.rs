@@ -762,3 +762,22 @@ fn signed_multipart_with_encrypted_part_is_valid_and_partial() {
     assert_eq!(status_word(&st, "partial"), Some("encrypted"), "{st}");
     assert!(!text.contains(SECRET));
 }
+
+/// The other labels an encrypted root comes with: application/x-pkcs7-mime (old clients) and
+/// application/octet-stream named *.p7m (the type is then decided from the CMS content).
+#[test]
+fn x_pkcs7_mime_and_octet_stream_p7m_are_decrypted() {
+    let p = pki();
+    let enc = String::from_utf8(encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET))).unwrap();
+    let x = enc.replace("application/pkcs7-mime", "application/x-pkcs7-mime");
+    let octet = enc
+        .replace("application/pkcs7-mime; smime-type=enveloped-data;", "application/octet-stream;")
+        .replace("smime-type=enveloped-data; ", "");
+    assert!(!octet.contains("smime-type"), "{octet}");
+    for body in [x, octet] {
+        let msg = message("alice@example.org", "bob@example.org", "labels", body.as_bytes());
+        let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+        assert_words(&st, "decrypted", "none");
+        assert!(text.contains(SECRET));
+    }
+}
