@@ -325,17 +325,36 @@ fn config_file_keys_work_like_flags_and_flags_win() {
 #[test]
 fn stdout_write_error_is_tempfail() {
     let p = pki();
-    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
     let mut c = smimed();
-    c.args(["--trust", path_str(&p.root_path), "filter"]).stdout(full);
-    let mut child = c.stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    c.args(["--trust", path_str(&p.root_path), "filter"])
+        .stdout(full);
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     {
         use std::io::Write;
         let mut sin = child.stdin.take().unwrap();
-        sin.write_all(&message("a@example.org", "b@example.org", "x", &sample_entity("x"))).unwrap();
+        sin.write_all(&message(
+            "a@example.org",
+            "b@example.org",
+            "x",
+            &sample_entity("x"),
+        ))
+        .unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Debug logging shows what happened, never the plaintext or the passphrase.
@@ -347,8 +366,16 @@ fn verbose_logging_leaks_no_plaintext_or_passphrase() {
     let p12 = d.path().join("bob.p12");
     openssl(
         &[
-            "pkcs12", "-export", "-inkey", path_str(&p.bob.key_path), "-in", path_str(&p.bob.cert_path),
-            "-passout", &format!("pass:{PASS}"), "-out", path_str(&p12),
+            "pkcs12",
+            "-export",
+            "-inkey",
+            path_str(&p.bob.key_path),
+            "-in",
+            path_str(&p.bob.cert_path),
+            "-passout",
+            &format!("pass:{PASS}"),
+            "-out",
+            path_str(&p12),
         ],
         b"",
     );
@@ -356,13 +383,22 @@ fn verbose_logging_leaks_no_plaintext_or_passphrase() {
     const SECRET: &str = "Top-Secret-Plaintext-Marker";
     let enc = encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET));
     let msg = message("alice@example.org", "bob@example.org", "log", &enc);
-    for how in [vec!["--passphrase-command", "echo Zq8-unguessable-Passphrase"], vec![]] {
+    for how in [
+        vec!["--passphrase-command", "echo Zq8-unguessable-Passphrase"],
+        vec![],
+    ] {
         let mut c = smimed();
-        c.args(["-vv", "--trust", path_str(&p.root_path), "--key", path_str(&p12)])
-            .args(&how)
-            .arg("filter")
-            .env("RUST_LOG", "trace")
-            .env("SMIMED_PASSPHRASE", PASS);
+        c.args([
+            "-vv",
+            "--trust",
+            path_str(&p.root_path),
+            "--key",
+            path_str(&p12),
+        ])
+        .args(&how)
+        .arg("filter")
+        .env("RUST_LOG", "trace")
+        .env("SMIMED_PASSPHRASE", PASS);
         let out = run_with_stdin(&mut c, &msg);
         assert_eq!(out.status.code(), Some(0));
         assert!(String::from_utf8_lossy(&out.stdout).contains(SECRET));

@@ -266,7 +266,11 @@ fn twenty_thousand_nested_multiparts() {
     // Nested attached messages, and multipart/signed at every level.
     let mut m = b"Content-Type: text/plain\r\n\r\nbottom\r\n".to_vec();
     for _ in 0..2_000 {
-        m = [b"From: a@example.org\r\nContent-Type: message/rfc822\r\n\r\n".as_slice(), &m].concat();
+        m = [
+            b"From: a@example.org\r\nContent-Type: message/rfc822\r\n\r\n".as_slice(),
+            &m,
+        ]
+        .concat();
     }
     process_checked(&m);
     let mut m = b"Content-Type: text/plain\r\n\r\nbottom\r\n".to_vec();
@@ -607,4 +611,63 @@ fn broken_certs_only_claims_no_signature() {
     let (st, _, out) = filter_checked(None, &[], msg);
     assert_words(&st, "none", "none");
     assert_eq!(strip_our_status(&out), msg);
+}
+
+/// Johnny §4 multiple signers, pushed: 150 SignerInfos, 4 distinct signers, one of them bad.
+/// Never valid; every header line stays within RFC 5322's 998 octets (regression: the signer
+/// list used to make one 3,600-character line); the words stay readable.
+#[test]
+fn hundreds_of_signers() {
+    let p = pki();
+    let d = tempfile::Builder::new()
+        .prefix("smimed-many.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let certs = d.path().join("certs.pem");
+    let mut pem = Vec::new();
+    for u in [&p.alice, &p.carol, &p.erin, &p.untrusted] {
+        pem.extend(std::fs::read(&u.cert_path).unwrap());
+    }
+    pem.extend(std::fs::read(&p.intermediate_path).unwrap());
+    std::fs::write(&certs, pem).unwrap();
+    let mut args: Vec<&str> = vec![
+        "cms",
+        "-sign",
+        "-nodetach",
+        "-nocerts",
+        "-outform",
+        "SMIME",
+        "-certfile",
+        path_str(&certs),
+    ];
+    for i in 0..150 {
+        let u = [&p.alice, &p.carol, &p.erin][i % 3];
+        args.extend([
+            "-signer",
+            path_str(&u.cert_path),
+            "-inkey",
+            path_str(&u.key_path),
+        ]);
+    }
+    args.extend([
+        "-signer",
+        path_str(&p.untrusted.cert_path),
+        "-inkey",
+        path_str(&p.untrusted.key_path),
+    ]);
+    let signed = openssl(&args, &sample_entity("signed by a crowd"));
+    let msg = message("alice@example.org", "bob@example.org", "crowd", &signed);
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_eq!(status_word(&st, "signature"), Some("untrusted"), "{st}");
+    for line in out.split(|&b| b == b'\n') {
+        assert!(line.len() <= 998, "line of {} octets", line.len());
+    }
+    let signers = status_word(&st, "signer").unwrap().replace(' ', "");
+    assert_eq!(
+        signers.split(',').count(),
+        4,
+        "each signer address once: {signers}"
+    );
+    assert_eq!(our_ar_count(&out), 1);
+    assert_eq!(ar_values(&out, "mx.test")[0].matches("smime=").count(), 151);
 }

@@ -726,7 +726,9 @@ fn protected_headers_are_honoured() {
     assert_eq!(froms, ["alice@example.org"]);
     // Headers not protected stay: Date, Message-ID, To.
     assert!(fields.iter().any(|(n, _)| n == "Message-ID"));
-    assert!(fields.iter().any(|(n, v)| n == "To" && v == "bob@example.org"));
+    assert!(fields
+        .iter()
+        .any(|(n, v)| n == "To" && v == "bob@example.org"));
 
     // Legacy wrapper: message/rfc822; forwarded=no inside the signature.
     let wrapped = format!(
@@ -738,7 +740,12 @@ fn protected_headers_are_honoured() {
     let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "valid");
     assert!(text.contains(SECRET));
-    assert!(header_fields(&out).iter().any(|(n, v)| n == "Subject" && v == "wrapped subject"), "{text}");
+    assert!(
+        header_fields(&out)
+            .iter()
+            .any(|(n, v)| n == "Subject" && v == "wrapped subject"),
+        "{text}"
+    );
     assert!(text.contains("Content-Type: text/plain"), "{text}");
 }
 
@@ -748,7 +755,10 @@ fn protected_headers_are_honoured() {
 fn signed_multipart_with_encrypted_part_is_valid_and_partial() {
     let p = pki();
     let enc = encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET));
-    let enc = enc.strip_prefix(b"MIME-Version: 1.0\n").unwrap_or(&enc).to_vec();
+    let enc = enc
+        .strip_prefix(b"MIME-Version: 1.0\n")
+        .unwrap_or(&enc)
+        .to_vec();
     let mixed = [
         b"Content-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\nsee the attachment\r\n--m\r\n".as_slice(),
         &enc,
@@ -756,7 +766,12 @@ fn signed_multipart_with_encrypted_part_is_valid_and_partial() {
     ]
     .concat();
     let signed = sign_as(&p.alice, true, &[], &mixed);
-    let msg = message("alice@example.org", "bob@example.org", "signed mixed", &signed);
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "signed mixed",
+        &signed,
+    );
     let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "none", "valid");
     assert_eq!(status_word(&st, "partial"), Some("encrypted"), "{st}");
@@ -768,14 +783,23 @@ fn signed_multipart_with_encrypted_part_is_valid_and_partial() {
 #[test]
 fn x_pkcs7_mime_and_octet_stream_p7m_are_decrypted() {
     let p = pki();
-    let enc = String::from_utf8(encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET))).unwrap();
+    let enc =
+        String::from_utf8(encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET))).unwrap();
     let x = enc.replace("application/pkcs7-mime", "application/x-pkcs7-mime");
     let octet = enc
-        .replace("application/pkcs7-mime; smime-type=enveloped-data;", "application/octet-stream;")
+        .replace(
+            "application/pkcs7-mime; smime-type=enveloped-data;",
+            "application/octet-stream;",
+        )
         .replace("smime-type=enveloped-data; ", "");
     assert!(!octet.contains("smime-type"), "{octet}");
     for body in [x, octet] {
-        let msg = message("alice@example.org", "bob@example.org", "labels", body.as_bytes());
+        let msg = message(
+            "alice@example.org",
+            "bob@example.org",
+            "labels",
+            body.as_bytes(),
+        );
         let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
         assert_words(&st, "decrypted", "none");
         assert!(text.contains(SECRET));
