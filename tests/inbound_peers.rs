@@ -234,8 +234,9 @@ fn opaque_signature_by_ec_signer_under_root_is_valid() {
     let p = pki();
     let signed = sign_as(&p.erin, false, &["-md", "sha384"], &sample_entity("ecdsa"));
     let msg = message("erin@example.org", "bob@example.org", "ec", &signed);
-    let (st, _, _) = filter_checked(None, &[], &msg);
+    let (st, _, out) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
 }
 
 #[test]
@@ -244,8 +245,9 @@ fn encrypt_then_sign_opaque_is_decrypted_and_valid() {
     let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &sample_entity(SECRET));
     let signed = sign_as(&p.alice, false, &[], &enc);
     let msg = message("alice@example.org", "bob@example.org", "ets", &signed);
-    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
     assert_eq!(
         status_word(&st, "order"),
         Some("encrypted-then-signed"),
@@ -260,8 +262,9 @@ fn encrypt_then_sign_detached_is_decrypted_and_valid() {
     let enc = encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET));
     let signed = sign_as(&p.alice, true, &[], &enc);
     let msg = message("alice@example.org", "bob@example.org", "ets2", &signed);
-    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
     assert!(text.contains(SECRET));
     assert!(
         status_word(&st, "integrity").is_none(),
@@ -327,19 +330,22 @@ fn two_from_fields_or_two_from_addresses_are_mismatch() {
     let signed = sign_as(&p.alice, false, &[], &sample_entity("from games"));
     let one = message("alice@example.org", "bob@example.org", "two froms", &signed);
     let two_fields = [b"From: mallory@example.net\r\n".as_slice(), &one].concat();
-    let (st, _, _) = filter_checked(None, &[], &two_fields);
+    let (st, _, out) = filter_checked(None, &[], &two_fields);
     assert_words(&st, "none", "mismatch");
+    assert!(ar(&out).contains("smime=policy"), "{}", ar(&out));
     let two_addrs = message(
         "alice@example.org, mallory@example.net",
         "bob@example.org",
         "two addrs",
         &signed,
     );
-    let (st, _, _) = filter_checked(None, &[], &two_addrs);
+    let (st, _, out) = filter_checked(None, &[], &two_addrs);
     assert_words(&st, "none", "mismatch");
+    assert!(ar(&out).contains("smime=policy"), "{}", ar(&out));
     // Control: the same signature with a plain From is valid.
-    let (st, _, _) = filter_checked(None, &[], &one);
+    let (st, _, out) = filter_checked(None, &[], &one);
     assert_words(&st, "none", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
 }
 
 #[test]
@@ -580,8 +586,9 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
         "gpgsm opaque",
         body.as_bytes(),
     );
-    let (st, text, _) = filter_checked(None, &[], &msg);
+    let (st, text, out) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
     assert!(text.contains("made by gpgsm"));
 
     // Detached signature, wrapped into multipart/signed.
@@ -619,8 +626,9 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
     let (st, _, out) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
     assert_eq!(strip_our_status(&out), msg);
-    let (st, _, _) = filter_checked(None, &[], &to_lf(&msg));
+    let (st, _, out) = filter_checked(None, &[], &to_lf(&msg));
     assert_words(&st, "none", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
 
     // Encrypted to bob (gpgsm picks its own cipher: AES-128-CBC by default).
     let der = g.run(&["-r", "bob@example.org", "--encrypt"], Some(&entity));
@@ -634,12 +642,14 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
         "gpgsm enc",
         body.as_bytes(),
     );
-    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "none");
+    assert!(ar(&out).contains("smime=none"), "{}", ar(&out));
     assert!(text.contains("made by gpgsm"));
     // and not for alice's key
-    let (st, text, _) = filter_checked(Some(&p.alice), &[], &msg);
+    let (st, text, out) = filter_checked(Some(&p.alice), &[], &msg);
     assert_words(&st, "failed", "none");
+    assert!(ar(&out).contains("smime=none"), "{}", ar(&out));
     assert!(!text.contains("made by gpgsm"));
 
     // Signed by gpgsm, then encrypted by gpgsm.
@@ -665,8 +675,9 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
         "gpgsm s+e",
         body.as_bytes(),
     );
-    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
     assert!(text.contains("made by gpgsm"));
 }
 
@@ -772,8 +783,9 @@ fn signed_multipart_with_encrypted_part_is_valid_and_partial() {
         "signed mixed",
         &signed,
     );
-    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "none", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
     assert_eq!(status_word(&st, "partial"), Some("encrypted"), "{st}");
     assert!(!text.contains(SECRET));
 }
@@ -800,8 +812,9 @@ fn x_pkcs7_mime_and_octet_stream_p7m_are_decrypted() {
             "labels",
             body.as_bytes(),
         );
-        let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+        let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
         assert_words(&st, "decrypted", "none");
+        assert!(ar(&out).contains("smime=none"), "{}", ar(&out));
         assert!(text.contains(SECRET));
     }
 }
