@@ -818,3 +818,27 @@ fn x_pkcs7_mime_and_octet_stream_p7m_are_decrypted() {
         assert!(text.contains(SECRET));
     }
 }
+
+/// Sign (detached) then encrypt: after decryption the multipart/signed is delivered as it is, so
+/// the reader's client (here openssl) can verify it again, from CRLF and from LF input.
+#[test]
+fn decrypted_multipart_signed_still_verifies() {
+    let p = pki();
+    let signed = sign_as(&p.carol, true, &[], &sample_entity("verify me again"));
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &signed);
+    for msg in [
+        message("carol@example.org", "bob@example.org", "again", &enc),
+        to_lf(&message("carol@example.org", "bob@example.org", "again", &enc)),
+    ] {
+        let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+        assert_words(&st, "decrypted", "valid");
+        assert!(text.contains("multipart/signed"));
+        let verified = openssl(
+            &[
+                "cms", "-verify", "-CAfile", path_str(&p.root_path), "-purpose", "smimesign",
+            ],
+            &out,
+        );
+        assert!(String::from_utf8_lossy(&verified).contains("verify me again"));
+    }
+}
