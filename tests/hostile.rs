@@ -211,6 +211,12 @@ fn broken_mime() {
         b" continuation first\r\nFrom: x\r\n\r\nbody",
         b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n--a--\r\n",
         b"From: =?utf-8?B?////?= <a@example.org>\r\nContent-Type: text/plain; charset=\"\xff\"\r\n\r\nx",
+        b"From: a@b\rSubject: bare CR line ends\r\rbody\r",
+        b"From: a@b\r\nContent-Type: application/pkcs7-mime; smime-type=signed-data",
+        b"From: a@b\r\nContent-Type: application/pkcs7-mime; smime-type=signed-data\r\n\r\n",
+        b"From: a@b\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n",
+        b"From: a@b\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=\"b\"\r\n\r\n--b\r\n\r\nx\r\n--b\r\n\r\ny\r\n--b\r\n\r\nz\r\n--b--\r\n",
+        b"From: a@b\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=30=80\r\n",
     ];
     for msg in cases {
         let (st, _, out) = filter_checked(Some(&pki().bob), &[], msg);
@@ -223,6 +229,12 @@ fn broken_mime() {
 fn two_megabyte_header_line() {
     let long = "x".repeat(2 * 1024 * 1024);
     let msg = format!("From: a@example.org\r\nX-Long: {long}\r\nSubject: long\r\n\r\nbody\r\n");
+    let (st, _, out) = filter_checked(None, &[], msg.as_bytes());
+    assert_words(&st, "none", "none");
+    assert_eq!(strip_our_status(&out), msg.as_bytes());
+    // 100,000 header fields.
+    let many: String = (0..100_000).map(|i| format!("X-F{i}: v\r\n")).collect();
+    let msg = format!("From: a@example.org\r\n{many}\r\nbody\r\n");
     let (st, _, out) = filter_checked(None, &[], msg.as_bytes());
     assert_words(&st, "none", "none");
     assert_eq!(strip_our_status(&out), msg.as_bytes());

@@ -828,14 +828,24 @@ fn decrypted_multipart_signed_still_verifies() {
     let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &signed);
     for msg in [
         message("carol@example.org", "bob@example.org", "again", &enc),
-        to_lf(&message("carol@example.org", "bob@example.org", "again", &enc)),
+        to_lf(&message(
+            "carol@example.org",
+            "bob@example.org",
+            "again",
+            &enc,
+        )),
     ] {
         let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
         assert_words(&st, "decrypted", "valid");
         assert!(text.contains("multipart/signed"));
         let verified = openssl(
             &[
-                "cms", "-verify", "-CAfile", path_str(&p.root_path), "-purpose", "smimesign",
+                "cms",
+                "-verify",
+                "-CAfile",
+                path_str(&p.root_path),
+                "-purpose",
+                "smimesign",
             ],
             &out,
         );
