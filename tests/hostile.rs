@@ -683,3 +683,17 @@ fn hundreds_of_signers() {
     assert_eq!(our_ar_count(&out), 1);
     assert_eq!(ar_values(&out, "mx.test")[0].matches("smime=").count(), 151);
 }
+
+/// An envelope that decrypts to a broken signed layer: the original (still encrypted) is
+/// delivered, the status says the encryption was not undone for the reader (failed) and why.
+#[test]
+fn malformed_layer_inside_an_envelope_delivers_the_original() {
+    let p = pki();
+    let inner = format!("{}{SECRET}", String::from_utf8(p7m("signed-data", &[0x30, 0x82, 0x01, 0x04, 0x06, 0x09])).unwrap());
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], inner.as_bytes());
+    let msg = message("alice@example.org", "bob@example.org", "bad inner", &enc);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "failed", "error");
+    assert!(!text.contains(SECRET));
+    assert_eq!(strip_our_status(&out), msg);
+}
