@@ -226,9 +226,13 @@ impl Status {
         let mut out = Vec::new();
         let status = fold_long(&self.x_smime_status(), STATUS_HEADER.len() + 2, eol_s);
         out.extend_from_slice(Field::new(STATUS_HEADER, &status, eol).raw.as_slice());
-        let ar = self
-            .authentication_results(authserv_id)
-            .replace('\n', eol_s);
+        let ar = fold_at_spaces(
+            &self
+                .authentication_results(authserv_id)
+                .replace('\n', eol_s),
+            AR_HEADER.len() + 2,
+            eol_s,
+        );
         out.extend_from_slice(Field::new(AR_HEADER, &ar, eol).raw.as_slice());
         out
     }
@@ -266,6 +270,43 @@ fn fold_long(value: &str, prefix: usize, eol: &str) -> String {
         out.push_str(piece);
         line += piece.len();
         rest = &rest[end..];
+    }
+    out
+}
+
+/// Breaks physical lines longer than RFC 5322's 998 octets (a hostile certificate's huge issuer
+/// name does that) before existing spaces, so that lines stay near 78 characters: the space is
+/// kept, so unfolding gives the same value, also inside a quoted-string. Lines within the
+/// limit are left alone.
+fn fold_at_spaces(text: &str, prefix: usize, eol: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for (i, line) in text.split(eol).enumerate() {
+        if i > 0 {
+            out.push_str(eol);
+        }
+        let first = if i == 0 { prefix } else { 0 };
+        if first + line.len() <= 998 {
+            out.push_str(line);
+            continue;
+        }
+        let mut len = first;
+        let mut rest = line;
+        while !rest.is_empty() {
+            // The next piece runs up to (not including) the next space after its first byte.
+            let end = rest
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| c == ' ')
+                .map_or(rest.len(), |(j, _)| j);
+            let piece = &rest[..end];
+            if len > first && len + piece.len() > 78 && piece.starts_with(' ') {
+                out.push_str(eol);
+                len = 0;
+            }
+            out.push_str(piece);
+            len += piece.len();
+            rest = &rest[end..];
+        }
     }
     out
 }
@@ -359,6 +400,24 @@ mod tests {
         // Unfolding gives the words back.
         let unfolded: String = folded.replace("\r\n\t", "");
         assert_eq!(unfolded.replace(' ', ""), long.replace(' ', ""));
+    }
+
+    #[test]
+    fn long_lines_fold_at_spaces() {
+        let dn: Vec<String> = (0..100)
+            .map(|i| format!("OU=Klarälvdalens unit {i}"))
+            .collect();
+        let v = format!(
+            "mx; smime=policy\n\tbody.smime-issuer=\"{}\"",
+            dn.join(", ")
+        );
+        let folded = fold_at_spaces(&v, 24, "\n");
+        assert!(folded.split('\n').all(|l| l.len() <= 998));
+        assert!(folded.split('\n').count() > 5);
+        // Unfolding (removing the line breaks) gives the value back.
+        assert_eq!(folded.replace('\n', ""), v.replace('\n', ""));
+        let short = "mx; smime=pass";
+        assert_eq!(fold_at_spaces(short, 24, "\n"), short);
     }
 
     #[test]

@@ -689,11 +689,131 @@ fn hundreds_of_signers() {
 #[test]
 fn malformed_layer_inside_an_envelope_delivers_the_original() {
     let p = pki();
-    let inner = format!("{}{SECRET}", String::from_utf8(p7m("signed-data", &[0x30, 0x82, 0x01, 0x04, 0x06, 0x09])).unwrap());
+    let inner = format!(
+        "{}{SECRET}",
+        String::from_utf8(p7m("signed-data", &[0x30, 0x82, 0x01, 0x04, 0x06, 0x09])).unwrap()
+    );
     let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], inner.as_bytes());
     let msg = message("alice@example.org", "bob@example.org", "bad inner", &enc);
     let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "failed", "error");
     assert!(!text.contains(SECRET));
     assert_eq!(strip_our_status(&out), msg);
+}
+
+/// A signer whose issuer name is several kilobytes (60 RDNs, non-ASCII): the
+/// Authentication-Results field carries it in body.smime-issuer, folded at its spaces so that no
+/// line exceeds 998 octets (regression: one 4 KB line), and nothing panics on the UTF-8.
+#[test]
+fn huge_issuer_name_is_folded() {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::cms::{CMSOptions, CmsContentInfo};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::{
+        BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    };
+    use openssl::x509::{X509Builder, X509NameBuilder};
+
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let ca_key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut n = X509NameBuilder::new().unwrap();
+    for i in 0..60 {
+        n.append_entry_by_text("OU", &format!("Klarälvdalens Datakonsult division {i}"))
+            .unwrap();
+    }
+    n.append_entry_by_text("CN", "Huge Name CA").unwrap();
+    let ca_name = n.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&ca_name).unwrap();
+    b.set_issuer_name(&ca_name).unwrap();
+    b.set_pubkey(&ca_key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    let ca = b.build();
+    let mut n = X509NameBuilder::new().unwrap();
+    n.append_entry_by_text("CN", "alice").unwrap();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(8).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&n.build()).unwrap();
+    b.set_issuer_name(&ca_name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .email("alice@example.org")
+        .build(&b.x509v3_context(Some(&ca), None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
+        .unwrap();
+    b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    let cms = CmsContentInfo::sign(
+        Some(&cert),
+        Some(&key),
+        None,
+        Some(&sample_entity("huge name")),
+        CMSOptions::BINARY,
+    )
+    .unwrap();
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "huge",
+        &p7m("signed-data", &cms.to_der().unwrap()),
+    );
+    let d = tempfile::Builder::new()
+        .prefix("smimed-huge.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let anchor = d.path().join("ca.pem");
+    std::fs::write(&anchor, ca.to_pem().unwrap()).unwrap();
+    let out = run_with_stdin(
+        smimed().args([
+            "--authserv-id",
+            "mx.test",
+            "--trust",
+            path_str(&anchor),
+            "filter",
+        ]),
+        &msg,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let st = status_of(&out.stdout);
+    assert_words(&st, "none", "valid");
+    for line in out.stdout.split(|&b| b == b'\n') {
+        assert!(line.len() <= 998, "line of {} octets", line.len());
+    }
+    let ar = ar_values(&out.stdout, "mx.test");
+    assert!(ar[0].contains("smime=pass"));
+    assert!(
+        ar[0].contains("division 59"),
+        "the whole issuer is there: {}",
+        ar[0]
+    );
 }
