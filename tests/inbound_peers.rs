@@ -852,3 +852,37 @@ fn decrypted_multipart_signed_still_verifies() {
         assert!(String::from_utf8_lossy(&verified).contains("verify me again"));
     }
 }
+
+/// A chain of roots: encrypted, then signed, then encrypted again (and triple-wrapped
+/// sign-encrypt-sign): every layer is undone, the order is reported.
+#[test]
+fn chains_of_roots_are_unwrapped() {
+    let p = pki();
+    let e1 = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &sample_entity(SECRET));
+    let s = sign_as(&p.alice, false, &[], &e1);
+    let e2 = encrypt_to(&[&p.bob], &["-aes256"], &s);
+    let msg = message("alice@example.org", "bob@example.org", "chain", &e2);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    assert_eq!(
+        status_word(&st, "order"),
+        Some("encrypted-then-signed-then-encrypted"),
+        "{st}"
+    );
+    assert!(text.contains(SECRET));
+    assert!(ar(&out).contains("smime=pass"));
+
+    let s1 = sign_as(&p.alice, true, &[], &sample_entity(SECRET));
+    let e = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &s1);
+    let s2 = sign_as(&p.alice, false, &[], &e);
+    let msg = message("alice@example.org", "bob@example.org", "triple", &s2);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    assert_eq!(
+        status_word(&st, "order"),
+        Some("signed-then-encrypted-then-signed"),
+        "{st}"
+    );
+    assert!(text.contains(SECRET));
+    assert_eq!(ar(&out).matches("smime=pass").count(), 2, "{}", ar(&out));
+}
