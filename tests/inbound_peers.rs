@@ -886,3 +886,35 @@ fn chains_of_roots_are_unwrapped() {
     assert!(text.contains(SECRET));
     assert_eq!(ar(&out).matches("smime=pass").count(), 2, "{}", ar(&out));
 }
+
+/// RecipientInfos and SignerInfos that name the certificate by subjectKeyIdentifier (`-keyid`)
+/// instead of issuer and serial number.
+#[test]
+fn subject_key_identifier_recipients_and_signers() {
+    let p = pki();
+    for cipher in ["-aes256", "-aes-256-gcm"] {
+        let enc = encrypt_to(
+            &[&p.bob, &p.carol],
+            &["-keyid", cipher],
+            &sample_entity(SECRET),
+        );
+        let msg = message("alice@example.org", "bob@example.org", "keyid", &enc);
+        for me in [&p.bob, &p.carol] {
+            let (st, text, _) = filter_checked(Some(me), &[], &msg);
+            assert_words(&st, "decrypted", "none");
+            assert!(text.contains(SECRET));
+        }
+        let (st, _, _) = filter_checked(Some(&p.alice), &[], &msg);
+        assert_words(&st, "failed", "none");
+        assert_eq!(
+            status_word(&st, "reason"),
+            Some("not-encrypted-to-our-keys"),
+            "{st}"
+        );
+    }
+    let signed = sign_as(&p.alice, false, &["-keyid"], &sample_entity("keyid signer"));
+    let msg = message("alice@example.org", "bob@example.org", "keyid sig", &signed);
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert!(ar(&out).contains("smime=pass"));
+}
