@@ -143,6 +143,14 @@ fn several_keys_configured_the_right_one_is_picked() {
     let (st, text, _) = filter_checked(Some(&p.bob), &["--key", path_str(&p.carol.p12_path)], &msg);
     assert_words(&st, "decrypted", "none");
     assert!(text.contains(SECRET));
+    // The same with a legacy (3DES/SHA-1) PKCS#12 of carol's.
+    let (st, text, _) = filter_checked(
+        Some(&p.bob),
+        &["--key", path_str(&p.carol.p12_legacy_path)],
+        &msg,
+    );
+    assert_words(&st, "decrypted", "none");
+    assert!(text.contains(SECRET));
 }
 
 #[test]
