@@ -926,3 +926,167 @@ fn subject_key_identifier_recipients_and_signers() {
     assert_words(&st, "none", "valid");
     assert!(ar(&out).contains("smime=pass"));
 }
+
+/// RFC 8550 §4.4.4: a signer's EKU must contain emailProtection *or anyExtendedKeyUsage*
+/// (OpenSSL's S/MIME purpose alone rejects the latter: regression). Key usage still has to
+/// allow signing, and a CA whose EKU excludes e-mail still makes the path unfit. The
+/// certificates are made by the openssl CLI.
+#[test]
+fn any_extended_key_usage_signer() {
+    let d = tempfile::Builder::new()
+        .prefix("smimed-anyeku.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = d.path();
+    let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        openssl(args, b"");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=AnyEKU Root",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        &f("root.key"),
+        "-out",
+        &f("root.pem"),
+    ]);
+    // A CA restricted to TLS servers, under the root.
+    std::fs::write(
+        dir.join("tlsca.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=TLS-only CA",
+        "-keyout",
+        &f("tlsca.key"),
+        "-out",
+        &f("tlsca.csr"),
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &f("tlsca.csr"),
+        "-CA",
+        &f("root.pem"),
+        "-CAkey",
+        &f("root.key"),
+        "-set_serial",
+        "2",
+        "-days",
+        "30",
+        "-extfile",
+        &f("tlsca.ext"),
+        "-out",
+        &f("tlsca.pem"),
+    ]);
+    let leaf = |name: &str, ku: &str, ca: &str, serial: &str| {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=critical,{ku}\nextendedKeyUsage=anyExtendedKeyUsage\nsubjectAltName=email:{name}@example.org\n"),
+        )
+        .unwrap();
+        run(&[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &f(&format!("{name}.key")),
+            "-out",
+            &f(&format!("{name}.csr")),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &f(&format!("{name}.csr")),
+            "-CA",
+            &f(&format!("{ca}.pem")),
+            "-CAkey",
+            &f(&format!("{ca}.key")),
+            "-set_serial",
+            serial,
+            "-days",
+            "30",
+            "-extfile",
+            &f(&format!("{name}.ext")),
+            "-out",
+            &f(&format!("{name}.pem")),
+        ]);
+    };
+    leaf("anyeku", "digitalSignature", "root", "10");
+    leaf("encipheronly", "keyEncipherment", "root", "11");
+    leaf("undertls", "digitalSignature", "tlsca", "12");
+    for (name, want) in [
+        ("anyeku", "valid"),
+        ("encipheronly", "untrusted"),
+        ("undertls", "untrusted"),
+    ] {
+        let signed = openssl(
+            &[
+                "cms",
+                "-sign",
+                "-nodetach",
+                "-outform",
+                "SMIME",
+                "-signer",
+                &f(&format!("{name}.pem")),
+                "-inkey",
+                &f(&format!("{name}.key")),
+                "-certfile",
+                &f("tlsca.pem"),
+            ],
+            &sample_entity("any purpose"),
+        );
+        let msg = message(
+            &format!("{name}@example.org"),
+            "bob@example.org",
+            "anyeku",
+            &signed,
+        );
+        let out = run_with_stdin(
+            smimed().args([
+                "--authserv-id",
+                "mx.test",
+                "--trust",
+                &f("root.pem"),
+                "filter",
+            ]),
+            &msg,
+        );
+        assert_eq!(out.status.code(), Some(0));
+        let st = status_of(&out.stdout);
+        assert_words(&st, "none", want);
+        if want == "valid" {
+            assert!(ar(&out.stdout).contains("smime=pass"));
+        } else {
+            assert!(
+                ar(&out.stdout).contains("reason=\"not-for-email\""),
+                "{}",
+                ar(&out.stdout)
+            );
+        }
+    }
+}
