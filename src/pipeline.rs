@@ -231,9 +231,6 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
             if r.verdict.severity() > st.signature.severity() {
                 st.signature = r.verdict;
             }
-            if r.verdict == Signature::Valid && !r.revocation_checked {
-                st.add("revocation", "unchecked");
-            }
         }
         st.signers.extend(l.results.iter().cloned());
     }
@@ -378,6 +375,16 @@ fn recheck_from(st: &mut Status, from: &FromAddress) {
     }
     if !st.signers.is_empty() && st.signature != Signature::Error {
         st.signature = worst;
+    }
+    // Unknown revocation status is never a plain pass. Decided here, once the From comparison
+    // made the signers' final verdicts (before, they were all still mismatch and the word was
+    // never written).
+    if st
+        .signers
+        .iter()
+        .any(|s| s.verdict == Signature::Valid && !s.revocation_checked)
+    {
+        st.add("revocation", "unchecked");
     }
 }
 

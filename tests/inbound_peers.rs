@@ -1090,3 +1090,114 @@ fn any_extended_key_usage_signer() {
         }
     }
 }
+
+/// Johnny §6.1: a self-signed signer certificate the message carries is never trusted.
+#[test]
+fn self_signed_signer_is_untrusted() {
+    let d = tempfile::Builder::new()
+        .prefix("smimed-self.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let f = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=alice",
+            "-addext",
+            "subjectAltName=email:alice@example.org",
+            "-addext",
+            "keyUsage=critical,digitalSignature",
+            "-addext",
+            "extendedKeyUsage=emailProtection",
+            "-keyout",
+            &f("self.key"),
+            "-out",
+            &f("self.pem"),
+        ],
+        b"",
+    );
+    let signed = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-nodetach",
+            "-outform",
+            "SMIME",
+            "-signer",
+            &f("self.pem"),
+            "-inkey",
+            &f("self.key"),
+        ],
+        &sample_entity("trust me"),
+    );
+    let msg = message("alice@example.org", "bob@example.org", "self", &signed);
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "untrusted");
+    assert!(ar(&out).contains("smime=policy"));
+}
+
+/// The CMS content type decides, not the smime-type label: an envelope labelled signed-data is
+/// decrypted, a signature labelled enveloped-data is verified.
+#[test]
+fn cms_content_type_decides_not_the_label() {
+    let p = pki();
+    let enc =
+        String::from_utf8(encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET))).unwrap();
+    let enc = enc.replace("smime-type=enveloped-data", "smime-type=signed-data");
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "label",
+        enc.as_bytes(),
+    );
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "none");
+    assert!(text.contains(SECRET));
+    let signed =
+        String::from_utf8(sign_as(&p.alice, false, &[], &sample_entity("labelled"))).unwrap();
+    let signed = signed.replace("smime-type=signed-data", "smime-type=enveloped-data");
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "label",
+        signed.as_bytes(),
+    );
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert!(text.contains("labelled"));
+}
+
+/// Unknown revocation status is never a plain pass: with a CRL configured that does not cover
+/// the signer's issuer, the signature is valid and the status says revocation=unchecked.
+#[test]
+fn revocation_unknown_is_reported() {
+    let p = pki();
+    let crl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "tests/corpus/bouncycastle-mail/mail/src/test/resources/org/bouncycastle/mail/smime/test/validator.revoked.crl",
+    );
+    let signed = sign_as(&p.alice, false, &[], &sample_entity("crl"));
+    let msg = message("alice@example.org", "bob@example.org", "crl", &signed);
+    let (st, _, _) = filter_checked(None, &["--crl", path_str(&crl)], &msg);
+    assert_words(&st, "none", "valid");
+    assert_eq!(status_word(&st, "revocation"), Some("unchecked"), "{st}");
+    // And with no CRL configured at all (regression: the word was never written, since it was
+    // decided before the From comparison made any signer valid).
+    let (st, _, _) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert_eq!(status_word(&st, "revocation"), Some("unchecked"), "{st}");
+    // Not for signatures that are not valid anyway.
+    let (st, _, _) = filter_checked(
+        None,
+        &[],
+        &message("bob@example.org", "x@example.org", "crl", &signed),
+    );
+    assert_words(&st, "none", "mismatch");
+    assert_eq!(status_word(&st, "revocation"), None, "{st}");
+}
