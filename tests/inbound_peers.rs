@@ -1201,3 +1201,121 @@ fn revocation_unknown_is_reported() {
     assert_words(&st, "none", "mismatch");
     assert_eq!(status_word(&st, "revocation"), None, "{st}");
 }
+
+/// Where the signer's address may be: an rfc822Name in subjectAltName, or (old certificates)
+/// emailAddress in the subject; the domain compares case-insensitively.
+#[test]
+fn signer_address_forms() {
+    let p = pki();
+    let signed = sign_as(&p.alice, true, &[], &sample_entity("case"));
+    let msg = message(
+        "Alice <alice@EXAMPLE.Org>",
+        "bob@example.org",
+        "case",
+        &signed,
+    );
+    let (st, _, _) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+
+    let d = tempfile::Builder::new()
+        .prefix("smimed-addr.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let f = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Old Root",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-keyout",
+            &f("root.key"),
+            "-out",
+            &f("root.pem"),
+        ],
+        b"",
+    );
+    std::fs::write(
+        d.path().join("old.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=emailProtection\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=Old Style/emailAddress=old@example.org",
+            "-keyout",
+            &f("old.key"),
+            "-out",
+            &f("old.csr"),
+        ],
+        b"",
+    );
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &f("old.csr"),
+            "-CA",
+            &f("root.pem"),
+            "-CAkey",
+            &f("root.key"),
+            "-set_serial",
+            "5",
+            "-days",
+            "30",
+            "-extfile",
+            &f("old.ext"),
+            "-out",
+            &f("old.pem"),
+        ],
+        b"",
+    );
+    let signed = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-outform",
+            "SMIME",
+            "-signer",
+            &f("old.pem"),
+            "-inkey",
+            &f("old.key"),
+        ],
+        &sample_entity("subject address"),
+    );
+    for (from, want) in [
+        ("old@example.org", "valid"),
+        ("other@example.org", "mismatch"),
+    ] {
+        let msg = message(from, "bob@example.org", "old", &signed);
+        let out = run_with_stdin(
+            smimed().args([
+                "--authserv-id",
+                "mx.test",
+                "--trust",
+                &f("root.pem"),
+                "filter",
+            ]),
+            &msg,
+        );
+        let st = status_of(&out.stdout);
+        assert_words(&st, "none", want);
+        assert_eq!(status_word(&st, "signer"), Some("old@example.org"));
+    }
+}
