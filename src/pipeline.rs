@@ -153,7 +153,24 @@ enum Walk {
 
 /// Processes one message. Errors are only those the caller must act on (temporary failures,
 /// configuration); everything about the message itself is in the returned status.
+///
+/// An mbox postmark ("From sender date", which procmail hands its filters when it is the
+/// delivery agent) stays the first line: the status fields go after it, never before it, or an
+/// mbox would lose the message boundary.
 pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
+    if input.starts_with(b"From ") {
+        let end = input
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(input.len(), |i| i + 1);
+        let mut processed = process_message(ctx, &input[end..])?;
+        processed.output.splice(0..0, input[..end].iter().copied());
+        return Ok(processed);
+    }
+    process_message(ctx, input)
+}
+
+fn process_message(ctx: &Context, input: &[u8]) -> Result<Processed> {
     let eol = mime::eol_of(input);
     let root = mime::split(input);
     let mut outer = root.fields.clone();

@@ -1319,3 +1319,54 @@ fn signer_address_forms() {
         assert_eq!(status_word(&st, "signer"), Some("old@example.org"));
     }
 }
+
+/// Regression: an mbox postmark ("From sender date", which procmail passes to filters when it
+/// is the MDA) stays the first line; the status fields used to be written before it, which
+/// breaks the message boundary of an mbox.
+#[test]
+fn mbox_postmark_stays_first() {
+    let p = pki();
+    let postmark = b"From alice@example.org Thu Nov 26 12:00:00 2026\n".as_slice();
+    let plain = to_lf(&message(
+        "alice@example.org",
+        "bob@example.org",
+        "pm",
+        &sample_entity("plain"),
+    ));
+    let signed = to_lf(&message(
+        "alice@example.org",
+        "bob@example.org",
+        "pm",
+        &sign_as(&p.alice, true, &[], &sample_entity("signed")),
+    ));
+    let enc = to_lf(&message(
+        "alice@example.org",
+        "bob@example.org",
+        "pm",
+        &encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET)),
+    ));
+    for (msg, enc_word, sig_word) in [
+        (&plain, "none", "none"),
+        (&signed, "none", "valid"),
+        (&enc, "decrypted", "none"),
+    ] {
+        let input = [postmark, msg.as_slice()].concat();
+        let out = filter_as(Some(&p.bob), &[], &input);
+        assert_eq!(out.status.code(), Some(0));
+        let stdout = out.stdout;
+        assert!(
+            stdout.starts_with(postmark),
+            "{}",
+            String::from_utf8_lossy(&stdout[..80])
+        );
+        let rest = &stdout[postmark.len()..];
+        assert!(
+            rest.starts_with(b"X-Smime-Status: "),
+            "status fields right after the postmark"
+        );
+        assert_words(&status_of(rest), enc_word, sig_word);
+        if enc_word == "none" {
+            assert_eq!(strip_our_status(rest), *msg);
+        }
+    }
+}

@@ -110,6 +110,44 @@ fn procmail_filter_recipe_delivers_decrypted_message() {
         log.contains("Rescue of unfiltered data succeeded") || log.contains("Program failure"),
         "{log}"
     );
+
+    // procmail as the delivery agent writes an mbox postmark ("From " line, here from -f) and
+    // hands it to the filter; into an mbox, the message must still start with it (regression:
+    // the status fields used to come first and broke the mbox).
+    let rc = format!(
+        "SHELL=/bin/sh\nLOCKSLEEP=1\nLOGFILE={d}/procmail.log\n:0 fw\n| {common} --passphrase-file {pass} filter\n:0:\n{d}/mbox\n",
+        d = dir.display(),
+        pass = pass.display()
+    );
+    let rcfile = dir.join("procmailrc-mbox");
+    write_mode(&rcfile, rc.as_bytes(), 0o644);
+    for subject in ["mbox one", "mbox two"] {
+        let out = run_with_stdin(
+            Command::new("procmail")
+                .args(["-f", "alice@example.org", "-m"])
+                .arg(&rcfile),
+            &encrypted_to_bob(subject),
+        );
+        assert_eq!(out.status.code(), Some(0));
+    }
+    let mbox = std::fs::read(dir.join("mbox")).unwrap();
+    assert!(
+        mbox.starts_with(b"From alice@example.org "),
+        "{}",
+        String::from_utf8_lossy(&mbox[..60])
+    );
+    let text = String::from_utf8_lossy(&mbox);
+    let postmarks: Vec<usize> = text
+        .match_indices("\nFrom alice@example.org ")
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(postmarks.len(), 1, "two messages, two postmarks");
+    for start in [0, postmarks[0]] {
+        let msg = &mbox[start..];
+        let second_line = msg.split(|&b| b == b'\n').nth(1).unwrap();
+        assert!(second_line.starts_with(b"X-Smime-Status: encryption=decrypted; signature=valid"));
+    }
+    assert_eq!(text.matches(SECRET).count(), 2);
 }
 
 // ----- Dovecot -------------------------------------------------------------------------------
