@@ -267,7 +267,10 @@ fn twenty_thousand_nested_multiparts() {
     assert_eq!(status_word(&st, "encryption"), Some("none"), "{st}");
     assert!(!text.contains(SECRET));
     // The limit is reported.
-    assert!(status_word(&st, "reason").is_some_and(|r| r.contains("limit")), "{st}");
+    assert!(
+        status_word(&st, "reason").is_some_and(|r| r.contains("limit")),
+        "{st}"
+    );
     // The library on a thread with the default 2 MiB stack (what a watcher's worker has).
     let deep = nested_multiparts(20_000, &enc);
     let st = std::thread::Builder::new()
