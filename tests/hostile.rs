@@ -361,6 +361,11 @@ fn forged_status_fields_are_removed() {
     assert_words(&st, "none", "none");
     assert_eq!(our_ar_count(&out), 1);
     assert!(!text.contains("ceo@example.org"));
+    // Nothing else changed: the kept fields and the body, byte for byte.
+    let kept = "Authentication-Results: other.example; smime=pass header.from=kept@example.org\r\n\
+        Authentication-Results: mx.test.example; dkim=pass header.d=kept2.example\r\n\
+        From: mallory@example.net\r\nSubject: trust me\r\n\r\nbody\r\n";
+    assert_eq!(String::from_utf8_lossy(&strip_our_status(&out)), kept);
     assert!(text.contains(
         "Authentication-Results: other.example; smime=pass header.from=kept@example.org"
     ));
