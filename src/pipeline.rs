@@ -154,7 +154,20 @@ enum Walk {
 
 /// Processes one message. Errors are only those the caller must act on (temporary failures,
 /// configuration); everything about the message itself is in the returned status.
+///
+/// An mbox postmark ("From sender date", which procmail hands its filters when it is the
+/// delivery agent) stays the first line: the status fields go after it, never before it, or an
+/// mbox would lose the message boundary.
 pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
+    if input.starts_with(b"From ") {
+        let end = input
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(input.len(), |i| i + 1);
+        let mut processed = process_with(ctx, &input[end..], None)?;
+        processed.output.splice(0..0, input[..end].iter().copied());
+        return Ok(processed);
+    }
     process_with(ctx, input, None)
 }
 
@@ -184,7 +197,11 @@ pub fn process_file(ctx: &Context, file: &std::fs::File) -> Result<Processed> {
         let n = read_full(&mut f, &mut head).map_err(io)?;
         head.truncate(n);
         let ent = mime::split(&head);
-        if !ent.separator.is_empty() && mime::classify_entity(&ent) == Kind::Pkcs7Mime {
+        // (An mbox postmark first is left to the in-memory path.)
+        if !head.starts_with(b"From ")
+            && !ent.separator.is_empty()
+            && mime::classify_entity(&ent) == Kind::Pkcs7Mime
+        {
             let head_len = head.len() - ent.body.len();
             let hint = ent
                 .content_type()
@@ -494,6 +511,16 @@ fn recheck_from(st: &mut Status, from: &FromAddress) {
     }
     if !st.signers.is_empty() && st.signature != Signature::Error {
         st.signature = worst;
+    }
+    // Unknown revocation status is never a plain pass. Decided here, once the From comparison
+    // made the signers' final verdicts (before, they were all still mismatch and the word was
+    // never written).
+    if st
+        .signers
+        .iter()
+        .any(|s| s.verdict == Signature::Valid && !s.revocation_checked)
+    {
+        st.add("revocation", "unchecked");
     }
 }
 

@@ -167,11 +167,17 @@ impl Status {
             format!("encryption={}", self.encryption.word()),
             format!("signature={}", self.signature.word()),
         ];
-        let signers: Vec<String> = self
+        // Each address once, in order: a SignedData may repeat a signer hundreds of times.
+        let mut signers: Vec<String> = Vec::new();
+        for a in self
             .signers
             .iter()
             .filter_map(|s| s.address.as_deref().map(token))
-            .collect();
+        {
+            if !signers.contains(&a) {
+                signers.push(a);
+            }
+        }
         if !signers.is_empty() {
             parts.push(format!("signer={}", signers.join(",")));
         }
@@ -218,17 +224,91 @@ impl Status {
     pub fn header_fields(&self, authserv_id: &str, eol: &[u8]) -> Vec<u8> {
         let eol_s = if eol == b"\r\n" { "\r\n" } else { "\n" };
         let mut out = Vec::new();
-        out.extend_from_slice(
-            Field::new(STATUS_HEADER, &self.x_smime_status(), eol)
-                .raw
-                .as_slice(),
+        let status = fold_long(&self.x_smime_status(), STATUS_HEADER.len() + 2, eol_s);
+        out.extend_from_slice(Field::new(STATUS_HEADER, &status, eol).raw.as_slice());
+        let ar = fold_at_spaces(
+            &self
+                .authentication_results(authserv_id)
+                .replace('\n', eol_s),
+            AR_HEADER.len() + 2,
+            eol_s,
         );
-        let ar = self
-            .authentication_results(authserv_id)
-            .replace('\n', eol_s);
         out.extend_from_slice(Field::new(AR_HEADER, &ar, eol).raw.as_slice());
         out
     }
+}
+
+/// Folds a status value that would make a line longer than RFC 5322 allows (998 octets; only
+/// hostile input gets there, e.g. hundreds of distinct signers): breaks after `;` or `,` so that
+/// no line exceeds 78 characters where the words allow. Shorter values are left on one line,
+/// so that line-oriented rules (procmail) see every word; `encryption=` and `signature=` always
+/// stay on the first line.
+fn fold_long(value: &str, prefix: usize, eol: &str) -> String {
+    if prefix + value.len() <= 998 {
+        return value.to_string();
+    }
+    let mut out = String::with_capacity(value.len() + value.len() / 32);
+    let mut line = prefix;
+    let mut rest = value;
+    let mut first_words_placed = false;
+    while !rest.is_empty() {
+        // The next piece: up to and including the next `;` or `,` (and its space).
+        let end = rest.find([';', ',']).map_or(rest.len(), |i| {
+            i + 1 + usize::from(rest[i + 1..].starts_with(' '))
+        });
+        let piece = &rest[..end];
+        let keep_on_line = line + piece.len() <= 78 || line == prefix || !first_words_placed;
+        first_words_placed |= piece.starts_with("signature=");
+        if !keep_on_line {
+            while out.ends_with(' ') {
+                out.pop();
+            }
+            out.push_str(eol);
+            out.push('\t');
+            line = 1;
+        }
+        out.push_str(piece);
+        line += piece.len();
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// Breaks physical lines longer than RFC 5322's 998 octets (a hostile certificate's huge issuer
+/// name does that) before existing spaces, so that lines stay near 78 characters: the space is
+/// kept, so unfolding gives the same value, also inside a quoted-string. Lines within the
+/// limit are left alone.
+fn fold_at_spaces(text: &str, prefix: usize, eol: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for (i, line) in text.split(eol).enumerate() {
+        if i > 0 {
+            out.push_str(eol);
+        }
+        let first = if i == 0 { prefix } else { 0 };
+        if first + line.len() <= 998 {
+            out.push_str(line);
+            continue;
+        }
+        let mut len = first;
+        let mut rest = line;
+        while !rest.is_empty() {
+            // The next piece runs up to (not including) the next space after its first byte.
+            let end = rest
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| c == ' ')
+                .map_or(rest.len(), |(j, _)| j);
+            let piece = &rest[..end];
+            if len > first && len + piece.len() > 78 && piece.starts_with(' ') {
+                out.push_str(eol);
+                len = 0;
+            }
+            out.push_str(piece);
+            len += piece.len();
+            rest = &rest[end..];
+        }
+    }
+    out
 }
 
 /// Escapes a quoted-string's content (RFC 5322): backslash and double quote, no line breaks.
@@ -300,6 +380,44 @@ mod tests {
     fn worst_signer_wins() {
         assert!(Signature::Invalid.severity() > Signature::Valid.severity());
         assert!(Signature::Mismatch.severity() > Signature::Valid.severity());
+    }
+
+    #[test]
+    fn long_status_is_folded_and_short_one_is_not() {
+        let short = "encryption=none; signature=valid; signer=a@example.org";
+        assert_eq!(fold_long(short, 16, "\r\n"), short);
+        let many: Vec<String> = (0..200).map(|i| format!("signer{i}@example.org")).collect();
+        let long = format!(
+            "encryption=none; signature=mismatch; signer={}; partial=signed",
+            many.join(",")
+        );
+        let folded = fold_long(&long, 16, "\r\n");
+        let lines: Vec<&str> = folded.split("\r\n").collect();
+        assert!(lines.len() > 10);
+        assert!(lines[0].starts_with("encryption=none; signature=mismatch;"));
+        assert!(lines.iter().all(|l| l.len() <= 78), "{lines:?}");
+        assert!(lines[1..].iter().all(|l| l.starts_with('\t')));
+        // Unfolding gives the words back.
+        let unfolded: String = folded.replace("\r\n\t", "");
+        assert_eq!(unfolded.replace(' ', ""), long.replace(' ', ""));
+    }
+
+    #[test]
+    fn long_lines_fold_at_spaces() {
+        let dn: Vec<String> = (0..100)
+            .map(|i| format!("OU=Klarälvdalens unit {i}"))
+            .collect();
+        let v = format!(
+            "mx; smime=policy\n\tbody.smime-issuer=\"{}\"",
+            dn.join(", ")
+        );
+        let folded = fold_at_spaces(&v, 24, "\n");
+        assert!(folded.split('\n').all(|l| l.len() <= 998));
+        assert!(folded.split('\n').count() > 5);
+        // Unfolding (removing the line breaks) gives the value back.
+        assert_eq!(folded.replace('\n', ""), v.replace('\n', ""));
+        let short = "mx; smime=pass";
+        assert_eq!(fold_at_spaces(short, 24, "\n"), short);
     }
 
     #[test]

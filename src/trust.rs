@@ -38,6 +38,11 @@ pub struct TrustStore {
     pub store_no_crl: X509Store,
     /// Store for the encryption side: purpose S/MIME encryption.
     pub store_encrypt: X509Store,
+    /// The anchors without a purpose check (CRLs when configured, and without): for signers
+    /// whose EKU is anyExtendedKeyUsage, which RFC 8550 §4.4.4 accepts and OpenSSL's S/MIME
+    /// purpose does not; verify.rs then checks the key usages itself.
+    pub store_any_purpose: X509Store,
+    pub store_any_purpose_no_crl: X509Store,
     pub has_crls: bool,
 }
 
@@ -104,6 +109,8 @@ impl TrustStore {
             store: build(X509PurposeId::SMIME_SIGN, has_crls)?,
             store_no_crl: build(X509PurposeId::SMIME_SIGN, false)?,
             store_encrypt: build(X509PurposeId::SMIME_ENCRYPT, false)?,
+            store_any_purpose: build(X509PurposeId::ANY, has_crls)?,
+            store_any_purpose_no_crl: build(X509PurposeId::ANY, false)?,
             anchors,
             has_crls,
         })

@@ -12,7 +12,7 @@ use openssl::x509::store::X509StoreRef;
 use openssl::x509::{X509StoreContext, X509VerifyResult, X509};
 
 use crate::certs;
-use crate::ossl::SignerCheck;
+use crate::ossl::{self, SignerCheck};
 use crate::status::{Signature, SignerResult};
 use crate::trust::TrustStore;
 
@@ -92,7 +92,32 @@ fn check_path(
     cert: &X509,
     untrusted: &[X509],
 ) -> Result<bool, (Signature, String)> {
-    let run = |store: &X509StoreRef| -> Result<X509VerifyResult, openssl::error::ErrorStack> {
+    match verify_in(
+        (&trust.store, &trust.store_no_crl),
+        trust.has_crls,
+        cert,
+        untrusted,
+    )? {
+        Ok((checked, _)) => Ok(checked),
+        Err((res, 0)) if res.as_raw() == openssl_sys::X509_V_ERR_INVALID_PURPOSE => {
+            any_eku_path(trust, cert, untrusted).map_err(|e| e.unwrap_or(chain_error_verdict(res)))
+        }
+        Err((res, _)) => Err(chain_error_verdict(res)),
+    }
+}
+
+/// A path check result: Ok(revocation checked, the chain) or Err(error, depth).
+type PathResult = Result<(bool, Vec<X509>), (X509VerifyResult, u32)>;
+
+/// Runs the path check in a store (with CRLs when configured; without them when no CRL covers
+/// the issuer, and then revocation counts as unchecked).
+fn verify_in(
+    (with_crls, no_crls): (&X509StoreRef, &X509StoreRef),
+    has_crls: bool,
+    cert: &X509,
+    untrusted: &[X509],
+) -> Result<PathResult, (Signature, String)> {
+    let run = |store: &X509StoreRef| -> Result<PathResult, openssl::error::ErrorStack> {
         let mut chain = Stack::new()?;
         for c in untrusted {
             chain.push(c.clone())?;
@@ -100,23 +125,65 @@ fn check_path(
         let mut ctx = X509StoreContext::new()?;
         ctx.init(store, cert, &chain, |c| {
             c.verify_cert()?;
-            Ok(c.error())
+            if c.error() == X509VerifyResult::OK {
+                let built = c
+                    .chain()
+                    .map(|s| s.iter().map(|x| x.to_owned()).collect())
+                    .unwrap_or_default();
+                Ok(Ok((true, built)))
+            } else {
+                Ok(Err((c.error(), c.error_depth())))
+            }
         })
     };
     let sw = |e: openssl::error::ErrorStack| (Signature::Error, format!("verify-failed: {e}"));
-    let res = run(&trust.store).map_err(sw)?;
-    if res == X509VerifyResult::OK {
-        return Ok(trust.has_crls);
-    }
-    if trust.has_crls && res.as_raw() == openssl_sys::X509_V_ERR_UNABLE_TO_GET_CRL {
-        // No CRL covers this issuer: check the path without revocation, and say so.
-        let res = run(&trust.store_no_crl).map_err(sw)?;
-        if res == X509VerifyResult::OK {
-            return Ok(false);
+    let res = run(with_crls).map_err(sw)?;
+    match res {
+        Ok((_, chain)) => Ok(Ok((has_crls, chain))),
+        Err((e, _)) if has_crls && e.as_raw() == openssl_sys::X509_V_ERR_UNABLE_TO_GET_CRL => {
+            // No CRL covers this issuer: check the path without revocation, and say so.
+            Ok(run(no_crls).map_err(sw)?.map(|(_, chain)| (false, chain)))
         }
-        return Err(chain_error_verdict(res));
+        Err(e) => Ok(Err(e)),
     }
-    Err(chain_error_verdict(res))
+}
+
+/// RFC 8550 §4.4.4: an EKU extension must contain emailProtection *or anyExtendedKeyUsage*.
+/// OpenSSL's S/MIME purpose rejects the latter, so for such a signer the path is checked with
+/// no purpose, then the purposes by hand: the signer's key usage allows signatures
+/// (digitalSignature or nonRepudiation), and no CA on the path has an EKU without
+/// emailProtection or anyExtendedKeyUsage. Err(None) when the signer has no anyEKU.
+fn any_eku_path(
+    trust: &TrustStore,
+    cert: &X509,
+    untrusted: &[X509],
+) -> Result<bool, Option<(Signature, String)>> {
+    use openssl_sys::{
+        X509v3_KU_DIGITAL_SIGNATURE, X509v3_KU_NON_REPUDIATION, XKU_ANYEKU, XKU_SMIME,
+    };
+    let eku_ok =
+        |c: &X509| ossl::ext_key_usage(c).is_none_or(|x| x & (XKU_SMIME | XKU_ANYEKU) != 0);
+    let leaf_any = ossl::ext_key_usage(cert).is_some_and(|x| x & XKU_ANYEKU != 0);
+    if !leaf_any {
+        return Err(None);
+    }
+    let ku_ok = ossl::key_usage(cert)
+        .is_none_or(|k| k & (X509v3_KU_DIGITAL_SIGNATURE | X509v3_KU_NON_REPUDIATION) != 0);
+    let not_for_email = || Some((Signature::Untrusted, String::from("not-for-email")));
+    if !ku_ok {
+        return Err(not_for_email());
+    }
+    let stores = (&*trust.store_any_purpose, &*trust.store_any_purpose_no_crl);
+    match verify_in(stores, trust.has_crls, cert, untrusted).map_err(Some)? {
+        Ok((checked, chain)) => {
+            if chain.iter().skip(1).all(eku_ok) {
+                Ok(checked)
+            } else {
+                Err(not_for_email())
+            }
+        }
+        Err((res, _)) => Err(Some(chain_error_verdict(res))),
+    }
 }
 
 fn weak_key(cert: &X509) -> Option<String> {

@@ -224,6 +224,25 @@ fn run_row(row: &Row, keydir: &Path) -> Result<(), String> {
     if status_word(&st, "signature") != Some(row.signature.as_str()) {
         problems.push(format!("signature: want {}", row.signature));
     }
+    // The Authentication-Results field (RFC 7281) carries the result of the verdict's signer.
+    let ar = ar_values(&out.stdout, "mx.test");
+    let want_ar = match row.signature.as_str() {
+        "valid" => "smime=pass",
+        "none" => "smime=none",
+        "invalid" => "smime=fail",
+        "error" => "smime=permerror",
+        _ => "smime=policy",
+    };
+    if ar.len() != 1 || !ar[0].contains(want_ar) {
+        problems.push(format!("Authentication-Results {ar:?} lacks {want_ar}"));
+    }
+    if row.signature == "valid"
+        && ar
+            .iter()
+            .any(|a| a.contains("smime=fail") || a.contains("smime=policy"))
+    {
+        problems.push("valid but a signer failed".into());
+    }
     for check in &row.checks {
         if let Some(t) = check.strip_prefix('+') {
             if !text.contains(t) {

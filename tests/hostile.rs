@@ -211,6 +211,12 @@ fn broken_mime() {
         b" continuation first\r\nFrom: x\r\n\r\nbody",
         b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n--a--\r\n",
         b"From: =?utf-8?B?////?= <a@example.org>\r\nContent-Type: text/plain; charset=\"\xff\"\r\n\r\nx",
+        b"From: a@b\rSubject: bare CR line ends\r\rbody\r",
+        b"From: a@b\r\nContent-Type: application/pkcs7-mime; smime-type=signed-data",
+        b"From: a@b\r\nContent-Type: application/pkcs7-mime; smime-type=signed-data\r\n\r\n",
+        b"From: a@b\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n",
+        b"From: a@b\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=\"b\"\r\n\r\n--b\r\n\r\nx\r\n--b\r\n\r\ny\r\n--b\r\n\r\nz\r\n--b--\r\n",
+        b"From: a@b\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=30=80\r\n",
     ];
     for msg in cases {
         let (st, _, out) = filter_checked(Some(&pki().bob), &[], msg);
@@ -223,6 +229,12 @@ fn broken_mime() {
 fn two_megabyte_header_line() {
     let long = "x".repeat(2 * 1024 * 1024);
     let msg = format!("From: a@example.org\r\nX-Long: {long}\r\nSubject: long\r\n\r\nbody\r\n");
+    let (st, _, out) = filter_checked(None, &[], msg.as_bytes());
+    assert_words(&st, "none", "none");
+    assert_eq!(strip_our_status(&out), msg.as_bytes());
+    // 100,000 header fields.
+    let many: String = (0..100_000).map(|i| format!("X-F{i}: v\r\n")).collect();
+    let msg = format!("From: a@example.org\r\n{many}\r\nbody\r\n");
     let (st, _, out) = filter_checked(None, &[], msg.as_bytes());
     assert_words(&st, "none", "none");
     assert_eq!(strip_our_status(&out), msg.as_bytes());
@@ -254,6 +266,41 @@ fn twenty_thousand_nested_multiparts() {
     let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
     assert_eq!(status_word(&st, "encryption"), Some("none"), "{st}");
     assert!(!text.contains(SECRET));
+    // The limit is reported.
+    assert!(
+        status_word(&st, "reason").is_some_and(|r| r.contains("limit")),
+        "{st}"
+    );
+    // The library on a thread with the default 2 MiB stack (what a watcher's worker has).
+    let deep = nested_multiparts(20_000, &enc);
+    let st = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || process_checked(&deep))
+        .unwrap()
+        .join()
+        .expect("no stack overflow");
+    assert_eq!(status_word(&st, "encryption"), Some("none"), "{st}");
+    // Nested attached messages, and multipart/signed at every level.
+    let mut m = b"Content-Type: text/plain\r\n\r\nbottom\r\n".to_vec();
+    for _ in 0..2_000 {
+        m = [
+            b"From: a@example.org\r\nContent-Type: message/rfc822\r\n\r\n".as_slice(),
+            &m,
+        ]
+        .concat();
+    }
+    process_checked(&m);
+    let mut m = b"Content-Type: text/plain\r\n\r\nbottom\r\n".to_vec();
+    for i in 0..2_000 {
+        m = [
+            format!("Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=\"s{i}\"\r\n\r\n--s{i}\r\n").as_bytes(),
+            &m,
+            format!("\r\n--s{i}\r\nContent-Type: application/pkcs7-signature\r\n\r\nAAAA\r\n--s{i}--\r\n").as_bytes(),
+        ]
+        .concat();
+    }
+    let st = process_checked(&m);
+    assert_ne!(status_word(&st, "signature"), Some("valid"));
     // A shallower one keeps within the limits: the encrypted part is found and reported.
     let msg = nested_multiparts(10, &enc);
     let (st, _, _) = filter_checked(Some(&p.bob), &[], &msg);
@@ -314,6 +361,11 @@ fn forged_status_fields_are_removed() {
     assert_words(&st, "none", "none");
     assert_eq!(our_ar_count(&out), 1);
     assert!(!text.contains("ceo@example.org"));
+    // Nothing else changed: the kept fields and the body, byte for byte.
+    let kept = "Authentication-Results: other.example; smime=pass header.from=kept@example.org\r\n\
+        Authentication-Results: mx.test.example; dkim=pass header.d=kept2.example\r\n\
+        From: mallory@example.net\r\nSubject: trust me\r\n\r\nbody\r\n";
+    assert_eq!(String::from_utf8_lossy(&strip_our_status(&out)), kept);
     assert!(text.contains(
         "Authentication-Results: other.example; smime=pass header.from=kept@example.org"
     ));
@@ -581,4 +633,197 @@ fn broken_certs_only_claims_no_signature() {
     let (st, _, out) = filter_checked(None, &[], msg);
     assert_words(&st, "none", "none");
     assert_eq!(strip_our_status(&out), msg);
+}
+
+/// Johnny §4 multiple signers, pushed: 150 SignerInfos, 4 distinct signers, one of them bad.
+/// Never valid; every header line stays within RFC 5322's 998 octets (regression: the signer
+/// list used to make one 3,600-character line); the words stay readable.
+#[test]
+fn hundreds_of_signers() {
+    let p = pki();
+    let d = tempfile::Builder::new()
+        .prefix("smimed-many.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let certs = d.path().join("certs.pem");
+    let mut pem = Vec::new();
+    for u in [&p.alice, &p.carol, &p.erin, &p.untrusted] {
+        pem.extend(std::fs::read(&u.cert_path).unwrap());
+    }
+    pem.extend(std::fs::read(&p.intermediate_path).unwrap());
+    std::fs::write(&certs, pem).unwrap();
+    let mut args: Vec<&str> = vec![
+        "cms",
+        "-sign",
+        "-nodetach",
+        "-nocerts",
+        "-outform",
+        "SMIME",
+        "-certfile",
+        path_str(&certs),
+    ];
+    for i in 0..150 {
+        let u = [&p.alice, &p.carol, &p.erin][i % 3];
+        args.extend([
+            "-signer",
+            path_str(&u.cert_path),
+            "-inkey",
+            path_str(&u.key_path),
+        ]);
+    }
+    args.extend([
+        "-signer",
+        path_str(&p.untrusted.cert_path),
+        "-inkey",
+        path_str(&p.untrusted.key_path),
+    ]);
+    let signed = openssl(&args, &sample_entity("signed by a crowd"));
+    let msg = message("alice@example.org", "bob@example.org", "crowd", &signed);
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_eq!(status_word(&st, "signature"), Some("untrusted"), "{st}");
+    for line in out.split(|&b| b == b'\n') {
+        assert!(line.len() <= 998, "line of {} octets", line.len());
+    }
+    let signers = status_word(&st, "signer").unwrap().replace(' ', "");
+    assert_eq!(
+        signers.split(',').count(),
+        4,
+        "each signer address once: {signers}"
+    );
+    assert_eq!(our_ar_count(&out), 1);
+    assert_eq!(ar_values(&out, "mx.test")[0].matches("smime=").count(), 151);
+}
+
+/// An envelope that decrypts to a broken signed layer: the original (still encrypted) is
+/// delivered, the status says the encryption was not undone for the reader (failed) and why.
+#[test]
+fn malformed_layer_inside_an_envelope_delivers_the_original() {
+    let p = pki();
+    let inner = format!(
+        "{}{SECRET}",
+        String::from_utf8(p7m("signed-data", &[0x30, 0x82, 0x01, 0x04, 0x06, 0x09])).unwrap()
+    );
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], inner.as_bytes());
+    let msg = message("alice@example.org", "bob@example.org", "bad inner", &enc);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "failed", "error");
+    assert!(!text.contains(SECRET));
+    assert_eq!(strip_our_status(&out), msg);
+}
+
+/// A signer whose issuer name is several kilobytes (60 RDNs, non-ASCII): the
+/// Authentication-Results field carries it in body.smime-issuer, folded at its spaces so that no
+/// line exceeds 998 octets (regression: one 4 KB line), and nothing panics on the UTF-8.
+#[test]
+fn huge_issuer_name_is_folded() {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::cms::{CMSOptions, CmsContentInfo};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::{
+        BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    };
+    use openssl::x509::{X509Builder, X509NameBuilder};
+
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let ca_key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut n = X509NameBuilder::new().unwrap();
+    for i in 0..60 {
+        n.append_entry_by_text("OU", &format!("Klarälvdalens Datakonsult division {i}"))
+            .unwrap();
+    }
+    n.append_entry_by_text("CN", "Huge Name CA").unwrap();
+    let ca_name = n.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&ca_name).unwrap();
+    b.set_issuer_name(&ca_name).unwrap();
+    b.set_pubkey(&ca_key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    let ca = b.build();
+    let mut n = X509NameBuilder::new().unwrap();
+    n.append_entry_by_text("CN", "alice").unwrap();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(8).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&n.build()).unwrap();
+    b.set_issuer_name(&ca_name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .email("alice@example.org")
+        .build(&b.x509v3_context(Some(&ca), None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
+        .unwrap();
+    b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    let cms = CmsContentInfo::sign(
+        Some(&cert),
+        Some(&key),
+        None,
+        Some(&sample_entity("huge name")),
+        CMSOptions::BINARY,
+    )
+    .unwrap();
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "huge",
+        &p7m("signed-data", &cms.to_der().unwrap()),
+    );
+    let d = tempfile::Builder::new()
+        .prefix("smimed-huge.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let anchor = d.path().join("ca.pem");
+    std::fs::write(&anchor, ca.to_pem().unwrap()).unwrap();
+    let out = run_with_stdin(
+        smimed().args([
+            "--authserv-id",
+            "mx.test",
+            "--trust",
+            path_str(&anchor),
+            "filter",
+        ]),
+        &msg,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let st = status_of(&out.stdout);
+    assert_words(&st, "none", "valid");
+    for line in out.stdout.split(|&b| b == b'\n') {
+        assert!(line.len() <= 998, "line of {} octets", line.len());
+    }
+    let ar = ar_values(&out.stdout, "mx.test");
+    assert!(ar[0].contains("smime=pass"));
+    assert!(
+        ar[0].contains("division 59"),
+        "the whole issuer is there: {}",
+        ar[0]
+    );
 }

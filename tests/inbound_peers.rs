@@ -143,6 +143,14 @@ fn several_keys_configured_the_right_one_is_picked() {
     let (st, text, _) = filter_checked(Some(&p.bob), &["--key", path_str(&p.carol.p12_path)], &msg);
     assert_words(&st, "decrypted", "none");
     assert!(text.contains(SECRET));
+    // The same with a legacy (3DES/SHA-1) PKCS#12 of carol's.
+    let (st, text, _) = filter_checked(
+        Some(&p.bob),
+        &["--key", path_str(&p.carol.p12_legacy_path)],
+        &msg,
+    );
+    assert_words(&st, "decrypted", "none");
+    assert!(text.contains(SECRET));
 }
 
 #[test]
@@ -234,8 +242,9 @@ fn opaque_signature_by_ec_signer_under_root_is_valid() {
     let p = pki();
     let signed = sign_as(&p.erin, false, &["-md", "sha384"], &sample_entity("ecdsa"));
     let msg = message("erin@example.org", "bob@example.org", "ec", &signed);
-    let (st, _, _) = filter_checked(None, &[], &msg);
+    let (st, _, out) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
 }
 
 #[test]
@@ -244,8 +253,9 @@ fn encrypt_then_sign_opaque_is_decrypted_and_valid() {
     let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &sample_entity(SECRET));
     let signed = sign_as(&p.alice, false, &[], &enc);
     let msg = message("alice@example.org", "bob@example.org", "ets", &signed);
-    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
     assert_eq!(
         status_word(&st, "order"),
         Some("encrypted-then-signed"),
@@ -260,8 +270,9 @@ fn encrypt_then_sign_detached_is_decrypted_and_valid() {
     let enc = encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET));
     let signed = sign_as(&p.alice, true, &[], &enc);
     let msg = message("alice@example.org", "bob@example.org", "ets2", &signed);
-    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
     assert!(text.contains(SECRET));
     assert!(
         status_word(&st, "integrity").is_none(),
@@ -327,19 +338,22 @@ fn two_from_fields_or_two_from_addresses_are_mismatch() {
     let signed = sign_as(&p.alice, false, &[], &sample_entity("from games"));
     let one = message("alice@example.org", "bob@example.org", "two froms", &signed);
     let two_fields = [b"From: mallory@example.net\r\n".as_slice(), &one].concat();
-    let (st, _, _) = filter_checked(None, &[], &two_fields);
+    let (st, _, out) = filter_checked(None, &[], &two_fields);
     assert_words(&st, "none", "mismatch");
+    assert!(ar(&out).contains("smime=policy"), "{}", ar(&out));
     let two_addrs = message(
         "alice@example.org, mallory@example.net",
         "bob@example.org",
         "two addrs",
         &signed,
     );
-    let (st, _, _) = filter_checked(None, &[], &two_addrs);
+    let (st, _, out) = filter_checked(None, &[], &two_addrs);
     assert_words(&st, "none", "mismatch");
+    assert!(ar(&out).contains("smime=policy"), "{}", ar(&out));
     // Control: the same signature with a plain From is valid.
-    let (st, _, _) = filter_checked(None, &[], &one);
+    let (st, _, out) = filter_checked(None, &[], &one);
     assert_words(&st, "none", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
 }
 
 #[test]
@@ -580,8 +594,9 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
         "gpgsm opaque",
         body.as_bytes(),
     );
-    let (st, text, _) = filter_checked(None, &[], &msg);
+    let (st, text, out) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
     assert!(text.contains("made by gpgsm"));
 
     // Detached signature, wrapped into multipart/signed.
@@ -619,8 +634,9 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
     let (st, _, out) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
     assert_eq!(strip_our_status(&out), msg);
-    let (st, _, _) = filter_checked(None, &[], &to_lf(&msg));
+    let (st, _, out) = filter_checked(None, &[], &to_lf(&msg));
     assert_words(&st, "none", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
 
     // Encrypted to bob (gpgsm picks its own cipher: AES-128-CBC by default).
     let der = g.run(&["-r", "bob@example.org", "--encrypt"], Some(&entity));
@@ -634,12 +650,14 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
         "gpgsm enc",
         body.as_bytes(),
     );
-    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "none");
+    assert!(ar(&out).contains("smime=none"), "{}", ar(&out));
     assert!(text.contains("made by gpgsm"));
     // and not for alice's key
-    let (st, text, _) = filter_checked(Some(&p.alice), &[], &msg);
+    let (st, text, out) = filter_checked(Some(&p.alice), &[], &msg);
     assert_words(&st, "failed", "none");
+    assert!(ar(&out).contains("smime=none"), "{}", ar(&out));
     assert!(!text.contains("made by gpgsm"));
 
     // Signed by gpgsm, then encrypted by gpgsm.
@@ -665,8 +683,9 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
         "gpgsm s+e",
         body.as_bytes(),
     );
-    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "decrypted", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
     assert!(text.contains("made by gpgsm"));
 }
 
@@ -772,8 +791,582 @@ fn signed_multipart_with_encrypted_part_is_valid_and_partial() {
         "signed mixed",
         &signed,
     );
-    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
     assert_words(&st, "none", "valid");
+    assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
     assert_eq!(status_word(&st, "partial"), Some("encrypted"), "{st}");
     assert!(!text.contains(SECRET));
+}
+
+/// The other labels an encrypted root comes with: application/x-pkcs7-mime (old clients) and
+/// application/octet-stream named *.p7m (the type is then decided from the CMS content).
+#[test]
+fn x_pkcs7_mime_and_octet_stream_p7m_are_decrypted() {
+    let p = pki();
+    let enc =
+        String::from_utf8(encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET))).unwrap();
+    let x = enc.replace("application/pkcs7-mime", "application/x-pkcs7-mime");
+    let octet = enc
+        .replace(
+            "application/pkcs7-mime; smime-type=enveloped-data;",
+            "application/octet-stream;",
+        )
+        .replace("smime-type=enveloped-data; ", "");
+    assert!(!octet.contains("smime-type"), "{octet}");
+    for body in [x, octet] {
+        let msg = message(
+            "alice@example.org",
+            "bob@example.org",
+            "labels",
+            body.as_bytes(),
+        );
+        let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+        assert_words(&st, "decrypted", "none");
+        assert!(ar(&out).contains("smime=none"), "{}", ar(&out));
+        assert!(text.contains(SECRET));
+    }
+}
+
+/// Sign (detached) then encrypt: after decryption the multipart/signed is delivered as it is, so
+/// the reader's client (here openssl) can verify it again, from CRLF and from LF input.
+#[test]
+fn decrypted_multipart_signed_still_verifies() {
+    let p = pki();
+    let signed = sign_as(&p.carol, true, &[], &sample_entity("verify me again"));
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &signed);
+    for msg in [
+        message("carol@example.org", "bob@example.org", "again", &enc),
+        to_lf(&message(
+            "carol@example.org",
+            "bob@example.org",
+            "again",
+            &enc,
+        )),
+    ] {
+        let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+        assert_words(&st, "decrypted", "valid");
+        assert!(text.contains("multipart/signed"));
+        let verified = openssl(
+            &[
+                "cms",
+                "-verify",
+                "-CAfile",
+                path_str(&p.root_path),
+                "-purpose",
+                "smimesign",
+            ],
+            &out,
+        );
+        assert!(String::from_utf8_lossy(&verified).contains("verify me again"));
+    }
+}
+
+/// A chain of roots: encrypted, then signed, then encrypted again (and triple-wrapped
+/// sign-encrypt-sign): every layer is undone, the order is reported.
+#[test]
+fn chains_of_roots_are_unwrapped() {
+    let p = pki();
+    let e1 = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &sample_entity(SECRET));
+    let s = sign_as(&p.alice, false, &[], &e1);
+    let e2 = encrypt_to(&[&p.bob], &["-aes256"], &s);
+    let msg = message("alice@example.org", "bob@example.org", "chain", &e2);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    assert_eq!(
+        status_word(&st, "order"),
+        Some("encrypted-then-signed-then-encrypted"),
+        "{st}"
+    );
+    assert!(text.contains(SECRET));
+    assert!(ar(&out).contains("smime=pass"));
+
+    let s1 = sign_as(&p.alice, true, &[], &sample_entity(SECRET));
+    let e = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &s1);
+    let s2 = sign_as(&p.alice, false, &[], &e);
+    let msg = message("alice@example.org", "bob@example.org", "triple", &s2);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    assert_eq!(
+        status_word(&st, "order"),
+        Some("signed-then-encrypted-then-signed"),
+        "{st}"
+    );
+    assert!(text.contains(SECRET));
+    assert_eq!(ar(&out).matches("smime=pass").count(), 2, "{}", ar(&out));
+}
+
+/// RecipientInfos and SignerInfos that name the certificate by subjectKeyIdentifier (`-keyid`)
+/// instead of issuer and serial number.
+#[test]
+fn subject_key_identifier_recipients_and_signers() {
+    let p = pki();
+    for cipher in ["-aes256", "-aes-256-gcm"] {
+        let enc = encrypt_to(
+            &[&p.bob, &p.carol],
+            &["-keyid", cipher],
+            &sample_entity(SECRET),
+        );
+        let msg = message("alice@example.org", "bob@example.org", "keyid", &enc);
+        for me in [&p.bob, &p.carol] {
+            let (st, text, _) = filter_checked(Some(me), &[], &msg);
+            assert_words(&st, "decrypted", "none");
+            assert!(text.contains(SECRET));
+        }
+        let (st, _, _) = filter_checked(Some(&p.alice), &[], &msg);
+        assert_words(&st, "failed", "none");
+        assert_eq!(
+            status_word(&st, "reason"),
+            Some("not-encrypted-to-our-keys"),
+            "{st}"
+        );
+    }
+    let signed = sign_as(&p.alice, false, &["-keyid"], &sample_entity("keyid signer"));
+    let msg = message("alice@example.org", "bob@example.org", "keyid sig", &signed);
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert!(ar(&out).contains("smime=pass"));
+}
+
+/// RFC 8550 §4.4.4: a signer's EKU must contain emailProtection *or anyExtendedKeyUsage*
+/// (OpenSSL's S/MIME purpose alone rejects the latter: regression). Key usage still has to
+/// allow signing, and a CA whose EKU excludes e-mail still makes the path unfit. The
+/// certificates are made by the openssl CLI.
+#[test]
+fn any_extended_key_usage_signer() {
+    let d = tempfile::Builder::new()
+        .prefix("smimed-anyeku.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = d.path();
+    let f = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        openssl(args, b"");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=AnyEKU Root",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        &f("root.key"),
+        "-out",
+        &f("root.pem"),
+    ]);
+    // A CA restricted to TLS servers, under the root.
+    std::fs::write(
+        dir.join("tlsca.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=TLS-only CA",
+        "-keyout",
+        &f("tlsca.key"),
+        "-out",
+        &f("tlsca.csr"),
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &f("tlsca.csr"),
+        "-CA",
+        &f("root.pem"),
+        "-CAkey",
+        &f("root.key"),
+        "-set_serial",
+        "2",
+        "-days",
+        "30",
+        "-extfile",
+        &f("tlsca.ext"),
+        "-out",
+        &f("tlsca.pem"),
+    ]);
+    let leaf = |name: &str, ku: &str, ca: &str, serial: &str| {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=critical,{ku}\nextendedKeyUsage=anyExtendedKeyUsage\nsubjectAltName=email:{name}@example.org\n"),
+        )
+        .unwrap();
+        run(&[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &f(&format!("{name}.key")),
+            "-out",
+            &f(&format!("{name}.csr")),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &f(&format!("{name}.csr")),
+            "-CA",
+            &f(&format!("{ca}.pem")),
+            "-CAkey",
+            &f(&format!("{ca}.key")),
+            "-set_serial",
+            serial,
+            "-days",
+            "30",
+            "-extfile",
+            &f(&format!("{name}.ext")),
+            "-out",
+            &f(&format!("{name}.pem")),
+        ]);
+    };
+    leaf("anyeku", "digitalSignature", "root", "10");
+    leaf("encipheronly", "keyEncipherment", "root", "11");
+    leaf("undertls", "digitalSignature", "tlsca", "12");
+    for (name, want) in [
+        ("anyeku", "valid"),
+        ("encipheronly", "untrusted"),
+        ("undertls", "untrusted"),
+    ] {
+        let signed = openssl(
+            &[
+                "cms",
+                "-sign",
+                "-nodetach",
+                "-outform",
+                "SMIME",
+                "-signer",
+                &f(&format!("{name}.pem")),
+                "-inkey",
+                &f(&format!("{name}.key")),
+                "-certfile",
+                &f("tlsca.pem"),
+            ],
+            &sample_entity("any purpose"),
+        );
+        let msg = message(
+            &format!("{name}@example.org"),
+            "bob@example.org",
+            "anyeku",
+            &signed,
+        );
+        let out = run_with_stdin(
+            smimed().args([
+                "--authserv-id",
+                "mx.test",
+                "--trust",
+                &f("root.pem"),
+                "filter",
+            ]),
+            &msg,
+        );
+        assert_eq!(out.status.code(), Some(0));
+        let st = status_of(&out.stdout);
+        assert_words(&st, "none", want);
+        if want == "valid" {
+            assert!(ar(&out.stdout).contains("smime=pass"));
+        } else {
+            assert!(
+                ar(&out.stdout).contains("reason=\"not-for-email\""),
+                "{}",
+                ar(&out.stdout)
+            );
+        }
+    }
+}
+
+/// Johnny §6.1: a self-signed signer certificate the message carries is never trusted.
+#[test]
+fn self_signed_signer_is_untrusted() {
+    let d = tempfile::Builder::new()
+        .prefix("smimed-self.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let f = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=alice",
+            "-addext",
+            "subjectAltName=email:alice@example.org",
+            "-addext",
+            "keyUsage=critical,digitalSignature",
+            "-addext",
+            "extendedKeyUsage=emailProtection",
+            "-keyout",
+            &f("self.key"),
+            "-out",
+            &f("self.pem"),
+        ],
+        b"",
+    );
+    let signed = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-nodetach",
+            "-outform",
+            "SMIME",
+            "-signer",
+            &f("self.pem"),
+            "-inkey",
+            &f("self.key"),
+        ],
+        &sample_entity("trust me"),
+    );
+    let msg = message("alice@example.org", "bob@example.org", "self", &signed);
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "untrusted");
+    assert!(ar(&out).contains("smime=policy"));
+}
+
+/// The CMS content type decides, not the smime-type label: an envelope labelled signed-data is
+/// decrypted, a signature labelled enveloped-data is verified.
+#[test]
+fn cms_content_type_decides_not_the_label() {
+    let p = pki();
+    let enc =
+        String::from_utf8(encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET))).unwrap();
+    let enc = enc.replace("smime-type=enveloped-data", "smime-type=signed-data");
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "label",
+        enc.as_bytes(),
+    );
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "none");
+    assert!(text.contains(SECRET));
+    let signed =
+        String::from_utf8(sign_as(&p.alice, false, &[], &sample_entity("labelled"))).unwrap();
+    let signed = signed.replace("smime-type=signed-data", "smime-type=enveloped-data");
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "label",
+        signed.as_bytes(),
+    );
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert!(text.contains("labelled"));
+}
+
+/// Unknown revocation status is never a plain pass: with a CRL configured that does not cover
+/// the signer's issuer, the signature is valid and the status says revocation=unchecked.
+#[test]
+fn revocation_unknown_is_reported() {
+    let p = pki();
+    let crl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "tests/corpus/bouncycastle-mail/mail/src/test/resources/org/bouncycastle/mail/smime/test/validator.revoked.crl",
+    );
+    let signed = sign_as(&p.alice, false, &[], &sample_entity("crl"));
+    let msg = message("alice@example.org", "bob@example.org", "crl", &signed);
+    let (st, _, _) = filter_checked(None, &["--crl", path_str(&crl)], &msg);
+    assert_words(&st, "none", "valid");
+    assert_eq!(status_word(&st, "revocation"), Some("unchecked"), "{st}");
+    // And with no CRL configured at all (regression: the word was never written, since it was
+    // decided before the From comparison made any signer valid).
+    let (st, _, _) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert_eq!(status_word(&st, "revocation"), Some("unchecked"), "{st}");
+    // Not for signatures that are not valid anyway.
+    let (st, _, _) = filter_checked(
+        None,
+        &[],
+        &message("bob@example.org", "x@example.org", "crl", &signed),
+    );
+    assert_words(&st, "none", "mismatch");
+    assert_eq!(status_word(&st, "revocation"), None, "{st}");
+}
+
+/// Where the signer's address may be: an rfc822Name in subjectAltName, or (old certificates)
+/// emailAddress in the subject; the domain compares case-insensitively.
+#[test]
+fn signer_address_forms() {
+    let p = pki();
+    let signed = sign_as(&p.alice, true, &[], &sample_entity("case"));
+    let msg = message(
+        "Alice <alice@EXAMPLE.Org>",
+        "bob@example.org",
+        "case",
+        &signed,
+    );
+    let (st, _, _) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+
+    let d = tempfile::Builder::new()
+        .prefix("smimed-addr.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let f = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Old Root",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-keyout",
+            &f("root.key"),
+            "-out",
+            &f("root.pem"),
+        ],
+        b"",
+    );
+    std::fs::write(
+        d.path().join("old.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=emailProtection\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=Old Style/emailAddress=old@example.org",
+            "-keyout",
+            &f("old.key"),
+            "-out",
+            &f("old.csr"),
+        ],
+        b"",
+    );
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &f("old.csr"),
+            "-CA",
+            &f("root.pem"),
+            "-CAkey",
+            &f("root.key"),
+            "-set_serial",
+            "5",
+            "-days",
+            "30",
+            "-extfile",
+            &f("old.ext"),
+            "-out",
+            &f("old.pem"),
+        ],
+        b"",
+    );
+    let signed = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-outform",
+            "SMIME",
+            "-signer",
+            &f("old.pem"),
+            "-inkey",
+            &f("old.key"),
+        ],
+        &sample_entity("subject address"),
+    );
+    for (from, want) in [
+        ("old@example.org", "valid"),
+        ("other@example.org", "mismatch"),
+    ] {
+        let msg = message(from, "bob@example.org", "old", &signed);
+        let out = run_with_stdin(
+            smimed().args([
+                "--authserv-id",
+                "mx.test",
+                "--trust",
+                &f("root.pem"),
+                "filter",
+            ]),
+            &msg,
+        );
+        let st = status_of(&out.stdout);
+        assert_words(&st, "none", want);
+        assert_eq!(status_word(&st, "signer"), Some("old@example.org"));
+    }
+}
+
+/// Regression: an mbox postmark ("From sender date", which procmail passes to filters when it
+/// is the MDA) stays the first line; the status fields used to be written before it, which
+/// breaks the message boundary of an mbox.
+#[test]
+fn mbox_postmark_stays_first() {
+    let p = pki();
+    let postmark = b"From alice@example.org Thu Nov 26 12:00:00 2026\n".as_slice();
+    let plain = to_lf(&message(
+        "alice@example.org",
+        "bob@example.org",
+        "pm",
+        &sample_entity("plain"),
+    ));
+    let signed = to_lf(&message(
+        "alice@example.org",
+        "bob@example.org",
+        "pm",
+        &sign_as(&p.alice, true, &[], &sample_entity("signed")),
+    ));
+    let enc = to_lf(&message(
+        "alice@example.org",
+        "bob@example.org",
+        "pm",
+        &encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET)),
+    ));
+    for (msg, enc_word, sig_word) in [
+        (&plain, "none", "none"),
+        (&signed, "none", "valid"),
+        (&enc, "decrypted", "none"),
+    ] {
+        let input = [postmark, msg.as_slice()].concat();
+        let out = filter_as(Some(&p.bob), &[], &input);
+        assert_eq!(out.status.code(), Some(0));
+        let stdout = out.stdout;
+        assert!(
+            stdout.starts_with(postmark),
+            "{}",
+            String::from_utf8_lossy(&stdout[..80])
+        );
+        let rest = &stdout[postmark.len()..];
+        assert!(
+            rest.starts_with(b"X-Smime-Status: "),
+            "status fields right after the postmark"
+        );
+        assert_words(&status_of(rest), enc_word, sig_word);
+        if enc_word == "none" {
+            assert_eq!(strip_our_status(rest), *msg);
+        }
+    }
 }

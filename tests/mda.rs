@@ -110,12 +110,80 @@ fn procmail_filter_recipe_delivers_decrypted_message() {
         log.contains("Rescue of unfiltered data succeeded") || log.contains("Program failure"),
         "{log}"
     );
+
+    // procmail as the delivery agent writes an mbox postmark ("From " line, here from -f) and
+    // hands it to the filter; into an mbox, the message must still start with it (regression:
+    // the status fields used to come first and broke the mbox).
+    let rc = format!(
+        "SHELL=/bin/sh\nLOCKSLEEP=1\nLOGFILE={d}/procmail.log\n:0 fw\n| {common} --passphrase-file {pass} filter\n:0:\n{d}/mbox\n",
+        d = dir.display(),
+        pass = pass.display()
+    );
+    let rcfile = dir.join("procmailrc-mbox");
+    write_mode(&rcfile, rc.as_bytes(), 0o644);
+    for subject in ["mbox one", "mbox two"] {
+        let out = run_with_stdin(
+            Command::new("procmail")
+                .args(["-f", "alice@example.org", "-m"])
+                .arg(&rcfile),
+            &encrypted_to_bob(subject),
+        );
+        assert_eq!(out.status.code(), Some(0));
+    }
+    let mbox = std::fs::read(dir.join("mbox")).unwrap();
+    assert!(
+        mbox.starts_with(b"From alice@example.org "),
+        "{}",
+        String::from_utf8_lossy(&mbox[..60])
+    );
+    let text = String::from_utf8_lossy(&mbox);
+    let postmarks: Vec<usize> = text
+        .match_indices("\nFrom alice@example.org ")
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(postmarks.len(), 1, "two messages, two postmarks");
+    for start in [0, postmarks[0]] {
+        let msg = &mbox[start..];
+        let second_line = msg.split(|&b| b == b'\n').nth(1).unwrap();
+        assert!(second_line.starts_with(b"X-Smime-Status: encryption=decrypted; signature=valid"));
+    }
+    assert_eq!(text.matches(SECRET).count(), 2);
 }
 
 // ----- Dovecot -------------------------------------------------------------------------------
 
-const MAIL_UID: u32 = 65534;
-const MAIL_GID: u32 = 65534;
+/// The uid/gid mail is delivered as: nobody when the tests run as root (Dovecot refuses uid 0),
+/// else the invoking user, who then also runs all of Dovecot (components.md §1, non-root).
+fn mail_ids() -> (u32, u32) {
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if uid == 0 {
+        (65534, 65534)
+    } else {
+        (uid, gid)
+    }
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: as above.
+    unsafe { libc::getuid() == 0 }
+}
+
+/// Service users for the instance: Dovecot's own when root, else the invoking user (no chroot).
+fn process_users() -> String {
+    if running_as_root() {
+        return "default_internal_user = dovecot\ndefault_login_user = dovenull\n".into();
+    }
+    let name = |args: &[&str]| {
+        let o = Command::new("id").args(args).output().unwrap();
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let (user, group) = (name(&["-un"]), name(&["-gn"]));
+    format!(
+        "default_internal_user = {user}\ndefault_login_user = {user}\ndefault_internal_group = {group}\n\
+         service imap-login {{\n  chroot =\n}}\nservice anvil {{\n  chroot =\n}}\n"
+    )
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -155,9 +223,7 @@ state_dir = {t}/state
 protocols = imap
 listen = 127.0.0.1
 log_path = {t}/dovecot.log
-default_internal_user = dovecot
-default_login_user = dovenull
-first_valid_uid = 0
+{users}first_valid_uid = 0
 first_valid_gid = 0
 ssl = no
 disable_plaintext_auth = no
@@ -169,7 +235,7 @@ passdb {{
 userdb {{
   driver = passwd-file
   args = username_format=%u {t}/users
-  override_fields = uid={MAIL_UID} gid={MAIL_GID}
+  override_fields = uid={uid} gid={gid}
 }}
 mail_location = maildir:~/Maildir
 service imap-login {{
@@ -193,7 +259,10 @@ plugin {{
   sieve_filter_exec_timeout = 60s
 }}
 "#,
-            t = t.display()
+            t = t.display(),
+            users = process_users(),
+            uid = mail_ids().0,
+            gid = mail_ids().1,
         );
         std::fs::write(t.join("dovecot.conf"), conf).unwrap();
         std::fs::write(t.join("mail/alice/.dovecot.sieve"), sieve).unwrap();
@@ -279,7 +348,8 @@ fn imap_login(port: u16) -> std::io::Result<()> {
 }
 
 fn chown_tree(p: &Path) {
-    chown(p, Some(MAIL_UID), Some(MAIL_GID)).unwrap();
+    let (uid, gid) = mail_ids();
+    chown(p, Some(uid), Some(gid)).unwrap();
     if p.is_dir() {
         for e in std::fs::read_dir(p).unwrap() {
             chown_tree(&e.unwrap().path());
@@ -303,7 +373,7 @@ fn dovecot_lda_sieve_filter_runs_smimed() {
     let pass = keys.join("pass");
     write_mode(&pass, P12_PASS.as_bytes(), 0o600);
     for f in [&keys, &key, &pass] {
-        chown(f, Some(MAIL_UID), Some(MAIL_GID)).unwrap();
+        chown(f, Some(mail_ids().0), Some(mail_ids().1)).unwrap();
     }
     let root = t.join("root.pem");
     std::fs::copy(&p.root_path, &root).unwrap();

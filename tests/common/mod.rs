@@ -55,13 +55,13 @@ pub fn filter_as(user: Option<&pki::User>, extra: &[&str], msg: &[u8]) -> Output
     run_with_stdin(&mut c, msg)
 }
 
-/// The value of the X-Smime-Status field of a processed message (first line only).
+/// The value of the (first) X-Smime-Status field of a processed message, unfolded.
 pub fn status_of(out: &[u8]) -> String {
-    let text = String::from_utf8_lossy(out);
-    text.lines()
-        .find_map(|l| l.strip_prefix("X-Smime-Status: "))
-        .unwrap_or("")
-        .to_string()
+    header_fields(out)
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("X-Smime-Status"))
+        .map(|(_, v)| v)
+        .unwrap_or_default()
 }
 
 /// Looks up `key=` in an X-Smime-Status value.

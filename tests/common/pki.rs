@@ -409,8 +409,25 @@ fn generate() -> Pki {
     }
 }
 
+static PKI: OnceLock<Pki> = OnceLock::new();
+
+/// Removes the PKI folder (private keys included) when the test binary exits: a static is never
+/// dropped, so without this every run left a folder in /tmp.
+extern "C" fn remove_pki_dir() {
+    if let Some(p) = PKI.get() {
+        let _ = std::fs::remove_dir_all(&p.dir);
+    }
+}
+
 /// The PKI shared by the tests of one test binary.
 pub fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(generate)
+    PKI.get_or_init(|| {
+        let p = generate();
+        // SAFETY: registers a plain function without captured state; it only reads a static
+        // that is initialised by then.
+        unsafe {
+            libc::atexit(remove_pki_dir);
+        }
+        p
+    })
 }
