@@ -6,7 +6,6 @@
 use openssl::asn1::{Asn1IntegerRef, Asn1TimeRef};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkcs7::Pkcs7;
 use openssl::x509::{X509NameRef, X509Ref, X509};
 
 use crate::sst;
@@ -127,14 +126,8 @@ pub fn read_certificates(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
     if let Ok(c) = X509::from_der(data) {
         return Ok(vec![SourcedCert::plain(c)]);
     }
-    if let Ok(p7) = Pkcs7::from_der(data) {
-        return Ok(pkcs7_certs(&p7));
-    }
-    if let Ok(cms) = openssl::cms::CmsContentInfo::from_der(data) {
-        let certs = crate::ossl::embedded_certs(&cms);
-        if !certs.is_empty() {
-            return Ok(certs.into_iter().map(SourcedCert::plain).collect());
-        }
+    if let Some(r) = certs_only(data) {
+        return r;
     }
     openssl_sys_clear();
     Err(String::from(
@@ -153,15 +146,26 @@ fn looks_like_pem(data: &[u8]) -> bool {
         .any(|w| w == b"-----BEGIN ")
 }
 
-fn pkcs7_certs(p7: &Pkcs7) -> Vec<SourcedCert> {
-    p7.signed()
-        .and_then(|s| s.certificates())
-        .map(|st| {
-            st.iter()
-                .map(|c| SourcedCert::plain(c.to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The certificates of a PKCS#7/CMS certs-only bundle (.p7b/.p7c: a SignedData without
+/// signers). A signed message is refused: the certificates it carries are the sender's choice,
+/// never trust anchors. None when `der` is not CMS at all.
+fn certs_only(der: &[u8]) -> Option<Result<Vec<SourcedCert>, String>> {
+    let cms = openssl::cms::CmsContentInfo::from_der(der).ok()?;
+    if crate::ossl::content_kind(&cms) != crate::ossl::ContentKind::Signed {
+        return Some(Err(String::from(
+            "a CMS structure that is not a certificate bundle",
+        )));
+    }
+    if crate::ossl::signer_count(&cms) > 0 {
+        return Some(Err(String::from(
+            "a signed message, not a certificate bundle: its certificates are not trusted",
+        )));
+    }
+    let certs = crate::ossl::embedded_certs(&cms);
+    if certs.is_empty() {
+        return Some(Err(String::from("an empty certificate bundle")));
+    }
+    Some(Ok(certs.into_iter().map(SourcedCert::plain).collect()))
 }
 
 fn read_pem(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
@@ -176,17 +180,11 @@ fn read_pem(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
                     out.push(SourcedCert::plain(c));
                 }
             }
-            "PKCS7" | "CMS" => {
-                if let Ok(p7) = Pkcs7::from_der(&block.der) {
-                    out.extend(pkcs7_certs(&p7));
-                } else if let Ok(cms) = openssl::cms::CmsContentInfo::from_der(&block.der) {
-                    out.extend(
-                        crate::ossl::embedded_certs(&cms)
-                            .into_iter()
-                            .map(SourcedCert::plain),
-                    );
-                }
-            }
+            "PKCS7" | "CMS" => match certs_only(&block.der) {
+                Some(Ok(list)) => out.extend(list),
+                Some(Err(e)) => return Err(e),
+                None => {}
+            },
             _ => {}
         }
     }

@@ -603,6 +603,15 @@ pub fn decrypt_into(
     }
 }
 
+/// How many SignerInfos a SignedData has (0 for a certs-only bundle or another type).
+pub fn signer_count(cms: &CmsContentInfoRef) -> usize {
+    // SAFETY: the stack is borrowed from cms and only counted.
+    let n = unsafe { stack_len(CMS_get0_SignerInfos(cms.as_ptr())) };
+    // SAFETY: clearing the thread's error queue has no preconditions.
+    unsafe { ffi::ERR_clear_error() };
+    usize::try_from(n).unwrap_or(0)
+}
+
 /// The certificates a SignedData carries.
 pub fn embedded_certs(cms: &CmsContentInfoRef) -> Vec<X509> {
     // SAFETY: CMS_get1_certs returns a new stack (or NULL) that we own; Stack::from_ptr takes

@@ -63,6 +63,10 @@ impl TrustStore {
                 read_path(p, &mut anchors, true)?;
             }
         }
+        // The same certificate from several sources (a bundle and a folder) is listed once;
+        // the first source's restriction applies.
+        let mut seen = std::collections::HashSet::new();
+        anchors.retain(|a| seen.insert(certs::fingerprint(&a.cert.cert)));
         let mut crl_list = Vec::new();
         for p in crls {
             let data =

@@ -1,0 +1,87 @@
+//! Trust sources: a signed message dropped into a trust folder does not make its certificates
+//! anchors, and a certificate reachable from several sources is listed once.
+
+mod common;
+
+use common::pki::pki;
+use common::*;
+
+fn trust_list(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let out = smimed()
+        .args(args)
+        .args(["trust", "list"])
+        .output()
+        .expect("run smimed");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn signed_message_in_a_trust_folder_is_not_an_anchor() {
+    let p = pki();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(&p.root_path, dir.path().join("root.pem")).expect("copy root");
+    // The untrusted user's signature carries its chain (leaf + its own root).
+    let der = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-nodetach",
+            "-outform",
+            "DER",
+            "-signer",
+            path_str(&p.untrusted.cert_path),
+            "-inkey",
+            path_str(&p.untrusted.key_path),
+            "-certfile",
+            path_str(&p.untrusted_root_path),
+        ],
+        &sample_entity("hi"),
+    );
+    std::fs::write(dir.path().join("signed.p7m"), &der).expect("write");
+    let (code, list) = trust_list(&["--trust".as_ref(), dir.path().as_os_str()]);
+    assert_eq!(code, 0);
+    assert_eq!(list.lines().count(), 1, "only the root: {list}");
+    assert!(!list.contains("Untrusted Root"), "{list}");
+
+    // And a message signed by that user stays untrusted with this trust folder.
+    let signed = sign_as(&p.untrusted, false, &[], &sample_entity("hello"));
+    let msg = message("untrusted@example.org", "bob@example.org", "u", &signed);
+    let out = run_with_stdin(
+        smimed()
+            .args(["--authserv-id", "mx.test", "--trust"])
+            .arg(dir.path())
+            .arg("filter"),
+        &msg,
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        status_word(&status_of(&out.stdout), "signature"),
+        Some("untrusted")
+    );
+
+    // Named explicitly, a signed message is a configuration error, not a trust source.
+    let (code, _) = trust_list(&[
+        "--trust".as_ref(),
+        dir.path().join("signed.p7m").as_os_str(),
+    ]);
+    assert_eq!(code, 78);
+}
+
+#[test]
+fn a_certificate_from_several_sources_is_listed_once() {
+    let p = pki();
+    let (code, list) = trust_list(&[
+        "--trust".as_ref(),
+        p.root_path.as_os_str(),
+        "--trust".as_ref(),
+        p.alice.chain_path.as_os_str(),
+        "--trust".as_ref(),
+        p.root_path.as_os_str(),
+    ]);
+    assert_eq!(code, 0);
+    // root, alice, intermediate: each once.
+    assert_eq!(list.lines().count(), 3, "{list}");
+}
