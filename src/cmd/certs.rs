@@ -34,9 +34,9 @@ pub fn run(cmd: &CertsCommand, settings: Settings) -> Result<i32> {
                     .map_err(|e| e.context(f.display()))?;
                 for i in list {
                     let what = match (i.new, i.harvested) {
-                        (true, true) => "imported with capabilities",
+                        (true, true) => "imported, capabilities recorded",
                         (true, false) => "imported",
-                        (false, true) => "updated",
+                        (false, true) => "known, capabilities recorded",
                         (false, false) => "already known",
                     };
                     out_line(&mut out, &format!("{what}: {}", addressbook::describe(&i.cert)))?;
