@@ -141,6 +141,13 @@ fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
         .unwrap_or_default();
     let encoded = cte == "base64" || cte == "quoted-printable";
     if encoded || !needs_encoding(e.body) {
+        if cte == "8bit" || cte == "binary" {
+            // 7-bit content labelled 8bit: say 7bit, so that no MTA converts it on the way.
+            let mut out = with_cte(&e.fields, "7bit");
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&mime::canonical_crlf(e.body));
+            return out;
+        }
         return mime::canonical_crlf(entity);
     }
     if depth < MAX_DEPTH && mimetype.starts_with("multipart/") {
@@ -274,8 +281,18 @@ mod tests {
                  caf\u{e9}\n--xx--\n";
         let out = String::from_utf8(seven_bit(e.as_bytes())).expect("ascii");
         assert!(out.contains("--xx\r\nContent-Type: text/plain\r\n\r\nplain ascii\r\n--xx\r\n"));
+        assert!(!out.contains("8bit"), "{out}");
         assert!(out.contains("caf=C3=A9"), "{out}");
         assert!(out.ends_with("--xx--\r\n"), "{out}");
+    }
+
+    #[test]
+    fn ascii_labelled_8bit_is_relabelled_7bit() {
+        let e = b"Content-Type: text/plain\nContent-Transfer-Encoding: 8bit\n\nhello\n";
+        assert_eq!(
+            seven_bit(e),
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: 7bit\r\n\r\nhello\r\n"
+        );
     }
 
     #[test]
