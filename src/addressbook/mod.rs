@@ -74,6 +74,8 @@ pub struct Lookup {
 pub struct AddressBook {
     sources: Vec<Box<dyn CertSource>>,
     verify_store: X509Store,
+    /// Every source's intermediate CA certificates, read once.
+    intermediates: Vec<X509>,
     now: i64,
 }
 
@@ -132,15 +134,13 @@ impl AddressBook {
 
     /// An address book over the given sources (LDAP is added this way).
     pub fn with_sources(sources: Vec<Box<dyn CertSource>>, trust: &TrustStore) -> Result<Self> {
+        let intermediates = sources.iter().flat_map(|s| s.intermediates()).collect();
         Ok(AddressBook {
             sources,
             verify_store: build_verify_store(trust)?,
+            intermediates,
             now: now(),
         })
-    }
-
-    fn intermediates(&self) -> Vec<X509> {
-        self.sources.iter().flat_map(|s| s.intermediates()).collect()
     }
 
     /// Whether `cert` may encrypt to `addr` now (see [`check_for_encryption`]).
@@ -149,7 +149,7 @@ impl AddressBook {
             cert,
             addr,
             &self.verify_store,
-            &self.intermediates(),
+            &self.intermediates,
             self.now,
         )
     }
@@ -163,18 +163,11 @@ impl AddressBook {
     /// Looks `addr` up in every source in order; the first source with a usable certificate wins.
     pub fn lookup(&self, addr: &str) -> Result<Lookup> {
         let addr = addr.trim().to_string();
-        let intermediates = self.intermediates();
         let mut refused = Vec::new();
         for s in &self.sources {
             let mut usable = Vec::new();
             for mut c in s.find(&addr)? {
-                match check_for_encryption(
-                    &c.cert,
-                    &addr,
-                    &self.verify_store,
-                    &intermediates,
-                    self.now,
-                ) {
+                match self.check(&c.cert, &addr) {
                     Ok(()) => {
                         if c.capabilities.is_none() {
                             c.capabilities = self.recorded_capabilities(&c.cert);

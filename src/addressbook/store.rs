@@ -12,6 +12,7 @@
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use openssl::x509::X509;
@@ -65,9 +66,12 @@ pub enum Harvested {
     Older,
 }
 
-/// The store folder.
+/// The store folder. Certificates are parsed once per process (with OpenSSL 3.0 every
+/// certificate parse costs about a millisecond: it runs the public-key decoder) and the cache is
+/// dropped whenever this process changes the folder.
 pub struct Store {
     dir: PathBuf,
+    cache: Mutex<Option<Arc<Vec<(String, X509)>>>>,
 }
 
 /// Writes `data` to `path` atomically: a 0600 temp file in the same folder, fsync, rename, fsync
@@ -132,9 +136,15 @@ fn read_pem_dir(dir: &Path) -> Vec<(String, X509)> {
         if stem.starts_with('.') {
             continue;
         }
-        match std::fs::read(&p).map(|d| X509::from_pem(&d)) {
-            Ok(Ok(c)) => out.push((stem.to_string(), c)),
-            _ => log::warn!("certificate store: skipping unreadable {}", p.display()),
+        let cert = std::fs::read(&p).ok().and_then(|d| {
+            certs::pem_blocks(&String::from_utf8_lossy(&d))
+                .into_iter()
+                .find(|b| b.label == "CERTIFICATE")
+                .and_then(|b| X509::from_der(&b.der).ok())
+        });
+        match cert {
+            Some(c) => out.push((stem.to_string(), c)),
+            None => log::warn!("certificate store: skipping unreadable {}", p.display()),
         }
     }
     let _ = openssl::error::ErrorStack::get();
@@ -144,7 +154,31 @@ fn read_pem_dir(dir: &Path) -> Vec<(String, X509)> {
 
 impl Store {
     pub fn new(dir: PathBuf) -> Store {
-        Store { dir }
+        Store {
+            dir,
+            cache: Mutex::new(None),
+        }
+    }
+
+    fn certificates(&self) -> Arc<Vec<(String, X509)>> {
+        let mut g = match self.cache.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(c) = g.as_ref() {
+            return c.clone();
+        }
+        let c = Arc::new(read_pem_dir(&self.dir));
+        *g = Some(c.clone());
+        c
+    }
+
+    fn invalidate(&self) {
+        let mut g = match self.cache.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = None;
     }
 
     pub fn dir(&self) -> &Path {
@@ -170,12 +204,12 @@ impl Store {
 
     /// Every stored end-entity certificate.
     pub fn entries(&self) -> Vec<Entry> {
-        read_pem_dir(&self.dir)
-            .into_iter()
+        self.certificates()
+            .iter()
             .map(|(fp, cert)| Entry {
-                meta: self.read_meta(&fp),
-                fingerprint: fp,
-                cert,
+                meta: self.read_meta(fp),
+                fingerprint: fp.clone(),
+                cert: cert.clone(),
             })
             .collect()
     }
@@ -197,6 +231,7 @@ impl Store {
             .to_pem()
             .map_err(|e| Error::software(format!("encoding certificate: {e}")))?;
         write_atomic(&path, &pem)?;
+        self.invalidate();
         if !is_ca(cert) && !self.meta_path(&fp).exists() {
             self.write_meta(
                 &fp,
@@ -274,6 +309,7 @@ impl Store {
             }
         }
         if !removed.is_empty() {
+            self.invalidate();
             if let Ok(d) = std::fs::File::open(&self.dir) {
                 let _ = d.sync_all();
             }
@@ -289,13 +325,13 @@ impl CertSource for Store {
 
     fn find(&self, addr: &str) -> Result<Vec<Candidate>> {
         Ok(self
-            .entries()
-            .into_iter()
-            .filter(|e| certs::has_address(&e.cert, addr))
-            .map(|e| Candidate {
-                capabilities: e.meta.capabilities(),
+            .certificates()
+            .iter()
+            .filter(|(_, c)| certs::has_address(c, addr))
+            .map(|(fp, c)| Candidate {
+                capabilities: self.read_meta(fp).capabilities(),
                 source: format!("store {}", self.dir.display()),
-                cert: e.cert,
+                cert: c.clone(),
             })
             .collect())
     }
