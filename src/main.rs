@@ -40,7 +40,10 @@ fn run(cli: Cli) -> Result<i32, Error> {
 fn merge_common(into: &mut Common, from: &Common) {
     into.config = into.config.take().or_else(|| from.config.clone());
     into.key.extend(from.key.iter().cloned());
-    into.passphrase_file = into.passphrase_file.take().or_else(|| from.passphrase_file.clone());
+    into.passphrase_file = into
+        .passphrase_file
+        .take()
+        .or_else(|| from.passphrase_file.clone());
     into.passphrase_command = into
         .passphrase_command
         .take()

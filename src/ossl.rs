@@ -845,7 +845,8 @@ pub fn sign_der(
         }
         ok = ok && CMS_add_smimecap(si, algs) == 1;
         free_algors(algs);
-        let kp_len = c_int::try_from(keypref.len()).map_err(|_| openssl::error::ErrorStack::get())?;
+        let kp_len =
+            c_int::try_from(keypref.len()).map_err(|_| openssl::error::ErrorStack::get())?;
         ok = ok
             && CMS_signed_add1_attr_by_NID(
                 si,
@@ -858,7 +859,13 @@ pub fn sign_der(
             return Err(openssl::error::ErrorStack::get());
         }
         let input = mem_bio(content)?;
-        if CMS_final(cms.as_ptr(), input.0, ptr::null_mut(), ffi::CMS_BINARY | detach) != 1 {
+        if CMS_final(
+            cms.as_ptr(),
+            input.0,
+            ptr::null_mut(),
+            ffi::CMS_BINARY | detach,
+        ) != 1
+        {
             return Err(openssl::error::ErrorStack::get());
         }
         drop(input);

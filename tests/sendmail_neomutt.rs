@@ -42,7 +42,17 @@ fn neomutt_batch_send_is_signed_encrypted_and_bcc_split() {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("LANG", "C.UTF-8")
         .env("SMIMED_PASSPHRASE", P12_PASS)
-        .args(["-n", "-F", path_str(&muttrc), "-s", "neomutt subject", "-b", "carol@example.org", "--", "bob@example.org"]);
+        .args([
+            "-n",
+            "-F",
+            path_str(&muttrc),
+            "-s",
+            "neomutt subject",
+            "-b",
+            "carol@example.org",
+            "--",
+            "bob@example.org",
+        ]);
     let out = run_with_stdin(&mut c, "Gr\u{fc}\u{df}e aus neomutt.\n".as_bytes());
     assert_ok(&out);
     let rec = env.take_recorded();
@@ -58,6 +68,9 @@ fn neomutt_batch_send_is_signed_encrypted_and_bcc_split() {
         assert!(!text.to_ascii_lowercase().contains("\nbcc:"), "{text}");
         let inner = openssl_decrypt(u, &r.message).expect("decrypts");
         let content = String::from_utf8_lossy(&openssl_verify(&inner)).into_owned();
-        assert!(content.contains("Gr=C3=BC=C3=9Fe aus neomutt."), "{content}");
+        assert!(
+            content.contains("Gr=C3=BC=C3=9Fe aus neomutt."),
+            "{content}"
+        );
     }
 }

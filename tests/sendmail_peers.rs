@@ -5,9 +5,8 @@
 mod common;
 
 use common::outbound::*;
-use common::{openssl, run_with_stdin};
 use common::pki::pki;
-
+use common::{openssl, run_with_stdin};
 
 /// Store with bob (RSA), carol (EC) and the intermediate; alice signs and is the sender.
 fn env_with_recipients() -> Env {
@@ -28,16 +27,33 @@ fn signed_and_encrypted_to_rsa_and_ec_with_cbc_reads_in_openssl_and_gpgsm() {
         "",
         "Gr\u{fc}\u{df}e, Bob.\nFrom the outbound test.\n",
     );
-    let out = env.sendmail(Some(&p.alice), &["-oi", "--", "bob@example.org", "carol@example.org"], &msg);
+    let out = env.sendmail(
+        Some(&p.alice),
+        &["-oi", "--", "bob@example.org", "carol@example.org"],
+        &msg,
+    );
     assert_ok(&out);
     let rec = env.take_recorded();
     assert_eq!(rec.len(), 1, "one copy for To+Cc");
     let r = &rec[0];
-    assert_eq!(r.args, ["-oi", "--", "bob@example.org", "carol@example.org"]);
-    assert_eq!(smime_type(&r.message), "enveloped-data", "CBC without recorded capabilities");
+    assert_eq!(
+        r.args,
+        ["-oi", "--", "bob@example.org", "carol@example.org"]
+    );
+    assert_eq!(
+        smime_type(&r.message),
+        "enveloped-data",
+        "CBC without recorded capabilities"
+    );
     let text = r.text();
-    assert!(text.contains("Subject: outbound test\n"), "headers stay readable: {text}");
-    assert!(!text.contains("outbound test.") && !text.contains("Bob."), "no plaintext outside");
+    assert!(
+        text.contains("Subject: outbound test\n"),
+        "headers stay readable: {text}"
+    );
+    assert!(
+        !text.contains("outbound test.") && !text.contains("Bob."),
+        "no plaintext outside"
+    );
     assert!(!text.contains('\r'), "LF in, LF out");
     // Every recipient and the sender can decrypt; each RecipientInfo is one of them.
     assert_eq!(
@@ -49,27 +65,56 @@ fn signed_and_encrypted_to_rsa_and_ec_with_cbc_reads_in_openssl_and_gpgsm() {
         let inner = openssl_decrypt(u, &r.message).unwrap_or_else(|| panic!("{} decrypts", u.name));
         let content = openssl_verify(&inner);
         let content = String::from_utf8_lossy(&content).into_owned();
-        assert!(content.contains("Content-Transfer-Encoding: quoted-printable"), "{content}");
+        assert!(
+            content.contains("Content-Transfer-Encoding: quoted-printable"),
+            "{content}"
+        );
         assert!(content.contains("Gr=C3=BC=C3=9Fe, Bob."), "{content}");
         assert!(content.contains("=46rom the outbound test."), "{content}");
+        // RFC 9788: a protected copy of the header inside, marked hp="cipher".
+        assert!(content.contains("hp=\"cipher\""), "{content}");
+        assert!(content.contains("Subject: outbound test\r\n") && content.contains("To: bob@example.org\r\n"), "{content}");
     }
+    // smimed's own inbound side reads it: decrypted, signature valid.
+    let filtered = common::filter_as(Some(&p.bob), &[], &r.message);
+    assert_ok(&filtered);
+    let st = common::status_of(&filtered.stdout);
+    assert_eq!(common::status_word(&st, "encryption"), Some("decrypted"), "{st}");
+    assert_eq!(common::status_word(&st, "signature"), Some("valid"), "{st}");
     assert!(openssl_decrypt(&p.erin, &r.message).is_none());
-    let printed = String::from_utf8_lossy(&openssl(&["cms", "-cmsout", "-print", "-inform", "DER"], &pkcs7_der(&r.message))).into_owned();
-    assert!(printed.contains("rsaEncryption") && !printed.contains("rsaesOaep"), "PKCS#1 v1.5 unless advertised: {printed}");
-    assert!(printed.contains("dhSinglePass-stdDH-sha256kdf-scheme"), "ECDH for carol: {printed}");
+    let printed = String::from_utf8_lossy(&openssl(
+        &["cms", "-cmsout", "-print", "-inform", "DER"],
+        &pkcs7_der(&r.message),
+    ))
+    .into_owned();
+    assert!(
+        printed.contains("rsaEncryption") && !printed.contains("rsaesOaep"),
+        "PKCS#1 v1.5 unless advertised: {printed}"
+    );
+    assert!(
+        printed.contains("dhSinglePass-stdDH-sha256kdf-scheme"),
+        "ECDH for carol: {printed}"
+    );
     // gpgsm reads it too (as bob, RSA; gpgsm 2.2.40 crashes importing an EC PKCS#12, so the
     // EC side is read by openssl only), then verifies the detached signature.
     let g = Gpgsm::new(&[&p.bob]);
     let inner = g.decrypt(&pkcs7_der(&r.message)).expect("gpgsm decrypts");
     let (signed, sig) = split_signed(&inner);
-    assert!(g.verify_detached(&sig, &signed), "gpgsm verifies the signature");
+    assert!(
+        g.verify_detached(&sig, &signed),
+        "gpgsm verifies the signature"
+    );
 }
 
 /// Makes `user` sign a message through smimed sendmail and imports it into the store, which
 /// records the certificate with the SMIMECapabilities smimed advertises (GCM, OAEP).
 fn record_capabilities(env: &Env, user: &common::pki::User) {
     let msg = client_message(&user.email, "nobody@example.org", None, "", "caps\n");
-    let out = env.sendmail(Some(user), &["--encrypt", "never", "nobody@example.org"], &msg);
+    let out = env.sendmail(
+        Some(user),
+        &["--encrypt", "never", "nobody@example.org"],
+        &msg,
+    );
     assert_ok(&out);
     let rec = env.take_recorded();
     let path = env.write(&format!("{}.eml", user.name), &rec[0].message);
@@ -92,20 +137,48 @@ fn gcm_and_oaep_only_when_every_recipient_advertised_them() {
     let lookup = env.certs_cmd(&["lookup", "bob@example.org"]);
     assert_ok(&lookup);
     let text = String::from_utf8_lossy(&lookup.stdout).into_owned();
-    assert!(text.contains("aes256-gcm") && text.contains("rsaes-oaep"), "{text}");
+    assert!(
+        text.contains("aes256-gcm") && text.contains("rsaes-oaep"),
+        "{text}"
+    );
 
-    let msg = client_message(&p.alice.email, "bob@example.org", Some("carol@example.org"), "", "all GCM.\n");
+    let msg = client_message(
+        &p.alice.email,
+        "bob@example.org",
+        Some("carol@example.org"),
+        "",
+        "all GCM.\n",
+    );
     assert_ok(&env.sendmail(Some(&p.alice), &["-t"], &msg));
     let rec = env.take_recorded();
     assert_eq!(rec.len(), 1);
-    assert_eq!(rec[0].recipients(), ["bob@example.org", "carol@example.org"]);
-    assert!(!rec[0].args.contains(&"-t".to_string()), "never -t to the MTA");
+    assert_eq!(
+        rec[0].recipients(),
+        ["bob@example.org", "carol@example.org"]
+    );
+    assert!(
+        !rec[0].args.contains(&"-t".to_string()),
+        "never -t to the MTA"
+    );
     assert_eq!(smime_type(&rec[0].message), "authEnveloped-data");
     let der = pkcs7_der(&rec[0].message);
-    let printed = String::from_utf8_lossy(&openssl(&["cms", "-cmsout", "-print", "-inform", "DER"], &der)).into_owned();
-    assert!(printed.contains("id-aes256-GCM") || printed.contains("aes-256-gcm"), "{printed}");
-    assert!(printed.contains("rsaesOaep"), "OAEP for RSA recipients: {printed}");
-    assert!(printed.contains("dhSinglePass-stdDH-sha256kdf-scheme"), "ECDH, SHA-256 KDF: {printed}");
+    let printed = String::from_utf8_lossy(&openssl(
+        &["cms", "-cmsout", "-print", "-inform", "DER"],
+        &der,
+    ))
+    .into_owned();
+    assert!(
+        printed.contains("id-aes256-GCM") || printed.contains("aes-256-gcm"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("rsaesOaep"),
+        "OAEP for RSA recipients: {printed}"
+    );
+    assert!(
+        printed.contains("dhSinglePass-stdDH-sha256kdf-scheme"),
+        "ECDH, SHA-256 KDF: {printed}"
+    );
     for u in [&p.alice, &p.bob, &p.carol] {
         let inner = openssl_decrypt(u, &rec[0].message).expect("decrypts");
         assert!(String::from_utf8_lossy(&openssl_verify(&inner)).contains("all GCM."));
@@ -118,7 +191,13 @@ fn gcm_and_oaep_only_when_every_recipient_advertised_them() {
     // A recipient without recorded capabilities (erin) brings the copy down to CBC and
     // PKCS#1 v1.5 for nobody but the RSA keys that advertised OAEP.
     env.import(&[&p.erin.cert_path]);
-    let msg = client_message(&p.alice.email, "bob@example.org, erin@example.org", None, "", "mixed.\n");
+    let msg = client_message(
+        &p.alice.email,
+        "bob@example.org, erin@example.org",
+        None,
+        "",
+        "mixed.\n",
+    );
     assert_ok(&env.sendmail(Some(&p.alice), &["-t"], &msg));
     let rec = env.take_recorded();
     assert_eq!(smime_type(&rec[0].message), "enveloped-data");
@@ -127,9 +206,19 @@ fn gcm_and_oaep_only_when_every_recipient_advertised_them() {
         assert!(String::from_utf8_lossy(&openssl_verify(&inner)).contains("mixed."));
     }
     let der = pkcs7_der(&rec[0].message);
-    let printed = String::from_utf8_lossy(&openssl(&["cms", "-cmsout", "-print", "-inform", "DER"], &der)).into_owned();
-    assert!(printed.contains("rsaesOaep"), "bob advertised OAEP: {printed}");
-    assert!(printed.contains("aes-256-cbc"), "erin (EC) advertised nothing: CBC: {printed}");
+    let printed = String::from_utf8_lossy(&openssl(
+        &["cms", "-cmsout", "-print", "-inform", "DER"],
+        &der,
+    ))
+    .into_owned();
+    assert!(
+        printed.contains("rsaesOaep"),
+        "bob advertised OAEP: {printed}"
+    );
+    assert!(
+        printed.contains("aes-256-cbc"),
+        "erin (EC) advertised nothing: CBC: {printed}"
+    );
 }
 
 #[test]
@@ -146,7 +235,11 @@ fn bcc_recipients_get_their_own_copies_and_leak_nowhere() {
     ))
     .expect("utf-8")
     .replace('\n', "\r\n");
-    let out = env.sendmail(Some(&p.alice), &["-oi", "bob@example.org", "carol@example.org"], msg.as_bytes());
+    let out = env.sendmail(
+        Some(&p.alice),
+        &["-oi", "bob@example.org", "carol@example.org"],
+        msg.as_bytes(),
+    );
     assert_ok(&out);
     let rec = env.take_recorded();
     assert_eq!(rec.len(), 2, "To copy + one Bcc copy");
@@ -158,7 +251,10 @@ fn bcc_recipients_get_their_own_copies_and_leak_nowhere() {
     assert_eq!(recipient_names(&rec[1].message, &users), ["alice", "carol"]);
     assert_eq!(recipient_count(&rec[1].message), 2);
     for r in &rec {
-        assert!(!r.text().to_ascii_lowercase().contains("\nbcc:"), "no Bcc field");
+        assert!(
+            !r.text().to_ascii_lowercase().contains("\nbcc:"),
+            "no Bcc field"
+        );
         assert!(r.text().contains("\r\n"), "CRLF in, CRLF out");
     }
     assert!(openssl_decrypt(&p.carol, &rec[0].message).is_none());
@@ -166,10 +262,15 @@ fn bcc_recipients_get_their_own_copies_and_leak_nowhere() {
     let inner = openssl_decrypt(&p.carol, &rec[1].message).expect("carol reads her copy");
     let content = openssl_verify(&inner);
     assert!(String::from_utf8_lossy(&content).contains("secret list."));
-    assert!(!String::from_utf8_lossy(&inner).to_ascii_lowercase().contains("bcc:"));
+    assert!(!String::from_utf8_lossy(&inner)
+        .to_ascii_lowercase()
+        .contains("bcc:"));
     let g = Gpgsm::new(&[&p.bob]);
     assert!(g.decrypt(&pkcs7_der(&rec[0].message)).is_some());
-    assert!(g.decrypt(&pkcs7_der(&rec[1].message)).is_none(), "bob is not in carol's copy");
+    assert!(
+        g.decrypt(&pkcs7_der(&rec[1].message)).is_none(),
+        "bob is not in carol's copy"
+    );
 
     // mutt style: every recipient after --, no Bcc field; carol is in neither To nor Cc.
     let msg = client_message(&p.alice.email, "bob@example.org", None, "", "mutt bcc.\n");
@@ -190,15 +291,34 @@ fn bcc_recipients_get_their_own_copies_and_leak_nowhere() {
 fn a_missing_certificate_under_encrypt_always_never_reaches_the_mta() {
     let p = pki();
     let env = env_with_recipients();
-    let msg = client_message(&p.alice.email, "bob@example.org, dave@example.org", None, "", "x\n");
+    let msg = client_message(
+        &p.alice.email,
+        "bob@example.org, dave@example.org",
+        None,
+        "",
+        "x\n",
+    );
     for args in [
         vec!["--encrypt", "always", "-t"],
-        vec!["--encrypt=always", "--", "bob@example.org", "dave@example.org"],
+        vec![
+            "--encrypt=always",
+            "--",
+            "bob@example.org",
+            "dave@example.org",
+        ],
     ] {
         let out = env.sendmail(Some(&p.alice), &args, &msg);
-        assert_eq!(out.status.code(), Some(65), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(65),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("dave@example.org") && !err.contains("bob@example.org"), "{err}");
+        assert!(
+            err.contains("dave@example.org") && !err.contains("bob@example.org"),
+            "{err}"
+        );
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(env.take_recorded().is_empty(), "MTA not called");
     }
@@ -225,33 +345,62 @@ fn auto_policy_headers_and_mta_exit_code() {
     let p = pki();
     let env = env_with_recipients();
     // auto: dave has no certificate, so the message is signed but not encrypted.
-    let msg = client_message(&p.alice.email, "dave@example.org", None, "", "plain but signed.\n");
+    let msg = client_message(
+        &p.alice.email,
+        "dave@example.org",
+        None,
+        "",
+        "plain but signed.\n",
+    );
     assert_ok(&env.sendmail(Some(&p.alice), &["dave@example.org"], &msg));
     let rec = env.take_recorded();
     let text = rec[0].text();
     assert!(text.contains("multipart/signed"), "{text}");
-    assert!(text.contains("protocol=\"application/pkcs7-signature\"") && text.contains("micalg=sha-256"));
+    assert!(
+        text.contains("protocol=\"application/pkcs7-signature\"")
+            && text.contains("micalg=sha-256")
+    );
     let content = openssl_verify(&rec[0].message);
     assert!(String::from_utf8_lossy(&content).contains("plain but signed."));
+    assert!(String::from_utf8_lossy(&content).contains("hp=\"clear\""));
     let (signed, sig) = split_signed(&rec[0].message);
     assert!(signed.iter().all(|&b| b < 0x80), "7-bit signed part");
     let g = Gpgsm::new(&[]);
     assert!(g.verify_detached(&sig, &signed));
     // Signed attributes: SMIMECapabilities in our order, encryption key preference, ESS.
-    let printed = String::from_utf8_lossy(&openssl(&["cms", "-cmsout", "-print", "-inform", "DER"], &sig)).into_owned();
+    let printed = String::from_utf8_lossy(&openssl(
+        &["cms", "-cmsout", "-print", "-inform", "DER"],
+        &sig,
+    ))
+    .into_owned();
     let gcm = printed.find("aes-256-gcm").expect("GCM advertised");
     let cbc = printed.find("aes-256-cbc").expect("CBC advertised");
     assert!(gcm < cbc, "GCM preferred");
-    for attr in ["S/MIME Capabilities", "id-smime-aa-encrypKeyPref", "signingTime", "id-smime-aa-signingCertificateV2", "sha256"] {
+    for attr in [
+        "S/MIME Capabilities",
+        "id-smime-aa-encrypKeyPref",
+        "signingTime",
+        "id-smime-aa-signingCertificateV2",
+        "sha256",
+    ] {
         assert!(printed.contains(attr), "{attr} missing: {printed}");
     }
 
     // Headers ask per message and are removed; never means a plain pass-through.
-    let msg = client_message(&p.alice.email, "bob@example.org", None, "X-Smime-Sign: no\nX-Smime-Encrypt: no\n", "as is.\n");
+    let msg = client_message(
+        &p.alice.email,
+        "bob@example.org",
+        None,
+        "X-Smime-Sign: no\nX-Smime-Encrypt: no\n",
+        "as is.\n",
+    );
     assert_ok(&env.sendmail(Some(&p.alice), &["bob@example.org"], &msg));
     let rec = env.take_recorded();
     let text = rec[0].text();
-    assert!(text.contains("as is.") && !text.contains("X-Smime") && !text.contains("pkcs7"), "{text}");
+    assert!(
+        text.contains("as is.") && !text.contains("X-Smime") && !text.contains("pkcs7"),
+        "{text}"
+    );
 
     // Opaque signing on request, read by openssl and gpgsm.
     let msg = client_message(&p.alice.email, "dave@example.org", None, "", "opaque.\n");
@@ -262,7 +411,12 @@ fn auto_policy_headers_and_mta_exit_code() {
     assert!(g.verify_opaque(&pkcs7_der(&rec[0].message)).is_some());
 
     // The MTA's exit code is ours.
-    let out = env.sendmail_env(Some(&p.alice), &["bob@example.org"], &msg, &[("FAKE_MTA_RC", "75")]);
+    let out = env.sendmail_env(
+        Some(&p.alice),
+        &["bob@example.org"],
+        &msg,
+        &[("FAKE_MTA_RC", "75")],
+    );
     assert_eq!(out.status.code(), Some(75));
 }
 
@@ -291,7 +445,17 @@ fn called_as_sendmail_through_a_link() {
     let out = run_with_stdin(&mut c, &msg);
     assert_ok(&out);
     let rec = env.take_recorded();
-    assert_eq!(rec[0].args, ["-x", "-i", "-f", "alice@example.org", "--", "bob@example.org"]);
+    assert_eq!(
+        rec[0].args,
+        [
+            "-x",
+            "-i",
+            "-f",
+            "alice@example.org",
+            "--",
+            "bob@example.org"
+        ]
+    );
     let inner = openssl_decrypt(&p.bob, &rec[0].message).expect("bob decrypts");
     assert!(String::from_utf8_lossy(&openssl_verify(&inner)).contains("via link."));
 }

@@ -326,15 +326,11 @@ pub fn import(
     let processed = crate::pipeline::process(ctx, data)?;
     for s in processed.harvestable() {
         if let Some(cert) = &s.cert {
-            let before = store.entries().iter().any(|e| {
-                e.fingerprint == certs::fingerprint(cert)
-            });
-            store.harvest(
-                cert,
-                s.smime_capabilities.as_deref(),
-                s.signing_time,
-                now(),
-            )?;
+            let before = store
+                .entries()
+                .iter()
+                .any(|e| e.fingerprint == certs::fingerprint(cert));
+            store.harvest(cert, s.smime_capabilities.as_deref(), s.signing_time, now())?;
             out.push(Imported {
                 cert: cert.clone(),
                 new: !before,

@@ -18,7 +18,7 @@ use base64::Engine;
 use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 
-use super::{CertSource, Candidate};
+use super::{Candidate, CertSource};
 use crate::certs;
 use crate::error::{Error, Result};
 use crate::ossl::{self, Capability};
@@ -66,12 +66,15 @@ pub enum Harvested {
     Older,
 }
 
+/// Stored certificates with their fingerprints.
+type Certificates = Vec<(String, X509)>;
+
 /// The store folder. Certificates are parsed once per process (with OpenSSL 3.0 every
 /// certificate parse costs about a millisecond: it runs the public-key decoder) and the cache is
 /// dropped whenever this process changes the folder.
 pub struct Store {
     dir: PathBuf,
-    cache: Mutex<Option<Arc<Vec<(String, X509)>>>>,
+    cache: Mutex<Option<Arc<Certificates>>>,
 }
 
 /// Writes `data` to `path` atomically: a 0600 temp file in the same folder, fsync, rename, fsync
@@ -80,10 +83,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::software(format!("{} has no folder", path.display())))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("file");
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let mut rnd = [0u8; 6];
     openssl::rand::rand_bytes(&mut rnd).map_err(|e| Error::software(format!("random: {e}")))?;
     let tmp = dir.join(format!(".{name}.{}.tmp", certs::hex(&rnd)));
@@ -160,7 +160,7 @@ impl Store {
         }
     }
 
-    fn certificates(&self) -> Arc<Vec<(String, X509)>> {
+    fn certificates(&self) -> Arc<Certificates> {
         let mut g = match self.cache.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),

@@ -8,26 +8,49 @@
 //! whether a certificate is usable is decided by the address book, not here.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use base64::Engine;
 use calcard::vcard::{VCardProperty, VCardValue};
 use calcard::{Entry, Parser};
 use openssl::x509::X509;
 
-use super::{CertSource, Candidate};
+use super::{Candidate, CertSource};
 use crate::certs;
 use crate::error::Result;
 
 /// Folders deeper than this below a configured path are not searched.
 const MAX_DEPTH: usize = 2;
 
+/// The configured vCard paths; their certificates are read once, on the first lookup.
 pub struct VcardSource {
     paths: Vec<PathBuf>,
+    loaded: OnceLock<Vec<(PathBuf, X509)>>,
 }
 
 impl VcardSource {
     pub fn new(paths: Vec<PathBuf>) -> VcardSource {
-        VcardSource { paths }
+        VcardSource {
+            paths,
+            loaded: OnceLock::new(),
+        }
+    }
+
+    fn all(&self) -> &[(PathBuf, X509)] {
+        self.loaded.get_or_init(|| {
+            let mut out = Vec::new();
+            for f in self.files() {
+                match std::fs::read(&f) {
+                    Ok(d) => {
+                        for c in certificates(&String::from_utf8_lossy(&d)) {
+                            out.push((f.clone(), c));
+                        }
+                    }
+                    Err(e) => log::warn!("vcard: {}: {e}", f.display()),
+                }
+            }
+            out
+        })
     }
 
     fn files(&self) -> Vec<PathBuf> {
@@ -135,25 +158,15 @@ impl CertSource for VcardSource {
     }
 
     fn find(&self, addr: &str) -> Result<Vec<Candidate>> {
-        let mut out = Vec::new();
-        for f in self.files() {
-            let text = match std::fs::read(&f) {
-                Ok(d) => String::from_utf8_lossy(&d).into_owned(),
-                Err(e) => {
-                    log::warn!("vcard: {}: {e}", f.display());
-                    continue;
-                }
-            };
-            for c in certificates(&text) {
-                if certs::has_address(&c, addr) {
-                    out.push(Candidate {
-                        cert: c,
-                        source: format!("vcard {}", f.display()),
-                        capabilities: None,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        Ok(self
+            .all()
+            .iter()
+            .filter(|(_, c)| certs::has_address(c, addr))
+            .map(|(f, c)| Candidate {
+                cert: c.clone(),
+                source: format!("vcard {}", f.display()),
+                capabilities: None,
+            })
+            .collect())
     }
 }

@@ -28,10 +28,11 @@ pub fn run(cmd: &CertsCommand, settings: Settings) -> Result<i32> {
         CertsCommand::Import { files } => {
             let ctx = Context::new(settings);
             for f in files {
-                let data = std::fs::read(f)
-                    .map_err(|e| Error::new(crate::error::Kind::Data, format!("{}: {e}", f.display())))?;
-                let list = addressbook::import(&store, &ctx, &data)
-                    .map_err(|e| e.context(f.display()))?;
+                let data = std::fs::read(f).map_err(|e| {
+                    Error::new(crate::error::Kind::Data, format!("{}: {e}", f.display()))
+                })?;
+                let list =
+                    addressbook::import(&store, &ctx, &data).map_err(|e| e.context(f.display()))?;
                 for i in list {
                     let what = match (i.new, i.harvested) {
                         (true, true) => "imported, capabilities recorded",
@@ -39,7 +40,10 @@ pub fn run(cmd: &CertsCommand, settings: Settings) -> Result<i32> {
                         (false, true) => "known, capabilities recorded",
                         (false, false) => "already known",
                     };
-                    out_line(&mut out, &format!("{what}: {}", addressbook::describe(&i.cert)))?;
+                    out_line(
+                        &mut out,
+                        &format!("{what}: {}", addressbook::describe(&i.cert)),
+                    )?;
                 }
             }
             Ok(exit::OK)
@@ -56,7 +60,11 @@ pub fn run(cmd: &CertsCommand, settings: Settings) -> Result<i32> {
                     &format!(
                         "{}  source={} capabilities={}",
                         addressbook::describe(&e.cert),
-                        if e.meta.source.is_empty() { "?" } else { &e.meta.source },
+                        if e.meta.source.is_empty() {
+                            "?"
+                        } else {
+                            &e.meta.source
+                        },
                         caps
                     ),
                 )?;

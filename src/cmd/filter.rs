@@ -19,7 +19,10 @@ pub fn run(_args: &FilterArgs, settings: Settings) -> Result<i32> {
     let processed = pipeline::process(&ctx, &input)?;
     drop(input);
     if let Some(dir) = &ctx.settings.certs {
-        crate::addressbook::harvest(&crate::addressbook::store::Store::new(dir.clone()), &processed);
+        crate::addressbook::harvest(
+            &crate::addressbook::store::Store::new(dir.clone()),
+            &processed,
+        );
     }
     log::info!("{}", processed.status.x_smime_status());
     let mut out = std::io::stdout().lock();

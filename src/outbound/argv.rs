@@ -121,10 +121,18 @@ pub fn parse(args: &[String]) -> Result<SendmailArgs> {
                 "encrypt" => a.encrypt = Some(long_value(name, inline, &mut it)?.parse()?),
                 "opaque" => a.opaque = true,
                 "certs" => c.certs = Some(PathBuf::from(long_value(name, inline, &mut it)?)),
-                "vcard" => c.vcard.push(PathBuf::from(long_value(name, inline, &mut it)?)),
-                "key" => c.key.push(PathBuf::from(long_value(name, inline, &mut it)?)),
-                "trust" => c.trust.push(PathBuf::from(long_value(name, inline, &mut it)?)),
-                "crl" => c.crl.push(PathBuf::from(long_value(name, inline, &mut it)?)),
+                "vcard" => c
+                    .vcard
+                    .push(PathBuf::from(long_value(name, inline, &mut it)?)),
+                "key" => c
+                    .key
+                    .push(PathBuf::from(long_value(name, inline, &mut it)?)),
+                "trust" => c
+                    .trust
+                    .push(PathBuf::from(long_value(name, inline, &mut it)?)),
+                "crl" => c
+                    .crl
+                    .push(PathBuf::from(long_value(name, inline, &mut it)?)),
                 "config" => c.config = Some(PathBuf::from(long_value(name, inline, &mut it)?)),
                 "passphrase-file" => {
                     c.passphrase_file = Some(PathBuf::from(long_value(name, inline, &mut it)?))
@@ -135,10 +143,10 @@ pub fn parse(args: &[String]) -> Result<SendmailArgs> {
                 "authserv-id" => c.authserv_id = Some(long_value(name, inline, &mut it)?),
                 "max-size" => {
                     let v = long_value(name, inline, &mut it)?;
-                    c.max_size = Some(
-                        v.parse()
-                            .map_err(|_| Error::usage(format!("--max-size {v:?}: not a number")))?,
-                    );
+                    c.max_size =
+                        Some(v.parse().map_err(|_| {
+                            Error::usage(format!("--max-size {v:?}: not a number"))
+                        })?);
                 }
                 "verbose" => c.verbose = c.verbose.saturating_add(1),
                 "help" => a.help = true,
@@ -200,12 +208,31 @@ mod tests {
     #[test]
     fn neomutt_argv_with_envelope_and_dsn() {
         let a = p(&[
-            "-oi", "-B8BITMIME", "-f", "alice@example.org", "-N", "failure,delay", "-R", "hdrs",
-            "--", "bob@example.org", "cc@example.org", "secret@example.org",
+            "-oi",
+            "-B8BITMIME",
+            "-f",
+            "alice@example.org",
+            "-N",
+            "failure,delay",
+            "-R",
+            "hdrs",
+            "--",
+            "bob@example.org",
+            "cc@example.org",
+            "secret@example.org",
         ]);
         assert_eq!(
             a.passthrough,
-            ["-oi", "-B8BITMIME", "-f", "alice@example.org", "-N", "failure,delay", "-R", "hdrs"]
+            [
+                "-oi",
+                "-B8BITMIME",
+                "-f",
+                "alice@example.org",
+                "-N",
+                "failure,delay",
+                "-R",
+                "hdrs"
+            ]
         );
         assert_eq!(a.envelope_from.as_deref(), Some("alice@example.org"));
         assert_eq!(a.recipients.len(), 3);
@@ -214,7 +241,12 @@ mod tests {
 
     #[test]
     fn aerc_bare_addresses_and_attached_values() {
-        let a = p(&["-oi", "-falice@example.org", "bob@example.org", "carol@example.org"]);
+        let a = p(&[
+            "-oi",
+            "-falice@example.org",
+            "bob@example.org",
+            "carol@example.org",
+        ]);
         assert_eq!(a.passthrough, ["-oi", "-falice@example.org"]);
         assert_eq!(a.envelope_from.as_deref(), Some("alice@example.org"));
         assert_eq!(a.recipients, ["bob@example.org", "carol@example.org"]);
@@ -223,8 +255,15 @@ mod tests {
     #[test]
     fn our_options_and_t_are_not_passed_on() {
         let a = p(&[
-            "--mta", "/bin/true -x", "--encrypt=always", "--sign", "never", "-t", "-i",
-            "--account=work", "a@x.org, B <b@y.org>",
+            "--mta",
+            "/bin/true -x",
+            "--encrypt=always",
+            "--sign",
+            "never",
+            "-t",
+            "-i",
+            "--account=work",
+            "a@x.org, B <b@y.org>",
         ]);
         assert_eq!(a.mta.as_deref(), Some("/bin/true -x"));
         assert_eq!(a.encrypt, Some(Policy::Always));

@@ -16,7 +16,8 @@ use crate::mime;
 const MAX_DEPTH: usize = 32;
 
 fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
-    body.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+    body.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
 }
 
 /// Whether a body written as-is (7bit/8bit/binary) would not survive transport unchanged.
@@ -151,7 +152,11 @@ fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
         return mime::canonical_crlf(entity);
     }
     if depth < MAX_DEPTH && mimetype.starts_with("multipart/") {
-        if let Some(mp) = ct.params.get("boundary").and_then(|b| split_multipart(e.body, b)) {
+        if let Some(mp) = ct
+            .params
+            .get("boundary")
+            .and_then(|b| split_multipart(e.body, b))
+        {
             let boundary = ct.params.get("boundary").cloned().unwrap_or_default();
             let mut out = with_cte(&e.fields, "7bit");
             out.extend_from_slice(b"\r\n");

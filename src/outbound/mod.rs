@@ -13,7 +13,9 @@
 //! - no copy carries a Bcc field or our X-Smime-Sign / X-Smime-Encrypt fields;
 //! - AES-256-GCM only when every recipient of a copy (the sender included) advertised it in
 //!   verified SMIMECapabilities, else AES-256-CBC; RSA-OAEP only for a recipient that advertised
-//!   it; ECDH for EC keys.
+//!   it; ECDH for EC keys;
+//! - the header stays readable outside; a copy of it (never Bcc) is inside the cryptographic
+//!   payload, marked `hp="cipher"` or `hp="clear"` (RFC 9788, without HP-Outer fields).
 
 pub mod argv;
 pub mod entity;
@@ -57,7 +59,9 @@ fn header_policy(fields: &[Field], name: &str) -> Result<Option<Policy>> {
         "yes" | "true" | "on" | "always" => Ok(Some(Policy::Always)),
         "no" | "false" | "off" | "never" => Ok(Some(Policy::Never)),
         "auto" => Ok(Some(Policy::Auto)),
-        other => Err(Error::data(format!("{name}: {other:?} is neither yes nor no"))),
+        other => Err(Error::data(format!(
+            "{name}: {other:?} is neither yes nor no"
+        ))),
     }
 }
 
@@ -84,9 +88,7 @@ fn identity_for<'a>(ids: &'a [Identity], sender: &str) -> Option<&'a Identity> {
     let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
     ids.iter()
         .filter(|i| certs::has_address(&i.cert, sender))
-        .filter(|i| {
-            i.cert.not_after() >= now && i.cert.not_before() <= now
-        })
+        .filter(|i| i.cert.not_after() >= now && i.cert.not_before() <= now)
         .max_by_key(|i| certs::unix_time(i.cert.not_before()).unwrap_or(0))
 }
 
@@ -137,7 +139,9 @@ pub fn prepare(
         }
     }
     if recipients.is_empty() {
-        return Err(Error::usage("no recipients: give them as arguments or use -t"));
+        return Err(Error::usage(
+            "no recipients: give them as arguments or use -t",
+        ));
     }
     let is_blind = |r: &str| contains_addr(&bcc, r) || !contains_addr(&visible, r);
 
@@ -154,12 +158,13 @@ pub fn prepare(
         })
         .collect();
 
-    let sender = match envelope_from.filter(|s| !s.trim().is_empty()) {
-        Some(s) => Some(s.trim().to_string()),
-        None => match crate::verify::from_address(&root.fields) {
-            crate::verify::FromAddress::One(a) => Some(a),
-            crate::verify::FromAddress::Ambiguous(_) => None,
-        },
+    // The sender: the From address (what receivers compare the signer with), else -f.
+    let sender = match crate::verify::from_address(&root.fields) {
+        crate::verify::FromAddress::One(a) => Some(a),
+        crate::verify::FromAddress::Ambiguous(_) => envelope_from
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
     };
 
     // Signing decision.
@@ -259,20 +264,39 @@ pub fn prepare(
         }]);
     }
 
-    // The content to protect, 7-bit and CRLF canonical.
-    let mut content = Vec::with_capacity(root.body.len() + 256);
-    let content_fields: Vec<&Field> = root.fields.iter().filter(|f| f.is_content()).collect();
-    if !content_fields.iter().any(|f| f.is("Content-Type")) {
-        let charset = if root.body.is_ascii() {
-            "us-ascii"
-        } else {
-            "utf-8"
-        };
-        content.extend_from_slice(
-            format!("Content-Type: text/plain; charset={charset}\r\n").as_bytes(),
-        );
+    // The content to protect, 7-bit and CRLF canonical, with a protected copy of the header
+    // (RFC 9788: the outer fields copied into the cryptographic payload, `hp` on its
+    // Content-Type; `cipher` when encrypted, `clear` when only signed). Fields with raw 8-bit
+    // bytes are not copied: the signed part must stay 7-bit.
+    let mut content = Vec::with_capacity(root.body.len() + 2048);
+    for f in outer
+        .iter()
+        .filter(|f| f.raw.is_ascii() && !f.is("Received") && !f.is("Return-Path"))
+    {
+        content.extend_from_slice(&f.raw);
     }
-    for f in content_fields {
+    let hp = if encrypt { "cipher" } else { "clear" };
+    let content_fields: Vec<&Field> = root.fields.iter().filter(|f| f.is_content()).collect();
+    match content_fields.iter().find(|f| f.is("Content-Type")) {
+        Some(ct) => {
+            let raw = ct.raw.strip_suffix(b"\n").unwrap_or(&ct.raw);
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            content.extend_from_slice(raw);
+            content.extend_from_slice(format!(";\r\n hp=\"{hp}\"\r\n").as_bytes());
+        }
+        None => {
+            let charset = if root.body.is_ascii() {
+                "us-ascii"
+            } else {
+                "utf-8"
+            };
+            content.extend_from_slice(
+                format!("Content-Type: text/plain; charset={charset}; hp=\"{hp}\"\r\n")
+                    .as_bytes(),
+            );
+        }
+    }
+    for f in content_fields.iter().filter(|f| !f.is("Content-Type")) {
         content.extend_from_slice(&f.raw);
     }
     content.extend_from_slice(b"\r\n");
@@ -283,8 +307,8 @@ pub fn prepare(
         (true, Some(id)) => {
             let ssl = |e: openssl::error::ErrorStack| Error::software(format!("signing: {e}"));
             if opts.opaque {
-                let der = ossl::sign_der(&id.cert, &id.key, &id.chain, &content, false)
-                    .map_err(ssl)?;
+                let der =
+                    ossl::sign_der(&id.cert, &id.key, &id.chain, &content, false).map_err(ssl)?;
                 entity::pkcs7_mime(&der, "signed-data")
             } else {
                 let der =

@@ -39,7 +39,9 @@ pub fn deliver(mta: &[String], passthrough: &[String], copies: &[Copy]) -> Resul
             .env_remove("SMIMED_PASSPHRASE")
             .stdin(Stdio::piped())
             .spawn()
-            .map_err(|e| Error::new(Kind::Unavailable, format!("cannot run the MTA {prog}: {e}")))?;
+            .map_err(|e| {
+                Error::new(Kind::Unavailable, format!("cannot run the MTA {prog}: {e}"))
+            })?;
         if let Some(mut stdin) = child.stdin.take() {
             // An MTA that exits without reading everything reports through its exit code.
             if let Err(e) = stdin.write_all(&copy.message) {

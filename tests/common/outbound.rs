@@ -92,7 +92,9 @@ impl Env {
             .arg("--mta")
             .arg(&self.mta);
         if let Some(u) = sender {
-            c.arg("--key").arg(&u.p12_path).env("SMIMED_PASSPHRASE", P12_PASS);
+            c.arg("--key")
+                .arg(&u.p12_path)
+                .env("SMIMED_PASSPHRASE", P12_PASS);
         }
         c.args(args);
         for (k, v) in env {
@@ -105,7 +107,10 @@ impl Env {
     pub fn certs_cmd(&self, args: &[&str]) -> Output {
         let p = pki();
         let mut c = smimed();
-        c.arg("--trust").arg(&p.root_path).arg("--certs").arg(&self.certs);
+        c.arg("--trust")
+            .arg(&p.root_path)
+            .arg("--certs")
+            .arg(&self.certs);
         c.arg("certs").args(args);
         run_with_stdin(&mut c, b"")
     }
@@ -137,7 +142,8 @@ impl Env {
         stems.sort();
         let mut out = Vec::new();
         for s in stems {
-            let args = std::fs::read_to_string(self.out.join(format!("{s}.args"))).unwrap_or_default();
+            let args =
+                std::fs::read_to_string(self.out.join(format!("{s}.args"))).unwrap_or_default();
             let message = std::fs::read(self.out.join(format!("{s}.eml"))).expect("eml");
             let _ = std::fs::remove_file(self.out.join(format!("{s}.args")));
             let _ = std::fs::remove_file(self.out.join(format!("{s}.eml")));
@@ -235,7 +241,12 @@ pub fn pkcs7_der(msg: &[u8]) -> Vec<u8> {
 /// The smime-type parameter of the root Content-Type.
 pub fn smime_type(msg: &[u8]) -> String {
     let parsed = mailparse::parse_mail(msg).expect("parse");
-    parsed.ctype.params.get("smime-type").cloned().unwrap_or_default()
+    parsed
+        .ctype
+        .params
+        .get("smime-type")
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Issuer/serial pairs the RecipientInfos name, checked against the users: which users are
@@ -267,7 +278,11 @@ pub fn recipient_count(msg: &[u8]) -> usize {
     let printed = super::openssl(&["cms", "-cmsout", "-print", "-inform", "DER"], &der);
     String::from_utf8_lossy(&printed)
         .lines()
-        .filter(|l| l.trim_start().to_ascii_lowercase().starts_with("serialnumber:"))
+        .filter(|l| {
+            l.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("serialnumber:")
+        })
         .count()
 }
 
@@ -303,13 +318,20 @@ impl Gpgsm {
             .map(|b| format!("{b:02X}"))
             .collect::<Vec<_>>()
             .join(":");
-        std::fs::write(home.path().join("trustlist.txt"), format!("{fpr} S relax\n"))
-            .expect("trustlist");
+        std::fs::write(
+            home.path().join("trustlist.txt"),
+            format!("{fpr} S relax\n"),
+        )
+        .expect("trustlist");
         std::fs::write(home.path().join("pass"), P12_PASS).expect("pass");
         let g = Gpgsm { home };
         for f in [&p.root_path, &p.intermediate_path] {
             let out = g.run(&["--import", path_str(f)], None);
-            assert!(out.status.success(), "gpgsm import: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "gpgsm import: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         for u in users {
             let out = g.run(&["--import", path_str(&u.p12_legacy_path)], None);
@@ -341,7 +363,10 @@ impl Gpgsm {
         let output = self.home.path().join("out.bin");
         std::fs::write(&input, der).expect("write");
         let _ = std::fs::remove_file(&output);
-        let out = self.run(&["--decrypt", "-o", path_str(&output), path_str(&input)], None);
+        let out = self.run(
+            &["--decrypt", "-o", path_str(&output), path_str(&input)],
+            None,
+        );
         let status = String::from_utf8_lossy(&out.stderr);
         if status.contains("[GNUPG:] DECRYPTION_OKAY") {
             std::fs::read(&output).ok()
@@ -358,7 +383,10 @@ impl Gpgsm {
         let output = self.home.path().join("out.bin");
         std::fs::write(&input, der).expect("write");
         let _ = std::fs::remove_file(&output);
-        let out = self.run(&["--verify", "-o", path_str(&output), path_str(&input)], None);
+        let out = self.run(
+            &["--verify", "-o", path_str(&output), path_str(&input)],
+            None,
+        );
         let s = String::from_utf8_lossy(&out.stderr);
         if s.contains("GOODSIG") && s.contains("VALIDSIG") && s.contains("TRUST_FULLY") {
             std::fs::read(&output).ok()
@@ -399,13 +427,21 @@ impl Drop for Gpgsm {
 pub fn split_signed(msg: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let parsed = mailparse::parse_mail(msg).expect("parse");
     assert_eq!(parsed.ctype.mimetype, "multipart/signed");
-    let boundary = parsed.ctype.params.get("boundary").expect("boundary").clone();
+    let boundary = parsed
+        .ctype
+        .params
+        .get("boundary")
+        .expect("boundary")
+        .clone();
     let text = msg.to_vec();
     let delim = format!("--{boundary}");
     let crlf = smimed::mime::canonical_crlf(&text);
     let s = String::from_utf8_lossy(&crlf).into_owned();
     let first = s.find(&format!("{delim}\r\n")).expect("first boundary") + delim.len() + 2;
-    let second = s[first..].find(&format!("\r\n{delim}\r\n")).expect("second") + first;
+    let second = s[first..]
+        .find(&format!("\r\n{delim}\r\n"))
+        .expect("second")
+        + first;
     let signed = crlf[first..second].to_vec();
     let sig = parsed.subparts[1].get_body_raw().expect("sig");
     (signed, sig)
