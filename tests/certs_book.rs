@@ -333,6 +333,37 @@ fn the_filter_harvests_only_verified_signers_of_from() {
         ),
         "{list}"
     );
+    // The intermediate the signature carried was kept, so alice is now a usable recipient.
+    let look = env.certs_cmd(&["lookup", "alice@example.org"]);
+    assert_ok(&look);
+    assert!(
+        stdout(&look).contains(&format!("using {}", fp(&p.alice))),
+        "{}",
+        stdout(&look)
+    );
+    assert!(
+        stdout(&look).contains("capabilities: aes256-gcm"),
+        "{}",
+        stdout(&look)
+    );
+
+    // Harvested from inside an encryption too: carol signs and encrypts to bob.
+    env.import(&[&p.bob.cert_path]);
+    let msg = client_message(&p.carol.email, "bob@example.org", None, "", "from carol.\n");
+    assert_ok(&env.sendmail(
+        Some(&p.carol),
+        &["--encrypt", "always", "bob@example.org"],
+        &msg,
+    ));
+    let enc = env.take_recorded().remove(0).message;
+    assert_eq!(
+        env.certs_cmd(&["lookup", "carol@example.org"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_ok(&filter_harvesting(&env, &p.bob, &enc, true));
+    assert_ok(&env.certs_cmd(&["lookup", "carol@example.org"]));
 }
 
 #[test]

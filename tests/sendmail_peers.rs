@@ -73,13 +73,21 @@ fn signed_and_encrypted_to_rsa_and_ec_with_cbc_reads_in_openssl_and_gpgsm() {
         assert!(content.contains("=46rom the outbound test."), "{content}");
         // RFC 9788: a protected copy of the header inside, marked hp="cipher".
         assert!(content.contains("hp=\"cipher\""), "{content}");
-        assert!(content.contains("Subject: outbound test\r\n") && content.contains("To: bob@example.org\r\n"), "{content}");
+        assert!(
+            content.contains("Subject: outbound test\r\n")
+                && content.contains("To: bob@example.org\r\n"),
+            "{content}"
+        );
     }
     // smimed's own inbound side reads it: decrypted, signature valid.
     let filtered = common::filter_as(Some(&p.bob), &[], &r.message);
     assert_ok(&filtered);
     let st = common::status_of(&filtered.stdout);
-    assert_eq!(common::status_word(&st, "encryption"), Some("decrypted"), "{st}");
+    assert_eq!(
+        common::status_word(&st, "encryption"),
+        Some("decrypted"),
+        "{st}"
+    );
     assert_eq!(common::status_word(&st, "signature"), Some("valid"), "{st}");
     assert!(openssl_decrypt(&p.erin, &r.message).is_none());
     let printed = String::from_utf8_lossy(&openssl(

@@ -347,15 +347,57 @@ pub fn import(
     Ok(out)
 }
 
+/// Certificates carried by the signatures of a message (multipart/signed signature parts and
+/// opaque signed-data parts, at any depth): the intermediates a harvested signer needs.
+fn carried_certificates(message: &[u8]) -> Vec<X509> {
+    fn walk(p: &mailparse::ParsedMail<'_>, depth: usize, out: &mut Vec<X509>) {
+        let t = p.ctype.mimetype.to_ascii_lowercase();
+        if t.ends_with("pkcs7-signature") || t.ends_with("pkcs7-mime") {
+            if let Ok(der) = p.get_body_raw() {
+                if let Ok(cms) = openssl::cms::CmsContentInfo::from_der(&der) {
+                    out.extend(ossl::embedded_certs(&cms));
+                }
+            }
+        }
+        if depth < 8 {
+            for c in &p.subparts {
+                walk(c, depth + 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(parsed) = mailparse::parse_mail(message) {
+        walk(&parsed, 0, &mut out);
+    }
+    let _ = openssl::error::ErrorStack::get();
+    out
+}
+
 /// Records the certificates of the verified signers of a processed inbound message
-/// (`smimed filter` with a configured store). Failures are logged, never fatal: harvesting must
-/// not stop delivery.
-pub fn harvest(store: &store::Store, processed: &crate::pipeline::Processed) {
+/// (`smimed filter` with a configured store), with the intermediate CA certificates the
+/// message carried (looked for in the input and in the processed output, which keeps a
+/// multipart/signed found inside an encryption). Failures are logged, never fatal: harvesting
+/// must not stop delivery.
+pub fn harvest(store: &store::Store, processed: &crate::pipeline::Processed, input: &[u8]) {
+    let mut carried: Option<Vec<X509>> = None;
     for s in processed.harvestable() {
         let Some(cert) = &s.cert else { continue };
         match store.harvest(cert, s.smime_capabilities.as_deref(), s.signing_time, now()) {
             Ok(r) => log::info!("harvest {}: {r:?}", certs::fingerprint(cert)),
-            Err(e) => log::warn!("harvest {}: {e}", certs::fingerprint(cert)),
+            Err(e) => {
+                log::warn!("harvest {}: {e}", certs::fingerprint(cert));
+                continue;
+            }
+        }
+        let carried = carried.get_or_insert_with(|| {
+            let mut v = carried_certificates(input);
+            v.extend(carried_certificates(&processed.output));
+            v
+        });
+        for ca in carried.iter().filter(|c| store::is_ca(c)) {
+            if let Err(e) = store.add(ca, "harvest") {
+                log::warn!("harvest intermediate {}: {e}", certs::fingerprint(ca));
+            }
         }
     }
 }

@@ -115,7 +115,8 @@ fn create_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))
 }
 
-fn is_ca(cert: &X509) -> bool {
+/// Whether a certificate is a CA's (keyCertSign): kept in `ca/`, never a recipient.
+pub fn is_ca(cert: &X509) -> bool {
     ossl::key_usage(cert).is_some_and(|k| k & KU_KEY_CERT_SIGN != 0)
 }
 

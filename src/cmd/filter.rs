@@ -17,13 +17,12 @@ pub fn run(_args: &FilterArgs, settings: Settings) -> Result<i32> {
         .read_to_end(&mut input)
         .map_err(|e| Error::io("reading the message from stdin", e))?;
     let processed = pipeline::process(&ctx, &input)?;
-    drop(input);
     if let Some(dir) = &ctx.settings.certs {
-        crate::addressbook::harvest(
-            &crate::addressbook::store::Store::new(dir.clone()),
-            &processed,
-        );
+        // Only verified signers of From are harvested (see `Processed::harvestable`).
+        let store = crate::addressbook::store::Store::new(dir.clone());
+        crate::addressbook::harvest(&store, &processed, &input);
     }
+    drop(input);
     log::info!("{}", processed.status.x_smime_status());
     let mut out = std::io::stdout().lock();
     out.write_all(&processed.output)

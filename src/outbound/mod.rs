@@ -291,8 +291,7 @@ pub fn prepare(
                 "utf-8"
             };
             content.extend_from_slice(
-                format!("Content-Type: text/plain; charset={charset}; hp=\"{hp}\"\r\n")
-                    .as_bytes(),
+                format!("Content-Type: text/plain; charset={charset}; hp=\"{hp}\"\r\n").as_bytes(),
             );
         }
     }
