@@ -17,6 +17,7 @@ pub mod store;
 pub mod vcard;
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use openssl::pkey::Id;
 use openssl::stack::Stack;
@@ -70,10 +71,16 @@ pub struct Lookup {
     pub refused: Vec<(Candidate, String)>,
 }
 
-/// The configured sources, in lookup order.
-pub struct AddressBook {
+/// Loads the trust anchors when first needed (`pipeline::Context::trust`).
+pub type TrustLoader<'a> = dyn Fn() -> Result<Arc<TrustStore>> + 'a;
+
+/// The configured sources, in lookup order. The trust anchors are loaded only when a candidate
+/// certificate has to be checked, so that mail to people without certificates does not pay for
+/// reading a system CA bundle.
+pub struct AddressBook<'a> {
     sources: Vec<Box<dyn CertSource>>,
-    verify_store: X509Store,
+    trust: &'a TrustLoader<'a>,
+    verify_store: OnceLock<X509Store>,
     /// Every source's intermediate CA certificates, read once.
     intermediates: Vec<X509>,
     now: i64,
@@ -118,9 +125,9 @@ fn build_verify_store(trust: &TrustStore) -> Result<X509Store> {
     Ok(b.build())
 }
 
-impl AddressBook {
+impl<'a> AddressBook<'a> {
     /// The sources in lookup order: the local store (opened read-only here), then vCard paths.
-    pub fn open(config: &BookConfig, trust: &TrustStore) -> Result<AddressBook> {
+    pub fn open(config: &BookConfig, trust: &'a TrustLoader<'a>) -> Result<AddressBook<'a>> {
         let dir = match &config.certs {
             Some(d) => d.clone(),
             None => default_store_dir()?,
@@ -133,25 +140,38 @@ impl AddressBook {
     }
 
     /// An address book over the given sources (LDAP is added this way).
-    pub fn with_sources(sources: Vec<Box<dyn CertSource>>, trust: &TrustStore) -> Result<Self> {
+    pub fn with_sources(
+        sources: Vec<Box<dyn CertSource>>,
+        trust: &'a TrustLoader<'a>,
+    ) -> Result<Self> {
         let intermediates = sources.iter().flat_map(|s| s.intermediates()).collect();
         Ok(AddressBook {
             sources,
-            verify_store: build_verify_store(trust)?,
+            trust,
+            verify_store: OnceLock::new(),
             intermediates,
             now: now(),
         })
     }
 
-    /// Whether `cert` may encrypt to `addr` now (see [`check_for_encryption`]).
-    pub fn check(&self, cert: &X509, addr: &str) -> std::result::Result<(), String> {
-        check_for_encryption(
+    fn verify_store(&self) -> Result<&X509Store> {
+        if let Some(s) = self.verify_store.get() {
+            return Ok(s);
+        }
+        let built = build_verify_store(&*(self.trust)()?)?;
+        Ok(self.verify_store.get_or_init(|| built))
+    }
+
+    /// Whether `cert` may encrypt to `addr` now (see [`check_for_encryption`]): Ok(Err(reason))
+    /// when it may not; Err only when the trust anchors cannot be loaded.
+    pub fn check(&self, cert: &X509, addr: &str) -> Result<std::result::Result<(), String>> {
+        Ok(check_for_encryption(
             cert,
             addr,
-            &self.verify_store,
+            self.verify_store()?,
             &self.intermediates,
             self.now,
-        )
+        ))
     }
 
     /// The SMIMECapabilities recorded for a certificate by any source, if any.
@@ -167,7 +187,7 @@ impl AddressBook {
         for s in &self.sources {
             let mut usable = Vec::new();
             for mut c in s.find(&addr)? {
-                match self.check(&c.cert, &addr) {
+                match self.check(&c.cert, &addr)? {
                     Ok(()) => {
                         if c.capabilities.is_none() {
                             c.capabilities = self.recorded_capabilities(&c.cert);

@@ -73,7 +73,8 @@ pub fn run(cmd: &CertsCommand, settings: Settings) -> Result<i32> {
         }
         CertsCommand::Lookup { address } => {
             let ctx = Context::new(settings);
-            let book = AddressBook::open(&book_cfg, &*ctx.trust()?)?;
+            let trust = || ctx.trust();
+            let book = AddressBook::open(&book_cfg, &trust)?;
             let l = book.lookup(address)?;
             let code = match &l.chosen {
                 Some(c) => {
@@ -123,7 +124,8 @@ pub fn run(cmd: &CertsCommand, settings: Settings) -> Result<i32> {
         }
         CertsCommand::Export { address } => {
             let ctx = Context::new(settings);
-            let book = AddressBook::open(&book_cfg, &*ctx.trust()?)?;
+            let trust = || ctx.trust();
+            let book = AddressBook::open(&book_cfg, &trust)?;
             match book.lookup(address)?.chosen {
                 Some(c) => {
                     let pem = c

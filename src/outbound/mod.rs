@@ -201,7 +201,7 @@ pub fn prepare(
     let encrypt = if encrypt_policy == Policy::Never {
         false
     } else {
-        let trust = ctx.trust()?;
+        let trust = || ctx.trust();
         let book = AddressBook::open(&opts.book, &trust)?;
         let mut missing = Vec::new();
         for r in &recipients {
@@ -210,9 +210,15 @@ pub fn prepare(
                 None => missing.push(r.clone()),
             }
         }
+        // Under auto, a recipient without a certificate settles it: no need to check the sender.
+        let settled = encrypt_policy == Policy::Auto && !missing.is_empty();
         match &sender {
+            _ if settled => {}
             Some(s) => {
-                let own = identity.filter(|i| book.check(&i.cert, s).is_ok());
+                let own = match identity {
+                    Some(i) if book.check(&i.cert, s)?.is_ok() => Some(i),
+                    _ => None,
+                };
                 sender_cert = match own {
                     Some(i) => Some(Recipient {
                         capabilities: book.recorded_capabilities(&i.cert),
