@@ -346,6 +346,27 @@ fn a_missing_certificate_under_encrypt_always_never_reaches_the_mta() {
     let out = env.sendmail(None, &["--sign", "always", "bob@example.org"], &msg);
     assert_eq!(out.status.code(), Some(78));
     assert!(env.take_recorded().is_empty());
+    // A failing passphrase command is temporary (75) and nothing is sent, not even in clear.
+    let msg = client_message(&p.alice.email, "bob@example.org", None, "", "x\n");
+    let mut c = common::smimed();
+    c.arg("sendmail")
+        .arg("--trust")
+        .arg(&p.root_path)
+        .arg("--certs")
+        .arg(&env.certs);
+    c.arg("--mta")
+        .arg(&env.mta)
+        .arg("--key")
+        .arg(&p.alice.p12_path);
+    c.args(["--passphrase-command", "exit 1", "bob@example.org"]);
+    let out = run_with_stdin(&mut c, &msg);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(env.take_recorded().is_empty());
 }
 
 #[test]
@@ -466,4 +487,39 @@ fn called_as_sendmail_through_a_link() {
     );
     let inner = openssl_decrypt(&p.bob, &rec[0].message).expect("bob decrypts");
     assert!(String::from_utf8_lossy(&openssl_verify(&inner)).contains("via link."));
+}
+
+#[test]
+fn ec_signer_and_opaque_encrypted_read_by_gpgsm_and_openssl() {
+    let p = pki();
+    let env = env_with_recipients();
+    // carol (EC, ECDSA signature) to bob (RSA): opaque signed-data inside the encryption.
+    let msg = client_message(
+        &p.carol.email,
+        "bob@example.org",
+        None,
+        "",
+        "ecdsa inside.\n",
+    );
+    assert_ok(&env.sendmail(
+        Some(&p.carol),
+        &["--opaque", "--encrypt", "always", "bob@example.org"],
+        &msg,
+    ));
+    let rec = env.take_recorded();
+    assert_eq!(
+        recipient_names(&rec[0].message, &[&p.alice, &p.bob, &p.carol]),
+        ["bob", "carol"]
+    );
+    let inner = openssl_decrypt(&p.bob, &rec[0].message).expect("bob decrypts");
+    assert_eq!(smime_type(&inner), "signed-data");
+    assert!(String::from_utf8_lossy(&openssl_verify(&inner)).contains("ecdsa inside."));
+    let g = Gpgsm::new(&[&p.bob]);
+    let inner = g
+        .decrypt(&pkcs7_der(&rec[0].message))
+        .expect("gpgsm decrypts");
+    let content = g
+        .verify_opaque(&pkcs7_der(&inner))
+        .expect("gpgsm verifies ECDSA");
+    assert!(String::from_utf8_lossy(&content).contains("ecdsa inside."));
 }
