@@ -76,3 +76,17 @@ for k in ("smimed-pem", "smimed-p12"):
     print(f"ratio {k}/openssl: wall {s['mean'] / o['mean']:.2f}, CPU "
           f"{(s['user'] + s['system']) / (o['user'] + o['system']):.2f}  (goal <= 0.50)")
 PY
+
+# Instructions executed (valgrind, when installed): deterministic, unlike times on a busy machine.
+if command -v valgrind >/dev/null 2>&1; then
+  ir() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null | sed -n 's/.*I *refs: *//p' | tr -d ,; }
+  a=$(ir "$SMIMED" sendmail --key alice-id.pem --trust ca.pem --certs "$W/store" --mta "$W/mta.sh" --encrypt always -- r1@example.org r2@example.org r3@example.org < msg.eml)
+  b=$(ir "$SMIMED" sendmail --key alice.p12 --trust ca.pem --certs "$W/store" --mta "$W/mta.sh" --encrypt always -- r1@example.org r2@example.org r3@example.org < msg.eml)
+  c=$(ir openssl cms -sign -signer alice.pem -inkey alice.key -in body.txt -out signed.eml)
+  d=$(ir openssl cms -encrypt -aes256 -in signed.eml -out /dev/null r1.pem r2.pem r3.pem alice.pem)
+  /usr/bin/python3 -c "
+a, b, c, d = $a, $b, $c, $d
+print(f'instructions: smimed PEM {a/1e6:.1f} M, smimed PKCS#12 {b/1e6:.1f} M, '
+      f'openssl sign {c/1e6:.1f} M + encrypt {d/1e6:.1f} M = {(c+d)/1e6:.1f} M; '
+      f'ratios {a/(c+d):.2f} / {b/(c+d):.2f}')"
+fi

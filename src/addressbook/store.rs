@@ -39,6 +39,10 @@ pub struct Meta {
     pub signing_time: Option<i64>,
     /// DER SMIMECapabilities, base64.
     pub capabilities: Option<String>,
+    /// The certificate's e-mail addresses (lower case): lookups read these small records and
+    /// parse only the certificates that match, not the whole store.
+    #[serde(default)]
+    pub addresses: Vec<String>,
 }
 
 impl Meta {
@@ -68,6 +72,8 @@ pub enum Harvested {
 
 /// Stored certificates with their fingerprints.
 type Certificates = Vec<(String, X509)>;
+/// Fingerprints with the addresses their certificates carry.
+type Index = Vec<(String, Vec<String>)>;
 
 /// The store folder. Certificates are parsed once per process (with OpenSSL 3.0 every
 /// certificate parse costs about a millisecond: it runs the public-key decoder) and the cache is
@@ -75,6 +81,7 @@ type Certificates = Vec<(String, X509)>;
 pub struct Store {
     dir: PathBuf,
     cache: Mutex<Option<Arc<Certificates>>>,
+    index: Mutex<Option<Arc<Index>>>,
 }
 
 /// Writes `data` to `path` atomically: a 0600 temp file in the same folder, fsync, rename, fsync
@@ -158,7 +165,58 @@ impl Store {
         Store {
             dir,
             cache: Mutex::new(None),
+            index: Mutex::new(None),
         }
+    }
+
+    fn pem_path(&self, fp: &str) -> PathBuf {
+        self.dir.join(format!("{fp}.pem"))
+    }
+
+    fn read_cert(&self, fp: &str) -> Option<X509> {
+        let d = std::fs::read(self.pem_path(fp)).ok()?;
+        let c = certs::pem_blocks(&String::from_utf8_lossy(&d))
+            .into_iter()
+            .find(|b| b.label == "CERTIFICATE")
+            .and_then(|b| X509::from_der(&b.der).ok());
+        let _ = openssl::error::ErrorStack::get();
+        c
+    }
+
+    /// Fingerprint -> addresses of every stored certificate, from the records (a certificate
+    /// whose record lacks them is parsed).
+    fn index(&self) -> Arc<Index> {
+        let mut g = match self.index.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(i) = g.as_ref() {
+            return i.clone();
+        }
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let Some(fp) = name.to_str().and_then(|n| n.strip_suffix(".pem")) else {
+                    continue;
+                };
+                if fp.starts_with('.') {
+                    continue;
+                }
+                let mut addrs = self.read_meta(fp).addresses;
+                if addrs.is_empty() {
+                    addrs = self
+                        .read_cert(fp)
+                        .map(|c| certs::email_addresses(&c))
+                        .unwrap_or_default();
+                }
+                out.push((fp.to_string(), addrs));
+            }
+        }
+        out.sort();
+        let i = Arc::new(out);
+        *g = Some(i.clone());
+        i
     }
 
     fn certificates(&self) -> Arc<Certificates> {
@@ -175,11 +233,14 @@ impl Store {
     }
 
     fn invalidate(&self) {
-        let mut g = match self.cache.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        *g = None;
+        match self.cache.lock() {
+            Ok(mut g) => *g = None,
+            Err(p) => *p.into_inner() = None,
+        }
+        match self.index.lock() {
+            Ok(mut g) => *g = None,
+            Err(p) => *p.into_inner() = None,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -226,6 +287,14 @@ impl Store {
         create_dir(&dir)?;
         let path = dir.join(format!("{fp}.pem"));
         if path.exists() {
+            // Known already; a record from before addresses were kept gets them now.
+            if !is_ca(cert) {
+                let mut meta = self.read_meta(&fp);
+                if meta.addresses.is_empty() && self.meta_path(&fp).exists() {
+                    meta.addresses = certs::email_addresses(cert);
+                    self.write_meta(&fp, &meta)?;
+                }
+            }
             return Ok(false);
         }
         let pem = cert
@@ -238,6 +307,7 @@ impl Store {
                 &fp,
                 &Meta {
                     source: source.to_string(),
+                    addresses: certs::email_addresses(cert),
                     ..Meta::default()
                 },
             )?;
@@ -276,6 +346,9 @@ impl Store {
         if meta.source.is_empty() {
             meta.source = String::from("harvest");
         }
+        if meta.addresses.is_empty() {
+            meta.addresses = certs::email_addresses(cert);
+        }
         meta.signing_time = signing_time;
         meta.capabilities =
             capabilities.map(|c| base64::engine::general_purpose::STANDARD.encode(c));
@@ -297,7 +370,7 @@ impl Store {
             };
             if hit {
                 for p in [
-                    self.dir.join(format!("{}.pem", e.fingerprint)),
+                    self.pem_path(&e.fingerprint),
                     self.meta_path(&e.fingerprint),
                 ] {
                     match std::fs::remove_file(&p) {
@@ -325,14 +398,19 @@ impl CertSource for Store {
     }
 
     fn find(&self, addr: &str) -> Result<Vec<Candidate>> {
+        let want = addr.trim().to_ascii_lowercase();
         Ok(self
-            .certificates()
+            .index()
             .iter()
-            .filter(|(_, c)| certs::has_address(c, addr))
-            .map(|(fp, c)| Candidate {
-                capabilities: self.read_meta(fp).capabilities(),
-                source: format!("store {}", self.dir.display()),
-                cert: c.clone(),
+            .filter(|(_, addrs)| addrs.contains(&want))
+            .filter_map(|(fp, _)| {
+                // The record only says where to look; the certificate itself decides.
+                let cert = self.read_cert(fp)?;
+                certs::has_address(&cert, addr).then(|| Candidate {
+                    capabilities: self.read_meta(fp).capabilities(),
+                    source: format!("store {}", self.dir.display()),
+                    cert,
+                })
             })
             .collect())
     }
