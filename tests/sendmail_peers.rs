@@ -6,7 +6,7 @@ mod common;
 
 use common::outbound::*;
 use common::pki::pki;
-use common::{openssl, run_with_stdin};
+use common::{openssl, path_str, run_with_stdin};
 
 /// Store with bob (RSA), carol (EC) and the intermediate; alice signs and is the sender.
 fn env_with_recipients() -> Env {
@@ -487,6 +487,21 @@ fn called_as_sendmail_through_a_link() {
     );
     let inner = openssl_decrypt(&p.bob, &rec[0].message).expect("bob decrypts");
     assert!(String::from_utf8_lossy(&openssl_verify(&inner)).contains("via link."));
+
+    // Installed as the system's sendmail and pointed at itself: refused, not a loop.
+    let mut c = std::process::Command::new(&link);
+    c.env("SMIMED_CONFIG", &config)
+        .env("SMIMED_PASSPHRASE", common::pki::P12_PASS)
+        .args(["--mta", path_str(&link), "bob@example.org"]);
+    let out = run_with_stdin(&mut c, &msg);
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is smimed itself"));
+    assert!(env.take_recorded().is_empty());
 }
 
 #[test]

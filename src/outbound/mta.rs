@@ -1,7 +1,8 @@
 //! Handing copies to the real MTA: `MTA-WORDS… PASSTHROUGH-FLAGS… -- RECIPIENTS…`, the message
 //! on stdin. Never `-t`: the recipients of each copy are exactly the arguments.
 //!
-//! Invariants: copies go out in order and delivery stops at the first MTA failure, whose exit
+//! Invariants: an MTA that resolves to smimed's own executable is refused (exit 78) before
+//! anything is sent; copies go out in order and delivery stops at the first MTA failure, whose exit
 //! code becomes ours (75 when it died from a signal); the passphrase variable is removed from
 //! the MTA's environment.
 
@@ -25,11 +26,36 @@ pub fn split_command(cmd: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
+/// Where a command name resolves (PATH search for a bare name), canonicalised.
+fn resolve(prog: &str) -> Option<std::path::PathBuf> {
+    if prog.contains('/') {
+        return std::fs::canonicalize(prog).ok();
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+        .and_then(|p| std::fs::canonicalize(p).ok())
+}
+
+/// Refuses an MTA that is this very program (smimed installed as /usr/sbin/sendmail with the
+/// default `--mta`), which would call itself for ever.
+fn check_not_self(prog: &str) -> Result<()> {
+    let me = std::env::current_exe().and_then(std::fs::canonicalize).ok();
+    match (me, resolve(prog)) {
+        (Some(me), Some(target)) if me == target => Err(Error::config(format!(
+            "the MTA {prog} is smimed itself: set --mta (config key mta) to the real sendmail"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Runs the MTA once per copy; returns the first non-zero exit code, or 0.
 pub fn deliver(mta: &[String], passthrough: &[String], copies: &[Copy]) -> Result<i32> {
     let (prog, fixed) = mta
         .split_first()
         .ok_or_else(|| Error::config("--mta is empty"))?;
+    check_not_self(prog)?;
     for copy in copies {
         let mut child = Command::new(prog)
             .args(fixed)
