@@ -118,7 +118,14 @@ pub enum CertsCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct FilterArgs {}
+pub struct FilterArgs {
+    /// Read the message from FILE instead of stdin.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<std::path::PathBuf>,
+    /// Write the processed message to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum TrustCommand {

@@ -181,14 +181,21 @@ impl Settings {
         }
         Ok(Settings {
             keys: pick(&flags.key, &file.key),
-            passphrase: PassphraseSource {
-                file: flags
-                    .passphrase_file
-                    .as_deref()
-                    .map(|p| expand(p, None))
-                    .or_else(|| file.passphrase_file.map(|p| expand(&p, base.as_deref()))),
-                command: flags.passphrase_command.clone().or(file.passphrase_command),
-                env,
+            // A passphrase source on the command line replaces the file's (whichever kind):
+            // the file is tried before the command, so merging them field by field would let a
+            // file's passphrase_file beat a --passphrase-command flag.
+            passphrase: if flags.passphrase_file.is_some() || flags.passphrase_command.is_some() {
+                PassphraseSource {
+                    file: flags.passphrase_file.as_deref().map(|p| expand(p, None)),
+                    command: flags.passphrase_command.clone(),
+                    env,
+                }
+            } else {
+                PassphraseSource {
+                    file: file.passphrase_file.map(|p| expand(&p, base.as_deref())),
+                    command: file.passphrase_command,
+                    env,
+                }
             },
             trust: pick(&flags.trust, &file.trust),
             crls: pick(&flags.crl, &file.crl),

@@ -47,8 +47,9 @@ impl Identity {
     }
 }
 
-/// Makes the legacy provider (RC2-40, 3DES-SHA1 PBE of old Windows exports) available next to
-/// the default one, once per process. Without it, such PKCS#12 files fail to decrypt.
+/// Makes the legacy provider (RC2-40, 3DES-SHA1 PBE of old Windows exports, RC2 content
+/// encryption) available next to the default one, once per process. Loaded only when something
+/// failed without it: every extra provider makes each later key decoding slower.
 pub fn load_legacy_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -154,7 +155,6 @@ fn run_passphrase_command(cmd: &str) -> Result<Zeroizing<String>> {
 
 /// Loads every configured identity. Any failure names the file.
 pub fn load_identities(paths: &[PathBuf], pass: &Passphrases) -> Result<Vec<Identity>> {
-    load_legacy_provider();
     let mut out = Vec::new();
     for p in paths {
         let ids = load_file(p, pass).map_err(|e| e.context(format!("key {}", p.display())))?;
@@ -189,21 +189,33 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn load_p12(der: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity>> {
     let p12 = Pkcs12::from_der(der)
         .map_err(|e| Error::config(format!("neither PEM nor PKCS#12 ({})", first_error(&e))))?;
-    // Exports without a password (notmuch, some Windows tools) open with the empty one.
-    let parsed = match p12.parse2("") {
-        Ok(p) => p,
-        Err(_) => {
-            let Some(pw) = pass.get()? else {
-                return Err(Error::config(
-                    "PKCS#12 file needs a passphrase: give --passphrase-file, \
-                     --passphrase-command or SMIMED_PASSPHRASE",
-                ));
-            };
-            p12.parse2(&pw).map_err(|e| {
-                Error::config(format!(
-                    "cannot open PKCS#12 (wrong passphrase?): {}",
-                    first_error(&e)
-                ))
+    // The configured passphrase first, then the empty one (exports without a password, as
+    // notmuch's and some Windows tools make); each again with the legacy provider loaded
+    // (RC2-40 and 3DES bags of older Windows/Outlook exports).
+    let pw = pass.get()?;
+    let mut candidates: Vec<&str> = Vec::with_capacity(2);
+    if let Some(p) = pw.as_ref() {
+        candidates.push(p.as_str());
+    }
+    candidates.push("");
+    let attempt = || candidates.iter().find_map(|c| p12.parse2(c).ok());
+    let parsed = match attempt() {
+        Some(p) => p,
+        None => {
+            load_legacy_provider();
+            attempt().ok_or_else(|| {
+                let e = openssl::error::ErrorStack::get();
+                if pw.is_none() {
+                    Error::config(
+                        "PKCS#12 file needs a passphrase: give --passphrase-file, \
+                         --passphrase-command or SMIMED_PASSPHRASE",
+                    )
+                } else {
+                    Error::config(format!(
+                        "cannot open PKCS#12 (wrong passphrase?): {}",
+                        first_error(&e)
+                    ))
+                }
             })?
         }
     };
@@ -230,7 +242,9 @@ fn load_pem(data: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity
     let mut certs_found = Vec::new();
     let mut keys = Vec::new();
     for b in &blocks {
-        if b.label.ends_with("PRIVATE KEY") {
+        if let Some(k) = rsa_fast_path(b) {
+            keys.push(k);
+        } else if b.label.ends_with("PRIVATE KEY") {
             let mut failure: Option<Error> = None;
             let key =
                 PKey::private_key_from_pem_callback(b.text.as_bytes(), |buf| match pass.get() {
@@ -295,6 +309,20 @@ fn load_pem(data: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity
         });
     }
     Ok(out)
+}
+
+/// Unencrypted RSA keys (PKCS#1, or PKCS#8 holding rsaEncryption) through OpenSSL's direct RSA
+/// parser: same key, a fraction of the generic decoder's start-up cost. None: use the general
+/// path.
+fn rsa_fast_path(b: &certs::PemBlock) -> Option<PKey<Private>> {
+    let rsa_der = match b.label.as_str() {
+        "RSA PRIVATE KEY" if !b.text.contains("Proc-Type") => b.der.as_slice(),
+        "PRIVATE KEY" => crate::ber::pkcs8_rsa_private_key(&b.der)?,
+        _ => return None,
+    };
+    // Whether it belongs to a certificate is checked by the caller (public_eq).
+    let rsa = openssl::rsa::Rsa::private_key_from_der(rsa_der).ok()?;
+    PKey::from_rsa(rsa).ok()
 }
 
 fn first_error(e: &openssl::error::ErrorStack) -> String {

@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod addressbook;
+pub mod ber;
 pub mod certs;
 pub mod cli;
 pub mod cmd;

@@ -95,7 +95,7 @@ pub fn split(data: &[u8]) -> Entity<'_> {
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 impl Entity<'_> {
@@ -133,27 +133,27 @@ pub fn eol_of(data: &[u8]) -> &'static [u8] {
 /// Rewrites line endings: to CRLF (bare LF becomes CRLF) or to LF (CRLF becomes LF).
 pub fn convert_eol(data: &[u8], eol: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 32);
-    if eol == b"\r\n" {
-        let mut prev = 0u8;
-        for &b in data {
-            if b == b'\n' && prev != b'\r' {
-                out.push(b'\r');
-            }
-            out.push(b);
-            prev = b;
-        }
-    } else {
-        let mut i = 0;
-        while i < data.len() {
-            if data[i] == b'\r' && data.get(i + 1) == Some(&b'\n') {
-                i += 1;
-                continue;
-            }
-            out.push(data[i]);
-            i += 1;
+    convert_eol_into(&mut out, data, eol);
+    out
+}
+
+/// [`convert_eol`], appending to `out`.
+pub fn convert_eol_into(out: &mut Vec<u8>, data: &[u8], eol: &[u8]) {
+    let to_crlf = eol == b"\r\n";
+    let mut start = 0;
+    for i in memchr::memchr_iter(b'\n', data) {
+        let has_cr = i > start && data[i - 1] == b'\r';
+        if to_crlf && !has_cr {
+            out.extend_from_slice(&data[start..i]);
+            out.extend_from_slice(b"\r\n");
+            start = i + 1;
+        } else if !to_crlf && has_cr {
+            out.extend_from_slice(&data[start..i - 1]);
+            out.push(b'\n');
+            start = i + 1;
         }
     }
-    out
+    out.extend_from_slice(&data[start..]);
 }
 
 /// Bare LF taken as CRLF, as RFC 8551 §3.1.1 canonical form for hashing a received part.
@@ -261,29 +261,160 @@ pub fn decode_body(e: &Entity<'_>) -> Vec<u8> {
 }
 
 /// Base64 decoding that ignores whitespace and anything outside the alphabet, and stops at
-/// padding, as mail readers do.
+/// padding, as mail readers do. Clean lines are gathered into large chunks and decoded in one
+/// call each; only lines with stray characters are filtered byte by byte.
 pub fn base64_permissive(data: &[u8]) -> Vec<u8> {
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    use base64::Engine;
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new()
-            .with_decode_allow_trailing_bits(true)
-            .with_decode_padding_mode(DecodePaddingMode::RequireNone),
-    );
-    let mut cleaned: Vec<u8> = Vec::with_capacity(data.len());
-    for &b in data {
-        if b == b'=' {
+    let mut d = Base64Stream::with_capacity(data.len() / 4 * 3 + 3);
+    d.feed(data);
+    d.finish()
+}
+
+/// [`base64_permissive`] over a reader (a message body in a file), `len` bytes expected at most.
+pub fn base64_decode_reader(r: &mut impl std::io::Read, len: u64) -> std::io::Result<Vec<u8>> {
+    let cap = usize::try_from(len / 4 * 3 + 3).unwrap_or(0);
+    let mut d = Base64Stream::with_capacity(cap);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => d.feed(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if d.done {
             break;
         }
-        if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' {
-            cleaned.push(b);
+    }
+    Ok(d.finish())
+}
+
+/// Incremental permissive base64 decoder: feed it any slices, lines may span them.
+pub struct Base64Stream {
+    out: Vec<u8>,
+    /// Clean base64 characters not decoded yet.
+    buf: Vec<u8>,
+    /// The unfinished last line of the previous feed.
+    partial: Vec<u8>,
+    /// Padding was seen: the rest is ignored.
+    done: bool,
+}
+
+const B64_CHUNK: usize = 1 << 16;
+
+const B64_VALID: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'+' || b == b'/';
+        i += 1;
+    }
+    t
+};
+
+impl Base64Stream {
+    pub fn with_capacity(n: usize) -> Self {
+        Base64Stream {
+            out: Vec::with_capacity(n),
+            buf: Vec::with_capacity(B64_CHUNK + 128),
+            partial: Vec::new(),
+            done: false,
         }
     }
-    if cleaned.len() % 4 == 1 {
-        cleaned.pop();
+
+    fn decode_buf(&mut self, all: bool) {
+        use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+        use base64::Engine;
+        const LENIENT: GeneralPurpose = GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            GeneralPurposeConfig::new()
+                .with_decode_allow_trailing_bits(true)
+                .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+        );
+        let n = if all {
+            self.buf.len() - usize::from(self.buf.len() % 4 == 1)
+        } else {
+            self.buf.len() - self.buf.len() % 4
+        };
+        if LENIENT.decode_vec(&self.buf[..n], &mut self.out).is_err() {
+            self.done = true;
+        }
+        self.buf.drain(..n);
     }
-    LENIENT.decode(&cleaned).unwrap_or_default()
+
+    fn line(&mut self, line: &[u8]) {
+        if self.done {
+            return;
+        }
+        let pad = line.iter().position(|&b| b == b'=');
+        let body = &line[..pad.unwrap_or(line.len())];
+        let mut end = body.len();
+        while end > 0 && body[end - 1].is_ascii_whitespace() {
+            end -= 1;
+        }
+        let body = &body[..end];
+        if body.iter().all(|&b| B64_VALID[usize::from(b)]) {
+            self.buf.extend_from_slice(body);
+        } else {
+            self.buf
+                .extend(body.iter().copied().filter(|&b| B64_VALID[usize::from(b)]));
+        }
+        if self.buf.len() >= B64_CHUNK {
+            self.decode_buf(false);
+        }
+        if pad.is_some() {
+            self.done = true;
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        let mut rest = data;
+        if !self.partial.is_empty() {
+            match memchr::memchr(b'\n', rest) {
+                Some(i) => {
+                    let mut joined = std::mem::take(&mut self.partial);
+                    joined.extend_from_slice(&rest[..i]);
+                    self.line(&joined);
+                    rest = &rest[i + 1..];
+                }
+                None => {
+                    self.partial.extend_from_slice(rest);
+                    return;
+                }
+            }
+        }
+        let mut start = 0;
+        for i in memchr::memchr_iter(b'\n', rest) {
+            self.line(&rest[start..i]);
+            start = i + 1;
+            if self.done {
+                return;
+            }
+        }
+        self.partial.extend_from_slice(&rest[start..]);
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        let last = std::mem::take(&mut self.partial);
+        self.line(&last);
+        if !self.buf.is_empty() {
+            let done = self.done;
+            self.done = false;
+            self.decode_buf(true);
+            self.done = done;
+        }
+        std::mem::take(&mut self.out)
+    }
+}
+
+impl Drop for Base64Stream {
+    /// What it decoded may be decrypted content: wipe it unless it was handed out.
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.out.zeroize();
+        self.buf.zeroize();
+        self.partial.zeroize();
+    }
 }
 
 #[cfg(test)]
@@ -311,6 +442,8 @@ mod tests {
     fn eol_conversion() {
         assert_eq!(convert_eol(b"a\nb\r\nc", b"\r\n"), b"a\r\nb\r\nc");
         assert_eq!(convert_eol(b"a\r\nb\nc\r", b"\n"), b"a\nb\nc\r");
+        assert_eq!(convert_eol(b"\n\r\n\n", b"\r\n"), b"\r\n\r\n\r\n");
+        assert_eq!(convert_eol(b"\r\n\r\n", b"\n"), b"\n\n");
     }
 
     #[test]
@@ -318,5 +451,15 @@ mod tests {
         assert_eq!(base64_permissive(b"aGVs\r\nbG8=\r\n"), b"hello");
         assert_eq!(base64_permissive(b"aGVsbG8"), b"hello");
         assert_eq!(base64_permissive(b"aGVsbG8x*"), b"hello1");
+        assert_eq!(
+            base64_permissive(b"aGVs\nbG8gd29y\nbGQ=\nIGlnbm9yZWQ="),
+            b"hello world"
+        );
+        assert_eq!(base64_permissive(b"aG Vs\r\nbG8\r\n"), b"hello");
+        let mut d = Base64Stream::with_capacity(16);
+        for piece in [&b"aG"[..], b"Vs\r", b"\nbG8gd2", b"9ybGQ=\nIGln"] {
+            d.feed(piece);
+        }
+        assert_eq!(d.finish(), b"hello world");
     }
 }

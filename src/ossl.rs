@@ -114,7 +114,16 @@ extern "C" {
     ) -> *mut ffi::OPENSSL_STACK;
     fn ASN1_OBJECT_free(a: *mut ffi::ASN1_OBJECT);
     fn X509_STORE_add_crl(store: *mut ffi::X509_STORE, crl: *mut ffi::X509_CRL) -> c_int;
+    fn CMS_decrypt_set1_pkey_and_peer(
+        cms: *mut ffi::CMS_ContentInfo,
+        pk: *mut ffi::EVP_PKEY,
+        cert: *mut ffi::X509,
+        peer: *mut ffi::X509,
+    ) -> c_int;
 }
+
+/// BIO_ctrl command behind the BIO_get_cipher_status() macro.
+const BIO_C_GET_CIPHER_STATUS: c_int = 113;
 
 /// What a CMS ContentInfo holds, from its contentType.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,10 +405,13 @@ fn smime_capabilities(si: *mut CMS_SignerInfo) -> Option<Vec<u8>> {
 /// Checks every SignerInfo of a SignedData on its own: the signature over the signed attributes
 /// and the message digest over `detached` (multipart/signed) or the embedded content (opaque).
 /// `extra_certs` are searched for signer certificates the message does not carry.
+/// `size_hint`: an upper bound of the embedded content's size (the DER's), to read it into one
+/// allocation.
 pub fn check_signers(
     cms: &CmsContentInfoRef,
     detached: Option<&[u8]>,
     extra_certs: &StackRef<X509>,
+    size_hint: usize,
 ) -> Result<SignedCheck, openssl::error::ErrorStack> {
     let cms_ptr = cms.as_ptr();
     // SAFETY: every pointer below is either borrowed from `cms` (alive for the whole function)
@@ -483,7 +495,7 @@ pub fn check_signers(
             return Err(openssl::error::ErrorStack::get());
         }
         let chain = BioChain { head, upto: icont };
-        let mut content = Vec::new();
+        let mut content = Vec::with_capacity(if detached.is_none() { size_hint } else { 0 });
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = ffi::BIO_read(
@@ -515,6 +527,79 @@ pub fn check_signers(
                 None
             },
         })
+    }
+}
+
+/// Decrypts an EnvelopedData or AuthEnvelopedData for the RecipientInfo that names `cert`,
+/// handing the plaintext to `sink` in chunks as the cipher produces it (OpenSSL's own CMS_decrypt
+/// grows a memory BIO, copying and cleansing it at each step). Returns Ok only when the cipher
+/// reported success at the end (for GCM: the tag matched); on Err the caller must discard
+/// everything the sink received: it is not authenticated.
+///
+/// `detached`: the encrypted content, when the structure was parsed without it
+/// (see `ber::detach_encrypted_content`).
+pub fn decrypt_into(
+    cms: &CmsContentInfoRef,
+    pkey: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+    cert: &X509Ref,
+    detached: Option<&[u8]>,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<(), openssl::error::ErrorStack> {
+    use zeroize::Zeroize;
+    let cms_ptr = cms.as_ptr();
+    // SAFETY: cms, pkey and cert are valid for the call; CMS_decrypt_set1_pkey_and_peer uses the
+    // key only to unwrap the content-encryption key and detaches it again. The BIO chain from
+    // CMS_dataInit is ours and freed by BioChain. BIO_read writes at most `len` bytes into `buf`.
+    unsafe {
+        if CMS_decrypt_set1_pkey_and_peer(cms_ptr, pkey.as_ptr(), cert.as_ptr(), ptr::null_mut())
+            != 1
+        {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        let input = match detached {
+            Some(data) => {
+                let len =
+                    c_int::try_from(data.len()).map_err(|_| openssl::error::ErrorStack::get())?;
+                let b = ffi::BIO_new_mem_buf(data.as_ptr() as *const c_void, len);
+                if b.is_null() {
+                    return Err(openssl::error::ErrorStack::get());
+                }
+                Some(MemBio(b))
+            }
+            None => None,
+        };
+        let icont = input.as_ref().map_or(ptr::null_mut(), |b| b.0);
+        let head = CMS_dataInit(cms_ptr, icont);
+        if head.is_null() {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        let chain = BioChain { head, upto: icont };
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut failed = false;
+        loop {
+            let n = ffi::BIO_read(
+                chain.head,
+                buf.as_mut_ptr() as *mut c_void,
+                buf.len() as c_int,
+            );
+            if n > 0 {
+                sink(&buf[..n as usize]);
+                continue;
+            }
+            if n < 0 {
+                failed = true;
+            }
+            break;
+        }
+        buf.zeroize();
+        let status_ok = ffi::BIO_ctrl(chain.head, BIO_C_GET_CIPHER_STATUS, 0, ptr::null_mut()) > 0;
+        drop(chain);
+        drop(input);
+        if failed || !status_ok {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        ffi::ERR_clear_error();
+        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use openssl::cms::CmsContentInfo;
 use openssl::x509::X509;
+use zeroize::Zeroizing;
 
 use crate::config::Settings;
 use crate::error::{Error, Kind as ErrorKind, Result};
@@ -154,26 +155,121 @@ enum Walk {
 /// Processes one message. Errors are only those the caller must act on (temporary failures,
 /// configuration); everything about the message itself is in the returned status.
 pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
+    process_with(ctx, input, None)
+}
+
+/// Messages at least this large, when handed in as a file, are processed without holding their
+/// raw bytes in memory next to the decoded layers.
+pub const LARGE_MESSAGE: u64 = 16 * 1024 * 1024;
+
+/// The root body of a large message, decoded from a file, and where to read the original from.
+struct RootFromFile<'a> {
+    der: Zeroizing<Vec<u8>>,
+    hint: String,
+    file: &'a std::fs::File,
+    body_offset: u64,
+}
+
+/// Like [`process`], for a message in a file (a spilled stdin, a Maildir file). A large S/MIME
+/// message is decoded straight from the file: its raw bytes are read again only when the
+/// original has to be delivered. Anything else is read into memory and processed as usual.
+pub fn process_file(ctx: &Context, file: &std::fs::File) -> Result<Processed> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e: std::io::Error| Error::io("reading the message", e);
+    let len = file.metadata().map_err(io)?.len();
+    let mut f = file;
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    if len >= LARGE_MESSAGE && len <= ctx.limits.max_size {
+        let mut head = vec![0u8; 256 * 1024];
+        let n = read_full(&mut f, &mut head).map_err(io)?;
+        head.truncate(n);
+        let ent = mime::split(&head);
+        if !ent.separator.is_empty() && mime::classify_entity(&ent) == Kind::Pkcs7Mime {
+            let head_len = head.len() - ent.body.len();
+            let hint = ent
+                .content_type()
+                .params
+                .get("smime-type")
+                .map(|s| s.to_ascii_lowercase())
+                .unwrap_or_default();
+            let cte = ent
+                .first("Content-Transfer-Encoding")
+                .map(|f| f.value().trim().to_ascii_lowercase())
+                .unwrap_or_default();
+            if cte == "base64" {
+                drop(ent);
+                head.truncate(head_len);
+                f.seek(SeekFrom::Start(head_len as u64)).map_err(io)?;
+                let der = Zeroizing::new(mime::base64_decode_reader(&mut f, len).map_err(io)?);
+                let root = RootFromFile {
+                    der,
+                    hint,
+                    file,
+                    body_offset: head_len as u64,
+                };
+                return process_with(ctx, &head, Some(root));
+            }
+        }
+        f.seek(SeekFrom::Start(0)).map_err(io)?;
+    }
+    let mut all = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    f.read_to_end(&mut all).map_err(io)?;
+    process(ctx, &all)
+}
+
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The pipeline proper. `from_file`: the root's body was decoded from a file and `input` holds
+/// only the header section.
+fn process_with(
+    ctx: &Context,
+    input: &[u8],
+    from_file: Option<RootFromFile<'_>>,
+) -> Result<Processed> {
     let eol = mime::eol_of(input);
     let root = mime::split(input);
     let mut outer = root.fields.clone();
     let forged_removed = status::strip_forged(&mut outer, ctx.authserv_id());
     let mut st = Status::default();
+    let (mut root_der, body_file) = match from_file {
+        Some(r) => (Some((r.der, r.hint)), Some((r.file, r.body_offset))),
+        None => (None, None),
+    };
 
-    let original = |st: &Status, outer: &[Field]| -> Vec<u8> {
+    let original = |st: &Status, outer: &[Field]| -> Result<Vec<u8>> {
         let mut out = st.header_fields(ctx.authserv_id(), eol);
         for f in outer {
             out.extend_from_slice(&f.raw);
         }
         out.extend_from_slice(root.separator);
-        out.extend_from_slice(root.body);
-        out
+        match body_file {
+            Some((file, offset)) => {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut f = file;
+                f.seek(SeekFrom::Start(offset))
+                    .and_then(|_| f.read_to_end(&mut out))
+                    .map_err(|e| Error::io("reading the message again", e))?;
+            }
+            None => out.extend_from_slice(root.body),
+        }
+        Ok(out)
     };
 
     if input.len() as u64 > ctx.limits.max_size {
         st.add("reason", "size-limit");
         return Ok(Processed {
-            output: original(&st, &outer),
+            output: original(&st, &outer)?,
             status: st,
             smime: false,
             forged_removed,
@@ -189,10 +285,10 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
         decrypted: false,
         order: Vec::new(),
     };
-    let mut current: Option<Vec<u8>> = None; // None: still the root
+    let mut current: Option<Zeroizing<Vec<u8>>> = None; // None: still the root
     let mut ended = Walk::Done;
     for depth in 0.. {
-        let bytes: &[u8] = current.as_deref().unwrap_or(input);
+        let bytes: &[u8] = current.as_ref().map_or(input, |c| c.as_slice());
         let ent = mime::split(bytes);
         let kind = mime::classify_entity(&ent);
         if kind == Kind::Other {
@@ -204,12 +300,33 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
             break;
         }
         let step = match kind {
-            Kind::Pkcs7Mime => walker.pkcs7(&ent)?,
+            Kind::Pkcs7Mime => {
+                let (der, hint) = match root_der.take() {
+                    Some(decoded) => decoded,
+                    None => (
+                        Zeroizing::new(mime::decode_body(&ent)),
+                        ent.content_type()
+                            .params
+                            .get("smime-type")
+                            .map(|s| s.to_ascii_lowercase())
+                            .unwrap_or_default(),
+                    ),
+                };
+                // The encoded layer is not needed once decoded: free it before the CMS
+                // structure and the next layer are built (peak memory on large messages).
+                drop(ent);
+                current = None;
+                walker.pkcs7(der, &hint)?
+            }
             Kind::MultipartSigned => walker.multipart_signed(bytes, depth == 0)?,
             Kind::Other => Step::Stop,
         };
         match step {
             Step::Next(next) => current = Some(next),
+            Step::NextPkcs7(head, der, hint) => {
+                current = Some(head);
+                root_der = Some((der, hint));
+            }
             Step::Stop => break,
             Step::Fail => {
                 ended = Walk::Failed;
@@ -230,9 +347,6 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
         for r in &l.results {
             if r.verdict.severity() > st.signature.severity() {
                 st.signature = r.verdict;
-            }
-            if r.verdict == Signature::Valid && !r.revocation_checked {
-                st.add("revocation", "unchecked");
             }
         }
         st.signers.extend(l.results.iter().cloned());
@@ -256,7 +370,7 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
         }
         recheck_from(&mut st, &verify::from_address(&outer));
         return Ok(Processed {
-            output: original(&st, &outer),
+            output: original(&st, &outer)?,
             status: st,
             smime: root_kind != Kind::Other,
             forged_removed,
@@ -271,6 +385,9 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
         if decrypted && cbc && st.signature != Signature::Valid {
             st.add("integrity", "no");
         }
+        if st.signature == Signature::Valid && st.signers.iter().any(|s| !s.revocation_checked) {
+            st.add("revocation", "unchecked");
+        }
     };
 
     let Some(content) = current else {
@@ -280,7 +397,7 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
         finish(&mut st);
         scan_partial(ctx, input, root_kind == Kind::MultipartSigned, &mut st);
         return Ok(Processed {
-            output: original(&st, &outer),
+            output: original(&st, &outer)?,
             status: st,
             smime: root_kind != Kind::Other,
             forged_removed,
@@ -288,8 +405,18 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
     };
 
     // Assemble: outer fields minus Content-*, protected fields promoted, the content's entity.
-    let (content, protected) = unwrap_protected(&content, ctx.authserv_id());
-    let inner = mime::split(&content);
+    let (content, protected) = unwrap_protected(content, ctx.authserv_id());
+    let mut inner = mime::split(&content);
+    if !has_header_section(&inner) {
+        // Content that is not a MIME entity (bare text, as RFC 4134's samples and OpenSSL's
+        // `cms -encrypt` of a text file carry): all of it is the body, a text/plain one
+        // (RFC 2045 §5.2), rather than lines mistaken for header fields and lost.
+        inner = mime::Entity {
+            fields: Vec::new(),
+            separator: b"",
+            body: &content,
+        };
+    }
     let mut fields: Vec<Field> = outer.into_iter().filter(|f| !f.is_content()).collect();
     for p in &protected {
         fields.retain(|f| !f.name().eq_ignore_ascii_case(p.name()));
@@ -309,24 +436,35 @@ pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
     let inner_kind = mime::classify_entity(&inner);
     scan_partial(ctx, &content, inner_kind == Kind::MultipartSigned, &mut st);
 
-    let mut body = Vec::with_capacity(content.len() + 4096);
-    for f in &fields {
-        body.extend_from_slice(&mime::convert_eol(&f.raw, eol));
-    }
-    for f in inner.fields.iter().filter(|f| f.is_content()) {
-        body.extend_from_slice(&mime::convert_eol(&f.raw, eol));
-    }
-    body.extend_from_slice(eol);
-    body.extend_from_slice(&mime::convert_eol(inner.body, eol));
-    drop(inner);
     let mut output = st.header_fields(ctx.authserv_id(), eol);
-    output.extend_from_slice(&body);
+    output.reserve(content.len() + content.len() / 32 + 4096);
+    for f in fields
+        .iter()
+        .chain(inner.fields.iter().filter(|f| f.is_content()))
+    {
+        mime::convert_eol_into(&mut output, &f.raw, eol);
+    }
+    output.extend_from_slice(eol);
+    mime::convert_eol_into(&mut output, inner.body, eol);
+    drop(inner);
     Ok(Processed {
         output,
         status: st,
         smime: true,
         forged_removed,
     })
+}
+
+/// Whether an entity split by [`mime::split`] really starts with a header section: a blank line
+/// ended it, and every line before that is a field (a name of printable ASCII, then a colon).
+fn has_header_section(e: &Entity<'_>) -> bool {
+    !e.separator.is_empty()
+        && e.fields.iter().all(|f| {
+            let n = f.name();
+            !n.is_empty()
+                && n.iter().all(|&b| b.is_ascii_graphic() && b != b':')
+                && f.raw.first().is_some_and(|b| !b.is_ascii_whitespace())
+        })
 }
 
 /// The signer/From comparison is made against the From of the message as delivered (after
@@ -360,7 +498,11 @@ fn recheck_from(st: &mut Status, from: &FromAddress) {
 }
 
 enum Step {
-    Next(Vec<u8>),
+    /// The next entity down the chain (decrypted or unwrapped content: wiped when dropped).
+    Next(Zeroizing<Vec<u8>>),
+    /// The next entity is application/pkcs7-mime and its body was decoded on the way: its
+    /// header section and the DER of the next layer.
+    NextPkcs7(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>, String),
     Stop,
     Fail,
 }
@@ -375,27 +517,49 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn pkcs7(&mut self, ent: &Entity<'_>) -> Result<Step> {
-        let der = mime::decode_body(ent);
-        let hint = ent
-            .content_type()
-            .params
-            .get("smime-type")
-            .map(|s| s.to_ascii_lowercase())
-            .unwrap_or_default();
-        let cms = match CmsContentInfo::from_der(&der) {
-            Ok(c) => c,
-            Err(_) => {
-                if hint.contains("enveloped") {
-                    self.st.encryption = Encryption::Failed;
-                } else {
-                    self.st.signature = Signature::Error;
-                }
-                self.st.add("reason", "malformed-cms");
-                return Ok(Step::Fail);
-            }
+    /// One application/pkcs7-mime layer, given its decoded DER and its smime-type hint.
+    fn pkcs7(&mut self, der: Zeroizing<Vec<u8>>, hint: &str) -> Result<Step> {
+        let size_hint = der.len();
+        // A large envelope is parsed without its encrypted content, which is then decrypted
+        // from `der` itself: OpenSSL would otherwise hold a second copy of it.
+        let detached = if der.len() as u64 >= LARGE_MESSAGE {
+            crate::ber::detach_encrypted_content(&der)
+        } else {
+            None
         };
-        drop(der);
+        let parsed = match &detached {
+            Some(d) => CmsContentInfo::from_der(&d.header)
+                .ok()
+                .filter(|c| {
+                    matches!(
+                        ossl::content_kind(c),
+                        ContentKind::Enveloped | ContentKind::AuthEnveloped
+                    )
+                })
+                .map(|c| (c, Some(d.content.clone()))),
+            None => None,
+        };
+        let (cms, content_range) = match parsed {
+            Some(p) => p,
+            None => match CmsContentInfo::from_der(&der) {
+                Ok(c) => (c, None),
+                Err(_) => {
+                    if hint.contains("enveloped") {
+                        self.st.encryption = Encryption::Failed;
+                    } else if hint == "certs-only" {
+                        // No signature was claimed: nothing to judge, the message passes as it is.
+                    } else {
+                        self.st.signature = Signature::Error;
+                    }
+                    self.st.add("reason", "malformed-cms");
+                    return Ok(Step::Fail);
+                }
+            },
+        };
+        let detached_content = content_range.map(|r| (der, r));
+        let detached_content = detached_content
+            .as_ref()
+            .and_then(|(d, r)| d.get(r.clone()));
         match ossl::content_kind(&cms) {
             k @ (ContentKind::Enveloped | ContentKind::AuthEnveloped) => {
                 self.st.add(
@@ -406,14 +570,17 @@ impl Walker<'_> {
                         "enveloped"
                     },
                 );
-                match self.decrypt(&cms)? {
+                match self.decrypt(&cms, size_hint, detached_content)? {
                     Ok(plain) => {
                         self.decrypted = true;
                         if k == ContentKind::Enveloped {
                             self.cbc = true;
                         }
                         self.order.push("encrypted");
-                        Ok(Step::Next(plain))
+                        Ok(match plain {
+                            Plain::Bytes(b) => Step::Next(b),
+                            Plain::Pkcs7 { head, der, hint } => Step::NextPkcs7(head, der, hint),
+                        })
                     }
                     Err(reason) => {
                         self.st.encryption = Encryption::Failed;
@@ -429,7 +596,7 @@ impl Walker<'_> {
                     return Ok(Step::Stop);
                 }
                 let trust = self.ctx.trust()?;
-                let check = check_signed(&cms, None, &trust)?;
+                let check = check_signed(&cms, None, &trust, size_hint)?;
                 let Some(check) = check else {
                     self.st.signature = Signature::Error;
                     self.st.add("reason", "malformed-signed-data");
@@ -439,7 +606,7 @@ impl Walker<'_> {
                 self.layers.push(SignedLayer { results });
                 self.order.push("signed");
                 match content {
-                    Some(c) => Ok(Step::Next(c)),
+                    Some(c) => Ok(Step::Next(Zeroizing::new(c))),
                     None => Ok(Step::Fail),
                 }
             }
@@ -448,6 +615,11 @@ impl Walker<'_> {
                 Ok(Step::Fail)
             }
             _ => {
+                // Labelled encrypted but not an envelope we know: it was not decrypted, which
+                // is what encryption=failed says (none would pass it off as plain mail).
+                if hint.contains("enveloped") {
+                    self.st.encryption = Encryption::Failed;
+                }
                 self.st.add("reason", "unsupported-cms-content");
                 Ok(Step::Fail)
             }
@@ -497,7 +669,7 @@ impl Walker<'_> {
         }
         let trust = self.ctx.trust()?;
         let canonical = mime::canonical_crlf(signed);
-        let Some((mut results, _)) = check_signed(&cms, Some(&canonical), &trust)? else {
+        let Some((mut results, _)) = check_signed(&cms, Some(&canonical), &trust, 0)? else {
             self.st.signature = Signature::Error;
             self.st.add("reason", "malformed-signature");
             self.layers.push(SignedLayer {
@@ -516,7 +688,7 @@ impl Walker<'_> {
         // not verify the signature after we decrypt the inside anyway).
         let inner = mime::split(signed);
         if mime::classify_entity(&inner) != Kind::Other {
-            Ok(Step::Next(signed.to_vec()))
+            Ok(Step::Next(Zeroizing::new(signed.to_vec())))
         } else {
             Ok(Step::Stop)
         }
@@ -527,7 +699,9 @@ impl Walker<'_> {
     fn decrypt(
         &mut self,
         cms: &CmsContentInfo,
-    ) -> Result<std::result::Result<Vec<u8>, &'static str>> {
+        size_hint: usize,
+        detached: Option<&[u8]>,
+    ) -> Result<std::result::Result<Plain, &'static str>> {
         if self.ctx.settings.keys.is_empty() {
             return Ok(Err("no-key-configured"));
         }
@@ -538,8 +712,21 @@ impl Walker<'_> {
                 continue;
             }
             matched = true;
-            // Uniform failure whatever went wrong (padding, tag, key): no oracle.
-            if let Ok(plain) = cms.decrypt(&id.key, &id.cert) {
+            // Uniform failure whatever went wrong (padding, tag, key): no oracle. A legacy
+            // content cipher (RC2) needs the legacy provider: load it and try once more.
+            let attempt = || {
+                let mut sink = PlainSink::new(size_hint);
+                ossl::decrypt_into(cms, &id.key, &id.cert, detached, &mut |chunk| {
+                    sink.feed(chunk)
+                })
+                .ok()
+                .map(|()| sink.finish())
+            };
+            if let Some(plain) = attempt() {
+                return Ok(Ok(plain));
+            }
+            keys::load_legacy_provider();
+            if let Some(plain) = attempt() {
                 return Ok(Ok(plain));
             }
             let _ = openssl::error::ErrorStack::get();
@@ -554,6 +741,116 @@ impl Walker<'_> {
     }
 }
 
+/// Decrypted content, as the walk consumes it.
+enum Plain {
+    /// The whole decrypted entity.
+    Bytes(Zeroizing<Vec<u8>>),
+    /// A decrypted application/pkcs7-mime entity (sign-then-encrypt) whose base64 body was
+    /// decoded while it was decrypted, so that a large message is not held twice.
+    Pkcs7 {
+        head: Zeroizing<Vec<u8>>,
+        der: Zeroizing<Vec<u8>>,
+        hint: String,
+    },
+}
+
+/// Receives plaintext chunks from [`ossl::decrypt_into`]: gathers the header section, then
+/// either keeps everything or, for a base64 application/pkcs7-mime entity, decodes the body on
+/// the fly. Dropping it (decryption failed) wipes what it received.
+struct PlainSink {
+    head: Zeroizing<Vec<u8>>,
+    mode: SinkMode,
+    size_hint: usize,
+}
+
+enum SinkMode {
+    Head,
+    Collect(Zeroizing<Vec<u8>>),
+    Decode(mime::Base64Stream, String),
+}
+
+/// Longest header section looked for before giving up and keeping the content as it is.
+const MAX_INNER_HEAD: usize = 64 * 1024;
+
+impl PlainSink {
+    fn new(size_hint: usize) -> Self {
+        PlainSink {
+            head: Zeroizing::new(Vec::new()),
+            mode: SinkMode::Head,
+            size_hint,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        match &mut self.mode {
+            SinkMode::Collect(v) => return v.extend_from_slice(chunk),
+            SinkMode::Decode(d, _) => return d.feed(chunk),
+            SinkMode::Head => {}
+        }
+        let searched = self.head.len().saturating_sub(3);
+        self.head.extend_from_slice(chunk);
+        let end = find_header_end(&self.head[searched..]).map(|e| e + searched);
+        match end {
+            Some(end) => {
+                let decode = {
+                    let ent = mime::split(&self.head[..end]);
+                    let cte = ent
+                        .first("Content-Transfer-Encoding")
+                        .map(|f| f.value().trim().to_ascii_lowercase());
+                    (mime::classify_entity(&ent) == Kind::Pkcs7Mime
+                        && cte.as_deref() == Some("base64"))
+                    .then(|| {
+                        ent.content_type()
+                            .params
+                            .get("smime-type")
+                            .map(|s| s.to_ascii_lowercase())
+                            .unwrap_or_default()
+                    })
+                };
+                match decode {
+                    Some(hint) => {
+                        let mut d = mime::Base64Stream::with_capacity(self.size_hint / 4 * 3 + 3);
+                        d.feed(&self.head[end..]);
+                        self.head.truncate(end);
+                        self.mode = SinkMode::Decode(d, hint);
+                    }
+                    None => self.collect(),
+                }
+            }
+            None if self.head.len() > MAX_INNER_HEAD => self.collect(),
+            None => {}
+        }
+    }
+
+    fn collect(&mut self) {
+        let mut v = Zeroizing::new(Vec::with_capacity(self.size_hint.max(self.head.len())));
+        v.extend_from_slice(&self.head);
+        self.head = Zeroizing::new(Vec::new());
+        self.mode = SinkMode::Collect(v);
+    }
+
+    fn finish(self) -> Plain {
+        match self.mode {
+            SinkMode::Head => Plain::Bytes(self.head),
+            SinkMode::Collect(v) => Plain::Bytes(v),
+            SinkMode::Decode(d, hint) => Plain::Pkcs7 {
+                head: self.head,
+                der: Zeroizing::new(d.finish()),
+                hint,
+            },
+        }
+    }
+}
+
+/// End of a header section (index just past the blank line), if `data` holds one.
+fn find_header_end(data: &[u8]) -> Option<usize> {
+    memchr::memmem::find(data, b"\n\n")
+        .map(|i| i + 2)
+        .into_iter()
+        .chain(memchr::memmem::find(data, b"\n\r\n").map(|i| i + 3))
+        .min()
+}
+
 /// The judged signers of one SignedData and, for an opaque one, its content.
 type CheckedLayer = (Vec<SignerResult>, Option<Vec<u8>>);
 
@@ -563,6 +860,7 @@ fn check_signed(
     cms: &CmsContentInfo,
     detached: Option<&[u8]>,
     trust: &TrustStore,
+    size_hint: usize,
 ) -> Result<Option<CheckedLayer>> {
     let mut extra =
         openssl::stack::Stack::new().map_err(|e| Error::software(format!("stack: {e}")))?;
@@ -571,7 +869,7 @@ fn check_signed(
             .push(c)
             .map_err(|e| Error::software(format!("stack: {e}")))?;
     }
-    let checked = match ossl::check_signers(cms, detached, &extra) {
+    let checked = match ossl::check_signers(cms, detached, &extra, size_hint) {
         Ok(c) => c,
         Err(_) => return Ok(None),
     };
@@ -590,11 +888,11 @@ fn check_signed(
 /// Protected headers (RFC 9788 `hp=`, the older `protected-headers=`, or a legacy
 /// message/rfc822 wrapper with `forwarded=no`): returns the content to deliver and the fields
 /// to promote over the outer ones.
-fn unwrap_protected(content: &[u8], authserv_id: &str) -> (Vec<u8>, Vec<Field>) {
-    let ent = mime::split(content);
-    let ct = ent.content_type();
-    let eol = mime::eol_of(content);
-    let promote = |e: &Entity<'_>| -> Vec<Field> {
+fn unwrap_protected(
+    content: Zeroizing<Vec<u8>>,
+    authserv_id: &str,
+) -> (Zeroizing<Vec<u8>>, Vec<Field>) {
+    let promote = |e: &Entity<'_>, eol: &[u8]| -> Vec<Field> {
         let mut v: Vec<Field> = e
             .fields
             .iter()
@@ -609,21 +907,26 @@ fn unwrap_protected(content: &[u8], authserv_id: &str) -> (Vec<u8>, Vec<Field>) 
         });
         v
     };
-    if ct.mimetype == "message/rfc822"
-        && ct
-            .params
-            .get("forwarded")
-            .is_some_and(|v| v.eq_ignore_ascii_case("no"))
-    {
-        let wrapped = mime::decode_body(&ent);
-        let inner = mime::split(&wrapped);
-        let fields = promote(&inner);
-        return (wrapped.clone(), fields);
-    }
-    if ct.params.contains_key("hp") || ct.params.contains_key("protected-headers") {
-        return (content.to_vec(), promote(&ent));
-    }
-    (content.to_vec(), Vec::new())
+    let (wrapped, fields) = {
+        let ent = mime::split(&content);
+        let ct = ent.content_type();
+        let eol = mime::eol_of(&content);
+        if ct.mimetype == "message/rfc822"
+            && ct
+                .params
+                .get("forwarded")
+                .is_some_and(|v| v.eq_ignore_ascii_case("no"))
+        {
+            let wrapped = Zeroizing::new(mime::decode_body(&ent));
+            let fields = promote(&mime::split(&wrapped), eol);
+            (Some(wrapped), fields)
+        } else if ct.params.contains_key("hp") || ct.params.contains_key("protected-headers") {
+            (None, promote(&ent, eol))
+        } else {
+            (None, Vec::new())
+        }
+    };
+    (wrapped.unwrap_or(content), fields)
 }
 
 /// Looks for S/MIME parts below the root (inside multiparts or attached messages) and reports

@@ -1,31 +1,39 @@
-//! Messages made at test time by the openssl command line, each with its expected status.
+//! Messages made at test time by real peers (the openssl command line, gpgsm), each with its
+//! expected X-Smime-Status words, Authentication-Results result and plaintext (or its absence).
 
 mod common;
 
-use common::pki::pki;
+use common::pki::{pki, User};
 use common::*;
+
+const SECRET: &str = "the launch code is 4711";
+
+fn ar(out: &[u8]) -> String {
+    let v = ar_values(out, "mx.test");
+    assert_eq!(v.len(), 1, "one Authentication-Results of ours: {v:?}");
+    v[0].clone()
+}
+
+/// Encrypts SECRET to `to` with `extra` cipher options, filters as `me`, expects decryption.
+fn roundtrip_encrypted(to: &[&User], me: &User, extra: &[&str]) -> (String, String) {
+    let enc = encrypt_to(to, extra, &sample_entity(SECRET));
+    let msg = message("alice@example.org", &me.email, "enc", &enc);
+    let (st, text, out) = filter_checked(Some(me), &[], &msg);
+    assert_words(&st, "decrypted", "none");
+    assert!(text.contains(SECRET), "plaintext in output");
+    assert!(
+        !text.contains("application/pkcs7-mime"),
+        "the envelope was replaced: {text}"
+    );
+    assert!(ar(&out).contains("smime=none"));
+    (st, text)
+}
 
 #[test]
 fn openssl_signed_then_encrypted_to_bob_is_decrypted_and_valid() {
     let p = pki();
     let entity = sample_entity("hello from alice");
-    let signed = openssl(
-        &[
-            "cms",
-            "-sign",
-            "-signer",
-            path_str(&p.alice.cert_path),
-            "-inkey",
-            path_str(&p.alice.key_path),
-            "-certfile",
-            path_str(&p.intermediate_path),
-            "-nodetach",
-            "-binary",
-            "-outform",
-            "SMIME",
-        ],
-        &entity,
-    );
+    let signed = sign_as(&p.alice, false, &["-binary"], &entity);
     let enc = openssl(
         &[
             "cms",
@@ -36,19 +44,736 @@ fn openssl_signed_then_encrypted_to_bob_is_decrypted_and_valid() {
         ],
         &signed,
     );
-    let msg = [
-        headers("Alice <alice@example.org>", "bob@example.org", "st e").as_bytes(),
+    let msg = message("Alice <alice@example.org>", "bob@example.org", "st e", &enc);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    assert_eq!(status_word(&st, "signer"), Some("alice@example.org"));
+    assert_eq!(
+        status_word(&st, "order"),
+        Some("signed-then-encrypted"),
+        "{st}"
+    );
+    assert!(
+        status_word(&st, "integrity").is_none(),
+        "a valid signature covers CBC: {st}"
+    );
+    assert!(text.contains("hello from alice"));
+    assert!(ar(&out).contains("smime=pass"));
+}
+
+#[test]
+fn aes256_cbc_to_bob_is_decrypted_without_integrity() {
+    let p = pki();
+    let (st, _) = roundtrip_encrypted(&[&p.bob], &p.bob, &["-aes256"]);
+    // Unsigned CBC content: nothing protects its integrity.
+    assert_eq!(status_word(&st, "integrity"), Some("no"), "{st}");
+}
+
+#[test]
+fn aes256_gcm_authenveloped_is_decrypted_with_integrity() {
+    let p = pki();
+    let (st, text) = roundtrip_encrypted(&[&p.bob], &p.bob, &["-aes-256-gcm"]);
+    assert_eq!(status_word(&st, "alg"), Some("authenveloped"), "{st}");
+    assert!(
+        status_word(&st, "integrity").is_none(),
+        "GCM is authenticated: {st}"
+    );
+    assert!(text.contains("Content-Type: text/plain"));
+}
+
+#[test]
+fn rsa_oaep_is_decrypted() {
+    let p = pki();
+    // -recip with -keyopt: the only RecipientInfo is the OAEP one.
+    roundtrip_encrypted(
+        &[],
+        &p.bob,
+        &[
+            "-aes256",
+            "-recip",
+            path_str(&p.bob.cert_path),
+            "-keyopt",
+            "rsa_padding_mode:oaep",
+        ],
+    );
+}
+
+#[test]
+fn rsa_oaep_sha256_with_gcm_is_decrypted() {
+    let p = pki();
+    roundtrip_encrypted(
+        &[],
+        &p.alice,
+        &[
+            "-aes-256-gcm",
+            "-recip",
+            path_str(&p.alice.cert_path),
+            "-keyopt",
+            "rsa_padding_mode:oaep",
+            "-keyopt",
+            "rsa_oaep_md:sha256",
+        ],
+    );
+}
+
+#[test]
+fn ecdh_recipients_carol_and_erin_are_decrypted() {
+    let p = pki();
+    roundtrip_encrypted(&[&p.carol], &p.carol, &["-aes256"]);
+    roundtrip_encrypted(&[&p.erin], &p.erin, &["-aes-256-gcm"]);
+}
+
+#[test]
+fn several_recipients_each_can_decrypt() {
+    let p = pki();
+    let to = [&p.alice, &p.carol, &p.bob];
+    for me in to {
+        roundtrip_encrypted(&to, me, &["-aes-128-cbc"]);
+    }
+    // 3DES, which old clients still send.
+    roundtrip_encrypted(&[&p.alice, &p.bob], &p.bob, &["-des3"]);
+}
+
+#[test]
+fn several_keys_configured_the_right_one_is_picked() {
+    let p = pki();
+    let enc = encrypt_to(&[&p.carol], &["-aes256"], &sample_entity(SECRET));
+    let msg = message("alice@example.org", "carol@example.org", "two keys", &enc);
+    // bob's key first: it must not be tried on carol's RecipientInfo.
+    let (st, text, _) = filter_checked(Some(&p.bob), &["--key", path_str(&p.carol.p12_path)], &msg);
+    assert_words(&st, "decrypted", "none");
+    assert!(text.contains(SECRET));
+}
+
+#[test]
+fn detached_signature_is_valid_and_kept_verifiable() {
+    let p = pki();
+    let signed = sign_as(&p.alice, true, &[], &sample_entity("signed text"));
+    let msg = message(
+        "Alice <alice@example.org>",
+        "bob@example.org",
+        "detached",
+        &signed,
+    );
+    let (st, text, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert_eq!(status_word(&st, "signer"), Some("alice@example.org"));
+    let a = ar(&out);
+    assert!(a.contains("smime=pass"), "{a}");
+    assert!(a.contains("body.smime-identifier=alice@example.org"), "{a}");
+    assert!(a.contains("body.smime-part=TEXT"), "{a}");
+    assert!(a.contains("body.smime-serial="), "{a}");
+    assert!(text.contains("multipart/signed"), "kept as it is");
+    // Nothing but the status fields was added: a client can verify again.
+    assert_eq!(strip_our_status(&out), msg);
+    openssl(
+        &[
+            "cms",
+            "-verify",
+            "-CAfile",
+            path_str(&p.root_path),
+            "-purpose",
+            "smimesign",
+            "-out",
+            "/dev/null",
+        ],
+        &strip_our_status(&out),
+    );
+}
+
+#[test]
+fn detached_signature_with_lf_only_line_endings_verifies() {
+    let p = pki();
+    let signed = sign_as(
+        &p.alice,
+        true,
+        &[],
+        &sample_entity("stored in a Maildir\r\nline two"),
+    );
+    let msg = to_lf(&message(
+        "alice@example.org",
+        "bob@example.org",
+        "lf",
+        &signed,
+    ));
+    assert!(!msg.contains(&b'\r'));
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert!(!out.contains(&b'\r'), "LF message stays LF");
+    assert_eq!(strip_our_status(&out), msg);
+}
+
+#[test]
+fn detached_signature_over_modified_content_is_invalid() {
+    let p = pki();
+    let signed = sign_as(&p.alice, true, &[], &sample_entity("pay 10 EUR"));
+    let msg = message("alice@example.org", "bob@example.org", "tampered", &signed);
+    let tampered = String::from_utf8(msg)
+        .unwrap()
+        .replace("pay 10 EUR", "pay 99 EUR");
+    let (st, _, out) = filter_checked(None, &[], tampered.as_bytes());
+    assert_words(&st, "none", "invalid");
+    assert!(ar(&out).contains("smime=fail"));
+}
+
+#[test]
+fn opaque_signature_is_valid_and_unwrapped() {
+    let p = pki();
+    let signed = sign_as(&p.carol, false, &[], &sample_entity("opaque words"));
+    let msg = message("carol@example.org", "bob@example.org", "opaque", &signed);
+    let (st, text, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert!(text.contains("opaque words"));
+    assert!(!text.contains("pkcs7-mime"), "unwrapped: {text}");
+    assert!(text.contains("Subject: opaque"));
+    assert!(ar(&out).contains("smime=pass"));
+}
+
+#[test]
+fn opaque_signature_by_ec_signer_under_root_is_valid() {
+    let p = pki();
+    let signed = sign_as(&p.erin, false, &["-md", "sha384"], &sample_entity("ecdsa"));
+    let msg = message("erin@example.org", "bob@example.org", "ec", &signed);
+    let (st, _, _) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+}
+
+#[test]
+fn encrypt_then_sign_opaque_is_decrypted_and_valid() {
+    let p = pki();
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &sample_entity(SECRET));
+    let signed = sign_as(&p.alice, false, &[], &enc);
+    let msg = message("alice@example.org", "bob@example.org", "ets", &signed);
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    assert_eq!(
+        status_word(&st, "order"),
+        Some("encrypted-then-signed"),
+        "{st}"
+    );
+    assert!(text.contains(SECRET));
+}
+
+#[test]
+fn encrypt_then_sign_detached_is_decrypted_and_valid() {
+    let p = pki();
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET));
+    let signed = sign_as(&p.alice, true, &[], &enc);
+    let msg = message("alice@example.org", "bob@example.org", "ets2", &signed);
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    assert!(text.contains(SECRET));
+    assert!(
+        status_word(&st, "integrity").is_none(),
+        "the signature covers the CBC: {st}"
+    );
+}
+
+#[test]
+fn expired_signer_is_expired() {
+    let p = pki();
+    let signed = sign_as(&p.expired, false, &[], &sample_entity("old"));
+    let msg = message("expired@example.org", "bob@example.org", "expired", &signed);
+    let (st, text, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "expired");
+    assert!(text.contains("old"));
+    assert!(ar(&out).contains("smime=policy"));
+}
+
+#[test]
+fn signer_without_email_protection_is_untrusted() {
+    let p = pki();
+    let signed = sign_as(&p.noemail, true, &[], &sample_entity("server cert"));
+    let msg = message("noemail@example.org", "bob@example.org", "noemail", &signed);
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "untrusted");
+    assert!(ar(&out).contains("smime=policy"));
+}
+
+#[test]
+fn signer_under_untrusted_root_is_untrusted() {
+    let p = pki();
+    let signed = sign_as(&p.untrusted, false, &[], &sample_entity("who am i"));
+    let msg = message(
+        "untrusted@example.org",
+        "bob@example.org",
+        "untrusted",
+        &signed,
+    );
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "untrusted");
+    assert!(ar(&out).contains("smime=policy"));
+}
+
+#[test]
+fn signer_is_not_from_is_mismatch() {
+    let p = pki();
+    let signed = sign_as(&p.alice, true, &[], &sample_entity("i am bob"));
+    let msg = message(
+        "Bob <bob@example.org>",
+        "carol@example.org",
+        "mismatch",
+        &signed,
+    );
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "mismatch");
+    assert_eq!(status_word(&st, "signer"), Some("alice@example.org"));
+    assert!(ar(&out).contains("smime=policy"));
+}
+
+#[test]
+fn two_from_fields_or_two_from_addresses_are_mismatch() {
+    let p = pki();
+    let signed = sign_as(&p.alice, false, &[], &sample_entity("from games"));
+    let one = message("alice@example.org", "bob@example.org", "two froms", &signed);
+    let two_fields = [b"From: mallory@example.net\r\n".as_slice(), &one].concat();
+    let (st, _, _) = filter_checked(None, &[], &two_fields);
+    assert_words(&st, "none", "mismatch");
+    let two_addrs = message(
+        "alice@example.org, mallory@example.net",
+        "bob@example.org",
+        "two addrs",
+        &signed,
+    );
+    let (st, _, _) = filter_checked(None, &[], &two_addrs);
+    assert_words(&st, "none", "mismatch");
+    // Control: the same signature with a plain From is valid.
+    let (st, _, _) = filter_checked(None, &[], &one);
+    assert_words(&st, "none", "valid");
+}
+
+#[test]
+fn two_signers_one_of_them_bad_is_not_valid() {
+    let p = pki();
+    for bad in [&p.untrusted, &p.expired] {
+        let signed = openssl(
+            &[
+                "cms",
+                "-sign",
+                "-nodetach",
+                "-outform",
+                "SMIME",
+                "-signer",
+                path_str(&p.alice.cert_path),
+                "-inkey",
+                path_str(&p.alice.key_path),
+                "-signer",
+                path_str(&bad.cert_path),
+                "-inkey",
+                path_str(&bad.key_path),
+                "-certfile",
+                path_str(&p.intermediate_path),
+            ],
+            &sample_entity("two signers"),
+        );
+        let msg = message(
+            "alice@example.org",
+            "bob@example.org",
+            "two signers",
+            &signed,
+        );
+        let (st, _, out) = filter_checked(None, &[], &msg);
+        assert_ne!(status_word(&st, "signature"), Some("valid"), "{st}");
+        let a = ar(&out);
+        assert_eq!(a.matches("smime=").count(), 2, "one result per signer: {a}");
+        assert!(
+            a.contains("smime=pass"),
+            "alice's own signature passes: {a}"
+        );
+    }
+}
+
+#[test]
+fn encrypted_to_someone_else_fails_and_keeps_the_original() {
+    let p = pki();
+    let enc = encrypt_to(&[&p.alice], &["-aes256"], &sample_entity(SECRET));
+    let msg = message(
+        "carol@example.org",
+        "alice@example.org",
+        "not for bob",
         &enc,
+    );
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "failed", "none");
+    assert!(!text.contains(SECRET));
+    assert_eq!(
+        strip_our_status(&out),
+        msg,
+        "original unchanged but for the status"
+    );
+}
+
+#[test]
+fn encrypted_without_any_key_fails_and_keeps_the_original() {
+    let p = pki();
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &sample_entity(SECRET));
+    let msg = to_lf(&message(
+        "carol@example.org",
+        "bob@example.org",
+        "no key",
+        &enc,
+    ));
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "failed", "none");
+    assert_eq!(strip_our_status(&out), msg);
+}
+
+#[test]
+fn gcm_with_one_bit_flipped_fails_without_plaintext() {
+    let p = pki();
+    let der = openssl(
+        &[
+            "cms",
+            "-encrypt",
+            "-aes-256-gcm",
+            "-outform",
+            "DER",
+            path_str(&p.bob.cert_path),
+        ],
+        &sample_entity(SECRET),
+    );
+    // Flip one bit of the ciphertext: the encrypted content sits near the end, before the
+    // 16-byte tag (and its OCTET STRING header).
+    let mut bad = der.clone();
+    let at = bad.len() - 40;
+    bad[at] ^= 0x01;
+    // Control: the unmodified message decrypts.
+    let wrap = |d: &[u8]| {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(d);
+        let mut lines = String::new();
+        for c in b64.as_bytes().chunks(64) {
+            lines.push_str(std::str::from_utf8(c).unwrap());
+            lines.push_str("\r\n");
+        }
+        message(
+            "alice@example.org",
+            "bob@example.org",
+            "gcm",
+            format!("Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{lines}").as_bytes(),
+        )
+    };
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &wrap(&der));
+    assert_words(&st, "decrypted", "none");
+    assert!(text.contains(SECRET));
+    let msg = wrap(&bad);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "failed", "none");
+    // No plaintext, not even the part OpenSSL decrypts before it checks the tag.
+    assert!(!text.contains("launch code"), "{text}");
+    assert!(!text.contains("Content-Type: text/plain"), "{text}");
+    assert_eq!(strip_our_status(&out), msg);
+}
+
+// ---------------------------------------------------------------------------------------------
+// gpgsm (components.md §8): private GNUPGHOME, s2k-count, trustlist.txt, gpgconf --kill all.
+
+struct Gpgsm {
+    dir: tempfile::TempDir,
+}
+
+impl Gpgsm {
+    fn home(&self) -> std::path::PathBuf {
+        self.dir.path().join("g")
+    }
+
+    fn new() -> Gpgsm {
+        let p = pki();
+        let dir = tempfile::Builder::new()
+            .prefix("gs.")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let g = Gpgsm { dir };
+        let home = g.home();
+        std::fs::create_dir(&home).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(
+            home.join("gpg-agent.conf"),
+            "allow-loopback-pinentry\nno-allow-mark-trusted\ns2k-count 65536\ndisable-scdaemon\n",
+        )
+        .unwrap();
+        std::fs::write(
+            home.join("gpgsm.conf"),
+            "disable-crl-checks\ndisable-dirmngr\n",
+        )
+        .unwrap();
+        let fpr = p.root.digest(openssl::hash::MessageDigest::sha1()).unwrap();
+        let fpr: Vec<String> = fpr.iter().map(|b| format!("{b:02X}")).collect();
+        std::fs::write(
+            home.join("trustlist.txt"),
+            format!("{} S relax\n", fpr.join(":")),
+        )
+        .unwrap();
+        std::fs::write(g.dir.path().join("pass"), pki_pass()).unwrap();
+        g.run(&["--import", path_str(&p.root_path)], None);
+        g.run(&["--import", path_str(&p.intermediate_path)], None);
+        g.run(&["--import", path_str(&p.alice.p12_legacy_path)], None);
+        g.run(&["--import", path_str(&p.bob.cert_path)], None);
+        g
+    }
+
+    /// Runs gpgsm in batch mode with the passphrase on fd 0 (`--passphrase-fd 0`); returns stdout.
+    fn run(&self, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
+        let pass = std::fs::read(self.dir.path().join("pass")).unwrap();
+        let mut c = std::process::Command::new("gpgsm");
+        c.env("GNUPGHOME", self.home())
+            .args(["--batch", "--pinentry-mode", "loopback"]);
+        let out = if let Some(data) = input {
+            let f = self.dir.path().join("in");
+            std::fs::write(&f, data).unwrap();
+            c.args(["--passphrase-fd", "0"]).args(args).arg(&f);
+            run_with_stdin(&mut c, &pass)
+        } else {
+            c.args(["--passphrase-fd", "0"]).args(args);
+            run_with_stdin(&mut c, &pass)
+        };
+        assert!(
+            out.status.success(),
+            "gpgsm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+impl Drop for Gpgsm {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("gpgconf")
+            .env("GNUPGHOME", self.home())
+            .args(["--kill", "all"])
+            .status();
+    }
+}
+
+fn pki_pass() -> &'static str {
+    common::pki::P12_PASS
+}
+
+fn b64_lines(data: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+    b64.as_bytes()
+        .chunks(76)
+        .map(|c| format!("{}\r\n", std::str::from_utf8(c).unwrap()))
+        .collect()
+}
+
+#[test]
+fn gpgsm_opaque_detached_and_encrypted_messages() {
+    let p = pki();
+    let g = Gpgsm::new();
+    let entity = sample_entity("made by gpgsm");
+
+    // Opaque signed-data.
+    let der = g.run(
+        &["-u", "alice@example.org", "--sign", "--include-certs", "-1"],
+        Some(&entity),
+    );
+    let body = format!(
+        "Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+        b64_lines(&der)
+    );
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "gpgsm opaque",
+        body.as_bytes(),
+    );
+    let (st, text, _) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert!(text.contains("made by gpgsm"));
+
+    // Detached signature, wrapped into multipart/signed.
+    let b = "gpgsm-boundary-1";
+    let mut body = format!(
+        "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"{b}\"\r\n\r\n--{b}\r\n"
+    )
+    .into_bytes();
+    // The signed part is the entity without its last CRLF (that one belongs to the delimiter).
+    let signed_part = &entity[..entity.len() - 2];
+    let sig = g.run(
+        &[
+            "-u",
+            "alice@example.org",
+            "--detach-sign",
+            "--include-certs",
+            "-1",
+        ],
+        Some(signed_part),
+    );
+    body.extend_from_slice(signed_part);
+    body.extend_from_slice(
+        format!(
+            "\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--{b}--\r\n",
+            b64_lines(&sig)
+        )
+        .as_bytes(),
+    );
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "gpgsm detached",
+        &body,
+    );
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert_eq!(strip_our_status(&out), msg);
+    let (st, _, _) = filter_checked(None, &[], &to_lf(&msg));
+    assert_words(&st, "none", "valid");
+
+    // Encrypted to bob (gpgsm picks its own cipher: AES-128-CBC by default).
+    let der = g.run(&["-r", "bob@example.org", "--encrypt"], Some(&entity));
+    let body = format!(
+        "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+        b64_lines(&der)
+    );
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "gpgsm enc",
+        body.as_bytes(),
+    );
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "none");
+    assert!(text.contains("made by gpgsm"));
+    // and not for alice's key
+    let (st, text, _) = filter_checked(Some(&p.alice), &[], &msg);
+    assert_words(&st, "failed", "none");
+    assert!(!text.contains("made by gpgsm"));
+
+    // Signed by gpgsm, then encrypted by gpgsm.
+    let signed_der = g.run(
+        &["-u", "alice@example.org", "--sign", "--include-certs", "-1"],
+        Some(&entity),
+    );
+    let inner = format!(
+        "Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+        b64_lines(&signed_der)
+    );
+    let der = g.run(
+        &["-r", "bob@example.org", "--encrypt"],
+        Some(inner.as_bytes()),
+    );
+    let body = format!(
+        "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+        b64_lines(&der)
+    );
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "gpgsm s+e",
+        body.as_bytes(),
+    );
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    assert!(text.contains("made by gpgsm"));
+}
+
+/// Regression: content that is not a MIME entity (bare text, as `openssl cms -encrypt` of a text
+/// file gives) used to be read as header lines and dropped from the output.
+#[test]
+fn bare_text_content_without_headers_is_kept() {
+    let p = pki();
+    let text = b"Just a line of text, no MIME headers.\r\nSecond line.\r\n";
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], text);
+    let msg = message("alice@example.org", "bob@example.org", "bare", &enc);
+    let (st, out, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "none");
+    assert!(
+        out.contains("Just a line of text, no MIME headers."),
+        "{out}"
+    );
+    assert!(out.contains("Second line."));
+    let signed = sign_as(&p.alice, false, &["-binary"], text);
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "bare signed",
+        &signed,
+    );
+    let (st, out, _) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert!(out.contains("Just a line of text"), "{out}");
+}
+
+/// RFC 9788 header protection: the inner Subject replaces the outer placeholder ("..."), and
+/// the From that is compared with the signer is the protected one.
+#[test]
+fn protected_headers_are_honoured() {
+    let p = pki();
+    let inner = format!(
+        "Content-Type: text/plain; charset=utf-8; hp=\"cipher\"\r\nFrom: alice@example.org\r\nSubject: the real subject\r\n\r\n{SECRET}\r\n"
+    );
+    let signed = sign_as(&p.alice, false, &[], inner.as_bytes());
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &signed);
+    // Outer From is a placeholder that would not match the signer.
+    let msg = message("placeholder@example.net", "bob@example.org", "...", &enc);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    let fields = header_fields(&out);
+    let subjects: Vec<&str> = fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Subject"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(subjects, ["the real subject"], "{text}");
+    let froms: Vec<&str> = fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("From"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(froms, ["alice@example.org"]);
+    // Headers not protected stay: Date, Message-ID, To.
+    assert!(fields.iter().any(|(n, _)| n == "Message-ID"));
+    assert!(fields
+        .iter()
+        .any(|(n, v)| n == "To" && v == "bob@example.org"));
+
+    // Legacy wrapper: message/rfc822; forwarded=no inside the signature.
+    let wrapped = format!(
+        "Content-Type: message/rfc822; forwarded=no\r\n\r\nFrom: alice@example.org\r\nSubject: wrapped subject\r\nContent-Type: text/plain\r\n\r\n{SECRET}\r\n"
+    );
+    let signed = sign_as(&p.alice, false, &[], wrapped.as_bytes());
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], &signed);
+    let msg = message("alice@example.org", "bob@example.org", "...", &enc);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    assert!(text.contains(SECRET));
+    assert!(
+        header_fields(&out)
+            .iter()
+            .any(|(n, v)| n == "Subject" && v == "wrapped subject"),
+        "{text}"
+    );
+    assert!(text.contains("Content-Type: text/plain"), "{text}");
+}
+
+/// A signature covering a multipart/mixed that holds an encrypted part: the signature is the
+/// message's (valid), the encrypted part below the root is not decrypted.
+#[test]
+fn signed_multipart_with_encrypted_part_is_valid_and_partial() {
+    let p = pki();
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET));
+    let enc = enc
+        .strip_prefix(b"MIME-Version: 1.0\n")
+        .unwrap_or(&enc)
+        .to_vec();
+    let mixed = [
+        b"Content-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\nsee the attachment\r\n--m\r\n".as_slice(),
+        &enc,
+        b"\r\n--m--\r\n",
     ]
     .concat();
-    let out = filter_as(Some(&p.bob), &[], &msg);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let signed = sign_as(&p.alice, true, &[], &mixed);
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "signed mixed",
+        &signed,
     );
-    let st = status_of(&out.stdout);
-    assert_eq!(status_word(&st, "encryption"), Some("decrypted"), "{st}");
-    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("hello from alice"));
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert_eq!(status_word(&st, "partial"), Some("encrypted"), "{st}");
+    assert!(!text.contains(SECRET));
 }

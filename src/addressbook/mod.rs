@@ -395,10 +395,10 @@ fn carried_certificates(message: &[u8]) -> Vec<X509> {
 
 /// Records the certificates of the verified signers of a processed inbound message
 /// (`smimed filter` with a configured store), with the intermediate CA certificates the
-/// message carried (looked for in the input and in the processed output, which keeps a
-/// multipart/signed found inside an encryption). Failures are logged, never fatal: harvesting
+/// message carried (looked for in the input when it was read into memory, and in the processed
+/// output, which keeps a multipart/signed found inside an encryption). Failures are logged, never fatal: harvesting
 /// must not stop delivery.
-pub fn harvest(store: &store::Store, processed: &crate::pipeline::Processed, input: &[u8]) {
+pub fn harvest(store: &store::Store, processed: &crate::pipeline::Processed, input: Option<&[u8]>) {
     let mut carried: Option<Vec<X509>> = None;
     for s in processed.harvestable() {
         let Some(cert) = &s.cert else { continue };
@@ -410,7 +410,7 @@ pub fn harvest(store: &store::Store, processed: &crate::pipeline::Processed, inp
             }
         }
         let carried = carried.get_or_insert_with(|| {
-            let mut v = carried_certificates(input);
+            let mut v = input.map(carried_certificates).unwrap_or_default();
             v.extend(carried_certificates(&processed.output));
             v
         });

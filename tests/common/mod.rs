@@ -102,3 +102,170 @@ pub fn headers(from: &str, to: &str, subject: &str) -> String {
         subject.replace(' ', ".")
     )
 }
+
+/// Outer headers followed by an entity `openssl cms -outform SMIME` (or anything else) wrote;
+/// the entity's own leading `MIME-Version` line is dropped (the outer headers carry one).
+pub fn message(from: &str, to: &str, subject: &str, entity: &[u8]) -> Vec<u8> {
+    let mut body = entity;
+    for prefix in [&b"MIME-Version: 1.0\r\n"[..], b"MIME-Version: 1.0\n"] {
+        if let Some(rest) = body.strip_prefix(prefix) {
+            body = rest;
+        }
+    }
+    [headers(from, to, subject).as_bytes(), body].concat()
+}
+
+/// `openssl cms -sign` as `signer` (with the intermediate CA certificate): `detached` gives multipart/signed,
+/// else opaque application/pkcs7-mime. `extra` is appended to the arguments.
+pub fn sign_as(signer: &pki::User, detached: bool, extra: &[&str], entity: &[u8]) -> Vec<u8> {
+    let mut args = vec![
+        "cms",
+        "-sign",
+        "-signer",
+        path_str(&signer.cert_path),
+        "-inkey",
+        path_str(&signer.key_path),
+        "-certfile",
+        path_str(&pki::pki().intermediate_path),
+        "-outform",
+        "SMIME",
+    ];
+    if !detached {
+        args.push("-nodetach");
+    }
+    args.extend_from_slice(extra);
+    openssl(&args, entity)
+}
+
+/// `openssl cms -encrypt EXTRA... CERTS...` (S/MIME output).
+pub fn encrypt_to(recipients: &[&pki::User], extra: &[&str], entity: &[u8]) -> Vec<u8> {
+    let mut args = vec!["cms", "-encrypt", "-outform", "SMIME"];
+    args.extend_from_slice(extra);
+    for r in recipients {
+        args.push(path_str(&r.cert_path));
+    }
+    openssl(&args, entity)
+}
+
+/// The header fields of a message (up to the blank line), each unfolded, as (name, value).
+pub fn header_fields(out: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(out);
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((n, v)) = line.split_once(':') {
+            fields.push((n.to_string(), v.trim().to_string()));
+        }
+    }
+    fields
+}
+
+/// How many X-Smime-Status fields a message has.
+pub fn status_count(out: &[u8]) -> usize {
+    header_fields(out)
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("X-Smime-Status"))
+        .count()
+}
+
+/// The unfolded Authentication-Results values carrying `authserv_id`.
+pub fn ar_values(out: &[u8], authserv_id: &str) -> Vec<String> {
+    header_fields(out)
+        .into_iter()
+        .filter(|(n, v)| {
+            n.eq_ignore_ascii_case("Authentication-Results")
+                && v.split(';').next().map(str::trim) == Some(authserv_id)
+        })
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// The output with our two status fields (the first two fields smimed writes) removed: for
+/// byte-comparing "nothing else changed" against the input.
+pub fn strip_our_status(out: &[u8]) -> Vec<u8> {
+    let mut pos = 0;
+    let mut removed = 0;
+    while removed < 2 && pos < out.len() {
+        let rest = &out[pos..];
+        let lower: Vec<u8> = rest.iter().take(40).map(u8::to_ascii_lowercase).collect();
+        if !(lower.starts_with(b"x-smime-status:") || lower.starts_with(b"authentication-results:"))
+        {
+            break;
+        }
+        // The field ends at the first line end not followed by a continuation line.
+        let mut end = pos;
+        loop {
+            let nl = out[end..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(out.len(), |i| end + i + 1);
+            end = nl;
+            if end >= out.len() || !matches!(out[end], b' ' | b'\t') {
+                break;
+            }
+        }
+        pos = end;
+        removed += 1;
+    }
+    out[pos..].to_vec()
+}
+
+/// Runs `smimed filter` and checks what every message must get: exit 0, exactly one
+/// X-Smime-Status. Returns (status value, output as text, raw output).
+pub fn filter_checked(
+    user: Option<&pki::User>,
+    extra: &[&str],
+    msg: &[u8],
+) -> (String, String, Vec<u8>) {
+    let out = filter_as(user, extra, msg);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "smimed filter failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status_count(&out.stdout), 1, "exactly one X-Smime-Status");
+    let st = status_of(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (st, text, out.stdout)
+}
+
+/// Asserts the encryption and signature words of a status.
+#[track_caller]
+pub fn assert_words(st: &str, encryption: &str, signature: &str) {
+    assert_eq!(
+        status_word(st, "encryption"),
+        Some(encryption),
+        "encryption in: {st}"
+    );
+    assert_eq!(
+        status_word(st, "signature"),
+        Some(signature),
+        "signature in: {st}"
+    );
+}
+
+/// Bare LF line endings everywhere (what a Maildir stores).
+pub fn to_lf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if data[i] == b'\r' && data.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(data[i]);
+        i += 1;
+    }
+    out
+}

@@ -1,0 +1,197 @@
+//! Just enough DER to detach the encrypted content of a large EnvelopedData or
+//! AuthEnvelopedData, so that OpenSSL parses only the small structure around it and decrypts the
+//! content from our buffer instead of a copy (`d2i` would duplicate tens of megabytes).
+//!
+//! Invariant: this is an optimisation only. Anything it does not recognise with certainty
+//! (indefinite lengths, a constructed encryptedContent, high tag numbers, any length that does not
+//! fit) yields `None`, and the caller parses the whole DER the ordinary way. Every offset is
+//! checked against the input; nothing here panics.
+
+use std::ops::Range;
+
+/// One TLV: its tag byte, where its content is, and where the whole TLV ends.
+#[derive(Debug, Clone, Copy)]
+struct Tlv {
+    tag: u8,
+    start: usize,
+    content: usize,
+    end: usize,
+}
+
+/// Reads the TLV at `pos` of `data`, DER definite lengths only.
+fn tlv(data: &[u8], pos: usize) -> Option<Tlv> {
+    let tag = *data.get(pos)?;
+    if tag & 0x1f == 0x1f {
+        return None; // high tag number form: not used by these structures
+    }
+    let first = *data.get(pos + 1)?;
+    let (len, hdr) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None; // indefinite length, or absurd
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | usize::from(*data.get(pos + 2 + i)?);
+        }
+        (len, 2 + n)
+    };
+    let content = pos.checked_add(hdr)?;
+    let end = content.checked_add(len)?;
+    if end > data.len() {
+        return None;
+    }
+    Some(Tlv {
+        tag,
+        start: pos,
+        content,
+        end,
+    })
+}
+
+/// The TLVs inside a constructed TLV's content.
+fn children(data: &[u8], parent: Tlv) -> Option<Vec<Tlv>> {
+    let mut out = Vec::new();
+    let mut pos = parent.content;
+    while pos < parent.end {
+        let t = tlv(&data[..parent.end], pos)?;
+        out.push(t);
+        pos = t.end;
+    }
+    Some(out)
+}
+
+fn encode(tag: u8, content: &[&[u8]]) -> Vec<u8> {
+    let len: usize = content.iter().map(|c| c.len()).sum();
+    let mut out = Vec::with_capacity(len + 6);
+    out.push(tag);
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|&&b| b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    for c in content {
+        out.extend_from_slice(c);
+    }
+    out
+}
+
+/// A ContentInfo rewritten without its encrypted content, and where that content is in the
+/// original DER.
+#[derive(Debug)]
+pub struct Detached {
+    pub header: Vec<u8>,
+    pub content: Range<usize>,
+}
+
+/// Splits the encrypted content (a primitive `[0] IMPLICIT OCTET STRING`) out of an
+/// EnvelopedData or AuthEnvelopedData ContentInfo.
+pub fn detach_encrypted_content(der: &[u8]) -> Option<Detached> {
+    let ci = tlv(der, 0)?;
+    if ci.tag != 0x30 {
+        return None;
+    }
+    let ci_kids = children(der, ci)?;
+    let [oid, wrapper] = ci_kids.as_slice() else {
+        return None;
+    };
+    if oid.tag != 0x06 || wrapper.tag != 0xa0 {
+        return None;
+    }
+    let w_kids = children(der, *wrapper)?;
+    let [env] = w_kids.as_slice() else {
+        return None;
+    };
+    if env.tag != 0x30 {
+        return None;
+    }
+    let env_kids = children(der, *env)?;
+    // The (auth)encryptedContentInfo is the first SEQUENCE after the recipientInfos SET.
+    let set_at = env_kids.iter().position(|t| t.tag == 0x31)?;
+    let eci_at = set_at + 1;
+    let eci = *env_kids.get(eci_at)?;
+    if eci.tag != 0x30 {
+        return None;
+    }
+    let eci_kids = children(der, eci)?;
+    let [ctype, alg, content] = eci_kids.as_slice() else {
+        return None;
+    };
+    if ctype.tag != 0x06 || alg.tag != 0x30 || content.tag != 0x80 {
+        return None;
+    }
+    let new_eci = encode(
+        0x30,
+        &[&der[ctype.start..ctype.end], &der[alg.start..alg.end]],
+    );
+    let mut parts: Vec<&[u8]> = env_kids
+        .iter()
+        .take(eci_at)
+        .map(|t| &der[t.start..t.end])
+        .collect();
+    parts.push(&new_eci);
+    parts.extend(
+        env_kids
+            .iter()
+            .skip(eci_at + 1)
+            .map(|t| &der[t.start..t.end]),
+    );
+    let new_env = encode(0x30, &parts);
+    let new_wrapper = encode(0xa0, &[&new_env]);
+    let header = encode(0x30, &[&der[oid.start..oid.end], &new_wrapper]);
+    Some(Detached {
+        header,
+        content: content.content..content.end,
+    })
+}
+
+/// DER of rsaEncryption's OID (1.2.840.113549.1.1.1), content bytes only.
+const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+
+/// The RSAPrivateKey inside an unencrypted PKCS#8 PrivateKeyInfo whose algorithm is
+/// rsaEncryption; None for anything else. Lets the caller use OpenSSL's direct RSA parser instead
+/// of its generic key decoder, whose set-up dominates the cost of a one-message process.
+pub fn pkcs8_rsa_private_key(der: &[u8]) -> Option<&[u8]> {
+    let info = tlv(der, 0)?;
+    if info.tag != 0x30 || info.end != der.len() {
+        return None;
+    }
+    let kids = children(der, info)?;
+    let (version, alg, key) = (kids.first()?, kids.get(1)?, kids.get(2)?);
+    if version.tag != 0x02 || alg.tag != 0x30 || key.tag != 0x04 {
+        return None;
+    }
+    let alg_kids = children(der, *alg)?;
+    let oid = alg_kids.first()?;
+    if oid.tag != 0x06 || &der[oid.content..oid.end] != RSA_ENCRYPTION {
+        return None;
+    }
+    Some(&der[key.content..key.end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_what_it_does_not_know() {
+        assert!(detach_encrypted_content(b"").is_none());
+        assert!(detach_encrypted_content(&[0x30, 0x80, 0, 0]).is_none());
+        assert!(detach_encrypted_content(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
+        assert!(detach_encrypted_content(&[0x30, 0x03, 0x06, 0x01, 0x00]).is_none());
+    }
+
+    #[test]
+    fn long_lengths_round_trip() {
+        let body = vec![7u8; 300];
+        let t = encode(0x04, &[&body]);
+        let parsed = tlv(&t, 0).expect("tlv");
+        assert_eq!(parsed.end, t.len());
+        assert_eq!(&t[parsed.content..parsed.end], body.as_slice());
+    }
+}

