@@ -44,7 +44,7 @@ pub struct Options {
 
 /// One message for the MTA.
 #[derive(Debug, Clone)]
-pub struct Copy {
+pub struct Outgoing {
     pub recipients: Vec<String>,
     pub message: Vec<u8>,
     pub signed: bool,
@@ -120,7 +120,7 @@ pub fn prepare(
     envelope_from: Option<&str>,
     extract: bool,
     input: &[u8],
-) -> Result<Vec<Copy>> {
+) -> Result<Vec<Outgoing>> {
     let eol = mime::eol_of(input);
     let root = mime::split(input);
     let sign_policy = header_policy(&root.fields, "X-Smime-Sign")?.unwrap_or(opts.sign);
@@ -262,7 +262,7 @@ pub fn prepare(
         }
         out.extend_from_slice(root.separator);
         out.extend_from_slice(root.body);
-        return Ok(vec![Copy {
+        return Ok(vec![Outgoing {
             recipients,
             message: out,
             signed: false,
@@ -335,7 +335,7 @@ pub fn prepare(
     };
 
     if !encrypt {
-        return Ok(vec![Copy {
+        return Ok(vec![Outgoing {
             recipients,
             message: assemble(&protected),
             signed: sign,
@@ -383,7 +383,7 @@ pub fn prepare(
         } else {
             "enveloped-data"
         };
-        copies.push(Copy {
+        copies.push(Outgoing {
             recipients: g.iter().map(|(r, _)| r.clone()).collect(),
             message: assemble(&entity::pkcs7_mime(&der, smime_type)),
             signed: sign,

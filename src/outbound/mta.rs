@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
-use super::Copy;
+use super::Outgoing;
 use crate::error::{exit, Error, Kind, Result};
 
 /// The default MTA command.
@@ -51,7 +51,7 @@ fn check_not_self(prog: &str) -> Result<()> {
 }
 
 /// Runs the MTA once per copy; returns the first non-zero exit code, or 0.
-pub fn deliver(mta: &[String], passthrough: &[String], copies: &[Copy]) -> Result<i32> {
+pub fn deliver(mta: &[String], passthrough: &[String], copies: &[Outgoing]) -> Result<i32> {
     let (prog, fixed) = mta
         .split_first()
         .ok_or_else(|| Error::config("--mta is empty"))?;
