@@ -52,6 +52,10 @@ pub fn run(args: &SendmailArgs) -> Result<i32> {
     }
     let settings = Settings::resolve(&args.common)?;
     let (opts, mta) = outbound::Options::resolve(args, &settings)?;
+    if let Some(prog) = mta.first() {
+        // Before any key is unlocked: an MTA that is smimed itself would loop.
+        outbound::mta::check_not_self(prog)?;
+    }
     let ctx = Context::new(settings);
     let mut input = Vec::new();
     std::io::stdin()

@@ -40,7 +40,7 @@ fn resolve(prog: &str) -> Option<std::path::PathBuf> {
 
 /// Refuses an MTA that is this very program (smimed installed as /usr/sbin/sendmail with the
 /// default `--mta`), which would call itself for ever.
-fn check_not_self(prog: &str) -> Result<()> {
+pub fn check_not_self(prog: &str) -> Result<()> {
     let me = std::env::current_exe().and_then(std::fs::canonicalize).ok();
     match (me, resolve(prog)) {
         (Some(me), Some(target)) if me == target => Err(Error::config(format!(
