@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "smimed",
     version,
-    about = "S/MIME for Unix mail pipelines: decrypt and verify inbound mail",
+    about = "S/MIME for Unix mail pipelines: decrypt and verify inbound mail, sign and encrypt outbound mail",
     long_about = None
 )]
 pub struct Cli {
@@ -48,6 +48,14 @@ pub struct Common {
     /// Largest message (bytes) to process; larger ones pass through with a status.
     #[arg(long, global = true, value_name = "BYTES")]
     pub max_size: Option<u64>,
+    /// Certificate store (address book) folder. Default for sendmail and certs:
+    /// $XDG_DATA_HOME/smimed/certs. The filter harvests signers' certificates only when set.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub certs: Option<PathBuf>,
+    /// vCard file or folder (vdirsyncer, khard) to look recipients' certificates up in.
+    /// Repeatable.
+    #[arg(long = "vcard", global = true, value_name = "PATH")]
+    pub vcard: Vec<PathBuf>,
     /// More log output on stderr (repeat for more). RUST_LOG works too.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -61,6 +69,52 @@ pub enum Command {
     /// Inspect the trust anchors.
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// A sendmail drop-in: sign and encrypt the message on stdin, then hand it to the real MTA.
+    /// Also run when the binary is called as `sendmail` or `smimed-sendmail`. Options:
+    /// --mta CMD, --sign auto|always|never, --encrypt auto|always|never, --opaque, sendmail's
+    /// own flags (-t -i -oi -f ADDR -F NAME …) and recipients. See `smimed sendmail --help`.
+    #[command(disable_help_flag = true)]
+    Sendmail(SendmailCli),
+    /// The address book of recipients' certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+/// `smimed sendmail` takes sendmail's grammar, which clap cannot express: the words are parsed
+/// by `outbound::argv`.
+#[derive(Debug, Args)]
+pub struct SendmailCli {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Import certificates: PEM, DER, PKCS#7, .sst, vCard, or a signed message (.eml) whose
+    /// signature verifies (its signer's certificate and SMIMECapabilities are recorded).
+    Import {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// One line per stored certificate.
+    List,
+    /// Which certificate would be used for ADDRESS, from which source, and why others were
+    /// refused. Exit 1 when none is usable.
+    Lookup {
+        #[arg(value_name = "ADDRESS")]
+        address: String,
+    },
+    /// Remove the stored certificates of ADDRESS, or the one with FINGERPRINT (or a prefix of
+    /// at least 8 hex digits). Exit 1 when nothing matched.
+    Remove {
+        #[arg(value_name = "ADDRESS|FINGERPRINT")]
+        what: String,
+    },
+    /// Print (PEM) the certificate that would be used for ADDRESS. Exit 1 when none.
+    Export {
+        #[arg(value_name = "ADDRESS")]
+        address: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,19 @@ pub struct FileConfig {
     pub crl: Vec<PathBuf>,
     pub authserv_id: Option<String>,
     pub max_size: Option<u64>,
+    /// Local certificate store (address book) folder.
+    pub certs: Option<PathBuf>,
+    /// vCard files or folders to look certificates up in.
+    #[serde(default)]
+    pub vcard: Vec<PathBuf>,
+    /// `smimed sendmail`: the real MTA command.
+    pub mta: Option<String>,
+    /// `smimed sendmail`: auto, always or never.
+    pub sign: Option<String>,
+    /// `smimed sendmail`: auto, always or never.
+    pub encrypt: Option<String>,
+    /// `smimed sendmail`: opaque signed-data instead of multipart/signed.
+    pub opaque: Option<bool>,
 }
 
 /// Where the passphrase of an encrypted key comes from, in this order.
@@ -55,6 +68,22 @@ pub struct Settings {
     pub max_size: u64,
     /// Where the config file was read from, if any.
     pub config_path: Option<PathBuf>,
+    /// Certificate store folder, when configured (`--certs` / `certs`). The inbound side
+    /// harvests only when it is set; the outbound side falls back to the default folder.
+    pub certs: Option<PathBuf>,
+    /// vCard paths (`--vcard` / `vcard`).
+    pub vcard: Vec<PathBuf>,
+    /// The file's outbound keys, for `smimed sendmail` to merge its own flags over.
+    pub outbound: OutboundFile,
+}
+
+/// The outbound keys of the config file, as written.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundFile {
+    pub mta: Option<String>,
+    pub sign: Option<String>,
+    pub encrypt: Option<String>,
+    pub opaque: Option<bool>,
 }
 
 fn expand(p: &Path, base: Option<&Path>) -> PathBuf {
@@ -172,6 +201,18 @@ impl Settings {
             crls: pick(&flags.crl, &file.crl),
             authserv_id,
             max_size: flags.max_size.or(file.max_size).unwrap_or(DEFAULT_MAX_SIZE),
+            certs: flags
+                .certs
+                .as_deref()
+                .map(|p| expand(p, None))
+                .or_else(|| file.certs.as_deref().map(|p| expand(p, base.as_deref()))),
+            vcard: pick(&flags.vcard, &file.vcard),
+            outbound: OutboundFile {
+                mta: file.mta,
+                sign: file.sign,
+                encrypt: file.encrypt,
+                opaque: file.opaque,
+            },
             config_path: path,
         })
     }

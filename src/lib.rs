@@ -4,6 +4,7 @@
 //! for the module map, the data flow and the invariants.
 #![deny(unsafe_code)]
 
+pub mod addressbook;
 pub mod ber;
 pub mod certs;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod keys;
 pub mod mime;
 pub mod ossl;
+pub mod outbound;
 pub mod pipeline;
 pub mod sst;
 pub mod status;

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 
-use smimed::cli::{Cli, Command};
+use smimed::cli::{Cli, Command, Common};
 use smimed::cmd;
 use smimed::config::Settings;
 use smimed::error::{exit, Error};
@@ -26,10 +26,59 @@ fn run(cli: Cli) -> Result<i32, Error> {
     match &cli.command {
         Command::Filter(args) => cmd::filter::run(args, settings),
         Command::Trust(t) => cmd::trust::run(t, settings),
+        Command::Certs(c) => cmd::certs::run(c, settings),
+        Command::Sendmail(s) => {
+            // Global options given before `sendmail` (`smimed --key K sendmail …`) join those
+            // given after it.
+            let mut args = smimed::outbound::argv::parse(&s.args)?;
+            merge_common(&mut args.common, &cli.common);
+            cmd::sendmail::run(&args)
+        }
+    }
+}
+
+fn merge_common(into: &mut Common, from: &Common) {
+    into.config = into.config.take().or_else(|| from.config.clone());
+    into.key.extend(from.key.iter().cloned());
+    into.passphrase_file = into
+        .passphrase_file
+        .take()
+        .or_else(|| from.passphrase_file.clone());
+    into.passphrase_command = into
+        .passphrase_command
+        .take()
+        .or_else(|| from.passphrase_command.clone());
+    into.trust.extend(from.trust.iter().cloned());
+    into.crl.extend(from.crl.iter().cloned());
+    into.authserv_id = into.authserv_id.take().or_else(|| from.authserv_id.clone());
+    into.max_size = into.max_size.or(from.max_size);
+    into.certs = into.certs.take().or_else(|| from.certs.clone());
+    into.vcard.extend(from.vcard.iter().cloned());
+    into.verbose = into.verbose.saturating_add(from.verbose);
+}
+
+/// `sendmail` / `smimed-sendmail` / `smimed sendmail …`: sendmail's grammar, not clap's.
+fn sendmail_main(words: &[String]) -> i32 {
+    let result = smimed::outbound::argv::parse(words).and_then(|args| {
+        init_logging(args.common.verbose);
+        cmd::sendmail::run(&args)
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("smimed: {e}");
+            e.exit_code()
+        }
     }
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if let Some(words) = cmd::sendmail::sendmail_words(&argv) {
+        std::process::exit(sendmail_main(words));
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -17,7 +17,7 @@ use std::ptr;
 
 use foreign_types::{ForeignType, ForeignTypeRef};
 use openssl::asn1::{Asn1IntegerRef, Asn1Time, Asn1TimeRef};
-use openssl::cms::CmsContentInfoRef;
+use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
 use openssl::nid::Nid;
 use openssl::stack::{Stack, StackRef};
 use openssl::x509::store::X509StoreBuilderRef;
@@ -682,5 +682,348 @@ pub fn store_add_crl(
         Ok(())
     } else {
         Err(openssl::error::ErrorStack::get())
+    }
+}
+
+// ================================================================================================
+// Outbound: signing with our own signed attributes, encrypting with per-recipient key parameters
+// (RSA-OAEP, ECDH with a SHA-256 KDF), and reading SMIMECapabilities. Owned by the sendmail side.
+// Invariants as above: every object created here is owned by a crate type or freed on every path.
+// ================================================================================================
+
+/// CMS_CADES (not exported by openssl-sys): adds the ESS signingCertificateV2 attribute.
+const CMS_CADES: c_uint = 0x10_0000;
+const RSA_PKCS1_OAEP_PADDING: c_int = 4;
+
+#[allow(non_camel_case_types)]
+type CMS_SignerInfoPtr = *mut c_void;
+
+extern "C" {
+    fn CMS_add1_signer(
+        cms: *mut ffi::CMS_ContentInfo,
+        signer: *mut ffi::X509,
+        pk: *mut ffi::EVP_PKEY,
+        md: *const ffi::EVP_MD,
+        flags: c_uint,
+    ) -> CMS_SignerInfoPtr;
+    fn CMS_add_smimecap(si: CMS_SignerInfoPtr, algs: *mut ffi::OPENSSL_STACK) -> c_int;
+    fn PKCS7_simple_smimecap(sk: *mut ffi::OPENSSL_STACK, nid: c_int, arg: c_int) -> c_int;
+    fn CMS_signed_add1_attr_by_NID(
+        si: CMS_SignerInfoPtr,
+        nid: c_int,
+        attrtype: c_int,
+        bytes: *const c_void,
+        len: c_int,
+    ) -> c_int;
+    fn CMS_final(
+        cms: *mut ffi::CMS_ContentInfo,
+        data: *mut ffi::BIO,
+        dcont: *mut ffi::BIO,
+        flags: c_uint,
+    ) -> c_int;
+    fn CMS_add1_recipient_cert(
+        cms: *mut ffi::CMS_ContentInfo,
+        recip: *mut ffi::X509,
+        flags: c_uint,
+    ) -> *mut CMS_RecipientInfo;
+    fn CMS_RecipientInfo_get0_pkey_ctx(ri: *mut CMS_RecipientInfo) -> *mut ffi::EVP_PKEY_CTX;
+    #[link_name = "EVP_PKEY_CTX_set_rsa_padding"]
+    fn set_rsa_padding(ctx: *mut ffi::EVP_PKEY_CTX, pad: c_int) -> c_int;
+    #[link_name = "EVP_PKEY_CTX_set_rsa_oaep_md"]
+    fn set_rsa_oaep_md(ctx: *mut ffi::EVP_PKEY_CTX, md: *const ffi::EVP_MD) -> c_int;
+    #[link_name = "EVP_PKEY_CTX_set_rsa_mgf1_md"]
+    fn set_rsa_mgf1_md(ctx: *mut ffi::EVP_PKEY_CTX, md: *const ffi::EVP_MD) -> c_int;
+    #[link_name = "EVP_PKEY_CTX_set_ecdh_kdf_md"]
+    fn set_ecdh_kdf_md(ctx: *mut ffi::EVP_PKEY_CTX, md: *const ffi::EVP_MD) -> c_int;
+    fn d2i_X509_ALGORS(
+        a: *mut *mut ffi::OPENSSL_STACK,
+        pp: *mut *const u8,
+        len: c_long,
+    ) -> *mut ffi::OPENSSL_STACK;
+    fn i2d_ASN1_INTEGER(a: *const ffi::ASN1_INTEGER, out: *mut *mut u8) -> c_int;
+}
+
+/// The content-encryption and key-transport algorithms smimed offers in its SMIMECapabilities,
+/// in our order of preference (RFC 8551 §2.7.1: strongest first, AEAD before CBC).
+pub const OUR_CAPABILITIES: &[Capability] = &[
+    Capability::Aes256Gcm,
+    Capability::Aes128Gcm,
+    Capability::Aes256Cbc,
+    Capability::Aes128Cbc,
+    Capability::RsaOaep,
+];
+
+/// An algorithm named in an SMIMECapabilities attribute that smimed acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    Aes256Gcm,
+    Aes128Gcm,
+    Aes256Cbc,
+    Aes128Cbc,
+    RsaOaep,
+}
+
+impl Capability {
+    fn nid(self) -> c_int {
+        match self {
+            Capability::Aes256Gcm => ffi::NID_aes_256_gcm,
+            Capability::Aes128Gcm => ffi::NID_aes_128_gcm,
+            Capability::Aes256Cbc => ffi::NID_aes_256_cbc,
+            Capability::Aes128Cbc => ffi::NID_aes_128_cbc,
+            Capability::RsaOaep => ffi::NID_rsaesOaep,
+        }
+    }
+    fn from_nid(nid: c_int) -> Option<Capability> {
+        OUR_CAPABILITIES.iter().copied().find(|c| c.nid() == nid)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Aes256Gcm => "aes256-gcm",
+            Capability::Aes128Gcm => "aes128-gcm",
+            Capability::Aes256Cbc => "aes256-cbc",
+            Capability::Aes128Cbc => "aes128-cbc",
+            Capability::RsaOaep => "rsaes-oaep",
+        }
+    }
+}
+
+/// The algorithms a DER SMIMECapabilities value lists that smimed knows, in the sender's order.
+/// None when the value does not decode.
+pub fn parse_capabilities(der: &[u8]) -> Option<Vec<Capability>> {
+    let len = c_long::try_from(der.len()).ok()?;
+    // SAFETY: d2i reads at most `len` bytes; the returned stack of X509_ALGOR is owned here and
+    // freed with its elements before returning; X509_ALGOR_get0 borrows from an element.
+    unsafe {
+        let mut p = der.as_ptr();
+        let st = d2i_X509_ALGORS(ptr::null_mut(), &mut p, len);
+        if st.is_null() {
+            ffi::ERR_clear_error();
+            return None;
+        }
+        let mut out = Vec::new();
+        for i in 0..stack_len(st) {
+            let alg = stack_get(st, i) as *const X509_ALGOR;
+            let mut obj = ptr::null();
+            X509_ALGOR_get0(&mut obj, ptr::null_mut(), ptr::null_mut(), alg);
+            if let Some(c) = Capability::from_nid(ffi::OBJ_obj2nid(obj)) {
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        free_algors(st);
+        Some(out)
+    }
+}
+
+unsafe extern "C" fn free_algor(p: *mut c_void) {
+    // SAFETY: called by OPENSSL_sk_pop_free on each X509_ALGOR element of a stack we own.
+    unsafe { ffi::X509_ALGOR_free(p as *mut ffi::X509_ALGOR) }
+}
+
+/// Frees a stack of X509_ALGOR and its elements.
+///
+/// # Safety
+/// `st` must be an owned STACK_OF(X509_ALGOR) not used afterwards.
+unsafe fn free_algors(st: *mut ffi::OPENSSL_STACK) {
+    // SAFETY: per the contract above.
+    unsafe { ffi::OPENSSL_sk_pop_free(st, Some(free_algor)) }
+}
+
+fn der_length(len: usize, out: &mut Vec<u8>) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|&b| b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend_from_slice(&bytes);
+    }
+}
+
+/// DER of SMIMEEncryptionKeyPreference ::= issuerAndSerialNumber [0] IMPLICIT
+/// IssuerAndSerialNumber (RFC 8551 §2.5.3) for `cert`.
+fn encryption_key_preference(cert: &X509Ref) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    let issuer = cert.issuer_name().to_der()?;
+    // SAFETY: i2d with a NULL output returns the length; the second call writes exactly that many
+    // bytes into a buffer of that size; the serial is borrowed from the certificate.
+    let serial = unsafe {
+        let s = cert.serial_number().as_ptr();
+        let n = i2d_ASN1_INTEGER(s, ptr::null_mut());
+        if n <= 0 {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        let mut buf = vec![0u8; n as usize];
+        let mut p = buf.as_mut_ptr();
+        i2d_ASN1_INTEGER(s, &mut p);
+        buf
+    };
+    let mut out = vec![0xA0];
+    der_length(issuer.len() + serial.len(), &mut out);
+    out.extend_from_slice(&issuer);
+    out.extend_from_slice(&serial);
+    Ok(out)
+}
+
+fn owned_cms(p: *mut ffi::CMS_ContentInfo) -> Result<CmsContentInfo, openssl::error::ErrorStack> {
+    if p.is_null() {
+        Err(openssl::error::ErrorStack::get())
+    } else {
+        // SAFETY: a non-NULL ContentInfo freshly created by OpenSSL that nobody else owns.
+        Ok(unsafe { CmsContentInfo::from_ptr(p) })
+    }
+}
+
+fn mem_bio(data: &[u8]) -> Result<MemBio, openssl::error::ErrorStack> {
+    let len = c_int::try_from(data.len()).map_err(|_| openssl::error::ErrorStack::get())?;
+    // SAFETY: the BIO reads from `data`, which outlives every use of the returned guard (callers
+    // drop it before `data`).
+    let b = unsafe { ffi::BIO_new_mem_buf(data.as_ptr() as *const c_void, len) };
+    if b.is_null() {
+        Err(openssl::error::ErrorStack::get())
+    } else {
+        Ok(MemBio(b))
+    }
+}
+
+/// Signs `content` (already canonical: CRLF, 7-bit) with SHA-256, returning the DER ContentInfo.
+/// Signed attributes: content-type, message-digest, signing-time, SMIMECapabilities
+/// ([`OUR_CAPABILITIES`]), SMIMEEncryptionKeyPreference (the signer's certificate, which is also
+/// its encryption certificate) and ESS signingCertificateV2. The certificate and `chain` are
+/// included. `detached` leaves the content out (multipart/signed).
+pub fn sign_der(
+    cert: &X509Ref,
+    key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+    chain: &[X509],
+    content: &[u8],
+    detached: bool,
+) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    let mut certs: Stack<X509> = Stack::new()?;
+    for c in chain {
+        certs.push(c.clone())?;
+    }
+    let detach = if detached { ffi::CMS_DETACHED } else { 0 };
+    let keypref = encryption_key_preference(cert)?;
+    // SAFETY: all pointers are valid for the calls; the ContentInfo is owned by `cms` from the
+    // moment it is created; the signer info is borrowed from it; the capability stack is owned
+    // here and freed on every path; the content BIO guard outlives CMS_final.
+    unsafe {
+        let cms = owned_cms(ffi::CMS_sign(
+            ptr::null_mut(),
+            ptr::null_mut(),
+            certs.as_ptr(),
+            ptr::null_mut(),
+            ffi::CMS_PARTIAL | ffi::CMS_BINARY | ffi::CMS_NOSMIMECAP | detach,
+        ))?;
+        let si = CMS_add1_signer(
+            cms.as_ptr(),
+            cert.as_ptr(),
+            key.as_ptr(),
+            ffi::EVP_sha256(),
+            ffi::CMS_BINARY | ffi::CMS_NOSMIMECAP | CMS_CADES,
+        );
+        if si.is_null() {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        let algs = ffi::OPENSSL_sk_new_null();
+        if algs.is_null() {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        let mut ok = true;
+        for c in OUR_CAPABILITIES {
+            ok &= PKCS7_simple_smimecap(algs, c.nid(), -1) == 1;
+        }
+        ok = ok && CMS_add_smimecap(si, algs) == 1;
+        free_algors(algs);
+        let kp_len =
+            c_int::try_from(keypref.len()).map_err(|_| openssl::error::ErrorStack::get())?;
+        ok = ok
+            && CMS_signed_add1_attr_by_NID(
+                si,
+                ffi::NID_id_smime_aa_encrypKeyPref,
+                ffi::V_ASN1_SEQUENCE,
+                keypref.as_ptr() as *const c_void,
+                kp_len,
+            ) == 1;
+        if !ok {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        let input = mem_bio(content)?;
+        if CMS_final(
+            cms.as_ptr(),
+            input.0,
+            ptr::null_mut(),
+            ffi::CMS_BINARY | detach,
+        ) != 1
+        {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        drop(input);
+        cms.to_der()
+    }
+}
+
+/// One recipient of an encryption: the certificate and whether to use RSA-OAEP (SHA-256) for an
+/// RSA key. EC keys always use ECDH ephemeral-static with a SHA-256 X9.63 KDF.
+pub struct EncryptTo<'a> {
+    pub cert: &'a X509Ref,
+    pub oaep: bool,
+}
+
+/// Encrypts `content` to every recipient: AES-256-GCM (AuthEnvelopedData) when `gcm`, else
+/// AES-256-CBC (EnvelopedData). Returns the DER ContentInfo.
+pub fn encrypt_der(
+    recipients: &[EncryptTo<'_>],
+    content: &[u8],
+    gcm: bool,
+) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    // SAFETY: as in sign_der: the ContentInfo is owned by `cms`; RecipientInfos and their key
+    // contexts are borrowed from it; the content BIO guard outlives CMS_final.
+    unsafe {
+        let cipher = if gcm {
+            ffi::EVP_aes_256_gcm()
+        } else {
+            ffi::EVP_aes_256_cbc()
+        };
+        let cms = owned_cms(ffi::CMS_encrypt(
+            ptr::null_mut(),
+            ptr::null_mut(),
+            cipher,
+            ffi::CMS_BINARY | ffi::CMS_PARTIAL,
+        ))?;
+        for r in recipients {
+            let is_ec = r
+                .cert
+                .public_key()
+                .map(|k| k.id() == openssl::pkey::Id::EC)
+                .unwrap_or(false);
+            let ri = CMS_add1_recipient_cert(cms.as_ptr(), r.cert.as_ptr(), ffi::CMS_KEY_PARAM);
+            if ri.is_null() {
+                return Err(openssl::error::ErrorStack::get());
+            }
+            let pctx = CMS_RecipientInfo_get0_pkey_ctx(ri);
+            if is_ec {
+                if pctx.is_null() || set_ecdh_kdf_md(pctx, ffi::EVP_sha256()) <= 0 {
+                    return Err(openssl::error::ErrorStack::get());
+                }
+            } else if r.oaep
+                && (pctx.is_null()
+                    || set_rsa_padding(pctx, RSA_PKCS1_OAEP_PADDING) <= 0
+                    || set_rsa_oaep_md(pctx, ffi::EVP_sha256()) <= 0
+                    || set_rsa_mgf1_md(pctx, ffi::EVP_sha256()) <= 0)
+            {
+                return Err(openssl::error::ErrorStack::get());
+            }
+        }
+        let input = mem_bio(content)?;
+        if CMS_final(cms.as_ptr(), input.0, ptr::null_mut(), ffi::CMS_BINARY) != 1 {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        drop(input);
+        cms.to_der()
     }
 }

@@ -11,6 +11,9 @@ use crate::pipeline::{self, Context};
 
 pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
     let ctx = Context::new(settings);
+    // The raw message, when it was read into memory: harvesting looks in it for the
+    // intermediates a signature carried.
+    let mut in_memory: Option<Vec<u8>> = None;
     let processed = match &args.input {
         Some(p) => {
             let f = std::fs::File::open(p).map_err(|e| Error::io(p.display(), e))?;
@@ -25,7 +28,9 @@ pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
                 .read_to_end(&mut buf)
                 .map_err(read_err)?;
             if (buf.len() as u64) < pipeline::LARGE_MESSAGE {
-                pipeline::process(&ctx, &buf)?
+                let processed = pipeline::process(&ctx, &buf)?;
+                in_memory = Some(buf);
+                processed
             } else {
                 // A large message goes to an unnamed temporary file (mode 0600, gone when
                 // closed) so that its raw bytes are not held in memory while it is decoded.
@@ -39,6 +44,12 @@ pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
             }
         }
     };
+    if let Some(dir) = &ctx.settings.certs {
+        // Only verified signers of From are harvested (see `Processed::harvestable`).
+        let store = crate::addressbook::store::Store::new(dir.clone());
+        crate::addressbook::harvest(&store, &processed, in_memory.as_deref());
+    }
+    drop(in_memory);
     log::info!("{}", processed.status.x_smime_status());
     match &args.output {
         Some(p) => std::fs::write(p, &processed.output).map_err(|e| Error::io(p.display(), e))?,

@@ -71,6 +71,8 @@ pub struct Pki {
     pub noemail: User,
     /// RSA-2048, under a root that is not in the trust file.
     pub untrusted: User,
+    /// EC P-256, bob@example.org again, issued a day after `bob` (for "newest wins").
+    pub bob_renewed: User,
 }
 
 fn rsa() -> PKey<Private> {
@@ -391,9 +393,33 @@ fn generate() -> Pki {
         730,
         true,
     );
+    // bob's renewed certificate (EC, issued a day after his first): "the newest valid one wins".
+    let bob_renewed = {
+        let key = ec();
+        let cert = make_cert(Spec {
+            cn: "bob",
+            email: Some("bob@example.org"),
+            key: &key,
+            issuer: Some((&intermediate, &int_key)),
+            ca: false,
+            days_from: 0,
+            days_to: 730,
+            eku_email: true,
+            serial: 200,
+        });
+        write_user(
+            &dir,
+            "bob-renewed",
+            "bob@example.org",
+            key,
+            cert,
+            &[&intermediate],
+        )
+    };
     Pki {
         dir,
         _tmp: tmp,
+        bob_renewed,
         root,
         root_path,
         intermediate,

@@ -1,0 +1,423 @@
+//! The address book: where recipients' certificates come from, and which one is used.
+//!
+//! Sources implement [`CertSource`] and are asked in a fixed order: the local store
+//! ([`store::Store`], `--certs DIR`), then vCard files ([`vcard::VcardSource`], `--vcard PATH`),
+//! then LDAP (a later issue adds it as one more `CertSource`). The first source that yields a
+//! usable certificate wins; within a source, the usable certificate with the latest notBefore.
+//!
+//! Invariants: a certificate is used for encryption only when [`check_for_encryption`] accepts
+//! it for that address, now: its path reaches a configured trust anchor, it is within its
+//! validity, its key usage allows encryption (keyEncipherment for RSA, keyAgreement for EC), its
+//! EKU (when present) allows emailProtection, and its SAN or subject carries the address
+//! (compared without regard to ASCII case). Every refusal is kept with its reason, so that
+//! `smimed certs lookup` can explain the choice. Recorded SMIMECapabilities come only from the
+//! local store, which harvests them only from verified mail.
+
+pub mod store;
+pub mod vcard;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use openssl::pkey::Id;
+use openssl::stack::Stack;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::{X509StoreContext, X509VerifyResult, X509};
+
+use crate::certs;
+use crate::error::{Error, Result};
+use crate::ossl::{self, Capability};
+use crate::trust::TrustStore;
+
+/// X509v3_KU_KEY_ENCIPHERMENT / X509v3_KU_KEY_AGREEMENT.
+const KU_KEY_ENCIPHERMENT: u32 = 0x0020;
+const KU_KEY_AGREEMENT: u32 = 0x0008;
+/// XKU_SMIME / XKU_ANYEKU.
+const XKU_SMIME: u32 = 0x4;
+const XKU_ANYEKU: u32 = 0x100;
+
+/// A certificate a source offers for an address.
+#[derive(Clone)]
+pub struct Candidate {
+    pub cert: X509,
+    /// Human-readable origin: `store`, `vcard FILE`, …
+    pub source: String,
+    /// The algorithms the owner advertised (from verified mail), in their order, if known.
+    pub capabilities: Option<Vec<Capability>>,
+}
+
+/// Something that can list certificates for an address (local store, vCard, LDAP).
+pub trait CertSource: Send + Sync {
+    /// Short name for messages (`store`, `vcard`, `ldap`).
+    fn name(&self) -> &str;
+    /// Every certificate this source holds that names `addr` (usable or not).
+    fn find(&self, addr: &str) -> Result<Vec<Candidate>>;
+    /// Certificates that may complete a path (intermediate CAs) this source holds.
+    fn intermediates(&self) -> Vec<X509> {
+        Vec::new()
+    }
+    /// Recorded capabilities for a certificate found elsewhere (by SHA-256 fingerprint).
+    fn capabilities_of(&self, _fingerprint: &str) -> Option<Vec<Capability>> {
+        None
+    }
+}
+
+/// The result of looking an address up.
+pub struct Lookup {
+    pub address: String,
+    pub chosen: Option<Candidate>,
+    /// Certificates seen and not used, each with the reason.
+    pub refused: Vec<(Candidate, String)>,
+}
+
+/// Loads the trust anchors when first needed (`pipeline::Context::trust`).
+pub type TrustLoader<'a> = dyn Fn() -> Result<Arc<TrustStore>> + 'a;
+
+/// The configured sources, in lookup order. The trust anchors are loaded only when a candidate
+/// certificate has to be checked, so that mail to people without certificates does not pay for
+/// reading a system CA bundle.
+pub struct AddressBook<'a> {
+    sources: Vec<Box<dyn CertSource>>,
+    trust: &'a TrustLoader<'a>,
+    verify_store: OnceLock<X509Store>,
+    /// Every source's intermediate CA certificates, read once.
+    intermediates: Vec<X509>,
+    now: i64,
+}
+
+/// Where the address book lives, from flags and the config file.
+#[derive(Debug, Clone, Default)]
+pub struct BookConfig {
+    /// Local store folder (None: the default under $XDG_DATA_HOME).
+    pub certs: Option<PathBuf>,
+    pub vcard: Vec<PathBuf>,
+}
+
+/// `$XDG_DATA_HOME/smimed/certs` (or `~/.local/share/smimed/certs`).
+pub fn default_store_dir() -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .ok_or_else(|| Error::config("no --certs given and neither XDG_DATA_HOME nor HOME set"))?;
+    Ok(base.join("smimed").join("certs"))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A purpose-less store of the email-usable anchors. `TrustStore::store_encrypt` uses OpenSSL's
+/// S/MIME-encryption purpose, which demands keyEncipherment and so rejects every EC
+/// (keyAgreement) certificate; key usage and EKU are checked here instead.
+fn build_verify_store(trust: &TrustStore) -> Result<X509Store> {
+    let err = |e: openssl::error::ErrorStack| Error::software(format!("trust store: {e}"));
+    let mut b = X509StoreBuilder::new().map_err(err)?;
+    for a in trust.anchors.iter().filter(|a| a.cert.email_allowed) {
+        let _ = b.add_cert(a.cert.cert.clone());
+    }
+    b.set_flags(X509VerifyFlags::PARTIAL_CHAIN).map_err(err)?;
+    let _ = openssl::error::ErrorStack::get();
+    Ok(b.build())
+}
+
+impl<'a> AddressBook<'a> {
+    /// The sources in lookup order: the local store (opened read-only here), then vCard paths.
+    pub fn open(config: &BookConfig, trust: &'a TrustLoader<'a>) -> Result<AddressBook<'a>> {
+        let dir = match &config.certs {
+            Some(d) => d.clone(),
+            None => default_store_dir()?,
+        };
+        let mut sources: Vec<Box<dyn CertSource>> = vec![Box::new(store::Store::new(dir))];
+        if !config.vcard.is_empty() {
+            sources.push(Box::new(vcard::VcardSource::new(config.vcard.clone())));
+        }
+        Self::with_sources(sources, trust)
+    }
+
+    /// An address book over the given sources (LDAP is added this way).
+    pub fn with_sources(
+        sources: Vec<Box<dyn CertSource>>,
+        trust: &'a TrustLoader<'a>,
+    ) -> Result<Self> {
+        let intermediates = sources.iter().flat_map(|s| s.intermediates()).collect();
+        Ok(AddressBook {
+            sources,
+            trust,
+            verify_store: OnceLock::new(),
+            intermediates,
+            now: now(),
+        })
+    }
+
+    fn verify_store(&self) -> Result<&X509Store> {
+        if let Some(s) = self.verify_store.get() {
+            return Ok(s);
+        }
+        let built = build_verify_store(&*(self.trust)()?)?;
+        Ok(self.verify_store.get_or_init(|| built))
+    }
+
+    /// Whether `cert` may encrypt to `addr` now (see [`check_for_encryption`]): Ok(Err(reason))
+    /// when it may not; Err only when the trust anchors cannot be loaded.
+    pub fn check(&self, cert: &X509, addr: &str) -> Result<std::result::Result<(), String>> {
+        Ok(check_for_encryption(
+            cert,
+            addr,
+            self.verify_store()?,
+            &self.intermediates,
+            self.now,
+        ))
+    }
+
+    /// The SMIMECapabilities recorded for a certificate by any source, if any.
+    pub fn recorded_capabilities(&self, cert: &X509) -> Option<Vec<Capability>> {
+        let fp = certs::fingerprint(cert);
+        self.sources.iter().find_map(|s| s.capabilities_of(&fp))
+    }
+
+    /// Looks `addr` up in every source in order; the first source with a usable certificate wins.
+    pub fn lookup(&self, addr: &str) -> Result<Lookup> {
+        let addr = addr.trim().to_string();
+        let mut refused = Vec::new();
+        for s in &self.sources {
+            let mut usable = Vec::new();
+            for mut c in s.find(&addr)? {
+                match self.check(&c.cert, &addr)? {
+                    Ok(()) => {
+                        if c.capabilities.is_none() {
+                            c.capabilities = self.recorded_capabilities(&c.cert);
+                        }
+                        usable.push(c)
+                    }
+                    Err(why) => refused.push((c, why)),
+                }
+            }
+            // Newest first: the latest notBefore wins.
+            usable.sort_by(|a, b| {
+                let t = |c: &Candidate| certs::unix_time(c.cert.not_before()).unwrap_or(0);
+                t(b).cmp(&t(a))
+            });
+            let mut it = usable.into_iter();
+            if let Some(best) = it.next() {
+                for older in it {
+                    refused.push((older, String::from("a newer usable certificate exists")));
+                }
+                return Ok(Lookup {
+                    address: addr,
+                    chosen: Some(best),
+                    refused,
+                });
+            }
+        }
+        Ok(Lookup {
+            address: addr,
+            chosen: None,
+            refused,
+        })
+    }
+}
+
+/// Whether `cert` may be used to encrypt to `addr` now; Err names the first reason it may not.
+pub fn check_for_encryption(
+    cert: &X509,
+    addr: &str,
+    store: &X509Store,
+    untrusted: &[X509],
+    now: i64,
+) -> std::result::Result<(), String> {
+    if !certs::has_address(cert, addr) {
+        return Err(format!("not issued to {addr}"));
+    }
+    let nb = certs::unix_time(cert.not_before()).unwrap_or(i64::MAX);
+    let na = certs::unix_time(cert.not_after()).unwrap_or(i64::MIN);
+    if now < nb {
+        return Err(String::from("not yet valid"));
+    }
+    if now > na {
+        return Err(format!(
+            "expired {}",
+            certs::time_to_string(cert.not_after())
+        ));
+    }
+    let key = cert
+        .public_key()
+        .map_err(|_| String::from("unreadable public key"))?;
+    let ku = ossl::key_usage(cert);
+    match key.id() {
+        Id::RSA => {
+            if ku.is_some_and(|k| k & KU_KEY_ENCIPHERMENT == 0) {
+                return Err(String::from("key usage lacks keyEncipherment"));
+            }
+            if key.bits() < 2048 {
+                return Err(format!("RSA key of {} bits is too weak", key.bits()));
+            }
+        }
+        Id::EC => {
+            if ku.is_some_and(|k| k & KU_KEY_AGREEMENT == 0) {
+                return Err(String::from("key usage lacks keyAgreement"));
+            }
+        }
+        _ => return Err(String::from("key type cannot encrypt (need RSA or EC)")),
+    }
+    if let Some(xku) = ossl::ext_key_usage(cert) {
+        if xku & (XKU_SMIME | XKU_ANYEKU) == 0 {
+            return Err(String::from("extended key usage lacks emailProtection"));
+        }
+    }
+    let verified = (|| -> std::result::Result<X509VerifyResult, openssl::error::ErrorStack> {
+        let mut chain = Stack::new()?;
+        for c in untrusted {
+            chain.push(c.clone())?;
+        }
+        let mut ctx = X509StoreContext::new()?;
+        ctx.init(store, cert, &chain, |c| {
+            c.verify_cert()?;
+            Ok(c.error())
+        })
+    })();
+    let _ = openssl::error::ErrorStack::get();
+    match verified {
+        Ok(r) if r == X509VerifyResult::OK => Ok(()),
+        Ok(r) => Err(format!("no path to a trust anchor: {}", r.error_string())),
+        Err(e) => Err(format!("path check failed: {e}")),
+    }
+}
+
+/// One line describing a certificate: fingerprint, subject, addresses, not-after.
+pub fn describe(cert: &X509) -> String {
+    format!(
+        "{}  {}  <{}>  until {}",
+        certs::fingerprint(cert),
+        certs::name_to_string(cert.subject_name()),
+        certs::email_addresses(cert).join(", "),
+        certs::time_to_string(cert.not_after())
+    )
+}
+
+/// What `smimed certs import` stored from one file.
+pub struct Imported {
+    pub cert: X509,
+    /// False when the store already held it.
+    pub new: bool,
+    /// Recorded from a verified signed message (with its capabilities).
+    pub harvested: bool,
+}
+
+/// Imports every certificate of `data` into `store`: vCard KEYs, PEM/DER/PKCS#7/.sst, or the
+/// signer of a signed message, which is taken only when the inbound pipeline judged its
+/// signature valid and its signer the From address (then with its SMIMECapabilities).
+pub fn import(
+    store: &store::Store,
+    ctx: &crate::pipeline::Context,
+    data: &[u8],
+) -> Result<Vec<Imported>> {
+    let mut out = Vec::new();
+    if vcard::is_vcard(data) {
+        for c in vcard::certificates(&String::from_utf8_lossy(data)) {
+            out.push(Imported {
+                new: store.add(&c, "import")?,
+                cert: c,
+                harvested: false,
+            });
+        }
+        return Ok(out);
+    }
+    if let Ok(list) = certs::read_certificates(data) {
+        for c in list {
+            out.push(Imported {
+                new: store.add(&c.cert, "import")?,
+                cert: c.cert,
+                harvested: false,
+            });
+        }
+        return Ok(out);
+    }
+    let head = crate::mime::split(data);
+    if head.first("Content-Type").is_none() && head.first("From").is_none() {
+        return Err(Error::data(
+            "neither a certificate (PEM, DER, PKCS#7, .sst), a vCard nor a mail message",
+        ));
+    }
+    let processed = crate::pipeline::process(ctx, data)?;
+    for s in processed.harvestable() {
+        if let Some(cert) = &s.cert {
+            let before = store
+                .entries()
+                .iter()
+                .any(|e| e.fingerprint == certs::fingerprint(cert));
+            store.harvest(cert, s.smime_capabilities.as_deref(), s.signing_time, now())?;
+            out.push(Imported {
+                cert: cert.clone(),
+                new: !before,
+                harvested: true,
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::data(format!(
+            "message has no valid signature by its From address ({}): nothing imported",
+            processed.status.x_smime_status()
+        )));
+    }
+    Ok(out)
+}
+
+/// Certificates carried by the signatures of a message (multipart/signed signature parts and
+/// opaque signed-data parts, at any depth): the intermediates a harvested signer needs.
+fn carried_certificates(message: &[u8]) -> Vec<X509> {
+    fn walk(p: &mailparse::ParsedMail<'_>, depth: usize, out: &mut Vec<X509>) {
+        let t = p.ctype.mimetype.to_ascii_lowercase();
+        if t.ends_with("pkcs7-signature") || t.ends_with("pkcs7-mime") {
+            if let Ok(der) = p.get_body_raw() {
+                if let Ok(cms) = openssl::cms::CmsContentInfo::from_der(&der) {
+                    out.extend(ossl::embedded_certs(&cms));
+                }
+            }
+        }
+        if depth < 8 {
+            for c in &p.subparts {
+                walk(c, depth + 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(parsed) = mailparse::parse_mail(message) {
+        walk(&parsed, 0, &mut out);
+    }
+    let _ = openssl::error::ErrorStack::get();
+    out
+}
+
+/// Records the certificates of the verified signers of a processed inbound message
+/// (`smimed filter` with a configured store), with the intermediate CA certificates the
+/// message carried (looked for in the input when it was read into memory, and in the processed
+/// output, which keeps a multipart/signed found inside an encryption). Failures are logged, never fatal: harvesting
+/// must not stop delivery.
+pub fn harvest(store: &store::Store, processed: &crate::pipeline::Processed, input: Option<&[u8]>) {
+    let mut carried: Option<Vec<X509>> = None;
+    for s in processed.harvestable() {
+        let Some(cert) = &s.cert else { continue };
+        match store.harvest(cert, s.smime_capabilities.as_deref(), s.signing_time, now()) {
+            Ok(r) => log::info!("harvest {}: {r:?}", certs::fingerprint(cert)),
+            Err(e) => {
+                log::warn!("harvest {}: {e}", certs::fingerprint(cert));
+                continue;
+            }
+        }
+        let carried = carried.get_or_insert_with(|| {
+            let mut v = input.map(carried_certificates).unwrap_or_default();
+            v.extend(carried_certificates(&processed.output));
+            v
+        });
+        for ca in carried.iter().filter(|c| store::is_ca(c)) {
+            if let Err(e) = store.add(ca, "harvest") {
+                log::warn!("harvest intermediate {}: {e}", certs::fingerprint(ca));
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! `smimed sendmail` (also argv[0] `sendmail` / `smimed-sendmail`): read the message, let
+//! `outbound::prepare` build every copy, hand them to the MTA, exit with the MTA's code.
+
+use std::io::Read;
+
+use crate::config::Settings;
+use crate::error::{exit, Error, Result};
+use crate::outbound::{self, argv::SendmailArgs};
+use crate::pipeline::Context;
+
+/// Names under which the binary acts as sendmail.
+const SENDMAIL_NAMES: &[&str] = &["sendmail", "smimed-sendmail"];
+
+pub const USAGE: &str = "\
+usage: smimed sendmail [OPTIONS] [SENDMAIL-FLAGS] [--] RECIPIENT...
+       (also as a link named sendmail or smimed-sendmail)
+
+Signs and encrypts the message on stdin, then runs the real MTA with the same flags and the
+recipients as arguments. Its exit code is ours; our own failures use sysexits.h codes and the
+MTA is then never run.
+
+  --mta CMD                 the real sendmail (default /usr/sbin/sendmail), split like a shell
+  --sign auto|always|never  auto: sign when an identity (--key) for the sender exists
+  --encrypt auto|always|never
+                            auto: encrypt when every recipient and the sender have a usable
+                            certificate
+  --opaque                  opaque signed-data instead of multipart/signed
+  --certs DIR, --vcard PATH address book; --key, --trust, --passphrase-*, --config as usual
+  -t                        recipients from To, Cc and Bcc as well
+  -f ADDR, -F NAME, -i, -oi, -oem, -B…, -N…, -R…, -V…  passed on to the MTA
+Per message: X-Smime-Sign: yes|no and X-Smime-Encrypt: yes|no (removed before sending).
+";
+
+/// When the process should act as sendmail: the argument words after the command name.
+pub fn sendmail_words(argv: &[String]) -> Option<&[String]> {
+    let name = argv
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())?;
+    if SENDMAIL_NAMES.contains(&name.as_str()) {
+        return Some(&argv[1..]);
+    }
+    if argv.get(1).map(String::as_str) == Some("sendmail") {
+        return Some(&argv[2..]);
+    }
+    None
+}
+
+pub fn run(args: &SendmailArgs) -> Result<i32> {
+    if args.help {
+        print!("{USAGE}");
+        return Ok(exit::OK);
+    }
+    let settings = Settings::resolve(&args.common)?;
+    let (opts, mta) = outbound::Options::resolve(args, &settings)?;
+    if let Some(prog) = mta.first() {
+        // Before any key is unlocked: an MTA that is smimed itself would loop.
+        outbound::mta::check_not_self(prog)?;
+    }
+    let ctx = Context::new(settings);
+    let mut input = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut input)
+        .map_err(|e| Error::io("reading the message from stdin", e))?;
+    let copies = outbound::prepare(
+        &ctx,
+        &opts,
+        &args.recipients,
+        args.envelope_from.as_deref(),
+        args.extract,
+        &input,
+    )?;
+    drop(input);
+    for c in &copies {
+        log::info!(
+            "copy to {} recipient(s): signed={} encrypted={}",
+            c.recipients.len(),
+            c.signed,
+            c.encrypted
+        );
+    }
+    outbound::mta::deliver(&mta, &args.passthrough, &copies)
+}

@@ -1,0 +1,280 @@
+//! The command line of `smimed sendmail`: sendmail's own flags as mail clients pass them (mutt,
+//! neomutt, aerc, git send-email, msmtp users), mixed with smimed's long options. clap cannot
+//! parse sendmail's grammar (`-oi`, `-fADDR`, `-B8BITMIME`, bare recipients after options), so
+//! this is a small hand-written scanner; everything it does not need is passed on to the MTA
+//! untouched, in order.
+//!
+//! Invariants: recipients never reach the MTA as options (they are handed over after `--`);
+//! `-t` is consumed here (recipients are taken from the header instead) and never passed on;
+//! SMTP and queue modes (`-bs`, `-bp`, …) are refused rather than guessed at.
+
+use std::path::PathBuf;
+
+use crate::cli::Common;
+use crate::error::{Error, Result};
+
+/// A policy for signing or encrypting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Sign when an identity for the sender exists; encrypt when every recipient and the sender
+    /// have a usable certificate.
+    Auto,
+    Always,
+    Never,
+}
+
+impl std::str::FromStr for Policy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Policy> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Policy::Auto),
+            "always" | "yes" => Ok(Policy::Always),
+            "never" | "no" => Ok(Policy::Never),
+            other => Err(Error::usage(format!(
+                "policy {other:?}: expected auto, always or never"
+            ))),
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug, Default, Clone)]
+pub struct SendmailArgs {
+    pub common: Common,
+    pub mta: Option<String>,
+    pub sign: Option<Policy>,
+    pub encrypt: Option<Policy>,
+    /// Opaque (application/pkcs7-mime signed-data) instead of multipart/signed.
+    pub opaque: bool,
+    /// Flags for the MTA, in the order given.
+    pub passthrough: Vec<String>,
+    /// Recipients from the command line (already split at commas).
+    pub recipients: Vec<String>,
+    /// `-f ADDR` / `-r ADDR`.
+    pub envelope_from: Option<String>,
+    /// `-t`: take recipients from To, Cc and Bcc too.
+    pub extract: bool,
+    pub help: bool,
+}
+
+/// sendmail flags whose value may be the next argument.
+const WITH_VALUE: &str = "fFrBNRVXCOLhp";
+
+/// Splits a recipient argument that may hold several addresses (`a@x, b@y`, `Name <a@x>`).
+pub fn split_addresses(arg: &str) -> Vec<String> {
+    match mailparse::addrparse(arg) {
+        Ok(list) => {
+            let mut out = Vec::new();
+            for a in list.iter() {
+                match a {
+                    mailparse::MailAddr::Single(s) => out.push(s.addr.trim().to_string()),
+                    mailparse::MailAddr::Group(g) => {
+                        out.extend(g.addrs.iter().map(|s| s.addr.trim().to_string()))
+                    }
+                }
+            }
+            out.retain(|a| !a.is_empty());
+            out
+        }
+        Err(_) => arg
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    }
+}
+
+fn long_value(
+    name: &str,
+    inline: Option<&str>,
+    it: &mut std::slice::Iter<'_, String>,
+) -> Result<String> {
+    match inline {
+        Some(v) => Ok(v.to_string()),
+        None => it
+            .next()
+            .cloned()
+            .ok_or_else(|| Error::usage(format!("--{name} needs a value"))),
+    }
+}
+
+/// Parses the arguments after `sendmail` (or after argv[0] when called as `sendmail`).
+pub fn parse(args: &[String]) -> Result<SendmailArgs> {
+    let mut a = SendmailArgs::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "--" {
+            for r in it.by_ref() {
+                a.recipients.extend(split_addresses(r));
+            }
+            break;
+        }
+        if let Some(long) = arg.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (long, None),
+            };
+            let c = &mut a.common;
+            match name {
+                "mta" => a.mta = Some(long_value(name, inline, &mut it)?),
+                "sign" => a.sign = Some(long_value(name, inline, &mut it)?.parse()?),
+                "encrypt" => a.encrypt = Some(long_value(name, inline, &mut it)?.parse()?),
+                "opaque" => a.opaque = true,
+                "certs" => c.certs = Some(PathBuf::from(long_value(name, inline, &mut it)?)),
+                "vcard" => c
+                    .vcard
+                    .push(PathBuf::from(long_value(name, inline, &mut it)?)),
+                "key" => c
+                    .key
+                    .push(PathBuf::from(long_value(name, inline, &mut it)?)),
+                "trust" => c
+                    .trust
+                    .push(PathBuf::from(long_value(name, inline, &mut it)?)),
+                "crl" => c
+                    .crl
+                    .push(PathBuf::from(long_value(name, inline, &mut it)?)),
+                "config" => c.config = Some(PathBuf::from(long_value(name, inline, &mut it)?)),
+                "passphrase-file" => {
+                    c.passphrase_file = Some(PathBuf::from(long_value(name, inline, &mut it)?))
+                }
+                "passphrase-command" => {
+                    c.passphrase_command = Some(long_value(name, inline, &mut it)?)
+                }
+                "authserv-id" => c.authserv_id = Some(long_value(name, inline, &mut it)?),
+                "max-size" => {
+                    let v = long_value(name, inline, &mut it)?;
+                    c.max_size =
+                        Some(v.parse().map_err(|_| {
+                            Error::usage(format!("--max-size {v:?}: not a number"))
+                        })?);
+                }
+                "verbose" => c.verbose = c.verbose.saturating_add(1),
+                "help" => a.help = true,
+                // An MTA's own long option (msmtp --account=…): pass it on.
+                _ => a.passthrough.push(arg.clone()),
+            }
+            continue;
+        }
+        let Some(flag) = arg.strip_prefix('-') else {
+            a.recipients.extend(split_addresses(arg));
+            continue;
+        };
+        let Some(letter) = flag.chars().next() else {
+            continue; // a lone "-": nothing
+        };
+        match letter {
+            't' if flag == "t" => a.extract = true,
+            'b' => match flag {
+                "bm" => a.passthrough.push(arg.clone()),
+                _ => {
+                    return Err(Error::usage(format!(
+                        "sendmail mode {arg} is not supported by smimed sendmail (only -bm)"
+                    )))
+                }
+            },
+            c if WITH_VALUE.contains(c) => {
+                let attached = &flag[c.len_utf8()..];
+                let value = if attached.is_empty() {
+                    let v = it
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| Error::usage(format!("-{c} needs a value")))?;
+                    a.passthrough.push(arg.clone());
+                    a.passthrough.push(v.clone());
+                    v
+                } else {
+                    a.passthrough.push(arg.clone());
+                    attached.to_string()
+                };
+                if c == 'f' || c == 'r' {
+                    a.envelope_from = Some(value);
+                }
+            }
+            // -i, -oi, -oem, -odb, -v, -U, -G, -n, … : not ours, passed on as given.
+            _ => a.passthrough.push(arg.clone()),
+        }
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> SendmailArgs {
+        parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("parse")
+    }
+
+    #[test]
+    fn neomutt_argv_with_envelope_and_dsn() {
+        let a = p(&[
+            "-oi",
+            "-B8BITMIME",
+            "-f",
+            "alice@example.org",
+            "-N",
+            "failure,delay",
+            "-R",
+            "hdrs",
+            "--",
+            "bob@example.org",
+            "cc@example.org",
+            "secret@example.org",
+        ]);
+        assert_eq!(
+            a.passthrough,
+            [
+                "-oi",
+                "-B8BITMIME",
+                "-f",
+                "alice@example.org",
+                "-N",
+                "failure,delay",
+                "-R",
+                "hdrs"
+            ]
+        );
+        assert_eq!(a.envelope_from.as_deref(), Some("alice@example.org"));
+        assert_eq!(a.recipients.len(), 3);
+        assert!(!a.extract);
+    }
+
+    #[test]
+    fn aerc_bare_addresses_and_attached_values() {
+        let a = p(&[
+            "-oi",
+            "-falice@example.org",
+            "bob@example.org",
+            "carol@example.org",
+        ]);
+        assert_eq!(a.passthrough, ["-oi", "-falice@example.org"]);
+        assert_eq!(a.envelope_from.as_deref(), Some("alice@example.org"));
+        assert_eq!(a.recipients, ["bob@example.org", "carol@example.org"]);
+    }
+
+    #[test]
+    fn our_options_and_t_are_not_passed_on() {
+        let a = p(&[
+            "--mta",
+            "/bin/true -x",
+            "--encrypt=always",
+            "--sign",
+            "never",
+            "-t",
+            "-i",
+            "--account=work",
+            "a@x.org, B <b@y.org>",
+        ]);
+        assert_eq!(a.mta.as_deref(), Some("/bin/true -x"));
+        assert_eq!(a.encrypt, Some(Policy::Always));
+        assert_eq!(a.sign, Some(Policy::Never));
+        assert!(a.extract);
+        assert_eq!(a.passthrough, ["-i", "--account=work"]);
+        assert_eq!(a.recipients, ["a@x.org", "b@y.org"]);
+    }
+
+    #[test]
+    fn smtp_mode_is_refused() {
+        assert!(parse(&["-bs".to_string()]).is_err());
+    }
+}

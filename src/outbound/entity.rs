@@ -1,0 +1,308 @@
+//! Building the MIME entities smimed sends: the content to protect turned into 7-bit, CRLF
+//! canonical form (RFC 8551 §3.1.1-§3.1.3), multipart/signed with protocol and micalg,
+//! application/pkcs7-mime for signed-data, enveloped-data and authEnveloped-data.
+//!
+//! Invariants: what is signed is exactly the bytes placed in the message (no re-folding after
+//! signing); every line of a signed part is 7-bit, at most 998 octets, does not start with
+//! "From " and has no trailing blank, so that no MTA or mbox on the way changes it; text bodies
+//! that need it are re-encoded quoted-printable, other bodies base64, already-encoded bodies are
+//! left alone.
+
+use base64::Engine;
+
+use crate::mime;
+
+/// Nesting of multiparts / message/rfc822 rewritten; deeper ones are base64-wrapped whole.
+const MAX_DEPTH: usize = 32;
+
+fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    body.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+}
+
+/// Whether a body written as-is (7bit/8bit/binary) would not survive transport unchanged.
+fn needs_encoding(body: &[u8]) -> bool {
+    lines(body).any(|l| {
+        l.len() > 998
+            || l.starts_with(b"From ")
+            || l.last().is_some_and(|&b| b == b' ' || b == b'\t')
+            || l.iter().any(|&b| b >= 0x80 || b == 0 || b == b'\r')
+    })
+}
+
+/// Base64 with CRLF line breaks every 76 characters.
+pub fn base64_lines(data: &[u8]) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut out = Vec::with_capacity(b64.len() + b64.len() / 38 + 2);
+    for chunk in b64.as_bytes().chunks(76) {
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn quoted_printable_text(body: &[u8]) -> Vec<u8> {
+    let qp = quoted_printable::encode(mime::canonical_crlf(body));
+    // A line starting "From " gets its F encoded, so that no mbox writer adds a ">".
+    let mut out = Vec::with_capacity(qp.len() + 16);
+    let mut at_line_start = true;
+    let mut i = 0;
+    while i < qp.len() {
+        if at_line_start && qp[i..].starts_with(b"From ") {
+            out.extend_from_slice(b"=46");
+            i += 1;
+            at_line_start = false;
+            continue;
+        }
+        out.push(qp[i]);
+        at_line_start = qp[i] == b'\n';
+        i += 1;
+    }
+    out
+}
+
+fn with_cte(fields: &[mime::Field], cte: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in fields.iter().filter(|f| !f.is("Content-Transfer-Encoding")) {
+        out.extend_from_slice(&mime::canonical_crlf(&f.raw));
+    }
+    out.extend_from_slice(format!("Content-Transfer-Encoding: {cte}\r\n").as_bytes());
+    out
+}
+
+/// One body part of a multipart, split at its boundary lines.
+struct Multipart<'a> {
+    preamble: &'a [u8],
+    parts: Vec<&'a [u8]>,
+    epilogue: &'a [u8],
+}
+
+fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Option<Multipart<'a>> {
+    let delim = format!("--{boundary}");
+    let mut starts = Vec::new(); // (line start, line end incl. EOL, is_close)
+    let mut pos = 0;
+    while pos < body.len() {
+        let end = body[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(body.len(), |i| pos + i + 1);
+        let line = &body[pos..end];
+        let trimmed = {
+            let mut l = line;
+            while let Some((&last, rest)) = l.split_last() {
+                if matches!(last, b'\n' | b'\r' | b' ' | b'\t') {
+                    l = rest;
+                } else {
+                    break;
+                }
+            }
+            l
+        };
+        if let Some(rest) = trimmed.strip_prefix(delim.as_bytes()) {
+            if rest.is_empty() {
+                starts.push((pos, end, false));
+            } else if rest == b"--" {
+                starts.push((pos, end, true));
+                break;
+            }
+        }
+        pos = end;
+    }
+    let close = starts.iter().position(|s| s.2)?;
+    if close == 0 {
+        return None;
+    }
+    let strip_eol = |s: &'a [u8]| -> &'a [u8] {
+        let s = s.strip_suffix(b"\n").unwrap_or(s);
+        s.strip_suffix(b"\r").unwrap_or(s)
+    };
+    let mut parts = Vec::new();
+    for w in starts[..=close].windows(2) {
+        parts.push(strip_eol(&body[w[0].1..w[1].0]));
+    }
+    Some(Multipart {
+        preamble: strip_eol(&body[..starts[0].0]),
+        parts,
+        epilogue: &body[starts[close].1..],
+    })
+}
+
+/// The entity (header fields and body, LF or CRLF) in 7-bit, CRLF canonical form.
+pub fn seven_bit(entity: &[u8]) -> Vec<u8> {
+    seven_bit_at(entity, 0)
+}
+
+fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
+    let e = mime::split(entity);
+    let ct = e.content_type();
+    let mimetype = ct.mimetype.to_ascii_lowercase();
+    let cte = e
+        .first("Content-Transfer-Encoding")
+        .map(|f| f.value().trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let encoded = cte == "base64" || cte == "quoted-printable";
+    if encoded || !needs_encoding(e.body) {
+        if cte == "8bit" || cte == "binary" {
+            // 7-bit content labelled 8bit: say 7bit, so that no MTA converts it on the way.
+            let mut out = with_cte(&e.fields, "7bit");
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&mime::canonical_crlf(e.body));
+            return out;
+        }
+        return mime::canonical_crlf(entity);
+    }
+    if depth < MAX_DEPTH && mimetype.starts_with("multipart/") {
+        if let Some(mp) = ct
+            .params
+            .get("boundary")
+            .and_then(|b| split_multipart(e.body, b))
+        {
+            let boundary = ct.params.get("boundary").cloned().unwrap_or_default();
+            let mut out = with_cte(&e.fields, "7bit");
+            out.extend_from_slice(b"\r\n");
+            if !mp.preamble.is_empty() {
+                out.extend_from_slice(&mime::canonical_crlf(mp.preamble));
+                out.extend_from_slice(b"\r\n");
+            }
+            for p in mp.parts {
+                out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+                out.extend_from_slice(&seven_bit_at(p, depth + 1));
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+            if !needs_encoding(mp.epilogue) {
+                out.extend_from_slice(&mime::canonical_crlf(mp.epilogue));
+            }
+            return out;
+        }
+    }
+    if depth < MAX_DEPTH && mimetype == "message/rfc822" {
+        let mut out = with_cte(&e.fields, "7bit");
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&seven_bit_at(e.body, depth + 1));
+        return out;
+    }
+    if mimetype.starts_with("text/") {
+        let mut out = with_cte(&e.fields, "quoted-printable");
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&quoted_printable_text(e.body));
+        return out;
+    }
+    // Anything else written raw (8bit/binary): base64 of its bytes. A multipart or
+    // message/rfc822 may not be base64-encoded, so those become application/octet-stream.
+    let mut fields = e.fields.clone();
+    if mimetype.starts_with("multipart/") || mimetype.starts_with("message/") {
+        fields.retain(|f| !f.is("Content-Type"));
+        fields.push(mime::Field::new(
+            "Content-Type",
+            "application/octet-stream",
+            b"\r\n",
+        ));
+    }
+    let mut out = with_cte(&fields, "base64");
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&base64_lines(e.body));
+    out
+}
+
+/// A fresh multipart boundary.
+pub fn boundary() -> String {
+    let mut rnd = [0u8; 12];
+    // On the impossible failure of the RNG the boundary is still unique enough per process.
+    if openssl::rand::rand_bytes(&mut rnd).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        rnd[..8].copy_from_slice(&(t as u64).to_le_bytes());
+    }
+    format!("----smimed-{}", crate::certs::hex(&rnd))
+}
+
+/// multipart/signed around `signed` (the exact bytes the signature covers) and the detached
+/// signature. Returns the entity (Content-Type field, blank line, body), CRLF.
+pub fn multipart_signed(signed: &[u8], signature_der: &[u8]) -> Vec<u8> {
+    let b = boundary();
+    let mut out = Vec::with_capacity(signed.len() + signature_der.len() * 2 + 512);
+    out.extend_from_slice(
+        format!(
+            "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n \
+             micalg=sha-256; boundary=\"{b}\"\r\n\r\n\
+             This is a cryptographically signed message in MIME format.\r\n\r\n--{b}\r\n"
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(signed);
+    out.extend_from_slice(
+        format!(
+            "\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\
+             Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\
+             Content-Description: S/MIME Cryptographic Signature\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(&base64_lines(signature_der));
+    out.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    out
+}
+
+/// application/pkcs7-mime entity for a CMS object (`smime_type`: signed-data, enveloped-data,
+/// authEnveloped-data).
+pub fn pkcs7_mime(der: &[u8], smime_type: &str) -> Vec<u8> {
+    let mut out = format!(
+        "Content-Type: application/pkcs7-mime; smime-type={smime_type}; name=\"smime.p7m\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\
+         Content-Disposition: attachment; filename=\"smime.p7m\"\r\n\
+         Content-Description: S/MIME Cryptographic Message\r\n\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(&base64_lines(der));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eight_bit_text_becomes_quoted_printable_and_from_is_escaped() {
+        let e = "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n\
+                 Gr\u{fc}\u{df}e\nFrom here \nend\n";
+        let out = seven_bit(e.as_bytes());
+        let text = String::from_utf8(out.clone()).expect("ascii");
+        assert!(out.iter().all(|&b| b < 0x80));
+        assert!(text.contains("Content-Transfer-Encoding: quoted-printable\r\n"));
+        assert!(text.contains("Gr=C3=BC=C3=9Fe\r\n"), "{text}");
+        assert!(text.contains("=46rom here=20\r\n"), "{text}");
+        assert!(!text.contains("8bit"));
+    }
+
+    #[test]
+    fn multipart_parts_are_rewritten_one_by_one() {
+        let e = "Content-Type: multipart/mixed; boundary=\"xx\"\n\npre\n--xx\n\
+                 Content-Type: text/plain\n\nplain ascii\n--xx\n\
+                 Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n\
+                 caf\u{e9}\n--xx--\n";
+        let out = String::from_utf8(seven_bit(e.as_bytes())).expect("ascii");
+        assert!(out.contains("--xx\r\nContent-Type: text/plain\r\n\r\nplain ascii\r\n--xx\r\n"));
+        assert!(!out.contains("8bit"), "{out}");
+        assert!(out.contains("caf=C3=A9"), "{out}");
+        assert!(out.ends_with("--xx--\r\n"), "{out}");
+    }
+
+    #[test]
+    fn ascii_labelled_8bit_is_relabelled_7bit() {
+        let e = b"Content-Type: text/plain\nContent-Transfer-Encoding: 8bit\n\nhello\n";
+        assert_eq!(
+            seven_bit(e),
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: 7bit\r\n\r\nhello\r\n"
+        );
+    }
+
+    #[test]
+    fn clean_entity_is_only_canonicalised() {
+        let e = b"Content-Type: text/plain\n\nhello\n";
+        assert_eq!(seven_bit(e), b"Content-Type: text/plain\r\n\r\nhello\r\n");
+    }
+}

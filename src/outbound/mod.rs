@@ -1,0 +1,431 @@
+//! The outbound side: from the message a mail client hands to `sendmail` to the copies the real
+//! MTA gets. [`prepare`] decides (policy options, `X-Smime-Sign`/`X-Smime-Encrypt` headers, which
+//! certificates exist), signs, encrypts and splits Bcc recipients into copies of their own;
+//! [`mta::deliver`] hands every copy to the MTA.
+//!
+//! Invariants:
+//! - every copy is built before the MTA is called: when anything fails (no identity, a missing
+//!   certificate under `--encrypt always`, a passphrase command, OpenSSL) the MTA is never run,
+//!   so a plaintext copy of a message that was to be encrypted cannot leave;
+//! - a message is encrypted to every recipient of its copy and to the sender; a Bcc recipient
+//!   (named in a Bcc field, or given as an argument but in neither To nor Cc) gets a copy of
+//!   their own, encrypted to them and the sender only, so no RecipientInfo reveals them;
+//! - no copy carries a Bcc field or our X-Smime-Sign / X-Smime-Encrypt fields;
+//! - AES-256-GCM only when every recipient of a copy (the sender included) advertised it in
+//!   verified SMIMECapabilities, else AES-256-CBC; RSA-OAEP only for a recipient that advertised
+//!   it; ECDH for EC keys;
+//! - the header stays readable outside; a copy of it (never Bcc) is inside the cryptographic
+//!   payload, marked `hp="cipher"` or `hp="clear"` (RFC 9788, without HP-Outer fields).
+
+pub mod argv;
+pub mod entity;
+pub mod mta;
+
+use openssl::x509::X509;
+
+use crate::addressbook::{AddressBook, BookConfig, Candidate};
+use crate::certs;
+use crate::error::{Error, Result};
+use crate::keys::Identity;
+use crate::mime::{self, Field};
+use crate::ossl::{self, Capability, EncryptTo};
+use crate::pipeline::Context;
+pub use argv::Policy;
+
+/// Resolved outbound options (flags over config file).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub sign: Policy,
+    pub encrypt: Policy,
+    /// Opaque signed-data instead of multipart/signed.
+    pub opaque: bool,
+    pub book: BookConfig,
+}
+
+/// One message for the MTA.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub recipients: Vec<String>,
+    pub message: Vec<u8>,
+    pub signed: bool,
+    pub encrypted: bool,
+}
+
+fn header_policy(fields: &[Field], name: &str) -> Result<Option<Policy>> {
+    let Some(f) = fields.iter().rev().find(|f| f.is(name)) else {
+        return Ok(None);
+    };
+    match f.value().trim().to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "always" => Ok(Some(Policy::Always)),
+        "no" | "false" | "off" | "never" => Ok(Some(Policy::Never)),
+        "auto" => Ok(Some(Policy::Auto)),
+        other => Err(Error::data(format!(
+            "{name}: {other:?} is neither yes nor no"
+        ))),
+    }
+}
+
+fn addresses_of(fields: &[Field], names: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in fields.iter().filter(|f| names.iter().any(|n| f.is(n))) {
+        out.extend(argv::split_addresses(&f.value()));
+    }
+    out
+}
+
+fn contains_addr(list: &[String], a: &str) -> bool {
+    list.iter().any(|x| x.eq_ignore_ascii_case(a))
+}
+
+fn push_unique(list: &mut Vec<String>, a: &str) {
+    if !contains_addr(list, a) {
+        list.push(a.to_string());
+    }
+}
+
+/// The identity to sign as: its certificate names `sender`; the newest valid one.
+fn identity_for<'a>(ids: &'a [Identity], sender: &str) -> Option<&'a Identity> {
+    let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
+    ids.iter()
+        .filter(|i| certs::has_address(&i.cert, sender))
+        .filter(|i| i.cert.not_after() >= now && i.cert.not_before() <= now)
+        .max_by_key(|i| certs::unix_time(i.cert.not_before()).unwrap_or(0))
+}
+
+/// A certificate to encrypt to, with what its owner advertised.
+struct Recipient {
+    cert: X509,
+    capabilities: Option<Vec<Capability>>,
+}
+
+impl Recipient {
+    fn advertises(&self, c: Capability) -> bool {
+        self.capabilities.as_ref().is_some_and(|l| l.contains(&c))
+    }
+}
+
+fn from_candidate(c: Candidate) -> Recipient {
+    Recipient {
+        cert: c.cert,
+        capabilities: c.capabilities,
+    }
+}
+
+/// Builds the copies of `input` for the MTA. `cmdline` holds the recipients given as arguments,
+/// `envelope_from` the `-f` address, `extract` whether `-t` was given.
+pub fn prepare(
+    ctx: &Context,
+    opts: &Options,
+    cmdline: &[String],
+    envelope_from: Option<&str>,
+    extract: bool,
+    input: &[u8],
+) -> Result<Vec<Outgoing>> {
+    let eol = mime::eol_of(input);
+    let root = mime::split(input);
+    let sign_policy = header_policy(&root.fields, "X-Smime-Sign")?.unwrap_or(opts.sign);
+    let encrypt_policy = header_policy(&root.fields, "X-Smime-Encrypt")?.unwrap_or(opts.encrypt);
+
+    // Recipients, and which are blind.
+    let mut recipients: Vec<String> = Vec::new();
+    for r in cmdline {
+        push_unique(&mut recipients, r);
+    }
+    let visible = addresses_of(&root.fields, &["To", "Cc"]);
+    let bcc = addresses_of(&root.fields, &["Bcc"]);
+    if extract {
+        for r in visible.iter().chain(bcc.iter()) {
+            push_unique(&mut recipients, r);
+        }
+    }
+    if recipients.is_empty() {
+        return Err(Error::usage(
+            "no recipients: give them as arguments or use -t",
+        ));
+    }
+    let is_blind = |r: &str| contains_addr(&bcc, r) || !contains_addr(&visible, r);
+
+    // What goes outside: every field but the content ones, Bcc, ours and MIME-Version.
+    let outer: Vec<&Field> = root
+        .fields
+        .iter()
+        .filter(|f| {
+            !f.is_content()
+                && !f.is("Bcc")
+                && !f.is("X-Smime-Sign")
+                && !f.is("X-Smime-Encrypt")
+                && !f.is("MIME-Version")
+        })
+        .collect();
+
+    // The sender: the From address (what receivers compare the signer with), else -f.
+    let sender = match crate::verify::from_address(&root.fields) {
+        crate::verify::FromAddress::One(a) => Some(a),
+        crate::verify::FromAddress::Ambiguous(_) => envelope_from
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+    };
+
+    // Signing decision.
+    let ids = if sign_policy == Policy::Never && encrypt_policy == Policy::Never {
+        None
+    } else {
+        Some(ctx.identities()?)
+    };
+    let identity = match (&ids, &sender) {
+        (Some(ids), Some(s)) => identity_for(ids, s),
+        _ => None,
+    };
+    let sign = match sign_policy {
+        Policy::Never => false,
+        Policy::Auto => identity.is_some(),
+        Policy::Always => match (&sender, identity) {
+            (_, Some(_)) => true,
+            (None, None) => {
+                return Err(Error::data(
+                    "cannot sign: no single sender address (From or -f)",
+                ))
+            }
+            (Some(s), None) => {
+                return Err(Error::config(format!(
+                    "cannot sign: no identity (--key) with a valid certificate for {s}"
+                )))
+            }
+        },
+    };
+
+    // Encryption decision: every recipient and the sender need a usable certificate.
+    let mut certs_for: Vec<(String, Recipient)> = Vec::new();
+    let mut sender_cert: Option<Recipient> = None;
+    let encrypt = if encrypt_policy == Policy::Never {
+        false
+    } else {
+        let trust = || ctx.trust();
+        let book = AddressBook::open(&opts.book, &trust)?;
+        let mut missing = Vec::new();
+        for r in &recipients {
+            match book.lookup(r)?.chosen {
+                Some(c) => certs_for.push((r.clone(), from_candidate(c))),
+                None => missing.push(r.clone()),
+            }
+        }
+        // Under auto, a recipient without a certificate settles it: no need to check the sender.
+        let settled = encrypt_policy == Policy::Auto && !missing.is_empty();
+        match &sender {
+            _ if settled => {}
+            Some(s) => {
+                let own = match identity {
+                    Some(i) if book.check(&i.cert, s)?.is_ok() => Some(i),
+                    _ => None,
+                };
+                sender_cert = match own {
+                    Some(i) => Some(Recipient {
+                        capabilities: book.recorded_capabilities(&i.cert),
+                        cert: i.cert.clone(),
+                    }),
+                    None => book.lookup(s)?.chosen.map(from_candidate),
+                };
+                if sender_cert.is_none() {
+                    missing.push(format!("{s} (the sender)"));
+                }
+            }
+            None => missing.push(String::from("the sender (no single From address)")),
+        }
+        match (encrypt_policy, missing.is_empty()) {
+            (_, true) => true,
+            (Policy::Always, false) => {
+                return Err(Error::data(format!(
+                    "cannot encrypt: no usable certificate for {}",
+                    missing.join(", ")
+                )))
+            }
+            _ => {
+                log::info!(
+                    "not encrypting: no usable certificate for {}",
+                    missing.join(", ")
+                );
+                false
+            }
+        }
+    };
+
+    if !sign && !encrypt {
+        // Pass the message on as written, minus Bcc and our request fields.
+        let mut out = Vec::with_capacity(input.len());
+        for f in root
+            .fields
+            .iter()
+            .filter(|f| !f.is("Bcc") && !f.is("X-Smime-Sign") && !f.is("X-Smime-Encrypt"))
+        {
+            out.extend_from_slice(&f.raw);
+        }
+        out.extend_from_slice(root.separator);
+        out.extend_from_slice(root.body);
+        return Ok(vec![Outgoing {
+            recipients,
+            message: out,
+            signed: false,
+            encrypted: false,
+        }]);
+    }
+
+    // The content to protect, 7-bit and CRLF canonical, with a protected copy of the header
+    // (RFC 9788: the outer fields copied into the cryptographic payload, `hp` on its
+    // Content-Type; `cipher` when encrypted, `clear` when only signed). Fields with raw 8-bit
+    // bytes are not copied: the signed part must stay 7-bit.
+    let mut content = Vec::with_capacity(root.body.len() + 2048);
+    for f in outer
+        .iter()
+        .filter(|f| f.raw.is_ascii() && !f.is("Received") && !f.is("Return-Path"))
+    {
+        content.extend_from_slice(&f.raw);
+    }
+    let hp = if encrypt { "cipher" } else { "clear" };
+    let content_fields: Vec<&Field> = root.fields.iter().filter(|f| f.is_content()).collect();
+    match content_fields.iter().find(|f| f.is("Content-Type")) {
+        Some(ct) => {
+            let raw = ct.raw.strip_suffix(b"\n").unwrap_or(&ct.raw);
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            content.extend_from_slice(raw);
+            content.extend_from_slice(format!(";\r\n hp=\"{hp}\"\r\n").as_bytes());
+        }
+        None => {
+            let charset = if root.body.is_ascii() {
+                "us-ascii"
+            } else {
+                "utf-8"
+            };
+            content.extend_from_slice(
+                format!("Content-Type: text/plain; charset={charset}; hp=\"{hp}\"\r\n").as_bytes(),
+            );
+        }
+    }
+    for f in content_fields.iter().filter(|f| !f.is("Content-Type")) {
+        content.extend_from_slice(&f.raw);
+    }
+    content.extend_from_slice(b"\r\n");
+    content.extend_from_slice(root.body);
+    let content = entity::seven_bit(&content);
+
+    let protected = match (sign, identity) {
+        (true, Some(id)) => {
+            let ssl = |e: openssl::error::ErrorStack| Error::software(format!("signing: {e}"));
+            if opts.opaque {
+                let der =
+                    ossl::sign_der(&id.cert, &id.key, &id.chain, &content, false).map_err(ssl)?;
+                entity::pkcs7_mime(&der, "signed-data")
+            } else {
+                let der =
+                    ossl::sign_der(&id.cert, &id.key, &id.chain, &content, true).map_err(ssl)?;
+                entity::multipart_signed(&content, &der)
+            }
+        }
+        _ => content,
+    };
+
+    let assemble = |body_entity: &[u8]| -> Vec<u8> {
+        let mut out = Vec::with_capacity(body_entity.len() + 2048);
+        for f in &outer {
+            out.extend_from_slice(&mime::canonical_crlf(&f.raw));
+        }
+        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+        out.extend_from_slice(body_entity);
+        mime::convert_eol(&out, eol)
+    };
+
+    if !encrypt {
+        return Ok(vec![Outgoing {
+            recipients,
+            message: assemble(&protected),
+            signed: sign,
+            encrypted: false,
+        }]);
+    }
+    let sender_cert = sender_cert
+        .ok_or_else(|| Error::software("encrypting without the sender's certificate"))?;
+
+    // One copy for To/Cc, one per blind recipient.
+    let mut groups: Vec<Vec<&(String, Recipient)>> = Vec::new();
+    let open: Vec<_> = certs_for.iter().filter(|(r, _)| !is_blind(r)).collect();
+    if !open.is_empty() {
+        groups.push(open);
+    }
+    for b in certs_for.iter().filter(|(r, _)| is_blind(r)) {
+        groups.push(vec![b]);
+    }
+    let mut copies = Vec::new();
+    for g in groups {
+        let mut list: Vec<&Recipient> = g.iter().map(|(_, c)| c).collect();
+        list.push(&sender_cert);
+        let mut seen = Vec::new();
+        list.retain(|r| {
+            let fp = certs::fingerprint(&r.cert);
+            if seen.contains(&fp) {
+                false
+            } else {
+                seen.push(fp);
+                true
+            }
+        });
+        let gcm = list.iter().all(|r| r.advertises(Capability::Aes256Gcm));
+        let to: Vec<EncryptTo<'_>> = list
+            .iter()
+            .map(|r| EncryptTo {
+                cert: &r.cert,
+                oaep: r.advertises(Capability::RsaOaep),
+            })
+            .collect();
+        let der = ossl::encrypt_der(&to, &protected, gcm)
+            .map_err(|e| Error::software(format!("encrypting: {e}")))?;
+        let smime_type = if gcm {
+            "authEnveloped-data"
+        } else {
+            "enveloped-data"
+        };
+        copies.push(Outgoing {
+            recipients: g.iter().map(|(r, _)| r.clone()).collect(),
+            message: assemble(&entity::pkcs7_mime(&der, smime_type)),
+            signed: sign,
+            encrypted: true,
+        });
+    }
+    Ok(copies)
+}
+
+impl Options {
+    /// Flags over the config file's keys (`mta`, `sign`, `encrypt`, `opaque`, `certs`,
+    /// `vcard`). Returns the options and the MTA command split into words.
+    pub fn resolve(
+        args: &argv::SendmailArgs,
+        settings: &crate::config::Settings,
+    ) -> Result<(Options, Vec<String>)> {
+        let file = &settings.outbound;
+        let policy = |flag: Option<Policy>, key: &Option<String>, name: &str| -> Result<Policy> {
+            match (flag, key) {
+                (Some(p), _) => Ok(p),
+                (None, Some(v)) => v
+                    .parse::<Policy>()
+                    .map_err(|e| Error::config(format!("config key {name}: {e}"))),
+                (None, None) => Ok(Policy::Auto),
+            }
+        };
+        let mta = args
+            .mta
+            .clone()
+            .or_else(|| file.mta.clone())
+            .unwrap_or_else(|| mta::DEFAULT_MTA.to_string());
+        Ok((
+            Options {
+                sign: policy(args.sign, &file.sign, "sign")?,
+                encrypt: policy(args.encrypt, &file.encrypt, "encrypt")?,
+                opaque: args.opaque || file.opaque.unwrap_or(false),
+                book: BookConfig {
+                    certs: settings.certs.clone(),
+                    vcard: settings.vcard.clone(),
+                },
+            },
+            mta::split_command(&mta)?,
+        ))
+    }
+}
