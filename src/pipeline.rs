@@ -108,7 +108,7 @@ impl Context {
     /// The trust anchors, loaded on first use.
     pub fn trust(&self) -> Result<Arc<TrustStore>> {
         self.trust
-            .get(|| TrustStore::load(&self.settings.trust, &self.settings.crls))
+            .get(|| TrustStore::load_for_verify(&self.settings.trust, &self.settings.crls))
     }
 
     pub fn authserv_id(&self) -> &str {

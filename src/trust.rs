@@ -9,7 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::ssl::SslFiletype;
+use openssl::x509::store::{X509Lookup, X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509Crl, X509PurposeId, X509};
 
@@ -47,6 +48,19 @@ pub struct TrustStore {
 }
 
 impl TrustStore {
+    /// For verification only: like [`TrustStore::load`], except that without configured trust
+    /// paths the system's hashed certificate folder is used through OpenSSL's lookup, which
+    /// reads only the issuers a chain needs (parsing the whole system bundle costs more than
+    /// the rest of a one-message process). `anchors` is then empty.
+    pub fn load_for_verify(paths: &[PathBuf], crls: &[PathBuf]) -> Result<TrustStore> {
+        if paths.is_empty() {
+            if let Some(dir) = system_hash_dir() {
+                return Self::build(Vec::new(), crls, Some(&dir));
+            }
+        }
+        Self::load(paths, crls)
+    }
+
     /// Reads every trust path (or the system bundle) and every CRL file.
     pub fn load(paths: &[PathBuf], crls: &[PathBuf]) -> Result<TrustStore> {
         let mut anchors = Vec::new();
@@ -67,6 +81,14 @@ impl TrustStore {
         // the first source's restriction applies.
         let mut seen = std::collections::HashSet::new();
         anchors.retain(|a| seen.insert(certs::fingerprint(&a.cert.cert)));
+        Self::build(anchors, crls, None)
+    }
+
+    fn build(
+        anchors: Vec<Anchor>,
+        crls: &[PathBuf],
+        hash_dir: Option<&Path>,
+    ) -> Result<TrustStore> {
         let mut crl_list = Vec::new();
         for p in crls {
             let data =
@@ -92,6 +114,11 @@ impl TrustStore {
             let ssl_err =
                 |e: openssl::error::ErrorStack| Error::software(format!("trust store: {e}"));
             let mut b = X509StoreBuilder::new().map_err(ssl_err)?;
+            if let Some(dir) = hash_dir.and_then(Path::to_str) {
+                b.add_lookup(X509Lookup::hash_dir())
+                    .and_then(|l| l.add_dir(dir, SslFiletype::PEM))
+                    .map_err(ssl_err)?;
+            }
             for a in anchors.iter().filter(|a| a.cert.email_allowed) {
                 // Duplicates across sources are harmless; ignore "already in store".
                 let _ = b.add_cert(a.cert.cert.clone());
@@ -124,6 +151,25 @@ impl TrustStore {
     pub fn certificates(&self) -> Vec<X509> {
         self.anchors.iter().map(|a| a.cert.cert.clone()).collect()
     }
+}
+
+/// The system's OpenSSL-hashed certificate folder (`$SSL_CERT_DIR`, else /etc/ssl/certs), when
+/// it holds hash links.
+fn system_hash_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("SSL_CERT_DIR")
+        .and_then(|v| std::env::split_paths(&v).next())
+        .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs"));
+    let hashed = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            matches!(name.split_once('.'), Some((h, n)) if h.len() == 8
+            && h.bytes().all(|b| b.is_ascii_hexdigit())
+            && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+    hashed.then_some(dir)
 }
 
 fn read_path(path: &Path, out: &mut Vec<Anchor>, explicit: bool) -> Result<()> {

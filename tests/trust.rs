@@ -85,3 +85,41 @@ fn a_certificate_from_several_sources_is_listed_once() {
     // root, alice, intermediate: each once.
     assert_eq!(list.lines().count(), 3, "{list}");
 }
+
+/// Without --trust, verification uses the system's hashed certificate folder (here
+/// $SSL_CERT_DIR, made with `openssl rehash`), reading only the issuers a chain needs.
+#[test]
+fn without_trust_the_system_hashed_folder_is_used() {
+    let p = pki();
+    let signed = sign_as(&p.alice, false, &[], &sample_entity("system trust"));
+    let msg = message("alice@example.org", "bob@example.org", "sys", &signed);
+    let run = |dir: &std::path::Path| {
+        let out = run_with_stdin(
+            smimed()
+                .env("SSL_CERT_DIR", dir)
+                .args(["--authserv-id", "mx.test", "filter"]),
+            &msg,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        status_of(&out.stdout)
+    };
+    let with_root = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(&p.root_path, with_root.path().join("root.pem")).expect("copy");
+    let other = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(&p.untrusted_root_path, other.path().join("other.pem")).expect("copy");
+    for d in [with_root.path(), other.path()] {
+        openssl(&["rehash", path_str(d)], b"");
+    }
+    assert_eq!(
+        status_word(&run(with_root.path()), "signature"),
+        Some("valid")
+    );
+    assert_eq!(
+        status_word(&run(other.path()), "signature"),
+        Some("untrusted")
+    );
+}
