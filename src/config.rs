@@ -32,6 +32,23 @@ pub struct FileConfig {
     pub crl: Vec<PathBuf>,
     pub authserv_id: Option<String>,
     pub max_size: Option<u64>,
+    /// `[watch]`: the options of `smimed watch`.
+    #[serde(default)]
+    pub watch: WatchConfig,
+}
+
+/// The `[watch]` table: keys named like the flags of `smimed watch`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    #[serde(default)]
+    pub maildir: Vec<PathBuf>,
+    pub archive: Option<String>,
+    pub no_archive: Option<bool>,
+    pub jobs: Option<usize>,
+    pub recursive: Option<bool>,
+    pub syslog: Option<bool>,
+    pub rescan: Option<u64>,
 }
 
 /// Where the passphrase of an encrypted key comes from, in this order.
@@ -57,7 +74,8 @@ pub struct Settings {
     pub config_path: Option<PathBuf>,
 }
 
-fn expand(p: &Path, base: Option<&Path>) -> PathBuf {
+/// `~/` means `$HOME`; a relative path is relative to `base` (the config file's folder) when given.
+pub fn expand(p: &Path, base: Option<&Path>) -> PathBuf {
     if let Ok(rest) = p.strip_prefix("~") {
         if let Some(home) = std::env::var_os("HOME") {
             return PathBuf::from(home).join(rest);
