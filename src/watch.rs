@@ -44,6 +44,8 @@ pub const DEFAULT_ARCHIVE: &str = ".SMIME-Originals";
 pub const DEFAULT_RESCAN: u64 = 60;
 /// Messages per group commit, per worker.
 const BATCH_PER_JOB: usize = 64;
+/// Longest wait between the first finished message of a batch and its commit.
+const COMMIT_EVERY: Duration = Duration::from_millis(50);
 /// Largest header section read to decide whether a message needs the pipeline.
 const HEAD_LIMIT: usize = 256 * 1024;
 /// Backlog above which a progress bar is shown (on a terminal).
@@ -210,16 +212,25 @@ struct Pool<'a> {
     jobs: mpsc::Sender<Job>,
     results: mpsc::Receiver<Outcome>,
     temp_seen: &'a AtomicBool,
+    /// Set on a fatal error: the workers skip the jobs left.
+    abort: &'a AtomicBool,
 }
 
-fn worker(ctx: &Context, jobs: &Mutex<mpsc::Receiver<Job>>, results: mpsc::Sender<Outcome>, stop: &AtomicBool, temp_seen: &AtomicBool) {
+fn worker(
+    ctx: &Context,
+    jobs: &Mutex<mpsc::Receiver<Job>>,
+    results: mpsc::Sender<Outcome>,
+    stop: &AtomicBool,
+    abort: &AtomicBool,
+    temp_seen: &AtomicBool,
+) {
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let out = if stop.load(Ordering::SeqCst) {
+        let out = if stop.load(Ordering::SeqCst) || abort.load(Ordering::SeqCst) {
             Outcome::NotStarted
         } else {
             work(ctx, job, temp_seen)
@@ -291,17 +302,19 @@ pub fn run(ctx: &Context, opts: &Options, stop: &AtomicBool) -> Result<Summary> 
     let job_rx = Mutex::new(job_rx);
     let (res_tx, res_rx) = mpsc::channel::<Outcome>();
     let temp_seen = AtomicBool::new(false);
+    let abort = AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..jobs {
             let tx = res_tx.clone();
-            let (rx, ts) = (&job_rx, &temp_seen);
-            s.spawn(move || worker(ctx, rx, tx, stop, ts));
+            let (rx, ts, ab) = (&job_rx, &temp_seen, &abort);
+            s.spawn(move || worker(ctx, rx, tx, stop, ab, ts));
         }
         drop(res_tx);
         let pool = Pool {
             jobs: job_tx,
             results: res_rx,
             temp_seen: &temp_seen,
+            abort: &abort,
         };
         let r = state.main(&pool, stop, jobs);
         drop(pool);
@@ -390,7 +403,7 @@ impl<'o> State<'o> {
 
     fn main(&mut self, pool: &Pool<'_>, stop: &AtomicBool, jobs: usize) -> Result<()> {
         let all: Vec<(usize, usize)> = self.all_folders();
-        self.pass(pool, stop, jobs, &all, true)?;
+        self.pass(pool, jobs, &all, true)?;
         if self.opts.once || stop.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -400,7 +413,7 @@ impl<'o> State<'o> {
         let mut watched: HashSet<PathBuf> = HashSet::new();
         self.watch_all(&mut watcher, &mut watched)?;
         // Mail may have arrived between the first pass and the watches.
-        self.pass(pool, stop, jobs, &self.all_folders(), false)?;
+        self.pass(pool, jobs, &self.all_folders(), false)?;
         log::info!("watching {} folder(s)", watched.len());
         let mut next_full = Instant::now() + self.opts.rescan;
         while !stop.load(Ordering::SeqCst) {
@@ -459,7 +472,7 @@ impl<'o> State<'o> {
                     .collect()
             };
             if !folders.is_empty() {
-                self.pass(pool, stop, jobs, &folders, false)?;
+                self.pass(pool, jobs, &folders, false)?;
             }
         }
         Ok(())
@@ -498,7 +511,7 @@ impl<'o> State<'o> {
     }
 
     /// Scans the given folders and works through what they hold, batch by batch.
-    fn pass(&mut self, pool: &Pool<'_>, stop: &AtomicBool, jobs: usize, folders: &[(usize, usize)], backlog: bool) -> Result<()> {
+    fn pass(&mut self, pool: &Pool<'_>, jobs: usize, folders: &[(usize, usize)], backlog: bool) -> Result<()> {
         let mut todo: Vec<(Job, Option<usize>)> = Vec::new();
         let mut finish: Vec<Placed> = Vec::new();
         let now = Instant::now();
@@ -571,39 +584,48 @@ impl<'o> State<'o> {
             );
             b
         });
+        // Every job is queued at once; the workers go on with the next ones while this thread
+        // commits a batch of finished ones (at most `batch`, or what finished within
+        // COMMIT_EVERY), so the disk waits overlap the cryptography.
         let batch = BATCH_PER_JOB * jobs;
         let mut fatal = None;
-        for chunk in todo.chunks(batch) {
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
-            pool.temp_seen.store(false, Ordering::SeqCst);
-            let mut archive_of: HashMap<PathBuf, Option<usize>> = HashMap::new();
-            for (job, archive) in chunk {
-                archive_of.insert(job.path(), *archive);
-                pool.jobs
-                    .send(job.clone())
-                    .map_err(|_| Error::software("worker pool stopped"))?;
-            }
-            let mut outcomes = Vec::with_capacity(chunk.len());
-            for _ in 0..chunk.len() {
-                let o = pool
-                    .results
-                    .recv()
-                    .map_err(|_| Error::software("worker pool stopped"))?;
+        pool.temp_seen.store(false, Ordering::SeqCst);
+        let mut archive_of: HashMap<PathBuf, Option<usize>> = HashMap::new();
+        for (job, archive) in &todo {
+            archive_of.insert(job.path(), *archive);
+            pool.jobs
+                .send(job.clone())
+                .map_err(|_| Error::software("worker pool stopped"))?;
+        }
+        let mut left = todo.len();
+        while left > 0 {
+            let mut outcomes = Vec::with_capacity(batch.min(left));
+            let mut deadline: Option<Instant> = None;
+            while outcomes.len() < batch && left > 0 {
+                let o = match deadline {
+                    None => pool.results.recv().ok(),
+                    Some(d) => match pool.results.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                        Ok(o) => Some(o),
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                    },
+                };
+                let o = o.ok_or_else(|| Error::software("worker pool stopped"))?;
+                left -= 1;
+                deadline.get_or_insert_with(|| Instant::now() + COMMIT_EVERY);
                 if let Some(b) = &bar {
                     b.inc(1);
                 }
                 outcomes.push(o);
             }
             if let Err(e) = self.commit(outcomes, &archive_of, &mut fatal) {
-                if let Some(b) = &bar {
-                    b.abandon();
+                if fatal.is_none() {
+                    fatal = Some(e);
                 }
-                return Err(e);
             }
-            if fatal.is_some() {
-                break;
+            if fatal.is_some() && !pool.abort.swap(true, Ordering::SeqCst) {
+                // The workers skip the jobs left; what they finish is still committed.
+                log::error!("stopping after a fatal error");
             }
         }
         if let Some(b) = &bar {
@@ -718,7 +740,11 @@ impl<'o> State<'o> {
         for p in placed {
             self.finish_one(&p, &mut dirty)?;
         }
-        for d in &dirty {
+        // The archive's entries first, then the removals from the source folders.
+        let (first, then): (Vec<PathBuf>, Vec<PathBuf>) = dirty
+            .into_iter()
+            .partition(|d| self.archives.iter().any(|a| d.starts_with(&a.md.root)));
+        for d in first.iter().chain(then.iter()) {
             maildir::fsync_dir(d)?;
         }
         Ok(())
@@ -762,6 +788,9 @@ impl<'o> State<'o> {
             };
             match res {
                 Ok(_) => {
+                    if let Some(a) = p.archive {
+                        dirty.insert(self.archives[a].md.dir(orig.0));
+                    }
                     dirty.insert(p.md.dir(orig.0));
                     self.summary.archived += 1;
                     return Ok(());
@@ -777,8 +806,9 @@ impl<'o> State<'o> {
         Ok(())
     }
 
-    /// Renames `src` into the archive (same subdirectory, same name) and fsyncs the archive
-    /// directory; across file systems, copies it durably first. An original whose key is
+    /// Renames `src` into the archive (same subdirectory, same name; the caller fsyncs the
+    /// directories); across file systems, copies it durably first (fsynced file and directory)
+    /// and only then unlinks `src`. An original whose key is
     /// already archived (an interrupted cross-device move) is only unlinked.
     fn move_to_archive(&mut self, a: usize, key: &str, src: &Path, sub: Sub, name: &str) -> io::Result<bool> {
         let archive = &mut self.archives[a];
@@ -799,7 +829,6 @@ impl<'o> State<'o> {
             }
             Err(e) => return Err(e),
         }
-        fs::File::open(archive.md.dir(sub))?.sync_all()?;
         archive.keys.insert(key.to_string());
         Ok(true)
     }
