@@ -170,7 +170,8 @@ impl Maildir {
     /// directory is an error: the Maildir went away.
     pub fn list(&self, sub: Sub) -> Result<Vec<String>> {
         let dir = self.dir(sub);
-        let rd = fs::read_dir(&dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+        let rd =
+            fs::read_dir(&dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
         let mut out = Vec::new();
         for ent in rd {
             let ent = ent.map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
@@ -231,7 +232,8 @@ impl Maildir {
     /// so nothing refers to them). Returns how many.
     pub fn clean_tmp(&self) -> Result<usize> {
         let dir = self.tmp();
-        let rd = fs::read_dir(&dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+        let rd =
+            fs::read_dir(&dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
         let mut n = 0;
         for ent in rd.flatten() {
             if ent
@@ -242,7 +244,9 @@ impl Maildir {
                 match fs::remove_file(ent.path()) {
                     Ok(()) => n += 1,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(format!("removing {}", ent.path().display()), e)),
+                    Err(e) => {
+                        return Err(Error::io(format!("removing {}", ent.path().display()), e))
+                    }
                 }
             }
         }
@@ -295,39 +299,60 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("fsync of {}", dir.display()), e))
 }
 
-/// Reads the whole file, or None when it is gone (a client moved or deleted it).
-pub fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+/// The start of a message file, read up to the end of its header section.
+pub struct Head {
+    pub bytes: Vec<u8>,
+    /// The whole file was read.
+    pub whole: bool,
+    file: File,
+}
+
+impl Head {
+    /// Reads the rest of the file after the head (no second open: a client may rename the
+    /// file meanwhile, the open file stays the same).
+    pub fn read_rest(mut self, path: &Path) -> Result<Vec<u8>> {
+        if !self.whole {
+            self.file
+                .read_to_end(&mut self.bytes)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        }
+        Ok(self.bytes)
     }
 }
 
-/// Reads the start of a file up to and including the end of its header section (at most
-/// `limit` bytes), and whether the whole file was read. None when the file is gone.
-pub fn read_head(path: &Path, limit: usize) -> Result<Option<(Vec<u8>, bool)>> {
+/// Reads the start of a file up to and including the end of its header section (at least
+/// that, at most about `limit` bytes). None when the file is gone.
+pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
-    let mut buf = Vec::with_capacity(8192);
-    let mut chunk = [0u8; 8192];
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut chunk = [0u8; 16384];
     loop {
         let n = f
             .read(&mut chunk)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         if n == 0 {
-            return Ok(Some((buf, true)));
+            return Ok(Some(Head {
+                bytes: buf,
+                whole: true,
+                file: f,
+            }));
         }
         let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
-        if header_ends(&buf[from..]) || buf.starts_with(b"\n") || buf.starts_with(b"\r\n") {
-            return Ok(Some((buf, false)));
-        }
-        if buf.len() >= limit {
-            return Ok(Some((buf, false)));
+        if header_ends(&buf[from..])
+            || buf.starts_with(b"\n")
+            || buf.starts_with(b"\r\n")
+            || buf.len() >= limit
+        {
+            return Ok(Some(Head {
+                bytes: buf,
+                whole: false,
+                file: f,
+            }));
         }
     }
 }
@@ -351,7 +376,10 @@ mod tests {
         assert_eq!(key(&p), key(n));
         assert_eq!(processed_name("123.M1.smimed", 5), "123.M1.smimed,smimed");
         assert!(!is_ours("123.M1.smimed"));
-        assert_eq!(with_info(&p, None), "1700000000.M1P2Q3.host,smimed,S=99,U=7");
+        assert_eq!(
+            with_info(&p, None),
+            "1700000000.M1P2Q3.host,smimed,S=99,U=7"
+        );
         assert_eq!(with_info("a,smimed", Some("2,S")), "a,smimed:2,S");
     }
 }

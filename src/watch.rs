@@ -162,10 +162,10 @@ fn work(ctx: &Context, job: Job, temp_seen: &AtomicBool) -> Outcome {
 
 fn try_work(ctx: &Context, job: &Job, temp_seen: &AtomicBool) -> Result<Outcome> {
     let path = job.path();
-    let Some((head, whole)) = maildir::read_head(&path, HEAD_LIMIT)? else {
+    let Some(head) = maildir::read_head(&path, HEAD_LIMIT)? else {
         return Ok(Outcome::Vanished(job.clone()));
     };
-    let ent = mime::split(&head);
+    let ent = mime::split(&head.bytes);
     let smime = mime::classify_entity(&ent) != mime::Kind::Other;
     let forged = ent
         .fields
@@ -177,23 +177,21 @@ fn try_work(ctx: &Context, job: &Job, temp_seen: &AtomicBool) -> Result<Outcome>
     if temp_seen.load(Ordering::SeqCst) {
         // A temporary failure (the passphrase command) hit this batch: do not run it again
         // for every message; they are all retried later.
-        return Err(Error::tempfail("deferred after a temporary failure in this batch"));
+        return Err(Error::tempfail(
+            "deferred after a temporary failure in this batch",
+        ));
     }
-    let bytes = if whole {
-        head
-    } else {
-        drop(head);
-        match maildir::read_if_exists(&path)? {
-            Some(b) => b,
-            None => return Ok(Outcome::Vanished(job.clone())),
-        }
-    };
+    drop(ent);
+    let bytes = head.read_rest(&path)?;
     let processed = pipeline::process(ctx, &bytes)?;
     drop(bytes);
     if !processed.smime && processed.forged_removed == 0 {
         return Ok(Outcome::Skipped(job.clone()));
     }
-    let tmp = job.md.tmp().join(maildir::tmp_name(maildir::key(&job.name)));
+    let tmp = job
+        .md
+        .tmp()
+        .join(maildir::tmp_name(maildir::key(&job.name)));
     maildir::write_new(&tmp, &processed.output, false)?;
     let st = &processed.status;
     Ok(Outcome::Ready {
@@ -328,14 +326,18 @@ impl<'o> State<'o> {
         let mut archives: Vec<Archive> = Vec::new();
         let shared = match &opts.archive {
             ArchiveMode::Path(p) => {
-                archives.push(Archive::open(p, false)?);
+                archives.push(Archive::open(
+                    &std::path::absolute(p).unwrap_or_else(|_| p.clone()),
+                    false,
+                )?);
                 Some(0)
             }
             _ => None,
         };
         let mut trees = Vec::new();
         for root in &opts.maildirs {
-            let root = Maildir::open(root)?;
+            // Absolute, as inotify reports paths.
+            let root = Maildir::open(&canonical(root))?;
             let archive = match &opts.archive {
                 ArchiveMode::Folder(name) => {
                     archives.push(Archive::open(&root.root.join(name), true)?);
@@ -365,7 +367,10 @@ impl<'o> State<'o> {
             for f in &t.folders {
                 let n = f.clean_tmp()?;
                 if n > 0 {
-                    log::info!("{}: removed {n} unfinished file(s) of ours from tmp/", f.root.display());
+                    log::info!(
+                        "{}: removed {n} unfinished file(s) of ours from tmp/",
+                        f.root.display()
+                    );
                 }
             }
         }
@@ -431,7 +436,10 @@ impl<'o> State<'o> {
             let mut full = Instant::now() >= next_full;
             let mut dirty: HashSet<PathBuf> = HashSet::new();
             let mut new_folders = false;
-            for ev in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            for ev in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+            {
                 match ev {
                     Ok(ev) => {
                         if ev.need_rescan() {
@@ -488,7 +496,11 @@ impl<'o> State<'o> {
         v
     }
 
-    fn watch_all(&self, w: &mut notify::RecommendedWatcher, watched: &mut HashSet<PathBuf>) -> Result<()> {
+    fn watch_all(
+        &self,
+        w: &mut notify::RecommendedWatcher,
+        watched: &mut HashSet<PathBuf>,
+    ) -> Result<()> {
         let mut dirs: Vec<PathBuf> = Vec::new();
         for t in &self.trees {
             if self.opts.recursive {
@@ -511,7 +523,13 @@ impl<'o> State<'o> {
     }
 
     /// Scans the given folders and works through what they hold, batch by batch.
-    fn pass(&mut self, pool: &Pool<'_>, jobs: usize, folders: &[(usize, usize)], backlog: bool) -> Result<()> {
+    fn pass(
+        &mut self,
+        pool: &Pool<'_>,
+        jobs: usize,
+        folders: &[(usize, usize)],
+        backlog: bool,
+    ) -> Result<()> {
         let mut todo: Vec<(Job, Option<usize>)> = Vec::new();
         let mut finish: Vec<Placed> = Vec::new();
         let now = Instant::now();
@@ -568,7 +586,10 @@ impl<'o> State<'o> {
             }
         }
         if !finish.is_empty() {
-            log::info!("finishing {} move(s) to the archive left by an earlier run", finish.len());
+            log::info!(
+                "finishing {} move(s) to the archive left by an earlier run",
+                finish.len()
+            );
             self.archive_phase(finish)?;
         }
         if todo.is_empty() {
@@ -604,7 +625,10 @@ impl<'o> State<'o> {
             while outcomes.len() < batch && left > 0 {
                 let o = match deadline {
                     None => pool.results.recv().ok(),
-                    Some(d) => match pool.results.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                    Some(d) => match pool
+                        .results
+                        .recv_timeout(d.saturating_duration_since(Instant::now()))
+                    {
                         Ok(o) => Some(o),
                         Err(mpsc::RecvTimeoutError::Timeout) => break,
                         Err(mpsc::RecvTimeoutError::Disconnected) => None,
@@ -639,13 +663,23 @@ impl<'o> State<'o> {
 
     /// Group commit of one batch: syncfs, renames into place, fsync of the directories, then
     /// the originals' moves.
-    fn commit(&mut self, outcomes: Vec<Outcome>, archive_of: &HashMap<PathBuf, Option<usize>>, fatal: &mut Option<Error>) -> Result<()> {
+    fn commit(
+        &mut self,
+        outcomes: Vec<Outcome>,
+        archive_of: &HashMap<PathBuf, Option<usize>>,
+        fatal: &mut Option<Error>,
+    ) -> Result<()> {
         let mut ready = Vec::new();
         for o in outcomes {
             match o {
-                Outcome::Ready { job, tmp, name, decrypted, verified, failed } => {
-                    ready.push((job, tmp, name, decrypted, verified, failed))
-                }
+                Outcome::Ready {
+                    job,
+                    tmp,
+                    name,
+                    decrypted,
+                    verified,
+                    failed,
+                } => ready.push((job, tmp, name, decrypted, verified, failed)),
                 Outcome::Skipped(job) => {
                     self.summary.skipped += 1;
                     self.skipped.insert(job.path());
@@ -653,7 +687,8 @@ impl<'o> State<'o> {
                 Outcome::Deferred(job, e) => {
                     self.summary.deferred += 1;
                     log::warn!("{}: left for later: {e}", job.path().display());
-                    self.deferred.insert(job.path(), Instant::now() + self.opts.rescan);
+                    self.deferred
+                        .insert(job.path(), Instant::now() + self.opts.rescan);
                 }
                 Outcome::Vanished(job) => {
                     self.summary.vanished += 1;
@@ -756,13 +791,19 @@ impl<'o> State<'o> {
         for attempt in 0..5 {
             let Some(now) = locate(&p.md, &p.key, orig.0, &orig.1)? else {
                 self.summary.vanished += 1;
-                log::info!("{}: original gone before it was archived", p.md.path(orig.0, &orig.1).display());
+                log::info!(
+                    "{}: original gone before it was archived",
+                    p.md.path(orig.0, &orig.1).display()
+                );
                 return Ok(());
             };
             orig = now;
             // A client moved or re-flagged the original after we read it: the copy follows.
             if p.follow && orig != p.orig {
-                let want = (orig.0, maildir::with_info(&ours.1, maildir::split_name(&orig.1).1));
+                let want = (
+                    orig.0,
+                    maildir::with_info(&ours.1, maildir::split_name(&orig.1).1),
+                );
                 if want != ours {
                     match fs::rename(p.md.path(ours.0, &ours.1), p.md.path(want.0, &want.1)) {
                         Ok(()) => {
@@ -810,7 +851,14 @@ impl<'o> State<'o> {
     /// directories); across file systems, copies it durably first (fsynced file and directory)
     /// and only then unlinks `src`. An original whose key is
     /// already archived (an interrupted cross-device move) is only unlinked.
-    fn move_to_archive(&mut self, a: usize, key: &str, src: &Path, sub: Sub, name: &str) -> io::Result<bool> {
+    fn move_to_archive(
+        &mut self,
+        a: usize,
+        key: &str,
+        src: &Path,
+        sub: Sub,
+        name: &str,
+    ) -> io::Result<bool> {
         let archive = &mut self.archives[a];
         if archive.keys.contains(key) {
             fs::remove_file(src)?;
@@ -822,7 +870,8 @@ impl<'o> State<'o> {
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
                 let bytes = fs::read(src)?;
                 let tmp = archive.md.tmp().join(maildir::tmp_name(key));
-                maildir::write_new(&tmp, &bytes, true).map_err(|e| io::Error::other(e.to_string()))?;
+                maildir::write_new(&tmp, &bytes, true)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
                 fs::rename(&tmp, &dest)?;
                 fs::File::open(archive.md.dir(sub))?.sync_all()?;
                 fs::remove_file(src)?;
@@ -840,7 +889,10 @@ fn locate(md: &Maildir, key: &str, sub: Sub, name: &str) -> Result<Option<(Sub, 
     match fs::symlink_metadata(md.path(sub, name)) {
         Ok(_) => Ok(Some((sub, name.to_string()))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => md.find_original(key),
-        Err(e) => Err(Error::io(format!("looking at {}", md.path(sub, name).display()), e)),
+        Err(e) => Err(Error::io(
+            format!("looking at {}", md.path(sub, name).display()),
+            e,
+        )),
     }
 }
 

@@ -19,7 +19,11 @@ fn sigkill_at_random_points_over_1000_messages_is_exactly_once() {
     let mut plain = HashMap::new();
     for i in 0..1000 {
         let id = format!("k{i}");
-        let bytes = if i % 5 == 2 { plain_msg(&id) } else { smime_msg(&id) };
+        let bytes = if i % 5 == 2 {
+            plain_msg(&id)
+        } else {
+            smime_msg(&id)
+        };
         // Some land in cur/ with flags, as mbsync delivers mail already seen elsewhere.
         if i % 7 == 0 {
             md.put_cur(&bytes, "S");
@@ -37,7 +41,11 @@ fn sigkill_at_random_points_over_1000_messages_is_exactly_once() {
     let mut progress = Vec::new();
     for round in 0..12 {
         // Alternate between --once and the watching mode: both must be safe to kill.
-        let args: &[&str] = if round % 2 == 0 { &["--once", "--jobs", "2"] } else { &["--jobs", "2"] };
+        let args: &[&str] = if round % 2 == 0 {
+            &["--once", "--jobs", "2"]
+        } else {
+            &["--jobs", "2"]
+        };
         let mut child = spawn(watch_cmd(args, md.path(), None));
         let delay = Duration::from_millis(30 + rng.below(1200));
         let start = Instant::now();
@@ -56,13 +64,23 @@ fn sigkill_at_random_points_over_1000_messages_is_exactly_once() {
             kills += 1;
         } else {
             let out = child.wait_with_output().unwrap();
-            assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         progress.push(processed_count(md.path()));
         // In between runs, nothing may be doubled, even half-way.
         let live = by_message_id(md.path());
         for (id, files) in &live {
-            assert_eq!(files.len(), 1, "after round {round}: {id} is there {} times", files.len());
+            assert_eq!(
+                files.len(),
+                1,
+                "after round {round}: {id} is there {} times",
+                files.len()
+            );
         }
         assert_eq!(live.len(), 1000, "after round {round}: messages lost");
     }
@@ -75,8 +93,16 @@ fn sigkill_at_random_points_over_1000_messages_is_exactly_once() {
 
     // The last run, left to finish.
     let out = watch_cmd(&["--once"], md.path(), None).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_exactly_once(md.path(), &md.archive(), &smime, &plain);
     assert!(leftover_tmp(md.path()).is_empty(), "tmp files left behind");
-    assert!(leftover_tmp(&md.archive()).is_empty(), "tmp files left behind in the archive");
+    assert!(
+        leftover_tmp(&md.archive()).is_empty(),
+        "tmp files left behind in the archive"
+    );
 }

@@ -19,7 +19,7 @@ fn deliveries_while_running_are_processed_and_sigterm_exits_zero() {
     let mut smime = vec!["pre1".to_string(), "pre2".to_string()];
     md.deliver(&smime_msg("pre1"));
     md.deliver(&smime_msg("pre2"));
-    let mut child = spawn(watch_cmd(&["--rescan", "600"], md.path(), None));
+    let child = spawn(watch_cmd(&["--rescan", "600"], md.path(), None));
     assert!(
         wait_for(Duration::from_secs(20), || processed_count(md.path()) == 2),
         "backlog not processed"
@@ -41,7 +41,12 @@ fn deliveries_while_running_are_processed_and_sigterm_exits_zero() {
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     assert!(all, "only {} of {n} processed", processed_count(md.path()));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_exactly_once(md.path(), &md.archive(), &smime, &plain);
     assert!(leftover_tmp(md.path()).is_empty());
 }
@@ -49,7 +54,11 @@ fn deliveries_while_running_are_processed_and_sigterm_exits_zero() {
 #[test]
 fn a_client_moving_and_flagging_meanwhile_loses_nothing() {
     let md = Md::new();
-    let mut child = spawn(watch_cmd(&["--rescan", "2", "--jobs", "2"], md.path(), None));
+    let child = spawn(watch_cmd(
+        &["--rescan", "2", "--jobs", "2"],
+        md.path(),
+        None,
+    ));
     std::thread::sleep(Duration::from_millis(300));
     let stop = Arc::new(AtomicBool::new(false));
     let root = md.path().to_path_buf();
@@ -64,7 +73,8 @@ fn a_client_moving_and_flagging_meanwhile_loses_nothing() {
                 for e in std::fs::read_dir(root.join("new")).unwrap().flatten() {
                     let name = e.file_name().into_string().unwrap();
                     if rng.below(2) == 0 {
-                        let _ = std::fs::rename(e.path(), root.join("cur").join(format!("{name}:2,S")));
+                        let _ =
+                            std::fs::rename(e.path(), root.join("cur").join(format!("{name}:2,S")));
                         moves += 1;
                     }
                 }
@@ -82,7 +92,10 @@ fn a_client_moving_and_flagging_meanwhile_loses_nothing() {
                         f.sort();
                         f.into_iter().collect()
                     };
-                    let _ = std::fs::rename(e.path(), root.join("cur").join(format!("{unique}:2,{new_flags}")));
+                    let _ = std::fs::rename(
+                        e.path(),
+                        root.join("cur").join(format!("{unique}:2,{new_flags}")),
+                    );
                     moves += 1;
                 }
                 std::thread::sleep(Duration::from_millis(rng.below(5)));
@@ -114,7 +127,12 @@ fn a_client_moving_and_flagging_meanwhile_loses_nothing() {
     let out = child.wait_with_output().unwrap();
     assert!(moves > 100, "the client did too little: {moves} renames");
     assert!(all, "only {} of {n} processed", processed_count(md.path()));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_exactly_once(md.path(), &md.archive(), &smime, &plain);
 }
 
@@ -132,9 +150,17 @@ fn sigterm_during_a_backlog_finishes_what_is_in_hand() {
     wait_for(Duration::from_secs(20), || processed_count(md.path()) > 0);
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let done = processed_count(md.path());
-    assert!(done > 0 && done < 600, "SIGTERM came too late to test anything: {done}");
+    assert!(
+        done > 0 && done < 600,
+        "SIGTERM came too late to test anything: {done}"
+    );
     // Every message is whole: processed and archived, or untouched; nothing half-done.
     assert!(leftover_tmp(md.path()).is_empty(), "tmp files left behind");
     let live = by_message_id(md.path());

@@ -13,7 +13,10 @@ use watch_support::*;
 
 fn run_once(c: &mut std::process::Command) -> (i32, String) {
     let out = c.output().expect("run smimed watch --once");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -32,43 +35,75 @@ fn once_rewrites_smime_and_forged_keeps_flags_and_archives_originals() {
     );
 
     // The plain message: same name, same bytes.
-    assert_eq!(std::fs::read(md.path().join("new").join(&n_plain)).unwrap(), plain_msg("p1"));
+    assert_eq!(
+        std::fs::read(md.path().join("new").join(&n_plain)).unwrap(),
+        plain_msg("p1")
+    );
 
     // Processed copies: same subdirectory, same flags, marked name, new size, mode 0600.
-    let new_names: Vec<String> = std::fs::read_dir(md.path().join("new")).unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let new_names: Vec<String> = std::fs::read_dir(md.path().join("new"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     let key_new = n_new.split(',').next().unwrap();
-    let p_new = new_names.iter().find(|n| n.starts_with(key_new)).expect("copy in new/");
+    let p_new = new_names
+        .iter()
+        .find(|n| n.starts_with(key_new))
+        .expect("copy in new/");
     assert!(is_processed_name(p_new) && !p_new.contains(':'), "{p_new}");
     let bytes = std::fs::read(md.path().join("new").join(p_new)).unwrap();
     assert!(p_new.ends_with(&format!(",S={}", bytes.len())), "{p_new}");
-    let mode = std::fs::metadata(md.path().join("new").join(p_new)).unwrap().permissions().mode();
+    let mode = std::fs::metadata(md.path().join("new").join(p_new))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let st = status_of(&bytes);
     assert_eq!(status_word(&st, "encryption"), Some("decrypted"), "{st}");
     assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
 
-    let cur_names: Vec<String> = std::fs::read_dir(md.path().join("cur")).unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let cur_names: Vec<String> = std::fs::read_dir(md.path().join("cur"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert_eq!(cur_names.len(), 2, "{cur_names:?}");
-    assert!(cur_names.iter().all(|n| is_processed_name(n)), "{cur_names:?}");
+    assert!(
+        cur_names.iter().all(|n| is_processed_name(n)),
+        "{cur_names:?}"
+    );
     let key_cur = n_cur.split(',').next().unwrap();
     let p_cur = cur_names.iter().find(|n| n.starts_with(key_cur)).unwrap();
     assert!(p_cur.ends_with(":2,RS"), "{p_cur}");
     let key_f = n_forged.split(',').next().unwrap();
     let p_f = cur_names.iter().find(|n| n.starts_with(key_f)).unwrap();
     assert!(p_f.ends_with(":2,S"), "{p_f}");
-    let forged_out = String::from_utf8(std::fs::read(md.path().join("cur").join(p_f)).unwrap()).unwrap();
-    assert!(!forged_out.contains("signer=ceo@example.org"), "{forged_out}");
+    let forged_out =
+        String::from_utf8(std::fs::read(md.path().join("cur").join(p_f)).unwrap()).unwrap();
+    assert!(
+        !forged_out.contains("signer=ceo@example.org"),
+        "{forged_out}"
+    );
     assert!(!forged_out.contains("smime=pass"), "{forged_out}");
-    assert_eq!(status_word(&status_of(forged_out.as_bytes()), "signature"), Some("none"));
+    assert_eq!(
+        status_word(&status_of(forged_out.as_bytes()), "signature"),
+        Some("none")
+    );
 
     // Originals in the archive, under their own names and subdirectories, byte for byte.
     let a = md.archive();
     assert!(a.join("maildirfolder").exists());
-    assert_eq!(std::fs::read(a.join("new").join(&n_new)).unwrap(), smime_msg("a1"));
-    assert_eq!(std::fs::read(a.join("cur").join(&n_cur)).unwrap(), smime_msg("a2"));
-    assert_eq!(std::fs::read(a.join("cur").join(&n_forged)).unwrap(), forged_msg("f1"));
+    assert_eq!(
+        std::fs::read(a.join("new").join(&n_new)).unwrap(),
+        smime_msg("a1")
+    );
+    assert_eq!(
+        std::fs::read(a.join("cur").join(&n_cur)).unwrap(),
+        smime_msg("a2")
+    );
+    assert_eq!(
+        std::fs::read(a.join("cur").join(&n_forged)).unwrap(),
+        forged_msg("f1")
+    );
     assert!(leftover_tmp(md.path()).is_empty());
 
     // Idempotence: a second run changes nothing, byte for byte.
@@ -76,7 +111,11 @@ fn once_rewrites_smime_and_forged_keeps_flags_and_archives_originals() {
     let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
     assert_eq!(code, 0, "{err}");
     assert!(err.contains(": 0 processed"), "{err}");
-    assert_same(&snapshot(md.path()), &before, "second --once changed the Maildir");
+    assert_same(
+        &snapshot(md.path()),
+        &before,
+        "second --once changed the Maildir",
+    );
 }
 
 #[test]
@@ -86,10 +125,20 @@ fn archive_elsewhere_and_no_archive() {
     let elsewhere = tempfile::tempdir().unwrap();
     let arch = elsewhere.path().join("Originals");
     let name = md.deliver(&smime_msg("b1"));
-    let (code, err) = run_once(&mut watch_cmd(&["--once", "--archive", arch.to_str().unwrap()], md.path(), None));
+    let (code, err) = run_once(&mut watch_cmd(
+        &["--once", "--archive", arch.to_str().unwrap()],
+        md.path(),
+        None,
+    ));
     assert_eq!(code, 0, "{err}");
-    assert_eq!(std::fs::read(arch.join("new").join(&name)).unwrap(), smime_msg("b1"));
-    assert!(!md.archive().exists(), "default archive made despite --archive");
+    assert_eq!(
+        std::fs::read(arch.join("new").join(&name)).unwrap(),
+        smime_msg("b1")
+    );
+    assert!(
+        !md.archive().exists(),
+        "default archive made despite --archive"
+    );
     assert_exactly_once(md.path(), &arch, &["b1".to_string()], &HashMap::new());
 
     // --no-archive: the original is gone, the copy is there.
@@ -131,7 +180,10 @@ fn recursive_covers_subfolders_but_not_the_archive() {
     let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
     assert_eq!(code, 0, "{err}");
     assert!(err.contains(": 1 processed"), "{err}");
-    assert_eq!(std::fs::read(md.archive().join("new").join(&name)).unwrap(), smime_msg("r1"));
+    assert_eq!(
+        std::fs::read(md.archive().join("new").join(&name)).unwrap(),
+        smime_msg("r1")
+    );
     assert_exactly_once(&sub, &md.archive(), &["r1".to_string()], &HashMap::new());
     // A third run, recursive, does not process the archive's originals.
     let before = snapshot(md.path());
@@ -150,14 +202,34 @@ fn an_interrupted_move_is_finished_without_processing_again() {
     assert_eq!(code, 0, "{err}");
     let copy = by_message_id(md.path())["c1"][0].clone();
     let unique = name.split(':').next().unwrap();
-    std::fs::write(md.path().join("cur").join(format!("{unique}:2,S")), smime_msg("c1")).unwrap();
+    std::fs::write(
+        md.path().join("cur").join(format!("{unique}:2,S")),
+        smime_msg("c1"),
+    )
+    .unwrap();
 
     let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains(": 0 processed") && err.contains("1 archived"), "{err}");
-    assert_eq!(std::fs::read(&copy.path).unwrap(), copy.bytes, "the copy was rewritten");
-    assert!(md.archive().join("cur").join(format!("{unique}:2,S")).exists());
-    assert_exactly_once(md.path(), &md.archive(), &["c1".to_string()], &HashMap::new());
+    assert!(
+        err.contains(": 0 processed") && err.contains("1 archived"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&copy.path).unwrap(),
+        copy.bytes,
+        "the copy was rewritten"
+    );
+    assert!(md
+        .archive()
+        .join("cur")
+        .join(format!("{unique}:2,S"))
+        .exists());
+    assert_exactly_once(
+        md.path(),
+        &md.archive(),
+        &["c1".to_string()],
+        &HashMap::new(),
+    );
 }
 
 #[test]
@@ -168,22 +240,38 @@ fn temporary_failure_leaves_the_message_and_it_is_retried() {
     let cmd = format!("if [ -e '{}' ]; then exit 1; fi; echo test", flag.display());
     let name = md.deliver(&smime_msg("t1"));
     let plain = md.deliver(&plain_msg("t2"));
-    let before = (snapshot(&md.path().join("new")), snapshot(&md.path().join("cur")));
+    let before = (
+        snapshot(&md.path().join("new")),
+        snapshot(&md.path().join("cur")),
+    );
 
     // --once: left as it is, exit 75.
     let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), Some(&cmd)));
     assert_eq!(code, 75, "{err}");
     assert!(err.contains("1 deferred"), "{err}");
-    assert_same(&snapshot(&md.path().join("new")), &before.0, "a deferred message was touched");
-    assert_same(&snapshot(&md.path().join("cur")), &before.1, "a deferred message was touched");
+    assert_same(
+        &snapshot(&md.path().join("new")),
+        &before.0,
+        "a deferred message was touched",
+    );
+    assert_same(
+        &snapshot(&md.path().join("cur")),
+        &before.1,
+        "a deferred message was touched",
+    );
 
     // Running: still failing, then the passphrase becomes available and the rescan retries.
     let mut child = spawn(watch_cmd(&["--rescan", "1"], md.path(), Some(&cmd)));
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert!(md.path().join("new").join(&name).exists(), "processed while failing");
+    assert!(
+        md.path().join("new").join(&name).exists(),
+        "processed while failing"
+    );
     assert_eq!(processed_count(md.path()), 0);
     std::fs::remove_file(&flag).unwrap();
-    let done = wait_for(std::time::Duration::from_secs(20), || processed_count(md.path()) == 1);
+    let done = wait_for(std::time::Duration::from_secs(20), || {
+        processed_count(md.path()) == 1
+    });
     signal(&child, "-TERM");
     let status = child.wait().unwrap();
     assert!(done, "not retried after the failure passed");
@@ -198,5 +286,10 @@ fn temporary_failure_leaves_the_message_and_it_is_retried() {
 fn not_a_maildir_is_a_usage_error() {
     let d = tempfile::tempdir().unwrap();
     let out = watch_cmd(&["--once"], d.path(), None).output().unwrap();
-    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

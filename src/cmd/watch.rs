@@ -51,7 +51,12 @@ fn init_syslog(verbose: u8) -> Result<()> {
         .map_err(|e| Error::software(format!("logger: {e}")))
 }
 
-pub fn run(args: &WatchArgs, settings: Settings, verbose: u8, stderr_logging: fn(u8)) -> Result<i32> {
+pub fn run(
+    args: &WatchArgs,
+    settings: Settings,
+    verbose: u8,
+    stderr_logging: fn(u8),
+) -> Result<i32> {
     let file: FileConfig = config::read_file(settings.config_path.as_deref())?;
     let base: Option<PathBuf> = settings
         .config_path

@@ -21,14 +21,29 @@ pub fn encrypted_body() -> &'static [u8] {
         let p = pki();
         let signed = openssl(
             &[
-                "cms", "-sign", "-signer", path_str(&p.alice.cert_path), "-inkey",
-                path_str(&p.alice.key_path), "-certfile", path_str(&p.intermediate_path),
-                "-nodetach", "-binary", "-outform", "SMIME",
+                "cms",
+                "-sign",
+                "-signer",
+                path_str(&p.alice.cert_path),
+                "-inkey",
+                path_str(&p.alice.key_path),
+                "-certfile",
+                path_str(&p.intermediate_path),
+                "-nodetach",
+                "-binary",
+                "-outform",
+                "SMIME",
             ],
             &sample_entity("the secret plan"),
         );
         openssl(
-            &["cms", "-encrypt", "-aes256", "-binary", path_str(&p.bob.cert_path)],
+            &[
+                "cms",
+                "-encrypt",
+                "-aes256",
+                "-binary",
+                path_str(&p.bob.cert_path),
+            ],
             &signed,
         )
     })
@@ -47,7 +62,11 @@ pub fn smime_msg(id: &str) -> Vec<u8> {
 
 /// A plain message with Message-ID `<id@test>`.
 pub fn plain_msg(id: &str) -> Vec<u8> {
-    format!("{}MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\njust text\r\n", outer(id)).into_bytes()
+    format!(
+        "{}MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\njust text\r\n",
+        outer(id)
+    )
+    .into_bytes()
 }
 
 /// A plain message carrying a forged status field.
@@ -121,7 +140,10 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if p.is_dir() {
                 walk(base, &p, out);
             } else {
-                out.insert(p.strip_prefix(base).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+                out.insert(
+                    p.strip_prefix(base).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
             }
         }
     }
@@ -156,13 +178,21 @@ pub struct Found {
 pub fn by_message_id(maildir: &Path) -> HashMap<String, Vec<Found>> {
     let mut out: HashMap<String, Vec<Found>> = HashMap::new();
     for sub in ["new", "cur"] {
-        let Ok(rd) = std::fs::read_dir(maildir.join(sub)) else { continue };
+        let Ok(rd) = std::fs::read_dir(maildir.join(sub)) else {
+            continue;
+        };
         for e in rd.flatten() {
             let name = e.file_name().into_string().unwrap();
             // A client may move the file between the listing and the read.
-            let Ok(bytes) = std::fs::read(e.path()) else { continue };
+            let Ok(bytes) = std::fs::read(e.path()) else {
+                continue;
+            };
             let id = message_id(&bytes).unwrap_or_else(|| panic!("no Message-ID in {name}"));
-            out.entry(id).or_default().push(Found { path: e.path(), name, bytes });
+            out.entry(id).or_default().push(Found {
+                path: e.path(),
+                name,
+                bytes,
+            });
         }
     }
     out
@@ -170,7 +200,11 @@ pub fn by_message_id(maildir: &Path) -> HashMap<String, Vec<Found>> {
 
 /// Whether a name carries the watcher's marker.
 pub fn is_processed_name(name: &str) -> bool {
-    name.split(':').next().unwrap().split(',').any(|f| f == "smimed")
+    name.split(':')
+        .next()
+        .unwrap()
+        .split(',')
+        .any(|f| f == "smimed")
 }
 
 /// Our files left in tmp/.
@@ -186,33 +220,65 @@ pub fn leftover_tmp(maildir: &Path) -> Vec<String> {
 /// Exactly once: every id in `smime` is in the Maildir once, processed (marked name, status
 /// `encryption=decrypted`, readable text), and its original is in the archive once, byte for
 /// byte; every id in `plain` is in the Maildir once, untouched, and not in the archive.
-pub fn assert_exactly_once(md: &Path, archive: &Path, smime: &[String], plain: &HashMap<String, Vec<u8>>) {
+pub fn assert_exactly_once(
+    md: &Path,
+    archive: &Path,
+    smime: &[String],
+    plain: &HashMap<String, Vec<u8>>,
+) {
     let live = by_message_id(md);
     let arch = by_message_id(archive);
     for id in smime {
         let got = live.get(id).map(Vec::as_slice).unwrap_or(&[]);
-        assert_eq!(got.len(), 1, "message {id} is {} times in the Maildir: {:?}", got.len(),
-            got.iter().map(|f| &f.name).collect::<Vec<_>>());
+        assert_eq!(
+            got.len(),
+            1,
+            "message {id} is {} times in the Maildir: {:?}",
+            got.len(),
+            got.iter().map(|f| &f.name).collect::<Vec<_>>()
+        );
         let f = &got[0];
         assert!(is_processed_name(&f.name), "{id} not processed: {}", f.name);
         let st = status_of(&f.bytes);
-        assert_eq!(status_word(&st, "encryption"), Some("decrypted"), "{id}: {st}");
+        assert_eq!(
+            status_word(&st, "encryption"),
+            Some("decrypted"),
+            "{id}: {st}"
+        );
         assert_eq!(status_word(&st, "signature"), Some("valid"), "{id}: {st}");
         assert!(String::from_utf8_lossy(&f.bytes).contains("the secret plan"));
         let a = arch.get(id).map(Vec::as_slice).unwrap_or(&[]);
-        assert_eq!(a.len(), 1, "original of {id} is {} times in the archive", a.len());
-        assert_eq!(a[0].bytes, smime_msg(id), "archived original of {id} differs");
+        assert_eq!(
+            a.len(),
+            1,
+            "original of {id} is {} times in the archive",
+            a.len()
+        );
+        assert_eq!(
+            a[0].bytes,
+            smime_msg(id),
+            "archived original of {id} differs"
+        );
     }
     for (id, bytes) in plain {
         let got = live.get(id).map(Vec::as_slice).unwrap_or(&[]);
-        assert_eq!(got.len(), 1, "plain message {id} is {} times in the Maildir", got.len());
+        assert_eq!(
+            got.len(),
+            1,
+            "plain message {id} is {} times in the Maildir",
+            got.len()
+        );
         assert_eq!(&got[0].bytes, bytes, "plain message {id} was modified");
         assert!(!is_processed_name(&got[0].name));
         assert!(!arch.contains_key(id), "plain message {id} was archived");
     }
     let expected = smime.len() + plain.len();
     assert_eq!(live.len(), expected, "unexpected messages in the Maildir");
-    assert_eq!(arch.len(), smime.len(), "unexpected messages in the archive");
+    assert_eq!(
+        arch.len(),
+        smime.len(),
+        "unexpected messages in the archive"
+    );
 }
 
 /// `smimed --authserv-id mx.test --trust ROOT --key bob.p12 watch ARGS…` (passphrase in the
@@ -238,12 +304,17 @@ pub fn watch_cmd(args: &[&str], maildir: &Path, passphrase_command: Option<&str>
 
 /// Starts a watcher (stderr to a pipe read by the test at the end).
 pub fn spawn(mut c: Command) -> Child {
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     c.spawn().expect("spawn smimed watch")
 }
 
 pub fn signal(child: &Child, sig: &str) {
-    let st = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
