@@ -139,7 +139,8 @@ enum Outcome {
         failed: bool,
     },
     Skipped(Job),
-    Deferred(Job, Error),
+    /// Left for a temporary failure; None: not tried, after one in the same pass.
+    Deferred(Job, Option<Error>),
     Vanished(Job),
     Failed(Job, Error),
     /// Not started: stopping.
@@ -153,7 +154,7 @@ fn work(ctx: &Context, job: Job, temp_seen: &AtomicBool) -> Outcome {
         Ok(o) => o,
         Err(e) if pipeline::is_temporary(&e) => {
             temp_seen.store(true, Ordering::SeqCst);
-            Outcome::Deferred(job, e)
+            Outcome::Deferred(job, Some(e))
         }
         Err(e) if e.kind == Kind::Config => Outcome::Fatal(e),
         Err(e) => Outcome::Failed(job, e),
@@ -686,7 +687,10 @@ impl<'o> State<'o> {
                 }
                 Outcome::Deferred(job, e) => {
                     self.summary.deferred += 1;
-                    log::warn!("{}: left for later: {e}", job.path().display());
+                    match e {
+                        Some(e) => log::warn!("{}: left for later: {e}", job.path().display()),
+                        None => log::debug!("{}: left for later", job.path().display()),
+                    }
                     self.deferred
                         .insert(job.path(), Instant::now() + self.opts.rescan);
                 }
