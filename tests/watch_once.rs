@@ -293,3 +293,35 @@ fn not_a_maildir_is_a_usage_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn syslog_receives_the_log() {
+    use std::os::unix::net::UnixDatagram;
+    let md = Md::new();
+    md.deliver(&smime_msg("l1"));
+    let sock_path = md.path().join("log.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let mut c = watch_cmd(&["--once", "--syslog"], md.path(), None);
+    c.env("SMIMED_SYSLOG_SOCKET", &sock_path);
+    let (code, err) = run_once(&mut c);
+    assert_eq!(code, 0, "{err}");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // RFC 3164: <PRI> with facility mail (2) and severity info (6): 2*8+6 = 22.
+    assert!(
+        got.iter()
+            .any(|m| m.starts_with("<22>") && m.contains("smimed") && m.contains("1 processed")),
+        "{got:?}"
+    );
+
+    // Unreachable syslog: 69 (EX_UNAVAILABLE), nothing touched.
+    let mut c = watch_cmd(&["--once", "--syslog"], md.path(), None);
+    c.env("SMIMED_SYSLOG_SOCKET", md.path().join("nothing-here"));
+    let (code, err) = run_once(&mut c);
+    assert_eq!(code, 69, "{err}");
+}

@@ -40,8 +40,12 @@ fn init_syslog(verbose: u8) -> Result<()> {
         process: String::from("smimed"),
         pid: std::process::id(),
     };
-    let logger = syslog::unix(formatter)
-        .map_err(|e| Error::new(Kind::Unavailable, format!("syslog: {e}")))?;
+    // SMIMED_SYSLOG_SOCKET: another socket than /dev/log (a chroot, a test).
+    let logger = match std::env::var_os("SMIMED_SYSLOG_SOCKET") {
+        Some(path) => syslog::unix_custom(formatter, path),
+        None => syslog::unix(formatter),
+    }
+    .map_err(|e| Error::new(Kind::Unavailable, format!("syslog: {e}")))?;
     let level = match verbose {
         0 => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
@@ -123,6 +127,7 @@ pub fn run(
     let summary = watch::run(&ctx, &opts, &stop)?;
     if opts.once {
         eprintln!("smimed watch: {}", summary.line());
+        log::info!("done: {}", summary.line());
     } else {
         log::info!("stopping: {}", summary.line());
     }
