@@ -325,3 +325,41 @@ fn syslog_receives_the_log() {
     let (code, err) = run_once(&mut c);
     assert_eq!(code, 69, "{err}");
 }
+
+#[test]
+fn a_backlog_on_a_terminal_shows_a_progress_bar() {
+    let md = Md::new();
+    for i in 0..320 {
+        md.deliver(&smime_msg(&format!("g{i}")));
+    }
+    let p = common::pki::pki();
+    // `script` gives the watcher a terminal (stderr is a tty); its output is what was drawn.
+    let line = format!(
+        "'{}' --authserv-id mx.test --trust '{}' --key '{}' watch --once '{}'",
+        common::smimed_bin().display(),
+        p.root_path.display(),
+        p.bob.p12_path.display(),
+        md.path().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env("SMIMED_PASSPHRASE", common::pki::P12_PASS)
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("SMIMED_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("/320 messages"), "no progress bar: {screen}");
+    assert!(screen.contains("320 processed"), "{screen}");
+
+    // Not on a terminal: no bar.
+    let md = Md::new();
+    for i in 0..320 {
+        md.deliver(&smime_msg(&format!("h{i}")));
+    }
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("/320 messages"), "{err}");
+}
