@@ -123,7 +123,7 @@ fn a_client_moving_and_flagging_meanwhile_loses_nothing() {
     stop.store(true, Ordering::SeqCst);
     let moves = client.join().unwrap();
     let all = wait_for(Duration::from_secs(40), || processed_count(md.path()) == n);
-    signal(&child, "-TERM");
+    signal(&child, "-INT"); // SIGINT stops it like SIGTERM
     let out = child.wait_with_output().unwrap();
     assert!(moves > 100, "the client did too little: {moves} renames");
     assert!(all, "only {} of {n} processed", processed_count(md.path()));

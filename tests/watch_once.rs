@@ -351,7 +351,10 @@ fn a_backlog_on_a_terminal_shows_a_progress_bar() {
         .unwrap();
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{screen}");
-    assert!(screen.contains("/320 messages"), "no progress bar: {screen}");
+    assert!(
+        screen.contains("/320 messages"),
+        "no progress bar: {screen}"
+    );
     assert!(screen.contains("320 processed"), "{screen}");
 
     // Not on a terminal: no bar.

@@ -310,12 +310,16 @@ pub fn spawn(mut c: Command) -> Child {
     c.spawn().expect("spawn smimed watch")
 }
 
+/// Sends `sig` ("-TERM", "-INT" or "-KILL") to the child.
 pub fn signal(child: &Child, sig: &str) {
-    let st = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    use rustix::process::{kill_process, Pid, Signal};
+    let sig = match sig {
+        "-TERM" => Signal::TERM,
+        "-INT" => Signal::INT,
+        "-KILL" => Signal::KILL,
+        other => panic!("signal {other}"),
+    };
+    kill_process(Pid::from_child(child), sig).expect("kill");
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
