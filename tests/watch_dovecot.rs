@@ -134,6 +134,24 @@ fn imap(port: u16, body: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `smimed` run as the mail user, from a copy of the binary the mail user can reach (the build
+/// folder may sit under a private home), with the clean environment of `common::smimed()`.
+fn as_mail_user(t: &Path) -> Command {
+    let bin = t.join("smimed");
+    if !bin.exists() {
+        std::fs::copy(common::smimed_bin(), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut c = Command::new(&bin);
+    c.env_remove("SMIMED_CONFIG")
+        .env_remove("SMIMED_PASSPHRASE")
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("RUST_LOG", "warn")
+        .uid(MAIL_UID)
+        .gid(MAIL_GID);
+    c
+}
+
 #[test]
 fn dovecot_delivers_and_serves_what_the_watcher_processed() {
     let base = tempfile::Builder::new()
@@ -172,7 +190,7 @@ fn dovecot_delivers_and_serves_what_the_watcher_processed() {
     };
     lda(&plain_msg("d0")); // creates the Maildir
 
-    let mut watcher = common::smimed();
+    let mut watcher = as_mail_user(t);
     watcher
         .args(["--authserv-id", "mx.test", "--trust"])
         .arg(keys.join("root.pem"))
@@ -271,7 +289,7 @@ print('STATUS', m.status('SMIME-Originals', '(MESSAGES)'))"#,
         snapshot(&maildir.join("new")),
         snapshot(&maildir.join("cur")),
     );
-    let mut again = common::smimed();
+    let mut again = as_mail_user(t);
     again
         .args(["--authserv-id", "mx.test", "--trust"])
         .arg(keys.join("root.pem"))
