@@ -453,7 +453,16 @@ impl<'o> State<'o> {
                                         dirty.insert(folder.to_path_buf());
                                     }
                                 }
-                                _ => new_folders = true,
+                                // In a tree's root: a Maildir++ folder (`.Name`) may have
+                                // been made; Dovecot's own files there are not folders.
+                                _ => {
+                                    if p.file_name()
+                                        .and_then(|n| n.to_str())
+                                        .is_some_and(|n| n.starts_with('.'))
+                                    {
+                                        new_folders = true;
+                                    }
+                                }
                             }
                         }
                     }
@@ -463,7 +472,9 @@ impl<'o> State<'o> {
                     }
                 }
             }
-            if new_folders && self.opts.recursive {
+            // A folder made in steps (.Name, then its new/ cur/ tmp/) is complete by the next
+            // full rescan at the latest.
+            if (new_folders || full) && self.opts.recursive {
                 for i in 0..self.trees.len() {
                     self.refresh_folders(i)?;
                 }

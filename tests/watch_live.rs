@@ -180,3 +180,28 @@ fn sigterm_during_a_backlog_finishes_what_is_in_hand() {
     assert_eq!(out.status.code(), Some(0));
     assert_exactly_once(md.path(), &md.archive(), &smime, &HashMap::new());
 }
+
+#[test]
+fn recursive_watch_picks_up_a_folder_made_while_running() {
+    let md = Md::new();
+    let child = spawn(watch_cmd(
+        &["--recursive", "--rescan", "1"],
+        md.path(),
+        None,
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let sub = md.path().join(".Projects");
+    for d in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(sub.join(d)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let name = unique_name(10);
+    std::fs::write(sub.join("tmp").join(&name), smime_msg("n1")).unwrap();
+    std::fs::rename(sub.join("tmp").join(&name), sub.join("new").join(&name)).unwrap();
+    let done = wait_for(Duration::from_secs(15), || processed_count(&sub) == 1);
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert!(done, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    assert_exactly_once(&sub, &md.archive(), &["n1".to_string()], &HashMap::new());
+}
