@@ -308,6 +308,11 @@ pub struct Head {
 }
 
 impl Head {
+    /// The file's size (0 when it cannot be read).
+    pub fn file_len(&self) -> u64 {
+        self.file.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+
     /// Reads the rest of the file after the head (no second open: a client may rename the
     /// file meanwhile, the open file stays the same).
     pub fn read_rest(mut self, path: &Path) -> Result<Vec<u8>> {

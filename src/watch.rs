@@ -175,6 +175,11 @@ fn try_work(ctx: &Context, job: &Job, temp_seen: &AtomicBool) -> Result<Outcome>
     if !smime && !forged {
         return Ok(Outcome::Skipped(job.clone()));
     }
+    if !forged && head.file_len() > ctx.limits.max_size {
+        // The pipeline would pass it through unchanged (size-limit): not worth reading.
+        log::info!("{}: larger than --max-size, left as it is", path.display());
+        return Ok(Outcome::Skipped(job.clone()));
+    }
     if temp_seen.load(Ordering::SeqCst) {
         // A temporary failure (the passphrase command) hit this batch: do not run it again
         // for every message; they are all retried later.

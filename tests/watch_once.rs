@@ -366,3 +366,32 @@ fn a_backlog_on_a_terminal_shows_a_progress_bar() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("/320 messages"), "{err}");
 }
+
+#[test]
+fn messages_over_max_size_are_left_as_they_are() {
+    let md = Md::new();
+    let big = md.deliver(&smime_msg("big"));
+    let mut big_forged = forged_msg("f2");
+    big_forged.extend_from_slice(&[b'x'; 2000]);
+    let forged = md.deliver(&big_forged);
+    let (code, err) = run_once(&mut watch_cmd(
+        &["--once", "--max-size", "1000"],
+        md.path(),
+        None,
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("1 processed") && err.contains("1 skipped"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(md.path().join("new").join(&big)).unwrap(),
+        smime_msg("big")
+    );
+    // A forged status field is removed whatever the size (the pipeline reports size-limit).
+    assert!(!md.path().join("new").join(&forged).exists());
+    let live = by_message_id(md.path());
+    assert!(is_processed_name(&live["f2"][0].name));
+    let text = String::from_utf8_lossy(&live["f2"][0].bytes).into_owned();
+    assert!(!text.contains("signer=ceo@example.org"), "{text}");
+}
