@@ -423,7 +423,14 @@ impl<'o> State<'o> {
             .map_err(|e| Error::tempfail(format!("starting inotify: {e}")))?;
         let mut watched: HashSet<PathBuf> = HashSet::new();
         self.watch_all(&mut watcher, &mut watched)?;
-        // Mail may have arrived between the first pass and the watches.
+        // Folders may have been made, and mail may have arrived, between the first pass and
+        // the watches.
+        if self.opts.recursive {
+            for i in 0..self.trees.len() {
+                self.refresh_folders(i)?;
+            }
+            self.watch_all(&mut watcher, &mut watched)?;
+        }
         self.pass(pool, jobs, &self.all_folders(), false)?;
         log::info!("watching {} folder(s)", watched.len());
         let mut next_full = Instant::now() + self.opts.rescan;
@@ -453,7 +460,12 @@ impl<'o> State<'o> {
                         }
                         for p in &ev.paths {
                             match p.parent() {
-                                Some(dir) if watched.contains(dir) => {
+                                Some(dir)
+                                    if watched.contains(dir)
+                                        && dir
+                                            .file_name()
+                                            .is_some_and(|n| n == "new" || n == "cur") =>
+                                {
                                     if let Some(folder) = dir.parent() {
                                         dirty.insert(folder.to_path_buf());
                                     }

@@ -182,26 +182,57 @@ fn sigterm_during_a_backlog_finishes_what_is_in_hand() {
 }
 
 #[test]
-fn recursive_watch_picks_up_a_folder_made_while_running() {
+fn recursive_watch_picks_up_folders_made_while_running() {
     let md = Md::new();
+    let start = std::time::Instant::now();
     let child = spawn(watch_cmd(
-        &["--recursive", "--rescan", "1"],
+        &["--recursive", "--rescan", "5"],
         md.path(),
         None,
     ));
-    std::thread::sleep(Duration::from_millis(300));
-    let sub = md.path().join(".Projects");
+    std::thread::sleep(Duration::from_millis(1000));
+    let deliver = |sub: &std::path::Path, id: &str| {
+        let name = unique_name(10);
+        std::fs::write(sub.join("tmp").join(&name), smime_msg(id)).unwrap();
+        std::fs::rename(sub.join("tmp").join(&name), sub.join("new").join(&name)).unwrap();
+    };
+    // Made whole, then renamed into place (as `maildirmake` in a temporary name): inotify on
+    // the root sees it, long before the first full rescan.
+    let building = md.path().join("building");
     for d in ["cur", "new", "tmp"] {
-        std::fs::create_dir_all(sub.join(d)).unwrap();
+        std::fs::create_dir_all(building.join(d)).unwrap();
     }
+    let sub = md.path().join(".Projects");
+    std::fs::rename(&building, &sub).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    deliver(&sub, "n1");
+    let first = wait_for(Duration::from_secs(15), || processed_count(&sub) == 1);
+    let first_at = start.elapsed();
+    // Made step by step (folder, then its subfolders): found by the next full rescan.
+    let sub2 = md.path().join(".Lists");
+    std::fs::create_dir(&sub2).unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let name = unique_name(10);
-    std::fs::write(sub.join("tmp").join(&name), smime_msg("n1")).unwrap();
-    std::fs::rename(sub.join("tmp").join(&name), sub.join("new").join(&name)).unwrap();
-    let done = wait_for(Duration::from_secs(15), || processed_count(&sub) == 1);
+    for d in ["cur", "new", "tmp"] {
+        std::fs::create_dir(sub2.join(d)).unwrap();
+    }
+    deliver(&sub2, "n2");
+    let second = wait_for(Duration::from_secs(20), || processed_count(&sub2) == 1);
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
-    assert!(done, "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(first, "{err}");
+    assert!(
+        first_at < Duration::from_secs(4),
+        "found by the rescan, not inotify: {first_at:?}"
+    );
+    assert!(second, "{err}");
     assert_eq!(out.status.code(), Some(0));
-    assert_exactly_once(&sub, &md.archive(), &["n1".to_string()], &HashMap::new());
+    let arch = by_message_id(&md.archive());
+    for (folder, id) in [(&sub, "n1"), (&sub2, "n2")] {
+        let live = by_message_id(folder);
+        assert_eq!(live[id].len(), 1, "{id}");
+        assert!(is_processed_name(&live[id][0].name), "{id}");
+        assert_eq!(arch[id].len(), 1, "{id}");
+    }
+    assert_eq!(arch.len(), 2);
 }
