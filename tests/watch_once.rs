@@ -395,3 +395,64 @@ fn messages_over_max_size_are_left_as_they_are() {
     let text = String::from_utf8_lossy(&live["f2"][0].bytes).into_owned();
     assert!(!text.contains("signer=ceo@example.org"), "{text}");
 }
+
+#[test]
+fn archive_on_another_file_system_is_copied_durably_then_unlinked() {
+    use std::os::unix::fs::MetadataExt;
+    let md = Md::new();
+    let other =
+        tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) for a second file system");
+    assert_ne!(
+        std::fs::metadata(other.path()).unwrap().dev(),
+        std::fs::metadata(md.path()).unwrap().dev(),
+        "/dev/shm is on the same file system as the Maildir: nothing would be tested"
+    );
+    let arch = other.path().join("Originals");
+    let a = md.deliver(&smime_msg("x1"));
+    let b = md.put_cur(&smime_msg("x2"), "S");
+    let (code, err) = run_once(&mut watch_cmd(
+        &["--once", "--archive", arch.to_str().unwrap()],
+        md.path(),
+        None,
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(arch.join("new").join(&a)).unwrap(),
+        smime_msg("x1")
+    );
+    assert_eq!(
+        std::fs::read(arch.join("cur").join(&b)).unwrap(),
+        smime_msg("x2")
+    );
+    let mode = std::fs::metadata(arch.join("new").join(&a)).unwrap().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(leftover_tmp(&arch).is_empty());
+    assert_exactly_once(
+        md.path(),
+        &arch,
+        &["x1".to_string(), "x2".to_string()],
+        &HashMap::new(),
+    );
+
+    // The state a crash between the durable copy and the unlink leaves: the original is
+    // still there although its key is archived. The next run only unlinks it.
+    let before = std::fs::read(arch.join("new").join(&a)).unwrap();
+    std::fs::write(md.path().join("new").join(&a), smime_msg("x1")).unwrap();
+    let (code, err) = run_once(&mut watch_cmd(
+        &["--once", "--archive", arch.to_str().unwrap()],
+        md.path(),
+        None,
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(": 0 processed") && err.contains("1 archived"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(arch.join("new").join(&a)).unwrap(), before);
+    assert_exactly_once(
+        md.path(),
+        &arch,
+        &["x1".to_string(), "x2".to_string()],
+        &HashMap::new(),
+    );
+}
