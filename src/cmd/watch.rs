@@ -123,6 +123,11 @@ pub fn run(
             .map_err(|e| Error::software(format!("installing the signal handler: {e}")))?;
     }
 
+    if settings.keys.is_empty() {
+        log::warn!(
+            "no --key given: encrypted messages will be marked encryption=failed and archived"
+        );
+    }
     let ctx = Context::new(settings);
     let summary = watch::run(&ctx, &opts, &stop)?;
     if opts.once {
