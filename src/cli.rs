@@ -78,6 +78,9 @@ pub enum Command {
     /// The address book of recipients' certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Keep Maildirs decrypted and verified: process the S/MIME messages there, then each one
+    /// that arrives (inotify), until SIGTERM/SIGINT. Originals go to an archive folder.
+    Watch(WatchArgs),
 }
 
 /// `smimed sendmail` takes sendmail's grammar, which clap cannot express: the words are parsed
@@ -115,6 +118,37 @@ pub enum CertsCommand {
         #[arg(value_name = "ADDRESS")]
         address: String,
     },
+}
+
+/// `smimed watch`; each option is also a key of the config file's `[watch]` table.
+#[derive(Debug, Args, Default, Clone)]
+pub struct WatchArgs {
+    /// Process what the Maildirs hold, print a summary and exit (no waiting for new mail).
+    #[arg(long)]
+    pub once: bool,
+    /// Where originals go: a Maildir++ folder name of each MAILDIR (default .SMIME-Originals),
+    /// or the path (with a `/`) of a Maildir elsewhere, created when missing.
+    #[arg(long, value_name = "FOLDER|PATH", conflicts_with = "no_archive")]
+    pub archive: Option<String>,
+    /// Delete originals once their processed copy is durably in place.
+    #[arg(long)]
+    pub no_archive: bool,
+    /// Messages processed in parallel (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Also watch the Maildir++ subfolders (.Work, .Lists…) of each MAILDIR.
+    #[arg(long)]
+    pub recursive: bool,
+    /// Log to syslog (journald reads it) instead of stderr.
+    #[arg(long)]
+    pub syslog: bool,
+    /// Seconds between full rescans, which also retry messages left for a temporary failure
+    /// (default 60).
+    #[arg(long, value_name = "SECONDS")]
+    pub rescan: Option<u64>,
+    /// The Maildirs to watch (each holds new/, cur/ and tmp/).
+    #[arg(value_name = "MAILDIR")]
+    pub maildir: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -45,6 +45,23 @@ pub struct FileConfig {
     pub encrypt: Option<String>,
     /// `smimed sendmail`: opaque signed-data instead of multipart/signed.
     pub opaque: Option<bool>,
+    /// `[watch]`: the options of `smimed watch`.
+    #[serde(default)]
+    pub watch: WatchConfig,
+}
+
+/// The `[watch]` table: keys named like the flags of `smimed watch`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    #[serde(default)]
+    pub maildir: Vec<PathBuf>,
+    pub archive: Option<String>,
+    pub no_archive: Option<bool>,
+    pub jobs: Option<usize>,
+    pub recursive: Option<bool>,
+    pub syslog: Option<bool>,
+    pub rescan: Option<u64>,
 }
 
 /// Where the passphrase of an encrypted key comes from, in this order.
@@ -86,7 +103,8 @@ pub struct OutboundFile {
     pub opaque: Option<bool>,
 }
 
-fn expand(p: &Path, base: Option<&Path>) -> PathBuf {
+/// `~/` means `$HOME`; a relative path is relative to `base` (the config file's folder) when given.
+pub fn expand(p: &Path, base: Option<&Path>) -> PathBuf {
     if let Ok(rest) = p.strip_prefix("~") {
         if let Some(home) = std::env::var_os("HOME") {
             return PathBuf::from(home).join(rest);

@@ -26,6 +26,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
     match &cli.command {
         Command::Filter(args) => cmd::filter::run(args, settings),
         Command::Trust(t) => cmd::trust::run(t, settings),
+        Command::Watch(w) => cmd::watch::run(w, settings, cli.common.verbose, init_logging),
         Command::Certs(c) => cmd::certs::run(c, settings),
         Command::Sendmail(s) => {
             // Global options given before `sendmail` (`smimed --key K sendmail …`) join those
@@ -91,7 +92,10 @@ fn main() {
             std::process::exit(code);
         }
     };
-    init_logging(cli.common.verbose);
+    if !matches!(cli.command, Command::Watch(_)) {
+        // `watch` chooses between stderr and syslog itself.
+        init_logging(cli.common.verbose);
+    }
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -5,3 +5,4 @@ pub mod certs;
 pub mod filter;
 pub mod sendmail;
 pub mod trust;
+pub mod watch;

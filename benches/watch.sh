@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Benchmark of `smimed watch` (issue 4). Prints figures; asserts nothing.
+#
+#  1. Backlog: 2,000 signed-then-encrypted messages of about 38 KB (made by the openssl CLI with
+#     a throw-away PKI made here) processed by `smimed watch --once`; messages/s is printed next
+#     to the limit `openssl speed rsa2048` signs/s x cores (one RSA-2048 private-key operation
+#     per message) and half of it (the target).
+#  2. Latency: with the watcher running, messages delivered one at a time as an MDA does (write
+#     in tmp/, rename into new/); time from the rename to the processed copy in place: median,
+#     p90, max.
+#
+# Usage: benches/watch.sh [N_MESSAGES] (default 2000). Work files in target/bench-watch/ (the
+# generated messages are kept and reused by the next run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-2000}
+CORES=$(nproc)
+W=target/bench-watch
+mkdir -p "$W"
+cargo build --release --quiet
+BIN=$PWD/target/release/smimed
+
+# --- PKI: root, alice (signer), bob (recipient), RSA-2048 -----------------------------------
+P=$W/pki
+if [ ! -f "$P/bob.pem" ]; then
+  mkdir -p "$P"
+  (
+    cd "$P"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout root.key -out root.pem -days 30 \
+      -subj "/CN=smimed bench root" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    for u in alice bob; do
+      openssl req -newkey rsa:2048 -nodes -keyout $u.key -out $u.csr -subj "/CN=$u/emailAddress=$u@example.org" 2>/dev/null
+      printf 'subjectAltName=email:%s@example.org\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\nbasicConstraints=CA:FALSE\n' $u > $u.ext
+      openssl x509 -req -in $u.csr -CA root.pem -CAkey root.key -CAcreateserial -days 30 -extfile $u.ext -out $u.crt 2>/dev/null
+      cat $u.key $u.crt > $u.pem
+    done
+    chmod 600 ./*.key ./*.pem
+  )
+fi
+
+# --- Messages: ~19 KB of text, signed by alice, encrypted to bob: ~38 KB each ---------------
+M=$W/msgs38k-$N
+if [ "$(ls "$M" 2>/dev/null | wc -l)" != "$N" ]; then
+  rm -rf "$M"; mkdir -p "$M"
+  echo "making $N messages with the openssl CLI ($CORES in parallel)..." >&2
+  export P M
+  seq 1 "$N" | xargs -P "$CORES" -I{} sh -c '
+    i={}
+    {
+      printf "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+      head -c 14000 /dev/urandom | base64 -w 76 | sed "s/\$/\r/"
+    } > "$M/.body$i"
+    {
+      printf "From: alice@example.org\r\nTo: bob@example.org\r\nSubject: bench %s\r\nMessage-ID: <%s@bench>\r\n" $i $i
+      openssl cms -sign -signer "$P/alice.crt" -inkey "$P/alice.key" -nodetach -binary -outform SMIME < "$M/.body$i" \
+        | openssl cms -encrypt -aes256 -binary "$P/bob.crt"
+    } > "$M/$i"
+    rm -f "$M/.body$i"
+  '
+fi
+SIZE=$(( $(cat "$M"/* | wc -c) / N ))
+
+# --- 1. Backlog ----------------------------------------------------------------------------
+MD=$W/maildir
+rm -rf "$MD"; mkdir -p "$MD"/{new,cur,tmp}
+i=0
+for f in "$M"/*; do
+  i=$((i+1)); cp "$f" "$MD/new/1800000000.M${i}P1.bench,S=$(stat -c %s "$f")"
+done
+sync
+COMMON=(--authserv-id bench.test --trust "$P/root.pem" --key "$P/bob.pem")
+read -r WALL CPU < <(python3 - "$BIN" "$MD" "$CORES" "$W/once.log" "${COMMON[@]}" <<'EOF'
+import resource, subprocess, sys, time
+binary, md, cores, log, common = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+t0 = time.perf_counter()
+with open(log, 'wb') as err:
+    subprocess.run([binary, *common, 'watch', '--once', '--jobs', cores, md], stderr=err, check=True)
+wall = time.perf_counter() - t0
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{wall:.3f} {ru.ru_utime + ru.ru_stime:.3f}")
+EOF
+)
+tail -1 "$W/once.log"
+SPEED=$(openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ {print $6}')
+python3 - "$N" "$SIZE" "$CORES" "$WALL" "$CPU" "$SPEED" <<'EOF'
+import sys
+n, size, cores = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+wall, cpu, speed = float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
+print()
+print(f"backlog: {n} messages of {size} bytes (signed then encrypted), --jobs {cores}")
+print(f"  smimed watch --once:    {n/wall:7.0f} messages/s ({wall:.2f} s wall, {cpu:.2f} s CPU = {1000*cpu/n:.2f} ms CPU per message)")
+print(f"  openssl speed rsa2048:  {speed:7.0f} signs/s per core x {cores} cores = {speed*cores:.0f}/s; target (half): {speed*cores/2:.0f}/s")
+print(f"  CPU-bound ceiling of this build on {cores} idle cores: {cores*n/cpu:.0f} messages/s "
+      f"(the RSA operation is {1000/speed:.2f} ms of the {1000*cpu/n:.2f} ms per message)")
+EOF
+echo
+
+# --- 2. Latency ----------------------------------------------------------------------------
+MD=$W/maildir-live
+rm -rf "$MD"; mkdir -p "$MD"/{new,cur,tmp}
+"$BIN" "${COMMON[@]}" watch --jobs "$CORES" "$MD" 2> "$W/live.log" &
+WPID=$!
+trap 'kill $WPID 2>/dev/null || true' EXIT
+sleep 0.5
+python3 - "$MD" "$M" 200 <<'EOF'
+import os, sys, time, statistics
+md, msgs, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+files = sorted(os.listdir(msgs))[:n]
+lat = []
+for i, f in enumerate(files):
+    data = open(os.path.join(msgs, f), 'rb').read()
+    key = f"1900000000.M{i}P{os.getpid()}.latency"
+    tmp = os.path.join(md, 'tmp', key)
+    with open(tmp, 'wb') as fh:
+        fh.write(data)
+    t0 = time.perf_counter()
+    os.rename(tmp, os.path.join(md, 'new', key))
+    want = key + ',smimed'
+    while True:
+        if any(x.startswith(want) for x in os.listdir(os.path.join(md, 'new'))):
+            break
+        if time.perf_counter() - t0 > 10:
+            sys.exit(f"message {i} not processed within 10 s")
+        time.sleep(0.0002)
+    lat.append((time.perf_counter() - t0) * 1000)
+    time.sleep(0.02)
+lat.sort()
+p90 = lat[int(len(lat) * 0.9) - 1]
+print(f"latency: {len(lat)} messages delivered one at a time into new/ (rename -> processed copy in place)")
+print(f"  median {statistics.median(lat):.1f} ms, p90 {p90:.1f} ms, max {lat[-1]:.1f} ms (target: median < 50 ms)")
+EOF
+kill -TERM $WPID
+wait $WPID && echo "watcher stopped by SIGTERM: exit 0"
+trap - EXIT

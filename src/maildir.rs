@@ -1,0 +1,390 @@
+//! Maildir primitives for the watcher: message names, folders, our own output's marker, and the
+//! durable file operations (write in tmp/ with mode 0600, rename, fsync of directories).
+//!
+//! A Maildir message name is `UNIQUE[:2,FLAGS]`. The unique part is chosen by the MDA (never by
+//! a sender) and is `KEY[,FIELD…]`: the key (`time.M…P….host`) identifies the message across
+//! moves new/ → cur/ and flag changes; fields such as `,S=size` (Dovecot) or `,U=uid` (mbsync)
+//! follow.
+//!
+//! Architecture Invariants: the watcher's processed copy of a message is recognised by its
+//! NAME only: its unique part carries the field [`MARKER`] (`KEY,smimed[,…]`), which no MDA
+//! writes and no sender can choose; nothing inside a message is trusted for that. A processed
+//! copy keeps the original's key and other fields, except `,S=` which is set to the new size
+//! (and `,W=` which is dropped), so that Dovecot reads the right size. This module does no
+//! S/MIME and knows nothing of the pipeline.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// The unique-part field that marks a file as the watcher's processed copy.
+pub const MARKER: &str = "smimed";
+
+/// Prefix of our files in tmp/ (removed at start-up: a crash may leave some behind).
+pub const TMP_PREFIX: &str = "smimed-tmp.";
+
+/// The two subdirectories that hold messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sub {
+    New,
+    Cur,
+}
+
+impl Sub {
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Sub::New => "new",
+            Sub::Cur => "cur",
+        }
+    }
+    pub const BOTH: [Sub; 2] = [Sub::New, Sub::Cur];
+}
+
+/// Splits a message name into its unique part and its info (`2,FLAGS`, without the colon).
+pub fn split_name(name: &str) -> (&str, Option<&str>) {
+    match name.split_once(':') {
+        Some((u, i)) => (u, Some(i)),
+        None => (name, None),
+    }
+}
+
+/// The key of a message: its unique part up to the first comma. Stable across moves and flag
+/// changes by clients, and shared by an original and its processed copy.
+pub fn key(name: &str) -> &str {
+    let (unique, _) = split_name(name);
+    unique.split(',').next().unwrap_or(unique)
+}
+
+/// Whether a message name is the watcher's processed copy (its unique part has the marker).
+pub fn is_ours(name: &str) -> bool {
+    let (unique, _) = split_name(name);
+    unique.split(',').skip(1).any(|f| f == MARKER)
+}
+
+/// The name of the processed copy of `original` whose new content is `len` bytes long: the
+/// original's key, the marker, the original's other fields (a `,S=` size rewritten, `,W=`
+/// dropped), then the original's info.
+pub fn processed_name(original: &str, len: usize) -> String {
+    let (unique, info) = split_name(original);
+    let mut parts = unique.split(',');
+    let mut out = String::from(parts.next().unwrap_or(unique));
+    out.push(',');
+    out.push_str(MARKER);
+    for f in parts {
+        if f.starts_with("S=") {
+            out.push_str(&format!(",S={len}"));
+        } else if f.starts_with("W=") || f == MARKER {
+            continue;
+        } else {
+            out.push(',');
+            out.push_str(f);
+        }
+    }
+    with_info(&out, info)
+}
+
+/// `name`'s unique part with another info (`None`: no info, as in new/).
+pub fn with_info(name: &str, info: Option<&str>) -> String {
+    let (unique, _) = split_name(name);
+    match info {
+        Some(i) => format!("{unique}:{i}"),
+        None => unique.to_string(),
+    }
+}
+
+/// Whether a directory entry name can be a message (not a dot file, valid UTF-8 handled by the
+/// caller).
+pub fn is_message_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.')
+}
+
+/// One Maildir (the root of a tree, or a Maildir++ subfolder of it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Maildir {
+    pub root: PathBuf,
+}
+
+impl Maildir {
+    /// Opens an existing Maildir: `new/`, `cur/` and `tmp/` must be directories.
+    pub fn open(root: &Path) -> Result<Maildir> {
+        for d in ["new", "cur", "tmp"] {
+            if !root.join(d).is_dir() {
+                return Err(Error::usage(format!(
+                    "{} is not a Maildir (no {d}/ folder in it)",
+                    root.display()
+                )));
+            }
+        }
+        Ok(Maildir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Opens a Maildir, creating it (mode 0700) when missing; `subfolder` marks a Maildir++
+    /// subfolder (the `maildirfolder` file Maildir++ clients look for).
+    pub fn create(root: &Path, subfolder: bool) -> Result<Maildir> {
+        let mut b = fs::DirBuilder::new();
+        b.recursive(true).mode(0o700);
+        for d in ["new", "cur", "tmp"] {
+            let p = root.join(d);
+            if !p.is_dir() {
+                b.create(&p)
+                    .map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+            }
+        }
+        let marker = root.join("maildirfolder");
+        if subfolder && !marker.exists() {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&marker)
+                .map_err(|e| Error::io(format!("creating {}", marker.display()), e))?;
+        }
+        if let Some(parent) = root.parent() {
+            fsync_dir(parent)?;
+        }
+        Ok(Maildir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self, sub: Sub) -> PathBuf {
+        self.root.join(sub.dir_name())
+    }
+
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn path(&self, sub: Sub, name: &str) -> PathBuf {
+        self.dir(sub).join(name)
+    }
+
+    /// The message names in `sub` (dot files and non-UTF-8 names left out). A missing
+    /// directory is an error: the Maildir went away.
+    pub fn list(&self, sub: Sub) -> Result<Vec<String>> {
+        let dir = self.dir(sub);
+        let rd =
+            fs::read_dir(&dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+        let mut out = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+            if let Ok(name) = ent.file_name().into_string() {
+                if is_message_name(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finds the message with `key` in new/ or cur/ (a client may have moved or re-flagged it),
+    /// skipping our processed copies.
+    pub fn find_original(&self, key_: &str) -> Result<Option<(Sub, String)>> {
+        for sub in Sub::BOTH {
+            for name in self.list(sub)? {
+                if key(&name) == key_ && !is_ours(&name) {
+                    return Ok(Some((sub, name)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Finds the processed copy with `key` in new/ or cur/.
+    pub fn find_ours(&self, key_: &str) -> Result<Option<(Sub, String)>> {
+        for sub in Sub::BOTH {
+            for name in self.list(sub)? {
+                if key(&name) == key_ && is_ours(&name) {
+                    return Ok(Some((sub, name)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Maildir++ subfolders (`.Name` directories that are Maildirs), sorted.
+    pub fn subfolders(&self) -> Result<Vec<Maildir>> {
+        let rd = fs::read_dir(&self.root)
+            .map_err(|e| Error::io(format!("reading {}", self.root.display()), e))?;
+        let mut out = Vec::new();
+        for ent in rd.flatten() {
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.len() > 1 && name.starts_with('.') && name != ".." {
+                let p = ent.path();
+                if p.join("cur").is_dir() && p.join("new").is_dir() && p.join("tmp").is_dir() {
+                    out.push(Maildir { root: p });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.root.cmp(&b.root));
+        Ok(out)
+    }
+
+    /// Removes our leftover files in tmp/ (a crash may leave some; they were never renamed,
+    /// so nothing refers to them). Returns how many.
+    pub fn clean_tmp(&self) -> Result<usize> {
+        let dir = self.tmp();
+        let rd =
+            fs::read_dir(&dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+        let mut n = 0;
+        for ent in rd.flatten() {
+            if ent
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(TMP_PREFIX))
+            {
+                match fs::remove_file(ent.path()) {
+                    Ok(()) => n += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Error::io(format!("removing {}", ent.path().display()), e))
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh name for a file of ours in tmp/: prefix, pid, sequence, key.
+pub fn tmp_name(key_: &str) -> String {
+    let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{TMP_PREFIX}{}.{seq}.{key_}", std::process::id())
+}
+
+/// Writes `bytes` to a new file `dir/name` with mode 0600 (refusing to overwrite). With
+/// `sync`, the file is fsynced; without, the caller makes it durable (group commit: one
+/// `syncfs` for a batch) before renaming it anywhere.
+pub fn write_new(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
+    let res = (|| -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(bytes)?;
+        if sync {
+            f.sync_all()?;
+        }
+        Ok(())
+    })();
+    res.map_err(|e| {
+        let _ = fs::remove_file(path);
+        Error::io(format!("writing {}", path.display()), e)
+    })
+}
+
+/// Makes every file written on the file system holding `dir` durable (`syncfs(2)`): the group
+/// commit of a batch of tmp/ files, in place of one fsync per file.
+pub fn sync_fs_of(dir: &Path) -> Result<()> {
+    let f = File::open(dir).map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+    rustix::fs::syncfs(&f)
+        .map_err(|e| Error::io(format!("syncfs on {}", dir.display()), io::Error::from(e)))
+}
+
+/// fsyncs a directory, so that the renames and unlinks done in it are durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(format!("fsync of {}", dir.display()), e))
+}
+
+/// The start of a message file, read up to the end of its header section.
+pub struct Head {
+    pub bytes: Vec<u8>,
+    /// The whole file was read.
+    pub whole: bool,
+    file: File,
+}
+
+impl Head {
+    /// The file's size (0 when it cannot be read).
+    pub fn file_len(&self) -> u64 {
+        self.file.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Reads the rest of the file after the head (no second open: a client may rename the
+    /// file meanwhile, the open file stays the same).
+    pub fn read_rest(mut self, path: &Path) -> Result<Vec<u8>> {
+        if !self.whole {
+            self.file
+                .read_to_end(&mut self.bytes)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        }
+        Ok(self.bytes)
+    }
+}
+
+/// Reads the start of a file up to and including the end of its header section (at least
+/// that, at most about `limit` bytes). None when the file is gone.
+pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = f
+            .read(&mut chunk)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if n == 0 {
+            return Ok(Some(Head {
+                bytes: buf,
+                whole: true,
+                file: f,
+            }));
+        }
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if header_ends(&buf[from..])
+            || buf.starts_with(b"\n")
+            || buf.starts_with(b"\r\n")
+            || buf.len() >= limit
+        {
+            return Ok(Some(Head {
+                bytes: buf,
+                whole: false,
+                file: f,
+            }));
+        }
+    }
+}
+
+fn header_ends(b: &[u8]) -> bool {
+    b.windows(2).any(|w| w == b"\n\n") || b.windows(3).any(|w| w == b"\n\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let n = "1700000000.M1P2Q3.host,S=1234,W=1260,U=7:2,RS";
+        assert_eq!(key(n), "1700000000.M1P2Q3.host");
+        assert!(!is_ours(n));
+        let p = processed_name(n, 99);
+        assert_eq!(p, "1700000000.M1P2Q3.host,smimed,S=99,U=7:2,RS");
+        assert!(is_ours(&p));
+        assert_eq!(key(&p), key(n));
+        assert_eq!(processed_name("123.M1.smimed", 5), "123.M1.smimed,smimed");
+        assert!(!is_ours("123.M1.smimed"));
+        assert_eq!(
+            with_info(&p, None),
+            "1700000000.M1P2Q3.host,smimed,S=99,U=7"
+        );
+        assert_eq!(with_info("a,smimed", Some("2,S")), "a,smimed:2,S");
+    }
+}

@@ -1,0 +1,933 @@
+//! The Maildir watcher behind `smimed watch`: scans Maildirs, runs the inbound pipeline on
+//! S/MIME messages (and on plain ones carrying forged status fields) over a pool of worker
+//! threads sharing one [`Context`], puts each processed copy in place of its original and moves
+//! the original to the archive; then waits on inotify for more.
+//!
+//! Architecture Invariants:
+//! - Never twice, never lost, by ORDER of durable steps, per batch (group commit):
+//!   1. workers write each processed copy in the folder's tmp/ (mode 0600, `smimed-tmp.*`);
+//!   2. one `syncfs` makes the batch's tmp files durable;
+//!   3. each copy is renamed next to its original (same subdirectory, same flags, name marked
+//!      with [`maildir::MARKER`]); the touched directories are fsynced;
+//!   4. only then is each original renamed into the archive (or unlinked with --no-archive); the
+//!      archive's and the source's directories are fsynced.
+//!
+//!   A crash before 3 leaves tmp files (removed at start) and the original (processed again).
+//!   A crash between 3 and 4 leaves an original next to its marked copy: the next scan only
+//!   finishes the move. Originals are found by key, wherever a client moved or re-flagged them.
+//! - The watcher's own output is recognised by its file name only (never by a header).
+//! - Messages that are neither S/MIME at the root nor carry forged status fields are never
+//!   written to. A temporary failure leaves the message as it is and retries it later.
+//! - Only this module and `maildir` touch mailboxes; neither looks inside a message beyond
+//!   classifying its root header (the pipeline does the rest).
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use notify::Watcher;
+
+use crate::error::{Error, Kind, Result};
+use crate::maildir::{self, Maildir, Sub};
+use crate::mime;
+use crate::pipeline::{self, Context};
+use crate::status::{self, Encryption, Signature};
+
+/// Default name of the archive folder (a Maildir++ folder of each watched Maildir).
+pub const DEFAULT_ARCHIVE: &str = ".SMIME-Originals";
+/// Default seconds between full rescans (which also retry temporary failures).
+pub const DEFAULT_RESCAN: u64 = 60;
+/// Messages per group commit, per worker.
+const BATCH_PER_JOB: usize = 64;
+/// Longest wait between the first finished message of a batch and its commit.
+const COMMIT_EVERY: Duration = Duration::from_millis(50);
+/// Largest header section read to decide whether a message needs the pipeline.
+const HEAD_LIMIT: usize = 256 * 1024;
+/// Backlog above which a progress bar is shown (on a terminal).
+const PROGRESS_MIN: usize = 300;
+
+/// Where originals go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveMode {
+    /// A Maildir++ folder (`.Name`) of each watched Maildir.
+    Folder(String),
+    /// One Maildir anywhere (created when missing).
+    Path(PathBuf),
+    /// Originals are deleted once their processed copy is durable.
+    None,
+}
+
+/// What `smimed watch` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub maildirs: Vec<PathBuf>,
+    pub archive: ArchiveMode,
+    pub jobs: usize,
+    pub recursive: bool,
+    pub once: bool,
+    pub rescan: Duration,
+    /// A progress bar may be drawn (stderr is a terminal).
+    pub progress: bool,
+}
+
+/// Counts for the summary line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Messages rewritten (processed copy in place).
+    pub processed: usize,
+    pub decrypted: usize,
+    pub verified: usize,
+    /// Processed, but decryption failed or a signature is not valid.
+    pub failed: usize,
+    /// Looked at and left untouched (not S/MIME, no forged status field).
+    pub skipped: usize,
+    /// Left for a temporary failure, to be retried.
+    pub deferred: usize,
+    /// Originals moved to the archive (or deleted with --no-archive), including moves left
+    /// unfinished by an earlier run.
+    pub archived: usize,
+    /// Messages that disappeared (a client deleted or moved them away) while we worked.
+    pub vanished: usize,
+    /// Messages the pipeline refused with an unexpected error (left untouched, logged).
+    pub errors: usize,
+}
+
+impl Summary {
+    pub fn line(&self) -> String {
+        format!(
+            "{} processed ({} decrypted, {} verified, {} failed), {} skipped, {} deferred, {} archived",
+            self.processed,
+            self.decrypted,
+            self.verified,
+            self.failed,
+            self.skipped,
+            self.deferred,
+            self.archived
+        )
+    }
+}
+
+/// One message to look at.
+#[derive(Debug, Clone)]
+struct Job {
+    md: Maildir,
+    sub: Sub,
+    name: String,
+}
+
+impl Job {
+    fn path(&self) -> PathBuf {
+        self.md.path(self.sub, &self.name)
+    }
+}
+
+/// What a worker made of a job.
+enum Outcome {
+    /// Processed copy written (not yet durable) in tmp/.
+    Ready {
+        job: Job,
+        tmp: PathBuf,
+        /// Name of the processed copy, with the original's info as read.
+        name: String,
+        decrypted: bool,
+        verified: bool,
+        failed: bool,
+    },
+    Skipped(Job),
+    /// Left for a temporary failure; None: not tried, after one in the same pass.
+    Deferred(Job, Option<Error>),
+    Vanished(Job),
+    Failed(Job, Error),
+    /// Not started: stopping.
+    NotStarted,
+    Fatal(Error),
+}
+
+/// One worker's job: read, classify, run the pipeline, write the copy in tmp/.
+fn work(ctx: &Context, job: Job, temp_seen: &AtomicBool) -> Outcome {
+    match try_work(ctx, &job, temp_seen) {
+        Ok(o) => o,
+        Err(e) if pipeline::is_temporary(&e) => {
+            temp_seen.store(true, Ordering::SeqCst);
+            Outcome::Deferred(job, Some(e))
+        }
+        Err(e) if e.kind == Kind::Config => Outcome::Fatal(e),
+        Err(e) => Outcome::Failed(job, e),
+    }
+}
+
+fn try_work(ctx: &Context, job: &Job, temp_seen: &AtomicBool) -> Result<Outcome> {
+    let path = job.path();
+    let Some(head) = maildir::read_head(&path, HEAD_LIMIT)? else {
+        return Ok(Outcome::Vanished(job.clone()));
+    };
+    let ent = mime::split(&head.bytes);
+    let smime = mime::classify_entity(&ent) != mime::Kind::Other;
+    let forged = ent
+        .fields
+        .iter()
+        .any(|f| status::is_forged(f, ctx.authserv_id()));
+    if !smime && !forged {
+        return Ok(Outcome::Skipped(job.clone()));
+    }
+    if !forged && head.file_len() > ctx.limits.max_size {
+        // The pipeline would pass it through unchanged (size-limit): not worth reading.
+        log::info!("{}: larger than --max-size, left as it is", path.display());
+        return Ok(Outcome::Skipped(job.clone()));
+    }
+    if temp_seen.load(Ordering::SeqCst) {
+        // A temporary failure (the passphrase command) hit this batch: do not run it again
+        // for every message; they are all retried later.
+        return Err(Error::tempfail(
+            "deferred after a temporary failure in this batch",
+        ));
+    }
+    drop(ent);
+    let bytes = head.read_rest(&path)?;
+    let processed = pipeline::process(ctx, &bytes)?;
+    drop(bytes);
+    if !processed.smime && processed.forged_removed == 0 {
+        return Ok(Outcome::Skipped(job.clone()));
+    }
+    let tmp = job
+        .md
+        .tmp()
+        .join(maildir::tmp_name(maildir::key(&job.name)));
+    maildir::write_new(&tmp, &processed.output, false)?;
+    let st = &processed.status;
+    Ok(Outcome::Ready {
+        job: job.clone(),
+        tmp,
+        name: maildir::processed_name(&job.name, processed.output.len()),
+        decrypted: st.encryption == Encryption::Decrypted,
+        verified: st.signature == Signature::Valid,
+        failed: st.encryption == Encryption::Failed
+            || !matches!(st.signature, Signature::None | Signature::Valid),
+    })
+}
+
+/// The pool's end in the main thread.
+struct Pool<'a> {
+    jobs: mpsc::Sender<Job>,
+    results: mpsc::Receiver<Outcome>,
+    temp_seen: &'a AtomicBool,
+    /// Set on a fatal error: the workers skip the jobs left.
+    abort: &'a AtomicBool,
+}
+
+fn worker(
+    ctx: &Context,
+    jobs: &Mutex<mpsc::Receiver<Job>>,
+    results: mpsc::Sender<Outcome>,
+    stop: &AtomicBool,
+    abort: &AtomicBool,
+    temp_seen: &AtomicBool,
+) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let out = if stop.load(Ordering::SeqCst) || abort.load(Ordering::SeqCst) {
+            Outcome::NotStarted
+        } else {
+            work(ctx, job, temp_seen)
+        };
+        if results.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+/// An archive Maildir and the keys it holds.
+struct Archive {
+    md: Maildir,
+    keys: HashSet<String>,
+}
+
+impl Archive {
+    fn open(root: &Path, subfolder: bool) -> Result<Archive> {
+        let md = Maildir::create(root, subfolder)?;
+        md.clean_tmp()?;
+        let mut keys = HashSet::new();
+        for sub in Sub::BOTH {
+            for n in md.list(sub)? {
+                keys.insert(maildir::key(&n).to_string());
+            }
+        }
+        Ok(Archive { md, keys })
+    }
+}
+
+/// One watched Maildir tree.
+struct Tree {
+    root: Maildir,
+    folders: Vec<Maildir>,
+    /// Index into `State::archives`.
+    archive: Option<usize>,
+}
+
+/// A processed copy placed in the last commit, whose original still has to move.
+struct Placed {
+    md: Maildir,
+    archive: Option<usize>,
+    key: String,
+    /// Where the original was when the copy was placed.
+    orig: (Sub, String),
+    /// Where the copy was placed.
+    ours: (Sub, String),
+    /// The copy was placed just now: if a client moves or re-flags the original before it is
+    /// archived, the copy follows (a copy found from an earlier run is left as the user has it).
+    follow: bool,
+}
+
+struct State<'o> {
+    opts: &'o Options,
+    trees: Vec<Tree>,
+    archives: Vec<Archive>,
+    /// Files looked at and left untouched (their name changes when a client re-flags them).
+    skipped: HashSet<PathBuf>,
+    /// Files left for a temporary failure, with the time of their next try.
+    deferred: HashMap<PathBuf, Instant>,
+    summary: Summary,
+}
+
+/// Runs the watcher until done (--once) or until `stop` is set (SIGTERM, SIGINT).
+pub fn run(ctx: &Context, opts: &Options, stop: &AtomicBool) -> Result<Summary> {
+    let mut state = State::new(opts)?;
+    let jobs = opts.jobs.max(1);
+    let (job_tx, job_rx) = mpsc::channel::<Job>();
+    let job_rx = Mutex::new(job_rx);
+    let (res_tx, res_rx) = mpsc::channel::<Outcome>();
+    let temp_seen = AtomicBool::new(false);
+    let abort = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            let tx = res_tx.clone();
+            let (rx, ts, ab) = (&job_rx, &temp_seen, &abort);
+            s.spawn(move || worker(ctx, rx, tx, stop, ab, ts));
+        }
+        drop(res_tx);
+        let pool = Pool {
+            jobs: job_tx,
+            results: res_rx,
+            temp_seen: &temp_seen,
+            abort: &abort,
+        };
+        let r = state.main(&pool, stop, jobs);
+        drop(pool);
+        r
+    })?;
+    Ok(state.summary)
+}
+
+impl<'o> State<'o> {
+    fn new(opts: &'o Options) -> Result<State<'o>> {
+        let mut archives: Vec<Archive> = Vec::new();
+        let shared = match &opts.archive {
+            ArchiveMode::Path(p) => {
+                archives.push(Archive::open(
+                    &std::path::absolute(p).unwrap_or_else(|_| p.clone()),
+                    false,
+                )?);
+                Some(0)
+            }
+            _ => None,
+        };
+        let mut trees = Vec::new();
+        for root in &opts.maildirs {
+            // Absolute, as inotify reports paths.
+            let root = Maildir::open(&canonical(root))?;
+            let archive = match &opts.archive {
+                ArchiveMode::Folder(name) => {
+                    archives.push(Archive::open(&root.root.join(name), true)?);
+                    Some(archives.len() - 1)
+                }
+                ArchiveMode::Path(_) => shared,
+                ArchiveMode::None => None,
+            };
+            trees.push(Tree {
+                root,
+                folders: Vec::new(),
+                archive,
+            });
+        }
+        let mut st = State {
+            opts,
+            trees,
+            archives,
+            skipped: HashSet::new(),
+            deferred: HashMap::new(),
+            summary: Summary::default(),
+        };
+        for i in 0..st.trees.len() {
+            st.refresh_folders(i)?;
+        }
+        for t in &st.trees {
+            for f in &t.folders {
+                let n = f.clean_tmp()?;
+                if n > 0 {
+                    log::info!(
+                        "{}: removed {n} unfinished file(s) of ours from tmp/",
+                        f.root.display()
+                    );
+                }
+            }
+        }
+        Ok(st)
+    }
+
+    /// The folders of tree `i`: its root, and with --recursive its Maildir++ subfolders, never
+    /// an archive.
+    fn refresh_folders(&mut self, i: usize) -> Result<()> {
+        let archive_roots: Vec<PathBuf> = self
+            .archives
+            .iter()
+            .map(|a| canonical(&a.md.root))
+            .collect();
+        let tree = &mut self.trees[i];
+        let mut folders = vec![tree.root.clone()];
+        if self.opts.recursive {
+            for f in tree.root.subfolders()? {
+                let c = canonical(&f.root);
+                let under_archive = archive_roots.iter().any(|a| {
+                    c == *a || {
+                        let (a, c) = (a.to_string_lossy(), c.to_string_lossy());
+                        c.starts_with(&format!("{a}."))
+                    }
+                });
+                if !under_archive {
+                    folders.push(f);
+                }
+            }
+        }
+        folders.retain(|f| !archive_roots.contains(&canonical(&f.root)));
+        tree.folders = folders;
+        Ok(())
+    }
+
+    fn main(&mut self, pool: &Pool<'_>, stop: &AtomicBool, jobs: usize) -> Result<()> {
+        let all: Vec<(usize, usize)> = self.all_folders();
+        self.pass(pool, jobs, &all, true)?;
+        if self.opts.once || stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
+        let mut watcher = notify::recommended_watcher(tx)
+            .map_err(|e| Error::tempfail(format!("starting inotify: {e}")))?;
+        let mut watched: HashSet<PathBuf> = HashSet::new();
+        self.watch_all(&mut watcher, &mut watched)?;
+        // Folders may have been made, and mail may have arrived, between the first pass and
+        // the watches.
+        if self.opts.recursive {
+            for i in 0..self.trees.len() {
+                self.refresh_folders(i)?;
+            }
+            self.watch_all(&mut watcher, &mut watched)?;
+        }
+        self.pass(pool, jobs, &self.all_folders(), false)?;
+        log::info!("watching {} folder(s)", watched.len());
+        let mut next_full = Instant::now() + self.opts.rescan;
+        while !stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            let wait = next_full
+                .saturating_duration_since(now)
+                .min(Duration::from_millis(200));
+            let first = match rx.recv_timeout(wait) {
+                Ok(ev) => Some(ev),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Error::tempfail("inotify watcher stopped"));
+                }
+            };
+            let mut full = Instant::now() >= next_full;
+            let mut dirty: HashSet<PathBuf> = HashSet::new();
+            let mut new_folders = false;
+            for ev in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+            {
+                match ev {
+                    Ok(ev) => {
+                        if ev.need_rescan() {
+                            full = true;
+                        }
+                        for p in &ev.paths {
+                            match p.parent() {
+                                Some(dir)
+                                    if watched.contains(dir)
+                                        && dir
+                                            .file_name()
+                                            .is_some_and(|n| n == "new" || n == "cur") =>
+                                {
+                                    if let Some(folder) = dir.parent() {
+                                        dirty.insert(folder.to_path_buf());
+                                    }
+                                }
+                                // In a tree's root: a Maildir++ folder (`.Name`) may have
+                                // been made; Dovecot's own files there are not folders.
+                                _ => {
+                                    if p.file_name()
+                                        .and_then(|n| n.to_str())
+                                        .is_some_and(|n| n.starts_with('.'))
+                                    {
+                                        new_folders = true;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("inotify: {e}; rescanning everything");
+                        full = true;
+                    }
+                }
+            }
+            // A folder made in steps (.Name, then its new/ cur/ tmp/) is complete by the next
+            // full rescan at the latest.
+            if (new_folders || full) && self.opts.recursive {
+                for i in 0..self.trees.len() {
+                    self.refresh_folders(i)?;
+                }
+                self.watch_all(&mut watcher, &mut watched)?;
+                full = true;
+            }
+            let folders: Vec<(usize, usize)> = if full {
+                next_full = Instant::now() + self.opts.rescan;
+                self.deferred.retain(|_, t| *t > Instant::now());
+                self.all_folders()
+            } else {
+                self.all_folders()
+                    .into_iter()
+                    .filter(|&(t, f)| dirty.contains(&self.trees[t].folders[f].root))
+                    .collect()
+            };
+            if !folders.is_empty() {
+                self.pass(pool, jobs, &folders, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn all_folders(&self) -> Vec<(usize, usize)> {
+        let mut v = Vec::new();
+        for (t, tree) in self.trees.iter().enumerate() {
+            for f in 0..tree.folders.len() {
+                v.push((t, f));
+            }
+        }
+        v
+    }
+
+    fn watch_all(
+        &self,
+        w: &mut notify::RecommendedWatcher,
+        watched: &mut HashSet<PathBuf>,
+    ) -> Result<()> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for t in &self.trees {
+            if self.opts.recursive {
+                dirs.push(t.root.root.clone());
+            }
+            for f in &t.folders {
+                dirs.push(f.dir(Sub::New));
+                dirs.push(f.dir(Sub::Cur));
+            }
+        }
+        for d in dirs {
+            if watched.contains(&d) {
+                continue;
+            }
+            w.watch(&d, notify::RecursiveMode::NonRecursive)
+                .map_err(|e| Error::tempfail(format!("watching {}: {e}", d.display())))?;
+            watched.insert(d);
+        }
+        Ok(())
+    }
+
+    /// Scans the given folders and works through what they hold, batch by batch.
+    fn pass(
+        &mut self,
+        pool: &Pool<'_>,
+        jobs: usize,
+        folders: &[(usize, usize)],
+        backlog: bool,
+    ) -> Result<()> {
+        let mut todo: Vec<(Job, Option<usize>)> = Vec::new();
+        let mut finish: Vec<Placed> = Vec::new();
+        let now = Instant::now();
+        for &(t, f) in folders {
+            let archive = self.trees[t].archive;
+            let md = self.trees[t].folders[f].clone();
+            let mut names: Vec<(Sub, String)> = Vec::new();
+            for sub in Sub::BOTH {
+                match md.list(sub) {
+                    Ok(v) => names.extend(v.into_iter().map(|n| (sub, n))),
+                    Err(e) => {
+                        log::warn!("{e}");
+                        continue;
+                    }
+                }
+            }
+            let ours: HashMap<String, (Sub, String)> = names
+                .iter()
+                .filter(|(_, n)| maildir::is_ours(n))
+                .map(|(s, n)| (maildir::key(n).to_string(), (*s, n.clone())))
+                .collect();
+            for (sub, name) in names {
+                if maildir::is_ours(&name) {
+                    continue;
+                }
+                let key = maildir::key(&name).to_string();
+                if let Some(o) = ours.get(&key) {
+                    // A run stopped between placing the copy and moving the original.
+                    finish.push(Placed {
+                        md: md.clone(),
+                        archive,
+                        key,
+                        orig: (sub, name),
+                        ours: o.clone(),
+                        follow: false,
+                    });
+                    continue;
+                }
+                let path = md.path(sub, &name);
+                if self.skipped.contains(&path) {
+                    continue;
+                }
+                if self.deferred.get(&path).is_some_and(|t| *t > now) {
+                    continue;
+                }
+                todo.push((
+                    Job {
+                        md: md.clone(),
+                        sub,
+                        name,
+                    },
+                    archive,
+                ));
+            }
+        }
+        if !finish.is_empty() {
+            log::info!(
+                "finishing {} move(s) to the archive left by an earlier run",
+                finish.len()
+            );
+            self.archive_phase(finish)?;
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let bar = (backlog && self.opts.progress && todo.len() > PROGRESS_MIN).then(|| {
+            let b = indicatif::ProgressBar::new(todo.len() as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {pos}/{len} messages [{bar:40}] {per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        // Every job is queued at once; the workers go on with the next ones while this thread
+        // commits a batch of finished ones (at most `batch`, or what finished within
+        // COMMIT_EVERY), so the disk waits overlap the cryptography.
+        let batch = BATCH_PER_JOB * jobs;
+        let mut fatal = None;
+        pool.temp_seen.store(false, Ordering::SeqCst);
+        let mut archive_of: HashMap<PathBuf, Option<usize>> = HashMap::new();
+        for (job, archive) in &todo {
+            archive_of.insert(job.path(), *archive);
+            pool.jobs
+                .send(job.clone())
+                .map_err(|_| Error::software("worker pool stopped"))?;
+        }
+        let mut left = todo.len();
+        while left > 0 {
+            let mut outcomes = Vec::with_capacity(batch.min(left));
+            let mut deadline: Option<Instant> = None;
+            while outcomes.len() < batch && left > 0 {
+                let o = match deadline {
+                    None => pool.results.recv().ok(),
+                    Some(d) => match pool
+                        .results
+                        .recv_timeout(d.saturating_duration_since(Instant::now()))
+                    {
+                        Ok(o) => Some(o),
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                    },
+                };
+                let o = o.ok_or_else(|| Error::software("worker pool stopped"))?;
+                left -= 1;
+                deadline.get_or_insert_with(|| Instant::now() + COMMIT_EVERY);
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+                outcomes.push(o);
+            }
+            if let Err(e) = self.commit(outcomes, &archive_of, &mut fatal) {
+                if fatal.is_none() {
+                    fatal = Some(e);
+                }
+            }
+            if fatal.is_some() && !pool.abort.swap(true, Ordering::SeqCst) {
+                // The workers skip the jobs left; what they finish is still committed.
+                log::error!("stopping after a fatal error");
+            }
+        }
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Group commit of one batch: syncfs, renames into place, fsync of the directories, then
+    /// the originals' moves.
+    fn commit(
+        &mut self,
+        outcomes: Vec<Outcome>,
+        archive_of: &HashMap<PathBuf, Option<usize>>,
+        fatal: &mut Option<Error>,
+    ) -> Result<()> {
+        let mut ready = Vec::new();
+        for o in outcomes {
+            match o {
+                Outcome::Ready {
+                    job,
+                    tmp,
+                    name,
+                    decrypted,
+                    verified,
+                    failed,
+                } => ready.push((job, tmp, name, decrypted, verified, failed)),
+                Outcome::Skipped(job) => {
+                    self.summary.skipped += 1;
+                    self.skipped.insert(job.path());
+                }
+                Outcome::Deferred(job, e) => {
+                    self.summary.deferred += 1;
+                    match e {
+                        Some(e) => log::warn!("{}: left for later: {e}", job.path().display()),
+                        None => log::debug!("{}: left for later", job.path().display()),
+                    }
+                    self.deferred
+                        .insert(job.path(), Instant::now() + self.opts.rescan);
+                }
+                Outcome::Vanished(job) => {
+                    self.summary.vanished += 1;
+                    log::info!("{}: gone before it was read", job.path().display());
+                }
+                Outcome::Failed(job, e) => {
+                    self.summary.errors += 1;
+                    log::error!("{}: left untouched: {e}", job.path().display());
+                    self.skipped.insert(job.path());
+                }
+                Outcome::NotStarted => {}
+                Outcome::Fatal(e) => {
+                    if fatal.is_none() {
+                        *fatal = Some(e);
+                    }
+                }
+            }
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
+        // 2. One syncfs per file system makes every tmp file of the batch durable.
+        let mut devs: HashSet<u64> = HashSet::new();
+        for (job, ..) in &ready {
+            use std::os::unix::fs::MetadataExt;
+            let tmp = job.md.tmp();
+            let dev = fs::metadata(&tmp)
+                .map_err(|e| Error::io(format!("looking at {}", tmp.display()), e))?
+                .dev();
+            if devs.insert(dev) {
+                maildir::sync_fs_of(&tmp)?;
+            }
+        }
+        // 3. Copies in place, next to their original as it is now.
+        let mut placed = Vec::new();
+        let mut dirty: HashSet<PathBuf> = HashSet::new();
+        for (job, tmp, name, decrypted, verified, failed) in ready {
+            let key = maildir::key(&job.name).to_string();
+            let orig = match locate(&job.md, &key, job.sub, &job.name) {
+                Ok(Some(o)) => o,
+                Ok(None) => {
+                    let _ = fs::remove_file(&tmp);
+                    self.summary.vanished += 1;
+                    log::info!("{}: gone while it was processed", job.path().display());
+                    continue;
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
+            let target = maildir::with_info(&name, maildir::split_name(&orig.1).1);
+            let dest = job.md.path(orig.0, &target);
+            if let Err(e) = fs::rename(&tmp, &dest) {
+                let _ = fs::remove_file(&tmp);
+                return Err(Error::io(format!("renaming into {}", dest.display()), e));
+            }
+            dirty.insert(job.md.dir(orig.0));
+            self.summary.processed += 1;
+            self.summary.decrypted += usize::from(decrypted);
+            self.summary.verified += usize::from(verified);
+            self.summary.failed += usize::from(failed);
+            let archive = archive_of.get(&job.path()).copied().flatten();
+            placed.push(Placed {
+                md: job.md.clone(),
+                archive,
+                key,
+                orig: orig.clone(),
+                ours: (orig.0, target),
+                follow: true,
+            });
+        }
+        for d in &dirty {
+            maildir::fsync_dir(d)?;
+        }
+        // 4. Only now, the originals.
+        self.archive_phase(placed)
+    }
+
+    /// Moves each original whose processed copy is durably in place to the archive (or
+    /// deletes it with --no-archive), then fsyncs the directories involved.
+    fn archive_phase(&mut self, placed: Vec<Placed>) -> Result<()> {
+        let mut dirty: HashSet<PathBuf> = HashSet::new();
+        for p in placed {
+            self.finish_one(&p, &mut dirty)?;
+        }
+        // The archive's entries first, then the removals from the source folders.
+        let (first, then): (Vec<PathBuf>, Vec<PathBuf>) = dirty
+            .into_iter()
+            .partition(|d| self.archives.iter().any(|a| d.starts_with(&a.md.root)));
+        for d in first.iter().chain(then.iter()) {
+            maildir::fsync_dir(d)?;
+        }
+        Ok(())
+    }
+
+    fn finish_one(&mut self, p: &Placed, dirty: &mut HashSet<PathBuf>) -> Result<()> {
+        let mut orig = p.orig.clone();
+        let mut ours = p.ours.clone();
+        for attempt in 0..5 {
+            let Some(now) = locate(&p.md, &p.key, orig.0, &orig.1)? else {
+                self.summary.vanished += 1;
+                log::info!(
+                    "{}: original gone before it was archived",
+                    p.md.path(orig.0, &orig.1).display()
+                );
+                return Ok(());
+            };
+            orig = now;
+            // A client moved or re-flagged the original after we read it: the copy follows.
+            if p.follow && orig != p.orig {
+                let want = (
+                    orig.0,
+                    maildir::with_info(&ours.1, maildir::split_name(&orig.1).1),
+                );
+                if want != ours {
+                    match fs::rename(p.md.path(ours.0, &ours.1), p.md.path(want.0, &want.1)) {
+                        Ok(()) => {
+                            dirty.insert(p.md.dir(ours.0));
+                            dirty.insert(p.md.dir(want.0));
+                            ours = want;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            // The client has taken over the copy too: leave it where it is.
+                        }
+                        Err(e) => return Err(Error::io("moving the processed copy", e)),
+                    }
+                }
+                // A flag change on the copy must be durable before the original goes.
+                for d in dirty.iter() {
+                    maildir::fsync_dir(d)?;
+                }
+            }
+            let src = p.md.path(orig.0, &orig.1);
+            let res = match p.archive {
+                None => fs::remove_file(&src).map(|_| true),
+                Some(a) => self.move_to_archive(a, &p.key, &src, orig.0, &orig.1),
+            };
+            match res {
+                Ok(_) => {
+                    if let Some(a) = p.archive {
+                        dirty.insert(self.archives[a].md.dir(orig.0));
+                    }
+                    dirty.insert(p.md.dir(orig.0));
+                    self.summary.archived += 1;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 4 => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.summary.vanished += 1;
+                    return Ok(());
+                }
+                Err(e) => return Err(Error::io(format!("archiving {}", src.display()), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames `src` into the archive (same subdirectory, same name; the caller fsyncs the
+    /// directories); across file systems, copies it durably first (fsynced file and directory)
+    /// and only then unlinks `src`. An original whose key is
+    /// already archived (an interrupted cross-device move) is only unlinked.
+    fn move_to_archive(
+        &mut self,
+        a: usize,
+        key: &str,
+        src: &Path,
+        sub: Sub,
+        name: &str,
+    ) -> io::Result<bool> {
+        let archive = &mut self.archives[a];
+        if archive.keys.contains(key) {
+            fs::remove_file(src)?;
+            return Ok(false);
+        }
+        let dest = archive.md.path(sub, name);
+        match fs::rename(src, &dest) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+                let bytes = fs::read(src)?;
+                let tmp = archive.md.tmp().join(maildir::tmp_name(key));
+                maildir::write_new(&tmp, &bytes, true)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                fs::rename(&tmp, &dest)?;
+                fs::File::open(archive.md.dir(sub))?.sync_all()?;
+                fs::remove_file(src)?;
+            }
+            Err(e) => return Err(e),
+        }
+        archive.keys.insert(key.to_string());
+        Ok(true)
+    }
+}
+
+/// Where the message with `key` is now: at `sub/name` if still there, else wherever a client
+/// moved or re-flagged it (our copies excluded). None when it is gone.
+fn locate(md: &Maildir, key: &str, sub: Sub, name: &str) -> Result<Option<(Sub, String)>> {
+    match fs::symlink_metadata(md.path(sub, name)) {
+        Ok(_) => Ok(Some((sub, name.to_string()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => md.find_original(key),
+        Err(e) => Err(Error::io(
+            format!("looking at {}", md.path(sub, name).display()),
+            e,
+        )),
+    }
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}

@@ -1,0 +1,238 @@
+//! `smimed watch` running: deliveries done as an MDA does them while it watches, a client
+//! (a test thread) moving messages new/ -> cur/ and changing flags meanwhile, and SIGTERM.
+
+mod common;
+mod watch_support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use watch_support::*;
+
+#[test]
+fn deliveries_while_running_are_processed_and_sigterm_exits_zero() {
+    let md = Md::new();
+    // A backlog before start, then deliveries while it runs. --rescan is long: only inotify
+    // can find the new ones in time.
+    let mut smime = vec!["pre1".to_string(), "pre2".to_string()];
+    md.deliver(&smime_msg("pre1"));
+    md.deliver(&smime_msg("pre2"));
+    let child = spawn(watch_cmd(&["--rescan", "600"], md.path(), None));
+    assert!(
+        wait_for(Duration::from_secs(20), || processed_count(md.path()) == 2),
+        "backlog not processed"
+    );
+    let mut plain = HashMap::new();
+    for i in 0..30 {
+        let id = format!("live{i}");
+        if i % 4 == 3 {
+            md.deliver(&plain_msg(&id));
+            plain.insert(id, plain_msg(&format!("live{i}")));
+        } else {
+            md.deliver(&smime_msg(&id));
+            smime.push(id);
+        }
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    let n = smime.len();
+    let all = wait_for(Duration::from_secs(30), || processed_count(md.path()) == n);
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert!(all, "only {} of {n} processed", processed_count(md.path()));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(md.path(), &md.archive(), &smime, &plain);
+    assert!(leftover_tmp(md.path()).is_empty());
+}
+
+#[test]
+fn a_client_moving_and_flagging_meanwhile_loses_nothing() {
+    let md = Md::new();
+    let child = spawn(watch_cmd(
+        &["--rescan", "2", "--jobs", "2"],
+        md.path(),
+        None,
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let stop = Arc::new(AtomicBool::new(false));
+    let root = md.path().to_path_buf();
+    // The client: moves everything in new/ to cur/ with the Seen flag, and toggles the Flagged
+    // flag of whatever is in cur/ (originals and processed copies alike), as mutt or Dovecot do.
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut moves = 0usize;
+            let mut rng = Rng::new();
+            while !stop.load(Ordering::SeqCst) {
+                for e in std::fs::read_dir(root.join("new")).unwrap().flatten() {
+                    let name = e.file_name().into_string().unwrap();
+                    if rng.below(2) == 0 {
+                        let _ =
+                            std::fs::rename(e.path(), root.join("cur").join(format!("{name}:2,S")));
+                        moves += 1;
+                    }
+                }
+                for e in std::fs::read_dir(root.join("cur")).unwrap().flatten() {
+                    if rng.below(4) != 0 {
+                        continue;
+                    }
+                    let name = e.file_name().into_string().unwrap();
+                    let (unique, info) = name.split_once(':').unwrap_or((&name, "2,"));
+                    let flags = info.trim_start_matches("2,");
+                    let new_flags = if flags.contains('F') {
+                        flags.replace('F', "")
+                    } else {
+                        let mut f: Vec<char> = format!("F{flags}").chars().collect();
+                        f.sort();
+                        f.into_iter().collect()
+                    };
+                    let _ = std::fs::rename(
+                        e.path(),
+                        root.join("cur").join(format!("{unique}:2,{new_flags}")),
+                    );
+                    moves += 1;
+                }
+                std::thread::sleep(Duration::from_millis(rng.below(5)));
+            }
+            moves
+        })
+    };
+    let mut smime = Vec::new();
+    let mut plain = HashMap::new();
+    for i in 0..200 {
+        let id = format!("c{i}");
+        if i % 5 == 4 {
+            md.deliver(&plain_msg(&id));
+            plain.insert(id.clone(), plain_msg(&id));
+        } else {
+            md.deliver(&smime_msg(&id));
+            smime.push(id);
+        }
+        if i % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let n = smime.len();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let moves = client.join().unwrap();
+    let all = wait_for(Duration::from_secs(40), || processed_count(md.path()) == n);
+    signal(&child, "-INT"); // SIGINT stops it like SIGTERM
+    let out = child.wait_with_output().unwrap();
+    assert!(moves > 100, "the client did too little: {moves} renames");
+    assert!(all, "only {} of {n} processed", processed_count(md.path()));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(md.path(), &md.archive(), &smime, &plain);
+}
+
+#[test]
+fn sigterm_during_a_backlog_finishes_what_is_in_hand() {
+    let md = Md::new();
+    let mut smime = Vec::new();
+    for i in 0..600 {
+        let id = format!("s{i}");
+        md.deliver(&smime_msg(&id));
+        smime.push(id);
+    }
+    let child = spawn(watch_cmd(&["--jobs", "2"], md.path(), None));
+    // Stop it once it has started on the backlog, long before it is through.
+    wait_for(Duration::from_secs(20), || processed_count(md.path()) > 0);
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = processed_count(md.path());
+    assert!(
+        done > 0 && done < 600,
+        "SIGTERM came too late to test anything: {done}"
+    );
+    // Every message is whole: processed and archived, or untouched; nothing half-done.
+    assert!(leftover_tmp(md.path()).is_empty(), "tmp files left behind");
+    let live = by_message_id(md.path());
+    let arch = by_message_id(&md.archive());
+    for id in &smime {
+        let f = &live[id];
+        assert_eq!(f.len(), 1, "{id}");
+        if is_processed_name(&f[0].name) {
+            assert_eq!(arch[id].len(), 1, "{id} processed but not archived");
+        } else {
+            assert_eq!(f[0].bytes, smime_msg(id));
+            assert!(!arch.contains_key(id), "{id} archived but not processed");
+        }
+    }
+    // The rest is done by the next run.
+    let out = watch_cmd(&["--once"], md.path(), None).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_exactly_once(md.path(), &md.archive(), &smime, &HashMap::new());
+}
+
+#[test]
+fn recursive_watch_picks_up_folders_made_while_running() {
+    let md = Md::new();
+    let start = std::time::Instant::now();
+    let child = spawn(watch_cmd(
+        &["--recursive", "--rescan", "8"],
+        md.path(),
+        None,
+    ));
+    std::thread::sleep(Duration::from_millis(1000));
+    let deliver = |sub: &std::path::Path, id: &str| {
+        let name = unique_name(10);
+        std::fs::write(sub.join("tmp").join(&name), smime_msg(id)).unwrap();
+        std::fs::rename(sub.join("tmp").join(&name), sub.join("new").join(&name)).unwrap();
+    };
+    // Made whole, then renamed into place (as `maildirmake` in a temporary name): inotify on
+    // the root sees it, long before the first full rescan.
+    let building = md.path().join("building");
+    for d in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(building.join(d)).unwrap();
+    }
+    let sub = md.path().join(".Projects");
+    std::fs::rename(&building, &sub).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    deliver(&sub, "n1");
+    let first = wait_for(Duration::from_secs(15), || processed_count(&sub) == 1);
+    let first_at = start.elapsed();
+    // Made step by step (folder, then its subfolders): found by the next full rescan.
+    let sub2 = md.path().join(".Lists");
+    std::fs::create_dir(&sub2).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    for d in ["cur", "new", "tmp"] {
+        std::fs::create_dir(sub2.join(d)).unwrap();
+    }
+    deliver(&sub2, "n2");
+    let second = wait_for(Duration::from_secs(20), || processed_count(&sub2) == 1);
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(first, "{err}");
+    assert!(
+        first_at < Duration::from_secs(6),
+        "found by the rescan, not inotify: {first_at:?}"
+    );
+    assert!(second, "{err}");
+    assert_eq!(out.status.code(), Some(0));
+    let arch = by_message_id(&md.archive());
+    for (folder, id) in [(&sub, "n1"), (&sub2, "n2")] {
+        let live = by_message_id(folder);
+        assert_eq!(live[id].len(), 1, "{id}");
+        assert!(is_processed_name(&live[id][0].name), "{id}");
+        assert_eq!(arch[id].len(), 1, "{id}");
+    }
+    assert_eq!(arch.len(), 2);
+}

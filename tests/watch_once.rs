@@ -1,0 +1,458 @@
+//! `smimed watch --once` on real Maildirs: what is rewritten and what is left, names and flags,
+//! the archive (folder, path elsewhere, none), idempotence, finishing an interrupted move, and
+//! temporary failures.
+
+mod common;
+mod watch_support;
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+use watch_support::*;
+
+fn run_once(c: &mut std::process::Command) -> (i32, String) {
+    let out = c.output().expect("run smimed watch --once");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn once_rewrites_smime_and_forged_keeps_flags_and_archives_originals() {
+    let md = Md::new();
+    let n_new = md.deliver(&smime_msg("a1"));
+    let n_cur = md.put_cur(&smime_msg("a2"), "RS");
+    let n_plain = md.deliver(&plain_msg("p1"));
+    let n_forged = md.put_cur(&forged_msg("f1"), "S");
+
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("smimed watch: 3 processed (2 decrypted, 2 verified, 0 failed), 1 skipped, 0 deferred, 3 archived"),
+        "summary: {err}"
+    );
+
+    // The plain message: same name, same bytes.
+    assert_eq!(
+        std::fs::read(md.path().join("new").join(&n_plain)).unwrap(),
+        plain_msg("p1")
+    );
+
+    // Processed copies: same subdirectory, same flags, marked name, new size, mode 0600.
+    let new_names: Vec<String> = std::fs::read_dir(md.path().join("new"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let key_new = n_new.split(',').next().unwrap();
+    let p_new = new_names
+        .iter()
+        .find(|n| n.starts_with(key_new))
+        .expect("copy in new/");
+    assert!(is_processed_name(p_new) && !p_new.contains(':'), "{p_new}");
+    let bytes = std::fs::read(md.path().join("new").join(p_new)).unwrap();
+    assert!(p_new.ends_with(&format!(",S={}", bytes.len())), "{p_new}");
+    let mode = std::fs::metadata(md.path().join("new").join(p_new))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let st = status_of(&bytes);
+    assert_eq!(status_word(&st, "encryption"), Some("decrypted"), "{st}");
+    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+
+    let cur_names: Vec<String> = std::fs::read_dir(md.path().join("cur"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(cur_names.len(), 2, "{cur_names:?}");
+    assert!(
+        cur_names.iter().all(|n| is_processed_name(n)),
+        "{cur_names:?}"
+    );
+    let key_cur = n_cur.split(',').next().unwrap();
+    let p_cur = cur_names.iter().find(|n| n.starts_with(key_cur)).unwrap();
+    assert!(p_cur.ends_with(":2,RS"), "{p_cur}");
+    let key_f = n_forged.split(',').next().unwrap();
+    let p_f = cur_names.iter().find(|n| n.starts_with(key_f)).unwrap();
+    assert!(p_f.ends_with(":2,S"), "{p_f}");
+    let forged_out =
+        String::from_utf8(std::fs::read(md.path().join("cur").join(p_f)).unwrap()).unwrap();
+    assert!(
+        !forged_out.contains("signer=ceo@example.org"),
+        "{forged_out}"
+    );
+    assert!(!forged_out.contains("smime=pass"), "{forged_out}");
+    assert_eq!(
+        status_word(&status_of(forged_out.as_bytes()), "signature"),
+        Some("none")
+    );
+
+    // Originals in the archive, under their own names and subdirectories, byte for byte.
+    let a = md.archive();
+    assert!(a.join("maildirfolder").exists());
+    assert_eq!(
+        std::fs::read(a.join("new").join(&n_new)).unwrap(),
+        smime_msg("a1")
+    );
+    assert_eq!(
+        std::fs::read(a.join("cur").join(&n_cur)).unwrap(),
+        smime_msg("a2")
+    );
+    assert_eq!(
+        std::fs::read(a.join("cur").join(&n_forged)).unwrap(),
+        forged_msg("f1")
+    );
+    assert!(leftover_tmp(md.path()).is_empty());
+
+    // Idempotence: a second run changes nothing, byte for byte.
+    let before = snapshot(md.path());
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(": 0 processed"), "{err}");
+    assert_same(
+        &snapshot(md.path()),
+        &before,
+        "second --once changed the Maildir",
+    );
+}
+
+#[test]
+fn archive_elsewhere_and_no_archive() {
+    // --archive PATH: a Maildir outside the tree, created.
+    let md = Md::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let arch = elsewhere.path().join("Originals");
+    let name = md.deliver(&smime_msg("b1"));
+    let (code, err) = run_once(&mut watch_cmd(
+        &["--once", "--archive", arch.to_str().unwrap()],
+        md.path(),
+        None,
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(arch.join("new").join(&name)).unwrap(),
+        smime_msg("b1")
+    );
+    assert!(
+        !md.archive().exists(),
+        "default archive made despite --archive"
+    );
+    assert_exactly_once(md.path(), &arch, &["b1".to_string()], &HashMap::new());
+
+    // --no-archive: the original is gone, the copy is there.
+    let md = Md::new();
+    let name = md.deliver(&smime_msg("b2"));
+    let (code, err) = run_once(&mut watch_cmd(&["--once", "--no-archive"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(!md.path().join("new").join(&name).exists());
+    assert!(!md.archive().exists());
+    let live = by_message_id(md.path());
+    assert_eq!(live["b2"].len(), 1);
+    assert!(is_processed_name(&live["b2"][0].name));
+
+    // Config file `[watch] archive = "Kept"` (a folder name): `.Kept` inside the Maildir.
+    let md = Md::new();
+    let cfg = md.path().join("smimed.toml");
+    std::fs::write(&cfg, "[watch]\narchive = \"Kept\"\nrecursive = true\n").unwrap();
+    let name = md.deliver(&smime_msg("b3"));
+    let mut c = watch_cmd(&["--once"], md.path(), None);
+    c.env("SMIMED_CONFIG", &cfg);
+    let (code, err) = run_once(&mut c);
+    assert_eq!(code, 0, "{err}");
+    assert!(md.path().join(".Kept/new").join(&name).exists(), "{err}");
+}
+
+#[test]
+fn recursive_covers_subfolders_but_not_the_archive() {
+    let md = Md::new();
+    let sub = md.path().join(".Work");
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(sub.join(d)).unwrap();
+    }
+    let name = unique_name(10);
+    std::fs::write(sub.join("new").join(&name), smime_msg("r1")).unwrap();
+    // Without --recursive the subfolder is left alone.
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(sub.join("new").join(&name).exists());
+    let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(": 1 processed"), "{err}");
+    assert_eq!(
+        std::fs::read(md.archive().join("new").join(&name)).unwrap(),
+        smime_msg("r1")
+    );
+    assert_exactly_once(&sub, &md.archive(), &["r1".to_string()], &HashMap::new());
+    // A third run, recursive, does not process the archive's originals.
+    let before = snapshot(md.path());
+    let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert_same(&snapshot(md.path()), &before, "third run");
+}
+
+#[test]
+fn an_interrupted_move_is_finished_without_processing_again() {
+    // The state a crash between "copy in place" and "original archived" leaves: the original
+    // (re-flagged by a client since) next to a marked copy.
+    let md = Md::new();
+    let name = md.deliver(&smime_msg("c1"));
+    let (code, err) = run_once(&mut watch_cmd(&["--once", "--no-archive"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    let copy = by_message_id(md.path())["c1"][0].clone();
+    let unique = name.split(':').next().unwrap();
+    std::fs::write(
+        md.path().join("cur").join(format!("{unique}:2,S")),
+        smime_msg("c1"),
+    )
+    .unwrap();
+
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(": 0 processed") && err.contains("1 archived"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&copy.path).unwrap(),
+        copy.bytes,
+        "the copy was rewritten"
+    );
+    assert!(md
+        .archive()
+        .join("cur")
+        .join(format!("{unique}:2,S"))
+        .exists());
+    assert_exactly_once(
+        md.path(),
+        &md.archive(),
+        &["c1".to_string()],
+        &HashMap::new(),
+    );
+}
+
+#[test]
+fn temporary_failure_leaves_the_message_and_it_is_retried() {
+    let md = Md::new();
+    let flag = md.path().join("agent-locked");
+    std::fs::write(&flag, b"").unwrap();
+    let cmd = format!("if [ -e '{}' ]; then exit 1; fi; echo test", flag.display());
+    let name = md.deliver(&smime_msg("t1"));
+    let plain = md.deliver(&plain_msg("t2"));
+    let before = (
+        snapshot(&md.path().join("new")),
+        snapshot(&md.path().join("cur")),
+    );
+
+    // --once: left as it is, exit 75.
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), Some(&cmd)));
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("1 deferred"), "{err}");
+    assert_same(
+        &snapshot(&md.path().join("new")),
+        &before.0,
+        "a deferred message was touched",
+    );
+    assert_same(
+        &snapshot(&md.path().join("cur")),
+        &before.1,
+        "a deferred message was touched",
+    );
+
+    // Running: still failing, then the passphrase becomes available and the rescan retries.
+    let mut child = spawn(watch_cmd(&["--rescan", "1"], md.path(), Some(&cmd)));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        md.path().join("new").join(&name).exists(),
+        "processed while failing"
+    );
+    assert_eq!(processed_count(md.path()), 0);
+    std::fs::remove_file(&flag).unwrap();
+    let done = wait_for(std::time::Duration::from_secs(20), || {
+        processed_count(md.path()) == 1
+    });
+    signal(&child, "-TERM");
+    let status = child.wait().unwrap();
+    assert!(done, "not retried after the failure passed");
+    assert_eq!(status.code(), Some(0));
+    let mut plain_map = HashMap::new();
+    plain_map.insert("t2".to_string(), plain_msg("t2"));
+    assert_exactly_once(md.path(), &md.archive(), &["t1".to_string()], &plain_map);
+    assert!(md.path().join("new").join(&plain).exists());
+}
+
+#[test]
+fn not_a_maildir_is_a_usage_error() {
+    let d = tempfile::tempdir().unwrap();
+    let out = watch_cmd(&["--once"], d.path(), None).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn syslog_receives_the_log() {
+    use std::os::unix::net::UnixDatagram;
+    let md = Md::new();
+    md.deliver(&smime_msg("l1"));
+    let sock_path = md.path().join("log.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let mut c = watch_cmd(&["--once", "--syslog"], md.path(), None);
+    c.env("SMIMED_SYSLOG_SOCKET", &sock_path);
+    let (code, err) = run_once(&mut c);
+    assert_eq!(code, 0, "{err}");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // RFC 3164: <PRI> with facility mail (2) and severity info (6): 2*8+6 = 22.
+    assert!(
+        got.iter()
+            .any(|m| m.starts_with("<22>") && m.contains("smimed") && m.contains("1 processed")),
+        "{got:?}"
+    );
+
+    // Unreachable syslog: 69 (EX_UNAVAILABLE), nothing touched.
+    let mut c = watch_cmd(&["--once", "--syslog"], md.path(), None);
+    c.env("SMIMED_SYSLOG_SOCKET", md.path().join("nothing-here"));
+    let (code, err) = run_once(&mut c);
+    assert_eq!(code, 69, "{err}");
+}
+
+#[test]
+fn a_backlog_on_a_terminal_shows_a_progress_bar() {
+    let md = Md::new();
+    for i in 0..320 {
+        md.deliver(&smime_msg(&format!("g{i}")));
+    }
+    let p = common::pki::pki();
+    // `script` gives the watcher a terminal (stderr is a tty); its output is what was drawn.
+    let line = format!(
+        "'{}' --authserv-id mx.test --trust '{}' --key '{}' watch --once '{}'",
+        common::smimed_bin().display(),
+        p.root_path.display(),
+        p.bob.p12_path.display(),
+        md.path().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env("SMIMED_PASSPHRASE", common::pki::P12_PASS)
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env_remove("SMIMED_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("/320 messages"),
+        "no progress bar: {screen}"
+    );
+    assert!(screen.contains("320 processed"), "{screen}");
+
+    // Not on a terminal: no bar.
+    let md = Md::new();
+    for i in 0..320 {
+        md.deliver(&smime_msg(&format!("h{i}")));
+    }
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("/320 messages"), "{err}");
+}
+
+#[test]
+fn messages_over_max_size_are_left_as_they_are() {
+    let md = Md::new();
+    let big = md.deliver(&smime_msg("big"));
+    let mut big_forged = forged_msg("f2");
+    big_forged.extend_from_slice(&[b'x'; 2000]);
+    let forged = md.deliver(&big_forged);
+    let (code, err) = run_once(&mut watch_cmd(
+        &["--once", "--max-size", "1000"],
+        md.path(),
+        None,
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("1 processed") && err.contains("1 skipped"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(md.path().join("new").join(&big)).unwrap(),
+        smime_msg("big")
+    );
+    // A forged status field is removed whatever the size (the pipeline reports size-limit).
+    assert!(!md.path().join("new").join(&forged).exists());
+    let live = by_message_id(md.path());
+    assert!(is_processed_name(&live["f2"][0].name));
+    let text = String::from_utf8_lossy(&live["f2"][0].bytes).into_owned();
+    assert!(!text.contains("signer=ceo@example.org"), "{text}");
+}
+
+#[test]
+fn archive_on_another_file_system_is_copied_durably_then_unlinked() {
+    use std::os::unix::fs::MetadataExt;
+    let md = Md::new();
+    let other =
+        tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) for a second file system");
+    assert_ne!(
+        std::fs::metadata(other.path()).unwrap().dev(),
+        std::fs::metadata(md.path()).unwrap().dev(),
+        "/dev/shm is on the same file system as the Maildir: nothing would be tested"
+    );
+    let arch = other.path().join("Originals");
+    let a = md.deliver(&smime_msg("x1"));
+    let b = md.put_cur(&smime_msg("x2"), "S");
+    let (code, err) = run_once(&mut watch_cmd(
+        &["--once", "--archive", arch.to_str().unwrap()],
+        md.path(),
+        None,
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(arch.join("new").join(&a)).unwrap(),
+        smime_msg("x1")
+    );
+    assert_eq!(
+        std::fs::read(arch.join("cur").join(&b)).unwrap(),
+        smime_msg("x2")
+    );
+    let mode = std::fs::metadata(arch.join("new").join(&a)).unwrap().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(leftover_tmp(&arch).is_empty());
+    assert_exactly_once(
+        md.path(),
+        &arch,
+        &["x1".to_string(), "x2".to_string()],
+        &HashMap::new(),
+    );
+
+    // The state a crash between the durable copy and the unlink leaves: the original is
+    // still there although its key is archived. The next run only unlinks it.
+    let before = std::fs::read(arch.join("new").join(&a)).unwrap();
+    std::fs::write(md.path().join("new").join(&a), smime_msg("x1")).unwrap();
+    let (code, err) = run_once(&mut watch_cmd(
+        &["--once", "--archive", arch.to_str().unwrap()],
+        md.path(),
+        None,
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(": 0 processed") && err.contains("1 archived"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(arch.join("new").join(&a)).unwrap(), before);
+    assert_exactly_once(
+        md.path(),
+        &arch,
+        &["x1".to_string(), "x2".to_string()],
+        &HashMap::new(),
+    );
+}
