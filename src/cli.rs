@@ -58,6 +58,9 @@ pub enum Command {
     /// Read a message on stdin, write it decrypted and verified, with status headers, on stdout
     /// (for procmail `:0 fw` and Sieve `filter`).
     Filter(FilterArgs),
+    /// Keep IMAP mailboxes decrypted and verified on the server (imaps://USER@HOST/MAILBOX…):
+    /// backlog first, then IDLE; originals go to an archive mailbox.
+    WatchImap(WatchImapArgs),
     /// Inspect the trust anchors.
     #[command(subcommand)]
     Trust(TrustCommand),
@@ -70,4 +73,44 @@ pub struct FilterArgs {}
 pub enum TrustCommand {
     /// One line per certificate read: SHA-256 fingerprint, subject, not-after, restrictions.
     List,
+}
+
+/// `smimed watch-imap` (routed from `smimed watch imap[s]://…`). Every option is also a key of
+/// the `[watch_imap]` table (or of an `[[imap]]` account table) of the config file.
+#[derive(Debug, Args, Default, Clone)]
+pub struct WatchImapArgs {
+    /// Mailboxes to watch: imaps://USER@HOST[:PORT]/MAILBOX (TLS) or imap://… (STARTTLS).
+    /// Default: the `[[imap]]` accounts of the config file.
+    #[arg(value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Process the backlog, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Mailbox the originals are moved to (created if missing). Default: SMIME-Originals.
+    #[arg(long, value_name = "MAILBOX", conflicts_with = "no_archive")]
+    pub archive: Option<String>,
+    /// Delete originals instead of archiving them.
+    #[arg(long)]
+    pub no_archive: bool,
+    /// Command (run by /bin/sh) that prints the password or OAuth2 access token.
+    #[arg(long, value_name = "CMD", conflicts_with = "password_file")]
+    pub password_command: Option<String>,
+    /// File (mode 0600) whose first line is the password or access token.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<std::path::PathBuf>,
+    /// Authentication: login (password), xoauth2 or oauthbearer (access token).
+    #[arg(long, value_enum, value_name = "MECH")]
+    pub auth: Option<crate::imap::account::AuthMech>,
+    /// CA certificate(s) (PEM/DER) of a private CA: the only trust anchors for the server.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Allow an imap:// server without STARTTLS that is not on a loopback address.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Folder for the watcher's state. Default: $XDG_STATE_HOME/smimed.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Messages processed in parallel (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
 }

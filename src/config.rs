@@ -32,6 +32,12 @@ pub struct FileConfig {
     pub crl: Vec<PathBuf>,
     pub authserv_id: Option<String>,
     pub max_size: Option<u64>,
+    /// Defaults of `smimed watch imaps://…`.
+    #[serde(default)]
+    pub watch_imap: crate::imap::account::WatchImapConfig,
+    /// IMAP accounts watched when no URL is given.
+    #[serde(default)]
+    pub imap: Vec<crate::imap::account::AccountConfig>,
 }
 
 /// Where the passphrase of an encrypted key comes from, in this order.
@@ -57,7 +63,8 @@ pub struct Settings {
     pub config_path: Option<PathBuf>,
 }
 
-fn expand(p: &Path, base: Option<&Path>) -> PathBuf {
+/// `~/` means `$HOME`; a relative path is relative to `base` (the config file's folder) when given.
+pub fn expand(p: &Path, base: Option<&Path>) -> PathBuf {
     if let Ok(rest) = p.strip_prefix("~") {
         if let Some(home) = std::env::var_os("HOME") {
             return PathBuf::from(home).join(rest);

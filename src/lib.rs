@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod error;
+pub mod imap;
 pub mod keys;
 pub mod mime;
 pub mod ossl;

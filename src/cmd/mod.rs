@@ -3,3 +3,4 @@
 
 pub mod filter;
 pub mod trust;
+pub mod watch_imap;
