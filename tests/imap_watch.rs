@@ -1,0 +1,505 @@
+//! The IMAP watcher against a real Dovecot started by each test (tests/common/dovecot.rs), with
+//! messages made by the openssl CLI from the test PKI: backlog, IDLE, flags and INTERNALDATE,
+//! archive, reconnect after a server restart, crash between APPEND and MOVE, idempotence,
+//! wrong password, TLS/STARTTLS with a test CA, modified UTF-7 names, OAuth2 SASL.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::dovecot::{self, append, messages, Dovecot, Msg, Opts};
+use common::pki::{pki, P12_PASS};
+use common::*;
+
+const KEYWORD: &str = "$SMIMEProcessed";
+const ARCHIVE: &str = "SMIME-Originals";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    SignEnc,
+    Opaque,
+    Detached,
+    Plain,
+    Forged,
+}
+
+const KINDS: [Kind; 5] = [Kind::SignEnc, Kind::Opaque, Kind::Detached, Kind::Plain, Kind::Forged];
+
+struct Bodies {
+    sign_enc: Vec<u8>,
+    opaque: Vec<u8>,
+    detached: Vec<u8>,
+}
+
+/// S/MIME bodies (with their MIME header fields) made once by the openssl CLI.
+fn bodies() -> &'static Bodies {
+    static B: OnceLock<Bodies> = OnceLock::new();
+    B.get_or_init(|| {
+        let p = pki();
+        let entity = sample_entity("hello from alice over IMAP");
+        let sign = |detach: bool| {
+            let mut args = vec![
+                "cms", "-sign", "-signer", path_str(&p.alice.cert_path), "-inkey",
+                path_str(&p.alice.key_path), "-certfile", path_str(&p.intermediate_path),
+                "-binary", "-outform", "SMIME",
+            ];
+            if !detach {
+                args.push("-nodetach");
+            }
+            openssl(&args, &entity)
+        };
+        let opaque = sign(false);
+        let detached = sign(true);
+        let sign_enc = openssl(
+            &["cms", "-encrypt", "-aes256", "-binary", path_str(&p.bob.cert_path)],
+            &opaque,
+        );
+        Bodies {
+            sign_enc,
+            opaque,
+            detached,
+        }
+    })
+}
+
+fn crlf(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len() + b.len() / 40);
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'\n' && (i == 0 || b[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A message of `kind`, subject `subject` (Message-ID derived from it), CRLF line ends.
+fn message(kind: Kind, subject: &str) -> Vec<u8> {
+    let h = headers("Alice <alice@example.org>", "bob@example.org", subject);
+    let b = bodies();
+    let msg = match kind {
+        Kind::SignEnc => [h.as_bytes(), &b.sign_enc].concat(),
+        Kind::Opaque => [h.as_bytes(), &b.opaque].concat(),
+        Kind::Detached => [h.as_bytes(), &b.detached].concat(),
+        Kind::Plain => [h.as_bytes(), &sample_entity("just text")].concat(),
+        Kind::Forged => [
+            b"X-Smime-Status: encryption=decrypted; signature=valid\r\n".as_slice(),
+            b"Authentication-Results: mx.test; smime=pass\r\n",
+            h.as_bytes(),
+            &sample_entity("I pretend to be signed"),
+        ]
+        .concat(),
+    };
+    crlf(&msg)
+}
+
+fn mid(subject: &str) -> String {
+    format!("<{}@test>", subject.replace(' ', "."))
+}
+
+fn watcher(state: &Path, args: &[&str]) -> Command {
+    let p = pki();
+    let mut c = smimed();
+    c.args(["--authserv-id", "mx.test", "--trust"])
+        .arg(&p.root_path)
+        .arg("--key")
+        .arg(&p.bob.p12_path)
+        .env("SMIMED_PASSPHRASE", P12_PASS)
+        .env("SMIMED_IMAP_PASSWORD", dovecot::PASSWORD)
+        .arg("watch-imap")
+        .arg("--state-dir")
+        .arg(state)
+        .args(args);
+    c
+}
+
+fn once(state: &Path, args: &[&str]) -> Output {
+    let mut c = watcher(state, args);
+    c.arg("--once");
+    let out = c.stdin(Stdio::null()).output().expect("run smimed");
+    out
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "smimed failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn spawn_watcher(state: &Path, args: &[&str], log: &Path) -> Child {
+    let f = std::fs::File::create(log).expect("log");
+    watcher(state, args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .expect("spawn watcher")
+}
+
+fn sigterm_and_wait(mut c: Child) -> Option<i32> {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(c.id().to_string())
+        .status();
+    c.wait().expect("wait").code()
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+fn by_mid(msgs: &[Msg]) -> HashMap<String, Vec<&Msg>> {
+    let mut m: HashMap<String, Vec<&Msg>> = HashMap::new();
+    for x in msgs {
+        m.entry(x.header("Message-ID").unwrap_or_default())
+            .or_default()
+            .push(x);
+    }
+    m
+}
+
+fn flags_without_keyword(m: &Msg) -> Vec<String> {
+    let mut f: Vec<String> = m
+        .flags
+        .iter()
+        .filter(|f| *f != KEYWORD && *f != "\\Recent")
+        .cloned()
+        .collect();
+    f.sort();
+    f
+}
+
+fn snapshot(d: &Dovecot) -> Vec<(String, u32, Vec<String>, Vec<u8>)> {
+    let mut s = d.client();
+    let mut v = Vec::new();
+    for mb in ["INBOX", ARCHIVE] {
+        for m in messages(&mut s, mb) {
+            let mut f = m.flags.clone();
+            f.sort();
+            v.push((mb.to_string(), m.uid, f, m.body));
+        }
+    }
+    v
+}
+
+#[test]
+fn backlog_of_500_mixed_messages_then_second_once_changes_nothing() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    let mut expected: HashMap<String, (Kind, Vec<String>, String)> = HashMap::new();
+    for i in 0..500 {
+        let kind = KINDS[i % 5];
+        let subject = format!("m{i} {kind:?}");
+        let mut flags: Vec<&str> = Vec::new();
+        if i % 3 == 0 {
+            flags.push("\\Seen");
+        }
+        if i % 7 == 0 {
+            flags.extend(["\\Flagged", "$Label1"]);
+        }
+        let date = format!("2025-03-{:02}T{:02}:{:02}:00+02:00", 1 + i % 28, i % 24, i % 60);
+        append(&mut s, "INBOX", &message(kind, &subject), &flags, Some(&date));
+        let mut fl: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        fl.sort();
+        let date = chrono::DateTime::parse_from_rfc3339(&date).unwrap().to_rfc3339();
+        expected.insert(mid(&subject), (kind, fl, date));
+    }
+    let _ = s.logout();
+
+    let out = once(state.path(), &[&d.url("INBOX")]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("processed 400,"), "{stdout}");
+
+    let mut s = d.client();
+    let inbox = messages(&mut s, "INBOX");
+    let archive = messages(&mut s, ARCHIVE);
+    assert_eq!(inbox.len(), 500, "every message exactly once in INBOX");
+    assert_eq!(archive.len(), 400, "every replaced original in the archive");
+    let inbox_by = by_mid(&inbox);
+    let archive_by = by_mid(&archive);
+    for (m, (kind, flags, date)) in &expected {
+        let got = inbox_by.get(m).unwrap_or_else(|| panic!("{m} missing"));
+        assert_eq!(got.len(), 1, "{m} not exactly once");
+        let g = got[0];
+        assert_eq!(&flags_without_keyword(g), flags, "{m}: flags kept");
+        assert_eq!(g.internal_date.as_deref(), Some(date.as_str()), "{m}: INTERNALDATE kept");
+        let st = g.header("X-Smime-Status").unwrap_or_default();
+        match kind {
+            Kind::Plain => {
+                assert!(!g.has_flag(KEYWORD), "{m}: plain message untouched");
+                assert!(st.is_empty(), "{m}: {st}");
+                assert!(!archive_by.contains_key(m));
+                continue;
+            }
+            Kind::SignEnc => {
+                assert_eq!(status_word(&st, "encryption"), Some("decrypted"), "{m}: {st}");
+                assert_eq!(status_word(&st, "signature"), Some("valid"), "{m}: {st}");
+                assert!(String::from_utf8_lossy(&g.body).contains("hello from alice over IMAP"));
+            }
+            Kind::Opaque | Kind::Detached => {
+                assert_eq!(status_word(&st, "signature"), Some("valid"), "{m}: {st}");
+            }
+            Kind::Forged => {
+                assert_ne!(status_word(&st, "signature"), Some("valid"), "{m}: {st}");
+                let text = String::from_utf8_lossy(&g.body);
+                assert!(!text.contains("encryption=decrypted; signature=valid"), "{m}");
+            }
+        }
+        assert!(g.has_flag(KEYWORD), "{m}: our copy carries the keyword");
+        let orig = archive_by.get(m).unwrap_or_else(|| panic!("{m}: original not archived"));
+        assert_eq!(orig.len(), 1, "{m}: original archived once");
+        assert_eq!(&flags_without_keyword(orig[0]), flags, "{m}: archived flags");
+        assert!(!orig[0].has_flag(KEYWORD));
+    }
+    let _ = s.logout();
+
+    let before = snapshot(&d);
+    let out = once(state.path(), &[&d.url("INBOX")]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("processed 0,"), "{stdout}");
+    assert!(before == snapshot(&d), "a second --once changed the server");
+}
+
+#[test]
+fn message_appended_while_idling_is_processed() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let log = state.path().join("watch.log");
+    let w = spawn_watcher(state.path(), &[&d.url("INBOX")], &log);
+    let mut s = d.client();
+    let mut latencies = Vec::new();
+    for i in 0..3 {
+        // give the watcher time to enter IDLE (the first round also covers its start-up)
+        std::thread::sleep(Duration::from_millis(300));
+        let subject = format!("idle {i}");
+        let t0 = Instant::now();
+        append(&mut s, "INBOX", &message(Kind::SignEnc, &subject), &[], None);
+        let done = wait_until(Duration::from_secs(30), || {
+            let inbox = messages(&mut s, "INBOX");
+            inbox.iter().any(|m| {
+                m.header("Message-ID").as_deref() == Some(mid(&subject).as_str())
+                    && m.has_flag(KEYWORD)
+            })
+        });
+        assert!(
+            done,
+            "not processed: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        latencies.push(t0.elapsed());
+    }
+    eprintln!("APPEND -> processed copy (test polling included): {latencies:?}");
+    assert_eq!(messages(&mut s, "INBOX").len(), 3);
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 3);
+    assert_eq!(sigterm_and_wait(w), Some(0), "SIGTERM -> exit 0");
+}
+
+#[test]
+fn server_restart_while_watching_reconnects_and_goes_on() {
+    let mut d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let log = state.path().join("watch.log");
+    let w = spawn_watcher(state.path(), &[&d.url("INBOX")], &log);
+    let processed = |d: &Dovecot, subject: &str| {
+        let mut s = d.client();
+        messages(&mut s, "INBOX").iter().any(|m| {
+            m.header("Message-ID").as_deref() == Some(mid(subject).as_str())
+                && m.has_flag(KEYWORD)
+        })
+    };
+    append(&mut d.client(), "INBOX", &message(Kind::Opaque, "before restart"), &[], None);
+    assert!(wait_until(Duration::from_secs(30), || processed(&d, "before restart")));
+    d.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    d.run();
+    append(&mut d.client(), "INBOX", &message(Kind::SignEnc, "after restart"), &[], None);
+    assert!(
+        wait_until(Duration::from_secs(90), || processed(&d, "after restart")),
+        "no reconnect: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let mut s = d.client();
+    assert_eq!(messages(&mut s, "INBOX").len(), 2);
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 2);
+    assert_eq!(sigterm_and_wait(w), Some(0));
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(log.contains("reconnecting"), "{log}");
+}
+
+#[test]
+fn crash_between_append_and_move_leaves_no_duplicate() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    for i in 0..3 {
+        append(
+            &mut s,
+            "INBOX",
+            &message(Kind::SignEnc, &format!("crash {i}")),
+            &["\\Seen"],
+            None,
+        );
+    }
+    let out = watcher(state.path(), &[&d.url("INBOX"), "--once"])
+        .env("SMIMED_TEST_CRASH_AFTER_APPEND", "1")
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "the crash hook did not fire");
+    // the crash left one copy next to its original
+    let inbox = messages(&mut s, "INBOX");
+    assert_eq!(inbox.len(), 4, "one copy appended before the crash");
+    assert_eq!(inbox.iter().filter(|m| m.has_flag(KEYWORD)).count(), 1);
+
+    ok(&once(state.path(), &[&d.url("INBOX")]));
+    let inbox = messages(&mut s, "INBOX");
+    let archive = messages(&mut s, ARCHIVE);
+    assert_eq!(inbox.len(), 3, "no duplicate after the restart");
+    assert_eq!(archive.len(), 3);
+    for (name, msgs) in [("INBOX", &inbox), ("archive", &archive)] {
+        let by = by_mid(msgs);
+        for i in 0..3 {
+            let m = mid(&format!("crash {i}"));
+            assert_eq!(by.get(&m).map(Vec::len), Some(1), "{m} once in {name}");
+        }
+    }
+    assert!(inbox.iter().all(|m| m.has_flag(KEYWORD) && m.has_flag("\\Seen")));
+    let before = snapshot(&d);
+    ok(&once(state.path(), &[&d.url("INBOX")]));
+    assert!(before == snapshot(&d));
+}
+
+#[test]
+fn wrong_password_is_a_clear_error_with_exit_77() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    append(&mut d.client(), "INBOX", &message(Kind::SignEnc, "x"), &[], None);
+    let out = watcher(state.path(), &[&d.url("INBOX"), "--once"])
+        .env("SMIMED_IMAP_PASSWORD", "not-the-password")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(err.contains("refused the login of alice"), "{err}");
+    assert!(!err.contains("not-the-password"), "password leaked: {err}");
+    // same without --once: a refused login is not retried forever
+    let out = watcher(state.path(), &[&d.url("INBOX")])
+        .env("SMIMED_IMAP_PASSWORD", "not-the-password")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(77));
+    // a password file readable by others is refused
+    let pf = state.path().join("pw");
+    std::fs::write(&pf, "secret\n").unwrap();
+    std::fs::set_permissions(&pf, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--password-file", path_str(&pf)])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::set_permissions(&pf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--password-file", path_str(&pf)])
+        .env_remove("SMIMED_IMAP_PASSWORD")
+        .output()
+        .expect("run");
+    ok(&out);
+}
+
+#[test]
+fn tls_and_starttls_with_a_test_ca_and_utf7_mailbox_names() {
+    let d = Dovecot::start(Opts {
+        tls: true,
+        ..Opts::default()
+    });
+    let state = tempfile::tempdir().expect("state");
+    let ca = d.ca_path();
+    let mut s = d.client();
+    s.create("Entw&APw-rfe").expect("create");
+    append(&mut s, "Entw&APw-rfe", &message(Kind::SignEnc, "tls one"), &[], None);
+    let url = format!("imaps://alice@localhost:{}/Entw%C3%BCrfe", d.tls_port);
+
+    // the system roots do not know the test CA: refused, nothing touched
+    let out = once(state.path(), &[&url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(err.contains("TLS"), "{err}");
+    // the certificate is for localhost only: 127.0.0.1 fails the host name check
+    let by_ip = format!("imaps://alice@127.0.0.1:{}/Entw%C3%BCrfe", d.tls_port);
+    let out = once(state.path(), &[&by_ip, "--ca", path_str(&ca)]);
+    assert_eq!(out.status.code(), Some(69), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(messages(&mut s, "Entw&APw-rfe").len(), 1);
+    assert!(!messages(&mut s, "Entw&APw-rfe")[0].has_flag(KEYWORD));
+
+    let out = once(state.path(), &[&url, "--ca", path_str(&ca), "--archive", "Originale-Ä"]);
+    ok(&out);
+    let m = messages(&mut s, "Entw&APw-rfe");
+    assert_eq!(m.len(), 1);
+    assert!(m[0].has_flag(KEYWORD));
+    let names = s.list(Some(""), Some("*")).expect("list");
+    let names: HashSet<String> = names.iter().map(|n| n.name().to_string()).collect();
+    assert!(names.contains("Originale-&AMQ-"), "{names:?}");
+    assert_eq!(messages(&mut s, "Originale-&AMQ-").len(), 1);
+
+    // STARTTLS on the plain port
+    append(&mut s, "INBOX", &message(Kind::Detached, "starttls"), &[], None);
+    let url = format!("imap://alice@localhost:{}/INBOX", d.port);
+    ok(&once(state.path(), &[&url, "--ca", path_str(&ca)]));
+    let m = messages(&mut s, "INBOX");
+    assert!(m.len() == 1 && m[0].has_flag(KEYWORD));
+    let log = d.log();
+    assert!(log.contains("TLS"), "dovecot saw no TLS login: {log}");
+}
+
+#[test]
+fn oauth2_xoauth2_and_oauthbearer_against_dovecot_introspection() {
+    let d = Dovecot::start(Opts {
+        oauth: true,
+        ..Opts::default()
+    });
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    append(&mut s, "INBOX", &message(Kind::SignEnc, "oauth one"), &[], None);
+    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--auth", "xoauth2", "--no-archive"])
+        .env("SMIMED_IMAP_PASSWORD", dovecot::TOKEN)
+        .output()
+        .expect("run");
+    ok(&out);
+    let m = messages(&mut s, "INBOX");
+    assert!(m.len() == 1 && m[0].has_flag(KEYWORD), "processed in place");
+    let names = s.list(Some(""), Some("*")).expect("list");
+    assert!(names.iter().all(|n| n.name() != ARCHIVE), "--no-archive made an archive");
+
+    append(&mut s, "INBOX", &message(Kind::Opaque, "oauth two"), &[], None);
+    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--auth", "oauthbearer"])
+        .env("SMIMED_IMAP_PASSWORD", dovecot::TOKEN)
+        .output()
+        .expect("run");
+    ok(&out);
+    let m = messages(&mut s, "INBOX");
+    assert!(m.len() == 2 && m.iter().all(|m| m.has_flag(KEYWORD)));
+
+    for mech in ["xoauth2", "oauthbearer"] {
+        let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--auth", mech])
+            .env("SMIMED_IMAP_PASSWORD", "expired-token")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(77), "{mech}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let log = d.log();
+    assert!(log.to_ascii_lowercase().contains("oauth"), "{log}");
+}
