@@ -198,6 +198,16 @@ fn snapshot(d: &Dovecot) -> Vec<(String, u32, Vec<String>, Vec<u8>)> {
     v
 }
 
+/// The message with this subject is in INBOX exactly once, as our copy (original moved away).
+fn done_in(s: &mut dovecot::Session, subject: &str) -> bool {
+    let m = mid(subject);
+    let found: Vec<Msg> = messages(s, "INBOX")
+        .into_iter()
+        .filter(|x| x.header("Message-ID").as_deref() == Some(m.as_str()))
+        .collect();
+    found.len() == 1 && found[0].has_flag(KEYWORD)
+}
+
 #[test]
 fn backlog_of_500_mixed_messages_then_second_once_changes_nothing() {
     let d = Dovecot::start(Opts::default());
@@ -278,6 +288,27 @@ fn backlog_of_500_mixed_messages_then_second_once_changes_nothing() {
     let stdout = ok(&out);
     assert!(stdout.contains("processed 0,"), "{stdout}");
     assert!(before == snapshot(&d), "a second --once changed the server");
+
+    // UIDVALIDITY "changed" (state says another one): a rescan that recognises our copies by
+    // keyword + digest and reprocesses nothing.
+    let sf = std::fs::read_dir(state.path().join("imap"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
+        .join("INBOX.toml");
+    let text = std::fs::read_to_string(&sf).unwrap();
+    let text = text
+        .lines()
+        .map(|l| if l.starts_with("uidvalidity") { "uidvalidity = 1" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&sf, text).unwrap();
+    let out = once(state.path(), &[&d.url("INBOX")]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("processed 0,"), "{stdout}");
+    assert!(before == snapshot(&d), "a rescan after a UIDVALIDITY change reprocessed");
 }
 
 #[test]
@@ -294,13 +325,7 @@ fn message_appended_while_idling_is_processed() {
         let subject = format!("idle {i}");
         let t0 = Instant::now();
         append(&mut s, "INBOX", &message(Kind::SignEnc, &subject), &[], None);
-        let done = wait_until(Duration::from_secs(30), || {
-            let inbox = messages(&mut s, "INBOX");
-            inbox.iter().any(|m| {
-                m.header("Message-ID").as_deref() == Some(mid(&subject).as_str())
-                    && m.has_flag(KEYWORD)
-            })
-        });
+        let done = wait_until(Duration::from_secs(30), || done_in(&mut s, &subject));
         assert!(
             done,
             "not processed: {}",
@@ -320,13 +345,7 @@ fn server_restart_while_watching_reconnects_and_goes_on() {
     let state = tempfile::tempdir().expect("state");
     let log = state.path().join("watch.log");
     let w = spawn_watcher(state.path(), &[&d.url("INBOX")], &log);
-    let processed = |d: &Dovecot, subject: &str| {
-        let mut s = d.client();
-        messages(&mut s, "INBOX").iter().any(|m| {
-            m.header("Message-ID").as_deref() == Some(mid(subject).as_str())
-                && m.has_flag(KEYWORD)
-        })
-    };
+    let processed = |d: &Dovecot, subject: &str| done_in(&mut d.client(), subject);
     append(&mut d.client(), "INBOX", &message(Kind::Opaque, "before restart"), &[], None);
     assert!(wait_until(Duration::from_secs(30), || processed(&d, "before restart")));
     d.stop();
@@ -383,6 +402,16 @@ fn crash_between_append_and_move_leaves_no_duplicate() {
         }
     }
     assert!(inbox.iter().all(|m| m.has_flag(KEYWORD) && m.has_flag("\\Seen")));
+    // a message carrying our keyword that we did not append is not trusted: processed
+    let mut forged = message(Kind::Forged, "keyword forged");
+    forged.splice(0..0, b"X-Smime-Status: encryption=none; signature=valid\r\n".iter().copied());
+    append(&mut s, "INBOX", &forged, &[KEYWORD], None);
+    ok(&once(state.path(), &[&d.url("INBOX")]));
+    assert!(done_in(&mut s, "keyword forged"));
+    let m = messages(&mut s, "INBOX");
+    let m = m.iter().find(|m| m.header("Subject").as_deref() == Some("keyword forged")).unwrap();
+    assert!(!String::from_utf8_lossy(&m.body).contains("signature=valid"));
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 4);
     let before = snapshot(&d);
     ok(&once(state.path(), &[&d.url("INBOX")]));
     assert!(before == snapshot(&d));

@@ -344,7 +344,9 @@ impl Run<'_> {
                 .into_iter()
                 .filter(|u| *u > min && !own.contains(u))
                 .collect();
-            let mut by_digest: HashMap<String, u32> = HashMap::new();
+            // digest -> candidate UIDs; each copy is claimed by at most one intent, so two
+            // identical messages never archive two originals for one copy
+            let mut by_digest: HashMap<String, Vec<u32>> = HashMap::new();
             if !cands.is_empty() {
                 let fetches = self
                     .s
@@ -352,13 +354,13 @@ impl Run<'_> {
                     .map_err(|e| imap_err("UID FETCH", e))?;
                 for f in fetches.iter() {
                     if let (Some(uid), Some(body)) = (f.uid, f.body()) {
-                        by_digest.insert(state::digest(body), uid);
+                        by_digest.entry(state::digest(body)).or_default().push(uid);
                     }
                 }
             }
             for p in self.st.pending.iter_mut() {
                 if p.appended_uid.is_none() {
-                    p.appended_uid = by_digest.get(&p.digest).copied();
+                    p.appended_uid = by_digest.get_mut(&p.digest).and_then(|v| v.pop());
                 }
             }
         }
