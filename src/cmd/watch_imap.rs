@@ -268,3 +268,64 @@ pub fn run(args: &WatchImapArgs, settings: Settings) -> Result<i32> {
         None => Ok(exit::OK),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imap::account::{AuthMech, Security};
+
+    #[test]
+    fn accounts_from_config_file_and_urls() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [watch_imap]
+            archive = "Old"
+            jobs = 3
+            [[imap]]
+            url = "imaps://me%40example.org@imap.example.org/INBOX"
+            mailboxes = ["INBOX", "Lists/Entwürfe"]
+            auth = "xoauth2"
+            password_command = "oama access me@example.org"
+            [[imap]]
+            url = "imap://bob@127.0.0.1:1143/"
+            no_archive = true
+            password_file = "pw"
+            "#,
+        )
+        .expect("config");
+        let args = WatchImapArgs::default();
+        let a = accounts(&args, &file.watch_imap, &file.imap, Some(Path::new("/cfg"))).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].user, "me@example.org");
+        assert_eq!(a[0].mailboxes, ["INBOX", "Lists/Entwürfe"]);
+        assert_eq!(a[0].auth, AuthMech::Xoauth2);
+        assert_eq!(a[0].archive.as_deref(), Some("Old"));
+        assert_eq!(a[0].security, Security::Tls);
+        assert!(a[0].secret.command.is_some());
+        assert_eq!(a[1].mailboxes, ["INBOX"]);
+        assert_eq!(a[1].archive, None);
+        assert_eq!(a[1].port, 1143);
+        assert_eq!(a[1].secret.file.as_deref(), Some(Path::new("/cfg/pw")));
+
+        // URLs on the command line replace the config's accounts; one account, two mailboxes
+        let args = WatchImapArgs {
+            urls: vec![
+                "imaps://u@h/INBOX".into(),
+                "imaps://u@h/Work".into(),
+            ],
+            archive: Some("Keep".into()),
+            ..WatchImapArgs::default()
+        };
+        let a = accounts(&args, &file.watch_imap, &file.imap, None).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].mailboxes, ["INBOX", "Work"]);
+        assert_eq!(a[0].archive.as_deref(), Some("Keep"));
+
+        let args = WatchImapArgs {
+            urls: vec!["imaps://u@h/Keep".into()],
+            archive: Some("Keep".into()),
+            ..WatchImapArgs::default()
+        };
+        assert!(accounts(&args, &file.watch_imap, &file.imap, None).is_err());
+    }
+}

@@ -181,6 +181,14 @@ struct Item {
     body: Vec<u8>,
 }
 
+/// A fetched batch, waiting for the pipeline and then for [`Run::apply`].
+struct Fetched {
+    chunk: Vec<u32>,
+    items: Vec<Item>,
+    ours: Vec<bool>,
+    fetch_time: Duration,
+}
+
 enum Outcome {
     Ours,
     Skip,
@@ -480,15 +488,44 @@ impl Run<'_> {
         if !uids.is_empty() {
             log::debug!("{}: {} message(s) to look at", self.label(), uids.len());
         }
+        // Pipelined: while the pipeline works on batch k (worker threads), this thread APPENDs
+        // and archives batch k-1. Each batch's intent is still saved before its APPENDs.
+        let (ctx, jobs, stats) = (self.ctx, self.opts.jobs, self.stats);
+        let mut prev: Option<(Fetched, Vec<Outcome>)> = None;
         for chunk in uids.chunks(self.opts.batch.max(1)) {
             let _guard = stop
                 .work
                 .read()
                 .map_err(|_| Error::software("stop lock poisoned"))?;
             if stop.stopped() {
+                if let Some((f, o)) = prev.take() {
+                    self.apply(f, o)?;
+                }
                 return Ok(false);
             }
-            self.batch(chunk)?;
+            let fetched = self.prepare(chunk)?;
+            let earlier = prev.take();
+            let outcomes = std::thread::scope(|sc| -> Result<Vec<Outcome>> {
+                let worker =
+                    sc.spawn(|| parallel_process(ctx, &fetched.items, &fetched.ours, jobs, stats));
+                let applied = match earlier {
+                    Some((f, o)) => self.apply(f, o),
+                    None => Ok(()),
+                };
+                let outcomes = worker
+                    .join()
+                    .map_err(|_| Error::software("pipeline worker panicked"))?;
+                applied?;
+                outcomes
+            })?;
+            prev = Some((fetched, outcomes));
+        }
+        if let Some((f, o)) = prev.take() {
+            let _guard = stop
+                .work
+                .read()
+                .map_err(|_| Error::software("stop lock poisoned"))?;
+            self.apply(f, o)?;
         }
         Ok(true)
     }
@@ -520,7 +557,9 @@ impl Run<'_> {
         Ok(items)
     }
 
-    fn batch(&mut self, chunk: &[u32]) -> Result<()> {
+    /// Fetches a batch and marks our own copies among them.
+    fn prepare(&mut self, chunk: &[u32]) -> Result<Fetched> {
+        let t0 = Instant::now();
         let own: HashSet<u32> = self.st.own.iter().copied().collect();
         let to_fetch: Vec<u32> = chunk.iter().copied().filter(|u| !own.contains(u)).collect();
         let items = self.fetch(&to_fetch)?;
@@ -533,7 +572,27 @@ impl Run<'_> {
                 ours[i] = self.digests()?.contains(&d);
             }
         }
-        let outcomes = parallel_process(self.ctx, &items, &ours, self.opts.jobs, self.stats)?;
+        Ok(Fetched {
+            chunk: chunk.to_vec(),
+            items,
+            ours,
+            fetch_time: t0.elapsed(),
+        })
+    }
+
+    /// Saves intent, APPENDs the copies, archives the originals, moves the cursor.
+    fn apply(&mut self, fetched: Fetched, outcomes: Vec<Outcome>) -> Result<()> {
+        let t0 = Instant::now();
+        let Fetched {
+            chunk,
+            items,
+            fetch_time,
+            ..
+        } = fetched;
+        let chunk = &chunk[..];
+        let keyword = Flag::from(KEYWORD.to_string());
+        let t_process = t0.elapsed();
+        let mut t_append = t_process;
         let mut handled_retry: HashSet<u32> = chunk.iter().copied().collect();
         let mut new_retry = Vec::new();
         let mut replace: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -599,6 +658,7 @@ impl Run<'_> {
             }
             // 3. the copies' UIDs
             self.sf.save(&self.st)?;
+            t_append = t0.elapsed();
             if self.st.pending.iter().any(|p| p.appended_uid.is_none()) {
                 // No UIDPLUS: find them the way a restart would.
                 return self.recover_then_commit(chunk, &handled_retry, new_retry);
@@ -606,7 +666,17 @@ impl Run<'_> {
             // 4. originals out, copies recorded as ours
             self.finish_pending()?;
         }
-        self.commit(chunk, &handled_retry, new_retry)
+        self.commit(chunk, &handled_retry, new_retry)?;
+        log::debug!(
+            "{}: batch of {} ({} fetched): fetch {:?}, append {:?}, archive+state {:?}",
+            self.label(),
+            chunk.len(),
+            items.len(),
+            fetch_time,
+            t_append - t_process,
+            t0.elapsed() - t_append
+        );
+        Ok(())
     }
 
     fn recover_then_commit(
@@ -633,6 +703,17 @@ impl Run<'_> {
 
     /// Waits for something to happen in the mailbox.
     fn wait(&mut self, stop: &Stop) -> Result<()> {
+        // An EXISTS that came with an earlier command's response is not repeated in IDLE:
+        // look again first (our own APPENDs cause one, which costs one empty UID SEARCH).
+        let queued = self.s.take_all_unsolicited().any(|r| {
+            matches!(
+                r,
+                UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+            )
+        });
+        if queued {
+            return Ok(());
+        }
         if self.caps.idle {
             let mut h = self.s.idle();
             h.timeout(self.opts.idle_refresh).keepalive(false);
