@@ -171,6 +171,8 @@ struct Run<'a> {
     st: MailboxState,
     /// Digests from our appended log, loaded on first need.
     digests: Option<HashSet<String>>,
+    /// Extra authenticated sessions for parallel APPENDs (no mailbox selected).
+    appenders: Vec<Session>,
 }
 
 /// A fetched message.
@@ -179,6 +181,59 @@ struct Item {
     flags: Vec<Flag<'static>>,
     date: Option<chrono::DateTime<chrono::FixedOffset>>,
     body: Vec<u8>,
+}
+
+/// Extra sessions used for parallel APPENDs, at most.
+const MAX_APPENDERS: usize = 3;
+
+/// One copy to APPEND.
+struct AppendJob<'a> {
+    output: &'a [u8],
+    flags: Vec<Flag<'static>>,
+    date: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+/// APPENDs a group of copies on one session, in order; stops at the first error.
+fn append_group(
+    s: &mut Session,
+    wire: &str,
+    group: &[AppendJob<'_>],
+    uidvalidity: u32,
+) -> Vec<Result<Option<u32>>> {
+    let mut out = Vec::with_capacity(group.len());
+    for job in group {
+        let mut cmd = s.append(wire, job.output);
+        cmd.flags(job.flags.iter().cloned());
+        if let Some(d) = job.date {
+            cmd.internal_date(d);
+        }
+        match cmd.finish() {
+            Ok(app) => {
+                if test_crash_after_append() {
+                    log::error!("SMIMED_TEST_CRASH_AFTER_APPEND: aborting after APPEND");
+                    std::process::abort();
+                }
+                let uid = app.uids.as_ref().and_then(|v| {
+                    v.iter().find_map(|m| match m {
+                        imap_proto::UidSetMember::Uid(u) => Some(*u),
+                        imap_proto::UidSetMember::UidRange(r) => Some(*r.start()),
+                    })
+                });
+                out.push(Ok(match (uid, app.uid_validity) {
+                    (Some(u), Some(v)) if v == uidvalidity => Some(u),
+                    _ => None,
+                }));
+            }
+            Err(e) => {
+                out.push(Err(imap_err(format!("APPEND to {wire}"), e)));
+                break;
+            }
+        }
+    }
+    while out.len() < group.len() {
+        out.push(Err(Error::tempfail("APPEND skipped after an earlier failure")));
+    }
+    out
 }
 
 /// A fetched batch, waiting for the pipeline and then for [`Run::apply`].
@@ -265,6 +320,7 @@ fn run_session(
         sf,
         st,
         digests: None,
+        appenders: Vec::new(),
     };
     run.recover()?;
     let mut first = true;
@@ -621,40 +677,45 @@ impl Run<'_> {
             let dref: Vec<&str> = ds.iter().map(String::as_str).collect();
             self.sf.log_appended(&dref)?;
             self.digests()?.extend(ds);
-            // 2. APPEND each copy with the original's flags and INTERNALDATE
-            for (k, (i, output)) in replace.iter().enumerate() {
-                let it = &items[*i];
-                let mut flags: Vec<Flag<'_>> = it
-                    .flags
-                    .iter()
-                    .filter(|f| **f != Flag::Recent && **f != keyword)
-                    .cloned()
-                    .collect();
-                flags.push(keyword.clone());
-                let mut cmd = self.s.append(&self.wire, output);
-                cmd.flags(flags);
-                if let Some(d) = it.date {
-                    cmd.internal_date(d);
+            // 2. APPEND each copy with the original's flags and INTERNALDATE, split in
+            //    contiguous groups over this session and the extra APPEND sessions
+            let jobs: Vec<AppendJob<'_>> = replace
+                .iter()
+                .map(|(i, output)| {
+                    let it = &items[*i];
+                    let mut flags: Vec<Flag<'static>> = it
+                        .flags
+                        .iter()
+                        .filter(|f| **f != Flag::Recent && **f != keyword)
+                        .cloned()
+                        .collect();
+                    flags.push(keyword.clone());
+                    AppendJob {
+                        output,
+                        flags,
+                        date: it.date,
+                    }
+                })
+                .collect();
+            self.ensure_appenders(jobs.len());
+            let uids = self.append_all(&jobs);
+            let base = self.st.pending.len() - replace.len();
+            let mut first_err = None;
+            for (k, r) in uids.into_iter().enumerate() {
+                match r {
+                    Ok(uid) => self.st.pending[base + k].appended_uid = uid,
+                    Err(e) => {
+                        if first_err.is_none() {
+                            first_err = Some(e);
+                        }
+                    }
                 }
-                let app = cmd
-                    .finish()
-                    .map_err(|e| imap_err(format!("APPEND to {}", self.wire), e))?;
-                if test_crash_after_append() {
-                    log::error!("SMIMED_TEST_CRASH_AFTER_APPEND: aborting after APPEND");
-                    std::process::abort();
-                }
-                let uid = app.uids.as_ref().and_then(|v| {
-                    v.iter().find_map(|m| match m {
-                        imap_proto::UidSetMember::Uid(u) => Some(*u),
-                        imap_proto::UidSetMember::UidRange(r) => Some(*r.start()),
-                    })
-                });
-                let uid = match (uid, app.uid_validity) {
-                    (Some(u), Some(v)) if v == self.st.uidvalidity => Some(u),
-                    _ => None,
-                };
-                let pos = self.st.pending.len() - replace.len() + k;
-                self.st.pending[pos].appended_uid = uid;
+            }
+            if let Some(e) = first_err {
+                // what was appended is recorded; the rest is found or redone by recovery
+                let _ = self.sf.save(&self.st);
+                self.appenders.clear();
+                return Err(e);
             }
             // 3. the copies' UIDs
             self.sf.save(&self.st)?;
@@ -699,6 +760,63 @@ impl Run<'_> {
         let cursor = self.st.cursor;
         self.st.own.retain(|u| *u > cursor);
         self.sf.save(&self.st)
+    }
+
+    /// Opens extra sessions for parallel APPENDs (at most `jobs` - 1, only for big batches);
+    /// failing to open one is not an error (fewer sessions are used).
+    fn ensure_appenders(&mut self, copies: usize) {
+        let want = self.opts.jobs.saturating_sub(1).min(MAX_APPENDERS);
+        if copies < 8 {
+            return;
+        }
+        while self.appenders.len() < want {
+            match conn::connect(self.acct) {
+                Ok(s) => self.appenders.push(s),
+                Err(e) => {
+                    log::debug!("{}: extra APPEND session: {e}", self.label());
+                    break;
+                }
+            }
+        }
+    }
+
+    /// APPENDs every job; returns each copy's UID (None without UIDPLUS) or the error.
+    fn append_all(&mut self, jobs: &[AppendJob<'_>]) -> Vec<Result<Option<u32>>> {
+        let uidvalidity = self.st.uidvalidity;
+        let wire = self.wire.clone();
+        let mut sessions: Vec<&mut Session> = Vec::with_capacity(1 + self.appenders.len());
+        sessions.push(&mut self.s);
+        if jobs.len() >= 8 {
+            sessions.extend(self.appenders.iter_mut());
+        }
+        let per = jobs.len().div_ceil(sessions.len());
+        if per == 0 {
+            return Vec::new();
+        }
+        let groups: Vec<&[AppendJob<'_>]> = jobs.chunks(per).collect();
+        let mut results: Vec<Vec<Result<Option<u32>>>> = Vec::new();
+        std::thread::scope(|sc| {
+            let mut handles = Vec::new();
+            let mut iter = sessions.into_iter().zip(groups);
+            let first = iter.next();
+            for (sess, group) in iter {
+                let wire = &wire;
+                handles.push(sc.spawn(move || append_group(sess, wire, group, uidvalidity)));
+            }
+            if let Some((sess, group)) = first {
+                results.push(append_group(sess, &wire, group, uidvalidity));
+            }
+            for h in handles {
+                results.push(h.join().unwrap_or_else(|_| {
+                    vec![Err(Error::software("APPEND thread panicked"))]
+                }));
+            }
+        });
+        let mut out: Vec<Result<Option<u32>>> = results.into_iter().flatten().collect();
+        while out.len() < jobs.len() {
+            out.push(Err(Error::software("APPEND not done")));
+        }
+        out
     }
 
     /// Waits for something to happen in the mailbox.
