@@ -16,11 +16,18 @@ use common::pki::{pki, P12_PASS};
 use common::*;
 
 fn env_n(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn message(body: &[u8], i: usize) -> Vec<u8> {
-    let h = headers("Alice <alice@example.org>", "bob@example.org", &format!("bench {i}"));
+    let h = headers(
+        "Alice <alice@example.org>",
+        "bob@example.org",
+        &format!("bench {i}"),
+    );
     [h.as_bytes(), body].concat()
 }
 
@@ -65,14 +72,29 @@ fn main() {
         .collect();
     let signed = openssl(
         &[
-            "cms", "-sign", "-signer", path_str(&p.alice.cert_path), "-inkey",
-            path_str(&p.alice.key_path), "-certfile", path_str(&p.intermediate_path),
-            "-nodetach", "-binary", "-outform", "SMIME",
+            "cms",
+            "-sign",
+            "-signer",
+            path_str(&p.alice.cert_path),
+            "-inkey",
+            path_str(&p.alice.key_path),
+            "-certfile",
+            path_str(&p.intermediate_path),
+            "-nodetach",
+            "-binary",
+            "-outform",
+            "SMIME",
         ],
         &sample_entity(&text),
     );
     let body = openssl(
-        &["cms", "-encrypt", "-aes256", "-binary", path_str(&p.bob.cert_path)],
+        &[
+            "cms",
+            "-encrypt",
+            "-aes256",
+            "-binary",
+            path_str(&p.bob.cert_path),
+        ],
         &signed,
     );
     let size = message(&body, 0).len();
@@ -95,7 +117,11 @@ fn main() {
         eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     }
     let el = t0.elapsed();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     println!(
         "backlog: {n} signed-then-encrypted messages of {size} bytes in {:.2} s = {:.0} msgs/s \
          (whole --once run: start, key load, connect, {} jobs) [{}]",
@@ -118,7 +144,10 @@ fn main() {
                 .mode(imap::ConnectionMode::Plaintext)
                 .connect()
                 .expect("connect");
-            let mut s = c.login("alice", PASSWORD).map_err(|(e, _)| e).expect("login");
+            let mut s = c
+                .login("alice", PASSWORD)
+                .map_err(|(e, _)| e)
+                .expect("login");
             let t = Instant::now();
             append(&mut s, "Lat", &b, &[], None);
             t
@@ -160,7 +189,10 @@ fn main() {
         }
         lat.push(t.elapsed());
     }
-    let _ = Command::new("kill").arg("-TERM").arg(w.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(w.id().to_string())
+        .status();
     let _ = w.wait();
     let mp = median(pushes.clone());
     let ml = median(lat.clone());

@@ -27,7 +27,13 @@ enum Kind {
     Forged,
 }
 
-const KINDS: [Kind; 5] = [Kind::SignEnc, Kind::Opaque, Kind::Detached, Kind::Plain, Kind::Forged];
+const KINDS: [Kind; 5] = [
+    Kind::SignEnc,
+    Kind::Opaque,
+    Kind::Detached,
+    Kind::Plain,
+    Kind::Forged,
+];
 
 struct Bodies {
     sign_enc: Vec<u8>,
@@ -43,9 +49,17 @@ fn bodies() -> &'static Bodies {
         let entity = sample_entity("hello from alice over IMAP");
         let sign = |detach: bool| {
             let mut args = vec![
-                "cms", "-sign", "-signer", path_str(&p.alice.cert_path), "-inkey",
-                path_str(&p.alice.key_path), "-certfile", path_str(&p.intermediate_path),
-                "-binary", "-outform", "SMIME",
+                "cms",
+                "-sign",
+                "-signer",
+                path_str(&p.alice.cert_path),
+                "-inkey",
+                path_str(&p.alice.key_path),
+                "-certfile",
+                path_str(&p.intermediate_path),
+                "-binary",
+                "-outform",
+                "SMIME",
             ];
             if !detach {
                 args.push("-nodetach");
@@ -55,7 +69,13 @@ fn bodies() -> &'static Bodies {
         let opaque = sign(false);
         let detached = sign(true);
         let sign_enc = openssl(
-            &["cms", "-encrypt", "-aes256", "-binary", path_str(&p.bob.cert_path)],
+            &[
+                "cms",
+                "-encrypt",
+                "-aes256",
+                "-binary",
+                path_str(&p.bob.cert_path),
+            ],
             &opaque,
         );
         Bodies {
@@ -224,11 +244,24 @@ fn backlog_of_500_mixed_messages_then_second_once_changes_nothing() {
         if i % 7 == 0 {
             flags.extend(["\\Flagged", "$Label1"]);
         }
-        let date = format!("2025-03-{:02}T{:02}:{:02}:00+02:00", 1 + i % 28, i % 24, i % 60);
-        append(&mut s, "INBOX", &message(kind, &subject), &flags, Some(&date));
+        let date = format!(
+            "2025-03-{:02}T{:02}:{:02}:00+02:00",
+            1 + i % 28,
+            i % 24,
+            i % 60
+        );
+        append(
+            &mut s,
+            "INBOX",
+            &message(kind, &subject),
+            &flags,
+            Some(&date),
+        );
         let mut fl: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
         fl.sort();
-        let date = chrono::DateTime::parse_from_rfc3339(&date).unwrap().timestamp();
+        let date = chrono::DateTime::parse_from_rfc3339(&date)
+            .unwrap()
+            .timestamp();
         expected.insert(mid(&subject), (kind, fl, date));
     }
     let _ = s.logout();
@@ -250,9 +283,15 @@ fn backlog_of_500_mixed_messages_then_second_once_changes_nothing() {
         let g = got[0];
         assert_eq!(&flags_without_keyword(g), flags, "{m}: flags kept");
         let got_date = g.internal_date.as_deref().map(|d| {
-            chrono::DateTime::parse_from_rfc3339(d).expect("date").timestamp()
+            chrono::DateTime::parse_from_rfc3339(d)
+                .expect("date")
+                .timestamp()
         });
-        assert_eq!(got_date, Some(*date), "{m}: INTERNALDATE kept (same instant)");
+        assert_eq!(
+            got_date,
+            Some(*date),
+            "{m}: INTERNALDATE kept (same instant)"
+        );
         let st = g.header("X-Smime-Status").unwrap_or_default();
         match kind {
             Kind::Plain => {
@@ -262,7 +301,11 @@ fn backlog_of_500_mixed_messages_then_second_once_changes_nothing() {
                 continue;
             }
             Kind::SignEnc => {
-                assert_eq!(status_word(&st, "encryption"), Some("decrypted"), "{m}: {st}");
+                assert_eq!(
+                    status_word(&st, "encryption"),
+                    Some("decrypted"),
+                    "{m}: {st}"
+                );
                 assert_eq!(status_word(&st, "signature"), Some("valid"), "{m}: {st}");
                 assert!(String::from_utf8_lossy(&g.body).contains("hello from alice over IMAP"));
             }
@@ -272,13 +315,22 @@ fn backlog_of_500_mixed_messages_then_second_once_changes_nothing() {
             Kind::Forged => {
                 assert_ne!(status_word(&st, "signature"), Some("valid"), "{m}: {st}");
                 let text = String::from_utf8_lossy(&g.body);
-                assert!(!text.contains("encryption=decrypted; signature=valid"), "{m}");
+                assert!(
+                    !text.contains("encryption=decrypted; signature=valid"),
+                    "{m}"
+                );
             }
         }
         assert!(g.has_flag(KEYWORD), "{m}: our copy carries the keyword");
-        let orig = archive_by.get(m).unwrap_or_else(|| panic!("{m}: original not archived"));
+        let orig = archive_by
+            .get(m)
+            .unwrap_or_else(|| panic!("{m}: original not archived"));
         assert_eq!(orig.len(), 1, "{m}: original archived once");
-        assert_eq!(&flags_without_keyword(orig[0]), flags, "{m}: archived flags");
+        assert_eq!(
+            &flags_without_keyword(orig[0]),
+            flags,
+            "{m}: archived flags"
+        );
         assert!(!orig[0].has_flag(KEYWORD));
     }
     let _ = s.logout();
@@ -301,14 +353,23 @@ fn backlog_of_500_mixed_messages_then_second_once_changes_nothing() {
     let text = std::fs::read_to_string(&sf).unwrap();
     let text = text
         .lines()
-        .map(|l| if l.starts_with("uidvalidity") { "uidvalidity = 1" } else { l })
+        .map(|l| {
+            if l.starts_with("uidvalidity") {
+                "uidvalidity = 1"
+            } else {
+                l
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&sf, text).unwrap();
     let out = once(state.path(), &[&d.url("INBOX")]);
     let stdout = ok(&out);
     assert!(stdout.contains("processed 0,"), "{stdout}");
-    assert!(before == snapshot(&d), "a rescan after a UIDVALIDITY change reprocessed");
+    assert!(
+        before == snapshot(&d),
+        "a rescan after a UIDVALIDITY change reprocessed"
+    );
 }
 
 #[test]
@@ -324,7 +385,13 @@ fn message_appended_while_idling_is_processed() {
         std::thread::sleep(Duration::from_millis(300));
         let subject = format!("idle {i}");
         let t0 = Instant::now();
-        append(&mut s, "INBOX", &message(Kind::SignEnc, &subject), &[], None);
+        append(
+            &mut s,
+            "INBOX",
+            &message(Kind::SignEnc, &subject),
+            &[],
+            None,
+        );
         let done = wait_until(Duration::from_secs(30), || done_in(&mut s, &subject));
         assert!(
             done,
@@ -346,12 +413,27 @@ fn server_restart_while_watching_reconnects_and_goes_on() {
     let log = state.path().join("watch.log");
     let w = spawn_watcher(state.path(), &[&d.url("INBOX")], &log);
     let processed = |d: &Dovecot, subject: &str| done_in(&mut d.client(), subject);
-    append(&mut d.client(), "INBOX", &message(Kind::Opaque, "before restart"), &[], None);
-    assert!(wait_until(Duration::from_secs(30), || processed(&d, "before restart")));
+    append(
+        &mut d.client(),
+        "INBOX",
+        &message(Kind::Opaque, "before restart"),
+        &[],
+        None,
+    );
+    assert!(wait_until(Duration::from_secs(30), || processed(
+        &d,
+        "before restart"
+    )));
     d.stop();
     std::thread::sleep(Duration::from_millis(500));
     d.run();
-    append(&mut d.client(), "INBOX", &message(Kind::SignEnc, "after restart"), &[], None);
+    append(
+        &mut d.client(),
+        "INBOX",
+        &message(Kind::SignEnc, "after restart"),
+        &[],
+        None,
+    );
     assert!(
         wait_until(Duration::from_secs(90), || processed(&d, "after restart")),
         "no reconnect: {}",
@@ -401,15 +483,25 @@ fn crash_between_append_and_move_leaves_no_duplicate() {
             assert_eq!(by.get(&m).map(Vec::len), Some(1), "{m} once in {name}");
         }
     }
-    assert!(inbox.iter().all(|m| m.has_flag(KEYWORD) && m.has_flag("\\Seen")));
+    assert!(inbox
+        .iter()
+        .all(|m| m.has_flag(KEYWORD) && m.has_flag("\\Seen")));
     // a message carrying our keyword that we did not append is not trusted: processed
     let mut forged = message(Kind::Forged, "keyword forged");
-    forged.splice(0..0, b"X-Smime-Status: encryption=none; signature=valid\r\n".iter().copied());
+    forged.splice(
+        0..0,
+        b"X-Smime-Status: encryption=none; signature=valid\r\n"
+            .iter()
+            .copied(),
+    );
     append(&mut s, "INBOX", &forged, &[KEYWORD], None);
     ok(&once(state.path(), &[&d.url("INBOX")]));
     assert!(done_in(&mut s, "keyword forged"));
     let m = messages(&mut s, "INBOX");
-    let m = m.iter().find(|m| m.header("Subject").as_deref() == Some("keyword forged")).unwrap();
+    let m = m
+        .iter()
+        .find(|m| m.header("Subject").as_deref() == Some("keyword forged"))
+        .unwrap();
     assert!(!String::from_utf8_lossy(&m.body).contains("signature=valid"));
     assert_eq!(messages(&mut s, ARCHIVE).len(), 4);
     let before = snapshot(&d);
@@ -421,7 +513,13 @@ fn crash_between_append_and_move_leaves_no_duplicate() {
 fn wrong_password_is_a_clear_error_with_exit_77() {
     let d = Dovecot::start(Opts::default());
     let state = tempfile::tempdir().expect("state");
-    append(&mut d.client(), "INBOX", &message(Kind::SignEnc, "x"), &[], None);
+    append(
+        &mut d.client(),
+        "INBOX",
+        &message(Kind::SignEnc, "x"),
+        &[],
+        None,
+    );
     let out = watcher(state.path(), &[&d.url("INBOX"), "--once"])
         .env("SMIMED_IMAP_PASSWORD", "not-the-password")
         .output()
@@ -440,15 +538,26 @@ fn wrong_password_is_a_clear_error_with_exit_77() {
     let pf = state.path().join("pw");
     std::fs::write(&pf, "secret\n").unwrap();
     std::fs::set_permissions(&pf, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--password-file", path_str(&pf)])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = watcher(
+        state.path(),
+        &[&d.url("INBOX"), "--once", "--password-file", path_str(&pf)],
+    )
+    .output()
+    .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::set_permissions(&pf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--password-file", path_str(&pf)])
-        .env_remove("SMIMED_IMAP_PASSWORD")
-        .output()
-        .expect("run");
+    let out = watcher(
+        state.path(),
+        &[&d.url("INBOX"), "--once", "--password-file", path_str(&pf)],
+    )
+    .env_remove("SMIMED_IMAP_PASSWORD")
+    .output()
+    .expect("run");
     ok(&out);
 }
 
@@ -462,7 +571,13 @@ fn tls_and_starttls_with_a_test_ca_and_utf7_mailbox_names() {
     let ca = d.ca_path();
     let mut s = d.client();
     s.create("Entw&APw-rfe").expect("create");
-    append(&mut s, "Entw&APw-rfe", &message(Kind::SignEnc, "tls one"), &[], None);
+    append(
+        &mut s,
+        "Entw&APw-rfe",
+        &message(Kind::SignEnc, "tls one"),
+        &[],
+        None,
+    );
     let url = format!("imaps://alice@localhost:{}/Entw%C3%BCrfe", d.tls_port);
 
     // the system roots do not know the test CA: refused, nothing touched
@@ -473,11 +588,19 @@ fn tls_and_starttls_with_a_test_ca_and_utf7_mailbox_names() {
     // the certificate is for localhost only: 127.0.0.1 fails the host name check
     let by_ip = format!("imaps://alice@127.0.0.1:{}/Entw%C3%BCrfe", d.tls_port);
     let out = once(state.path(), &[&by_ip, "--ca", path_str(&ca)]);
-    assert_eq!(out.status.code(), Some(69), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(messages(&mut s, "Entw&APw-rfe").len(), 1);
     assert!(!messages(&mut s, "Entw&APw-rfe")[0].has_flag(KEYWORD));
 
-    let out = once(state.path(), &[&url, "--ca", path_str(&ca), "--archive", "Originale-Ä"]);
+    let out = once(
+        state.path(),
+        &[&url, "--ca", path_str(&ca), "--archive", "Originale-Ä"],
+    );
     ok(&out);
     let m = messages(&mut s, "Entw&APw-rfe");
     assert_eq!(m.len(), 1);
@@ -488,7 +611,13 @@ fn tls_and_starttls_with_a_test_ca_and_utf7_mailbox_names() {
     assert_eq!(messages(&mut s, "Originale-&AMQ-").len(), 1);
 
     // STARTTLS on the plain port
-    append(&mut s, "INBOX", &message(Kind::Detached, "starttls"), &[], None);
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::Detached, "starttls"),
+        &[],
+        None,
+    );
     let url = format!("imap://alice@localhost:{}/INBOX", d.port);
     ok(&once(state.path(), &[&url, "--ca", path_str(&ca)]));
     let m = messages(&mut s, "INBOX");
@@ -505,22 +634,49 @@ fn oauth2_xoauth2_and_oauthbearer_against_dovecot_introspection() {
     });
     let state = tempfile::tempdir().expect("state");
     let mut s = d.client();
-    append(&mut s, "INBOX", &message(Kind::SignEnc, "oauth one"), &[], None);
-    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--auth", "xoauth2", "--no-archive"])
-        .env("SMIMED_IMAP_PASSWORD", dovecot::TOKEN)
-        .output()
-        .expect("run");
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::SignEnc, "oauth one"),
+        &[],
+        None,
+    );
+    let out = watcher(
+        state.path(),
+        &[
+            &d.url("INBOX"),
+            "--once",
+            "--auth",
+            "xoauth2",
+            "--no-archive",
+        ],
+    )
+    .env("SMIMED_IMAP_PASSWORD", dovecot::TOKEN)
+    .output()
+    .expect("run");
     ok(&out);
     let m = messages(&mut s, "INBOX");
     assert!(m.len() == 1 && m[0].has_flag(KEYWORD), "processed in place");
     let names = s.list(Some(""), Some("*")).expect("list");
-    assert!(names.iter().all(|n| n.name() != ARCHIVE), "--no-archive made an archive");
+    assert!(
+        names.iter().all(|n| n.name() != ARCHIVE),
+        "--no-archive made an archive"
+    );
 
-    append(&mut s, "INBOX", &message(Kind::Opaque, "oauth two"), &[], None);
-    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--auth", "oauthbearer"])
-        .env("SMIMED_IMAP_PASSWORD", dovecot::TOKEN)
-        .output()
-        .expect("run");
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::Opaque, "oauth two"),
+        &[],
+        None,
+    );
+    let out = watcher(
+        state.path(),
+        &[&d.url("INBOX"), "--once", "--auth", "oauthbearer"],
+    )
+    .env("SMIMED_IMAP_PASSWORD", dovecot::TOKEN)
+    .output()
+    .expect("run");
     ok(&out);
     let m = messages(&mut s, "INBOX");
     assert!(m.len() == 2 && m.iter().all(|m| m.has_flag(KEYWORD)));
@@ -530,7 +686,12 @@ fn oauth2_xoauth2_and_oauthbearer_against_dovecot_introspection() {
             .env("SMIMED_IMAP_PASSWORD", "expired-token")
             .output()
             .expect("run");
-        assert_eq!(out.status.code(), Some(77), "{mech}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(77),
+            "{mech}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let log = d.log();
     assert!(log.to_ascii_lowercase().contains("oauth"), "{log}");

@@ -40,7 +40,10 @@ fn secret_source(
     if args.password_command.is_some() || args.password_file.is_some() {
         return SecretSource {
             command: args.password_command.clone(),
-            file: args.password_file.as_deref().map(|p| config::expand(p, None)),
+            file: args
+                .password_file
+                .as_deref()
+                .map(|p| config::expand(p, None)),
             env: None,
             value: None,
         };
@@ -309,10 +312,7 @@ mod tests {
 
         // URLs on the command line replace the config's accounts; one account, two mailboxes
         let args = WatchImapArgs {
-            urls: vec![
-                "imaps://u@h/INBOX".into(),
-                "imaps://u@h/Work".into(),
-            ],
+            urls: vec!["imaps://u@h/INBOX".into(), "imaps://u@h/Work".into()],
             archive: Some("Keep".into()),
             ..WatchImapArgs::default()
         };

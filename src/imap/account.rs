@@ -118,7 +118,9 @@ impl Account {
     pub fn is_loopback(&self) -> bool {
         let h = self.host.trim_start_matches('[').trim_end_matches(']');
         h.eq_ignore_ascii_case("localhost")
-            || h.parse::<IpAddr>().map(|a| a.is_loopback()).unwrap_or(false)
+            || h.parse::<IpAddr>()
+                .map(|a| a.is_loopback())
+                .unwrap_or(false)
     }
 }
 
@@ -160,7 +162,9 @@ pub fn parse_url(s: &str) -> Result<ParsedUrl> {
         )));
     }
     if u.username().is_empty() {
-        return Err(Error::usage(format!("IMAP URL {s:?}: no user (imaps://USER@HOST/…)")));
+        return Err(Error::usage(format!(
+            "IMAP URL {s:?}: no user (imaps://USER@HOST/…)"
+        )));
     }
     let user = pct_decode(u.username(), "user")?;
     if user.contains(';') {
@@ -241,7 +245,11 @@ pub const DEFAULT_ARCHIVE: &str = "SMIME-Originals";
 /// Checks a UTF-8 mailbox name: no control characters, no `"` or `\` (the imap crate's APPEND
 /// does not escape them).
 pub fn check_mailbox_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
         return Err(Error::usage(format!(
             "mailbox name {name:?} is empty or holds a control character, '\"' or '\\'"
         )));
@@ -262,7 +270,10 @@ mod tests {
         assert_eq!(p.security, Security::Tls);
         assert_eq!(p.mailbox.as_deref(), Some("Lists/Work"));
         let p = parse_url("imap://bob@127.0.0.1:1143").unwrap();
-        assert_eq!((p.port, p.security, p.mailbox), (1143, Security::StartTls, None));
+        assert_eq!(
+            (p.port, p.security, p.mailbox),
+            (1143, Security::StartTls, None)
+        );
         let p = parse_url("imaps://u@[::1]:9/Entw%C3%BCrfe").unwrap();
         assert_eq!(p.host, "[::1]");
         assert_eq!(p.mailbox.as_deref(), Some("Entwürfe"));

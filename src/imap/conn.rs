@@ -27,7 +27,9 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// Maps an imap crate error on `what` to our error kinds.
 pub fn imap_err(what: impl std::fmt::Display, e: ::imap::Error) -> Error {
     match e {
-        ::imap::Error::No(n) => Error::tempfail(format!("{what}: server said NO: {}", n.information)),
+        ::imap::Error::No(n) => {
+            Error::tempfail(format!("{what}: server said NO: {}", n.information))
+        }
         ::imap::Error::Bad(b) => {
             Error::software(format!("{what}: server said BAD: {}", b.information))
         }
@@ -39,12 +41,15 @@ fn tls_connector(acct: &Account) -> Result<native_tls::TlsConnector> {
     let mut b = native_tls::TlsConnector::builder();
     b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
     if let Some(ca) = &acct.ca {
-        let pem = std::fs::read(ca)
-            .map_err(|e| Error::config(format!("--ca {}: {e}", ca.display())))?;
+        let pem =
+            std::fs::read(ca).map_err(|e| Error::config(format!("--ca {}: {e}", ca.display())))?;
         let certs = crate::certs::read_certificates(&pem)
             .map_err(|e| Error::config(format!("--ca {}: {e}", ca.display())))?;
         if certs.is_empty() {
-            return Err(Error::config(format!("--ca {}: no certificate", ca.display())));
+            return Err(Error::config(format!(
+                "--ca {}: no certificate",
+                ca.display()
+            )));
         }
         for c in certs {
             let der = c
@@ -181,12 +186,19 @@ fn starttls_offered(tcp: &mut TcpStream) -> std::io::Result<bool> {
     let mut offered = false;
     loop {
         let l = read_line(tcp)?;
-        if l.starts_with("* ") && l.to_ascii_uppercase().split_whitespace().any(|w| w == "STARTTLS") {
+        if l.starts_with("* ")
+            && l.to_ascii_uppercase()
+                .split_whitespace()
+                .any(|w| w == "STARTTLS")
+        {
             offered = true;
         }
         if l.starts_with("s1 ") {
             if !l.starts_with("s1 OK") {
-                return Err(std::io::Error::other(format!("CAPABILITY: {}", l.trim_end())));
+                return Err(std::io::Error::other(format!(
+                    "CAPABILITY: {}",
+                    l.trim_end()
+                )));
             }
             break;
         }

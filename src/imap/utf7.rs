@@ -64,7 +64,11 @@ pub fn encode(name: &str) -> Result<String> {
 /// Modified UTF-7 -> UTF-8 mailbox name.
 pub fn decode(wire: &str) -> Result<String> {
     let eng = engine()?;
-    let bad = |why: &str| Error::data(format!("mailbox name {wire:?} is not modified UTF-7: {why}"));
+    let bad = |why: &str| {
+        Error::data(format!(
+            "mailbox name {wire:?} is not modified UTF-7: {why}"
+        ))
+    };
     let mut out = String::with_capacity(wire.len());
     let mut rest = wire;
     while let Some(pos) = rest.find('&') {

@@ -214,9 +214,9 @@ fn append_group(
                     std::process::abort();
                 }
                 let uid = app.uids.as_ref().and_then(|v| {
-                    v.iter().find_map(|m| match m {
-                        imap_proto::UidSetMember::Uid(u) => Some(*u),
-                        imap_proto::UidSetMember::UidRange(r) => Some(*r.start()),
+                    v.iter().next().map(|m| match m {
+                        imap_proto::UidSetMember::Uid(u) => *u,
+                        imap_proto::UidSetMember::UidRange(r) => *r.start(),
                     })
                 });
                 out.push(Ok(match (uid, app.uid_validity) {
@@ -231,7 +231,9 @@ fn append_group(
         }
     }
     while out.len() < group.len() {
-        out.push(Err(Error::tempfail("APPEND skipped after an earlier failure")));
+        out.push(Err(Error::tempfail(
+            "APPEND skipped after an earlier failure",
+        )));
     }
     out
 }
@@ -356,7 +358,9 @@ fn ensure_mailbox(s: &mut Session, wire: &str) -> Result<()> {
             log::info!("created mailbox {wire}");
             Ok(())
         }
-        Err(::imap::Error::No(n)) if n.information.to_ascii_lowercase().contains("exists") => Ok(()),
+        Err(::imap::Error::No(n)) if n.information.to_ascii_lowercase().contains("exists") => {
+            Ok(())
+        }
         Err(e) => Err(imap_err(format!("CREATE {wire}"), e)),
     }
 }
@@ -478,10 +482,7 @@ impl Run<'_> {
                     .collect();
                 if !to_copy.is_empty() {
                     self.s
-                        .run_command_and_check_ok(format!(
-                            "UID COPY {} \"{a}\"",
-                            uid_set(&to_copy)
-                        ))
+                        .run_command_and_check_ok(format!("UID COPY {} \"{a}\"", uid_set(&to_copy)))
                         .map_err(|e| imap_err(format!("UID COPY to {a}"), e))?;
                     for p in self.st.pending.iter_mut() {
                         p.copied = true;
@@ -807,9 +808,10 @@ impl Run<'_> {
                 results.push(append_group(sess, &wire, group, uidvalidity));
             }
             for h in handles {
-                results.push(h.join().unwrap_or_else(|_| {
-                    vec![Err(Error::software("APPEND thread panicked"))]
-                }));
+                results.push(
+                    h.join()
+                        .unwrap_or_else(|_| vec![Err(Error::software("APPEND thread panicked"))]),
+                );
             }
         });
         let mut out: Vec<Result<Option<u32>>> = results.into_iter().flatten().collect();

@@ -65,16 +65,38 @@ fn openssl_ok(args: &[&str], dir: &Path) {
 fn make_tls(dir: &Path) {
     openssl_ok(
         &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj",
-            "/CN=smimed test IMAP CA", "-keyout", "ca.key", "-out", "ca.pem", "-addext",
-            "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=smimed test IMAP CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
         ],
         dir,
     );
     openssl_ok(
         &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
-            "tls.key", "-out", "tls.csr",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.csr",
         ],
         dir,
     );
@@ -85,8 +107,21 @@ fn make_tls(dir: &Path) {
     .expect("ext");
     openssl_ok(
         &[
-            "x509", "-req", "-in", "tls.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "30", "-extfile", "ext.cnf", "-out", "tls.crt",
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "tls.crt",
         ],
         dir,
     );
@@ -136,7 +171,10 @@ impl Dovecot {
                 .expect("chown");
             assert!(st.success());
         }
-        let users = format!("alice:{{PLAIN}}{PASSWORD}::::{}/mail/alice::\n", t.display());
+        let users = format!(
+            "alice:{{PLAIN}}{PASSWORD}::::{}/mail/alice::\n",
+            t.display()
+        );
         std::fs::write(t.join("users"), users).expect("users");
         let port = free_port();
         let tls_port = free_port();
@@ -318,7 +356,10 @@ service imap-login {{
                 break;
             }
             for pid in left {
-                let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
