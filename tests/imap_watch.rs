@@ -696,3 +696,161 @@ fn oauth2_xoauth2_and_oauthbearer_against_dovecot_introspection() {
     let log = d.log();
     assert!(log.to_ascii_lowercase().contains("oauth"), "{log}");
 }
+
+#[test]
+fn server_without_idle_move_uidplus_via_config_file_accounts() {
+    let d = Dovecot::start(Opts {
+        caps: Some("IMAP4rev1 LITERAL+ SASL-IR"),
+        ..Opts::default()
+    });
+    let state = tempfile::tempdir().expect("state");
+    let pw = state.path().join("imap.pw");
+    dovecot::write_private(&pw, format!("{}\n", dovecot::PASSWORD).as_bytes());
+    let cfg = state.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[watch_imap]\npoll_interval = 1\n\n[[imap]]\nurl = \"{}\"\npassword_file = \"imap.pw\"\n",
+            d.url("INBOX")
+        ),
+    )
+    .unwrap();
+    let mut s = d.client();
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::SignEnc, "nomove one"),
+        &["\\Flagged"],
+        None,
+    );
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::Plain, "nomove plain"),
+        &[],
+        None,
+    );
+    // accounts from the config file (no URL), COPY + \Deleted + EXPUNGE (no MOVE, no UIDPLUS)
+    let out = watcher(state.path(), &["--once"])
+        .args(["--config", path_str(&cfg)])
+        .env_remove("SMIMED_IMAP_PASSWORD")
+        .output()
+        .expect("run");
+    ok(&out);
+    assert!(done_in(&mut s, "nomove one"));
+    assert_eq!(messages(&mut s, "INBOX").len(), 2);
+    let arch = messages(&mut s, ARCHIVE);
+    assert_eq!(arch.len(), 1);
+    assert!(arch[0].has_flag("\\Flagged") && !arch[0].has_flag("\\Deleted"));
+
+    // another client flagged a message \Deleted: a plain EXPUNGE would remove it too, so our
+    // original is only flagged \Deleted and the other message survives
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::Plain, "theirs"),
+        &["\\Deleted"],
+        None,
+    );
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::Opaque, "nomove two"),
+        &[],
+        None,
+    );
+    let out = watcher(state.path(), &["--once"])
+        .args(["--config", path_str(&cfg)])
+        .env_remove("SMIMED_IMAP_PASSWORD")
+        .output()
+        .expect("run");
+    ok(&out);
+    let inbox = messages(&mut s, "INBOX");
+    let theirs = inbox
+        .iter()
+        .find(|m| m.header("Subject").as_deref() == Some("theirs"));
+    assert!(
+        theirs.is_some(),
+        "another client's \\Deleted message was expunged"
+    );
+    let two: Vec<&Msg> = inbox
+        .iter()
+        .filter(|m| m.header("Message-ID").as_deref() == Some(mid("nomove two").as_str()))
+        .collect();
+    assert_eq!(two.len(), 2, "copy + original flagged \\Deleted");
+    assert!(two
+        .iter()
+        .any(|m| m.has_flag(KEYWORD) && !m.has_flag("\\Deleted")));
+    assert!(two
+        .iter()
+        .any(|m| !m.has_flag(KEYWORD) && m.has_flag("\\Deleted")));
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 2);
+
+    // without IDLE the watcher polls with NOOP (poll_interval = 1 s)
+    let log = state.path().join("watch.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let w = watcher(state.path(), &[])
+        .args(["--config", path_str(&cfg)])
+        .env_remove("SMIMED_IMAP_PASSWORD")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::SignEnc, "polled"),
+        &[],
+        None,
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            // the original stays flagged \Deleted next to the copy ("theirs" blocks EXPUNGE)
+            messages(&mut s, "INBOX").iter().any(|m| {
+                m.header("Message-ID").as_deref() == Some(mid("polled").as_str())
+                    && m.has_flag(KEYWORD)
+            })
+        }),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(sigterm_and_wait(w), Some(0));
+}
+
+#[test]
+fn temporary_failure_leaves_the_message_for_a_later_run() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    append(&mut s, "INBOX", &message(Kind::SignEnc, "later"), &[], None);
+    let p = pki();
+    // the key's passphrase command fails: nothing may change, exit 75
+    let mut c = smimed();
+    c.args(["--authserv-id", "mx.test", "--trust"])
+        .arg(&p.root_path)
+        .arg("--key")
+        .arg(&p.bob.p12_path)
+        .args(["--passphrase-command", "exit 1"])
+        .env("SMIMED_IMAP_PASSWORD", dovecot::PASSWORD)
+        .arg("watch-imap")
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--once", &d.url("INBOX")]);
+    let out = c.output().expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inbox = messages(&mut s, "INBOX");
+    assert_eq!(inbox.len(), 1);
+    assert!(!inbox[0].has_flag(KEYWORD) && !inbox[0].has_flag("\\Seen"));
+    // the passphrase is back: the same state processes it
+    ok(&once(state.path(), &[&d.url("INBOX")]));
+    assert!(done_in(&mut s, "later"));
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 1);
+}

@@ -263,6 +263,13 @@ pub fn run(args: &WatchImapArgs, settings: Settings) -> Result<i32> {
     } else {
         log::info!("smimed watch: {}", stats.summary());
     }
+    let left = stats.retried.load(Ordering::Relaxed);
+    if args.once && first_err.is_none() && left > 0 {
+        first_err = Some(Error::tempfail(format!(
+            "{left} message(s) left in place for a later run (temporary failure, e.g. the \
+             passphrase command failed)"
+        )));
+    }
     match first_err {
         Some(e) => {
             eprintln!("smimed: {e}");

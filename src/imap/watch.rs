@@ -183,6 +183,9 @@ struct Item {
     body: Vec<u8>,
 }
 
+/// Messages that failed temporarily are retried at least this often.
+const RETRY_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Extra sessions used for parallel APPENDs, at most.
 const MAX_APPENDERS: usize = 3;
 
@@ -836,7 +839,13 @@ impl Run<'_> {
         }
         if self.caps.idle {
             let mut h = self.s.idle();
-            h.timeout(self.opts.idle_refresh).keepalive(false);
+            // messages left for retry (passphrase unavailable) are tried again within a minute
+            let timeout = if self.st.retry.is_empty() {
+                self.opts.idle_refresh
+            } else {
+                self.opts.idle_refresh.min(RETRY_INTERVAL)
+            };
+            h.timeout(timeout).keepalive(false);
             h.wait_while(|r| {
                 !matches!(
                     r,
@@ -846,7 +855,12 @@ impl Run<'_> {
             .map_err(|e| imap_err("IDLE", e))?;
             drop(h);
         } else {
-            stop.sleep(self.opts.poll_interval);
+            let interval = if self.st.retry.is_empty() {
+                self.opts.poll_interval
+            } else {
+                self.opts.poll_interval.min(RETRY_INTERVAL)
+            };
+            stop.sleep(interval);
             self.s.noop().map_err(|e| imap_err("NOOP", e))?;
         }
         Ok(())

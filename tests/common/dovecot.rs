@@ -30,6 +30,9 @@ pub fn free_port() -> u16 {
 pub struct Opts {
     pub tls: bool,
     pub oauth: bool,
+    /// Overrides the capabilities advertised after login (`imap_capability`), to make the
+    /// server look like one without IDLE, MOVE or UIDPLUS.
+    pub caps: Option<&'static str>,
 }
 
 pub struct Dovecot {
@@ -285,6 +288,9 @@ service imap-login {{
                  service imap-login {{\n  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {tls_port}\n    ssl = yes\n  }}\n}}\n",
                 t = t.display()
             ));
+        }
+        if let Some(c) = opts.caps {
+            conf.push_str(&format!("protocol imap {{\n  imap_capability = {c}\n}}\n"));
         }
         std::fs::write(t.join("dovecot.conf"), conf).expect("conf");
         let mut d = Dovecot {
