@@ -854,3 +854,25 @@ fn temporary_failure_leaves_the_message_for_a_later_run() {
     assert!(done_in(&mut s, "later"));
     assert_eq!(messages(&mut s, ARCHIVE).len(), 1);
 }
+
+#[test]
+fn several_mailboxes_and_accounts_in_one_process() {
+    let d1 = Dovecot::start(Opts::default());
+    let d2 = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s1 = d1.client();
+    let mut s2 = d2.client();
+    s1.create("Work").expect("create");
+    append(&mut s1, "INBOX", &message(Kind::SignEnc, "acct1 inbox"), &[], None);
+    append(&mut s1, "Work", &message(Kind::Detached, "acct1 work"), &[], None);
+    append(&mut s2, "INBOX", &message(Kind::Opaque, "acct2 inbox"), &[], None);
+    let out = once(state.path(), &[&d1.url("INBOX"), &d1.url("Work"), &d2.url("INBOX")]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("processed 3,"), "{stdout}");
+    assert!(done_in(&mut s1, "acct1 inbox"));
+    let work = messages(&mut s1, "Work");
+    assert!(work.len() == 1 && work[0].has_flag(KEYWORD));
+    assert_eq!(messages(&mut s1, ARCHIVE).len(), 2);
+    assert!(done_in(&mut s2, "acct2 inbox"));
+    assert_eq!(messages(&mut s2, ARCHIVE).len(), 1);
+}

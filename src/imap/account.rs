@@ -39,12 +39,24 @@ pub enum AuthMech {
 
 /// Where the password or access token comes from, in this order: command, file, environment
 /// (`SMIMED_IMAP_PASSWORD`), config-file value.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SecretSource {
     pub command: Option<String>,
     pub file: Option<PathBuf>,
     pub env: Option<Zeroizing<String>>,
     pub value: Option<Zeroizing<String>>,
+}
+
+/// Never prints a secret value, only where it comes from.
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSource")
+            .field("command", &self.command)
+            .field("file", &self.file)
+            .field("env", &self.env.as_ref().map(|_| "<redacted>"))
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl SecretSource {
