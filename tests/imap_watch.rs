@@ -863,10 +863,31 @@ fn several_mailboxes_and_accounts_in_one_process() {
     let mut s1 = d1.client();
     let mut s2 = d2.client();
     s1.create("Work").expect("create");
-    append(&mut s1, "INBOX", &message(Kind::SignEnc, "acct1 inbox"), &[], None);
-    append(&mut s1, "Work", &message(Kind::Detached, "acct1 work"), &[], None);
-    append(&mut s2, "INBOX", &message(Kind::Opaque, "acct2 inbox"), &[], None);
-    let out = once(state.path(), &[&d1.url("INBOX"), &d1.url("Work"), &d2.url("INBOX")]);
+    append(
+        &mut s1,
+        "INBOX",
+        &message(Kind::SignEnc, "acct1 inbox"),
+        &[],
+        None,
+    );
+    append(
+        &mut s1,
+        "Work",
+        &message(Kind::Detached, "acct1 work"),
+        &[],
+        None,
+    );
+    append(
+        &mut s2,
+        "INBOX",
+        &message(Kind::Opaque, "acct2 inbox"),
+        &[],
+        None,
+    );
+    let out = once(
+        state.path(),
+        &[&d1.url("INBOX"), &d1.url("Work"), &d2.url("INBOX")],
+    );
     let stdout = ok(&out);
     assert!(stdout.contains("processed 3,"), "{stdout}");
     assert!(done_in(&mut s1, "acct1 inbox"));

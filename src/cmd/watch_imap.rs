@@ -45,7 +45,6 @@ fn secret_source(
                 .as_deref()
                 .map(|p| config::expand(p, None)),
             env: None,
-            value: None,
         };
     }
     if env.is_some() {
@@ -58,7 +57,6 @@ fn secret_source(
         command: file_cmd.clone(),
         file: if file_cmd.is_some() { None } else { file_file },
         env: None,
-        value: None,
     }
 }
 

@@ -38,13 +38,12 @@ pub enum AuthMech {
 }
 
 /// Where the password or access token comes from, in this order: command, file, environment
-/// (`SMIMED_IMAP_PASSWORD`), config-file value.
+/// (`SMIMED_IMAP_PASSWORD`). The config file names a command or a file, never the secret itself.
 #[derive(Clone, Default)]
 pub struct SecretSource {
     pub command: Option<String>,
     pub file: Option<PathBuf>,
     pub env: Option<Zeroizing<String>>,
-    pub value: Option<Zeroizing<String>>,
 }
 
 /// Never prints a secret value, only where it comes from.
@@ -54,7 +53,6 @@ impl std::fmt::Debug for SecretSource {
             .field("command", &self.command)
             .field("file", &self.file)
             .field("env", &self.env.as_ref().map(|_| "<redacted>"))
-            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -91,7 +89,7 @@ impl SecretSource {
                 text.lines().next().unwrap_or("").to_string(),
             ));
         }
-        if let Some(v) = self.env.as_ref().or(self.value.as_ref()) {
+        if let Some(v) = self.env.as_ref() {
             return Ok(v.clone());
         }
         Err(Error::config(

@@ -450,16 +450,20 @@ pub fn messages(s: &mut Session, wire: &str) -> Vec<Msg> {
     let f = s
         .fetch("1:*", "(UID FLAGS INTERNALDATE BODY.PEEK[])")
         .expect("fetch");
+    // unsolicited FETCH responses (flag changes made by the watcher meanwhile) carry no body
     let mut v: Vec<Msg> = f
         .iter()
-        .map(|m| Msg {
-            uid: m.uid.expect("uid"),
-            flags: m.flags().iter().map(|f| f.to_string()).collect(),
-            internal_date: m.internal_date().map(|d| d.to_rfc3339()),
-            body: m.body().expect("body").to_vec(),
+        .filter_map(|m| {
+            Some(Msg {
+                uid: m.uid?,
+                flags: m.flags().iter().map(|f| f.to_string()).collect(),
+                internal_date: m.internal_date().map(|d| d.to_rfc3339()),
+                body: m.body()?.to_vec(),
+            })
         })
         .collect();
     v.sort_by_key(|m| m.uid);
+    v.dedup_by_key(|m| m.uid);
     v
 }
 
