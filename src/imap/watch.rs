@@ -294,6 +294,17 @@ fn run_session(
             acct.label()
         )));
     }
+    let keyword_ok = mb
+        .permanent_flags
+        .iter()
+        .any(|f| *f == Flag::MayCreate || matches!(f, Flag::Custom(c) if c.as_ref() == KEYWORD));
+    if !keyword_ok {
+        log::warn!(
+            "{}/{mailbox}: the server does not keep the {KEYWORD} keyword; our copies are \
+             recognised by their APPENDUID only",
+            acct.label()
+        );
+    }
     let uidvalidity = mb
         .uid_validity
         .ok_or_else(|| Error::software(format!("SELECT {mailbox}: no UIDVALIDITY")))?;
@@ -406,7 +417,14 @@ impl Run<'_> {
             .collect();
         if !unknown.is_empty() {
             let min = unknown.iter().map(|p| p.orig_uid).min().unwrap_or(0);
-            let own: HashSet<u32> = self.st.own.iter().copied().collect();
+            // copies already known (ours, or recorded for another intent) are not candidates
+            let own: HashSet<u32> = self
+                .st
+                .own
+                .iter()
+                .copied()
+                .chain(self.st.pending.iter().filter_map(|p| p.appended_uid))
+                .collect();
             let found = self
                 .s
                 .uid_search(format!("UID {}:* KEYWORD {KEYWORD}", min + 1))
