@@ -897,3 +897,69 @@ fn several_mailboxes_and_accounts_in_one_process() {
     assert!(done_in(&mut s2, "acct2 inbox"));
     assert_eq!(messages(&mut s2, ARCHIVE).len(), 1);
 }
+
+#[test]
+fn crash_in_a_parallel_append_batch_and_before_move_leaves_no_duplicate() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    let n = 20;
+    for i in 0..n {
+        append(
+            &mut s,
+            "INBOX",
+            &message(Kind::SignEnc, &format!("par {i}")),
+            &[],
+            None,
+        );
+    }
+    // crash after the first APPEND while three sessions append in parallel
+    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--jobs", "3"])
+        .env("SMIMED_TEST_CRASH_AFTER_APPEND", "1")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        messages(&mut s, "INBOX").len() > n,
+        "no copy appended before the crash"
+    );
+    ok(&once(state.path(), &[&d.url("INBOX"), "--jobs", "3"]));
+    let check = |s: &mut dovecot::Session, prefix: &str, count: usize| {
+        let inbox = messages(s, "INBOX");
+        let archive = messages(s, ARCHIVE);
+        let (ib, ab) = (by_mid(&inbox), by_mid(&archive));
+        for i in 0..count {
+            let m = mid(&format!("{prefix} {i}"));
+            assert_eq!(ib.get(&m).map(Vec::len), Some(1), "{m} once in INBOX");
+            assert!(ib[&m][0].has_flag(KEYWORD), "{m} processed");
+            assert_eq!(ab.get(&m).map(Vec::len), Some(1), "{m} once in the archive");
+        }
+    };
+    check(&mut s, "par", n);
+    assert_eq!(messages(&mut s, "INBOX").len(), n);
+
+    // crash after every copy is appended and recorded, before the originals move
+    for i in 0..n {
+        append(
+            &mut s,
+            "INBOX",
+            &message(Kind::Opaque, &format!("mv {i}")),
+            &[],
+            None,
+        );
+    }
+    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--jobs", "3"])
+        .env("SMIMED_TEST_CRASH_AFTER_APPEND", "before-move")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert_eq!(
+        messages(&mut s, "INBOX").len(),
+        3 * n,
+        "copies and originals side by side"
+    );
+    ok(&once(state.path(), &[&d.url("INBOX"), "--jobs", "3"]));
+    check(&mut s, "mv", n);
+    assert_eq!(messages(&mut s, "INBOX").len(), 2 * n);
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 2 * n);
+}

@@ -379,8 +379,15 @@ fn ensure_mailbox(s: &mut Session, wire: &str) -> Result<()> {
     }
 }
 
+/// Test-only crash points (hidden): `SMIMED_TEST_CRASH_AFTER_APPEND=1` aborts right after the
+/// first APPEND (its UID not recorded yet); `=before-move` aborts after the copies' UIDs were
+/// saved, before the originals are archived.
 fn test_crash_after_append() -> bool {
     std::env::var_os("SMIMED_TEST_CRASH_AFTER_APPEND").is_some_and(|v| v == "1")
+}
+
+fn test_crash_before_move() -> bool {
+    std::env::var_os("SMIMED_TEST_CRASH_AFTER_APPEND").is_some_and(|v| v == "before-move")
 }
 
 impl Run<'_> {
@@ -745,6 +752,10 @@ impl Run<'_> {
             if self.st.pending.iter().any(|p| p.appended_uid.is_none()) {
                 // No UIDPLUS: find them the way a restart would.
                 return self.recover_then_commit(chunk, &handled_retry, new_retry);
+            }
+            if test_crash_before_move() {
+                log::error!("SMIMED_TEST_CRASH_AFTER_APPEND=before-move: aborting");
+                std::process::abort();
             }
             // 4. originals out, copies recorded as ours
             self.finish_pending()?;
