@@ -45,12 +45,9 @@ pub fn smimed() -> Command {
 pub fn filter_as(user: Option<&pki::User>, extra: &[&str], msg: &[u8]) -> Output {
     let p = pki::pki();
     let mut c = smimed();
-    c.args(["--authserv-id", "mx.test", "--trust"])
-        .arg(&p.root_path);
+    c.args(["--authserv-id", "mx.test", "--trust"]).arg(&p.root_path);
     if let Some(u) = user {
-        c.arg("--key")
-            .arg(&u.p12_path)
-            .env("SMIMED_PASSPHRASE", pki::P12_PASS);
+        c.arg("--key").arg(&u.p12_path).env("SMIMED_PASSPHRASE", pki::P12_PASS);
     }
     c.args(extra).arg("filter");
     run_with_stdin(&mut c, msg)

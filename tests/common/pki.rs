@@ -87,8 +87,7 @@ fn name(cn: &str, email: Option<&str>) -> X509Name {
     b.append_entry_by_text("O", "smimed test").expect("O");
     b.append_entry_by_text("CN", cn).expect("CN");
     if let Some(e) = email {
-        b.append_entry_by_nid(Nid::PKCS9_EMAILADDRESS, e)
-            .expect("email");
+        b.append_entry_by_nid(Nid::PKCS9_EMAILADDRESS, e).expect("email");
     }
     b.build()
 }
@@ -198,11 +197,7 @@ fn write_user(
     let chain_path = dir.join(format!("{name}.chain.pem"));
     let p12_path = dir.join(format!("{name}.p12"));
     let p12_legacy_path = dir.join(format!("{name}-legacy.p12"));
-    write(
-        &key_path,
-        &key.private_key_to_pem_pkcs8().expect("pem"),
-        0o600,
-    );
+    write(&key_path, &key.private_key_to_pem_pkcs8().expect("pem"), 0o600);
     write(&cert_path, &cert.to_pem().expect("pem"), 0o644);
     let mut chain_pem = cert.to_pem().expect("pem");
     let mut ca = Stack::new().expect("stack");
@@ -293,16 +288,8 @@ fn generate() -> Pki {
     let intermediate_path = dir.join("intermediate.pem");
     let untrusted_root_path = dir.join("untrusted-root.pem");
     write(&root_path, &root.to_pem().expect("pem"), 0o644);
-    write(
-        &intermediate_path,
-        &intermediate.to_pem().expect("pem"),
-        0o644,
-    );
-    write(
-        &untrusted_root_path,
-        &other_root.to_pem().expect("pem"),
-        0o644,
-    );
+    write(&intermediate_path, &intermediate.to_pem().expect("pem"), 0o644);
+    write(&untrusted_root_path, &other_root.to_pem().expect("pem"), 0o644);
 
     let mut serial = 100;
     let mut user = |name: &'static str,
@@ -355,15 +342,7 @@ fn generate() -> Pki {
         730,
         true,
     );
-    let erin = user(
-        "erin",
-        Alg::Ec,
-        Some((&root, &root_key)),
-        vec![],
-        -1,
-        730,
-        true,
-    );
+    let erin = user("erin", Alg::Ec, Some((&root, &root_key)), vec![], -1, 730, true);
     let expired = user(
         "expired",
         Alg::Rsa,
