@@ -534,6 +534,13 @@ fn wrong_password_is_a_clear_error_with_exit_77() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(77));
+    // a mailbox that does not exist is a configuration error, not retried
+    let out = watcher(state.path(), &[&d.url("Nowhere")])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("cannot open mailbox \"Nowhere\""), "{err}");
     // a password file readable by others is refused
     let pf = state.path().join("pw");
     std::fs::write(&pf, "secret\n").unwrap();

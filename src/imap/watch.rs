@@ -285,9 +285,15 @@ fn run_session(
         }
         None => None,
     };
-    let mb = s
-        .select(&wire)
-        .map_err(|e| imap_err(format!("SELECT {mailbox}"), e))?;
+    let mb = s.select(&wire).map_err(|e| match e {
+        // a mailbox that does not exist will not appear by retrying
+        ::imap::Error::No(n) => Error::config(format!(
+            "cannot open mailbox {mailbox:?} on {}: {}",
+            acct.label(),
+            n.information
+        )),
+        e => imap_err(format!("SELECT {mailbox}"), e),
+    })?;
     if mb.is_read_only {
         return Err(Error::config(format!(
             "{mailbox} on {} is read-only",
