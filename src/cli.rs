@@ -146,9 +146,46 @@ pub struct WatchArgs {
     /// (default 60).
     #[arg(long, value_name = "SECONDS")]
     pub rescan: Option<u64>,
-    /// The Maildirs to watch (each holds new/, cur/ and tmp/).
-    #[arg(value_name = "MAILDIR")]
+    /// The Maildirs to watch (each holds new/, cur/ and tmp/), or IMAP mailboxes:
+    /// imaps://USER@HOST[:PORT]/MAILBOX (TLS) or imap://USER@HOST[:PORT]/MAILBOX (STARTTLS).
+    #[arg(value_name = "MAILDIR|URL")]
     pub maildir: Vec<std::path::PathBuf>,
+    #[command(flatten)]
+    pub imap: ImapOptions,
+}
+
+impl WatchArgs {
+    /// The IMAP watcher's arguments when every mailbox named is an imap:// or imaps:// URL;
+    /// None when they are Maildirs (or none is named). Mixing both is a usage error.
+    pub fn imap_args(&self) -> Result<Option<WatchImapArgs>, crate::error::Error> {
+        let urls = self.maildir.iter().filter(|m| is_imap_url(m)).count();
+        if urls == 0 {
+            return Ok(None);
+        }
+        if urls != self.maildir.len() {
+            return Err(crate::error::Error::usage(
+                "smimed watch: give either Maildirs or imap(s):// mailboxes, not both \
+                 (run one watcher for each)",
+            ));
+        }
+        Ok(Some(self.to_imap_args()))
+    }
+
+    /// The same options for the IMAP watcher (URLs from the mailboxes named, if any).
+    pub fn to_imap_args(&self) -> WatchImapArgs {
+        WatchImapArgs {
+            urls: self
+                .maildir
+                .iter()
+                .map(|m| m.to_string_lossy().into_owned())
+                .collect(),
+            once: self.once,
+            archive: self.archive.clone(),
+            no_archive: self.no_archive,
+            imap: self.imap.clone(),
+            jobs: self.jobs,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -165,4 +202,49 @@ pub struct FilterArgs {
 pub enum TrustCommand {
     /// One line per certificate read: SHA-256 fingerprint, subject, not-after, restrictions.
     List,
+}
+
+/// The options only `smimed watch imap[s]://…` uses; each is also a key of the config file's
+/// `[watch_imap]` table (or of an `[[imap]]` account table).
+#[derive(Debug, Args, Default, Clone)]
+#[command(next_help_heading = "IMAP options (for imap:// and imaps:// mailboxes)")]
+pub struct ImapOptions {
+    /// Command (run by /bin/sh) that prints the password or OAuth2 access token.
+    #[arg(long, value_name = "CMD", conflicts_with = "password_file")]
+    pub password_command: Option<String>,
+    /// File (mode 0600) whose first line is the password or access token.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<std::path::PathBuf>,
+    /// Authentication: login (password), xoauth2 or oauthbearer (access token).
+    #[arg(long, value_enum, value_name = "MECH")]
+    pub auth: Option<crate::imap::account::AuthMech>,
+    /// CA certificate(s) (PEM/DER) of a private CA: the only trust anchors for the server.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Allow an imap:// server without STARTTLS that is not on a loopback address.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Folder for the IMAP watcher's state. Default: $XDG_STATE_HOME/smimed.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+/// What the IMAP watcher was asked to do: `smimed watch` with imap:// or imaps:// mailboxes (or
+/// with the config file's `[[imap]]` accounts), see [`WatchArgs::imap_args`].
+#[derive(Debug, Default, Clone)]
+pub struct WatchImapArgs {
+    /// Mailboxes to watch: imaps://USER@HOST[:PORT]/MAILBOX (TLS) or imap://… (STARTTLS).
+    /// Default: the `[[imap]]` accounts of the config file.
+    pub urls: Vec<String>,
+    pub once: bool,
+    pub archive: Option<String>,
+    pub no_archive: bool,
+    pub imap: ImapOptions,
+    pub jobs: Option<usize>,
+}
+
+/// Whether a `smimed watch` argument names an IMAP mailbox rather than a Maildir.
+pub fn is_imap_url(arg: &std::path::Path) -> bool {
+    arg.to_str()
+        .is_some_and(|s| s.starts_with("imap://") || s.starts_with("imaps://"))
 }

@@ -48,6 +48,12 @@ pub struct FileConfig {
     /// `[watch]`: the options of `smimed watch`.
     #[serde(default)]
     pub watch: WatchConfig,
+    /// Defaults of `smimed watch imaps://…`.
+    #[serde(default)]
+    pub watch_imap: crate::imap::account::WatchImapConfig,
+    /// IMAP accounts watched when no URL is given.
+    #[serde(default)]
+    pub imap: Vec<crate::imap::account::AccountConfig>,
 }
 
 /// The `[watch]` table: keys named like the flags of `smimed watch`.

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod error;
+pub mod imap;
 pub mod keys;
 pub mod maildir;
 pub mod mime;

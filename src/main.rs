@@ -26,7 +26,17 @@ fn run(cli: Cli) -> Result<i32, Error> {
     match &cli.command {
         Command::Filter(args) => cmd::filter::run(args, settings),
         Command::Trust(t) => cmd::trust::run(t, settings),
-        Command::Watch(w) => cmd::watch::run(w, settings, cli.common.verbose, init_logging),
+        Command::Watch(w) => match w.imap_args()? {
+            Some(imap) => {
+                init_logging(cli.common.verbose);
+                cmd::watch_imap::run(&imap, settings)
+            }
+            None if w.maildir.is_empty() && watches_imap_only(&cli.common)? => {
+                init_logging(cli.common.verbose);
+                cmd::watch_imap::run(&w.to_imap_args(), settings)
+            }
+            None => cmd::watch::run(w, settings, cli.common.verbose, init_logging),
+        },
         Command::Certs(c) => cmd::certs::run(c, settings),
         Command::Sendmail(s) => {
             // Global options given before `sendmail` (`smimed --key K sendmail …`) join those
@@ -36,6 +46,14 @@ fn run(cli: Cli) -> Result<i32, Error> {
             cmd::sendmail::run(&args)
         }
     }
+}
+
+/// `smimed watch` without mailboxes: the config file's `[[imap]]` accounts, unless its `[watch]`
+/// table names Maildirs.
+fn watches_imap_only(common: &Common) -> Result<bool, Error> {
+    let path = smimed::config::config_path(common.config.as_deref());
+    let file: smimed::config::FileConfig = smimed::config::read_file(path.as_deref())?;
+    Ok(file.watch.maildir.is_empty() && !file.imap.is_empty())
 }
 
 fn merge_common(into: &mut Common, from: &Common) {

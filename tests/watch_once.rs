@@ -456,3 +456,25 @@ fn archive_on_another_file_system_is_copied_durably_then_unlinked() {
         &HashMap::new(),
     );
 }
+
+/// `smimed watch` takes Maildirs or imap(s):// mailboxes, not both at once.
+#[test]
+fn maildirs_and_imap_urls_do_not_mix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+    }
+    let out = common::smimed()
+        .args(["watch", "--once"])
+        .arg(dir.path())
+        .arg("imaps://alice@127.0.0.1/INBOX")
+        .output()
+        .expect("run smimed");
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not both"));
+}

@@ -6,3 +6,4 @@ pub mod filter;
 pub mod sendmail;
 pub mod trust;
 pub mod watch;
+pub mod watch_imap;

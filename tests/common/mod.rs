@@ -1,6 +1,7 @@
 //! Shared test helpers: the generated PKI, running the smimed binary, running peers (openssl).
 #![allow(dead_code)]
 
+pub mod dovecot;
 pub mod outbound;
 pub mod pki;
 

@@ -1,0 +1,233 @@
+//! Per account and mailbox state of the IMAP watcher, so that every message is processed
+//! exactly once across restarts and crashes.
+//!
+//! One TOML file per mailbox under `STATE_DIR/imap/<user@host:port>/<mailbox>.toml` (names
+//! percent-encoded), written atomically (temp file 0600, fsync, rename, fsync of the folder),
+//! plus an append-only `<mailbox>.appended` log of the SHA-256 of every copy we appended.
+//!
+//! Invariants:
+//! - Everything is relative to `uidvalidity`; when the server reports another one the UIDs mean
+//!   nothing any more: the state restarts at cursor 0 (a rescan), and our own copies are then
+//!   recognised by the `$SMIMEProcessed` keyword *and* a digest in the appended log, so they are
+//!   never reprocessed.
+//! - Every UID <= `cursor` was handled, except those in `retry` (temporary failures).
+//! - `own` holds the UIDs above the cursor of copies we appended (from APPENDUID).
+//! - `pending` is written *before* the APPEND (intent: original UID + digest of what we are about
+//!   to append) and cleared only after the original was archived, so a crash at any point is
+//!   completed on the next start instead of appending twice.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// An APPEND we intend to make or made, whose original is not archived yet.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pending {
+    pub orig_uid: u32,
+    /// SHA-256 (hex) of the copy, line ends normalised (see [`digest`]).
+    pub digest: String,
+    /// The copy's UID once APPEND returned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appended_uid: Option<u32>,
+    /// The original was COPYed to the archive (servers without MOVE), only the expunge is left.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copied: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MailboxState {
+    pub uidvalidity: u32,
+    pub cursor: u32,
+    #[serde(default)]
+    pub retry: Vec<u32>,
+    #[serde(default)]
+    pub own: Vec<u32>,
+    #[serde(default)]
+    pub pending: Vec<Pending>,
+}
+
+/// Where one mailbox's state lives.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    dir: PathBuf,
+    stem: String,
+}
+
+fn component(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"@.-_:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.starts_with('.') {
+        out.replace_range(0..1, "%2E");
+    }
+    out
+}
+
+/// SHA-256 hex of a message with CRLF normalised to LF (servers may store either).
+pub fn digest(msg: &[u8]) -> String {
+    let mut h = openssl::sha::Sha256::new();
+    let mut start = 0;
+    for (i, w) in msg.windows(2).enumerate() {
+        if w == b"\r\n" {
+            h.update(&msg[start..i]);
+            start = i + 1;
+        }
+    }
+    h.update(&msg[start..]);
+    h.finish().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The default state folder: `$XDG_STATE_HOME/smimed`, else `~/.local/state/smimed`.
+pub fn default_dir() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("XDG_STATE_HOME").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p).join("smimed"));
+    }
+    std::env::var_os("HOME")
+        .filter(|p| !p.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/state/smimed"))
+        .ok_or_else(|| Error::config("neither XDG_STATE_HOME nor HOME is set: give --state-dir"))
+}
+
+fn mkdir_private(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(format!("chmod {}", p.display()), e))
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
+}
+
+impl StateFile {
+    pub fn new(state_dir: &Path, account: &str, mailbox: &str) -> Result<StateFile> {
+        let dir = state_dir.join("imap").join(component(account));
+        mkdir_private(&dir)?;
+        Ok(StateFile {
+            dir,
+            stem: component(mailbox),
+        })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(format!("{}.toml", self.stem))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.appended", self.stem))
+    }
+
+    /// The saved state; the default when there is none yet.
+    pub fn load(&self) -> Result<MailboxState> {
+        let p = self.path();
+        match std::fs::read_to_string(&p) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| Error::config(format!("state file {}: {e}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MailboxState::default()),
+            Err(e) => Err(Error::io(format!("reading {}", p.display()), e)),
+        }
+    }
+
+    /// Writes the state atomically and durably.
+    pub fn save(&self, st: &MailboxState) -> Result<()> {
+        let p = self.path();
+        let text = toml::to_string(st)
+            .map_err(|e| Error::software(format!("serialising the state: {e}")))?;
+        let tmp = self.dir.join(format!(".{}.tmp", self.stem));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        f.write_all(text.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        drop(f);
+        std::fs::rename(&tmp, &p)
+            .map_err(|e| Error::io(format!("renaming to {}", p.display()), e))?;
+        fsync_dir(&self.dir)
+    }
+
+    /// Appends digests of copies about to be appended to the log, durably.
+    pub fn log_appended(&self, digests: &[&str]) -> Result<()> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        let p = self.log_path();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| Error::io(format!("opening {}", p.display()), e))?;
+        let mut text = String::new();
+        for d in digests {
+            text.push_str(d);
+            text.push('\n');
+        }
+        f.write_all(text.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", p.display()), e))
+    }
+
+    /// Every digest ever logged for this mailbox.
+    pub fn appended_digests(&self) -> Result<HashSet<String>> {
+        let p = self.log_path();
+        match File::open(&p) {
+            Ok(f) => BufReader::new(f)
+                .lines()
+                .map(|l| l.map(|l| l.trim().to_string()))
+                .filter(|l| !matches!(l, Ok(s) if s.is_empty()))
+                .collect::<std::io::Result<HashSet<String>>>()
+                .map_err(|e| Error::io(format!("reading {}", p.display()), e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
+            Err(e) => Err(Error::io(format!("reading {}", p.display()), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_digest() {
+        let d = tempfile::tempdir().unwrap();
+        let sf = StateFile::new(d.path(), "a@h:1", "Lists/Wörk").unwrap();
+        assert_eq!(sf.load().unwrap(), MailboxState::default());
+        let st = MailboxState {
+            uidvalidity: 7,
+            cursor: 12,
+            retry: vec![3],
+            own: vec![13, 14],
+            pending: vec![Pending {
+                orig_uid: 11,
+                digest: digest(b"x"),
+                appended_uid: Some(15),
+                copied: false,
+            }],
+        };
+        sf.save(&st).unwrap();
+        assert_eq!(sf.load().unwrap(), st);
+        let mode = std::fs::metadata(sf.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0);
+        assert_eq!(digest(b"a\r\nb\r\n"), digest(b"a\nb\n"));
+        assert_ne!(digest(b"a\r\nb"), digest(b"a\nc"));
+        sf.log_appended(&["aa", "bb"]).unwrap();
+        assert!(sf.appended_digests().unwrap().contains("bb"));
+    }
+}

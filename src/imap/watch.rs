@@ -1,0 +1,990 @@
+//! The IMAP watcher's engine for one mailbox: connect, recover an interrupted run, process the
+//! backlog in batches, then IDLE (or poll with NOOP) and process what arrives; reconnect with
+//! backoff after a dropped connection.
+//!
+//! Per message: `UID FETCH (FLAGS INTERNALDATE BODY.PEEK[])` (never sets \Seen), run the
+//! inbound pipeline; only S/MIME messages and messages with forged status fields are replaced:
+//! APPEND the result with the same flags plus `$SMIMEProcessed` and the same INTERNALDATE, then
+//! move the original to the archive mailbox (UID MOVE, else COPY + UID EXPUNGE with UIDPLUS,
+//! else COPY + \Deleted + EXPUNGE only when no other message is flagged \Deleted), or delete it
+//! with `--no-archive`.
+//!
+//! Invariants (exactly once, see `state.rs`): intent is saved before APPEND, the copy's UID after
+//! it, and the state is cleared only after the original is gone; a copy is ours only when its UID
+//! came back from our APPEND, or when it carries `$SMIMEProcessed` *and* its digest is in our
+//! appended log (a sender can forge neither); a message that fails temporarily is retried, never
+//! skipped; no plaintext, secret or message body is logged.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use ::imap::types::{Flag, UnsolicitedResponse};
+
+use super::account::Account;
+use super::conn::{self, imap_err, Session};
+use super::state::{self, MailboxState, Pending, StateFile};
+use super::utf7;
+use crate::error::{Error, Kind, Result};
+use crate::pipeline::{self, Context};
+use crate::status::{Encryption, Signature};
+
+/// The keyword on every copy we append.
+pub const KEYWORD: &str = "$SMIMEProcessed";
+
+/// How the watcher runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub once: bool,
+    /// Messages processed in parallel.
+    pub jobs: usize,
+    pub state_dir: std::path::PathBuf,
+    /// Messages fetched per UID FETCH.
+    pub batch: usize,
+    /// IDLE is re-issued after this long (servers may drop an IDLE after 30 minutes).
+    pub idle_refresh: Duration,
+    /// NOOP interval on servers without IDLE.
+    pub poll_interval: Duration,
+}
+
+/// Counters for the summary line.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub replaced: AtomicUsize,
+    pub decrypted: AtomicUsize,
+    pub verified: AtomicUsize,
+    pub failed: AtomicUsize,
+    pub skipped: AtomicUsize,
+    pub retried: AtomicUsize,
+}
+
+impl Stats {
+    pub fn summary(&self) -> String {
+        format!(
+            "processed {}, decrypted {}, verified {}, failed {}, skipped {}, left for retry {}",
+            self.replaced.load(Ordering::Relaxed),
+            self.decrypted.load(Ordering::Relaxed),
+            self.verified.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.skipped.load(Ordering::Relaxed),
+            self.retried.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Shutdown coordination: workers hold `work` (read) while a batch is in hand; the signal
+/// handler side takes it for writing, so the process exits only between batches.
+#[derive(Debug, Default)]
+pub struct Stop {
+    pub flag: Arc<AtomicBool>,
+    pub work: RwLock<()>,
+}
+
+impl Stop {
+    pub fn stopped(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+    fn sleep(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while !self.stopped() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
+        }
+    }
+}
+
+fn retryable(e: &Error) -> bool {
+    e.kind == Kind::TempFail
+}
+
+/// Watches one mailbox until stopped (or, with `once`, until the backlog is done).
+pub fn watch_mailbox(
+    ctx: &Context,
+    acct: &Account,
+    mailbox: &str,
+    opts: &Options,
+    stop: &Stop,
+    stats: &Stats,
+) -> Result<()> {
+    let label = format!("{}/{}", acct.label(), mailbox);
+    let sf = StateFile::new(&opts.state_dir, &acct.label(), mailbox)?;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if stop.stopped() {
+            return Ok(());
+        }
+        match run_session(ctx, acct, mailbox, &sf, opts, stop, stats, &mut backoff) {
+            Ok(()) => return Ok(()),
+            Err(e) if opts.once || !retryable(&e) => return Err(e.context(&label)),
+            Err(e) => {
+                log::warn!("{label}: {e}; reconnecting in {} s", backoff.as_secs());
+                stop.sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+/// A comma-separated UID set with ranges.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut v: Vec<u32> = uids.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < v.len() {
+        let start = v[i];
+        let mut end = start;
+        while i + 1 < v.len() && v[i + 1] == end + 1 {
+            i += 1;
+            end = v[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+struct Caps {
+    idle: bool,
+    mv: bool,
+    uidplus: bool,
+}
+
+struct Run<'a> {
+    ctx: &'a Context,
+    acct: &'a Account,
+    opts: &'a Options,
+    stats: &'a Stats,
+    s: Session,
+    caps: Caps,
+    wire: String,
+    archive_wire: Option<String>,
+    sf: &'a StateFile,
+    st: MailboxState,
+    /// Digests from our appended log, loaded on first need.
+    digests: Option<HashSet<String>>,
+    /// Extra authenticated sessions for parallel APPENDs (no mailbox selected).
+    appenders: Vec<Session>,
+}
+
+/// A fetched message.
+struct Item {
+    uid: u32,
+    flags: Vec<Flag<'static>>,
+    date: Option<chrono::DateTime<chrono::FixedOffset>>,
+    body: Vec<u8>,
+}
+
+/// Messages that failed temporarily are retried at least this often.
+const RETRY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Extra sessions used for parallel APPENDs, at most.
+const MAX_APPENDERS: usize = 3;
+
+/// One copy to APPEND.
+struct AppendJob<'a> {
+    output: &'a [u8],
+    flags: Vec<Flag<'static>>,
+    date: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+/// APPENDs a group of copies on one session, in order; stops at the first error.
+fn append_group(
+    s: &mut Session,
+    wire: &str,
+    group: &[AppendJob<'_>],
+    uidvalidity: u32,
+) -> Vec<Result<Option<u32>>> {
+    let mut out = Vec::with_capacity(group.len());
+    for job in group {
+        let mut cmd = s.append(wire, job.output);
+        cmd.flags(job.flags.iter().cloned());
+        if let Some(d) = job.date {
+            cmd.internal_date(d);
+        }
+        match cmd.finish() {
+            Ok(app) => {
+                if test_crash_after_append() {
+                    log::error!("SMIMED_TEST_CRASH_AFTER_APPEND: aborting after APPEND");
+                    std::process::abort();
+                }
+                let uid = app.uids.as_ref().and_then(|v| {
+                    v.iter().next().map(|m| match m {
+                        imap_proto::UidSetMember::Uid(u) => *u,
+                        imap_proto::UidSetMember::UidRange(r) => *r.start(),
+                    })
+                });
+                out.push(Ok(match (uid, app.uid_validity) {
+                    (Some(u), Some(v)) if v == uidvalidity => Some(u),
+                    _ => None,
+                }));
+            }
+            Err(e) => {
+                out.push(Err(imap_err(format!("APPEND to {wire}"), e)));
+                break;
+            }
+        }
+    }
+    while out.len() < group.len() {
+        out.push(Err(Error::tempfail(
+            "APPEND skipped after an earlier failure",
+        )));
+    }
+    out
+}
+
+/// A fetched batch, waiting for the pipeline and then for [`Run::apply`].
+struct Fetched {
+    chunk: Vec<u32>,
+    items: Vec<Item>,
+    ours: Vec<bool>,
+    fetch_time: Duration,
+}
+
+enum Outcome {
+    Ours,
+    Skip,
+    Replace { output: Vec<u8>, digest: String },
+    Retry,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_session(
+    ctx: &Context,
+    acct: &Account,
+    mailbox: &str,
+    sf: &StateFile,
+    opts: &Options,
+    stop: &Stop,
+    stats: &Stats,
+    backoff: &mut Duration,
+) -> Result<()> {
+    let mut s = conn::connect(acct)?;
+    let caps = s
+        .capabilities()
+        .map_err(|e| imap_err(format!("CAPABILITY of {}", acct.label()), e))?;
+    let caps = Caps {
+        idle: caps.has_str("IDLE"),
+        mv: caps.has_str("MOVE"),
+        uidplus: caps.has_str("UIDPLUS"),
+    };
+    let wire = utf7::encode(mailbox)?;
+    let archive_wire = match &acct.archive {
+        Some(a) => {
+            let w = utf7::encode(a)?;
+            ensure_mailbox(&mut s, &w)?;
+            Some(w)
+        }
+        None => None,
+    };
+    let mb = s.select(&wire).map_err(|e| match e {
+        // a mailbox that does not exist will not appear by retrying
+        ::imap::Error::No(n) => Error::config(format!(
+            "cannot open mailbox {mailbox:?} on {}: {}",
+            acct.label(),
+            n.information
+        )),
+        e => imap_err(format!("SELECT {mailbox}"), e),
+    })?;
+    if mb.is_read_only {
+        return Err(Error::config(format!(
+            "{mailbox} on {} is read-only",
+            acct.label()
+        )));
+    }
+    let keyword_ok = mb
+        .permanent_flags
+        .iter()
+        .any(|f| *f == Flag::MayCreate || matches!(f, Flag::Custom(c) if c.as_ref() == KEYWORD));
+    if !keyword_ok {
+        log::warn!(
+            "{}/{mailbox}: the server does not keep the {KEYWORD} keyword; our copies are \
+             recognised by their APPENDUID only",
+            acct.label()
+        );
+    }
+    let uidvalidity = mb
+        .uid_validity
+        .ok_or_else(|| Error::software(format!("SELECT {mailbox}: no UIDVALIDITY")))?;
+    let mut st = sf.load()?;
+    if st.uidvalidity != uidvalidity {
+        if st.uidvalidity != 0 {
+            log::warn!(
+                "{}/{mailbox}: UIDVALIDITY changed ({} -> {uidvalidity}): rescanning; our own \
+                 copies are recognised by keyword and digest",
+                acct.label(),
+                st.uidvalidity
+            );
+        }
+        st = MailboxState {
+            uidvalidity,
+            ..MailboxState::default()
+        };
+        sf.save(&st)?;
+    }
+    let mut run = Run {
+        ctx,
+        acct,
+        opts,
+        stats,
+        s,
+        caps,
+        wire,
+        archive_wire,
+        sf,
+        st,
+        digests: None,
+        appenders: Vec::new(),
+    };
+    run.recover()?;
+    let mut first = true;
+    loop {
+        if !run.sync(stop)? {
+            return Ok(());
+        }
+        if first {
+            *backoff = Duration::from_secs(1);
+            first = false;
+        }
+        if opts.once {
+            let _ = run.s.logout();
+            return Ok(());
+        }
+        if stop.stopped() {
+            return Ok(());
+        }
+        run.wait(stop)?;
+    }
+}
+
+fn ensure_mailbox(s: &mut Session, wire: &str) -> Result<()> {
+    let quoted = format!("\"{wire}\"");
+    let names = s
+        .list(Some(""), Some(&quoted))
+        .map_err(|e| imap_err(format!("LIST {wire}"), e))?;
+    if names.iter().any(|n| n.name() == wire) {
+        return Ok(());
+    }
+    match s.create(wire) {
+        Ok(()) => {
+            log::info!("created mailbox {wire}");
+            Ok(())
+        }
+        Err(::imap::Error::No(n)) if n.information.to_ascii_lowercase().contains("exists") => {
+            Ok(())
+        }
+        Err(e) => Err(imap_err(format!("CREATE {wire}"), e)),
+    }
+}
+
+/// Test-only crash points (hidden): `SMIMED_TEST_CRASH_AFTER_APPEND=1` aborts right after the
+/// first APPEND (its UID not recorded yet); `=before-move` aborts after the copies' UIDs were
+/// saved, before the originals are archived.
+fn test_crash_after_append() -> bool {
+    std::env::var_os("SMIMED_TEST_CRASH_AFTER_APPEND").is_some_and(|v| v == "1")
+}
+
+fn test_crash_before_move() -> bool {
+    std::env::var_os("SMIMED_TEST_CRASH_AFTER_APPEND").is_some_and(|v| v == "before-move")
+}
+
+impl Run<'_> {
+    fn label(&self) -> String {
+        format!("{}/{}", self.acct.label(), self.wire)
+    }
+
+    fn digests(&mut self) -> Result<&mut HashSet<String>> {
+        if self.digests.is_none() {
+            self.digests = Some(self.sf.appended_digests()?);
+        }
+        self.digests
+            .as_mut()
+            .ok_or_else(|| Error::software("digest set"))
+    }
+
+    /// Completes an interrupted run: finds the copies appended but not recorded, archives their
+    /// originals, forgets intents whose APPEND never happened (those originals get processed
+    /// again by the next sync).
+    fn recover(&mut self) -> Result<()> {
+        if self.st.pending.is_empty() {
+            return Ok(());
+        }
+        log::info!(
+            "{}: completing {} interrupted message(s)",
+            self.label(),
+            self.st.pending.len()
+        );
+        let unknown: Vec<&Pending> = self
+            .st
+            .pending
+            .iter()
+            .filter(|p| p.appended_uid.is_none())
+            .collect();
+        if !unknown.is_empty() {
+            let min = unknown.iter().map(|p| p.orig_uid).min().unwrap_or(0);
+            // copies already known (ours, or recorded for another intent) are not candidates
+            let own: HashSet<u32> = self
+                .st
+                .own
+                .iter()
+                .copied()
+                .chain(self.st.pending.iter().filter_map(|p| p.appended_uid))
+                .collect();
+            let found = self
+                .s
+                .uid_search(format!("UID {}:* KEYWORD {KEYWORD}", min + 1))
+                .map_err(|e| imap_err("UID SEARCH", e))?;
+            let cands: Vec<u32> = found
+                .into_iter()
+                .filter(|u| *u > min && !own.contains(u))
+                .collect();
+            // digest -> candidate UIDs; each copy is claimed by at most one intent, so two
+            // identical messages never archive two originals for one copy
+            let mut by_digest: HashMap<String, Vec<u32>> = HashMap::new();
+            if !cands.is_empty() {
+                let fetches = self
+                    .s
+                    .uid_fetch(uid_set(&cands), "(UID BODY.PEEK[])")
+                    .map_err(|e| imap_err("UID FETCH", e))?;
+                for f in fetches.iter() {
+                    if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+                        by_digest.entry(state::digest(body)).or_default().push(uid);
+                    }
+                }
+            }
+            for p in self.st.pending.iter_mut() {
+                if p.appended_uid.is_none() {
+                    p.appended_uid = by_digest.get_mut(&p.digest).and_then(|v| v.pop());
+                }
+            }
+        }
+        let before = self.st.pending.len();
+        self.st.pending.retain(|p| p.appended_uid.is_some());
+        if self.st.pending.len() != before {
+            log::info!(
+                "{}: {} message(s) had not been appended; processing them again",
+                self.label(),
+                before - self.st.pending.len()
+            );
+        }
+        self.sf.save(&self.st)?;
+        self.finish_pending()
+    }
+
+    /// Archives the originals of every pending copy, then records the copies as ours.
+    fn finish_pending(&mut self) -> Result<()> {
+        if self.st.pending.is_empty() {
+            return Ok(());
+        }
+        let origs: Vec<u32> = self.st.pending.iter().map(|p| p.orig_uid).collect();
+        self.archive(&origs)?;
+        for p in std::mem::take(&mut self.st.pending) {
+            if let Some(u) = p.appended_uid {
+                self.st.own.push(u);
+            }
+        }
+        self.sf.save(&self.st)
+    }
+
+    /// Moves (or deletes) the originals.
+    fn archive(&mut self, uids: &[u32]) -> Result<()> {
+        let set = uid_set(uids);
+        match self.archive_wire.clone() {
+            Some(a) if self.caps.mv => match self.s.uid_mv(&set, &a) {
+                Ok(()) => Ok(()),
+                Err(::imap::Error::No(n)) => {
+                    log::warn!("{}: UID MOVE {set}: {}", self.label(), n.information);
+                    Ok(())
+                }
+                Err(e) => Err(imap_err(format!("UID MOVE to {a}"), e)),
+            },
+            Some(a) => {
+                let to_copy: Vec<u32> = self
+                    .st
+                    .pending
+                    .iter()
+                    .filter(|p| !p.copied)
+                    .map(|p| p.orig_uid)
+                    .collect();
+                if !to_copy.is_empty() {
+                    self.s
+                        .run_command_and_check_ok(format!("UID COPY {} \"{a}\"", uid_set(&to_copy)))
+                        .map_err(|e| imap_err(format!("UID COPY to {a}"), e))?;
+                    for p in self.st.pending.iter_mut() {
+                        p.copied = true;
+                    }
+                    self.sf.save(&self.st)?;
+                }
+                self.delete(&set)
+            }
+            None => self.delete(&set),
+        }
+    }
+
+    fn delete(&mut self, set: &str) -> Result<()> {
+        self.s
+            .uid_store(set, "+FLAGS.SILENT (\\Deleted)")
+            .map_err(|e| imap_err("UID STORE \\Deleted", e))?;
+        if self.caps.uidplus {
+            self.s
+                .uid_expunge(set)
+                .map_err(|e| imap_err("UID EXPUNGE", e))?;
+            return Ok(());
+        }
+        // Plain EXPUNGE removes every \Deleted message: only when ours are the only ones.
+        let deleted = self
+            .s
+            .uid_search("DELETED")
+            .map_err(|e| imap_err("UID SEARCH DELETED", e))?;
+        let ours: HashSet<u32> = set
+            .split(',')
+            .flat_map(|r| match r.split_once(':') {
+                Some((a, b)) => {
+                    let (a, b) = (a.parse().unwrap_or(0), b.parse().unwrap_or(0));
+                    (a..=b).collect::<Vec<u32>>()
+                }
+                None => r.parse().ok().into_iter().collect(),
+            })
+            .collect();
+        if deleted.iter().all(|u| ours.contains(u)) {
+            self.s.expunge().map_err(|e| imap_err("EXPUNGE", e))?;
+        } else {
+            log::warn!(
+                "{}: no UIDPLUS and other messages are flagged \\Deleted: originals left \
+                 flagged \\Deleted for the next EXPUNGE",
+                self.label()
+            );
+        }
+        Ok(())
+    }
+
+    /// Processes everything above the cursor plus the retries. Returns false when stopped.
+    fn sync(&mut self, stop: &Stop) -> Result<bool> {
+        let found = self
+            .s
+            .uid_search(format!("UID {}:*", self.st.cursor.saturating_add(1)))
+            .map_err(|e| imap_err("UID SEARCH", e))?;
+        let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > self.st.cursor).collect();
+        uids.extend(self.st.retry.iter().copied());
+        uids.sort_unstable();
+        uids.dedup();
+        if !uids.is_empty() {
+            log::debug!("{}: {} message(s) to look at", self.label(), uids.len());
+        }
+        // Pipelined: while the pipeline works on batch k (worker threads), this thread APPENDs
+        // and archives batch k-1. Each batch's intent is still saved before its APPENDs.
+        let (ctx, jobs, stats) = (self.ctx, self.opts.jobs, self.stats);
+        let mut prev: Option<(Fetched, Vec<Outcome>)> = None;
+        for chunk in uids.chunks(self.opts.batch.max(1)) {
+            let _guard = stop
+                .work
+                .read()
+                .map_err(|_| Error::software("stop lock poisoned"))?;
+            if stop.stopped() {
+                if let Some((f, o)) = prev.take() {
+                    self.apply(f, o)?;
+                }
+                return Ok(false);
+            }
+            let fetched = self.prepare(chunk)?;
+            let earlier = prev.take();
+            let outcomes = std::thread::scope(|sc| -> Result<Vec<Outcome>> {
+                let worker =
+                    sc.spawn(|| parallel_process(ctx, &fetched.items, &fetched.ours, jobs, stats));
+                let applied = match earlier {
+                    Some((f, o)) => self.apply(f, o),
+                    None => Ok(()),
+                };
+                let outcomes = worker
+                    .join()
+                    .map_err(|_| Error::software("pipeline worker panicked"))?;
+                applied?;
+                outcomes
+            })?;
+            prev = Some((fetched, outcomes));
+        }
+        if let Some((f, o)) = prev.take() {
+            let _guard = stop
+                .work
+                .read()
+                .map_err(|_| Error::software("stop lock poisoned"))?;
+            self.apply(f, o)?;
+        }
+        Ok(true)
+    }
+
+    fn fetch(&mut self, uids: &[u32]) -> Result<Vec<Item>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fetches = self
+            .s
+            .uid_fetch(uid_set(uids), "(UID FLAGS INTERNALDATE BODY.PEEK[])")
+            .map_err(|e| imap_err("UID FETCH", e))?;
+        let want: HashSet<u32> = uids.iter().copied().collect();
+        let mut items = Vec::with_capacity(fetches.len());
+        for f in fetches.iter() {
+            let (Some(uid), Some(body)) = (f.uid, f.body()) else {
+                continue;
+            };
+            if !want.contains(&uid) {
+                continue;
+            }
+            items.push(Item {
+                uid,
+                flags: f.flags().iter().map(|fl| fl.clone().into_owned()).collect(),
+                date: f.internal_date(),
+                body: body.to_vec(),
+            });
+        }
+        Ok(items)
+    }
+
+    /// Fetches a batch and marks our own copies among them.
+    fn prepare(&mut self, chunk: &[u32]) -> Result<Fetched> {
+        let t0 = Instant::now();
+        let own: HashSet<u32> = self.st.own.iter().copied().collect();
+        let to_fetch: Vec<u32> = chunk.iter().copied().filter(|u| !own.contains(u)).collect();
+        let items = self.fetch(&to_fetch)?;
+        let keyword = Flag::from(KEYWORD.to_string());
+        // Our own copies found without a recorded UID (after a UIDVALIDITY change or state loss).
+        let mut ours = vec![false; items.len()];
+        for (i, it) in items.iter().enumerate() {
+            if it.flags.contains(&keyword) {
+                let d = state::digest(&it.body);
+                ours[i] = self.digests()?.contains(&d);
+            }
+        }
+        Ok(Fetched {
+            chunk: chunk.to_vec(),
+            items,
+            ours,
+            fetch_time: t0.elapsed(),
+        })
+    }
+
+    /// Saves intent, APPENDs the copies, archives the originals, moves the cursor.
+    fn apply(&mut self, fetched: Fetched, outcomes: Vec<Outcome>) -> Result<()> {
+        let t0 = Instant::now();
+        let Fetched {
+            chunk,
+            items,
+            fetch_time,
+            ..
+        } = fetched;
+        let chunk = &chunk[..];
+        let keyword = Flag::from(KEYWORD.to_string());
+        let t_process = t0.elapsed();
+        let mut t_append = t_process;
+        let mut handled_retry: HashSet<u32> = chunk.iter().copied().collect();
+        let mut new_retry = Vec::new();
+        let mut replace: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, o) in outcomes.into_iter().enumerate() {
+            match o {
+                Outcome::Ours | Outcome::Skip => {}
+                Outcome::Retry => {
+                    new_retry.push(items[i].uid);
+                    handled_retry.remove(&items[i].uid);
+                }
+                Outcome::Replace { output, digest } => {
+                    self.st.pending.push(Pending {
+                        orig_uid: items[i].uid,
+                        digest,
+                        appended_uid: None,
+                        copied: false,
+                    });
+                    replace.push((i, output));
+                }
+            }
+        }
+        if !replace.is_empty() {
+            // 1. intent, and the digests, durably before any APPEND
+            self.sf.save(&self.st)?;
+            let ds: Vec<String> = self.st.pending.iter().map(|p| p.digest.clone()).collect();
+            let dref: Vec<&str> = ds.iter().map(String::as_str).collect();
+            self.sf.log_appended(&dref)?;
+            self.digests()?.extend(ds);
+            // 2. APPEND each copy with the original's flags and INTERNALDATE, split in
+            //    contiguous groups over this session and the extra APPEND sessions
+            let jobs: Vec<AppendJob<'_>> = replace
+                .iter()
+                .map(|(i, output)| {
+                    let it = &items[*i];
+                    let mut flags: Vec<Flag<'static>> = it
+                        .flags
+                        .iter()
+                        .filter(|f| **f != Flag::Recent && **f != keyword)
+                        .cloned()
+                        .collect();
+                    flags.push(keyword.clone());
+                    AppendJob {
+                        output,
+                        flags,
+                        date: it.date,
+                    }
+                })
+                .collect();
+            self.ensure_appenders(jobs.len());
+            let uids = self.append_all(&jobs);
+            let base = self.st.pending.len() - replace.len();
+            let mut first_err = None;
+            for (k, r) in uids.into_iter().enumerate() {
+                match r {
+                    Ok(uid) => self.st.pending[base + k].appended_uid = uid,
+                    Err(e) => {
+                        if first_err.is_none() {
+                            first_err = Some(e);
+                        }
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                // what was appended is recorded; the rest is found or redone by recovery
+                let _ = self.sf.save(&self.st);
+                self.appenders.clear();
+                return Err(e);
+            }
+            // 3. the copies' UIDs
+            self.sf.save(&self.st)?;
+            t_append = t0.elapsed();
+            if self.st.pending.iter().any(|p| p.appended_uid.is_none()) {
+                // No UIDPLUS: find them the way a restart would.
+                return self.recover_then_commit(chunk, &handled_retry, new_retry);
+            }
+            if test_crash_before_move() {
+                log::error!("SMIMED_TEST_CRASH_AFTER_APPEND=before-move: aborting");
+                std::process::abort();
+            }
+            // 4. originals out, copies recorded as ours
+            self.finish_pending()?;
+        }
+        self.commit(chunk, &handled_retry, new_retry)?;
+        log::debug!(
+            "{}: batch of {} ({} fetched): fetch {:?}, append {:?}, archive+state {:?}",
+            self.label(),
+            chunk.len(),
+            items.len(),
+            fetch_time,
+            t_append - t_process,
+            t0.elapsed() - t_append
+        );
+        Ok(())
+    }
+
+    fn recover_then_commit(
+        &mut self,
+        chunk: &[u32],
+        handled: &HashSet<u32>,
+        new_retry: Vec<u32>,
+    ) -> Result<()> {
+        self.recover()?;
+        self.commit(chunk, handled, new_retry)
+    }
+
+    fn commit(&mut self, chunk: &[u32], handled: &HashSet<u32>, new_retry: Vec<u32>) -> Result<()> {
+        let max = chunk.iter().copied().max().unwrap_or(0);
+        self.st.retry.retain(|u| !handled.contains(u));
+        self.st.retry.extend(new_retry);
+        self.st.retry.sort_unstable();
+        self.st.retry.dedup();
+        self.st.cursor = self.st.cursor.max(max);
+        let cursor = self.st.cursor;
+        self.st.own.retain(|u| *u > cursor);
+        self.sf.save(&self.st)
+    }
+
+    /// Opens extra sessions for parallel APPENDs (at most `jobs` - 1, only for big batches);
+    /// failing to open one is not an error (fewer sessions are used).
+    fn ensure_appenders(&mut self, copies: usize) {
+        let want = self.opts.jobs.saturating_sub(1).min(MAX_APPENDERS);
+        if copies < 8 {
+            return;
+        }
+        while self.appenders.len() < want {
+            match conn::connect(self.acct) {
+                Ok(s) => self.appenders.push(s),
+                Err(e) => {
+                    log::debug!("{}: extra APPEND session: {e}", self.label());
+                    break;
+                }
+            }
+        }
+    }
+
+    /// APPENDs every job; returns each copy's UID (None without UIDPLUS) or the error.
+    fn append_all(&mut self, jobs: &[AppendJob<'_>]) -> Vec<Result<Option<u32>>> {
+        let uidvalidity = self.st.uidvalidity;
+        let wire = self.wire.clone();
+        let mut sessions: Vec<&mut Session> = Vec::with_capacity(1 + self.appenders.len());
+        sessions.push(&mut self.s);
+        if jobs.len() >= 8 {
+            sessions.extend(self.appenders.iter_mut());
+        }
+        let per = jobs.len().div_ceil(sessions.len());
+        if per == 0 {
+            return Vec::new();
+        }
+        let groups: Vec<&[AppendJob<'_>]> = jobs.chunks(per).collect();
+        let mut results: Vec<Vec<Result<Option<u32>>>> = Vec::new();
+        std::thread::scope(|sc| {
+            let mut handles = Vec::new();
+            let mut iter = sessions.into_iter().zip(groups);
+            let first = iter.next();
+            for (sess, group) in iter {
+                let wire = &wire;
+                handles.push(sc.spawn(move || append_group(sess, wire, group, uidvalidity)));
+            }
+            if let Some((sess, group)) = first {
+                results.push(append_group(sess, &wire, group, uidvalidity));
+            }
+            for h in handles {
+                results.push(
+                    h.join()
+                        .unwrap_or_else(|_| vec![Err(Error::software("APPEND thread panicked"))]),
+                );
+            }
+        });
+        let mut out: Vec<Result<Option<u32>>> = results.into_iter().flatten().collect();
+        while out.len() < jobs.len() {
+            out.push(Err(Error::software("APPEND not done")));
+        }
+        out
+    }
+
+    /// Waits for something to happen in the mailbox.
+    fn wait(&mut self, stop: &Stop) -> Result<()> {
+        // An EXISTS that came with an earlier command's response is not repeated in IDLE:
+        // look again first (our own APPENDs cause one, which costs one empty UID SEARCH).
+        let queued = self.s.take_all_unsolicited().any(|r| {
+            matches!(
+                r,
+                UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+            )
+        });
+        if queued {
+            return Ok(());
+        }
+        if self.caps.idle {
+            let mut h = self.s.idle();
+            // messages left for retry (passphrase unavailable) are tried again within a minute
+            let timeout = if self.st.retry.is_empty() {
+                self.opts.idle_refresh
+            } else {
+                self.opts.idle_refresh.min(RETRY_INTERVAL)
+            };
+            h.timeout(timeout).keepalive(false);
+            h.wait_while(|r| {
+                !matches!(
+                    r,
+                    UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+                )
+            })
+            .map_err(|e| imap_err("IDLE", e))?;
+            drop(h);
+        } else {
+            let interval = if self.st.retry.is_empty() {
+                self.opts.poll_interval
+            } else {
+                self.opts.poll_interval.min(RETRY_INTERVAL)
+            };
+            stop.sleep(interval);
+            self.s.noop().map_err(|e| imap_err("NOOP", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the pipeline on the messages, `jobs` at a time.
+fn parallel_process(
+    ctx: &Context,
+    items: &[Item],
+    ours: &[bool],
+    jobs: usize,
+    stats: &Stats,
+) -> Result<Vec<Outcome>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Outcome>>>> =
+        Mutex::new((0..items.len()).map(|_| None).collect());
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        if i >= items.len() {
+            break;
+        }
+        let r = if ours[i] {
+            Ok(Outcome::Ours)
+        } else {
+            one(ctx, &items[i], stats)
+        };
+        if let Ok(mut g) = results.lock() {
+            g[i] = Some(r);
+        }
+    };
+    let n = jobs.max(1).min(items.len().max(1));
+    std::thread::scope(|sc| {
+        for _ in 1..n {
+            sc.spawn(work);
+        }
+        work();
+    });
+    let results = results
+        .into_inner()
+        .map_err(|_| Error::software("result lock poisoned"))?;
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::software("message not processed"))))
+        .collect()
+}
+
+fn one(ctx: &Context, it: &Item, stats: &Stats) -> Result<Outcome> {
+    match pipeline::process(ctx, &it.body) {
+        Ok(p) => {
+            if !(p.smime || p.forged_removed > 0) {
+                stats.skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(Outcome::Skip);
+            }
+            stats.replaced.fetch_add(1, Ordering::Relaxed);
+            if p.status.encryption == Encryption::Decrypted {
+                stats.decrypted.fetch_add(1, Ordering::Relaxed);
+            }
+            if p.status.signature == Signature::Valid {
+                stats.verified.fetch_add(1, Ordering::Relaxed);
+            }
+            if p.status.encryption == Encryption::Failed
+                || !matches!(p.status.signature, Signature::None | Signature::Valid)
+            {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            log::info!("UID {}: {}", it.uid, p.status.x_smime_status());
+            let digest = state::digest(&p.output);
+            Ok(Outcome::Replace {
+                output: p.output,
+                digest,
+            })
+        }
+        Err(e) if pipeline::is_temporary(&e) => {
+            stats.retried.fetch_add(1, Ordering::Relaxed);
+            log::warn!("UID {}: {e}; will retry", it.uid);
+            Ok(Outcome::Retry)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uid_set;
+
+    #[test]
+    fn uid_sets() {
+        assert_eq!(uid_set(&[5, 1, 2, 3, 9, 10, 7]), "1:3,5,7,9:10");
+        assert_eq!(uid_set(&[4]), "4");
+    }
+}

@@ -1,0 +1,972 @@
+//! The IMAP watcher against a real Dovecot started by each test (tests/common/dovecot.rs), with
+//! messages made by the openssl CLI from the test PKI: backlog, IDLE, flags and INTERNALDATE,
+//! archive, reconnect after a server restart, crash between APPEND and MOVE, idempotence,
+//! wrong password, TLS/STARTTLS with a test CA, modified UTF-7 names, OAuth2 SASL.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::dovecot::{self, append, messages, Dovecot, Msg, Opts};
+use common::pki::{pki, P12_PASS};
+use common::*;
+
+const KEYWORD: &str = "$SMIMEProcessed";
+const ARCHIVE: &str = "SMIME-Originals";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    SignEnc,
+    Opaque,
+    Detached,
+    Plain,
+    Forged,
+}
+
+const KINDS: [Kind; 5] = [
+    Kind::SignEnc,
+    Kind::Opaque,
+    Kind::Detached,
+    Kind::Plain,
+    Kind::Forged,
+];
+
+struct Bodies {
+    sign_enc: Vec<u8>,
+    opaque: Vec<u8>,
+    detached: Vec<u8>,
+}
+
+/// S/MIME bodies (with their MIME header fields) made once by the openssl CLI.
+fn bodies() -> &'static Bodies {
+    static B: OnceLock<Bodies> = OnceLock::new();
+    B.get_or_init(|| {
+        let p = pki();
+        let entity = sample_entity("hello from alice over IMAP");
+        let sign = |detach: bool| {
+            let mut args = vec![
+                "cms",
+                "-sign",
+                "-signer",
+                path_str(&p.alice.cert_path),
+                "-inkey",
+                path_str(&p.alice.key_path),
+                "-certfile",
+                path_str(&p.intermediate_path),
+                "-binary",
+                "-outform",
+                "SMIME",
+            ];
+            if !detach {
+                args.push("-nodetach");
+            }
+            openssl(&args, &entity)
+        };
+        let opaque = sign(false);
+        let detached = sign(true);
+        let sign_enc = openssl(
+            &[
+                "cms",
+                "-encrypt",
+                "-aes256",
+                "-binary",
+                path_str(&p.bob.cert_path),
+            ],
+            &opaque,
+        );
+        Bodies {
+            sign_enc,
+            opaque,
+            detached,
+        }
+    })
+}
+
+fn crlf(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len() + b.len() / 40);
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'\n' && (i == 0 || b[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A message of `kind`, subject `subject` (Message-ID derived from it), CRLF line ends.
+fn message(kind: Kind, subject: &str) -> Vec<u8> {
+    let h = headers("Alice <alice@example.org>", "bob@example.org", subject);
+    let b = bodies();
+    let msg = match kind {
+        Kind::SignEnc => [h.as_bytes(), &b.sign_enc].concat(),
+        Kind::Opaque => [h.as_bytes(), &b.opaque].concat(),
+        Kind::Detached => [h.as_bytes(), &b.detached].concat(),
+        Kind::Plain => [h.as_bytes(), &sample_entity("just text")].concat(),
+        Kind::Forged => [
+            b"X-Smime-Status: encryption=decrypted; signature=valid\r\n".as_slice(),
+            b"Authentication-Results: mx.test; smime=pass\r\n",
+            h.as_bytes(),
+            &sample_entity("I pretend to be signed"),
+        ]
+        .concat(),
+    };
+    crlf(&msg)
+}
+
+fn mid(subject: &str) -> String {
+    format!("<{}@test>", subject.replace(' ', "."))
+}
+
+fn watcher(state: &Path, args: &[&str]) -> Command {
+    let p = pki();
+    let mut c = smimed();
+    c.args(["--authserv-id", "mx.test", "--trust"])
+        .arg(&p.root_path)
+        .arg("--key")
+        .arg(&p.bob.p12_path)
+        .env("SMIMED_PASSPHRASE", P12_PASS)
+        .env("SMIMED_IMAP_PASSWORD", dovecot::PASSWORD)
+        .arg("watch")
+        .arg("--state-dir")
+        .arg(state)
+        .args(args);
+    c
+}
+
+fn once(state: &Path, args: &[&str]) -> Output {
+    let mut c = watcher(state, args);
+    c.arg("--once");
+    let out = c.stdin(Stdio::null()).output().expect("run smimed");
+    out
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "smimed failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn spawn_watcher(state: &Path, args: &[&str], log: &Path) -> Child {
+    let f = std::fs::File::create(log).expect("log");
+    watcher(state, args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .expect("spawn watcher")
+}
+
+fn sigterm_and_wait(mut c: Child) -> Option<i32> {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(c.id().to_string())
+        .status();
+    c.wait().expect("wait").code()
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+fn by_mid(msgs: &[Msg]) -> HashMap<String, Vec<&Msg>> {
+    let mut m: HashMap<String, Vec<&Msg>> = HashMap::new();
+    for x in msgs {
+        m.entry(x.header("Message-ID").unwrap_or_default())
+            .or_default()
+            .push(x);
+    }
+    m
+}
+
+fn flags_without_keyword(m: &Msg) -> Vec<String> {
+    let mut f: Vec<String> = m
+        .flags
+        .iter()
+        .filter(|f| *f != KEYWORD && *f != "\\Recent")
+        .cloned()
+        .collect();
+    f.sort();
+    f
+}
+
+fn snapshot(d: &Dovecot) -> Vec<(String, u32, Vec<String>, Vec<u8>)> {
+    let mut s = d.client();
+    let mut v = Vec::new();
+    for mb in ["INBOX", ARCHIVE] {
+        for m in messages(&mut s, mb) {
+            let mut f = m.flags.clone();
+            f.sort();
+            v.push((mb.to_string(), m.uid, f, m.body));
+        }
+    }
+    v
+}
+
+/// The message with this subject is in INBOX exactly once, as our copy (original moved away).
+fn done_in(s: &mut dovecot::Session, subject: &str) -> bool {
+    let m = mid(subject);
+    let found: Vec<Msg> = messages(s, "INBOX")
+        .into_iter()
+        .filter(|x| x.header("Message-ID").as_deref() == Some(m.as_str()))
+        .collect();
+    found.len() == 1 && found[0].has_flag(KEYWORD)
+}
+
+#[test]
+fn backlog_of_500_mixed_messages_then_second_once_changes_nothing() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    let mut expected: HashMap<String, (Kind, Vec<String>, i64)> = HashMap::new();
+    for i in 0..500 {
+        let kind = KINDS[i % 5];
+        let subject = format!("m{i} {kind:?}");
+        let mut flags: Vec<&str> = Vec::new();
+        if i % 3 == 0 {
+            flags.push("\\Seen");
+        }
+        if i % 7 == 0 {
+            flags.extend(["\\Flagged", "$Label1"]);
+        }
+        let date = format!(
+            "2025-03-{:02}T{:02}:{:02}:00+02:00",
+            1 + i % 28,
+            i % 24,
+            i % 60
+        );
+        append(
+            &mut s,
+            "INBOX",
+            &message(kind, &subject),
+            &flags,
+            Some(&date),
+        );
+        let mut fl: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        fl.sort();
+        let date = chrono::DateTime::parse_from_rfc3339(&date)
+            .unwrap()
+            .timestamp();
+        expected.insert(mid(&subject), (kind, fl, date));
+    }
+    let _ = s.logout();
+
+    let out = once(state.path(), &[&d.url("INBOX")]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("processed 400,"), "{stdout}");
+
+    let mut s = d.client();
+    let inbox = messages(&mut s, "INBOX");
+    let archive = messages(&mut s, ARCHIVE);
+    assert_eq!(inbox.len(), 500, "every message exactly once in INBOX");
+    assert_eq!(archive.len(), 400, "every replaced original in the archive");
+    let inbox_by = by_mid(&inbox);
+    let archive_by = by_mid(&archive);
+    for (m, (kind, flags, date)) in &expected {
+        let got = inbox_by.get(m).unwrap_or_else(|| panic!("{m} missing"));
+        assert_eq!(got.len(), 1, "{m} not exactly once");
+        let g = got[0];
+        assert_eq!(&flags_without_keyword(g), flags, "{m}: flags kept");
+        let got_date = g.internal_date.as_deref().map(|d| {
+            chrono::DateTime::parse_from_rfc3339(d)
+                .expect("date")
+                .timestamp()
+        });
+        assert_eq!(
+            got_date,
+            Some(*date),
+            "{m}: INTERNALDATE kept (same instant)"
+        );
+        let st = g.header("X-Smime-Status").unwrap_or_default();
+        match kind {
+            Kind::Plain => {
+                assert!(!g.has_flag(KEYWORD), "{m}: plain message untouched");
+                assert!(st.is_empty(), "{m}: {st}");
+                assert!(!archive_by.contains_key(m));
+                continue;
+            }
+            Kind::SignEnc => {
+                assert_eq!(
+                    status_word(&st, "encryption"),
+                    Some("decrypted"),
+                    "{m}: {st}"
+                );
+                assert_eq!(status_word(&st, "signature"), Some("valid"), "{m}: {st}");
+                assert!(String::from_utf8_lossy(&g.body).contains("hello from alice over IMAP"));
+            }
+            Kind::Opaque | Kind::Detached => {
+                assert_eq!(status_word(&st, "signature"), Some("valid"), "{m}: {st}");
+            }
+            Kind::Forged => {
+                assert_ne!(status_word(&st, "signature"), Some("valid"), "{m}: {st}");
+                let text = String::from_utf8_lossy(&g.body);
+                assert!(
+                    !text.contains("encryption=decrypted; signature=valid"),
+                    "{m}"
+                );
+            }
+        }
+        assert!(g.has_flag(KEYWORD), "{m}: our copy carries the keyword");
+        let orig = archive_by
+            .get(m)
+            .unwrap_or_else(|| panic!("{m}: original not archived"));
+        assert_eq!(orig.len(), 1, "{m}: original archived once");
+        assert_eq!(
+            &flags_without_keyword(orig[0]),
+            flags,
+            "{m}: archived flags"
+        );
+        assert!(!orig[0].has_flag(KEYWORD));
+    }
+    let _ = s.logout();
+
+    let before = snapshot(&d);
+    let out = once(state.path(), &[&d.url("INBOX")]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("processed 0,"), "{stdout}");
+    assert!(before == snapshot(&d), "a second --once changed the server");
+
+    // UIDVALIDITY "changed" (state says another one): a rescan that recognises our copies by
+    // keyword + digest and reprocesses nothing.
+    let sf = std::fs::read_dir(state.path().join("imap"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
+        .join("INBOX.toml");
+    let text = std::fs::read_to_string(&sf).unwrap();
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("uidvalidity") {
+                "uidvalidity = 1"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&sf, text).unwrap();
+    let out = once(state.path(), &[&d.url("INBOX")]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("processed 0,"), "{stdout}");
+    assert!(
+        before == snapshot(&d),
+        "a rescan after a UIDVALIDITY change reprocessed"
+    );
+}
+
+#[test]
+fn message_appended_while_idling_is_processed() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let log = state.path().join("watch.log");
+    let w = spawn_watcher(state.path(), &[&d.url("INBOX")], &log);
+    let mut s = d.client();
+    let mut latencies = Vec::new();
+    for i in 0..3 {
+        // give the watcher time to enter IDLE (the first round also covers its start-up)
+        std::thread::sleep(Duration::from_millis(300));
+        let subject = format!("idle {i}");
+        let t0 = Instant::now();
+        append(
+            &mut s,
+            "INBOX",
+            &message(Kind::SignEnc, &subject),
+            &[],
+            None,
+        );
+        let done = wait_until(Duration::from_secs(30), || done_in(&mut s, &subject));
+        assert!(
+            done,
+            "not processed: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        latencies.push(t0.elapsed());
+    }
+    eprintln!("APPEND -> processed copy (test polling included): {latencies:?}");
+    assert_eq!(messages(&mut s, "INBOX").len(), 3);
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 3);
+    assert_eq!(sigterm_and_wait(w), Some(0), "SIGTERM -> exit 0");
+}
+
+#[test]
+fn server_restart_while_watching_reconnects_and_goes_on() {
+    let mut d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let log = state.path().join("watch.log");
+    let w = spawn_watcher(state.path(), &[&d.url("INBOX")], &log);
+    let processed = |d: &Dovecot, subject: &str| done_in(&mut d.client(), subject);
+    append(
+        &mut d.client(),
+        "INBOX",
+        &message(Kind::Opaque, "before restart"),
+        &[],
+        None,
+    );
+    assert!(wait_until(Duration::from_secs(30), || processed(
+        &d,
+        "before restart"
+    )));
+    d.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    d.run();
+    append(
+        &mut d.client(),
+        "INBOX",
+        &message(Kind::SignEnc, "after restart"),
+        &[],
+        None,
+    );
+    assert!(
+        wait_until(Duration::from_secs(90), || processed(&d, "after restart")),
+        "no reconnect: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let mut s = d.client();
+    assert_eq!(messages(&mut s, "INBOX").len(), 2);
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 2);
+    assert_eq!(sigterm_and_wait(w), Some(0));
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(log.contains("reconnecting"), "{log}");
+}
+
+#[test]
+fn crash_between_append_and_move_leaves_no_duplicate() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    for i in 0..3 {
+        append(
+            &mut s,
+            "INBOX",
+            &message(Kind::SignEnc, &format!("crash {i}")),
+            &["\\Seen"],
+            None,
+        );
+    }
+    let out = watcher(state.path(), &[&d.url("INBOX"), "--once"])
+        .env("SMIMED_TEST_CRASH_AFTER_APPEND", "1")
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "the crash hook did not fire");
+    // the crash left one copy next to its original
+    let inbox = messages(&mut s, "INBOX");
+    assert_eq!(inbox.len(), 4, "one copy appended before the crash");
+    assert_eq!(inbox.iter().filter(|m| m.has_flag(KEYWORD)).count(), 1);
+
+    ok(&once(state.path(), &[&d.url("INBOX")]));
+    let inbox = messages(&mut s, "INBOX");
+    let archive = messages(&mut s, ARCHIVE);
+    assert_eq!(inbox.len(), 3, "no duplicate after the restart");
+    assert_eq!(archive.len(), 3);
+    for (name, msgs) in [("INBOX", &inbox), ("archive", &archive)] {
+        let by = by_mid(msgs);
+        for i in 0..3 {
+            let m = mid(&format!("crash {i}"));
+            assert_eq!(by.get(&m).map(Vec::len), Some(1), "{m} once in {name}");
+        }
+    }
+    assert!(inbox
+        .iter()
+        .all(|m| m.has_flag(KEYWORD) && m.has_flag("\\Seen")));
+    // a message carrying our keyword that we did not append is not trusted: processed
+    let mut forged = message(Kind::Forged, "keyword forged");
+    forged.splice(
+        0..0,
+        b"X-Smime-Status: encryption=none; signature=valid\r\n"
+            .iter()
+            .copied(),
+    );
+    append(&mut s, "INBOX", &forged, &[KEYWORD], None);
+    ok(&once(state.path(), &[&d.url("INBOX")]));
+    assert!(done_in(&mut s, "keyword forged"));
+    let m = messages(&mut s, "INBOX");
+    let m = m
+        .iter()
+        .find(|m| m.header("Subject").as_deref() == Some("keyword forged"))
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&m.body).contains("signature=valid"));
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 4);
+    let before = snapshot(&d);
+    ok(&once(state.path(), &[&d.url("INBOX")]));
+    assert!(before == snapshot(&d));
+}
+
+#[test]
+fn wrong_password_is_a_clear_error_with_exit_77() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    append(
+        &mut d.client(),
+        "INBOX",
+        &message(Kind::SignEnc, "x"),
+        &[],
+        None,
+    );
+    let out = watcher(state.path(), &[&d.url("INBOX"), "--once"])
+        .env("SMIMED_IMAP_PASSWORD", "not-the-password")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(err.contains("refused the login of alice"), "{err}");
+    assert!(!err.contains("not-the-password"), "password leaked: {err}");
+    // same without --once: a refused login is not retried forever
+    let out = watcher(state.path(), &[&d.url("INBOX")])
+        .env("SMIMED_IMAP_PASSWORD", "not-the-password")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(77));
+    // a mailbox that does not exist is a configuration error, not retried
+    let out = watcher(state.path(), &[&d.url("Nowhere")])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("cannot open mailbox \"Nowhere\""), "{err}");
+    // a password file readable by others is refused
+    let pf = state.path().join("pw");
+    std::fs::write(&pf, "secret\n").unwrap();
+    std::fs::set_permissions(&pf, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = watcher(
+        state.path(),
+        &[&d.url("INBOX"), "--once", "--password-file", path_str(&pf)],
+    )
+    .output()
+    .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(&pf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = watcher(
+        state.path(),
+        &[&d.url("INBOX"), "--once", "--password-file", path_str(&pf)],
+    )
+    .env_remove("SMIMED_IMAP_PASSWORD")
+    .output()
+    .expect("run");
+    ok(&out);
+}
+
+#[test]
+fn tls_and_starttls_with_a_test_ca_and_utf7_mailbox_names() {
+    let d = Dovecot::start(Opts {
+        tls: true,
+        ..Opts::default()
+    });
+    let state = tempfile::tempdir().expect("state");
+    let ca = d.ca_path();
+    let mut s = d.client();
+    s.create("Entw&APw-rfe").expect("create");
+    append(
+        &mut s,
+        "Entw&APw-rfe",
+        &message(Kind::SignEnc, "tls one"),
+        &[],
+        None,
+    );
+    let url = format!("imaps://alice@localhost:{}/Entw%C3%BCrfe", d.tls_port);
+
+    // the system roots do not know the test CA: refused, nothing touched
+    let out = once(state.path(), &[&url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(err.contains("TLS"), "{err}");
+    // the certificate is for localhost only: 127.0.0.1 fails the host name check
+    let by_ip = format!("imaps://alice@127.0.0.1:{}/Entw%C3%BCrfe", d.tls_port);
+    let out = once(state.path(), &[&by_ip, "--ca", path_str(&ca)]);
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(messages(&mut s, "Entw&APw-rfe").len(), 1);
+    assert!(!messages(&mut s, "Entw&APw-rfe")[0].has_flag(KEYWORD));
+
+    let out = once(
+        state.path(),
+        &[&url, "--ca", path_str(&ca), "--archive", "Originale-Ä"],
+    );
+    ok(&out);
+    let m = messages(&mut s, "Entw&APw-rfe");
+    assert_eq!(m.len(), 1);
+    assert!(m[0].has_flag(KEYWORD));
+    let names = s.list(Some(""), Some("*")).expect("list");
+    let names: HashSet<String> = names.iter().map(|n| n.name().to_string()).collect();
+    assert!(names.contains("Originale-&AMQ-"), "{names:?}");
+    assert_eq!(messages(&mut s, "Originale-&AMQ-").len(), 1);
+
+    // STARTTLS on the plain port
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::Detached, "starttls"),
+        &[],
+        None,
+    );
+    let url = format!("imap://alice@localhost:{}/INBOX", d.port);
+    ok(&once(state.path(), &[&url, "--ca", path_str(&ca)]));
+    let m = messages(&mut s, "INBOX");
+    assert!(m.len() == 1 && m[0].has_flag(KEYWORD));
+    let log = d.log();
+    assert!(log.contains("TLS"), "dovecot saw no TLS login: {log}");
+}
+
+#[test]
+fn oauth2_xoauth2_and_oauthbearer_against_dovecot_introspection() {
+    let d = Dovecot::start(Opts {
+        oauth: true,
+        ..Opts::default()
+    });
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::SignEnc, "oauth one"),
+        &[],
+        None,
+    );
+    let out = watcher(
+        state.path(),
+        &[
+            &d.url("INBOX"),
+            "--once",
+            "--auth",
+            "xoauth2",
+            "--no-archive",
+        ],
+    )
+    .env("SMIMED_IMAP_PASSWORD", dovecot::TOKEN)
+    .output()
+    .expect("run");
+    ok(&out);
+    let m = messages(&mut s, "INBOX");
+    assert!(m.len() == 1 && m[0].has_flag(KEYWORD), "processed in place");
+    let names = s.list(Some(""), Some("*")).expect("list");
+    assert!(
+        names.iter().all(|n| n.name() != ARCHIVE),
+        "--no-archive made an archive"
+    );
+
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::Opaque, "oauth two"),
+        &[],
+        None,
+    );
+    let out = watcher(
+        state.path(),
+        &[&d.url("INBOX"), "--once", "--auth", "oauthbearer"],
+    )
+    .env("SMIMED_IMAP_PASSWORD", dovecot::TOKEN)
+    .output()
+    .expect("run");
+    ok(&out);
+    let m = messages(&mut s, "INBOX");
+    assert!(m.len() == 2 && m.iter().all(|m| m.has_flag(KEYWORD)));
+
+    for mech in ["xoauth2", "oauthbearer"] {
+        let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--auth", mech])
+            .env("SMIMED_IMAP_PASSWORD", "expired-token")
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(77),
+            "{mech}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let log = d.log();
+    assert!(log.to_ascii_lowercase().contains("oauth"), "{log}");
+}
+
+#[test]
+fn server_without_idle_move_uidplus_via_config_file_accounts() {
+    let d = Dovecot::start(Opts {
+        caps: Some("IMAP4rev1 LITERAL+ SASL-IR"),
+        ..Opts::default()
+    });
+    let state = tempfile::tempdir().expect("state");
+    let pw = state.path().join("imap.pw");
+    dovecot::write_private(&pw, format!("{}\n", dovecot::PASSWORD).as_bytes());
+    let cfg = state.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[watch_imap]\npoll_interval = 1\n\n[[imap]]\nurl = \"{}\"\npassword_file = \"imap.pw\"\n",
+            d.url("INBOX")
+        ),
+    )
+    .unwrap();
+    let mut s = d.client();
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::SignEnc, "nomove one"),
+        &["\\Flagged"],
+        None,
+    );
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::Plain, "nomove plain"),
+        &[],
+        None,
+    );
+    // accounts from the config file (no URL), COPY + \Deleted + EXPUNGE (no MOVE, no UIDPLUS)
+    let out = watcher(state.path(), &["--once"])
+        .args(["--config", path_str(&cfg)])
+        .env_remove("SMIMED_IMAP_PASSWORD")
+        .output()
+        .expect("run");
+    ok(&out);
+    assert!(done_in(&mut s, "nomove one"));
+    assert_eq!(messages(&mut s, "INBOX").len(), 2);
+    let arch = messages(&mut s, ARCHIVE);
+    assert_eq!(arch.len(), 1);
+    assert!(arch[0].has_flag("\\Flagged") && !arch[0].has_flag("\\Deleted"));
+
+    // another client flagged a message \Deleted: a plain EXPUNGE would remove it too, so our
+    // original is only flagged \Deleted and the other message survives
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::Plain, "theirs"),
+        &["\\Deleted"],
+        None,
+    );
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::Opaque, "nomove two"),
+        &[],
+        None,
+    );
+    let out = watcher(state.path(), &["--once"])
+        .args(["--config", path_str(&cfg)])
+        .env_remove("SMIMED_IMAP_PASSWORD")
+        .output()
+        .expect("run");
+    ok(&out);
+    let inbox = messages(&mut s, "INBOX");
+    let theirs = inbox
+        .iter()
+        .find(|m| m.header("Subject").as_deref() == Some("theirs"));
+    assert!(
+        theirs.is_some(),
+        "another client's \\Deleted message was expunged"
+    );
+    let two: Vec<&Msg> = inbox
+        .iter()
+        .filter(|m| m.header("Message-ID").as_deref() == Some(mid("nomove two").as_str()))
+        .collect();
+    assert_eq!(two.len(), 2, "copy + original flagged \\Deleted");
+    assert!(two
+        .iter()
+        .any(|m| m.has_flag(KEYWORD) && !m.has_flag("\\Deleted")));
+    assert!(two
+        .iter()
+        .any(|m| !m.has_flag(KEYWORD) && m.has_flag("\\Deleted")));
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 2);
+
+    // without IDLE the watcher polls with NOOP (poll_interval = 1 s)
+    let log = state.path().join("watch.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let w = watcher(state.path(), &[])
+        .args(["--config", path_str(&cfg)])
+        .env_remove("SMIMED_IMAP_PASSWORD")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::SignEnc, "polled"),
+        &[],
+        None,
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            // the original stays flagged \Deleted next to the copy ("theirs" blocks EXPUNGE)
+            messages(&mut s, "INBOX").iter().any(|m| {
+                m.header("Message-ID").as_deref() == Some(mid("polled").as_str())
+                    && m.has_flag(KEYWORD)
+            })
+        }),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(sigterm_and_wait(w), Some(0));
+}
+
+#[test]
+fn temporary_failure_leaves_the_message_for_a_later_run() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    append(&mut s, "INBOX", &message(Kind::SignEnc, "later"), &[], None);
+    let p = pki();
+    // the key's passphrase command fails: nothing may change, exit 75
+    let mut c = smimed();
+    c.args(["--authserv-id", "mx.test", "--trust"])
+        .arg(&p.root_path)
+        .arg("--key")
+        .arg(&p.bob.p12_path)
+        .args(["--passphrase-command", "exit 1"])
+        .env("SMIMED_IMAP_PASSWORD", dovecot::PASSWORD)
+        .arg("watch")
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--once", &d.url("INBOX")]);
+    let out = c.output().expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inbox = messages(&mut s, "INBOX");
+    assert_eq!(inbox.len(), 1);
+    assert!(!inbox[0].has_flag(KEYWORD) && !inbox[0].has_flag("\\Seen"));
+    // the passphrase is back: the same state processes it
+    ok(&once(state.path(), &[&d.url("INBOX")]));
+    assert!(done_in(&mut s, "later"));
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 1);
+}
+
+#[test]
+fn several_mailboxes_and_accounts_in_one_process() {
+    let d1 = Dovecot::start(Opts::default());
+    let d2 = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s1 = d1.client();
+    let mut s2 = d2.client();
+    s1.create("Work").expect("create");
+    append(
+        &mut s1,
+        "INBOX",
+        &message(Kind::SignEnc, "acct1 inbox"),
+        &[],
+        None,
+    );
+    append(
+        &mut s1,
+        "Work",
+        &message(Kind::Detached, "acct1 work"),
+        &[],
+        None,
+    );
+    append(
+        &mut s2,
+        "INBOX",
+        &message(Kind::Opaque, "acct2 inbox"),
+        &[],
+        None,
+    );
+    let out = once(
+        state.path(),
+        &[&d1.url("INBOX"), &d1.url("Work"), &d2.url("INBOX")],
+    );
+    let stdout = ok(&out);
+    assert!(stdout.contains("processed 3,"), "{stdout}");
+    assert!(done_in(&mut s1, "acct1 inbox"));
+    let work = messages(&mut s1, "Work");
+    assert!(work.len() == 1 && work[0].has_flag(KEYWORD));
+    assert_eq!(messages(&mut s1, ARCHIVE).len(), 2);
+    assert!(done_in(&mut s2, "acct2 inbox"));
+    assert_eq!(messages(&mut s2, ARCHIVE).len(), 1);
+}
+
+#[test]
+fn crash_in_a_parallel_append_batch_and_before_move_leaves_no_duplicate() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    let n = 20;
+    for i in 0..n {
+        append(
+            &mut s,
+            "INBOX",
+            &message(Kind::SignEnc, &format!("par {i}")),
+            &[],
+            None,
+        );
+    }
+    // crash after the first APPEND while three sessions append in parallel
+    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--jobs", "3"])
+        .env("SMIMED_TEST_CRASH_AFTER_APPEND", "1")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        messages(&mut s, "INBOX").len() > n,
+        "no copy appended before the crash"
+    );
+    ok(&once(state.path(), &[&d.url("INBOX"), "--jobs", "3"]));
+    let check = |s: &mut dovecot::Session, prefix: &str, count: usize| {
+        let inbox = messages(s, "INBOX");
+        let archive = messages(s, ARCHIVE);
+        let (ib, ab) = (by_mid(&inbox), by_mid(&archive));
+        for i in 0..count {
+            let m = mid(&format!("{prefix} {i}"));
+            assert_eq!(ib.get(&m).map(Vec::len), Some(1), "{m} once in INBOX");
+            assert!(ib[&m][0].has_flag(KEYWORD), "{m} processed");
+            assert_eq!(ab.get(&m).map(Vec::len), Some(1), "{m} once in the archive");
+        }
+    };
+    check(&mut s, "par", n);
+    assert_eq!(messages(&mut s, "INBOX").len(), n);
+
+    // crash after every copy is appended and recorded, before the originals move
+    for i in 0..n {
+        append(
+            &mut s,
+            "INBOX",
+            &message(Kind::Opaque, &format!("mv {i}")),
+            &[],
+            None,
+        );
+    }
+    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--jobs", "3"])
+        .env("SMIMED_TEST_CRASH_AFTER_APPEND", "before-move")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert_eq!(
+        messages(&mut s, "INBOX").len(),
+        3 * n,
+        "copies and originals side by side"
+    );
+    ok(&once(state.path(), &[&d.url("INBOX"), "--jobs", "3"]));
+    check(&mut s, "mv", n);
+    assert_eq!(messages(&mut s, "INBOX").len(), 2 * n);
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 2 * n);
+}
