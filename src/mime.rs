@@ -346,7 +346,7 @@ impl Base64Stream {
         if self.done {
             return;
         }
-        let pad = line.iter().position(|&b| b == b'=');
+        let pad = memchr::memchr(b'=', line);
         let body = &line[..pad.unwrap_or(line.len())];
         let mut end = body.len();
         while end > 0 && body[end - 1].is_ascii_whitespace() {

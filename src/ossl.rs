@@ -543,6 +543,7 @@ pub fn decrypt_into(
     pkey: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
     cert: &X509Ref,
     detached: Option<&[u8]>,
+    size_hint: usize,
     sink: &mut dyn FnMut(&[u8]),
 ) -> Result<(), openssl::error::ErrorStack> {
     use zeroize::Zeroize;
@@ -574,7 +575,8 @@ pub fn decrypt_into(
             return Err(openssl::error::ErrorStack::get());
         }
         let chain = BioChain { head, upto: icont };
-        let mut buf = vec![0u8; 256 * 1024];
+        // A small message needs a small buffer (it is zeroed and wiped for every message).
+        let mut buf = vec![0u8; size_hint.clamp(4096, 256 * 1024)];
         let mut failed = false;
         loop {
             let n = ffi::BIO_read(

@@ -743,7 +743,7 @@ impl Walker<'_> {
             // content cipher (RC2) needs the legacy provider: load it and try once more.
             let attempt = || {
                 let mut sink = PlainSink::new(size_hint);
-                ossl::decrypt_into(cms, &id.key, &id.cert, detached, &mut |chunk| {
+                ossl::decrypt_into(cms, &id.key, &id.cert, detached, size_hint, &mut |chunk| {
                     sink.feed(chunk)
                 })
                 .ok()
