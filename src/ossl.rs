@@ -355,6 +355,37 @@ impl Drop for BioChain {
 
 struct MemBio(*mut ffi::BIO);
 
+/// `CMS_dataInit` over `detached` content (a read-only memory BIO borrowing it) or over the
+/// structure's own content. The returned guards free the chain, then the memory BIO.
+///
+/// # Safety
+/// `cms` must be a valid ContentInfo that outlives the returned chain, and `detached` must
+/// outlive it too.
+unsafe fn data_init(
+    cms: *mut ffi::CMS_ContentInfo,
+    detached: Option<&[u8]>,
+) -> Result<(Option<MemBio>, BioChain), openssl::error::ErrorStack> {
+    let input = match detached {
+        Some(data) => {
+            let len = c_int::try_from(data.len()).map_err(|_| openssl::error::ErrorStack::get())?;
+            // SAFETY: BIO_new_mem_buf reads `len` bytes of `data`, which outlives the BIO.
+            let b = unsafe { ffi::BIO_new_mem_buf(data.as_ptr() as *const c_void, len) };
+            if b.is_null() {
+                return Err(openssl::error::ErrorStack::get());
+            }
+            Some(MemBio(b))
+        }
+        None => None,
+    };
+    let icont = input.as_ref().map_or(ptr::null_mut(), |b| b.0);
+    // SAFETY: cms is valid per the caller; icont is NULL or our live memory BIO.
+    let head = unsafe { CMS_dataInit(cms, icont) };
+    if head.is_null() {
+        return Err(openssl::error::ErrorStack::get());
+    }
+    Ok((input, BioChain { head, upto: icont }))
+}
+
 impl Drop for MemBio {
     fn drop(&mut self) {
         // SAFETY: a BIO we created with BIO_new_mem_buf and still own.
@@ -477,24 +508,7 @@ pub fn check_signers(
         }
 
         // Digest the content through the BIO chain CMS_dataInit builds.
-        let input = match detached {
-            Some(data) => {
-                let len =
-                    c_int::try_from(data.len()).map_err(|_| openssl::error::ErrorStack::get())?;
-                let b = ffi::BIO_new_mem_buf(data.as_ptr() as *const c_void, len);
-                if b.is_null() {
-                    return Err(openssl::error::ErrorStack::get());
-                }
-                Some(MemBio(b))
-            }
-            None => None,
-        };
-        let icont = input.as_ref().map_or(ptr::null_mut(), |b| b.0);
-        let head = CMS_dataInit(cms_ptr, icont);
-        if head.is_null() {
-            return Err(openssl::error::ErrorStack::get());
-        }
-        let chain = BioChain { head, upto: icont };
+        let (input, chain) = data_init(cms_ptr, detached)?;
         let mut content = Vec::with_capacity(if detached.is_none() { size_hint } else { 0 });
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -557,24 +571,7 @@ pub fn decrypt_into(
         {
             return Err(openssl::error::ErrorStack::get());
         }
-        let input = match detached {
-            Some(data) => {
-                let len =
-                    c_int::try_from(data.len()).map_err(|_| openssl::error::ErrorStack::get())?;
-                let b = ffi::BIO_new_mem_buf(data.as_ptr() as *const c_void, len);
-                if b.is_null() {
-                    return Err(openssl::error::ErrorStack::get());
-                }
-                Some(MemBio(b))
-            }
-            None => None,
-        };
-        let icont = input.as_ref().map_or(ptr::null_mut(), |b| b.0);
-        let head = CMS_dataInit(cms_ptr, icont);
-        if head.is_null() {
-            return Err(openssl::error::ErrorStack::get());
-        }
-        let chain = BioChain { head, upto: icont };
+        let (input, chain) = data_init(cms_ptr, detached)?;
         // A small message needs a small buffer (it is zeroed and wiped for every message).
         let mut buf = vec![0u8; size_hint.clamp(4096, 256 * 1024)];
         let mut failed = false;
