@@ -56,6 +56,10 @@ pub struct Common {
     /// Repeatable.
     #[arg(long = "vcard", global = true, value_name = "PATH")]
     pub vcard: Vec<PathBuf>,
+    /// `smimed filter` hands the message to the `smimed agent` listening on SOCKET (keys and
+    /// trust stay loaded there); when none answers, the filter works on its own.
+    #[arg(long, global = true, value_name = "SOCKET")]
+    pub agent: Option<PathBuf>,
     /// More log output on stderr (repeat for more). RUST_LOG works too.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -69,6 +73,10 @@ pub enum Command {
     /// Inspect the trust anchors.
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// Keep keys and trust loaded and serve `smimed --agent SOCKET filter` over a Unix socket
+    /// (only the same user may connect), so that a filter run per message does not pay for
+    /// loading them. Runs until killed.
+    Agent(AgentArgs),
     /// A sendmail drop-in: sign and encrypt the message on stdin, then hand it to the real MTA.
     /// Also run when the binary is called as `sendmail` or `smimed-sendmail`. Options:
     /// --mta CMD, --sign auto|always|never, --encrypt auto|always|never, --opaque, sendmail's
@@ -196,6 +204,13 @@ pub struct FilterArgs {
     /// Write the processed message to FILE instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Socket to listen on. Default: --agent, else $XDG_RUNTIME_DIR/smimed/agent.sock.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub crl: Vec<PathBuf>,
     pub authserv_id: Option<String>,
     pub max_size: Option<u64>,
+    /// Socket of a `smimed agent` for `smimed filter`.
+    pub agent: Option<PathBuf>,
     /// Local certificate store (address book) folder.
     pub certs: Option<PathBuf>,
     /// vCard files or folders to look certificates up in.
@@ -89,6 +91,8 @@ pub struct Settings {
     pub crls: Vec<PathBuf>,
     pub authserv_id: String,
     pub max_size: u64,
+    /// Socket of a `smimed agent` the filter hands messages to.
+    pub agent: Option<PathBuf>,
     /// Where the config file was read from, if any.
     pub config_path: Option<PathBuf>,
     /// Certificate store folder, when configured (`--certs` / `certs`). The inbound side
@@ -225,6 +229,11 @@ impl Settings {
             crls: pick(&flags.crl, &file.crl),
             authserv_id,
             max_size: flags.max_size.or(file.max_size).unwrap_or(DEFAULT_MAX_SIZE),
+            agent: flags
+                .agent
+                .as_deref()
+                .map(|p| expand(p, None))
+                .or_else(|| file.agent.as_deref().map(|p| expand(p, base.as_deref()))),
             certs: flags
                 .certs
                 .as_deref()

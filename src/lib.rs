@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod addressbook;
+pub mod agent;
 pub mod ber;
 pub mod certs;
 pub mod cli;

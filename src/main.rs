@@ -26,6 +26,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
     match &cli.command {
         Command::Filter(args) => cmd::filter::run(args, settings),
         Command::Trust(t) => cmd::trust::run(t, settings),
+        Command::Agent(a) => cmd::agent::run(a, settings),
         Command::Watch(w) => match w.imap_args()? {
             Some(imap) => {
                 init_logging(cli.common.verbose);

@@ -48,6 +48,7 @@ fn ctx_bob() -> &'static Context {
             authserv_id: "mx.test".into(),
             max_size: smimed::config::DEFAULT_MAX_SIZE,
             config_path: None,
+            agent: None,
             certs: None,
             vcard: vec![],
             outbound: Default::default(),

@@ -28,6 +28,10 @@ fn context() -> &'static Context {
             authserv_id: String::from("fuzz.test"),
             max_size: DEFAULT_MAX_SIZE,
             config_path: None,
+            agent: None,
+            certs: None,
+            vcard: Vec::new(),
+            outbound: Default::default(),
         })
     })
 }

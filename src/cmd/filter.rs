@@ -9,7 +9,72 @@ use crate::config::Settings;
 use crate::error::{exit, Error, Result};
 use crate::pipeline::{self, Context};
 
+/// Stores the certificates of verified signers of From when an address book is configured.
+pub fn harvest(ctx: &Context, processed: &pipeline::Processed, input: Option<&[u8]>) {
+    if let Some(dir) = &ctx.settings.certs {
+        let store = crate::addressbook::store::Store::new(dir.clone());
+        crate::addressbook::harvest(&store, processed, input);
+    }
+}
+
+fn write_output(args: &FilterArgs, output: &[u8]) -> Result<()> {
+    match &args.output {
+        Some(p) => std::fs::write(p, output).map_err(|e| Error::io(p.display(), e)),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(output)
+                .and_then(|_| out.flush())
+                .map_err(|e| Error::io("writing the message to stdout", e))
+        }
+    }
+}
+
+/// With `--agent`, a message of ordinary size goes to the agent; None when no agent answered
+/// (the filter then works on its own).
+fn via_agent(settings: &Settings, input: &[u8]) -> Option<Result<Vec<u8>>> {
+    let socket = settings.agent.as_deref()?;
+    match crate::agent::request(socket, input) {
+        Ok(crate::agent::Answer::Message(out)) => Some(Ok(out)),
+        Ok(crate::agent::Answer::Failed(e)) => Some(Err(e)),
+        Err(e) => {
+            log::warn!("no agent on {} ({e}); working alone", socket.display());
+            None
+        }
+    }
+}
+
 pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
+    if settings.agent.is_none() {
+        return run_alone(args, settings, None);
+    }
+    let mut buf = Vec::new();
+    match &args.input {
+        Some(p) => std::fs::File::open(p)
+            .and_then(|f| f.take(pipeline::LARGE_MESSAGE).read_to_end(&mut buf))
+            .map_err(|e| Error::io(p.display(), e))?,
+        None => std::io::stdin()
+            .lock()
+            .take(pipeline::LARGE_MESSAGE)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io("reading the message from stdin", e))?,
+    };
+    // Large messages stay with the filter, which keeps them out of memory.
+    if (buf.len() as u64) < pipeline::LARGE_MESSAGE {
+        if let Some(out) = via_agent(&settings, &buf) {
+            write_output(args, &out?)?;
+            return Ok(exit::OK);
+        }
+    }
+    let read = if args.input.is_none() {
+        Some(buf)
+    } else {
+        None
+    };
+    run_alone(args, settings, read)
+}
+
+/// The filter on its own. `read`: what was already read from stdin (the rest follows).
+fn run_alone(args: &FilterArgs, settings: Settings, read: Option<Vec<u8>>) -> Result<i32> {
     let ctx = Context::new(settings);
     // The raw message, when it was read into memory: harvesting looks in it for the
     // intermediates a signature carried.
@@ -22,11 +87,17 @@ pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
         None => {
             let read_err = |e| Error::io("reading the message from stdin", e);
             let mut stdin = std::io::stdin().lock();
-            let mut buf = Vec::new();
-            (&mut stdin)
-                .take(pipeline::LARGE_MESSAGE)
-                .read_to_end(&mut buf)
-                .map_err(read_err)?;
+            let buf = match read {
+                Some(b) => b,
+                None => {
+                    let mut b = Vec::new();
+                    (&mut stdin)
+                        .take(pipeline::LARGE_MESSAGE)
+                        .read_to_end(&mut b)
+                        .map_err(read_err)?;
+                    b
+                }
+            };
             if (buf.len() as u64) < pipeline::LARGE_MESSAGE {
                 let processed = pipeline::process(&ctx, &buf)?;
                 in_memory = Some(buf);
@@ -44,21 +115,10 @@ pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
             }
         }
     };
-    if let Some(dir) = &ctx.settings.certs {
-        // Only verified signers of From are harvested (see `Processed::harvestable`).
-        let store = crate::addressbook::store::Store::new(dir.clone());
-        crate::addressbook::harvest(&store, &processed, in_memory.as_deref());
-    }
+    // Only verified signers of From are harvested (see `Processed::harvestable`).
+    harvest(&ctx, &processed, in_memory.as_deref());
     drop(in_memory);
     log::info!("{}", processed.status.x_smime_status());
-    match &args.output {
-        Some(p) => std::fs::write(p, &processed.output).map_err(|e| Error::io(p.display(), e))?,
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&processed.output)
-                .and_then(|_| out.flush())
-                .map_err(|e| Error::io("writing the message to stdout", e))?;
-        }
-    }
+    write_output(args, &processed.output)?;
     Ok(exit::OK)
 }

@@ -1,0 +1,165 @@
+//! `smimed agent` and `smimed --agent SOCKET filter`: the agent's answer is byte for byte what
+//! the filter gives on its own; its errors keep their exit codes; without an agent the filter
+//! works alone.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::pki::{pki, P12_PASS};
+use common::*;
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_agent(socket: &std::path::Path, passphrase_command: Option<&str>) -> Agent {
+    let p = pki();
+    let mut c = smimed();
+    c.args(["--authserv-id", "mx.test", "--trust"])
+        .arg(&p.root_path)
+        .arg("--key")
+        .arg(&p.bob.p12_path);
+    match passphrase_command {
+        Some(cmd) => c.args(["--passphrase-command", cmd]),
+        None => c.env("SMIMED_PASSPHRASE", P12_PASS),
+    };
+    let child = c
+        .args(["agent", "--socket"])
+        .arg(socket)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start agent");
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "agent did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Agent(child)
+}
+
+/// The filter with no keys of its own, pointed at the agent.
+fn filter_via(socket: &std::path::Path, msg: &[u8]) -> std::process::Output {
+    let p = pki();
+    run_with_stdin(
+        smimed()
+            .args(["--authserv-id", "mx.test", "--trust"])
+            .arg(&p.root_path)
+            .arg("--agent")
+            .arg(socket)
+            .arg("filter"),
+        msg,
+    )
+}
+
+fn signed_then_encrypted() -> Vec<u8> {
+    let p = pki();
+    let signed = sign_as(
+        &p.alice,
+        false,
+        &["-binary"],
+        &sample_entity("via the agent"),
+    );
+    let enc = encrypt_to(&[&p.bob], &["-aes256", "-binary"], &signed);
+    message("alice@example.org", "bob@example.org", "agent", &enc)
+}
+
+#[test]
+fn agent_answers_exactly_what_the_filter_gives_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("run").join("agent.sock");
+    let _agent = start_agent(&socket, None);
+    let mode = std::fs::metadata(&socket).expect("socket").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    let msg = signed_then_encrypted();
+    let via = filter_via(&socket, &msg);
+    assert!(
+        via.status.success(),
+        "{}",
+        String::from_utf8_lossy(&via.stderr)
+    );
+    assert_words(&status_of(&via.stdout), "decrypted", "valid");
+    let alone = filter_as(Some(&pki().bob), &[], &msg);
+    assert_eq!(
+        via.stdout, alone.stdout,
+        "same bytes with and without the agent"
+    );
+
+    // Several clients at once.
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let (socket, msg) = (socket.clone(), msg.clone());
+            std::thread::spawn(move || filter_via(&socket, &msg))
+        })
+        .collect();
+    for h in handles {
+        let out = h.join().expect("thread");
+        assert_eq!(out.stdout, alone.stdout);
+    }
+}
+
+#[test]
+fn agent_errors_keep_their_exit_codes_and_write_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("agent.sock");
+    let _agent = start_agent(&socket, Some("exit 1"));
+    let out = filter_via(&socket, &signed_then_encrypted());
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing written on a temporary failure"
+    );
+}
+
+#[test]
+fn without_an_agent_the_filter_works_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("nobody-here.sock");
+    let p = pki();
+    let out = run_with_stdin(
+        smimed()
+            .args(["--authserv-id", "mx.test", "--trust"])
+            .arg(&p.root_path)
+            .arg("--key")
+            .arg(&p.bob.p12_path)
+            .env("SMIMED_PASSPHRASE", P12_PASS)
+            .arg("--agent")
+            .arg(&socket)
+            .arg("filter"),
+        &signed_then_encrypted(),
+    );
+    assert!(out.status.success());
+    assert_words(&status_of(&out.stdout), "decrypted", "valid");
+}
+
+#[test]
+fn a_second_agent_on_the_same_socket_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("agent.sock");
+    let _agent = start_agent(&socket, None);
+    let out = Command::new(smimed_bin())
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .args(["agent", "--socket"])
+        .arg(&socket)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(78));
+}
