@@ -479,91 +479,6 @@ fn gcm_with_one_bit_flipped_fails_without_plaintext() {
     assert_eq!(strip_our_status(&out), msg);
 }
 
-// ---------------------------------------------------------------------------------------------
-// gpgsm (components.md §8): private GNUPGHOME, s2k-count, trustlist.txt, gpgconf --kill all.
-
-struct Gpgsm {
-    dir: tempfile::TempDir,
-}
-
-impl Gpgsm {
-    fn home(&self) -> std::path::PathBuf {
-        self.dir.path().join("g")
-    }
-
-    fn new() -> Gpgsm {
-        let p = pki();
-        let dir = tempfile::Builder::new()
-            .prefix("gs.")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let g = Gpgsm { dir };
-        let home = g.home();
-        std::fs::create_dir(&home).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
-        std::fs::write(
-            home.join("gpg-agent.conf"),
-            "allow-loopback-pinentry\nno-allow-mark-trusted\ns2k-count 65536\ndisable-scdaemon\n",
-        )
-        .unwrap();
-        std::fs::write(
-            home.join("gpgsm.conf"),
-            "disable-crl-checks\ndisable-dirmngr\n",
-        )
-        .unwrap();
-        let fpr = p.root.digest(openssl::hash::MessageDigest::sha1()).unwrap();
-        let fpr: Vec<String> = fpr.iter().map(|b| format!("{b:02X}")).collect();
-        std::fs::write(
-            home.join("trustlist.txt"),
-            format!("{} S relax\n", fpr.join(":")),
-        )
-        .unwrap();
-        std::fs::write(g.dir.path().join("pass"), pki_pass()).unwrap();
-        g.run(&["--import", path_str(&p.root_path)], None);
-        g.run(&["--import", path_str(&p.intermediate_path)], None);
-        g.run(&["--import", path_str(&p.alice.p12_legacy_path)], None);
-        g.run(&["--import", path_str(&p.bob.cert_path)], None);
-        g
-    }
-
-    /// Runs gpgsm in batch mode with the passphrase on fd 0 (`--passphrase-fd 0`); returns stdout.
-    fn run(&self, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
-        let pass = std::fs::read(self.dir.path().join("pass")).unwrap();
-        let mut c = std::process::Command::new("gpgsm");
-        c.env("GNUPGHOME", self.home())
-            .args(["--batch", "--pinentry-mode", "loopback"]);
-        let out = if let Some(data) = input {
-            let f = self.dir.path().join("in");
-            std::fs::write(&f, data).unwrap();
-            c.args(["--passphrase-fd", "0"]).args(args).arg(&f);
-            run_with_stdin(&mut c, &pass)
-        } else {
-            c.args(["--passphrase-fd", "0"]).args(args);
-            run_with_stdin(&mut c, &pass)
-        };
-        assert!(
-            out.status.success(),
-            "gpgsm {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    }
-}
-
-impl Drop for Gpgsm {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("gpgconf")
-            .env("GNUPGHOME", self.home())
-            .args(["--kill", "all"])
-            .status();
-    }
-}
-
-fn pki_pass() -> &'static str {
-    common::pki::P12_PASS
-}
-
 fn b64_lines(data: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(data);
@@ -576,13 +491,14 @@ fn b64_lines(data: &[u8]) -> String {
 #[test]
 fn gpgsm_opaque_detached_and_encrypted_messages() {
     let p = pki();
-    let g = Gpgsm::new();
+    let g = common::gpgsm::Gpgsm::new(&[&p.alice]);
+    g.import_cert(&p.bob.cert_path);
     let entity = sample_entity("made by gpgsm");
 
     // Opaque signed-data.
-    let der = g.run(
+    let der = g.run_on(
         &["-u", "alice@example.org", "--sign", "--include-certs", "-1"],
-        Some(&entity),
+        &entity,
     );
     let body = format!(
         "Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
@@ -607,7 +523,7 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
     .into_bytes();
     // The signed part is the entity without its last CRLF (that one belongs to the delimiter).
     let signed_part = &entity[..entity.len() - 2];
-    let sig = g.run(
+    let sig = g.run_on(
         &[
             "-u",
             "alice@example.org",
@@ -615,7 +531,7 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
             "--include-certs",
             "-1",
         ],
-        Some(signed_part),
+        signed_part,
     );
     body.extend_from_slice(signed_part);
     body.extend_from_slice(
@@ -639,7 +555,7 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
     assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
 
     // Encrypted to bob (gpgsm picks its own cipher: AES-128-CBC by default).
-    let der = g.run(&["-r", "bob@example.org", "--encrypt"], Some(&entity));
+    let der = g.run_on(&["-r", "bob@example.org", "--encrypt"], &entity);
     let body = format!(
         "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
         b64_lines(&der)
@@ -661,18 +577,15 @@ fn gpgsm_opaque_detached_and_encrypted_messages() {
     assert!(!text.contains("made by gpgsm"));
 
     // Signed by gpgsm, then encrypted by gpgsm.
-    let signed_der = g.run(
+    let signed_der = g.run_on(
         &["-u", "alice@example.org", "--sign", "--include-certs", "-1"],
-        Some(&entity),
+        &entity,
     );
     let inner = format!(
         "Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
         b64_lines(&signed_der)
     );
-    let der = g.run(
-        &["-r", "bob@example.org", "--encrypt"],
-        Some(inner.as_bytes()),
-    );
+    let der = g.run_on(&["-r", "bob@example.org", "--encrypt"], inner.as_bytes());
     let body = format!(
         "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
         b64_lines(&der)

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::gpgsm::Gpgsm;
 use common::outbound::*;
 use common::pki::pki;
 use common::{openssl, path_str, run_with_stdin};

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
+pub mod gpgsm;
 pub mod outbound;
 pub mod pki;
 
