@@ -80,33 +80,8 @@ fn main() {
     let text: String = (0..300)
         .map(|i| format!("line {i:04} of a longer message body, to reach the usual size.\n"))
         .collect();
-    let signed = openssl(
-        &[
-            "cms",
-            "-sign",
-            "-signer",
-            path_str(&p.alice.cert_path),
-            "-inkey",
-            path_str(&p.alice.key_path),
-            "-certfile",
-            path_str(&p.intermediate_path),
-            "-nodetach",
-            "-binary",
-            "-outform",
-            "SMIME",
-        ],
-        &sample_entity(&text),
-    );
-    let body = openssl(
-        &[
-            "cms",
-            "-encrypt",
-            "-aes256",
-            "-binary",
-            path_str(&p.bob.cert_path),
-        ],
-        &signed,
-    );
+    let signed = sign_as(&p.alice, false, &["-binary"], &sample_entity(&text));
+    let body = encrypt_to(&[&p.bob], &["-aes256", "-binary"], &signed);
     let size = message(&body, 0).len();
 
     let d = Dovecot::start(Opts::default());

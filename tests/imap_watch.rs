@@ -47,37 +47,10 @@ fn bodies() -> &'static Bodies {
     B.get_or_init(|| {
         let p = pki();
         let entity = sample_entity("hello from alice over IMAP");
-        let sign = |detach: bool| {
-            let mut args = vec![
-                "cms",
-                "-sign",
-                "-signer",
-                path_str(&p.alice.cert_path),
-                "-inkey",
-                path_str(&p.alice.key_path),
-                "-certfile",
-                path_str(&p.intermediate_path),
-                "-binary",
-                "-outform",
-                "SMIME",
-            ];
-            if !detach {
-                args.push("-nodetach");
-            }
-            openssl(&args, &entity)
-        };
+        let sign = |detach: bool| sign_as(&p.alice, detach, &["-binary"], &entity);
         let opaque = sign(false);
         let detached = sign(true);
-        let sign_enc = openssl(
-            &[
-                "cms",
-                "-encrypt",
-                "-aes256",
-                "-binary",
-                path_str(&p.bob.cert_path),
-            ],
-            &opaque,
-        );
+        let sign_enc = encrypt_to(&[&p.bob], &["-aes256", "-binary"], &opaque);
         Bodies {
             sign_enc,
             opaque,

@@ -19,33 +19,13 @@ pub fn encrypted_body() -> &'static [u8] {
     static BODY: OnceLock<Vec<u8>> = OnceLock::new();
     BODY.get_or_init(|| {
         let p = pki();
-        let signed = openssl(
-            &[
-                "cms",
-                "-sign",
-                "-signer",
-                path_str(&p.alice.cert_path),
-                "-inkey",
-                path_str(&p.alice.key_path),
-                "-certfile",
-                path_str(&p.intermediate_path),
-                "-nodetach",
-                "-binary",
-                "-outform",
-                "SMIME",
-            ],
+        let signed = sign_as(
+            &p.alice,
+            false,
+            &["-binary"],
             &sample_entity("the secret plan"),
         );
-        openssl(
-            &[
-                "cms",
-                "-encrypt",
-                "-aes256",
-                "-binary",
-                path_str(&p.bob.cert_path),
-            ],
-            &signed,
-        )
+        encrypt_to(&[&p.bob], &["-aes256", "-binary"], &signed)
     })
 }
 
