@@ -21,6 +21,7 @@ pub mod outbound;
 pub mod pipeline;
 pub mod sst;
 pub mod status;
+pub mod sys;
 pub mod trust;
 pub mod verify;
 pub mod watch;

@@ -68,6 +68,9 @@ pub fn run(
         .and_then(Path::parent)
         .map(Path::to_path_buf);
     let wc = file.watch;
+    // Worker threads free tens of kilobytes per message: keep glibc from trimming (and
+    // shooting down TLBs) after every one.
+    crate::sys::tune_allocator();
 
     if args.syslog || wc.syslog.unwrap_or(false) {
         init_syslog(verbose)?;

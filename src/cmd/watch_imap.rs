@@ -177,6 +177,9 @@ pub fn run(args: &WatchImapArgs, settings: Settings) -> Result<i32> {
         .and_then(Path::parent)
         .map(Path::to_path_buf);
     let wc = file.watch_imap;
+    // Worker threads free tens of kilobytes per message: keep glibc from trimming (and
+    // shooting down TLBs) after every one.
+    crate::sys::tune_allocator();
     let accts = accounts(args, &wc, &file.imap, base.as_deref())?;
     let state_dir = match (&args.imap.state_dir, &wc.state_dir) {
         (Some(d), _) => config::expand(d, None),
