@@ -1,29 +1,82 @@
 //! `smimed agent`: one long-running process that keeps keys and trust loaded (one
-//! [`Context`]) and runs the inbound pipeline for `smimed --agent SOCKET filter`, which procmail
-//! and Sieve start once per message. Without it, every filter process pays again for library
-//! start-up, key decoding and RSA blinding set-up, which cost more than the message itself.
+//! [`Context`]) and does the work for the short-lived processes mail software starts once per
+//! message: `smimed --agent SOCKET filter` (procmail, Sieve) and `smimed --agent SOCKET
+//! sendmail` (mail clients). Without it, every process pays again for library start-up, key
+//! decoding (and unlocking a passphrase-protected PKCS#12), RSA blinding set-up and certificate
+//! parsing, which cost more than the message itself.
 //!
-//! Protocol over a Unix stream socket, one message per connection:
-//! request `u64 length (big-endian)` + message; reply `u8 kind` (0: processed message follows,
-//! 1: error text follows) + `i32 exit code` + `u64 length` + bytes.
+//! # Protocol
+//!
+//! A Unix stream socket, one request per connection. Integers are big-endian; `str` is `u32
+//! length` + UTF-8 bytes; `bytes` is `u64 length` + bytes.
+//!
+//! **Filter request** (the first format, unchanged): `u64 length` + message. Lengths from 2^56
+//! up are refused, so a filter request never starts with the byte 0xFF.
+//!
+//! **Versioned request**: [`MAGIC`] (`FF 'S' 'M' 'I' 'M' 'E' 'D'`, which as a length would be
+//! far above 2^56) + `u8 version` ([`VERSION`], now 1) + `u8 kind`. Kind 1 ([`KIND_SENDMAIL`]):
+//! `u8 sign` and `u8 encrypt` (0 auto, 1 always, 2 never), `u8 flags` (1: opaque signing, 2: `-t`),
+//! `u8 has_from` + (`str` envelope from, when 1), `u32 count` + `count` × `str` (the command-line
+//! recipients), `bytes` message.
+//!
+//! **Reply**: `u8 kind` + `i32 exit code` + a body:
+//! - kind 0 (done): for a filter request, `bytes` processed message; for a sendmail request,
+//!   `u32 count` copies, each `u8 flags` (1: signed, 2: encrypted), `u32 n` + `n` × `str`
+//!   recipients, `bytes` message;
+//! - kind 1 (failed): `bytes` one-line error text; the exit code is the sysexits code the
+//!   command would have exited with on its own;
+//! - kind 2 (declined: an unknown version or kind, a message over the agent's size limit):
+//!   `bytes` reason; the client works alone.
+//!
+//! An agent from before the versioned format reads [`MAGIC`] as an impossible length and
+//! answers kind 1, code 65, [`OLD_TOO_LARGE`]; the sendmail client takes that as "declined".
 //!
 //! Invariants: only a peer with our own uid is served (SO_PEERCRED), the socket is mode 0600 in
-//! a folder we create 0700; the agent runs exactly the pipeline the filter would, so the bytes
-//! out are the same; errors carry their sysexits code to the client (75 stays 75); nothing is
-//! logged of the message. The filter falls back to working on its own when no agent answers.
+//! a folder we create 0700; the agent runs exactly the code the command would run alone
+//! (`pipeline::process`, `outbound::prepare`) with the agent's own settings (keys, trust,
+//! address book), so the result is the same; errors carry their sysexits code to the client (75
+//! stays 75); nothing of a message is logged. A client works on its own when no agent answers,
+//! and for sendmail nothing has left before the agent's answer, so working alone after any
+//! failure to talk to the agent never sends twice.
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::addressbook::BookConfig;
+use crate::error::{exit, Error, Kind, Result};
+use crate::outbound::{self, Outgoing, Policy};
 use crate::pipeline::{self, Context, Processed};
 
 /// Largest request accepted beyond the configured maximum message size (headroom for the
 /// pipeline's own size-limit status, which it writes itself).
 const SLACK: u64 = 1 << 20;
+
+/// Filter requests of this length or more are refused whatever the size limit: no valid length
+/// starts with the first byte of [`MAGIC`].
+const MAX_LENGTH: u64 = 1 << 56;
+
+/// Start of every versioned request.
+pub const MAGIC: [u8; 7] = *b"\xffSMIMED";
+/// Version of the versioned request format.
+pub const VERSION: u8 = 1;
+/// Versioned request kind: `smimed sendmail`.
+pub const KIND_SENDMAIL: u8 = 1;
+
+/// Reply kinds.
+const DONE: u8 = 0;
+const FAILED: u8 = 1;
+const DECLINED: u8 = 2;
+
+/// What an agent from before the versioned format answers to one (it reads MAGIC as a length).
+pub const OLD_TOO_LARGE: &str = "message larger than the agent accepts";
+
+/// Limits on the small fields of a sendmail request.
+const MAX_STR: u32 = 64 * 1024;
+const MAX_RECIPIENTS: u32 = 10_000;
+const MAX_COPIES: u32 = 100_000;
 
 /// What runs on every processed message before the reply (the address-book harvest).
 pub type AfterProcess = dyn Fn(&Context, &Processed, &[u8]) + Send + Sync;
@@ -83,7 +136,78 @@ fn bind(socket: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-fn handle(ctx: &Context, mut conn: UnixStream, after: &AfterProcess) -> std::io::Result<()> {
+fn invalid(msg: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
+}
+
+fn read_u8(r: &mut impl Read) -> std::io::Result<u8> {
+    let mut b = [0u8; 1];
+    r.read_exact(&mut b)?;
+    Ok(b[0])
+}
+
+fn read_u32(r: &mut impl Read) -> std::io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_be_bytes(b))
+}
+
+fn read_u64(r: &mut impl Read) -> std::io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// Exactly `len` bytes (the caller has checked `len` against its limit).
+fn read_exact_vec(r: &mut impl Read, len: u64) -> std::io::Result<Vec<u8>> {
+    // Grown as data arrives: a length is a claim, not an allocation size.
+    let mut out = Vec::with_capacity(usize::try_from(len.min(1 << 20)).unwrap_or(0));
+    r.take(len).read_to_end(&mut out)?;
+    if out.len() as u64 != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "short message from the peer",
+        ));
+    }
+    Ok(out)
+}
+
+fn read_str(r: &mut impl Read) -> std::io::Result<String> {
+    let len = read_u32(r)?;
+    if len > MAX_STR {
+        return Err(invalid("string field too long"));
+    }
+    String::from_utf8(read_exact_vec(r, u64::from(len))?).map_err(|_| invalid("not UTF-8"))
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) -> std::io::Result<()> {
+    let len = u32::try_from(s.len())
+        .ok()
+        .filter(|&l| l <= MAX_STR)
+        .ok_or_else(|| invalid("string field too long"))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn policy_byte(p: Policy) -> u8 {
+    match p {
+        Policy::Auto => 0,
+        Policy::Always => 1,
+        Policy::Never => 2,
+    }
+}
+
+fn policy_of(b: u8) -> std::io::Result<Policy> {
+    match b {
+        0 => Ok(Policy::Auto),
+        1 => Ok(Policy::Always),
+        2 => Ok(Policy::Never),
+        _ => Err(invalid("unknown policy")),
+    }
+}
+
+fn handle(ctx: &Context, conn: UnixStream, after: &AfterProcess) -> std::io::Result<()> {
     let peer = rustix::net::sockopt::socket_peercred(&conn)?;
     if peer.uid != rustix::process::getuid() {
         return Err(std::io::Error::new(
@@ -91,36 +215,117 @@ fn handle(ctx: &Context, mut conn: UnixStream, after: &AfterProcess) -> std::io:
             format!("refused a client with uid {}", peer.uid.as_raw()),
         ));
     }
-    let mut len = [0u8; 8];
-    conn.read_exact(&mut len)?;
-    let len = u64::from_be_bytes(len);
-    if len > ctx.limits.max_size.saturating_add(SLACK) {
-        return reply(
-            &mut conn,
-            1,
-            crate::error::exit::DATAERR,
-            b"message larger than the agent accepts",
-        );
+    let mut rd = BufReader::new(&conn);
+    let mut head = [0u8; 8];
+    rd.read_exact(&mut head)?;
+    if head[..7] == MAGIC {
+        if head[7] != VERSION {
+            return reply(
+                &conn,
+                DECLINED,
+                exit::OK,
+                format!("request version {} not supported", head[7]).as_bytes(),
+            );
+        }
+        return match read_u8(&mut rd)? {
+            KIND_SENDMAIL => handle_sendmail(ctx, &mut rd, &conn),
+            k => reply(
+                &conn,
+                DECLINED,
+                exit::OK,
+                format!("request kind {k} not supported").as_bytes(),
+            ),
+        };
     }
-    let mut input = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    (&mut conn).take(len).read_to_end(&mut input)?;
-    if input.len() as u64 != len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "short request",
-        ));
+    let len = u64::from_be_bytes(head);
+    if len >= MAX_LENGTH || len > ctx.limits.max_size.saturating_add(SLACK) {
+        return reply(&conn, FAILED, exit::DATAERR, OLD_TOO_LARGE.as_bytes());
     }
+    let input = read_exact_vec(&mut rd, len)?;
     match pipeline::process(ctx, &input) {
         Ok(processed) => {
             after(ctx, &processed, &input);
             drop(input);
-            reply(&mut conn, 0, crate::error::exit::OK, &processed.output)
+            reply(&conn, DONE, exit::OK, &processed.output)
         }
-        Err(e) => reply(&mut conn, 1, e.exit_code(), e.message().as_bytes()),
+        Err(e) => reply(&conn, FAILED, e.exit_code(), e.message().as_bytes()),
     }
 }
 
-fn reply(conn: &mut UnixStream, kind: u8, code: i32, body: &[u8]) -> std::io::Result<()> {
+/// A sendmail request: `outbound::prepare` with the client's policy, recipients and message,
+/// and the agent's own keys, trust and address book.
+fn handle_sendmail(ctx: &Context, rd: &mut impl Read, conn: &UnixStream) -> std::io::Result<()> {
+    let sign = policy_of(read_u8(rd)?)?;
+    let encrypt = policy_of(read_u8(rd)?)?;
+    let flags = read_u8(rd)?;
+    let envelope_from = match read_u8(rd)? {
+        0 => None,
+        _ => Some(read_str(rd)?),
+    };
+    let count = read_u32(rd)?;
+    if count > MAX_RECIPIENTS {
+        return Err(invalid("too many recipients"));
+    }
+    let mut recipients = Vec::new();
+    for _ in 0..count {
+        recipients.push(read_str(rd)?);
+    }
+    let len = read_u64(rd)?;
+    if len > ctx.limits.max_size.saturating_add(SLACK) {
+        return reply(
+            conn,
+            DECLINED,
+            exit::OK,
+            b"message larger than the agent's size limit",
+        );
+    }
+    let message = zeroize::Zeroizing::new(read_exact_vec(rd, len)?);
+    let opts = outbound::Options {
+        sign,
+        encrypt,
+        opaque: flags & 1 != 0,
+        book: BookConfig {
+            certs: ctx.settings.certs.clone(),
+            vcard: ctx.settings.vcard.clone(),
+        },
+    };
+    let prepared = outbound::prepare(
+        ctx,
+        &opts,
+        &recipients,
+        envelope_from.as_deref(),
+        flags & 2 != 0,
+        &message[..],
+    );
+    drop(message);
+    match prepared {
+        Ok(copies) => {
+            log::info!("sendmail request: {} copies", copies.len());
+            let mut body = Vec::new();
+            body.extend_from_slice(&(copies.len() as u32).to_be_bytes());
+            for c in &copies {
+                body.push(u8::from(c.signed) | (u8::from(c.encrypted) << 1));
+                body.extend_from_slice(&(c.recipients.len() as u32).to_be_bytes());
+                for r in &c.recipients {
+                    put_str(&mut body, r)?;
+                }
+                body.extend_from_slice(&(c.message.len() as u64).to_be_bytes());
+                body.extend_from_slice(&c.message);
+            }
+            let mut w = conn;
+            w.write_all(&[DONE])?;
+            w.write_all(&exit::OK.to_be_bytes())?;
+            w.write_all(&body)?;
+            w.flush()
+        }
+        Err(e) => {
+            log::info!("sendmail request failed (exit {})", e.exit_code());
+            reply(conn, FAILED, e.exit_code(), e.message().as_bytes())
+        }
+    }
+}
+
+fn reply(mut conn: &UnixStream, kind: u8, code: i32, body: &[u8]) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(13);
     head.push(kind);
     head.extend_from_slice(&code.to_be_bytes());
@@ -138,6 +343,24 @@ pub enum Answer {
     Failed(Error),
 }
 
+/// An error answer as the command would have reported it: the same exit code.
+fn failed(code: i32, body: &[u8]) -> Error {
+    let msg = String::from_utf8_lossy(body);
+    Error::new(
+        Kind::from_exit_code(code),
+        format!("agent: {}", msg.trim_end()),
+    )
+}
+
+/// Reads a reply's `u64 length` + bytes, refusing lengths over `limit`.
+fn read_body(conn: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
+    let len = read_u64(conn)?;
+    if len > limit {
+        return Err(invalid("answer larger than expected"));
+    }
+    read_exact_vec(conn, len)
+}
+
 /// Sends one message to the agent on `socket`. An I/O error means no agent could be used (the
 /// caller works on its own); an answer is final.
 pub fn request(socket: &Path, input: &[u8]) -> std::io::Result<Answer> {
@@ -145,30 +368,111 @@ pub fn request(socket: &Path, input: &[u8]) -> std::io::Result<Answer> {
     conn.write_all(&(input.len() as u64).to_be_bytes())?;
     conn.write_all(input)?;
     conn.flush()?;
-    let mut head = [0u8; 13];
-    conn.read_exact(&mut head)?;
-    let kind = head[0];
-    let code = i32::from_be_bytes([head[1], head[2], head[3], head[4]]);
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&head[5..13]);
-    let len = u64::from_be_bytes(len);
-    let mut body = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    (&mut conn).take(len).read_to_end(&mut body)?;
-    if body.len() as u64 != len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "short answer from the agent",
-        ));
-    }
-    if kind == 0 {
+    let mut rd = BufReader::new(&conn);
+    let kind = read_u8(&mut rd)?;
+    let code = read_u32(&mut rd)? as i32;
+    let body = read_body(&mut rd, u64::MAX)?;
+    if kind == DONE {
         return Ok(Answer::Message(body));
     }
-    let msg = String::from_utf8_lossy(&body).into_owned();
-    let kind = match code {
-        crate::error::exit::TEMPFAIL => crate::error::Kind::TempFail,
-        crate::error::exit::CONFIG => crate::error::Kind::Config,
-        crate::error::exit::DATAERR => crate::error::Kind::Data,
-        _ => crate::error::Kind::Software,
-    };
-    Ok(Answer::Failed(Error::new(kind, format!("agent: {msg}"))))
+    Ok(Answer::Failed(failed(code, &body)))
+}
+
+/// What `smimed sendmail` hands to the agent: what `outbound::prepare` needs from the client.
+pub struct SendmailRequest<'a> {
+    pub sign: Policy,
+    pub encrypt: Policy,
+    pub opaque: bool,
+    /// Recipients from the command line.
+    pub recipients: &'a [String],
+    /// `-f` / `-r`.
+    pub envelope_from: Option<&'a str>,
+    /// `-t`.
+    pub extract: bool,
+    pub message: &'a [u8],
+}
+
+/// The agent's answer to a sendmail request.
+pub enum SendmailAnswer {
+    /// Every copy, ready for the MTA.
+    Copies(Vec<Outgoing>),
+    /// `outbound::prepare` failed there: the command's exit code and message.
+    Failed(Error),
+    /// The agent does not serve this request (older agent, size limit): work alone.
+    Declined(String),
+}
+
+/// Sends a sendmail request to the agent on `socket`. An I/O error means no agent could be used
+/// (the caller works on its own; nothing was sent anywhere).
+pub fn request_sendmail(
+    socket: &Path,
+    req: &SendmailRequest<'_>,
+) -> std::io::Result<SendmailAnswer> {
+    let mut head = Vec::with_capacity(64 + req.recipients.len() * 32);
+    head.extend_from_slice(&MAGIC);
+    head.push(VERSION);
+    head.push(KIND_SENDMAIL);
+    head.push(policy_byte(req.sign));
+    head.push(policy_byte(req.encrypt));
+    head.push(u8::from(req.opaque) | (u8::from(req.extract) << 1));
+    match req.envelope_from {
+        Some(f) => {
+            head.push(1);
+            put_str(&mut head, f)?;
+        }
+        None => head.push(0),
+    }
+    let count = u32::try_from(req.recipients.len())
+        .ok()
+        .filter(|&c| c <= MAX_RECIPIENTS)
+        .ok_or_else(|| invalid("too many recipients for the agent"))?;
+    head.extend_from_slice(&count.to_be_bytes());
+    for r in req.recipients {
+        put_str(&mut head, r)?;
+    }
+    head.extend_from_slice(&(req.message.len() as u64).to_be_bytes());
+
+    let mut conn = UnixStream::connect(socket)?;
+    conn.write_all(&head)?;
+    conn.write_all(req.message)?;
+    conn.flush()?;
+    let mut rd = BufReader::new(&conn);
+    let kind = read_u8(&mut rd)?;
+    let code = read_u32(&mut rd)? as i32;
+    match kind {
+        DONE => {}
+        FAILED | DECLINED => {
+            let body = read_body(&mut rd, u64::from(MAX_STR))?;
+            let text = String::from_utf8_lossy(&body).into_owned();
+            if kind == DECLINED || (code == exit::DATAERR && text == OLD_TOO_LARGE) {
+                return Ok(SendmailAnswer::Declined(text));
+            }
+            return Ok(SendmailAnswer::Failed(failed(code, &body)));
+        }
+        _ => return Err(invalid("unknown answer kind")),
+    }
+    let n = read_u32(&mut rd)?;
+    if n > MAX_COPIES {
+        return Err(invalid("too many copies in the answer"));
+    }
+    let mut copies = Vec::new();
+    for _ in 0..n {
+        let flags = read_u8(&mut rd)?;
+        let count = read_u32(&mut rd)?;
+        if count > MAX_RECIPIENTS {
+            return Err(invalid("too many recipients in the answer"));
+        }
+        let mut recipients = Vec::new();
+        for _ in 0..count {
+            recipients.push(read_str(&mut rd)?);
+        }
+        let message = read_body(&mut rd, u64::MAX)?;
+        copies.push(Outgoing {
+            recipients,
+            message,
+            signed: flags & 1 != 0,
+            encrypted: flags & 2 != 0,
+        });
+    }
+    Ok(SendmailAnswer::Copies(copies))
 }

@@ -56,8 +56,9 @@ pub struct Common {
     /// Repeatable.
     #[arg(long = "vcard", global = true, value_name = "PATH")]
     pub vcard: Vec<PathBuf>,
-    /// `smimed filter` hands the message to the `smimed agent` listening on SOCKET (keys and
-    /// trust stay loaded there); when none answers, the filter works on its own.
+    /// `smimed filter` and `smimed sendmail` hand the message to the `smimed agent` listening
+    /// on SOCKET (keys, trust and address book stay loaded there); when none answers, they work
+    /// on their own.
     #[arg(long, global = true, value_name = "SOCKET")]
     pub agent: Option<PathBuf>,
     /// More log output on stderr (repeat for more). RUST_LOG works too.
@@ -73,9 +74,9 @@ pub enum Command {
     /// Inspect the trust anchors.
     #[command(subcommand)]
     Trust(TrustCommand),
-    /// Keep keys and trust loaded and serve `smimed --agent SOCKET filter` over a Unix socket
-    /// (only the same user may connect), so that a filter run per message does not pay for
-    /// loading them. Runs until killed.
+    /// Keep keys and trust loaded and serve `smimed --agent SOCKET filter` and `smimed --agent
+    /// SOCKET sendmail` over a Unix socket (only the same user may connect), so that a process
+    /// run per message does not pay for loading them. Runs until killed.
     Agent(AgentArgs),
     /// A sendmail drop-in: sign and encrypt the message on stdin, then hand it to the real MTA.
     /// Also run when the binary is called as `sendmail` or `smimed-sendmail`. Options:

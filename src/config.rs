@@ -32,7 +32,7 @@ pub struct FileConfig {
     pub crl: Vec<PathBuf>,
     pub authserv_id: Option<String>,
     pub max_size: Option<u64>,
-    /// Socket of a `smimed agent` for `smimed filter`.
+    /// Socket of a `smimed agent` for `smimed filter` and `smimed sendmail`.
     pub agent: Option<PathBuf>,
     /// Local certificate store (address book) folder.
     pub certs: Option<PathBuf>,
@@ -91,7 +91,7 @@ pub struct Settings {
     pub crls: Vec<PathBuf>,
     pub authserv_id: String,
     pub max_size: u64,
-    /// Socket of a `smimed agent` the filter hands messages to.
+    /// Socket of a `smimed agent` the filter and sendmail hand messages to.
     pub agent: Option<PathBuf>,
     /// Where the config file was read from, if any.
     pub config_path: Option<PathBuf>,

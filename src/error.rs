@@ -37,6 +37,22 @@ pub enum Kind {
     Software,
 }
 
+impl Kind {
+    /// The kind whose exit code is `code` (an exit code reported by `smimed agent`); codes no
+    /// kind produces are software errors.
+    pub fn from_exit_code(code: i32) -> Kind {
+        match code {
+            exit::USAGE => Kind::Usage,
+            exit::CONFIG => Kind::Config,
+            exit::TEMPFAIL => Kind::TempFail,
+            exit::DATAERR => Kind::Data,
+            exit::NOPERM => Kind::NoPerm,
+            exit::UNAVAILABLE => Kind::Unavailable,
+            _ => Kind::Software,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Error {
     pub kind: Kind,

@@ -74,6 +74,7 @@ fn merge_common(into: &mut Common, from: &Common) {
     into.max_size = into.max_size.or(from.max_size);
     into.certs = into.certs.take().or_else(|| from.certs.clone());
     into.vcard.extend(from.vcard.iter().cloned());
+    into.agent = into.agent.take().or_else(|| from.agent.clone());
     into.verbose = into.verbose.saturating_add(from.verbose);
 }
 

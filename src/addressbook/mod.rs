@@ -13,6 +13,7 @@
 //! `smimed certs lookup` can explain the choice. Recorded SMIMECapabilities come only from the
 //! local store, which harvests them only from verified mail.
 
+pub mod cache;
 pub mod store;
 pub mod vcard;
 

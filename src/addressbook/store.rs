@@ -77,7 +77,9 @@ type Index = Vec<(String, Vec<String>)>;
 
 /// The store folder. Certificates are parsed once per process (with OpenSSL 3.0 every
 /// certificate parse costs about a millisecond: it runs the public-key decoder) and the cache is
-/// dropped whenever this process changes the folder.
+/// dropped whenever this process changes the folder. Below that, parsed certificates are kept
+/// per file for the whole process ([`super::cache`]), so that a new `Store` (one per send in
+/// `smimed agent`) parses only files that changed.
 pub struct Store {
     dir: PathBuf,
     cache: Mutex<Option<Arc<Certificates>>>,
@@ -127,6 +129,23 @@ pub fn is_ca(cert: &X509) -> bool {
     ossl::key_usage(cert).is_some_and(|k| k & KU_KEY_CERT_SIGN != 0)
 }
 
+/// The first certificate of a stored PEM file, parsed again only when the file changed (a
+/// long-running agent sees imports and harvests without parsing the store on every send).
+fn cached_cert(path: &Path) -> Option<X509> {
+    let parse = |d: &[u8]| -> Vec<X509> {
+        let c = certs::pem_blocks(&String::from_utf8_lossy(d))
+            .into_iter()
+            .find(|b| b.label == "CERTIFICATE")
+            .and_then(|b| X509::from_der(&b.der).ok());
+        let _ = openssl::error::ErrorStack::get();
+        c.into_iter().collect()
+    };
+    super::cache::store()
+        .get(path, parse)
+        .ok()
+        .and_then(|v| v.into_iter().next())
+}
+
 fn read_pem_dir(dir: &Path) -> Vec<(String, X509)> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -144,12 +163,7 @@ fn read_pem_dir(dir: &Path) -> Vec<(String, X509)> {
         if stem.starts_with('.') {
             continue;
         }
-        let cert = std::fs::read(&p).ok().and_then(|d| {
-            certs::pem_blocks(&String::from_utf8_lossy(&d))
-                .into_iter()
-                .find(|b| b.label == "CERTIFICATE")
-                .and_then(|b| X509::from_der(&b.der).ok())
-        });
+        let cert = cached_cert(&p);
         match cert {
             Some(c) => out.push((stem.to_string(), c)),
             None => log::warn!("certificate store: skipping unreadable {}", p.display()),
@@ -174,13 +188,7 @@ impl Store {
     }
 
     fn read_cert(&self, fp: &str) -> Option<X509> {
-        let d = std::fs::read(self.pem_path(fp)).ok()?;
-        let c = certs::pem_blocks(&String::from_utf8_lossy(&d))
-            .into_iter()
-            .find(|b| b.label == "CERTIFICATE")
-            .and_then(|b| X509::from_der(&b.der).ok());
-        let _ = openssl::error::ErrorStack::get();
-        c
+        cached_cert(&self.pem_path(fp))
     }
 
     /// Fingerprint -> addresses of every stored certificate, from the records (a certificate

@@ -22,7 +22,8 @@ use crate::error::Result;
 /// Folders deeper than this below a configured path are not searched.
 const MAX_DEPTH: usize = 2;
 
-/// The configured vCard paths; their certificates are read once, on the first lookup.
+/// The configured vCard paths; their certificates are read once per source, on the first
+/// lookup, and each file's are parsed again only when the file changed.
 pub struct VcardSource {
     paths: Vec<PathBuf>,
     loaded: OnceLock<Vec<(PathBuf, X509)>>,
@@ -40,12 +41,10 @@ impl VcardSource {
         self.loaded.get_or_init(|| {
             let mut out = Vec::new();
             for f in self.files() {
-                match std::fs::read(&f) {
-                    Ok(d) => {
-                        for c in certificates(&String::from_utf8_lossy(&d)) {
-                            out.push((f.clone(), c));
-                        }
-                    }
+                // Parsed again only when the file changed (see `super::cache`).
+                let parse = |d: &[u8]| certificates(&String::from_utf8_lossy(d));
+                match super::cache::vcard().get(&f, parse) {
+                    Ok(list) => out.extend(list.into_iter().map(|c| (f.clone(), c))),
                     Err(e) => log::warn!("vcard: {}: {e}", f.display()),
                 }
             }

@@ -1,4 +1,5 @@
-//! `smimed agent`: serve `smimed --agent SOCKET filter` with keys and trust loaded once.
+//! `smimed agent`: serve `smimed --agent SOCKET filter` and `smimed --agent SOCKET sendmail`
+//! with keys, trust and the address book loaded once.
 
 use std::sync::Arc;
 

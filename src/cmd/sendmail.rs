@@ -1,8 +1,15 @@
 //! `smimed sendmail` (also argv[0] `sendmail` / `smimed-sendmail`): read the message, let
 //! `outbound::prepare` build every copy, hand them to the MTA, exit with the MTA's code.
+//!
+//! With `--agent SOCKET` (config key `agent`) the copies are built by the `smimed agent` there,
+//! with the agent's keys, trust and address book; this process then only reads the message,
+//! asks, and runs the MTA. Before asking it builds no `Context` and does not touch OpenSSL, so
+//! that a send costs little more than the agent's own work. When no agent answers it works
+//! alone, with a warning.
 
 use std::io::Read;
 
+use crate::agent;
 use crate::config::Settings;
 use crate::error::{exit, Error, Result};
 use crate::outbound::{self, argv::SendmailArgs};
@@ -26,6 +33,8 @@ MTA is then never run.
                             certificate
   --opaque                  opaque signed-data instead of multipart/signed
   --certs DIR, --vcard PATH address book; --key, --trust, --passphrase-*, --config as usual
+  --agent SOCKET            let the smimed agent on SOCKET build the copies (its keys, trust
+                            and address book); works alone when none answers
   -t                        recipients from To, Cc and Bcc as well
   -f ADDR, -F NAME, -i, -oi, -oem, -B…, -N…, -R…, -V…  passed on to the MTA
 Per message: X-Smime-Sign: yes|no and X-Smime-Encrypt: yes|no (removed before sending).
@@ -45,6 +54,44 @@ pub fn sendmail_words(argv: &[String]) -> Option<&[String]> {
     None
 }
 
+/// With an agent configured: the copies it built, or its error (exit code and message as the
+/// command would have them alone). None when no agent is configured or none answered: the
+/// caller works alone. Nothing has been sent before this returns.
+fn via_agent(
+    settings: &Settings,
+    opts: &outbound::Options,
+    args: &SendmailArgs,
+    input: &[u8],
+) -> Result<Option<Vec<outbound::Outgoing>>> {
+    let Some(socket) = settings.agent.as_deref() else {
+        return Ok(None);
+    };
+    let req = agent::SendmailRequest {
+        sign: opts.sign,
+        encrypt: opts.encrypt,
+        opaque: opts.opaque,
+        recipients: &args.recipients,
+        envelope_from: args.envelope_from.as_deref(),
+        extract: args.extract,
+        message: input,
+    };
+    match agent::request_sendmail(socket, &req) {
+        Ok(agent::SendmailAnswer::Copies(copies)) => Ok(Some(copies)),
+        Ok(agent::SendmailAnswer::Failed(e)) => Err(e),
+        Ok(agent::SendmailAnswer::Declined(why)) => {
+            log::warn!(
+                "the agent on {} does not serve this ({why}); working alone",
+                socket.display()
+            );
+            Ok(None)
+        }
+        Err(e) => {
+            log::warn!("no agent on {} ({e}); working alone", socket.display());
+            Ok(None)
+        }
+    }
+}
+
 pub fn run(args: &SendmailArgs) -> Result<i32> {
     if args.help {
         print!("{USAGE}");
@@ -56,20 +103,25 @@ pub fn run(args: &SendmailArgs) -> Result<i32> {
         // Before any key is unlocked: an MTA that is smimed itself would loop.
         outbound::mta::check_not_self(prog)?;
     }
-    let ctx = Context::new(settings);
     let mut input = Vec::new();
     std::io::stdin()
         .lock()
         .read_to_end(&mut input)
         .map_err(|e| Error::io("reading the message from stdin", e))?;
-    let copies = outbound::prepare(
-        &ctx,
-        &opts,
-        &args.recipients,
-        args.envelope_from.as_deref(),
-        args.extract,
-        &input,
-    )?;
+    let copies = match via_agent(&settings, &opts, args, &input)? {
+        Some(copies) => copies,
+        None => {
+            let ctx = Context::new(settings);
+            outbound::prepare(
+                &ctx,
+                &opts,
+                &args.recipients,
+                args.envelope_from.as_deref(),
+                args.extract,
+                &input,
+            )?
+        }
+    };
     drop(input);
     for c in &copies {
         log::info!(

@@ -134,6 +134,7 @@ pub fn parse(args: &[String]) -> Result<SendmailArgs> {
                     .crl
                     .push(PathBuf::from(long_value(name, inline, &mut it)?)),
                 "config" => c.config = Some(PathBuf::from(long_value(name, inline, &mut it)?)),
+                "agent" => c.agent = Some(PathBuf::from(long_value(name, inline, &mut it)?)),
                 "passphrase-file" => {
                     c.passphrase_file = Some(PathBuf::from(long_value(name, inline, &mut it)?))
                 }
@@ -200,6 +201,7 @@ pub fn parse(args: &[String]) -> Result<SendmailArgs> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn p(args: &[&str]) -> SendmailArgs {
         parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("parse")
@@ -260,6 +262,8 @@ mod tests {
             "--encrypt=always",
             "--sign",
             "never",
+            "--agent",
+            "/run/a.sock",
             "-t",
             "-i",
             "--account=work",
@@ -268,6 +272,7 @@ mod tests {
         assert_eq!(a.mta.as_deref(), Some("/bin/true -x"));
         assert_eq!(a.encrypt, Some(Policy::Always));
         assert_eq!(a.sign, Some(Policy::Never));
+        assert_eq!(a.common.agent.as_deref(), Some(Path::new("/run/a.sock")));
         assert!(a.extract);
         assert_eq!(a.passthrough, ["-i", "--account=work"]);
         assert_eq!(a.recipients, ["a@x.org", "b@y.org"]);
