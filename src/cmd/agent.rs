@@ -15,6 +15,7 @@ pub fn run(args: &AgentArgs, settings: Settings) -> Result<i32> {
         .or_else(|| settings.agent.clone())
         .or_else(crate::agent::default_socket)
         .ok_or_else(|| Error::usage("no --socket given and XDG_RUNTIME_DIR is not set"))?;
+    crate::sys::tune_allocator();
     let ctx = Arc::new(Context::new(settings));
     // Load keys and trust now: a configuration error shows at start, not per message, and the
     // first message does not pay for it. A temporary failure (passphrase command) is retried
