@@ -422,7 +422,25 @@ fn server_restart_while_watching_reconnects_and_goes_on() {
 
 #[test]
 fn crash_between_append_and_move_leaves_no_duplicate() {
-    let d = Dovecot::start(Opts::default());
+    // Dovecot's own capabilities: the three copies go in one MULTIAPPEND, so the crash after
+    // it leaves all three next to their originals.
+    crash_between_append_and_move(Opts::default(), 3);
+}
+
+#[test]
+fn crash_between_single_appends_and_move_leaves_no_duplicate() {
+    // Without MULTIAPPEND the copies go one by one: the crash comes after the first.
+    crash_between_append_and_move(
+        Opts {
+            caps: Some("IMAP4rev1 LITERAL+ SASL-IR IDLE MOVE UIDPLUS"),
+            ..Opts::default()
+        },
+        1,
+    );
+}
+
+fn crash_between_append_and_move(opts: Opts, copies_before_crash: usize) {
+    let d = Dovecot::start(opts);
     let state = tempfile::tempdir().expect("state");
     let mut s = d.client();
     for i in 0..3 {
@@ -439,10 +457,17 @@ fn crash_between_append_and_move_leaves_no_duplicate() {
         .output()
         .expect("run");
     assert!(!out.status.success(), "the crash hook did not fire");
-    // the crash left one copy next to its original
+    // the crash left the copies of the APPEND it followed next to their originals
     let inbox = messages(&mut s, "INBOX");
-    assert_eq!(inbox.len(), 4, "one copy appended before the crash");
-    assert_eq!(inbox.iter().filter(|m| m.has_flag(KEYWORD)).count(), 1);
+    assert_eq!(
+        inbox.len(),
+        3 + copies_before_crash,
+        "copies appended before the crash"
+    );
+    assert_eq!(
+        inbox.iter().filter(|m| m.has_flag(KEYWORD)).count(),
+        copies_before_crash
+    );
 
     ok(&once(state.path(), &[&d.url("INBOX")]));
     let inbox = messages(&mut s, "INBOX");
@@ -942,4 +967,63 @@ fn crash_in_a_parallel_append_batch_and_before_move_leaves_no_duplicate() {
     check(&mut s, "mv", n);
     assert_eq!(messages(&mut s, "INBOX").len(), 2 * n);
     assert_eq!(messages(&mut s, ARCHIVE).len(), 2 * n);
+}
+
+/// Copies go to the server in MULTIAPPEND commands (Dovecot has MULTIAPPEND and LITERAL+); a
+/// copy that is not UTF-8 (an 8-bit Latin-1 body) cannot, and is APPENDed on its own, in the
+/// middle of a batch of others. Every message ends up exactly once, byte for byte.
+#[test]
+fn latin1_copies_in_a_multiappend_batch_go_one_by_one() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    let latin1 = |i: usize| {
+        let h = headers(
+            "Alice <alice@example.org>",
+            "bob@example.org",
+            &format!("l{i}"),
+        );
+        crlf(
+            &[
+                b"X-Smime-Status: encryption=decrypted; signature=valid\r\n".as_slice(),
+                h.as_bytes(),
+                b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=iso-8859-1\r\n",
+                b"Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xe9 cr\xe8me br\xfbl\xe9e\r\n",
+            ]
+            .concat(),
+        )
+    };
+    for i in 0..30 {
+        let msg = if i % 10 == 4 {
+            latin1(i)
+        } else {
+            message(KINDS[i % 2], &format!("u{i}"))
+        };
+        append(&mut s, "INBOX", &msg, &["\\Seen"], None);
+    }
+    let _ = s.logout();
+    let stdout = ok(&once(state.path(), &[&d.url("INBOX")]));
+    assert!(stdout.contains("processed 30,"), "{stdout}");
+
+    let mut s = d.client();
+    let inbox = messages(&mut s, "INBOX");
+    assert_eq!(inbox.len(), 30, "every message exactly once");
+    let latin: Vec<&Msg> = inbox
+        .iter()
+        .filter(|m| m.body.windows(4).any(|w| w == b"Caf\xe9"))
+        .collect();
+    assert_eq!(latin.len(), 3, "the Latin-1 copies, bytes kept");
+    for m in inbox {
+        assert!(m.flags.iter().any(|f| f == KEYWORD), "{:?}", m.flags);
+        assert!(m.flags.iter().any(|f| f == "\\Seen"), "{:?}", m.flags);
+        assert_eq!(
+            m.body
+                .windows(b"X-Smime-Status:".len())
+                .filter(|w| w.eq_ignore_ascii_case(b"X-Smime-Status:"))
+                .count(),
+            1,
+            "one status field, ours"
+        );
+    }
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 30);
 }

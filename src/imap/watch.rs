@@ -7,7 +7,8 @@
 //! APPEND the result with the same flags plus `$SMIMEProcessed` and the same INTERNALDATE, then
 //! move the original to the archive mailbox (UID MOVE, else COPY + UID EXPUNGE with UIDPLUS,
 //! else COPY + \Deleted + EXPUNGE only when no other message is flagged \Deleted), or delete it
-//! with `--no-archive`.
+//! with `--no-archive`. Copies go in MULTIAPPEND commands (LITERAL+ literals, one write, one
+//! server transaction) when the server offers both.
 //!
 //! Invariants (exactly once, see `state.rs`): intent is saved before APPEND, the copy's UID after
 //! it, and the state is cleared only after the original is gone; a copy is ours only when its UID
@@ -156,6 +157,9 @@ struct Caps {
     idle: bool,
     mv: bool,
     uidplus: bool,
+    /// MULTIAPPEND (RFC 3502) with LITERAL+ (RFC 7888): a group of copies in one APPEND, sent
+    /// without waiting for continuations, stored by the server in one transaction.
+    multiappend: bool,
 }
 
 struct Run<'a> {
@@ -196,13 +200,39 @@ struct AppendJob<'a> {
     date: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
-/// APPENDs a group of copies on one session, in order; stops at the first error.
+/// Copies per MULTIAPPEND command.
+const MULTIAPPEND_MAX: usize = 16;
+
+/// APPENDs a group of copies on one session, in order; stops at the first error. With
+/// `multi`, copies go out in MULTIAPPEND commands of up to [`MULTIAPPEND_MAX`].
 fn append_group(
     s: &mut Session,
     wire: &str,
     group: &[AppendJob<'_>],
     uidvalidity: u32,
+    multi: bool,
 ) -> Vec<Result<Option<u32>>> {
+    if multi && group.len() > 1 {
+        let mut out = Vec::with_capacity(group.len());
+        for part in group.chunks(MULTIAPPEND_MAX) {
+            let done = match multiappend(s, wire, part, uidvalidity) {
+                Some(r) => r,
+                // a copy that is not UTF-8 cannot go through the crate's command path
+                None => append_group(s, wire, part, uidvalidity, false),
+            };
+            let failed = done.iter().any(Result::is_err);
+            out.extend(done);
+            if failed {
+                break;
+            }
+        }
+        while out.len() < group.len() {
+            out.push(Err(Error::tempfail(
+                "APPEND skipped after an earlier failure",
+            )));
+        }
+        return out;
+    }
     let mut out = Vec::with_capacity(group.len());
     for job in group {
         let mut cmd = s.append(wire, job.output);
@@ -241,6 +271,77 @@ fn append_group(
     out
 }
 
+/// One MULTIAPPEND (RFC 3502) of `part`, every message a LITERAL+ literal (RFC 7888), so the
+/// whole command is one write and one response. The server stores all or none. Returns None,
+/// sending nothing, when a copy is not UTF-8 (the `imap` crate sends commands as `str`); the
+/// caller then APPENDs one by one. UIDs come from APPENDUID (UIDPLUS), in order; when the
+/// server gives none, or not one per copy, the copies are found the way a restart finds them.
+fn multiappend(
+    s: &mut Session,
+    wire: &str,
+    part: &[AppendJob<'_>],
+    uidvalidity: u32,
+) -> Option<Vec<Result<Option<u32>>>> {
+    let quoted = wire.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut cmd = format!("APPEND \"{quoted}\"");
+    for job in part {
+        let text = std::str::from_utf8(job.output).ok()?;
+        let flags: Vec<String> = job.flags.iter().map(ToString::to_string).collect();
+        cmd.push_str(&format!(" ({})", flags.join(" ")));
+        if let Some(d) = job.date {
+            cmd.push_str(&format!(" \"{}\"", d.format("%d-%h-%Y %T %z")));
+        }
+        cmd.push_str(&format!(" {{{}+}}\r\n", text.len()));
+        cmd.push_str(text);
+    }
+    let (data, done) = match s.run(&cmd) {
+        Ok(r) => r,
+        Err(e) => {
+            let e = imap_err(format!("APPEND of {} to {wire}", part.len()), e);
+            let mut out = vec![Err(e)];
+            while out.len() < part.len() {
+                out.push(Err(Error::tempfail(
+                    "APPEND skipped after an earlier failure",
+                )));
+            }
+            return Some(out);
+        }
+    };
+    drop(cmd);
+    if test_crash_after_append() {
+        log::error!("SMIMED_TEST_CRASH_AFTER_APPEND: aborting after APPEND");
+        std::process::abort();
+    }
+    let uids = data
+        .get(done..)
+        .and_then(|tail| imap_proto::parser::parse_response(tail).ok())
+        .and_then(|(_, r)| match r {
+            imap_proto::Response::Done {
+                code: Some(imap_proto::ResponseCode::AppendUid(v, set)),
+                ..
+            } if v == uidvalidity => Some(set),
+            _ => None,
+        })
+        .map(|set| {
+            let mut all = Vec::new();
+            for m in set {
+                match m {
+                    imap_proto::UidSetMember::Uid(u) => all.push(u),
+                    imap_proto::UidSetMember::UidRange(r) => all.extend(r),
+                }
+                if all.len() > part.len() {
+                    break;
+                }
+            }
+            all
+        })
+        .filter(|all| all.len() == part.len());
+    Some(match uids {
+        Some(all) => all.into_iter().map(|u| Ok(Some(u))).collect(),
+        None => part.iter().map(|_| Ok(None)).collect(),
+    })
+}
+
 /// A fetched batch, waiting for the pipeline and then for [`Run::apply`].
 struct Fetched {
     chunk: Vec<u32>,
@@ -275,6 +376,7 @@ fn run_session(
         idle: caps.has_str("IDLE"),
         mv: caps.has_str("MOVE"),
         uidplus: caps.has_str("UIDPLUS"),
+        multiappend: caps.has_str("MULTIAPPEND") && caps.has_str("LITERAL+"),
     };
     let wire = utf7::encode(mailbox)?;
     let archive_wire = match &acct.archive {
@@ -833,6 +935,7 @@ impl Run<'_> {
             return Vec::new();
         }
         let groups: Vec<&[AppendJob<'_>]> = jobs.chunks(per).collect();
+        let multi = self.caps.multiappend;
         let mut results: Vec<Vec<Result<Option<u32>>>> = Vec::new();
         std::thread::scope(|sc| {
             let mut handles = Vec::new();
@@ -840,10 +943,10 @@ impl Run<'_> {
             let first = iter.next();
             for (sess, group) in iter {
                 let wire = &wire;
-                handles.push(sc.spawn(move || append_group(sess, wire, group, uidvalidity)));
+                handles.push(sc.spawn(move || append_group(sess, wire, group, uidvalidity, multi)));
             }
             if let Some((sess, group)) = first {
-                results.push(append_group(sess, &wire, group, uidvalidity));
+                results.push(append_group(sess, &wire, group, uidvalidity, multi));
             }
             for h in handles {
                 results.push(
