@@ -45,7 +45,12 @@ pub struct TrustStore {
     pub store_any_purpose: X509Store,
     pub store_any_purpose_no_crl: X509Store,
     pub has_crls: bool,
+    /// Unique in the process for every store loaded: results computed against these anchors
+    /// (the address book's path cache) are keyed by it, so they never outlive the anchors.
+    pub generation: u64,
 }
+
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl TrustStore {
     /// For verification only: like [`TrustStore::load`], except that without configured trust
@@ -144,6 +149,7 @@ impl TrustStore {
             store_any_purpose_no_crl: build(X509PurposeId::ANY, false)?,
             anchors,
             has_crls,
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 

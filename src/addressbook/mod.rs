@@ -81,7 +81,8 @@ pub type TrustLoader<'a> = dyn Fn() -> Result<Arc<TrustStore>> + 'a;
 pub struct AddressBook<'a> {
     sources: Vec<Box<dyn CertSource>>,
     trust: &'a TrustLoader<'a>,
-    verify_store: OnceLock<X509Store>,
+    /// The store, and the generation of the anchors it was built from.
+    verify_store: OnceLock<(X509Store, u64)>,
     /// Every source's intermediate CA certificates, read once.
     intermediates: Vec<X509>,
     now: i64,
@@ -155,23 +156,26 @@ impl<'a> AddressBook<'a> {
         })
     }
 
-    fn verify_store(&self) -> Result<&X509Store> {
+    fn verify_store(&self) -> Result<&(X509Store, u64)> {
         if let Some(s) = self.verify_store.get() {
             return Ok(s);
         }
-        let built = build_verify_store(&*(self.trust)()?)?;
+        let trust = (self.trust)()?;
+        let built = (build_verify_store(&trust)?, trust.generation);
         Ok(self.verify_store.get_or_init(|| built))
     }
 
     /// Whether `cert` may encrypt to `addr` now (see [`check_for_encryption`]): Ok(Err(reason))
     /// when it may not; Err only when the trust anchors cannot be loaded.
     pub fn check(&self, cert: &X509, addr: &str) -> Result<std::result::Result<(), String>> {
-        Ok(check_for_encryption(
+        let (store, generation) = self.verify_store()?;
+        Ok(check_for_encryption_cached(
             cert,
             addr,
-            self.verify_store()?,
+            store,
             &self.intermediates,
             self.now,
+            *generation,
         ))
     }
 
@@ -223,6 +227,62 @@ impl<'a> AddressBook<'a> {
     }
 }
 
+/// Paths to a trust anchor found earlier in this process: (certificate, intermediates offered,
+/// anchors' generation) -> the time window in which every certificate of the path is valid.
+/// The agent and the watchers look the same recipients up again and again; a path check costs
+/// more than the rest of the lookup. Only successes are kept; everything but the path (address,
+/// validity of the certificate itself, key usages, EKU) is checked every time.
+type PathKey = (Vec<u8>, Vec<Vec<u8>>, u64);
+static PATHS: std::sync::Mutex<Vec<(PathKey, i64, i64)>> = std::sync::Mutex::new(Vec::new());
+/// Entries kept at most (oldest dropped first).
+const PATHS_MAX: usize = 512;
+
+/// [`check_for_encryption`] with the path cache for the anchors of `generation`.
+pub fn check_for_encryption_cached(
+    cert: &X509,
+    addr: &str,
+    store: &X509Store,
+    untrusted: &[X509],
+    now: i64,
+    generation: u64,
+) -> std::result::Result<(), String> {
+    let der = |c: &X509| {
+        c.digest(openssl::hash::MessageDigest::sha256())
+            .map(|d| d.to_vec())
+    };
+    let key = der(cert).and_then(|c| {
+        let mut inter = untrusted
+            .iter()
+            .map(der)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        inter.sort();
+        Ok((c, inter, generation))
+    });
+    let Ok(key) = key else {
+        return check(cert, addr, store, untrusted, now, None);
+    };
+    let known = PATHS.lock().is_ok_and(|paths| {
+        paths
+            .iter()
+            .any(|(k, from, until)| *k == key && *from <= now && now <= *until)
+    });
+    let mut window = None;
+    let r = if known {
+        check(cert, addr, store, untrusted, now, None)
+    } else {
+        check(cert, addr, store, untrusted, now, Some(&mut window))
+    };
+    if let (Ok(()), Some((from, until))) = (&r, window) {
+        if let Ok(mut paths) = PATHS.lock() {
+            if paths.len() >= PATHS_MAX {
+                paths.remove(0);
+            }
+            paths.push((key, from, until));
+        }
+    }
+    r
+}
+
 /// Whether `cert` may be used to encrypt to `addr` now; Err names the first reason it may not.
 pub fn check_for_encryption(
     cert: &X509,
@@ -230,6 +290,19 @@ pub fn check_for_encryption(
     store: &X509Store,
     untrusted: &[X509],
     now: i64,
+) -> std::result::Result<(), String> {
+    check(cert, addr, store, untrusted, now, Some(&mut None))
+}
+
+/// The checks; the path to an anchor only when `path` is Some (None: known good), which then
+/// receives the window in which every certificate of the path found is valid.
+fn check(
+    cert: &X509,
+    addr: &str,
+    store: &X509Store,
+    untrusted: &[X509],
+    now: i64,
+    path: Option<&mut Option<(i64, i64)>>,
 ) -> std::result::Result<(), String> {
     if !certs::has_address(cert, addr) {
         return Err(format!("not issued to {addr}"));
@@ -270,6 +343,9 @@ pub fn check_for_encryption(
             return Err(String::from("extended key usage lacks emailProtection"));
         }
     }
+    let Some(window) = path else {
+        return Ok(());
+    };
     let verified = (|| -> std::result::Result<X509VerifyResult, openssl::error::ErrorStack> {
         let mut chain = Stack::new()?;
         for c in untrusted {
@@ -278,6 +354,15 @@ pub fn check_for_encryption(
         let mut ctx = X509StoreContext::new()?;
         ctx.init(store, cert, &chain, |c| {
             c.verify_cert()?;
+            if c.error() == X509VerifyResult::OK {
+                *window = c.chain().map(|path| {
+                    path.iter().fold((i64::MIN, i64::MAX), |(from, until), p| {
+                        let nb = certs::unix_time(p.not_before()).unwrap_or(i64::MAX);
+                        let na = certs::unix_time(p.not_after()).unwrap_or(i64::MIN);
+                        (from.max(nb), until.min(na))
+                    })
+                });
+            }
             Ok(c.error())
         })
     })();
@@ -420,5 +505,114 @@ pub fn harvest(store: &store::Store, processed: &crate::pipeline::Processed, inp
                 log::warn!("harvest intermediate {}: {e}", certs::fingerprint(ca));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::{PKey, Private};
+    use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
+    use openssl::x509::{X509Builder, X509NameBuilder};
+
+    fn key() -> PKey<Private> {
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+            .expect("group");
+        PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("ec")).expect("pkey")
+    }
+
+    /// A certificate for `cn`, valid from `from` to `until` days from now, signed by `issuer`
+    /// (self-signed CA when None).
+    fn cert(
+        cn: &str,
+        k: &PKey<Private>,
+        issuer: Option<(&X509, &PKey<Private>)>,
+        from: i64,
+        until: i64,
+    ) -> X509 {
+        let mut name = X509NameBuilder::new().expect("name");
+        name.append_entry_by_text("CN", cn).expect("cn");
+        let name = name.build();
+        let mut b = X509Builder::new().expect("builder");
+        b.set_version(2).expect("v3");
+        b.set_subject_name(&name).expect("subject");
+        b.set_pubkey(k).expect("key");
+        let t = |d: i64| Asn1Time::from_unix(super::now() + d * 86_400).expect("time");
+        b.set_not_before(&t(from)).expect("nb");
+        b.set_not_after(&t(until)).expect("na");
+        match issuer {
+            None => {
+                b.set_issuer_name(&name).expect("issuer");
+                b.append_extension(BasicConstraints::new().critical().ca().build().expect("bc"))
+                    .expect("ext");
+                b.sign(k, MessageDigest::sha256()).expect("sign");
+            }
+            Some((ca, ca_key)) => {
+                b.set_issuer_name(ca.subject_name()).expect("issuer");
+                let san = SubjectAlternativeName::new()
+                    .email(&format!("{cn}@example.org"))
+                    .build(&b.x509v3_context(Some(ca), None))
+                    .expect("san");
+                b.append_extension(san).expect("ext");
+                b.append_extension(KeyUsage::new().key_agreement().build().expect("ku"))
+                    .expect("ext");
+                b.sign(ca_key, MessageDigest::sha256()).expect("sign");
+            }
+        }
+        b.build()
+    }
+
+    fn store(anchors: &[&X509]) -> X509Store {
+        let mut b = X509StoreBuilder::new().expect("store");
+        for a in anchors {
+            b.add_cert((*a).clone()).expect("add");
+        }
+        b.build()
+    }
+
+    /// The cache answers only for the same certificate, intermediates and anchors, and only
+    /// inside the window in which the whole path is valid.
+    #[test]
+    fn path_cache_is_keyed_by_anchors_and_bounded_by_the_path_validity() {
+        let (ka, kb, ku) = (key(), key(), key());
+        // a root valid for 10 more days, another root, a user certificate valid for a year
+        let root = cert("Cache Root", &ka, None, -1, 10);
+        let other = cert("Other Root", &kb, None, -1, 400);
+        let user = cert("carol", &ku, Some((&root, &ka)), -1, 365);
+        let good = store(&[&root]);
+        let wrong = store(&[&other]);
+        let now = super::now();
+        let addr = "carol@example.org";
+        // a generation nobody else uses
+        let g = 0xC0FF_EE00_0000_0000 + u64::from(std::process::id());
+
+        assert_eq!(
+            check_for_encryption_cached(&user, addr, &good, &[], now, g),
+            Ok(())
+        );
+        // cached for generation g: even against a store without the root it answers Ok...
+        assert_eq!(
+            check_for_encryption_cached(&user, addr, &wrong, &[], now, g),
+            Ok(())
+        );
+        // ...but another generation (other anchors) checks the path again
+        let r = check_for_encryption_cached(&user, addr, &wrong, &[], now, g + 1);
+        assert!(
+            r.is_err_and(|e| e.contains("no path")),
+            "new anchors checked"
+        );
+        // past the root's not-after the entry does not answer: the path is checked again
+        // (shown with the store that lacks the root: only a real check can refuse)
+        let later = now + 20 * 86_400;
+        let r = check_for_encryption_cached(&user, addr, &wrong, &[], later, g);
+        assert!(
+            r.is_err_and(|e| e.contains("no path")),
+            "window of the path"
+        );
+        // what is not the path is always checked: the address
+        let r = check_for_encryption_cached(&user, "mallory@example.org", &good, &[], now, g);
+        assert!(r.is_err_and(|e| e.contains("not issued")));
     }
 }
