@@ -4,20 +4,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::pki::{pki, P12_PASS};
 use common::*;
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start_agent(socket: &std::path::Path, passphrase_command: Option<&str>) -> Agent {
     let p = pki();
@@ -30,21 +20,7 @@ fn start_agent(socket: &std::path::Path, passphrase_command: Option<&str>) -> Ag
         Some(cmd) => c.args(["--passphrase-command", cmd]),
         None => c.env("SMIMED_PASSPHRASE", P12_PASS),
     };
-    let child = c
-        .args(["agent", "--socket"])
-        .arg(socket)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start agent");
-    let start = Instant::now();
-    while !socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "agent did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Agent(child)
+    start_agent_with(c, socket)
 }
 
 /// The filter with no keys of its own, pointed at the agent.

@@ -10,49 +10,26 @@ mod common;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
 use common::gpgsm::Gpgsm;
 use common::outbound::*;
 use common::pki::{pki, User, P12_PASS};
-use common::{run_with_stdin, smimed};
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{run_with_stdin, smimed, start_agent_with, Agent};
 
 /// `smimed --trust ROOT --certs STORE --key ALICE agent --socket S`: alice's keys, the store of
 /// `env`.
 fn start_agent(env: &Env, socket: &Path) -> Agent {
     let p = pki();
-    let child = smimed()
-        .arg("--trust")
+    let mut c = smimed();
+    c.arg("--trust")
         .arg(&p.root_path)
         .arg("--certs")
         .arg(&env.certs)
         .arg("--key")
         .arg(&p.alice.p12_path)
-        .env("SMIMED_PASSPHRASE", P12_PASS)
-        .args(["agent", "--socket"])
-        .arg(socket)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start agent");
-    let start = Instant::now();
-    while !socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "agent did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Agent(child)
+        .env("SMIMED_PASSPHRASE", P12_PASS);
+    start_agent_with(c, socket)
 }
 
 fn socket_in(env: &Env) -> PathBuf {

@@ -271,3 +271,35 @@ pub fn to_lf(data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A running `smimed agent`, killed when dropped.
+pub struct Agent(pub std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` (smimed with its global options) as `… agent --socket SOCKET` and waits until
+/// the socket exists.
+#[allow(dead_code)]
+pub fn start_agent_with(mut cmd: Command, socket: &Path) -> Agent {
+    let child = cmd
+        .args(["agent", "--socket"])
+        .arg(socket)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start agent");
+    let agent = Agent(child);
+    let start = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "agent did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    agent
+}
