@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::dovecot::{mail_ids, Dovecot, Opts};
 use common::pki::{pki, P12_PASS};
 use common::*;
 
@@ -150,218 +149,17 @@ fn procmail_filter_recipe_delivers_decrypted_message() {
     assert_eq!(text.matches(SECRET).count(), 2);
 }
 
-// ----- Dovecot -------------------------------------------------------------------------------
-
-/// The uid/gid mail is delivered as: nobody when the tests run as root (Dovecot refuses uid 0),
-/// else the invoking user, who then also runs all of Dovecot (components.md §1, non-root).
-fn mail_ids() -> (u32, u32) {
-    // SAFETY: getuid/getgid cannot fail and touch no memory.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    if uid == 0 {
-        (65534, 65534)
-    } else {
-        (uid, gid)
-    }
-}
-
-fn running_as_root() -> bool {
-    // SAFETY: as above.
-    unsafe { libc::getuid() == 0 }
-}
-
-/// Service users for the instance: Dovecot's own when root, else the invoking user (no chroot).
-fn process_users() -> String {
-    if running_as_root() {
-        return "default_internal_user = dovecot\ndefault_login_user = dovenull\n".into();
-    }
-    let name = |args: &[&str]| {
-        let o = Command::new("id").args(args).output().unwrap();
-        String::from_utf8(o.stdout).unwrap().trim().to_string()
-    };
-    let (user, group) = (name(&["-un"]), name(&["-gn"]));
-    format!(
-        "default_internal_user = {user}\ndefault_login_user = {user}\ndefault_internal_group = {group}\n\
-         service imap-login {{\n  chroot =\n}}\nservice anvil {{\n  chroot =\n}}\n"
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A private Dovecot instance (components.md §1, §2); stopped (SIGTERM, wait) on drop.
-struct Dovecot {
-    dir: tempfile::TempDir,
-    child: Child,
-    port: u16,
-}
-
-impl Dovecot {
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn start(dir: tempfile::TempDir, sieve: &str) -> Dovecot {
-        let t = dir.path().to_path_buf();
-        for d in ["run", "state", "mail/alice", "sieve-filters"] {
-            std::fs::create_dir_all(t.join(d)).unwrap();
-        }
-        let port = free_port();
-        std::fs::write(
-            t.join("users"),
-            format!("alice:{{PLAIN}}secret::::{}/mail/alice::\n", t.display()),
-        )
-        .unwrap();
-        let conf = format!(
-            r#"instance_name = smimed-test-{port}
-base_dir = {t}/run
-state_dir = {t}/state
-protocols = imap
-listen = 127.0.0.1
-log_path = {t}/dovecot.log
-{users}first_valid_uid = 0
-first_valid_gid = 0
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {t}/users
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%u {t}/users
-  override_fields = uid={uid} gid={gid}
-}}
-mail_location = maildir:~/Maildir
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-postmaster_address = postmaster@example.org
-protocol lda {{
-  mail_plugins = $mail_plugins sieve
-}}
-plugin {{
-  sieve = file:~/sieve;active=~/.dovecot.sieve
-  sieve_plugins = sieve_extprograms
-  sieve_extensions = +vnd.dovecot.filter
-  sieve_filter_bin_dir = {t}/sieve-filters
-  sieve_filter_exec_timeout = 60s
-}}
-"#,
-            t = t.display(),
-            users = process_users(),
-            uid = mail_ids().0,
-            gid = mail_ids().1,
-        );
-        std::fs::write(t.join("dovecot.conf"), conf).unwrap();
-        std::fs::write(t.join("mail/alice/.dovecot.sieve"), sieve).unwrap();
-        chown_tree(&t.join("mail"));
-        let child = Command::new("dovecot")
-            .arg("-F")
-            .arg("-c")
-            .arg(t.join("dovecot.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dovecot");
-        let dc = Dovecot { dir, child, port };
-        dc.wait_login();
-        dc
-    }
-
-    /// Ready means a real IMAP LOGIN succeeds (the port is bound before auth is up).
-    fn wait_login(&self) {
-        let start = Instant::now();
-        loop {
-            if imap_login(self.port).is_ok() {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "dovecot not ready: {}",
-                std::fs::read_to_string(self.root().join("dovecot.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn deliver(&self, msg: &[u8]) -> std::process::Output {
-        run_with_stdin(
-            Command::new("/usr/lib/dovecot/dovecot-lda")
-                .arg("-c")
-                .arg(self.root().join("dovecot.conf"))
-                .args(["-d", "alice", "-f", "alice@example.org"]),
-            msg,
-        )
-    }
-
-    fn inbox(&self) -> Vec<Vec<u8>> {
-        maildir_new(&self.root().join("mail/alice/Maildir"))
-    }
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn imap_login(port: u16) -> std::io::Result<()> {
-    let s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut r = BufReader::new(s.try_clone()?);
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    if !line.starts_with("* OK") {
-        return Err(std::io::Error::other(line));
-    }
-    (&s).write_all(b"a1 LOGIN alice secret\r\n")?;
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::other("closed"));
-        }
-        if line.starts_with("a1 OK") {
-            let _ = (&s).write_all(b"a2 LOGOUT\r\n");
-            return Ok(());
-        }
-        if line.starts_with("a1 ") {
-            return Err(std::io::Error::other(line.clone()));
-        }
-    }
-}
-
-fn chown_tree(p: &Path) {
-    let (uid, gid) = mail_ids();
-    chown(p, Some(uid), Some(gid)).unwrap();
-    if p.is_dir() {
-        for e in std::fs::read_dir(p).unwrap() {
-            chown_tree(&e.unwrap().path());
-        }
-    }
-}
-
 #[test]
 fn dovecot_lda_sieve_filter_runs_smimed() {
     let p = pki();
-    let dir = short_tmp("dc.");
-    let t = dir.path().to_path_buf();
+    let sieve = "require [\"vnd.dovecot.filter\", \"fileinto\", \"mailbox\"];\n\
+        if header :contains \"subject\" \"nopass\" {\n  filter \"smimed-nopass\";\n} else {\n  filter \"smimed-filter\";\n}\n\
+        if header :contains \"X-Smime-Status\" \"signature=valid\" {\n  fileinto :create \"Signed\";\n  stop;\n}\n";
+    let dc = Dovecot::start(Opts {
+        sieve: Some(sieve),
+        ..Opts::default()
+    });
+    let t = dc.path().to_path_buf();
     // The filter runs as the mail uid with a minimal environment (no PATH, no SMIMED_*): a
     // wrapper in sieve_filter_bin_dir passes the options. Keys stay 0600, owned by the mail uid;
     // smimed itself is copied next to them (the build folder may not be traversable).
@@ -380,7 +178,6 @@ fn dovecot_lda_sieve_filter_runs_smimed() {
     let bin = t.join("smimed");
     std::fs::copy(smimed_bin(), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::create_dir_all(t.join("sieve-filters")).unwrap();
     let common = format!(
         "{} --authserv-id mx.test --trust {} --key {}",
         bin.display(),
@@ -400,10 +197,6 @@ fn dovecot_lda_sieve_filter_runs_smimed() {
             0o755,
         );
     }
-    let sieve = "require [\"vnd.dovecot.filter\", \"fileinto\", \"mailbox\"];\n\
-        if header :contains \"subject\" \"nopass\" {\n  filter \"smimed-nopass\";\n} else {\n  filter \"smimed-filter\";\n}\n\
-        if header :contains \"X-Smime-Status\" \"signature=valid\" {\n  fileinto :create \"Signed\";\n  stop;\n}\n";
-    let dc = Dovecot::start(dir, sieve);
 
     let msg = encrypted_to_bob("lda");
     let out = dc.deliver(&msg);
@@ -414,7 +207,7 @@ fn dovecot_lda_sieve_filter_runs_smimed() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The Sieve rule matched smimed's status word: the message went to the Signed folder.
-    let signed = maildir_new(&dc.root().join("mail/alice/Maildir/.Signed"));
+    let signed = maildir_new(&dc.maildir().join(".Signed"));
     assert_eq!(signed.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(status_count(&signed[0]), 1);
     assert_words(&status_of(&signed[0]), "decrypted", "valid");
@@ -429,7 +222,7 @@ fn dovecot_lda_sieve_filter_runs_smimed() {
         "lda: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let inbox = dc.inbox();
+    let inbox = maildir_new(&dc.maildir());
     assert_eq!(inbox.len(), 1);
     assert_eq!(status_count(&inbox[0]), 0);
     assert!(!String::from_utf8_lossy(&inbox[0]).contains(SECRET));

@@ -10,111 +10,16 @@ mod watch_support;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::dovecot::{mail_ids, Dovecot, Opts};
 use watch_support::*;
 
-const MAIL_UID: u32 = 65534;
-const MAIL_GID: u32 = 65534;
-
-struct Dovecot {
-    child: Child,
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        signal(&self.child, "-TERM");
-        let _ = self.child.wait();
-    }
-}
-
+/// chown to the mail user (nobody when root, else ourselves).
 fn chown(p: &Path) {
-    std::os::unix::fs::chown(p, Some(MAIL_UID), Some(MAIL_GID)).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A self-contained Dovecot (nothing from /etc/dovecot), user alice/secret whose mail is
-/// maildir:~/Maildir owned by nobody, as the shared components notes describe.
-fn start_dovecot(t: &Path, port: u16) -> Dovecot {
-    for d in ["run", "state", "mail/alice/Maildir"] {
-        std::fs::create_dir_all(t.join(d)).unwrap();
-    }
-    std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o755)).unwrap();
-    for d in ["mail", "mail/alice", "mail/alice/Maildir"] {
-        chown(&t.join(d));
-    }
-    let td = t.display();
-    std::fs::write(
-        t.join("users"),
-        format!("alice:{{PLAIN}}secret::::{td}/mail/alice::\n"),
-    )
-    .unwrap();
-    let conf = format!(
-        r#"instance_name = smimed-watch-{port}
-base_dir = {td}/run
-state_dir = {td}/state
-protocols = imap
-listen = 127.0.0.1
-log_path = {td}/dovecot.log
-default_internal_user = dovecot
-default_login_user = dovenull
-first_valid_uid = 0
-first_valid_gid = 0
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {td}/users
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%u {td}/users
-  override_fields = uid={MAIL_UID} gid={MAIL_GID}
-}}
-mail_location = maildir:~/Maildir
-namespace inbox {{
-  inbox = yes
-  separator = /
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-"#
-    );
-    std::fs::write(t.join("dovecot.conf"), conf).unwrap();
-    let child = Command::new("dovecot")
-        .args(["-F", "-c"])
-        .arg(t.join("dovecot.conf"))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start dovecot");
-    let dc = Dovecot { child };
-    let ready = wait_for(Duration::from_secs(10), || {
-        imap(port, "pass")
-            .map(|o| o.contains("OK"))
-            .unwrap_or(false)
-    });
-    assert!(
-        ready,
-        "dovecot did not come up: {}",
-        std::fs::read_to_string(t.join("dovecot.log")).unwrap_or_default()
-    );
-    dc
+    let (uid, gid) = mail_ids();
+    std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
 }
 
 /// Runs a Python imaplib script against the instance (LOGIN done, INBOX selected as `m`);
@@ -147,21 +52,17 @@ fn as_mail_user(t: &Path) -> Command {
         .env_remove("SMIMED_PASSPHRASE")
         .env("XDG_CONFIG_HOME", "/nonexistent")
         .env("RUST_LOG", "warn")
-        .uid(MAIL_UID)
-        .gid(MAIL_GID);
+        .uid(mail_ids().0)
+        .gid(mail_ids().1);
     c
 }
 
 #[test]
 fn dovecot_delivers_and_serves_what_the_watcher_processed() {
-    let base = tempfile::Builder::new()
-        .prefix("sw")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let t = base.path();
-    let port = free_port();
-    let _dc = start_dovecot(t, port);
-    let maildir = t.join("mail/alice/Maildir");
+    let dc = Dovecot::start(Opts::default());
+    let t = dc.path();
+    let port = dc.port;
+    let maildir = dc.maildir();
     // Dovecot makes new/ cur/ tmp/ on first access; the LDA below needs no more.
 
     // The user's keys, readable by the user only (the watcher runs as the mail user).
@@ -177,11 +78,7 @@ fn dovecot_delivers_and_serves_what_the_watcher_processed() {
     }
 
     let lda = |bytes: &[u8]| {
-        let mut c = Command::new("/usr/lib/dovecot/dovecot-lda");
-        c.args(["-c"])
-            .arg(t.join("dovecot.conf"))
-            .args(["-d", "alice", "-f", "alice@example.org"]);
-        let out = common::run_with_stdin(&mut c, bytes);
+        let out = dc.deliver(bytes);
         assert!(
             out.status.success(),
             "dovecot-lda: {}",
@@ -200,8 +97,8 @@ fn dovecot_delivers_and_serves_what_the_watcher_processed() {
         .env("HOME", t.join("mail/alice"))
         .args(["watch", "--rescan", "600"])
         .arg(&maildir)
-        .uid(MAIL_UID)
-        .gid(MAIL_GID);
+        .uid(mail_ids().0)
+        .gid(mail_ids().1);
     let watcher = spawn(watcher);
 
     let ids: Vec<String> = (1..=5).map(|i| format!("d{i}")).collect();
@@ -298,8 +195,8 @@ print('STATUS', m.status('SMIME-Originals', '(MESSAGES)'))"#,
         .env("SMIMED_PASSPHRASE", common::pki::P12_PASS)
         .args(["watch", "--once"])
         .arg(&maildir)
-        .uid(MAIL_UID)
-        .gid(MAIL_GID);
+        .uid(mail_ids().0)
+        .gid(mail_ids().1);
     let o = again.output().unwrap();
     assert_eq!(
         o.status.code(),

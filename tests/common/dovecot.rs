@@ -33,6 +33,9 @@ pub struct Opts {
     /// Overrides the capabilities advertised after login (`imap_capability`), to make the
     /// server look like one without IDLE, MOVE or UIDPLUS.
     pub caps: Option<&'static str>,
+    /// A Sieve script for alice: enables Dovecot's LDA (`deliver`) with Pigeonhole's
+    /// extprograms `filter`, whose programs live in `sieve-filters/` (components.md §2).
+    pub sieve: Option<&'static str>,
 }
 
 pub struct Dovecot {
@@ -41,6 +44,31 @@ pub struct Dovecot {
     pub tls_port: u16,
     child: Option<Child>,
     oauth_server: Option<Child>,
+}
+
+/// The uid/gid mail is stored as: nobody when the tests run as root (Dovecot refuses uid 0),
+/// else the invoking user, who then also runs all of Dovecot (components.md §1, non-root).
+pub fn mail_ids() -> (u32, u32) {
+    if is_root() {
+        return (65534, 65534);
+    }
+    let id = |flag: &str| {
+        let o = Command::new("id").arg(flag).output().expect("id");
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .expect("numeric id")
+    };
+    (id("-u"), id("-g"))
+}
+
+fn chown_tree(p: &Path, (uid, gid): (u32, u32)) {
+    std::os::unix::fs::chown(p, Some(uid), Some(gid)).expect("chown");
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).expect("read_dir") {
+            chown_tree(&e.expect("entry").path(), (uid, gid));
+        }
+    }
 }
 
 fn is_root() -> bool {
@@ -161,19 +189,15 @@ impl Dovecot {
             .expect("tempdir");
         let t = dir.path().to_path_buf();
         std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        for d in ["run", "state", "mail/alice"] {
+        for d in ["run", "state", "mail/alice/Maildir", "sieve-filters"] {
             std::fs::create_dir_all(t.join(d)).expect("mkdir");
         }
-        let root = is_root();
-        let (muid, mgid) = if root { (65534, 65534) } else { (0, 0) };
-        if root {
-            let st = Command::new("chown")
-                .args(["-R", "65534:65534"])
-                .arg(t.join("mail"))
-                .status()
-                .expect("chown");
-            assert!(st.success());
+        if let Some(script) = opts.sieve {
+            std::fs::write(t.join("mail/alice/.dovecot.sieve"), script).expect("sieve");
         }
+        let root = is_root();
+        let (muid, mgid) = mail_ids();
+        chown_tree(&t.join("mail"), (muid, mgid));
         let users = format!(
             "alice:{{PLAIN}}{PASSWORD}::::{}/mail/alice::\n",
             t.display()
@@ -195,15 +219,7 @@ impl Dovecot {
                 grp.trim()
             )
         };
-        let uid_line = if root {
-            format!("override_fields = uid={muid} gid={mgid}")
-        } else {
-            let u = String::from_utf8(Command::new("id").arg("-u").output().expect("id").stdout)
-                .expect("utf8");
-            let g = String::from_utf8(Command::new("id").arg("-g").output().expect("id").stdout)
-                .expect("utf8");
-            format!("override_fields = uid={} gid={}", u.trim(), g.trim())
-        };
+        let uid_line = format!("override_fields = uid={muid} gid={mgid}");
         let mut mechs = "plain login".to_string();
         let mut oauth_passdb = String::new();
         let mut oauth_server = None;
@@ -286,6 +302,23 @@ service imap-login {{
             conf.push_str(&format!(
                 "ssl = yes\nssl_cert = <{t}/tls.crt\nssl_key = <{t}/tls.key\nssl_min_protocol = TLSv1.2\n\
                  service imap-login {{\n  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {tls_port}\n    ssl = yes\n  }}\n}}\n",
+                t = t.display()
+            ));
+        }
+        if opts.sieve.is_some() {
+            conf.push_str(&format!(
+                r#"postmaster_address = postmaster@example.org
+protocol lda {{
+  mail_plugins = $mail_plugins sieve
+}}
+plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+  sieve_plugins = sieve_extprograms
+  sieve_extensions = +vnd.dovecot.filter
+  sieve_filter_bin_dir = {t}/sieve-filters
+  sieve_filter_exec_timeout = 60s
+}}
+"#,
                 t = t.display()
             ));
         }
@@ -401,6 +434,27 @@ service imap-login {{
     /// `imap://alice@127.0.0.1:PORT/MAILBOX` (mailbox percent-encoded by the caller).
     pub fn url(&self, mailbox: &str) -> String {
         format!("imap://{USER}@127.0.0.1:{}/{mailbox}", self.port)
+    }
+
+    pub fn conf_path(&self) -> PathBuf {
+        self.path().join("dovecot.conf")
+    }
+
+    /// alice's Maildir (INBOX), as the server stores it.
+    pub fn maildir(&self) -> PathBuf {
+        self.path().join("mail/alice/Maildir")
+    }
+
+    /// Delivers `msg` to alice with Dovecot's LDA (which runs the Sieve script of
+    /// [`Opts::sieve`]).
+    pub fn deliver(&self, msg: &[u8]) -> std::process::Output {
+        super::run_with_stdin(
+            Command::new("/usr/lib/dovecot/dovecot-lda")
+                .arg("-c")
+                .arg(self.conf_path())
+                .args(["-d", USER, "-f", "alice@example.org"]),
+            msg,
+        )
     }
 
     pub fn log(&self) -> String {
