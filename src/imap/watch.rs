@@ -202,9 +202,31 @@ struct AppendJob<'a> {
 
 /// Copies per MULTIAPPEND command.
 const MULTIAPPEND_MAX: usize = 16;
+/// Bytes per MULTIAPPEND command at most (the command is built in memory); a copy larger than
+/// this goes in an APPEND of its own, streamed by the `imap` crate.
+const MULTIAPPEND_MAX_BYTES: usize = 4 << 20;
+
+/// Splits `group` into runs for MULTIAPPEND: at most [`MULTIAPPEND_MAX`] copies and
+/// [`MULTIAPPEND_MAX_BYTES`] bytes each, a copy over the byte limit alone.
+fn multiappend_runs<'j, 'a>(group: &'j [AppendJob<'a>]) -> Vec<&'j [AppendJob<'a>]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, job) in group.iter().enumerate() {
+        let len = job.output.len();
+        if i > start && (i - start == MULTIAPPEND_MAX || bytes + len > MULTIAPPEND_MAX_BYTES) {
+            runs.push(&group[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < group.len() {
+        runs.push(&group[start..]);
+    }
+    runs
+}
 
 /// APPENDs a group of copies on one session, in order; stops at the first error. With
-/// `multi`, copies go out in MULTIAPPEND commands of up to [`MULTIAPPEND_MAX`].
+/// `multi`, copies go out in MULTIAPPEND commands (see [`multiappend_runs`]).
 fn append_group(
     s: &mut Session,
     wire: &str,
@@ -214,8 +236,12 @@ fn append_group(
 ) -> Vec<Result<Option<u32>>> {
     if multi && group.len() > 1 {
         let mut out = Vec::with_capacity(group.len());
-        for part in group.chunks(MULTIAPPEND_MAX) {
-            let done = match multiappend(s, wire, part, uidvalidity) {
+        for part in multiappend_runs(group) {
+            let single = part.len() == 1;
+            let done = match (!single)
+                .then(|| multiappend(s, wire, part, uidvalidity))
+                .flatten()
+            {
                 Some(r) => r,
                 // a copy that is not UTF-8 cannot go through the crate's command path
                 None => append_group(s, wire, part, uidvalidity, false),
@@ -1083,11 +1109,44 @@ fn one(ctx: &Context, it: &Item, stats: &Stats) -> Result<Outcome> {
 
 #[cfg(test)]
 mod tests {
-    use super::uid_set;
+    use super::{multiappend_runs, uid_set, AppendJob, MULTIAPPEND_MAX, MULTIAPPEND_MAX_BYTES};
 
     #[test]
     fn uid_sets() {
         assert_eq!(uid_set(&[5, 1, 2, 3, 9, 10, 7]), "1:3,5,7,9:10");
         assert_eq!(uid_set(&[4]), "4");
+    }
+
+    #[test]
+    fn multiappend_runs_are_bounded_in_count_and_bytes() {
+        let small = vec![b'x'; 1000];
+        let big = vec![b'x'; MULTIAPPEND_MAX_BYTES + 1];
+        let half = vec![b'x'; MULTIAPPEND_MAX_BYTES / 2];
+        let job = |output: &'static [u8]| AppendJob {
+            output,
+            flags: Vec::new(),
+            date: None,
+        };
+        let (small, big, half): (&'static [u8], &'static [u8], &'static [u8]) =
+            (Vec::leak(small), Vec::leak(big), Vec::leak(half));
+        let lens = |jobs: &[AppendJob<'_>]| -> Vec<usize> {
+            multiappend_runs(jobs).iter().map(|r| r.len()).collect()
+        };
+        let many: Vec<AppendJob<'_>> = (0..40).map(|_| job(small)).collect();
+        assert_eq!(lens(&many), vec![MULTIAPPEND_MAX, MULTIAPPEND_MAX, 8]);
+        // a copy over the limit is alone; the byte limit closes a run
+        let mixed = vec![
+            job(small),
+            job(big),
+            job(half),
+            job(half),
+            job(half),
+            job(small),
+        ];
+        assert_eq!(lens(&mixed), vec![1, 1, 2, 2]);
+        assert!(multiappend_runs(&[]).is_empty());
+        // every copy once, in order
+        let total: usize = multiappend_runs(&mixed).iter().map(|r| r.len()).sum();
+        assert_eq!(total, mixed.len());
     }
 }
