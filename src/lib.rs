@@ -18,6 +18,7 @@ pub mod maildir;
 pub mod mime;
 pub mod ossl;
 pub mod outbound;
+pub mod pathcache;
 pub mod pipeline;
 pub mod sst;
 pub mod status;

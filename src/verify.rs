@@ -13,6 +13,7 @@ use openssl::x509::{X509StoreContext, X509VerifyResult, X509};
 
 use crate::certs;
 use crate::ossl::{self, SignerCheck};
+use crate::pathcache::{self, PathCache};
 use crate::status::{Signature, SignerResult};
 use crate::trust::TrustStore;
 
@@ -86,19 +87,44 @@ fn chain_error_verdict(err: X509VerifyResult) -> (Signature, String) {
     (verdict, reason)
 }
 
+/// Signers' paths found earlier in this process (see [`crate::pathcache`]); the value is whether
+/// revocation was checked.
+static SIGNER_PATHS: PathCache<bool> = PathCache::new();
+
 /// Verifies the certificate path of `cert`; Ok(revocation checked) or the verdict and reason.
+/// Without CRLs a good path is remembered for the next message of the same signer.
 fn check_path(
     trust: &TrustStore,
     cert: &X509,
     untrusted: &[X509],
 ) -> Result<bool, (Signature, String)> {
+    let key = if trust.has_crls {
+        None
+    } else {
+        PathCache::<bool>::key(cert, untrusted, trust.generation)
+    };
+    if let Some(checked) = key
+        .as_ref()
+        .and_then(|k| SIGNER_PATHS.get(k, pathcache::now()))
+    {
+        return Ok(checked);
+    }
     match verify_in(
         (&trust.store, &trust.store_no_crl),
         trust.has_crls,
         cert,
         untrusted,
     )? {
-        Ok((checked, _)) => Ok(checked),
+        Ok((checked, chain)) => {
+            if let Some(k) = key {
+                SIGNER_PATHS.put(
+                    k,
+                    pathcache::window(chain.iter().map(|c| c.as_ref())),
+                    checked,
+                );
+            }
+            Ok(checked)
+        }
         Err((res, 0)) if res.as_raw() == openssl_sys::X509_V_ERR_INVALID_PURPOSE => {
             any_eku_path(trust, cert, untrusted).map_err(|e| e.unwrap_or(chain_error_verdict(res)))
         }

@@ -29,6 +29,7 @@ use openssl::x509::{X509StoreContext, X509VerifyResult, X509};
 use crate::certs;
 use crate::error::{Error, Result};
 use crate::ossl::{self, Capability};
+use crate::pathcache::{self, PathCache};
 use crate::trust::TrustStore;
 
 /// X509v3_KU_KEY_ENCIPHERMENT / X509v3_KU_KEY_AGREEMENT.
@@ -227,15 +228,8 @@ impl<'a> AddressBook<'a> {
     }
 }
 
-/// Paths to a trust anchor found earlier in this process: (certificate, intermediates offered,
-/// anchors' generation) -> the time window in which every certificate of the path is valid.
-/// The agent and the watchers look the same recipients up again and again; a path check costs
-/// more than the rest of the lookup. Only successes are kept; everything but the path (address,
-/// validity of the certificate itself, key usages, EKU) is checked every time.
-type PathKey = (Vec<u8>, Vec<Vec<u8>>, u64);
-static PATHS: std::sync::Mutex<Vec<(PathKey, i64, i64)>> = std::sync::Mutex::new(Vec::new());
-/// Entries kept at most (oldest dropped first).
-const PATHS_MAX: usize = 512;
+/// Recipients' paths found earlier in this process (see [`crate::pathcache`]).
+static PATHS: PathCache<()> = PathCache::new();
 
 /// [`check_for_encryption`] with the path cache for the anchors of `generation`.
 pub fn check_for_encryption_cached(
@@ -246,39 +240,16 @@ pub fn check_for_encryption_cached(
     now: i64,
     generation: u64,
 ) -> std::result::Result<(), String> {
-    let der = |c: &X509| {
-        c.digest(openssl::hash::MessageDigest::sha256())
-            .map(|d| d.to_vec())
+    let Some(key) = PathCache::<()>::key(cert, untrusted, generation) else {
+        return check_for_encryption(cert, addr, store, untrusted, now);
     };
-    let key = der(cert).and_then(|c| {
-        let mut inter = untrusted
-            .iter()
-            .map(der)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        inter.sort();
-        Ok((c, inter, generation))
-    });
-    let Ok(key) = key else {
+    if PATHS.get(&key, now).is_some() {
         return check(cert, addr, store, untrusted, now, None);
-    };
-    let known = PATHS.lock().is_ok_and(|paths| {
-        paths
-            .iter()
-            .any(|(k, from, until)| *k == key && *from <= now && now <= *until)
-    });
+    }
     let mut window = None;
-    let r = if known {
-        check(cert, addr, store, untrusted, now, None)
-    } else {
-        check(cert, addr, store, untrusted, now, Some(&mut window))
-    };
-    if let (Ok(()), Some((from, until))) = (&r, window) {
-        if let Ok(mut paths) = PATHS.lock() {
-            if paths.len() >= PATHS_MAX {
-                paths.remove(0);
-            }
-            paths.push((key, from, until));
-        }
+    let r = check(cert, addr, store, untrusted, now, Some(&mut window));
+    if let (Ok(()), Some(w)) = (&r, window) {
+        PATHS.put(key, w, ());
     }
     r
 }
@@ -355,13 +326,7 @@ fn check(
         ctx.init(store, cert, &chain, |c| {
             c.verify_cert()?;
             if c.error() == X509VerifyResult::OK {
-                *window = c.chain().map(|path| {
-                    path.iter().fold((i64::MIN, i64::MAX), |(from, until), p| {
-                        let nb = certs::unix_time(p.not_before()).unwrap_or(i64::MAX);
-                        let na = certs::unix_time(p.not_after()).unwrap_or(i64::MIN);
-                        (from.max(nb), until.min(na))
-                    })
-                });
+                *window = c.chain().map(|path| pathcache::window(path.iter()));
             }
             Ok(c.error())
         })
