@@ -361,10 +361,30 @@ fn read_body(conn: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
     read_exact_vec(conn, len)
 }
 
-/// Sends one message to the agent on `socket`. An I/O error means no agent could be used (the
-/// caller works on its own); an answer is final.
+/// How long a client waits for the agent to read a request or to answer one. An agent that
+/// hangs (say, on a passphrase command waiting for a prompt nobody sees) must not hang the MDA
+/// or the mail client behind it: the client then works alone. Nothing is lost by that: the
+/// agent never delivers or sends anything itself.
+pub const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Connects to the agent on `socket`, with [`CLIENT_TIMEOUT`] on reads and writes (the tests
+/// shorten it with `SMIMED_TEST_AGENT_TIMEOUT_MS`).
+fn connect(socket: &Path) -> std::io::Result<UnixStream> {
+    let timeout = std::env::var("SMIMED_TEST_AGENT_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(CLIENT_TIMEOUT, std::time::Duration::from_millis);
+    let conn = UnixStream::connect(socket)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    Ok(conn)
+}
+
+/// Sends one message to the agent on `socket`. An I/O error (the agent missing, or silent for
+/// [`CLIENT_TIMEOUT`]) means no agent could be used (the caller works on its own); an answer is
+/// final.
 pub fn request(socket: &Path, input: &[u8]) -> std::io::Result<Answer> {
-    let mut conn = UnixStream::connect(socket)?;
+    let mut conn = connect(socket)?;
     conn.write_all(&(input.len() as u64).to_be_bytes())?;
     conn.write_all(input)?;
     conn.flush()?;
@@ -402,8 +422,9 @@ pub enum SendmailAnswer {
     Declined(String),
 }
 
-/// Sends a sendmail request to the agent on `socket`. An I/O error means no agent could be used
-/// (the caller works on its own; nothing was sent anywhere).
+/// Sends a sendmail request to the agent on `socket`. An I/O error (the agent missing, or silent
+/// for [`CLIENT_TIMEOUT`]) means no agent could be used (the caller works on its own; nothing
+/// was sent anywhere).
 pub fn request_sendmail(
     socket: &Path,
     req: &SendmailRequest<'_>,
@@ -432,7 +453,7 @@ pub fn request_sendmail(
     }
     head.extend_from_slice(&(req.message.len() as u64).to_be_bytes());
 
-    let mut conn = UnixStream::connect(socket)?;
+    let mut conn = connect(socket)?;
     conn.write_all(&head)?;
     conn.write_all(req.message)?;
     conn.flush()?;

@@ -126,6 +126,52 @@ fn without_an_agent_the_filter_works_alone() {
     assert_words(&status_of(&out.stdout), "decrypted", "valid");
 }
 
+/// An agent that takes the connection and then never answers (hung on a prompt, say) does not
+/// hang the filter: after the client timeout it works alone.
+#[test]
+fn a_silent_agent_makes_the_filter_work_alone_after_the_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("silent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let held = std::thread::spawn(move || {
+        // accept, answer nothing, hold the connection open until the client gives up (or 10 s
+        // pass: a client without a timeout would then see the end and work alone too late)
+        let (mut conn, _) = listener.accept().expect("accept");
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut conn, &mut sink);
+    });
+    let p = pki();
+    let t0 = std::time::Instant::now();
+    let out = run_with_stdin(
+        smimed()
+            .args(["--authserv-id", "mx.test", "--trust"])
+            .arg(&p.root_path)
+            .arg("--key")
+            .arg(&p.bob.p12_path)
+            .env("SMIMED_PASSPHRASE", P12_PASS)
+            .env("SMIMED_TEST_AGENT_TIMEOUT_MS", "500")
+            .arg("--agent")
+            .arg(&socket)
+            .arg("filter"),
+        &signed_then_encrypted(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_words(&status_of(&out.stdout), "decrypted", "valid");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(8),
+        "gave up after {:?}",
+        t0.elapsed()
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("working alone"));
+    let _ = held.join();
+}
+
 #[test]
 fn a_second_agent_on_the_same_socket_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
