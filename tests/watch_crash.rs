@@ -47,6 +47,12 @@ fn sigkill_at_random_points_over_1000_messages_is_exactly_once() {
         } else {
             &["--jobs", "2"]
         };
+        // The kill comes at a random point: once a random number of further messages is
+        // done (so that it lands in the middle of the work however fast the machine), or
+        // after a random delay when there is little or nothing left to do.
+        let before = processed_count(md.path());
+        let remaining = smime.len().saturating_sub(before) as u64;
+        let target = before + 1 + rng.below((remaining / 3).max(1)) as usize;
         let mut child = spawn(watch_cmd(args, md.path(), None));
         let delay = Duration::from_millis(30 + rng.below(1200));
         let start = Instant::now();
@@ -56,7 +62,10 @@ fn sigkill_at_random_points_over_1000_messages_is_exactly_once() {
                 exited = Some(st);
                 break;
             }
-            std::thread::sleep(Duration::from_millis(2));
+            if remaining > 1 && processed_count(md.path()) >= target {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         if exited.is_none() {
             signal(&child, "-KILL");
