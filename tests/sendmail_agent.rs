@@ -241,6 +241,40 @@ fn a_certificate_imported_after_the_agent_started_is_used_and_a_removed_one_is_n
     assert!(env.take_recorded().is_empty());
 }
 
+/// The client's own --key / --trust / --certs are not what the agent uses: said on stderr,
+/// and the copies are still the agent's (encrypted to bob from the agent's store, not refused
+/// for the empty store named here).
+#[test]
+fn client_options_the_agent_ignores_are_named() {
+    let p = pki();
+    let env = env_with_recipients();
+    let socket = socket_in(&env);
+    let _agent = start_agent(&env, &socket);
+    let msg = client_message(&p.alice.email, "bob@example.org", None, "", "to bob.\n");
+    let plain = ["--encrypt", "always", "bob@example.org"];
+    let out = send_via(&env, &socket, &plain, &msg);
+    assert_ok(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("were not used"));
+    let empty = env.dir.path().join("empty-store");
+    let with_own = [
+        "--certs",
+        empty.to_str().expect("utf-8 path"),
+        "--encrypt",
+        "always",
+        "bob@example.org",
+    ];
+    let out = send_via(&env, &socket, &with_own, &msg);
+    assert_ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("were not used"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = env.take_recorded();
+    assert_eq!(rec.len(), 2);
+    assert!(String::from_utf8_lossy(&read_as(&p.bob, &rec[1].message)).contains("to bob."));
+}
+
 /// One recorded copy: MTA arguments, smime-type, RecipientInfo owners, content as alice (the
 /// sender) reads it.
 type Summary = (Vec<String>, String, Vec<String>, Vec<u8>);

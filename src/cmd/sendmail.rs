@@ -76,7 +76,18 @@ fn via_agent(
         message: input,
     };
     match agent::request_sendmail(socket, &req) {
-        Ok(agent::SendmailAnswer::Copies(copies)) => Ok(Some(copies)),
+        Ok(agent::SendmailAnswer::Copies(copies)) => {
+            let c = &args.common;
+            if !c.key.is_empty() || !c.trust.is_empty() || c.certs.is_some() || !c.vcard.is_empty()
+            {
+                log::warn!(
+                    "the agent on {} used its own keys, trust and address book; \
+                     --key, --trust, --certs and --vcard given here were not used",
+                    socket.display()
+                );
+            }
+            Ok(Some(copies))
+        }
         Ok(agent::SendmailAnswer::Failed(e)) => Err(e),
         Ok(agent::SendmailAnswer::Declined(why)) => {
             log::warn!(
