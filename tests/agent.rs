@@ -105,23 +105,27 @@ fn agent_errors_keep_their_exit_codes_and_write_nothing() {
     );
 }
 
+/// `smimed --agent SOCKET filter` with bob's key and the trust of its own, so that it can work
+/// alone.
+fn filter_with_keys(socket: &std::path::Path) -> Command {
+    let p = pki();
+    let mut c = smimed();
+    c.args(["--authserv-id", "mx.test", "--trust"])
+        .arg(&p.root_path)
+        .arg("--key")
+        .arg(&p.bob.p12_path)
+        .env("SMIMED_PASSPHRASE", P12_PASS)
+        .arg("--agent")
+        .arg(socket)
+        .arg("filter");
+    c
+}
+
 #[test]
 fn without_an_agent_the_filter_works_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("nobody-here.sock");
-    let p = pki();
-    let out = run_with_stdin(
-        smimed()
-            .args(["--authserv-id", "mx.test", "--trust"])
-            .arg(&p.root_path)
-            .arg("--key")
-            .arg(&p.bob.p12_path)
-            .env("SMIMED_PASSPHRASE", P12_PASS)
-            .arg("--agent")
-            .arg(&socket)
-            .arg("filter"),
-        &signed_then_encrypted(),
-    );
+    let out = run_with_stdin(&mut filter_with_keys(&socket), &signed_then_encrypted());
     assert!(out.status.success());
     assert_words(&status_of(&out.stdout), "decrypted", "valid");
 }
@@ -142,19 +146,9 @@ fn a_silent_agent_makes_the_filter_work_alone_after_the_timeout() {
         let mut sink = Vec::new();
         let _ = std::io::Read::read_to_end(&mut conn, &mut sink);
     });
-    let p = pki();
     let t0 = std::time::Instant::now();
     let out = run_with_stdin(
-        smimed()
-            .args(["--authserv-id", "mx.test", "--trust"])
-            .arg(&p.root_path)
-            .arg("--key")
-            .arg(&p.bob.p12_path)
-            .env("SMIMED_PASSPHRASE", P12_PASS)
-            .env("SMIMED_TEST_AGENT_TIMEOUT_MS", "500")
-            .arg("--agent")
-            .arg(&socket)
-            .arg("filter"),
+        filter_with_keys(&socket).env("SMIMED_TEST_AGENT_TIMEOUT_MS", "500"),
         &signed_then_encrypted(),
     );
     assert!(
