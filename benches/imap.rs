@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dovecot::{append, Dovecot, Opts, Session, PASSWORD};
-use common::pki::{pki, P12_PASS};
+use common::pki::pki;
 use common::*;
 
 fn env_n(name: &str, default: usize) -> usize {
@@ -32,14 +32,8 @@ fn message(body: &[u8], i: usize) -> Vec<u8> {
 }
 
 fn watcher(state: &std::path::Path, url: &str) -> Command {
-    let p = pki();
-    let mut c = smimed();
-    c.args(["--authserv-id", "mx.test", "--trust"])
-        .arg(&p.root_path)
-        .arg("--key")
-        .arg(&p.bob.p12_path)
-        .env("SMIMED_PASSPHRASE", P12_PASS)
-        .env("SMIMED_IMAP_PASSWORD", PASSWORD)
+    let mut c = smimed_as(&pki().bob);
+    c.env("SMIMED_IMAP_PASSWORD", PASSWORD)
         .arg("watch")
         .arg("--state-dir")
         .arg(state)

@@ -108,16 +108,8 @@ fn agent_errors_keep_their_exit_codes_and_write_nothing() {
 /// `smimed --agent SOCKET filter` with bob's key and the trust of its own, so that it can work
 /// alone.
 fn filter_with_keys(socket: &std::path::Path) -> Command {
-    let p = pki();
-    let mut c = smimed();
-    c.args(["--authserv-id", "mx.test", "--trust"])
-        .arg(&p.root_path)
-        .arg("--key")
-        .arg(&p.bob.p12_path)
-        .env("SMIMED_PASSPHRASE", P12_PASS)
-        .arg("--agent")
-        .arg(socket)
-        .arg("filter");
+    let mut c = smimed_as(&pki().bob);
+    c.arg("--agent").arg(socket).arg("filter");
     c
 }
 

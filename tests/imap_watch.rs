@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::dovecot::{self, append, messages, Dovecot, Msg, Opts};
-use common::pki::{pki, P12_PASS};
+use common::pki::pki;
 use common::*;
 
 const KEYWORD: &str = "$SMIMEProcessed";
@@ -95,14 +95,8 @@ fn mid(subject: &str) -> String {
 }
 
 fn watcher(state: &Path, args: &[&str]) -> Command {
-    let p = pki();
-    let mut c = smimed();
-    c.args(["--authserv-id", "mx.test", "--trust"])
-        .arg(&p.root_path)
-        .arg("--key")
-        .arg(&p.bob.p12_path)
-        .env("SMIMED_PASSPHRASE", P12_PASS)
-        .env("SMIMED_IMAP_PASSWORD", dovecot::PASSWORD)
+    let mut c = smimed_as(&pki().bob);
+    c.env("SMIMED_IMAP_PASSWORD", dovecot::PASSWORD)
         .arg("watch")
         .arg("--state-dir")
         .arg(state)

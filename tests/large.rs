@@ -25,13 +25,7 @@ fn big_entity(mb: usize) -> Vec<u8> {
 }
 
 fn filter_file(user: &common::pki::User, path: &std::path::Path) -> std::process::Output {
-    let p = pki();
-    smimed()
-        .args(["--authserv-id", "mx.test", "--trust"])
-        .arg(&p.root_path)
-        .arg("--key")
-        .arg(&user.p12_path)
-        .env("SMIMED_PASSPHRASE", common::pki::P12_PASS)
+    common::smimed_as(user)
         .args(["filter", "--input"])
         .arg(path)
         .output()

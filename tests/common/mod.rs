@@ -43,17 +43,29 @@ pub fn smimed() -> Command {
     c
 }
 
-/// `smimed --authserv-id mx.test --trust ROOT [--key P12 --passphrase-file] filter` on `msg`.
-pub fn filter_as(user: Option<&pki::User>, extra: &[&str], msg: &[u8]) -> Output {
-    let p = pki::pki();
+/// `smimed --authserv-id mx.test --trust ROOT`: the test root as the only anchor.
+pub fn smimed_trusting() -> Command {
     let mut c = smimed();
     c.args(["--authserv-id", "mx.test", "--trust"])
-        .arg(&p.root_path);
-    if let Some(u) = user {
-        c.arg("--key")
-            .arg(&u.p12_path)
-            .env("SMIMED_PASSPHRASE", pki::P12_PASS);
-    }
+        .arg(&pki::pki().root_path);
+    c
+}
+
+/// [`smimed_trusting`] with `user`'s PKCS#12 key (`--key P12`, passphrase in the environment).
+pub fn smimed_as(user: &pki::User) -> Command {
+    let mut c = smimed_trusting();
+    c.arg("--key")
+        .arg(&user.p12_path)
+        .env("SMIMED_PASSPHRASE", pki::P12_PASS);
+    c
+}
+
+/// `smimed --authserv-id mx.test --trust ROOT [--key P12] filter` on `msg`.
+pub fn filter_as(user: Option<&pki::User>, extra: &[&str], msg: &[u8]) -> Output {
+    let mut c = match user {
+        Some(u) => smimed_as(u),
+        None => smimed_trusting(),
+    };
     c.args(extra).arg("filter");
     run_with_stdin(&mut c, msg)
 }
