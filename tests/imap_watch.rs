@@ -94,6 +94,29 @@ fn mid(subject: &str) -> String {
     format!("<{}@test>", subject.replace(' ', "."))
 }
 
+/// APPENDs `n` messages of `kind` to INBOX, subjects "PREFIX 0" .. "PREFIX n-1", with `flags`.
+fn append_n(s: &mut dovecot::Session, kind: Kind, prefix: &str, n: usize, flags: &[&str]) {
+    for i in 0..n {
+        append(
+            s,
+            "INBOX",
+            &message(kind, &format!("{prefix} {i}")),
+            flags,
+            None,
+        );
+    }
+}
+
+/// A `--once` run that the crash hook `SMIMED_TEST_CRASH_AFTER_APPEND=HOOK` aborts.
+fn crashed_once(state: &Path, args: &[&str], hook: &str) {
+    let out = watcher(state, args)
+        .arg("--once")
+        .env("SMIMED_TEST_CRASH_AFTER_APPEND", hook)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "the crash hook {hook} did not fire");
+}
+
 fn watcher(state: &Path, args: &[&str]) -> Command {
     let mut c = smimed_as(&pki().bob);
     c.env("SMIMED_IMAP_PASSWORD", dovecot::PASSWORD)
@@ -437,20 +460,8 @@ fn crash_between_append_and_move(opts: Opts, copies_before_crash: usize) {
     let d = Dovecot::start(opts);
     let state = tempfile::tempdir().expect("state");
     let mut s = d.client();
-    for i in 0..3 {
-        append(
-            &mut s,
-            "INBOX",
-            &message(Kind::SignEnc, &format!("crash {i}")),
-            &["\\Seen"],
-            None,
-        );
-    }
-    let out = watcher(state.path(), &[&d.url("INBOX"), "--once"])
-        .env("SMIMED_TEST_CRASH_AFTER_APPEND", "1")
-        .output()
-        .expect("run");
-    assert!(!out.status.success(), "the crash hook did not fire");
+    append_n(&mut s, Kind::SignEnc, "crash", 3, &["\\Seen"]);
+    crashed_once(state.path(), &[&d.url("INBOX")], "1");
     // the crash left the copies of the APPEND it followed next to their originals
     let inbox = messages(&mut s, "INBOX");
     assert_eq!(
@@ -903,21 +914,9 @@ fn crash_in_a_parallel_append_batch_and_before_move_leaves_no_duplicate() {
     let state = tempfile::tempdir().expect("state");
     let mut s = d.client();
     let n = 20;
-    for i in 0..n {
-        append(
-            &mut s,
-            "INBOX",
-            &message(Kind::SignEnc, &format!("par {i}")),
-            &[],
-            None,
-        );
-    }
+    append_n(&mut s, Kind::SignEnc, "par", n, &[]);
     // crash after the first APPEND while three sessions append in parallel
-    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--jobs", "3"])
-        .env("SMIMED_TEST_CRASH_AFTER_APPEND", "1")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
+    crashed_once(state.path(), &[&d.url("INBOX"), "--jobs", "3"], "1");
     assert!(
         messages(&mut s, "INBOX").len() > n,
         "no copy appended before the crash"
@@ -938,20 +937,12 @@ fn crash_in_a_parallel_append_batch_and_before_move_leaves_no_duplicate() {
     assert_eq!(messages(&mut s, "INBOX").len(), n);
 
     // crash after every copy is appended and recorded, before the originals move
-    for i in 0..n {
-        append(
-            &mut s,
-            "INBOX",
-            &message(Kind::Opaque, &format!("mv {i}")),
-            &[],
-            None,
-        );
-    }
-    let out = watcher(state.path(), &[&d.url("INBOX"), "--once", "--jobs", "3"])
-        .env("SMIMED_TEST_CRASH_AFTER_APPEND", "before-move")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
+    append_n(&mut s, Kind::Opaque, "mv", n, &[]);
+    crashed_once(
+        state.path(),
+        &[&d.url("INBOX"), "--jobs", "3"],
+        "before-move",
+    );
     assert_eq!(
         messages(&mut s, "INBOX").len(),
         3 * n,
