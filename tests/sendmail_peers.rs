@@ -336,8 +336,7 @@ fn a_missing_certificate_under_encrypt_always_never_reaches_the_mta() {
     for to in ["expired@example.org", "untrusted@example.org"] {
         let msg = client_message(&p.alice.email, to, None, "X-Smime-Encrypt: yes\n", "x\n");
         let out = env.sendmail(Some(&p.alice), &[to], &msg);
-        assert_eq!(out.status.code(), Some(65));
-        assert!(env.take_recorded().is_empty());
+        env.assert_refused(&out, 65, to);
     }
     // A sender without a certificate cannot encrypt (and without a key cannot sign).
     let msg = client_message(&p.erin.email, "bob@example.org", None, "", "x\n");
@@ -345,8 +344,7 @@ fn a_missing_certificate_under_encrypt_always_never_reaches_the_mta() {
     assert_eq!(out.status.code(), Some(65));
     assert!(String::from_utf8_lossy(&out.stderr).contains("erin@example.org (the sender)"));
     let out = env.sendmail(None, &["--sign", "always", "bob@example.org"], &msg);
-    assert_eq!(out.status.code(), Some(78));
-    assert!(env.take_recorded().is_empty());
+    env.assert_refused(&out, 78, "--sign always without a key");
     // A failing passphrase command is temporary (75) and nothing is sent, not even in clear.
     let msg = client_message(&p.alice.email, "bob@example.org", None, "", "x\n");
     let mut c = common::smimed();
@@ -361,13 +359,7 @@ fn a_missing_certificate_under_encrypt_always_never_reaches_the_mta() {
         .arg(&p.alice.p12_path);
     c.args(["--passphrase-command", "exit 1", "bob@example.org"]);
     let out = run_with_stdin(&mut c, &msg);
-    assert_eq!(
-        out.status.code(),
-        Some(75),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(env.take_recorded().is_empty());
+    env.assert_refused(&out, 75, "passphrase command failed");
 }
 
 #[test]
@@ -495,14 +487,8 @@ fn called_as_sendmail_through_a_link() {
         .env("SMIMED_PASSPHRASE", common::pki::P12_PASS)
         .args(["--mta", path_str(&link), "bob@example.org"]);
     let out = run_with_stdin(&mut c, &msg);
-    assert_eq!(
-        out.status.code(),
-        Some(78),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("is smimed itself"));
-    assert!(env.take_recorded().is_empty());
+    env.assert_refused(&out, 78, "the MTA is smimed itself");
 }
 
 #[test]

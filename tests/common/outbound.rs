@@ -127,6 +127,18 @@ impl Env {
         );
     }
 
+    /// Asserts that `out` (a sendmail run) failed with `code` and that the MTA received nothing;
+    /// `what` names the case in the failure message.
+    pub fn assert_refused(&self, out: &Output, code: i32, what: &str) {
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(self.take_recorded().is_empty(), "{what}: MTA called");
+    }
+
     /// What the MTA received, oldest first; the recording is then cleared.
     pub fn take_recorded(&self) -> Vec<Recorded> {
         let mut stems: Vec<String> = std::fs::read_dir(&self.out)
