@@ -38,18 +38,6 @@ impl<V: Clone> PathCache<V> {
         }
     }
 
-    /// The key of `cert` offered with `untrusted` against the anchors of `generation`; None when
-    /// a digest cannot be computed (then nothing is cached).
-    pub fn key(cert: &X509Ref, untrusted: &[X509], generation: u64) -> Option<Key> {
-        let der = |c: &X509Ref| c.digest(MessageDigest::sha256()).map(|d| d.to_vec()).ok();
-        let mut inter = untrusted
-            .iter()
-            .map(|c| der(c))
-            .collect::<Option<Vec<_>>>()?;
-        inter.sort();
-        Some((der(cert)?, inter, generation))
-    }
-
     /// The result remembered for `key`, if its path is valid at `now` (Unix seconds).
     pub fn get(&self, key: &Key, now: i64) -> Option<V> {
         let entries = self.entries.lock().ok()?;
@@ -71,6 +59,18 @@ impl<V: Clone> PathCache<V> {
     }
 }
 
+/// The key of `cert` offered with `untrusted` against the anchors of `generation`; None when
+/// a digest cannot be computed (then nothing is cached).
+pub fn key(cert: &X509Ref, untrusted: &[X509], generation: u64) -> Option<Key> {
+    let der = |c: &X509Ref| c.digest(MessageDigest::sha256()).map(|d| d.to_vec()).ok();
+    let mut inter = untrusted
+        .iter()
+        .map(|c| der(c))
+        .collect::<Option<Vec<_>>>()?;
+    inter.sort();
+    Some((der(cert)?, inter, generation))
+}
+
 /// The window (Unix seconds) in which every certificate of `path` is valid; empty (from >
 /// until) when a time cannot be read.
 pub fn window<'a>(path: impl IntoIterator<Item = &'a X509Ref>) -> (i64, i64) {
@@ -82,7 +82,7 @@ pub fn window<'a>(path: impl IntoIterator<Item = &'a X509Ref>) -> (i64, i64) {
         })
 }
 
-/// Now, in Unix seconds.
+/// Now, in Unix seconds (the path windows, the address book's validity checks, harvesting).
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -101,7 +101,7 @@ fn check_path(
     let key = if trust.has_crls {
         None
     } else {
-        PathCache::<bool>::key(cert, untrusted, trust.generation)
+        pathcache::key(cert, untrusted, trust.generation)
     };
     if let Some(checked) = key
         .as_ref()

@@ -107,13 +107,6 @@ pub fn default_store_dir() -> Result<PathBuf> {
     Ok(base.join("smimed").join("certs"))
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// A purpose-less store of the email-usable anchors. `TrustStore::store_encrypt` uses OpenSSL's
 /// S/MIME-encryption purpose, which demands keyEncipherment and so rejects every EC
 /// (keyAgreement) certificate; key usage and EKU are checked here instead.
@@ -153,7 +146,7 @@ impl<'a> AddressBook<'a> {
             trust,
             verify_store: OnceLock::new(),
             intermediates,
-            now: now(),
+            now: pathcache::now(),
         })
     }
 
@@ -240,7 +233,7 @@ pub fn check_for_encryption_cached(
     now: i64,
     generation: u64,
 ) -> std::result::Result<(), String> {
-    let Some(key) = PathCache::<()>::key(cert, untrusted, generation) else {
+    let Some(key) = pathcache::key(cert, untrusted, generation) else {
         return check_for_encryption(cert, addr, store, untrusted, now);
     };
     if PATHS.get(&key, now).is_some() {
@@ -401,7 +394,12 @@ pub fn import(
                 .entries()
                 .iter()
                 .any(|e| e.fingerprint == certs::fingerprint(cert));
-            store.harvest(cert, s.smime_capabilities.as_deref(), s.signing_time, now())?;
+            store.harvest(
+                cert,
+                s.smime_capabilities.as_deref(),
+                s.signing_time,
+                pathcache::now(),
+            )?;
             out.push(Imported {
                 cert: cert.clone(),
                 new: !before,
@@ -453,7 +451,12 @@ pub fn harvest(store: &store::Store, processed: &crate::pipeline::Processed, inp
     let mut carried: Option<Vec<X509>> = None;
     for s in processed.harvestable() {
         let Some(cert) = &s.cert else { continue };
-        match store.harvest(cert, s.smime_capabilities.as_deref(), s.signing_time, now()) {
+        match store.harvest(
+            cert,
+            s.smime_capabilities.as_deref(),
+            s.signing_time,
+            pathcache::now(),
+        ) {
             Ok(r) => log::info!("harvest {}: {r:?}", certs::fingerprint(cert)),
             Err(e) => {
                 log::warn!("harvest {}: {e}", certs::fingerprint(cert));
@@ -504,7 +507,7 @@ mod tests {
         b.set_version(2).expect("v3");
         b.set_subject_name(&name).expect("subject");
         b.set_pubkey(k).expect("key");
-        let t = |d: i64| Asn1Time::from_unix(super::now() + d * 86_400).expect("time");
+        let t = |d: i64| Asn1Time::from_unix(pathcache::now() + d * 86_400).expect("time");
         b.set_not_before(&t(from)).expect("nb");
         b.set_not_after(&t(until)).expect("na");
         match issuer {
@@ -548,7 +551,7 @@ mod tests {
         let user = cert("carol", &ku, Some((&root, &ka)), -1, 365);
         let good = store(&[&root]);
         let wrong = store(&[&other]);
-        let now = super::now();
+        let now = pathcache::now();
         let addr = "carol@example.org";
         // a generation nobody else uses
         let g = 0xC0FF_EE00_0000_0000 + u64::from(std::process::id());
