@@ -1,6 +1,7 @@
 //! Just enough DER to detach the encrypted content of a large EnvelopedData or
 //! AuthEnvelopedData, so that OpenSSL parses only the small structure around it and decrypts the
-//! content from our buffer instead of a copy (`d2i` would duplicate tens of megabytes).
+//! content from our buffer instead of a copy (`d2i` would duplicate tens of megabytes); and to
+//! take the certificates out of a SignedData, so that each is parsed once per process.
 //!
 //! Invariant: this is an optimisation only. Anything it does not recognise with certainty
 //! (indefinite lengths, a constructed encryptedContent, high tag numbers, any length that does not
@@ -150,6 +151,67 @@ pub fn detach_encrypted_content(der: &[u8]) -> Option<Detached> {
     })
 }
 
+/// DER of id-signedData's OID (1.2.840.113549.1.7.2), content bytes only.
+const SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+
+/// A SignedData ContentInfo rewritten without its `certificates` field, and where each of
+/// those certificates is in the original DER.
+#[derive(Debug)]
+pub struct SplitCerts {
+    pub der: Vec<u8>,
+    pub certs: Vec<Range<usize>>,
+}
+
+/// Takes the certificates out of a SignedData ContentInfo, so that the caller can parse each one
+/// once per process (`certcache`) instead of once per message, and hand them to the signature
+/// check itself. Nothing that is signed changes: the signature covers the content and the signed
+/// attributes, never the certificate set. `None` (parse the ordinary way) for anything else:
+/// another content type, no certificates, a certificate choice other than a plain Certificate
+/// (attribute certificates and the like), or anything `tlv` does not accept.
+pub fn detach_certificates(der: &[u8]) -> Option<SplitCerts> {
+    let ci = tlv(der, 0)?;
+    if ci.tag != 0x30 || ci.end != der.len() {
+        return None;
+    }
+    let ci_kids = children(der, ci)?;
+    let [oid, wrapper] = ci_kids.as_slice() else {
+        return None;
+    };
+    if oid.tag != 0x06 || &der[oid.content..oid.end] != SIGNED_DATA || wrapper.tag != 0xa0 {
+        return None;
+    }
+    let w_kids = children(der, *wrapper)?;
+    let [sd] = w_kids.as_slice() else {
+        return None;
+    };
+    if sd.tag != 0x30 {
+        return None;
+    }
+    let sd_kids = children(der, *sd)?;
+    // version, digestAlgorithms, encapContentInfo, then certificates [0] IMPLICIT SET OF.
+    let at = sd_kids.iter().position(|t| t.tag == 0xa0)?;
+    if at != 3 || sd_kids[1].tag != 0x31 || sd_kids[2].tag != 0x30 {
+        return None;
+    }
+    let set = sd_kids[at];
+    let certs = children(der, set)?;
+    if certs.is_empty() || certs.iter().any(|c| c.tag != 0x30) {
+        return None;
+    }
+    let parts: Vec<&[u8]> = sd_kids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != at)
+        .map(|(_, t)| &der[t.start..t.end])
+        .collect();
+    let new_sd = encode(0x30, &parts);
+    let new_wrapper = encode(0xa0, &[&new_sd]);
+    Some(SplitCerts {
+        der: encode(0x30, &[&der[oid.start..oid.end], &new_wrapper]),
+        certs: certs.iter().map(|c| c.start..c.end).collect(),
+    })
+}
+
 /// DER of rsaEncryption's OID (1.2.840.113549.1.1.1), content bytes only.
 const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 
@@ -184,6 +246,9 @@ mod tests {
         assert!(detach_encrypted_content(&[0x30, 0x80, 0, 0]).is_none());
         assert!(detach_encrypted_content(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
         assert!(detach_encrypted_content(&[0x30, 0x03, 0x06, 0x01, 0x00]).is_none());
+        assert!(detach_certificates(b"").is_none());
+        assert!(detach_certificates(&[0x30, 0x80, 0, 0]).is_none());
+        assert!(detach_certificates(&[0x30, 0x03, 0x06, 0x01, 0x00]).is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod addressbook;
 pub mod agent;
 pub mod ber;
+pub mod certcache;
 pub mod certs;
 pub mod cli;
 pub mod cmd;

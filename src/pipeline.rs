@@ -566,6 +566,13 @@ impl Walker<'_> {
                 .map(|c| (c, Some(d.content.clone()))),
             None => None,
         };
+        // A SignedData's certificates come from the process's cache (see `parse_signed`).
+        let mut message_certs = None;
+        let parsed = parsed.or_else(|| {
+            let (cms, certs) = parse_signed(&der)?;
+            message_certs = Some(certs);
+            Some((cms, None))
+        });
         let (cms, content_range) = match parsed {
             Some(p) => p,
             None => match CmsContentInfo::from_der(&der) {
@@ -623,7 +630,7 @@ impl Walker<'_> {
                     return Ok(Step::Stop);
                 }
                 let trust = self.ctx.trust()?;
-                let check = check_signed(&cms, None, &trust, size_hint)?;
+                let check = check_signed(&cms, message_certs, None, &trust, size_hint)?;
                 let Some(check) = check else {
                     self.st.signature = Signature::Error;
                     self.st.add("reason", "malformed-signed-data");
@@ -673,7 +680,11 @@ impl Walker<'_> {
         let signed = parsed.subparts[0].raw_bytes;
         let sig_ent = mime::split(parsed.subparts[1].raw_bytes);
         let der = mime::decode_body(&sig_ent);
-        let cms = match CmsContentInfo::from_der(&der) {
+        let (parsed, message_certs) = match parse_signed(&der) {
+            Some((c, certs)) => (Ok(c), Some(certs)),
+            None => (CmsContentInfo::from_der(&der), None),
+        };
+        let cms = match parsed {
             Ok(c) if ossl::content_kind(&c) == ContentKind::Signed => c,
             _ => {
                 self.st.signature = Signature::Error;
@@ -696,7 +707,9 @@ impl Walker<'_> {
         }
         let trust = self.ctx.trust()?;
         let canonical = mime::canonical_crlf(signed);
-        let Some((mut results, _)) = check_signed(&cms, Some(&canonical), &trust, 0)? else {
+        let Some((mut results, _)) =
+            check_signed(&cms, message_certs, Some(&canonical), &trust, 0)?
+        else {
             self.st.signature = Signature::Error;
             self.st.add("reason", "malformed-signature");
             self.layers.push(SignedLayer {
@@ -883,24 +896,59 @@ type CheckedLayer = (Vec<SignerResult>, Option<Vec<u8>>);
 
 /// Checks every signer of a SignedData and judges it. Returns None when the structure cannot
 /// be checked at all.
+/// A SignedData parsed without its certificates, which come from `certcache` instead: a signer
+/// whose certificate was seen before costs neither a certificate parse nor a new RSA key set-up.
+/// None when the DER is not a SignedData of the plain form `ber::detach_certificates` accepts,
+/// when one of its certificates does not parse (the ordinary parse then reports the malformed
+/// structure as before), or for a large message (the rewrite would copy its content).
+fn parse_signed(der: &[u8]) -> Option<(CmsContentInfo, Vec<X509>)> {
+    if der.len() as u64 >= LARGE_MESSAGE {
+        return None;
+    }
+    let split = crate::ber::detach_certificates(der)?;
+    let certs = split
+        .certs
+        .iter()
+        .map(|r| der.get(r.clone()).and_then(crate::certcache::parse))
+        .collect::<Option<Vec<X509>>>()?;
+    let cms = CmsContentInfo::from_der(&split.der).ok();
+    if cms.is_none() {
+        let _ = openssl::error::ErrorStack::get();
+    }
+    Some((cms?, certs))
+}
+
+/// Checks every signer of a SignedData. `message_certs`: the certificates the message carries
+/// when they were taken out of `cms` (`parse_signed`); None reads them from `cms`.
 fn check_signed(
     cms: &CmsContentInfo,
+    message_certs: Option<Vec<X509>>,
     detached: Option<&[u8]>,
     trust: &TrustStore,
     size_hint: usize,
 ) -> Result<Option<CheckedLayer>> {
     let mut extra =
         openssl::stack::Stack::new().map_err(|e| Error::software(format!("stack: {e}")))?;
-    for c in trust.certificates() {
+    // The anchors first, then the message's own certificates: the order in which OpenSSL looks
+    // for a signer's certificate when the message's are inside `cms`.
+    let separate = message_certs.is_some();
+    let message_certs: Vec<X509> = match message_certs {
+        Some(c) => c,
+        None => ossl::embedded_certs(cms),
+    };
+    let anchors = trust.certificates();
+    let extras = anchors
+        .iter()
+        .chain(message_certs.iter().filter(|_| separate));
+    for c in extras {
         extra
-            .push(c)
+            .push(c.clone())
             .map_err(|e| Error::software(format!("stack: {e}")))?;
     }
     let checked = match ossl::check_signers(cms, detached, &extra, size_hint) {
         Ok(c) => c,
         Err(_) => return Ok(None),
     };
-    let message_certs: Vec<X509> = ossl::embedded_certs(cms);
     // The From comparison is redone on the assembled message (recheck_from); judge against an
     // ambiguous From here so that only the cryptographic and path checks decide.
     let from = FromAddress::Ambiguous("from-not-yet-known");

@@ -1,0 +1,104 @@
+//! Certificates parsed earlier in this process, by their exact DER.
+//!
+//! Every signed message carries its signer's certificate (and often the chain), and a mailbox
+//! holds many messages from few signers. Parsing a certificate (its names, extensions and
+//! public key, through OpenSSL's generic decoder) and setting up its RSA key for the first
+//! verification cost about as much as checking the signature itself. The watchers and the agent
+//! therefore keep the parsed certificate, and with it its public key and that key's Montgomery
+//! set-up, keyed by the complete DER encoding: an entry is returned only for the same bytes, so
+//! a cached certificate is exactly the one the message carries. Nothing about trust is kept here
+//! (see `pathcache`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use openssl::x509::X509;
+
+/// Certificates kept at most; the whole cache is dropped when it is full (a mailbox's signers
+/// fill it again within a few messages).
+const MAX: usize = 1024;
+
+/// Certificates longer than this are parsed every time (not worth keeping, and the key would be
+/// large).
+const MAX_DER: usize = 16 * 1024;
+
+static CACHE: Mutex<Option<HashMap<Box<[u8]>, X509>>> = Mutex::new(None);
+
+/// The certificate whose DER is `der`, parsed once per process; None when it does not parse
+/// (OpenSSL's error queue is left clear).
+pub fn parse(der: &[u8]) -> Option<X509> {
+    if der.len() > MAX_DER {
+        return fresh(der);
+    }
+    if let Ok(g) = CACHE.lock() {
+        if let Some(c) = g.as_ref().and_then(|m| m.get(der)) {
+            return Some(c.clone());
+        }
+    }
+    let cert = fresh(der)?;
+    if let Ok(mut g) = CACHE.lock() {
+        let map = g.get_or_insert_with(HashMap::new);
+        if map.len() >= MAX {
+            map.clear();
+        }
+        map.insert(der.into(), cert.clone());
+    }
+    Some(cert)
+}
+
+fn fresh(der: &[u8]) -> Option<X509> {
+    let c = X509::from_der(der).ok();
+    if c.is_none() {
+        let _ = openssl::error::ErrorStack::get();
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foreign_types::ForeignType;
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::X509NameBuilder;
+
+    fn cert(cn: &str) -> Vec<u8> {
+        let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
+        let mut name = X509NameBuilder::new().expect("name");
+        name.append_entry_by_text("CN", cn).expect("cn");
+        let name = name.build();
+        let mut b = X509::builder().expect("builder");
+        b.set_subject_name(&name).expect("subject");
+        b.set_issuer_name(&name).expect("issuer");
+        b.set_pubkey(&key).expect("pubkey");
+        b.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
+            .expect("nb");
+        b.set_not_after(&Asn1Time::days_from_now(1).expect("t"))
+            .expect("na");
+        b.sign(&key, MessageDigest::sha256()).expect("sign");
+        b.build().to_der().expect("der")
+    }
+
+    #[test]
+    fn same_bytes_same_certificate_other_bytes_other() {
+        let a = cert("a");
+        let b = cert("b");
+        let a1 = parse(&a).expect("a");
+        let a2 = parse(&a).expect("a again");
+        // The second answer is the object parsed the first time, not a fresh parse.
+        assert_eq!(a1.as_ptr(), a2.as_ptr());
+        let b1 = parse(&b).expect("b");
+        assert_eq!(b1.to_der().expect("der"), b);
+        assert_eq!(a2.to_der().expect("der"), a);
+        // One changed byte is another certificate (here: not one at all).
+        let mut bad = a.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let other = parse(&bad);
+        assert!(other.is_none_or(|c| c.to_der().expect("der") == bad));
+        assert!(parse(b"not a certificate").is_none());
+        assert!(openssl::error::ErrorStack::get().errors().is_empty());
+    }
+}
