@@ -9,6 +9,7 @@
 //! record is only replaced by one with a newer signing time; a signing time more than a day in
 //! the future is refused.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -72,8 +73,6 @@ pub enum Harvested {
 
 /// Stored certificates with their fingerprints.
 type Certificates = Vec<(String, X509)>;
-/// Fingerprints with the addresses their certificates carry.
-type Index = Vec<(String, Vec<String>)>;
 
 /// The store folder. Certificates are parsed once per process (with OpenSSL 3.0 every
 /// certificate parse costs about a millisecond: it runs the public-key decoder) and the cache is
@@ -83,8 +82,58 @@ type Index = Vec<(String, Vec<String>)>;
 pub struct Store {
     dir: PathBuf,
     cache: Mutex<Option<Arc<Certificates>>>,
-    index: Mutex<Option<Arc<Index>>>,
 }
+
+/// What lookups read from a store folder: which certificate carries which addresses, the records
+/// and the intermediates. A process that looks up many times (`smimed agent`, one `Store` per
+/// send) keeps it per folder while neither the folder nor its `ca/` changed, instead of reading
+/// every record again. Every store write is an atomic rename or an unlink, which changes the
+/// folder's modification time; a snapshot is kept only when both folders' times were at least
+/// [`SETTLED`] older than the moment it was read (as git does for its index), so that a change
+/// made within the same tick of the file system's clock cannot go unseen.
+struct Snapshot {
+    ids: (Option<DirId>, Option<DirId>),
+    index: Vec<Indexed>,
+    metas: HashMap<String, Meta>,
+    intermediates: Vec<X509>,
+}
+
+/// One stored end-entity certificate in a [`Snapshot`].
+struct Indexed {
+    fingerprint: String,
+    addresses: Vec<String>,
+    cert: Option<X509>,
+}
+
+/// A folder's identity and times.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct DirId {
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// How much older than the read a folder's times must be for its snapshot to be kept.
+const SETTLED: i64 = 2;
+
+fn dir_id(dir: &Path) -> Option<DirId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir).ok()?;
+    Some(DirId {
+        dev: m.dev(),
+        ino: m.ino(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
+/// Whether a folder last changed at least [`SETTLED`] seconds before `now` (absent: yes).
+fn settled(id: Option<DirId>, now: i64) -> bool {
+    id.is_none_or(|i| i.mtime.0 + SETTLED <= now && i.ctime.0 + SETTLED <= now)
+}
+
+static SNAPSHOTS: Mutex<Option<HashMap<PathBuf, Arc<Snapshot>>>> = Mutex::new(None);
 
 /// Writes `data` to `path` atomically: a 0600 temp file in the same folder, fsync, rename, fsync
 /// of the folder.
@@ -179,7 +228,6 @@ impl Store {
         Store {
             dir,
             cache: Mutex::new(None),
-            index: Mutex::new(None),
         }
     }
 
@@ -191,17 +239,37 @@ impl Store {
         cached_cert(&self.pem_path(fp))
     }
 
-    /// Fingerprint -> addresses of every stored certificate, from the records (a certificate
-    /// whose record lacks them is parsed).
-    fn index(&self) -> Arc<Index> {
-        let mut g = match self.index.lock() {
+    /// The folder as lookups see it: kept per process while the folders are unchanged
+    /// ([`Snapshot`]), read again otherwise.
+    fn snapshot(&self) -> Arc<Snapshot> {
+        let ids = (dir_id(&self.dir), dir_id(&self.dir.join("ca")));
+        let lock = || match SNAPSHOTS.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if let Some(i) = g.as_ref() {
-            return i.clone();
+        if let Some(s) = lock().as_ref().and_then(|m| m.get(&self.dir)) {
+            if s.ids == ids {
+                return s.clone();
+            }
         }
-        let mut out = Vec::new();
+        let now = crate::pathcache::now();
+        let snap = Arc::new(self.read_snapshot(ids));
+        if settled(ids.0, now) && settled(ids.1, now) {
+            let mut g = lock();
+            let map = g.get_or_insert_with(HashMap::new);
+            if map.len() >= 64 {
+                map.clear();
+            }
+            map.insert(self.dir.clone(), snap.clone());
+        }
+        snap
+    }
+
+    /// Reads every record (a certificate whose record lacks its addresses is parsed) and the
+    /// intermediates.
+    fn read_snapshot(&self, ids: (Option<DirId>, Option<DirId>)) -> Snapshot {
+        let mut index = Vec::new();
+        let mut metas = HashMap::new();
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
             for e in rd.flatten() {
                 let name = e.file_name();
@@ -211,20 +279,41 @@ impl Store {
                 if fp.starts_with('.') {
                     continue;
                 }
-                let mut addrs = self.read_meta(fp).addresses;
-                if addrs.is_empty() {
-                    addrs = self
-                        .read_cert(fp)
-                        .map(|c| certs::email_addresses(&c))
+                let meta = self.read_meta(fp);
+                let mut addresses = meta.addresses.clone();
+                let mut cert = None;
+                if addresses.is_empty() {
+                    cert = self.read_cert(fp);
+                    addresses = cert
+                        .as_ref()
+                        .map(|c| certs::email_addresses(c))
                         .unwrap_or_default();
                 }
-                out.push((fp.to_string(), addrs));
+                metas.insert(fp.to_string(), meta);
+                index.push(Indexed {
+                    fingerprint: fp.to_string(),
+                    addresses,
+                    cert,
+                });
             }
         }
-        out.sort();
-        let i = Arc::new(out);
-        *g = Some(i.clone());
-        i
+        index.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+        // The certificates a lookup will use are parsed (through the per-file cache) once here.
+        for i in index.iter_mut() {
+            if i.cert.is_none() {
+                i.cert = self.read_cert(&i.fingerprint);
+            }
+        }
+        let intermediates = read_pem_dir(&self.dir.join("ca"))
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        Snapshot {
+            ids,
+            index,
+            metas,
+            intermediates,
+        }
     }
 
     fn certificates(&self) -> Arc<Certificates> {
@@ -245,9 +334,12 @@ impl Store {
             Ok(mut g) => *g = None,
             Err(p) => *p.into_inner() = None,
         }
-        match self.index.lock() {
-            Ok(mut g) => *g = None,
-            Err(p) => *p.into_inner() = None,
+        let mut g = match SNAPSHOTS.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(m) = g.as_mut() {
+            m.remove(&self.dir);
         }
     }
 
@@ -407,15 +499,16 @@ impl CertSource for Store {
 
     fn find(&self, addr: &str) -> Result<Vec<Candidate>> {
         let want = addr.trim().to_ascii_lowercase();
-        Ok(self
-            .index()
+        let snap = self.snapshot();
+        Ok(snap
+            .index
             .iter()
-            .filter(|(_, addrs)| addrs.contains(&want))
-            .filter_map(|(fp, _)| {
+            .filter(|i| i.addresses.contains(&want))
+            .filter_map(|i| {
                 // The record only says where to look; the certificate itself decides.
-                let cert = self.read_cert(fp)?;
+                let cert = i.cert.clone()?;
                 certs::has_address(&cert, addr).then(|| Candidate {
-                    capabilities: self.read_meta(fp).capabilities(),
+                    capabilities: snap.metas.get(&i.fingerprint).and_then(Meta::capabilities),
                     source: format!("store {}", self.dir.display()),
                     cert,
                 })
@@ -424,13 +517,134 @@ impl CertSource for Store {
     }
 
     fn intermediates(&self) -> Vec<X509> {
-        read_pem_dir(&self.dir.join("ca"))
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect()
+        self.snapshot().intermediates.clone()
     }
 
     fn capabilities_of(&self, fingerprint: &str) -> Option<Vec<Capability>> {
-        self.read_meta(fingerprint).capabilities()
+        self.snapshot()
+            .metas
+            .get(fingerprint)
+            .and_then(Meta::capabilities)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::X509NameBuilder;
+    use std::time::{Duration, SystemTime};
+
+    fn cert(user: &str) -> X509 {
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+            .expect("group");
+        let k = PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("ec")).expect("key");
+        let mut name = X509NameBuilder::new().expect("name");
+        name.append_entry_by_text("CN", user).expect("cn");
+        let name = name.build();
+        let mut b = X509::builder().expect("builder");
+        b.set_version(2).expect("v3");
+        b.set_subject_name(&name).expect("subject");
+        b.set_issuer_name(&name).expect("issuer");
+        b.set_pubkey(&k).expect("key");
+        b.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
+            .expect("nb");
+        b.set_not_after(&Asn1Time::days_from_now(1).expect("t"))
+            .expect("na");
+        let san = SubjectAlternativeName::new()
+            .email(&format!("{user}@example.org"))
+            .build(&b.x509v3_context(None, None))
+            .expect("san");
+        b.append_extension(san).expect("ext");
+        b.sign(&k, MessageDigest::sha256()).expect("sign");
+        b.build()
+    }
+
+    /// Sets a folder's modification time `ago` seconds back (its change time stays now).
+    fn age(dir: &Path, ago: u64) {
+        let t = SystemTime::now() - Duration::from_secs(ago);
+        std::fs::File::open(dir)
+            .expect("open folder")
+            .set_modified(t)
+            .expect("set time");
+    }
+
+    fn found(dir: &Path, addr: &str) -> usize {
+        Store::new(dir.to_path_buf())
+            .find(addr)
+            .expect("find")
+            .len()
+    }
+
+    /// A snapshot is used only while the folder is unchanged and settled: a certificate that
+    /// another process renames into the folder is found by the next lookup, and one that
+    /// disappears is not found any more.
+    #[test]
+    fn lookups_see_changes_made_by_other_processes() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("store");
+        let (a, b) = (cert("snap-a"), cert("snap-b"));
+        Store::new(dir.clone()).add(&a, "import").expect("add a");
+        assert_eq!(found(&dir, "snap-a@example.org"), 1);
+
+        // Another process adds b (written elsewhere, renamed in).
+        let other = d.path().join("other");
+        Store::new(other.clone()).add(&b, "import").expect("add b");
+        let fp = certs::fingerprint(&b);
+        assert_eq!(found(&dir, "snap-b@example.org"), 0);
+        for ext in ["pem", "toml"] {
+            std::fs::rename(
+                other.join(format!("{fp}.{ext}")),
+                dir.join(format!("{fp}.{ext}")),
+            )
+            .expect("rename in");
+        }
+        assert_eq!(found(&dir, "snap-b@example.org"), 1);
+
+        // Removal by another process.
+        std::fs::remove_file(dir.join(format!("{fp}.pem"))).expect("rm");
+        assert_eq!(found(&dir, "snap-b@example.org"), 0);
+        assert_eq!(found(&dir, "snap-a@example.org"), 1);
+    }
+
+    /// Once the folder is settled the snapshot answers without reading the records again; a
+    /// change of the folder (here: its modification time) makes the next lookup read them.
+    #[test]
+    fn a_settled_folder_is_read_once() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("store");
+        let c = cert("snap-c");
+        Store::new(dir.clone()).add(&c, "import").expect("add");
+        let fp = certs::fingerprint(&c);
+        // The folder's change time cannot be set back; wait until it is settled.
+        std::thread::sleep(Duration::from_secs(SETTLED as u64 + 1));
+        assert_eq!(found(&dir, "snap-c@example.org"), 1);
+        // The record is rewritten in place (no rename: the folder does not change): the kept
+        // snapshot still answers from what it read.
+        let meta = dir.join(format!("{fp}.toml"));
+        std::fs::write(&meta, "addresses = [\"someone-else@example.org\"]\n").expect("rewrite");
+        assert_eq!(found(&dir, "snap-c@example.org"), 1, "snapshot used");
+        // Any change of the folder's times makes the next lookup read the records again.
+        age(&dir, 100);
+        assert_eq!(found(&dir, "snap-c@example.org"), 0, "records read again");
+
+        // Settled again, then another process renames a certificate in: found at once.
+        let e = cert("snap-e");
+        let other = d.path().join("other");
+        Store::new(other.clone()).add(&e, "import").expect("add e");
+        std::thread::sleep(Duration::from_secs(SETTLED as u64 + 1));
+        assert_eq!(found(&dir, "snap-e@example.org"), 0);
+        let fe = certs::fingerprint(&e);
+        for ext in ["pem", "toml"] {
+            std::fs::rename(
+                other.join(format!("{fe}.{ext}")),
+                dir.join(format!("{fe}.{ext}")),
+            )
+            .expect("rename in");
+        }
+        assert_eq!(found(&dir, "snap-e@example.org"), 1);
     }
 }
