@@ -251,6 +251,95 @@ mod tests {
         assert!(detach_certificates(&[0x30, 0x03, 0x06, 0x01, 0x00]).is_none());
     }
 
+    /// A SignedData made by OpenSSL: the rewrite parses, carries no certificates, and the ranges
+    /// are exactly the certificates OpenSSL put in, in order; without certificates: None.
+    #[test]
+    fn certificates_come_out_of_a_signed_data() {
+        use openssl::cms::{CMSOptions, CmsContentInfo};
+        use openssl::hash::MessageDigest;
+        use openssl::pkey::PKey;
+        use openssl::x509::{X509NameBuilder, X509};
+
+        let key = PKey::from_ec_key(
+            openssl::ec::EcKey::generate(
+                &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                    .expect("group"),
+            )
+            .expect("ec"),
+        )
+        .expect("key");
+        let make = |cn: &str, serial: u32| {
+            let mut name = X509NameBuilder::new().expect("name");
+            name.append_entry_by_text("CN", cn).expect("cn");
+            let name = name.build();
+            let mut b = X509::builder().expect("builder");
+            b.set_version(2).expect("v3");
+            let sn = openssl::bn::BigNum::from_u32(serial).expect("bn");
+            b.set_serial_number(&sn.to_asn1_integer().expect("int"))
+                .expect("serial");
+            b.set_subject_name(&name).expect("subject");
+            b.set_issuer_name(&name).expect("issuer");
+            b.set_pubkey(&key).expect("pubkey");
+            let t = openssl::asn1::Asn1Time::days_from_now(1).expect("time");
+            b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("time"))
+                .expect("nb");
+            b.set_not_after(&t).expect("na");
+            b.sign(&key, MessageDigest::sha256()).expect("sign");
+            b.build()
+        };
+        let cert = make("ber test", 1);
+        let other = make("ber test, another", 2);
+        let mut chain = openssl::stack::Stack::new().expect("stack");
+        chain.push(other.clone()).expect("push");
+        let body = vec![b'x'; 3000];
+        let sign = |flags: CMSOptions, certs| {
+            CmsContentInfo::sign(Some(&cert), Some(&key), certs, Some(&body), flags)
+                .expect("cms sign")
+                .to_der()
+                .expect("der")
+        };
+        let der = sign(CMSOptions::BINARY, Some(chain.as_ref()));
+        let split = detach_certificates(&der).expect("split");
+        let expected = CmsContentInfo::from_der(&der).expect("parse");
+        let parsed = CmsContentInfo::from_der(&split.der).expect("parse rewrite");
+        let mut got: Vec<&[u8]> = split.certs.iter().map(|r| &der[r.clone()]).collect();
+        let (a, b) = (cert.to_der().expect("der"), other.to_der().expect("der"));
+        let mut want = vec![a.as_slice(), b.as_slice()];
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        // Everything but the certificates is unchanged: the rewrite is the original minus the
+        // certificate set's bytes, and OpenSSL reads the same content from both.
+        let set_len: usize = split.certs.iter().map(|r| r.len()).sum();
+        assert!(der.len() - split.der.len() >= set_len);
+        assert!(expected.to_der().expect("der").len() > parsed.to_der().expect("der").len());
+        // The same content and a valid signature from both, given the signer's certificate.
+        let text = |c: &CmsContentInfo| {
+            let mut out = Vec::new();
+            let mut st = openssl::stack::Stack::<X509>::new().expect("stack");
+            st.push(cert.clone()).expect("push");
+            let store = openssl::x509::store::X509StoreBuilder::new()
+                .expect("store")
+                .build();
+            let mut c = CmsContentInfo::from_der(&c.to_der().expect("der")).expect("again");
+            c.verify(
+                Some(&st),
+                Some(&store),
+                None,
+                Some(&mut out),
+                CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY,
+            )
+            .expect("verify");
+            out
+        };
+        assert_eq!(text(&expected), body);
+        assert_eq!(text(&parsed), body);
+
+        // CMS_NOCERTS: nothing to take out.
+        let bare = sign(CMSOptions::BINARY | CMSOptions::CMS_NOCERTS, None);
+        assert!(detach_certificates(&bare).is_none());
+    }
+
     #[test]
     fn long_lengths_round_trip() {
         let body = vec![7u8; 300];
