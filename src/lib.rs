@@ -21,6 +21,7 @@ pub mod ossl;
 pub mod outbound;
 pub mod pathcache;
 pub mod pipeline;
+pub mod secret;
 pub mod sst;
 pub mod status;
 pub mod sys;

@@ -13,9 +13,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::secret::Secret;
 use openssl::cms::CmsContentInfo;
 use openssl::x509::X509;
-use zeroize::Zeroizing;
 
 use crate::config::Settings;
 use crate::error::{Error, Kind as ErrorKind, Result};
@@ -177,7 +177,7 @@ pub const LARGE_MESSAGE: u64 = 16 * 1024 * 1024;
 
 /// The root body of a large message, decoded from a file, and where to read the original from.
 struct RootFromFile<'a> {
-    der: Zeroizing<Vec<u8>>,
+    der: Secret,
     hint: String,
     file: &'a std::fs::File,
     body_offset: u64,
@@ -217,7 +217,7 @@ pub fn process_file(ctx: &Context, file: &std::fs::File) -> Result<Processed> {
                 drop(ent);
                 head.truncate(head_len);
                 f.seek(SeekFrom::Start(head_len as u64)).map_err(io)?;
-                let der = Zeroizing::new(mime::base64_decode_reader(&mut f, len).map_err(io)?);
+                let der = Secret::new(mime::base64_decode_reader(&mut f, len).map_err(io)?);
                 let root = RootFromFile {
                     der,
                     hint,
@@ -302,7 +302,7 @@ fn process_with(
         decrypted: false,
         order: Vec::new(),
     };
-    let mut current: Option<Zeroizing<Vec<u8>>> = None; // None: still the root
+    let mut current: Option<Secret> = None; // None: still the root
     let mut ended = Walk::Done;
     for depth in 0.. {
         let bytes: &[u8] = current.as_ref().map_or(input, |c| c.as_slice());
@@ -321,7 +321,7 @@ fn process_with(
                 let (der, hint) = match root_der.take() {
                     Some(decoded) => decoded,
                     None => (
-                        Zeroizing::new(mime::decode_body(&ent)),
+                        Secret::new(mime::decode_body(&ent)),
                         ent.content_type()
                             .params
                             .get("smime-type")
@@ -526,10 +526,10 @@ fn recheck_from(st: &mut Status, from: &FromAddress) {
 
 enum Step {
     /// The next entity down the chain (decrypted or unwrapped content: wiped when dropped).
-    Next(Zeroizing<Vec<u8>>),
+    Next(Secret),
     /// The next entity is application/pkcs7-mime and its body was decoded on the way: its
     /// header section and the DER of the next layer.
-    NextPkcs7(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>, String),
+    NextPkcs7(Secret, Secret, String),
     Stop,
     Fail,
 }
@@ -545,7 +545,7 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     /// One application/pkcs7-mime layer, given its decoded DER and its smime-type hint.
-    fn pkcs7(&mut self, der: Zeroizing<Vec<u8>>, hint: &str) -> Result<Step> {
+    fn pkcs7(&mut self, der: Secret, hint: &str) -> Result<Step> {
         let size_hint = der.len();
         // A large envelope is parsed without its encrypted content, which is then decrypted
         // from `der` itself: OpenSSL would otherwise hold a second copy of it.
@@ -640,7 +640,7 @@ impl Walker<'_> {
                 self.layers.push(SignedLayer { results });
                 self.order.push("signed");
                 match content {
-                    Some(c) => Ok(Step::Next(Zeroizing::new(c))),
+                    Some(c) => Ok(Step::Next(Secret::new(c))),
                     None => Ok(Step::Fail),
                 }
             }
@@ -728,7 +728,7 @@ impl Walker<'_> {
         // not verify the signature after we decrypt the inside anyway).
         let inner = mime::split(signed);
         if mime::classify_entity(&inner) != Kind::Other {
-            Ok(Step::Next(Zeroizing::new(signed.to_vec())))
+            Ok(Step::Next(Secret::new(signed.to_vec())))
         } else {
             Ok(Step::Stop)
         }
@@ -784,12 +784,12 @@ impl Walker<'_> {
 /// Decrypted content, as the walk consumes it.
 enum Plain {
     /// The whole decrypted entity.
-    Bytes(Zeroizing<Vec<u8>>),
+    Bytes(Secret),
     /// A decrypted application/pkcs7-mime entity (sign-then-encrypt) whose base64 body was
     /// decoded while it was decrypted, so that a large message is not held twice.
     Pkcs7 {
-        head: Zeroizing<Vec<u8>>,
-        der: Zeroizing<Vec<u8>>,
+        head: Secret,
+        der: Secret,
         hint: String,
     },
 }
@@ -798,14 +798,14 @@ enum Plain {
 /// either keeps everything or, for a base64 application/pkcs7-mime entity, decodes the body on
 /// the fly. Dropping it (decryption failed) wipes what it received.
 struct PlainSink {
-    head: Zeroizing<Vec<u8>>,
+    head: Secret,
     mode: SinkMode,
     size_hint: usize,
 }
 
 enum SinkMode {
     Head,
-    Collect(Zeroizing<Vec<u8>>),
+    Collect(Secret),
     Decode(mime::Base64Stream, String),
 }
 
@@ -815,7 +815,7 @@ const MAX_INNER_HEAD: usize = 64 * 1024;
 impl PlainSink {
     fn new(size_hint: usize) -> Self {
         PlainSink {
-            head: Zeroizing::new(Vec::new()),
+            head: Secret::new(Vec::new()),
             mode: SinkMode::Head,
             size_hint,
         }
@@ -863,9 +863,9 @@ impl PlainSink {
     }
 
     fn collect(&mut self) {
-        let mut v = Zeroizing::new(Vec::with_capacity(self.size_hint.max(self.head.len())));
+        let mut v = Secret::new(Vec::with_capacity(self.size_hint.max(self.head.len())));
         v.extend_from_slice(&self.head);
-        self.head = Zeroizing::new(Vec::new());
+        self.head = Secret::new(Vec::new());
         self.mode = SinkMode::Collect(v);
     }
 
@@ -875,7 +875,7 @@ impl PlainSink {
             SinkMode::Collect(v) => Plain::Bytes(v),
             SinkMode::Decode(d, hint) => Plain::Pkcs7 {
                 head: self.head,
-                der: Zeroizing::new(d.finish()),
+                der: Secret::new(d.finish()),
                 hint,
             },
         }
@@ -963,10 +963,7 @@ fn check_signed(
 /// Protected headers (RFC 9788 `hp=`, the older `protected-headers=`, or a legacy
 /// message/rfc822 wrapper with `forwarded=no`): returns the content to deliver and the fields
 /// to promote over the outer ones.
-fn unwrap_protected(
-    content: Zeroizing<Vec<u8>>,
-    authserv_id: &str,
-) -> (Zeroizing<Vec<u8>>, Vec<Field>) {
+fn unwrap_protected(content: Secret, authserv_id: &str) -> (Secret, Vec<Field>) {
     let promote = |e: &Entity<'_>, eol: &[u8]| -> Vec<Field> {
         let mut v: Vec<Field> = e
             .fields
@@ -992,7 +989,7 @@ fn unwrap_protected(
                 .get("forwarded")
                 .is_some_and(|v| v.eq_ignore_ascii_case("no"))
         {
-            let wrapped = Zeroizing::new(mime::decode_body(&ent));
+            let wrapped = Secret::new(mime::decode_body(&ent));
             let fields = promote(&mime::split(&wrapped), eol);
             (Some(wrapped), fields)
         } else if ct.params.contains_key("hp") || ct.params.contains_key("protected-headers") {
