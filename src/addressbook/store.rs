@@ -98,11 +98,12 @@ struct Snapshot {
     intermediates: Vec<X509>,
 }
 
-/// One stored end-entity certificate in a [`Snapshot`].
+/// One stored end-entity certificate in a [`Snapshot`]: parsed on the first lookup that
+/// needs it (a one-shot process parses only the certificates of its recipients).
 struct Indexed {
     fingerprint: String,
     addresses: Vec<String>,
-    cert: Option<X509>,
+    cert: std::sync::OnceLock<Option<X509>>,
 }
 
 /// A folder's identity and times.
@@ -281,13 +282,14 @@ impl Store {
                 }
                 let meta = self.read_meta(fp);
                 let mut addresses = meta.addresses.clone();
-                let mut cert = None;
+                let cert = std::sync::OnceLock::new();
                 if addresses.is_empty() {
-                    cert = self.read_cert(fp);
-                    addresses = cert
+                    let c = self.read_cert(fp);
+                    addresses = c
                         .as_ref()
                         .map(|c| certs::email_addresses(c))
                         .unwrap_or_default();
+                    let _ = cert.set(c);
                 }
                 metas.insert(fp.to_string(), meta);
                 index.push(Indexed {
@@ -298,12 +300,6 @@ impl Store {
             }
         }
         index.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
-        // The certificates a lookup will use are parsed (through the per-file cache) once here.
-        for i in index.iter_mut() {
-            if i.cert.is_none() {
-                i.cert = self.read_cert(&i.fingerprint);
-            }
-        }
         let intermediates = read_pem_dir(&self.dir.join("ca"))
             .into_iter()
             .map(|(_, c)| c)
@@ -506,7 +502,10 @@ impl CertSource for Store {
             .filter(|i| i.addresses.contains(&want))
             .filter_map(|i| {
                 // The record only says where to look; the certificate itself decides.
-                let cert = i.cert.clone()?;
+                let cert = i
+                    .cert
+                    .get_or_init(|| self.read_cert(&i.fingerprint))
+                    .clone()?;
                 certs::has_address(&cert, addr).then(|| Candidate {
                     capabilities: snap.metas.get(&i.fingerprint).and_then(Meta::capabilities),
                     source: format!("store {}", self.dir.display()),
