@@ -426,10 +426,9 @@ impl Base64Stream {
 impl Drop for Base64Stream {
     /// What it decoded may be decrypted content: wipe it unless it was handed out.
     fn drop(&mut self) {
-        use zeroize::Zeroize;
-        self.out.zeroize();
-        self.buf.zeroize();
-        self.partial.zeroize();
+        crate::secret::wipe(&mut self.out);
+        crate::secret::wipe(&mut self.buf);
+        crate::secret::wipe(&mut self.partial);
     }
 }
 

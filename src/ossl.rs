@@ -510,7 +510,7 @@ pub fn check_signers(
         // Digest the content through the BIO chain CMS_dataInit builds.
         let (input, chain) = data_init(cms_ptr, detached)?;
         let mut content = Vec::with_capacity(if detached.is_none() { size_hint } else { 0 });
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = ffi::BIO_read(
                 chain.head,
@@ -524,6 +524,8 @@ pub fn check_signers(
                 content.extend_from_slice(&buf[..n as usize]);
             }
         }
+        // The signed content may be decrypted content: no copy of it stays in freed memory.
+        crate::secret::wipe(&mut buf);
         for (check, si) in signers.iter_mut().zip(ptrs) {
             if check.cert.is_some() {
                 let ok = CMS_SignerInfo_verify_content(si, chain.head) == 1;
@@ -560,7 +562,6 @@ pub fn decrypt_into(
     size_hint: usize,
     sink: &mut dyn FnMut(&[u8]),
 ) -> Result<(), openssl::error::ErrorStack> {
-    use zeroize::Zeroize;
     let cms_ptr = cms.as_ptr();
     // SAFETY: cms, pkey and cert are valid for the call; CMS_decrypt_set1_pkey_and_peer uses the
     // key only to unwrap the content-encryption key and detaches it again. The BIO chain from
@@ -590,7 +591,7 @@ pub fn decrypt_into(
             }
             break;
         }
-        buf.zeroize();
+        crate::secret::wipe(&mut buf);
         let status_ok = ffi::BIO_ctrl(chain.head, BIO_C_GET_CIPHER_STATUS, 0, ptr::null_mut()) > 0;
         drop(chain);
         drop(input);

@@ -36,9 +36,15 @@ impl DerefMut for Secret {
 impl Secret {
     /// Zeroes the spare capacity, then the elements (the length stays).
     fn wipe(&mut self) {
-        self.0.spare_capacity_mut().zeroize();
-        self.0.as_mut_slice().zeroize();
+        wipe(&mut self.0);
     }
+}
+
+/// Zeroes a vector's whole allocation, its spare capacity and its elements (the length stays),
+/// through zeroize's slice path: what `Vec::zeroize` does, without the per-byte loop.
+pub fn wipe(v: &mut Vec<u8>) {
+    v.spare_capacity_mut().zeroize();
+    v.as_mut_slice().zeroize();
 }
 
 impl Drop for Secret {
