@@ -13,7 +13,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::secret::Secret;
 use openssl::cms::CmsContentInfo;
 use openssl::x509::X509;
 
@@ -22,6 +21,7 @@ use crate::error::{Error, Kind as ErrorKind, Result};
 use crate::keys::{self, Identity, Passphrases};
 use crate::mime::{self, Entity, Field, Kind};
 use crate::ossl::{self, ContentKind};
+use crate::secret::Secret;
 use crate::status::{self, Encryption, Signature, SignerResult, Status};
 use crate::trust::TrustStore;
 use crate::verify::{self, FromAddress};
