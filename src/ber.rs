@@ -93,25 +93,7 @@ pub struct Detached {
 /// Splits the encrypted content (a primitive `[0] IMPLICIT OCTET STRING`) out of an
 /// EnvelopedData or AuthEnvelopedData ContentInfo.
 pub fn detach_encrypted_content(der: &[u8]) -> Option<Detached> {
-    let ci = tlv(der, 0)?;
-    if ci.tag != 0x30 {
-        return None;
-    }
-    let ci_kids = children(der, ci)?;
-    let [oid, wrapper] = ci_kids.as_slice() else {
-        return None;
-    };
-    if oid.tag != 0x06 || wrapper.tag != 0xa0 {
-        return None;
-    }
-    let w_kids = children(der, *wrapper)?;
-    let [env] = w_kids.as_slice() else {
-        return None;
-    };
-    if env.tag != 0x30 {
-        return None;
-    }
-    let env_kids = children(der, *env)?;
+    let (oid, env_kids) = content_info(der)?;
     // The (auth)encryptedContentInfo is the first SEQUENCE after the recipientInfos SET.
     let set_at = env_kids.iter().position(|t| t.tag == 0x31)?;
     let eci_at = set_at + 1;
@@ -142,13 +124,42 @@ pub fn detach_encrypted_content(der: &[u8]) -> Option<Detached> {
             .skip(eci_at + 1)
             .map(|t| &der[t.start..t.end]),
     );
-    let new_env = encode(0x30, &parts);
-    let new_wrapper = encode(0xa0, &[&new_env]);
-    let header = encode(0x30, &[&der[oid.start..oid.end], &new_wrapper]);
     Some(Detached {
-        header,
+        header: encode_content_info(der, oid, &parts),
         content: content.content..content.end,
     })
+}
+
+/// A ContentInfo's contentType and the TLVs inside its content (the SEQUENCE in `[0]
+/// EXPLICIT`).
+fn content_info(der: &[u8]) -> Option<(Tlv, Vec<Tlv>)> {
+    let ci = tlv(der, 0)?;
+    if ci.tag != 0x30 {
+        return None;
+    }
+    let ci_kids = children(der, ci)?;
+    let [oid, wrapper] = ci_kids.as_slice() else {
+        return None;
+    };
+    if oid.tag != 0x06 || wrapper.tag != 0xa0 {
+        return None;
+    }
+    let w_kids = children(der, *wrapper)?;
+    let [inner] = w_kids.as_slice() else {
+        return None;
+    };
+    if inner.tag != 0x30 {
+        return None;
+    }
+    Some((*oid, children(der, *inner)?))
+}
+
+/// A ContentInfo with the contentType `oid` (a TLV of `der`) and a content SEQUENCE made of
+/// `parts`.
+fn encode_content_info(der: &[u8], oid: Tlv, parts: &[&[u8]]) -> Vec<u8> {
+    let inner = encode(0x30, parts);
+    let wrapper = encode(0xa0, &[&inner]);
+    encode(0x30, &[&der[oid.start..oid.end], &wrapper])
 }
 
 /// DER of id-signedData's OID (1.2.840.113549.1.7.2), content bytes only.
@@ -169,25 +180,13 @@ pub struct SplitCerts {
 /// another content type, no certificates, a certificate choice other than a plain Certificate
 /// (attribute certificates and the like), or anything `tlv` does not accept.
 pub fn detach_certificates(der: &[u8]) -> Option<SplitCerts> {
-    let ci = tlv(der, 0)?;
-    if ci.tag != 0x30 || ci.end != der.len() {
+    if tlv(der, 0)?.end != der.len() {
         return None;
     }
-    let ci_kids = children(der, ci)?;
-    let [oid, wrapper] = ci_kids.as_slice() else {
-        return None;
-    };
-    if oid.tag != 0x06 || &der[oid.content..oid.end] != SIGNED_DATA || wrapper.tag != 0xa0 {
+    let (oid, sd_kids) = content_info(der)?;
+    if &der[oid.content..oid.end] != SIGNED_DATA {
         return None;
     }
-    let w_kids = children(der, *wrapper)?;
-    let [sd] = w_kids.as_slice() else {
-        return None;
-    };
-    if sd.tag != 0x30 {
-        return None;
-    }
-    let sd_kids = children(der, *sd)?;
     // version, digestAlgorithms, encapContentInfo, then certificates [0] IMPLICIT SET OF.
     let at = sd_kids.iter().position(|t| t.tag == 0xa0)?;
     if at != 3 || sd_kids[1].tag != 0x31 || sd_kids[2].tag != 0x30 {
@@ -204,10 +203,8 @@ pub fn detach_certificates(der: &[u8]) -> Option<SplitCerts> {
         .filter(|(i, _)| *i != at)
         .map(|(_, t)| &der[t.start..t.end])
         .collect();
-    let new_sd = encode(0x30, &parts);
-    let new_wrapper = encode(0xa0, &[&new_sd]);
     Some(SplitCerts {
-        der: encode(0x30, &[&der[oid.start..oid.end], &new_wrapper]),
+        der: encode_content_info(der, oid, &parts),
         certs: certs.iter().map(|c| c.start..c.end).collect(),
     })
 }
@@ -256,39 +253,11 @@ mod tests {
     #[test]
     fn certificates_come_out_of_a_signed_data() {
         use openssl::cms::{CMSOptions, CmsContentInfo};
-        use openssl::hash::MessageDigest;
-        use openssl::pkey::PKey;
-        use openssl::x509::{X509NameBuilder, X509};
+        use openssl::x509::X509;
 
-        let key = PKey::from_ec_key(
-            openssl::ec::EcKey::generate(
-                &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
-                    .expect("group"),
-            )
-            .expect("ec"),
-        )
-        .expect("key");
-        let make = |cn: &str, serial: u32| {
-            let mut name = X509NameBuilder::new().expect("name");
-            name.append_entry_by_text("CN", cn).expect("cn");
-            let name = name.build();
-            let mut b = X509::builder().expect("builder");
-            b.set_version(2).expect("v3");
-            let sn = openssl::bn::BigNum::from_u32(serial).expect("bn");
-            b.set_serial_number(&sn.to_asn1_integer().expect("int"))
-                .expect("serial");
-            b.set_subject_name(&name).expect("subject");
-            b.set_issuer_name(&name).expect("issuer");
-            b.set_pubkey(&key).expect("pubkey");
-            let t = openssl::asn1::Asn1Time::days_from_now(1).expect("time");
-            b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("time"))
-                .expect("nb");
-            b.set_not_after(&t).expect("na");
-            b.sign(&key, MessageDigest::sha256()).expect("sign");
-            b.build()
-        };
-        let cert = make("ber test", 1);
-        let other = make("ber test, another", 2);
+        let key = crate::testutil::key();
+        let cert = crate::testutil::self_signed("ber test", 1, None, &key);
+        let other = crate::testutil::self_signed("ber test, another", 2, None, &key);
         let mut chain = openssl::stack::Stack::new().expect("stack");
         chain.push(other.clone()).expect("push");
         let body = vec![b'x'; 3000];

@@ -57,28 +57,13 @@ fn fresh(der: &[u8]) -> Option<X509> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil;
     use foreign_types::ForeignType;
-    use openssl::asn1::Asn1Time;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Rsa;
-    use openssl::x509::X509NameBuilder;
 
     fn cert(cn: &str) -> Vec<u8> {
-        let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
-        let mut name = X509NameBuilder::new().expect("name");
-        name.append_entry_by_text("CN", cn).expect("cn");
-        let name = name.build();
-        let mut b = X509::builder().expect("builder");
-        b.set_subject_name(&name).expect("subject");
-        b.set_issuer_name(&name).expect("issuer");
-        b.set_pubkey(&key).expect("pubkey");
-        b.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
-            .expect("nb");
-        b.set_not_after(&Asn1Time::days_from_now(1).expect("t"))
-            .expect("na");
-        b.sign(&key, MessageDigest::sha256()).expect("sign");
-        b.build().to_der().expect("der")
+        testutil::self_signed(cn, 1, None, &testutil::key())
+            .to_der()
+            .expect("der")
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub mod secret;
 pub mod sst;
 pub mod status;
 pub mod sys;
+#[cfg(test)]
+mod testutil;
 pub mod trust;
 pub mod verify;
 pub mod watch;

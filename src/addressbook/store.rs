@@ -530,36 +530,11 @@ impl CertSource for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openssl::asn1::Asn1Time;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::x509::extension::SubjectAlternativeName;
-    use openssl::x509::X509NameBuilder;
     use std::time::{Duration, SystemTime};
 
     fn cert(user: &str) -> X509 {
-        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
-            .expect("group");
-        let k = PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("ec")).expect("key");
-        let mut name = X509NameBuilder::new().expect("name");
-        name.append_entry_by_text("CN", user).expect("cn");
-        let name = name.build();
-        let mut b = X509::builder().expect("builder");
-        b.set_version(2).expect("v3");
-        b.set_subject_name(&name).expect("subject");
-        b.set_issuer_name(&name).expect("issuer");
-        b.set_pubkey(&k).expect("key");
-        b.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
-            .expect("nb");
-        b.set_not_after(&Asn1Time::days_from_now(1).expect("t"))
-            .expect("na");
-        let san = SubjectAlternativeName::new()
-            .email(&format!("{user}@example.org"))
-            .build(&b.x509v3_context(None, None))
-            .expect("san");
-        b.append_extension(san).expect("ext");
-        b.sign(&k, MessageDigest::sha256()).expect("sign");
-        b.build()
+        let email = format!("{user}@example.org");
+        crate::testutil::self_signed(user, 1, Some(&email), &crate::testutil::key())
     }
 
     /// Sets a folder's modification time `ago` seconds back (its change time stays now).
@@ -569,6 +544,18 @@ mod tests {
             .expect("open folder")
             .set_modified(t)
             .expect("set time");
+    }
+
+    /// Moves a stored certificate and its record from one store folder to another by rename, as
+    /// another process's atomic write would put them there.
+    fn move_in(from: &Path, to: &Path, fp: &str) {
+        for ext in ["pem", "toml"] {
+            std::fs::rename(
+                from.join(format!("{fp}.{ext}")),
+                to.join(format!("{fp}.{ext}")),
+            )
+            .expect("rename in");
+        }
     }
 
     fn found(dir: &Path, addr: &str) -> usize {
@@ -594,13 +581,7 @@ mod tests {
         Store::new(other.clone()).add(&b, "import").expect("add b");
         let fp = certs::fingerprint(&b);
         assert_eq!(found(&dir, "snap-b@example.org"), 0);
-        for ext in ["pem", "toml"] {
-            std::fs::rename(
-                other.join(format!("{fp}.{ext}")),
-                dir.join(format!("{fp}.{ext}")),
-            )
-            .expect("rename in");
-        }
+        move_in(&other, &dir, &fp);
         assert_eq!(found(&dir, "snap-b@example.org"), 1);
 
         // Removal by another process.
@@ -637,13 +618,7 @@ mod tests {
         std::thread::sleep(Duration::from_secs(SETTLED as u64 + 1));
         assert_eq!(found(&dir, "snap-e@example.org"), 0);
         let fe = certs::fingerprint(&e);
-        for ext in ["pem", "toml"] {
-            std::fs::rename(
-                other.join(format!("{fe}.{ext}")),
-                dir.join(format!("{fe}.{ext}")),
-            )
-            .expect("rename in");
-        }
+        move_in(&other, &dir, &fe);
         assert_eq!(found(&dir, "snap-e@example.org"), 1);
     }
 }
