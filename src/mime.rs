@@ -291,10 +291,8 @@ pub fn base64_decode_reader(r: &mut impl std::io::Read, len: u64) -> std::io::Re
 /// Incremental permissive base64 decoder: feed it any slices, lines may span them.
 pub struct Base64Stream {
     out: Vec<u8>,
-    /// Base64 lines (line breaks and padding removed) not decoded yet.
+    /// Base64 text (line breaks and padding removed) not decoded yet.
     buf: Vec<u8>,
-    /// The unfinished last line of the previous feed.
-    partial: Vec<u8>,
     /// Padding was seen: the rest is ignored.
     done: bool,
 }
@@ -313,11 +311,12 @@ const B64_VALID: [bool; 256] = {
 };
 
 impl Base64Stream {
+    /// `n`: the expected output size (it sizes both buffers: a small one, such as an encoded
+    /// word's, costs no 64 KB allocation to fill and wipe).
     pub fn with_capacity(n: usize) -> Self {
         Base64Stream {
             out: Vec::with_capacity(n),
-            buf: Vec::with_capacity(B64_CHUNK + 128),
-            partial: Vec::new(),
+            buf: Vec::with_capacity((n.saturating_add(2) / 3 * 4 + 128).min(B64_CHUNK + 128)),
             done: false,
         }
     }
@@ -363,56 +362,33 @@ impl Base64Stream {
         self.buf.drain(..n);
     }
 
-    fn line(&mut self, line: &[u8]) {
+    /// Appends `data` without its line breaks (whatever else it holds goes in unchecked:
+    /// `decode_buf` filters only when the fast decoder refuses); everything from the first
+    /// padding character on is ignored.
+    pub fn feed(&mut self, data: &[u8]) {
         if self.done {
             return;
         }
-        let pad = memchr::memchr(b'=', line);
-        let body = &line[..pad.unwrap_or(line.len())];
-        let mut end = body.len();
-        while end > 0 && body[end - 1].is_ascii_whitespace() {
-            end -= 1;
+        let start = self.buf.len();
+        let mut from = 0;
+        for i in memchr::memchr2_iter(b'\r', b'\n', data) {
+            self.buf.extend_from_slice(&data[from..i]);
+            from = i + 1;
         }
-        // Unchecked: `decode_buf` filters only when the fast decoder refuses.
-        self.buf.extend_from_slice(&body[..end]);
-        if self.buf.len() >= B64_CHUNK {
-            self.decode_buf(false);
-        }
-        if pad.is_some() {
+        self.buf.extend_from_slice(&data[from..]);
+        if let Some(p) = memchr::memchr(b'=', &self.buf[start..]) {
+            self.buf.truncate(start + p);
             self.done = true;
         }
-    }
-
-    pub fn feed(&mut self, data: &[u8]) {
-        let mut rest = data;
-        if !self.partial.is_empty() {
-            match memchr::memchr(b'\n', rest) {
-                Some(i) => {
-                    let mut joined = std::mem::take(&mut self.partial);
-                    joined.extend_from_slice(&rest[..i]);
-                    self.line(&joined);
-                    rest = &rest[i + 1..];
-                }
-                None => {
-                    self.partial.extend_from_slice(rest);
-                    return;
-                }
-            }
+        if self.buf.len() >= B64_CHUNK {
+            let done = self.done;
+            self.done = false;
+            self.decode_buf(false);
+            self.done = self.done || done;
         }
-        let mut start = 0;
-        for i in memchr::memchr_iter(b'\n', rest) {
-            self.line(&rest[start..i]);
-            start = i + 1;
-            if self.done {
-                return;
-            }
-        }
-        self.partial.extend_from_slice(&rest[start..]);
     }
 
     pub fn finish(mut self) -> Vec<u8> {
-        let last = std::mem::take(&mut self.partial);
-        self.line(&last);
         if !self.buf.is_empty() {
             let done = self.done;
             self.done = false;
@@ -428,7 +404,6 @@ impl Drop for Base64Stream {
     fn drop(&mut self) {
         crate::secret::wipe(&mut self.out);
         crate::secret::wipe(&mut self.buf);
-        crate::secret::wipe(&mut self.partial);
     }
 }
 
