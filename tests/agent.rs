@@ -6,33 +6,17 @@ mod common;
 
 use std::process::Command;
 
-use common::pki::{pki, P12_PASS};
+use common::pki::pki;
 use common::*;
 
 fn start_agent(socket: &std::path::Path, passphrase_command: Option<&str>) -> Agent {
-    let p = pki();
-    let mut c = smimed();
-    c.args(["--authserv-id", "mx.test", "--trust"])
-        .arg(&p.root_path)
-        .arg("--key")
-        .arg(&p.bob.p12_path);
-    match passphrase_command {
-        Some(cmd) => c.args(["--passphrase-command", cmd]),
-        None => c.env("SMIMED_PASSPHRASE", P12_PASS),
-    };
-    start_agent_with(c, socket)
+    start_agent_with(smimed_as_with(&pki().bob, passphrase_command), socket)
 }
 
 /// The filter with no keys of its own, pointed at the agent.
 fn filter_via(socket: &std::path::Path, msg: &[u8]) -> std::process::Output {
-    let p = pki();
     run_with_stdin(
-        smimed()
-            .args(["--authserv-id", "mx.test", "--trust"])
-            .arg(&p.root_path)
-            .arg("--agent")
-            .arg(socket)
-            .arg("filter"),
+        smimed_trusting().arg("--agent").arg(socket).arg("filter"),
         msg,
     )
 }

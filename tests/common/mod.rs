@@ -60,6 +60,21 @@ pub fn smimed_as(user: &pki::User) -> Command {
     c
 }
 
+/// [`smimed_as`], or with the passphrase from `--passphrase-command CMD` (and none in the
+/// environment) when `passphrase_command` is given.
+pub fn smimed_as_with(user: &pki::User, passphrase_command: Option<&str>) -> Command {
+    match passphrase_command {
+        None => smimed_as(user),
+        Some(cmd) => {
+            let mut c = smimed_trusting();
+            c.arg("--key")
+                .arg(&user.p12_path)
+                .args(["--passphrase-command", cmd]);
+            c
+        }
+    }
+}
+
 /// `smimed --authserv-id mx.test --trust ROOT [--key P12] filter` on `msg`.
 pub fn filter_as(user: Option<&pki::User>, extra: &[&str], msg: &[u8]) -> Output {
     let mut c = match user {

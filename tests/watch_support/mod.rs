@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::common::pki::{pki, P12_PASS};
+use crate::common::pki::pki;
 use crate::common::*;
 
 /// The signed-then-encrypted body (with its MIME header fields) made once by the openssl CLI:
@@ -264,20 +264,7 @@ pub fn assert_exactly_once(
 /// `smimed --authserv-id mx.test --trust ROOT --key bob.p12 watch ARGS…` (passphrase in the
 /// environment unless `passphrase_command` is given).
 pub fn watch_cmd(args: &[&str], maildir: &Path, passphrase_command: Option<&str>) -> Command {
-    let p = pki();
-    let mut c = smimed();
-    c.args(["--authserv-id", "mx.test", "--trust"])
-        .arg(&p.root_path)
-        .arg("--key")
-        .arg(&p.bob.p12_path);
-    match passphrase_command {
-        Some(cmd) => {
-            c.args(["--passphrase-command", cmd]);
-        }
-        None => {
-            c.env("SMIMED_PASSPHRASE", P12_PASS);
-        }
-    }
+    let mut c = smimed_as_with(&pki().bob, passphrase_command);
     c.arg("watch").args(args).arg(maildir);
     c
 }
