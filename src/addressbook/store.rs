@@ -82,6 +82,9 @@ type Certificates = Vec<(String, X509)>;
 pub struct Store {
     dir: PathBuf,
     cache: Mutex<Option<Arc<Certificates>>>,
+    /// The last snapshot this `Store` used, settled or not: the lookups of one send read the
+    /// folder once even just after a change.
+    snap: Mutex<Option<Arc<Snapshot>>>,
 }
 
 /// What lookups read from a store folder: which certificate carries which addresses, the records
@@ -229,6 +232,7 @@ impl Store {
         Store {
             dir,
             cache: Mutex::new(None),
+            snap: Mutex::new(None),
         }
     }
 
@@ -244,25 +248,39 @@ impl Store {
     /// ([`Snapshot`]), read again otherwise.
     fn snapshot(&self) -> Arc<Snapshot> {
         let ids = (dir_id(&self.dir), dir_id(&self.dir.join("ca")));
+        let mut mine = match self.snap.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(s) = mine.as_ref().filter(|s| s.ids == ids) {
+            return s.clone();
+        }
         let lock = || match SNAPSHOTS.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if let Some(s) = lock().as_ref().and_then(|m| m.get(&self.dir)) {
-            if s.ids == ids {
-                return s.clone();
+        let kept = lock()
+            .as_ref()
+            .and_then(|m| m.get(&self.dir))
+            .filter(|s| s.ids == ids)
+            .cloned();
+        let snap = match kept {
+            Some(s) => s,
+            None => {
+                let now = crate::pathcache::now();
+                let snap = Arc::new(self.read_snapshot(ids));
+                if settled(ids.0, now) && settled(ids.1, now) {
+                    let mut g = lock();
+                    let map = g.get_or_insert_with(HashMap::new);
+                    if map.len() >= 64 {
+                        map.clear();
+                    }
+                    map.insert(self.dir.clone(), snap.clone());
+                }
+                snap
             }
-        }
-        let now = crate::pathcache::now();
-        let snap = Arc::new(self.read_snapshot(ids));
-        if settled(ids.0, now) && settled(ids.1, now) {
-            let mut g = lock();
-            let map = g.get_or_insert_with(HashMap::new);
-            if map.len() >= 64 {
-                map.clear();
-            }
-            map.insert(self.dir.clone(), snap.clone());
-        }
+        };
+        *mine = Some(snap.clone());
         snap
     }
 
@@ -327,6 +345,10 @@ impl Store {
 
     fn invalidate(&self) {
         match self.cache.lock() {
+            Ok(mut g) => *g = None,
+            Err(p) => *p.into_inner() = None,
+        }
+        match self.snap.lock() {
             Ok(mut g) => *g = None,
             Err(p) => *p.into_inner() = None,
         }
@@ -588,6 +610,27 @@ mod tests {
         std::fs::remove_file(dir.join(format!("{fp}.pem"))).expect("rm");
         assert_eq!(found(&dir, "snap-b@example.org"), 0);
         assert_eq!(found(&dir, "snap-a@example.org"), 1);
+
+        // One `Store` (one send) reads the unsettled folder once: a record rewritten in place
+        // is not seen by its next lookup, a change of the folder is.
+        let store = Store::new(dir.clone());
+        let n = |addr: &str| store.find(addr).expect("find").len();
+        assert_eq!(n("snap-a@example.org"), 1);
+        let fa = certs::fingerprint(&a);
+        std::fs::write(
+            dir.join(format!("{fa}.toml")),
+            "addresses = [\"someone-else@example.org\"]\n",
+        )
+        .expect("rewrite");
+        assert_eq!(n("snap-a@example.org"), 1, "the send's snapshot is used");
+        let c = cert("snap-c");
+        Store::new(other.clone()).add(&c, "import").expect("add c");
+        // Past the file system clock's tick (at most 10 ms), so that the folder's times differ
+        // from those of the removal above.
+        std::thread::sleep(Duration::from_millis(20));
+        move_in(&other, &dir, &certs::fingerprint(&c));
+        assert_eq!(n("snap-c@example.org"), 1, "a changed folder is read again");
+        assert_eq!(n("snap-a@example.org"), 0, "with the rewritten record");
     }
 
     /// Once the folder is settled the snapshot answers without reading the records again; a
