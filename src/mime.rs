@@ -362,30 +362,46 @@ impl Base64Stream {
         self.buf.drain(..n);
     }
 
-    /// Appends `data` without its line breaks (whatever else it holds goes in unchecked:
-    /// `decode_buf` filters only when the fast decoder refuses); everything from the first
-    /// padding character on is ignored.
-    pub fn feed(&mut self, data: &[u8]) {
-        if self.done {
-            return;
+    /// Takes `data` in: its text without line breaks goes to `buf` (unchecked: `decode_buf`
+    /// filters only when the fast decoder refuses); everything from the first padding character
+    /// on is ignored. `buf` is decoded whenever it is nearly full, so it never grows: no
+    /// reallocation leaves a copy of (possibly decrypted) text behind unwiped, and a large body
+    /// costs no second copy.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && !self.done {
+            if self.buf.capacity() - self.buf.len() < 64 {
+                self.flush();
+            }
+            let room = self.buf.capacity() - self.buf.len();
+            let (piece, rest) = data.split_at(data.len().min(room));
+            self.append(piece);
+            data = rest;
         }
+    }
+
+    /// Appends `piece` (at most the room left in `buf`) without its line breaks, up to the first
+    /// padding character.
+    fn append(&mut self, piece: &[u8]) {
         let start = self.buf.len();
         let mut from = 0;
-        for i in memchr::memchr2_iter(b'\r', b'\n', data) {
-            self.buf.extend_from_slice(&data[from..i]);
+        for i in memchr::memchr2_iter(b'\r', b'\n', piece) {
+            self.buf.extend_from_slice(&piece[from..i]);
             from = i + 1;
         }
-        self.buf.extend_from_slice(&data[from..]);
+        self.buf.extend_from_slice(&piece[from..]);
         if let Some(p) = memchr::memchr(b'=', &self.buf[start..]) {
             self.buf.truncate(start + p);
             self.done = true;
         }
-        if self.buf.len() >= B64_CHUNK {
-            let done = self.done;
-            self.done = false;
-            self.decode_buf(false);
-            self.done = self.done || done;
-        }
+    }
+
+    /// Decodes what `buf` holds in whole groups of four (keeping `done` as it was, unless the
+    /// careful decoder gives up).
+    fn flush(&mut self) {
+        let done = self.done;
+        self.done = false;
+        self.decode_buf(false);
+        self.done = self.done || done;
     }
 
     pub fn finish(mut self) -> Vec<u8> {
@@ -434,6 +450,29 @@ mod tests {
         assert_eq!(convert_eol(b"a\r\nb\nc\r", b"\n"), b"a\nb\nc\r");
         assert_eq!(convert_eol(b"\n\r\n\n", b"\r\n"), b"\r\n\r\n\r\n");
         assert_eq!(convert_eol(b"\r\n\r\n", b"\n"), b"\n\n");
+    }
+
+    /// However much is fed at once and however wrong the size hint, the text buffer is never
+    /// reallocated (a reallocation would leave a copy behind unwiped), and the result is right.
+    #[test]
+    fn base64_stream_buffer_never_grows() {
+        use base64::Engine;
+        let raw: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let text = base64::engine::general_purpose::STANDARD.encode(&raw);
+        let lines: Vec<u8> = text
+            .as_bytes()
+            .chunks(76)
+            .flat_map(|l| l.iter().copied().chain(*b"\r\n"))
+            .collect();
+        for hint in [0, 100, 150_000, 1 << 20] {
+            let mut d = Base64Stream::with_capacity(hint);
+            let cap = d.buf.capacity();
+            for piece in [&lines[..10], &lines[10..100_000], &lines[100_000..]] {
+                d.feed(piece);
+                assert_eq!(d.buf.capacity(), cap, "hint {hint}");
+            }
+            assert_eq!(d.finish(), raw, "hint {hint}");
+        }
     }
 
     #[test]
