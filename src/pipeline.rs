@@ -566,18 +566,11 @@ impl Walker<'_> {
                 .map(|c| (c, Some(d.content.clone()))),
             None => None,
         };
-        // A SignedData's certificates come from the process's cache (see `parse_signed`).
-        let mut message_certs = None;
-        let parsed = parsed.or_else(|| {
-            let (cms, certs) = parse_signed(&der)?;
-            message_certs = Some(certs);
-            Some((cms, None))
-        });
-        let (cms, content_range) = match parsed {
-            Some(p) => p,
-            None => match CmsContentInfo::from_der(&der) {
-                Ok(c) => (c, None),
-                Err(_) => {
+        let (cms, content_range, message_certs) = match parsed {
+            Some((c, r)) => (c, r, None),
+            None => match parse_cms(&der) {
+                (Ok(c), certs) => (c, None, certs),
+                (Err(_), _) => {
                     if hint.contains("enveloped") {
                         self.st.encryption = Encryption::Failed;
                     } else if hint == "certs-only" {
@@ -680,10 +673,7 @@ impl Walker<'_> {
         let signed = parsed.subparts[0].raw_bytes;
         let sig_ent = mime::split(parsed.subparts[1].raw_bytes);
         let der = mime::decode_body(&sig_ent);
-        let (parsed, message_certs) = match parse_signed(&der) {
-            Some((c, certs)) => (Ok(c), Some(certs)),
-            None => (CmsContentInfo::from_der(&der), None),
-        };
+        let (parsed, message_certs) = parse_cms(&der);
         let cms = match parsed {
             Ok(c) if ossl::content_kind(&c) == ContentKind::Signed => c,
             _ => {
@@ -894,8 +884,20 @@ fn find_header_end(data: &[u8]) -> Option<usize> {
 /// The judged signers of one SignedData and, for an opaque one, its content.
 type CheckedLayer = (Vec<SignerResult>, Option<Vec<u8>>);
 
-/// Checks every signer of a SignedData and judges it. Returns None when the structure cannot
-/// be checked at all.
+/// A CMS structure, and the certificates taken out of it when it is a SignedData that
+/// [`parse_signed`] could parse that way (None: they are inside the structure).
+fn parse_cms(
+    der: &[u8],
+) -> (
+    std::result::Result<CmsContentInfo, openssl::error::ErrorStack>,
+    Option<Vec<X509>>,
+) {
+    match parse_signed(der) {
+        Some((c, certs)) => (Ok(c), Some(certs)),
+        None => (CmsContentInfo::from_der(der), None),
+    }
+}
+
 /// A SignedData parsed without its certificates, which come from `certcache` instead: a signer
 /// whose certificate was seen before costs neither a certificate parse nor a new RSA key set-up.
 /// None when the DER is not a SignedData of the plain form `ber::detach_certificates` accepts,
@@ -918,8 +920,9 @@ fn parse_signed(der: &[u8]) -> Option<(CmsContentInfo, Vec<X509>)> {
     Some((cms?, certs))
 }
 
-/// Checks every signer of a SignedData. `message_certs`: the certificates the message carries
-/// when they were taken out of `cms` (`parse_signed`); None reads them from `cms`.
+/// Checks every signer of a SignedData and judges it. Returns None when the structure cannot
+/// be checked at all. `message_certs`: the certificates the message carries when they were
+/// taken out of `cms` (`parse_signed`); None reads them from `cms`.
 fn check_signed(
     cms: &CmsContentInfo,
     message_certs: Option<Vec<X509>>,
@@ -931,16 +934,10 @@ fn check_signed(
         openssl::stack::Stack::new().map_err(|e| Error::software(format!("stack: {e}")))?;
     // The anchors first, then the message's own certificates: the order in which OpenSSL looks
     // for a signer's certificate when the message's are inside `cms`.
-    let separate = message_certs.is_some();
-    let message_certs: Vec<X509> = match message_certs {
-        Some(c) => c,
-        None => ossl::embedded_certs(cms),
-    };
-    let anchors = trust.certificates();
-    let extras = anchors
-        .iter()
-        .chain(message_certs.iter().filter(|_| separate));
-    for c in extras {
+    let taken_out = message_certs.is_some();
+    let message_certs = message_certs.unwrap_or_else(|| ossl::embedded_certs(cms));
+    let from_message: &[X509] = if taken_out { &message_certs } else { &[] };
+    for c in trust.certificates().iter().chain(from_message) {
         extra
             .push(c.clone())
             .map_err(|e| Error::software(format!("stack: {e}")))?;

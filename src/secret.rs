@@ -33,13 +33,6 @@ impl DerefMut for Secret {
     }
 }
 
-impl Secret {
-    /// Zeroes the spare capacity, then the elements (the length stays).
-    fn wipe(&mut self) {
-        wipe(&mut self.0);
-    }
-}
-
 /// Zeroes a vector's whole allocation, its spare capacity and its elements (the length stays),
 /// through zeroize's slice path: what `Vec::zeroize` does, without the per-byte loop.
 pub fn wipe(v: &mut Vec<u8>) {
@@ -49,7 +42,7 @@ pub fn wipe(v: &mut Vec<u8>) {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        self.wipe();
+        wipe(&mut self.0);
     }
 }
 
@@ -63,7 +56,7 @@ mod tests {
         s.extend_from_slice(&[0xA5u8; 3000]);
         s.extend_from_slice(b"plaintext");
         let (ptr, cap, len) = (s.as_ptr(), s.capacity(), s.len());
-        s.wipe();
+        wipe(&mut s);
         // Same allocation, same length, every element zero (the spare capacity is zeroed by
         // zeroize's MaybeUninit path, which safe code cannot read back).
         assert_eq!((s.as_ptr(), s.capacity(), s.len()), (ptr, cap, len));

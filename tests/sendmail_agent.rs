@@ -36,6 +36,14 @@ fn socket_in(env: &Env) -> PathBuf {
     env.dir.path().join("run").join("agent.sock")
 }
 
+/// A sendmail environment with its recipients' certificates and an agent started on it.
+fn env_with_agent() -> (Env, PathBuf, Agent) {
+    let env = env_with_recipients();
+    let socket = socket_in(&env);
+    let agent = start_agent(&env, &socket);
+    (env, socket, agent)
+}
+
 /// `smimed --agent S sendmail --mta MTA ARGS…` with no keys, trust or store of its own (and an
 /// empty data folder), so that only the agent can sign or encrypt.
 fn send_via(env: &Env, socket: &Path, args: &[&str], msg: &[u8]) -> Output {
@@ -67,9 +75,7 @@ fn read_as(u: &User, msg: &[u8]) -> Vec<u8> {
 #[test]
 fn through_the_agent_copies_read_in_openssl_and_gpgsm_and_bcc_gets_its_own() {
     let p = pki();
-    let env = env_with_recipients();
-    let socket = socket_in(&env);
-    let _agent = start_agent(&env, &socket);
+    let (env, socket, _agent) = env_with_agent();
     let msg = client_message(
         "Alice <alice@example.org>",
         "bob@example.org",
@@ -164,9 +170,7 @@ fn through_the_agent_copies_read_in_openssl_and_gpgsm_and_bcc_gets_its_own() {
 #[test]
 fn agent_failures_keep_the_standalone_exit_codes_and_never_reach_the_mta() {
     let p = pki();
-    let env = env_with_recipients();
-    let socket = socket_in(&env);
-    let _agent = start_agent(&env, &socket);
+    let (env, socket, _agent) = env_with_agent();
     let to_dave = client_message(
         &p.alice.email,
         "bob@example.org, dave@example.org",
@@ -214,9 +218,7 @@ fn agent_failures_keep_the_standalone_exit_codes_and_never_reach_the_mta() {
 #[test]
 fn a_certificate_imported_after_the_agent_started_is_used_and_a_removed_one_is_not() {
     let p = pki();
-    let env = env_with_recipients();
-    let socket = socket_in(&env);
-    let _agent = start_agent(&env, &socket);
+    let (env, socket, _agent) = env_with_agent();
     let msg = client_message(&p.alice.email, "erin@example.org", None, "", "to erin.\n");
     let args = ["--encrypt", "always", "erin@example.org"];
     let out = send_via(&env, &socket, &args, &msg);
@@ -244,9 +246,7 @@ fn a_certificate_imported_after_the_agent_started_is_used_and_a_removed_one_is_n
 #[test]
 fn client_options_the_agent_ignores_are_named() {
     let p = pki();
-    let env = env_with_recipients();
-    let socket = socket_in(&env);
-    let _agent = start_agent(&env, &socket);
+    let (env, socket, _agent) = env_with_agent();
     let msg = client_message(&p.alice.email, "bob@example.org", None, "", "to bob.\n");
     let plain = ["--encrypt", "always", "bob@example.org"];
     let out = send_via(&env, &socket, &plain, &msg);
