@@ -3,7 +3,24 @@
 //! entity. Semantic parsing (Content-Type parameters, transfer decoding, multipart splitting,
 //! addresses) is mailparse's; this module only keeps track of where the bytes are.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use mailparse::{parse_content_type, ParsedContentType};
+
+/// How many parsed Content-Type fields each thread keeps (see [`Entity::content_type`]).
+const CT_MEMO_SIZE: usize = 8;
+
+thread_local! {
+    /// Recently parsed Content-Type fields, most recent last: (the field's bytes, the parse).
+    static CT_MEMO: RefCell<Vec<(Vec<u8>, Rc<ParsedContentType>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Empties this thread's memo of parsed Content-Type fields, so that no field of a message
+/// (those of decrypted layers included) stays in memory after the message.
+pub fn forget_content_types() {
+    CT_MEMO.with(|memo| memo.borrow_mut().clear());
+}
 
 /// One header field, exactly as it was: name, colon, value, folding and line ending.
 #[derive(Debug, Clone)]
@@ -103,11 +120,37 @@ impl Entity<'_> {
         self.fields.iter().find(|f| f.is(name))
     }
 
-    pub fn content_type(&self) -> ParsedContentType {
-        match self.first("Content-Type") {
-            Some(f) => parse_content_type(&f.value()),
-            None => parse_content_type("text/plain"),
-        }
+    /// The parsed Content-Type (text/plain when there is none).
+    ///
+    /// The pipeline asks this of the same few fields several times per message (classifying
+    /// a layer, then reading its smime-type; the watcher's first look, then the pipeline's),
+    /// and mailparse's parse allocates a dozen times. The last few results are kept per
+    /// thread, keyed by the field's exact bytes, so asking again costs a comparison.
+    /// [`forget_content_types`] empties that memo (the pipeline calls it after each message).
+    pub fn content_type(&self) -> Rc<ParsedContentType> {
+        let raw: &[u8] = match self.first("Content-Type") {
+            Some(f) => &f.raw,
+            None => b"",
+        };
+        CT_MEMO.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            if let Some(i) = memo.iter().position(|(k, _)| k.as_slice() == raw) {
+                let hit = memo.remove(i);
+                let ct = Rc::clone(&hit.1);
+                memo.push(hit);
+                return ct;
+            }
+            let ct = Rc::new(if raw.is_empty() {
+                parse_content_type("text/plain")
+            } else {
+                parse_content_type(&Field { raw: raw.to_vec() }.value())
+            });
+            if memo.len() >= CT_MEMO_SIZE {
+                memo.remove(0);
+            }
+            memo.push((raw.to_vec(), Rc::clone(&ct)));
+            ct
+        })
     }
 
     /// The bytes of the entity: fields, separator, body.
@@ -426,6 +469,56 @@ impl Drop for Base64Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_type_memo_answers_for_the_exact_field_only() {
+        let a = split(b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nx");
+        let first = a.content_type();
+        assert_eq!(first.mimetype, "application/pkcs7-mime");
+        assert_eq!(
+            first.params.get("smime-type").map(String::as_str),
+            Some("enveloped-data")
+        );
+        // Asked again: the same parse, not a new one.
+        assert!(Rc::ptr_eq(&first, &a.content_type()));
+        // Another entity with the same field bytes shares it; one byte more is another field.
+        let same =
+            split(b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\ny");
+        assert!(Rc::ptr_eq(&first, &same.content_type()));
+        let other = split(b"Content-Type: application/pkcs7-mime; smime-type=signed-data\r\n\r\ny");
+        assert_eq!(
+            other
+                .content_type()
+                .params
+                .get("smime-type")
+                .map(String::as_str),
+            Some("signed-data")
+        );
+        // A field changed in place is parsed anew.
+        let mut changed = split(b"Content-Type: text/plain\r\n\r\nz");
+        assert_eq!(changed.content_type().mimetype, "text/plain");
+        changed.fields[0] = Field::new("Content-Type", "multipart/mixed; boundary=b", b"\r\n");
+        assert_eq!(changed.content_type().mimetype, "multipart/mixed");
+        // No field: text/plain.
+        assert_eq!(
+            split(b"Subject: s\r\n\r\n").content_type().mimetype,
+            "text/plain"
+        );
+        // More fields than the memo keeps: the oldest is parsed again, with the same answer.
+        for i in 0..2 * CT_MEMO_SIZE {
+            let m = format!("Content-Type: text/x-{i}\r\n\r\n");
+            assert_eq!(
+                split(m.as_bytes()).content_type().mimetype,
+                format!("text/x-{i}")
+            );
+        }
+        let again = a.content_type();
+        assert!(!Rc::ptr_eq(&first, &again));
+        assert_eq!(again.mimetype, "application/pkcs7-mime");
+        // Forgotten: nothing is kept.
+        forget_content_types();
+        CT_MEMO.with(|m| assert!(m.borrow().is_empty()));
+    }
 
     #[test]
     fn split_keeps_fields_byte_exact() {

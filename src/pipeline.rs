@@ -254,6 +254,16 @@ fn process_with(
     input: &[u8],
     from_file: Option<RootFromFile<'_>>,
 ) -> Result<Processed> {
+    let processed = process_layers(ctx, input, from_file);
+    mime::forget_content_types();
+    processed
+}
+
+fn process_layers(
+    ctx: &Context,
+    input: &[u8],
+    from_file: Option<RootFromFile<'_>>,
+) -> Result<Processed> {
     let eol = mime::eol_of(input);
     let root = mime::split(input);
     let mut outer = root.fields.clone();
