@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use openssl::x509::X509;
+use foreign_types::ForeignTypeRef;
+use openssl::x509::{X509Ref, X509};
 
 /// Certificates kept at most; the whole cache is dropped when it is full (a mailbox's signers
 /// fill it again within a few messages).
@@ -22,7 +23,17 @@ const MAX: usize = 1024;
 /// large).
 const MAX_DER: usize = 16 * 1024;
 
-static CACHE: Mutex<Option<HashMap<Box<[u8]>, X509>>> = Mutex::new(None);
+#[derive(Default)]
+struct Cache {
+    /// The parsed certificates by their DER.
+    by_der: HashMap<Box<[u8]>, X509>,
+    /// SHA-256 of each cached certificate's DER, by the address of the X509 object above. The
+    /// cache holds a reference to every such object, and both maps are emptied together, so an
+    /// address found here is that certificate's and no other's.
+    sha256_by_addr: HashMap<usize, [u8; 32]>,
+}
+
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
 /// The certificate whose DER is `der`, parsed once per process; None when it does not parse
 /// (OpenSSL's error queue is left clear).
@@ -31,19 +42,37 @@ pub fn parse(der: &[u8]) -> Option<X509> {
         return fresh(der);
     }
     if let Ok(g) = CACHE.lock() {
-        if let Some(c) = g.as_ref().and_then(|m| m.get(der)) {
+        if let Some(c) = g.as_ref().and_then(|m| m.by_der.get(der)) {
             return Some(c.clone());
         }
     }
     let cert = fresh(der)?;
     if let Ok(mut g) = CACHE.lock() {
-        let map = g.get_or_insert_with(HashMap::new);
-        if map.len() >= MAX {
-            map.clear();
+        let cache = g.get_or_insert_with(Cache::default);
+        if cache.by_der.len() >= MAX {
+            cache.by_der.clear();
+            cache.sha256_by_addr.clear();
         }
-        map.insert(der.into(), cert.clone());
+        // Another thread may have cached the same DER meanwhile: keep one object per DER.
+        if let Some(c) = cache.by_der.get(der) {
+            return Some(c.clone());
+        }
+        cache
+            .sha256_by_addr
+            .insert(cert.as_ptr() as usize, openssl::sha::sha256(der));
+        cache.by_der.insert(der.into(), cert.clone());
     }
     Some(cert)
+}
+
+/// SHA-256 of the DER of `cert` when it is a certificate this cache handed out and still holds
+/// (the path cache's key, without re-encoding the certificate); None otherwise.
+pub fn sha256(cert: &X509Ref) -> Option<[u8; 32]> {
+    let g = CACHE.lock().ok()?;
+    g.as_ref()?
+        .sha256_by_addr
+        .get(&(cert.as_ptr() as usize))
+        .copied()
 }
 
 fn fresh(der: &[u8]) -> Option<X509> {
@@ -85,5 +114,20 @@ mod tests {
         assert!(other.is_none_or(|c| c.to_der().expect("der") == bad));
         assert!(parse(b"not a certificate").is_none());
         assert!(openssl::error::ErrorStack::get().errors().is_empty());
+    }
+
+    #[test]
+    fn digest_only_for_certificates_it_holds() {
+        let a = cert("digest a");
+        let parsed = parse(&a).expect("a");
+        assert_eq!(sha256(&parsed), Some(openssl::sha::sha256(&a)));
+        // The same certificate parsed elsewhere is another object: no answer.
+        let other = X509::from_der(&a).expect("a");
+        assert_eq!(sha256(&other), None);
+        // Equal to what X509_digest gives for a DER certificate.
+        let d = parsed
+            .digest(openssl::hash::MessageDigest::sha256())
+            .expect("digest");
+        assert_eq!(sha256(&parsed).expect("cached").as_slice(), &d[..]);
     }
 }

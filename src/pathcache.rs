@@ -62,7 +62,11 @@ impl<V: Clone> PathCache<V> {
 /// The key of `cert` offered with `untrusted` against the anchors of `generation`; None when
 /// a digest cannot be computed (then nothing is cached).
 pub fn key(cert: &X509Ref, untrusted: &[X509], generation: u64) -> Option<Key> {
-    let der = |c: &X509Ref| c.digest(MessageDigest::sha256()).map(|d| d.to_vec()).ok();
+    // A certificate from `certcache` has its digest there; another is re-encoded and hashed.
+    let der = |c: &X509Ref| match crate::certcache::sha256(c) {
+        Some(d) => Some(d.to_vec()),
+        None => c.digest(MessageDigest::sha256()).map(|d| d.to_vec()).ok(),
+    };
     let mut inter = untrusted
         .iter()
         .map(|c| der(c))
