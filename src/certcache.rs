@@ -53,7 +53,9 @@ pub fn parse(der: &[u8]) -> Option<X509> {
             cache.by_der.clear();
             cache.sha256_by_addr.clear();
         }
-        // Another thread may have cached the same DER meanwhile: keep one object per DER.
+        // Another thread may have cached the same DER meanwhile: keep its object. (Replacing
+        // it would free an object whose address stays in `sha256_by_addr`, and the address
+        // could then be reused by another certificate.)
         if let Some(c) = cache.by_der.get(der) {
             return Some(c.clone());
         }
