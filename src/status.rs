@@ -322,19 +322,69 @@ fn quote(s: &str) -> String {
         .collect()
 }
 
-/// The authserv-id an Authentication-Results value claims: the first token, before any `;` and
-/// after comments (RFC 8601 §2.2 allows a version after the id).
+/// The authserv-id an Authentication-Results value claims (RFC 8601 §2.2): after any CFWS
+/// (whitespace and comments, which nest and may hold quoted pairs), a token or a quoted string;
+/// a comment, a version or `;` may follow it directly. Lower case; empty when there is none.
 pub fn ar_authserv_id(value: &str) -> String {
-    let mut v = value.trim_start();
-    // Skip leading CFWS comments.
-    while let Some(rest) = v.strip_prefix('(') {
-        v = rest.split_once(')').map_or("", |(_, r)| r).trim_start();
+    let b = value.as_bytes();
+    let mut i = skip_cfws(b, 0);
+    let mut id = Vec::new();
+    if b.get(i) == Some(&b'"') {
+        i += 1;
+        while let Some(&c) = b.get(i) {
+            match c {
+                b'"' => break,
+                b'\\' => {
+                    if let Some(&n) = b.get(i + 1) {
+                        id.push(n);
+                    }
+                    i += 2;
+                }
+                _ => {
+                    id.push(c);
+                    i += 1;
+                }
+            }
+        }
+    } else {
+        // RFC 2045's token: up to a tspecial, a space or a control character.
+        while let Some(&c) = b.get(i) {
+            if c <= b' ' || c == 0x7f || b"()<>@,;:\\\"/[]?=".contains(&c) {
+                break;
+            }
+            id.push(c);
+            i += 1;
+        }
     }
-    v.split(|c: char| c == ';' || c.is_whitespace())
-        .next()
-        .unwrap_or("")
-        .trim_matches('"')
-        .to_ascii_lowercase()
+    String::from_utf8_lossy(&id).to_ascii_lowercase()
+}
+
+/// The index of the first byte at or after `i` that is neither whitespace nor inside a comment.
+/// An unclosed comment runs to the end.
+fn skip_cfws(b: &[u8], mut i: usize) -> usize {
+    let mut depth = 0usize;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'(' => depth += 1,
+            b')' if depth > 0 => depth -= 1,
+            b'\\' if depth > 0 => i += 1,
+            _ if depth > 0 || c.is_ascii_whitespace() => {}
+            _ => return i,
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+/// Whether an Authentication-Results value names `authserv_id` as a word before its first `;`,
+/// whatever surrounds it. A looser test than [`ar_authserv_id`], for the removal of forgeries:
+/// a consumer that matches these fields with a pattern, or parses comments its own way, must
+/// not find our id in a field we did not write. (A foreign field that only mentions our id in
+/// a comment is removed too; that loses nothing anyone should trust.)
+fn ar_mentions(value: &str, authserv_id: &str) -> bool {
+    let head = value.split(';').next().unwrap_or("");
+    head.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+        .any(|w| !w.is_empty() && w.eq_ignore_ascii_case(authserv_id))
 }
 
 /// Whether a header field is one a sender may have forged to pass as ours: every
@@ -344,7 +394,9 @@ pub fn is_forged(f: &Field, authserv_id: &str) -> bool {
         return true;
     }
     if f.is(AR_HEADER) {
-        return ar_authserv_id(&f.value()) == authserv_id.to_ascii_lowercase();
+        let value = f.value();
+        return ar_authserv_id(&value) == authserv_id.to_ascii_lowercase()
+            || ar_mentions(&value, authserv_id);
     }
     false
 }
@@ -374,6 +426,40 @@ mod tests {
             ar_authserv_id("mx.example.org;smime=pass"),
             "mx.example.org"
         );
+        // A comment right after the id, nested comments, quoted pairs in comments, a quoted id.
+        assert_eq!(ar_authserv_id("mx.test(forged); smime=pass"), "mx.test");
+        assert_eq!(ar_authserv_id("((a) b) mx.test; smime=pass"), "mx.test");
+        assert_eq!(ar_authserv_id("(a \\) b) mx.test; none"), "mx.test");
+        assert_eq!(ar_authserv_id("\"MX.test\" 1; none"), "mx.test");
+        assert_eq!(ar_authserv_id("(unclosed mx.test; none"), "");
+    }
+
+    #[test]
+    fn forged_results_are_found_whatever_surrounds_our_id() {
+        let ar = |v: &str| Field::new("Authentication-Results", v, b"\r\n");
+        for v in [
+            "mx.test; smime=pass",
+            "MX.TEST; smime=pass",
+            "mx.test(forged); smime=pass body.smime-identifier=ceo@example.org",
+            "((a) b) mx.test; smime=pass",
+            "(unclosed mx.test; smime=pass",
+            "\"mx.test\"; smime=pass",
+            "other.example (for mx.test); smime=pass",
+        ] {
+            assert!(is_forged(&ar(v), "mx.test"), "{v}");
+        }
+        for v in [
+            "other.example; smime=pass",
+            "mx.test.example; smime=pass",
+            "other.example; dkim=pass header.d=mx.test",
+            "sub.mx.test; smime=pass",
+        ] {
+            assert!(!is_forged(&ar(v), "mx.test"), "{v}");
+        }
+        assert!(is_forged(
+            &Field::new("X-Smime-Status", "encryption=decrypted", b"\r\n"),
+            "mx.test"
+        ));
     }
 
     #[test]
