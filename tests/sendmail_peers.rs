@@ -363,6 +363,31 @@ fn a_missing_certificate_under_encrypt_always_never_reaches_the_mta() {
 }
 
 #[test]
+fn the_senders_own_chain_makes_the_sender_usable() {
+    // Alice's certificate comes from the intermediate, which is only in her own PKCS#12; the
+    // store holds erin (issued by the root) and no intermediate. Alice can still be encrypted
+    // to: her chain reaches the anchor with the intermediate her key file carries.
+    let p = pki();
+    let env = Env::new();
+    env.import(&[&p.erin.cert_path]);
+    let msg = client_message(&p.alice.email, &p.erin.email, None, "", "own chain\n");
+    let out = env.sendmail(Some(&p.alice), &["--encrypt", "always", &p.erin.email], &msg);
+    assert_ok(&out);
+    let rec = env.take_recorded();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(smime_type(&rec[0].message), "enveloped-data");
+    for u in [&p.erin, &p.alice] {
+        let inner = openssl_decrypt(u, &rec[0].message).expect("decrypts");
+        assert!(String::from_utf8_lossy(&openssl_verify(&inner)).contains("own chain"));
+    }
+    // Under auto it is encrypted too, not sent signed only.
+    let out = env.sendmail(Some(&p.alice), &[&p.erin.email], &msg);
+    assert_ok(&out);
+    let rec = env.take_recorded();
+    assert_eq!(smime_type(&rec[0].message), "enveloped-data");
+}
+
+#[test]
 fn auto_policy_headers_and_mta_exit_code() {
     let p = pki();
     let env = env_with_recipients();

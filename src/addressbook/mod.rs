@@ -162,12 +162,36 @@ impl<'a> AddressBook<'a> {
     /// Whether `cert` may encrypt to `addr` now (see [`check_for_encryption`]): Ok(Err(reason))
     /// when it may not; Err only when the trust anchors cannot be loaded.
     pub fn check(&self, cert: &X509, addr: &str) -> Result<std::result::Result<(), String>> {
+        self.check_with(cert, addr, &[])
+    }
+
+    /// [`check`](Self::check), with `chain` as intermediates besides the address book's: the
+    /// sender's own certificate is checked with the chain that came with the sender's key
+    /// (a PKCS#12 or PEM file usually holds the issuing intermediate).
+    pub fn check_with(
+        &self,
+        cert: &X509,
+        addr: &str,
+        chain: &[X509],
+    ) -> Result<std::result::Result<(), String>> {
         let (store, generation) = self.verify_store()?;
+        let joined;
+        let untrusted: &[X509] = if chain.is_empty() {
+            &self.intermediates
+        } else {
+            joined = self
+                .intermediates
+                .iter()
+                .chain(chain)
+                .cloned()
+                .collect::<Vec<X509>>();
+            &joined
+        };
         Ok(check_for_encryption_cached(
             cert,
             addr,
             store,
-            &self.intermediates,
+            untrusted,
             self.now,
             *generation,
         ))

@@ -216,7 +216,7 @@ pub fn prepare(
             _ if settled => {}
             Some(s) => {
                 let own = match identity {
-                    Some(i) if book.check(&i.cert, s)?.is_ok() => Some(i),
+                    Some(i) if book.check_with(&i.cert, s, &i.chain)?.is_ok() => Some(i),
                     _ => None,
                 };
                 sender_cert = match own {
