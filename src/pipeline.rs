@@ -294,6 +294,27 @@ fn process_layers(
     };
 
     if input.len() as u64 > ctx.limits.max_size {
+        // Not processed. An S/MIME root still says what it is in the words rules match on,
+        // so that an encrypted or signed message never passes for a plain one: an envelope
+        // (or a pkcs7-mime whose smime-type does not say) was not decrypted, a signature was
+        // not checked.
+        match mime::classify_entity(&root) {
+            Kind::Pkcs7Mime => {
+                let hint = root
+                    .content_type()
+                    .params
+                    .get("smime-type")
+                    .map(|s| s.to_ascii_lowercase())
+                    .unwrap_or_default();
+                match hint.as_str() {
+                    "signed-data" => st.signature = Signature::Error,
+                    "certs-only" => {}
+                    _ => st.encryption = Encryption::Failed,
+                }
+            }
+            Kind::MultipartSigned => st.signature = Signature::Error,
+            Kind::Other => {}
+        }
         st.add("reason", "size-limit");
         return Ok(Processed {
             output: original(&st, &outer)?,
@@ -628,9 +649,16 @@ impl Walker<'_> {
             }
             ContentKind::Signed => {
                 if !ossl::has_econtent(&cms) {
-                    // certs-only (no signers, no content) is not a signed message.
-                    self.st.add("reason", "certs-only");
-                    return Ok(Step::Stop);
+                    if ossl::signer_count(&cms) == 0 {
+                        // certs-only (no signers, no content) is not a signed message.
+                        self.st.add("reason", "certs-only");
+                        return Ok(Step::Stop);
+                    }
+                    // A detached signature without the content it signs (RFC 8551 §3.8's
+                    // certs-only has no signers): a signature that cannot be checked.
+                    self.st.signature = Signature::Error;
+                    self.st.add("reason", "signed-content-missing");
+                    return Ok(Step::Fail);
                 }
                 let trust = self.ctx.trust()?;
                 let check = check_signed(&cms, message_certs, None, &trust, size_hint)?;

@@ -1283,3 +1283,88 @@ fn mbox_postmark_stays_first() {
         }
     }
 }
+
+/// A SignedData without content, labelled application/pkcs7-mime, with or without signers.
+fn pkcs7_mime_entity(smime_type: &str, der: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut e = format!(
+        "Content-Type: application/pkcs7-mime; smime-type={smime_type}; name=smime.p7m\n\
+         Content-Transfer-Encoding: base64\n\n"
+    )
+    .into_bytes();
+    for line in b64.as_bytes().chunks(76) {
+        e.extend_from_slice(line);
+        e.push(b'\n');
+    }
+    e
+}
+
+#[test]
+fn detached_signature_sent_as_pkcs7_mime_is_an_error_and_certs_only_is_none() {
+    let p = pki();
+    // openssl's detached signature (a signer, no content) labelled as opaque signed-data.
+    let der = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            path_str(&p.carol.cert_path),
+            "-inkey",
+            path_str(&p.carol.key_path),
+            "-outform",
+            "DER",
+        ],
+        &sample_entity("signed elsewhere"),
+    );
+    let msg = message(
+        "carol@example.org",
+        "bob@example.org",
+        "detached",
+        &pkcs7_mime_entity("signed-data", &der),
+    );
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "error");
+    assert_eq!(
+        status_word(&st, "reason"),
+        Some("signed-content-missing"),
+        "{st}"
+    );
+    assert!(ar(&out).contains("smime=permerror"), "{}", ar(&out));
+    // A real certs-only message (no signers) is not a signed message.
+    let certs = openssl(
+        &[
+            "crl2pkcs7",
+            "-nocrl",
+            "-certfile",
+            path_str(&p.carol.cert_path),
+            "-outform",
+            "DER",
+        ],
+        b"",
+    );
+    let msg = message(
+        "carol@example.org",
+        "bob@example.org",
+        "certs",
+        &pkcs7_mime_entity("certs-only", &certs),
+    );
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "none");
+    assert_eq!(status_word(&st, "reason"), Some("certs-only"), "{st}");
+    assert!(ar(&out).contains("smime=none"));
+}
+
+#[test]
+fn a_signed_message_over_the_size_limit_is_not_called_unsigned() {
+    let p = pki();
+    for detached in [true, false] {
+        let signed = sign_as(&p.carol, detached, &[], &sample_entity("big enough"));
+        let msg = message("carol@example.org", "bob@example.org", "big", &signed);
+        let (st, text, out) = filter_checked(None, &["--max-size", "100"], &msg);
+        assert_words(&st, "none", "error");
+        assert_eq!(status_word(&st, "reason"), Some("size-limit"), "{st}");
+        assert!(text.contains("Subject: big"), "delivered as it was");
+        assert!(ar(&out).contains("smime=permerror"), "{}", ar(&out));
+    }
+}
