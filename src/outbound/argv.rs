@@ -173,6 +173,12 @@ pub fn parse(args: &[String]) -> Result<SendmailArgs> {
                     )))
                 }
             },
+            // -q, -q30m, -qRsite, -qf…: a queue run, which reads no message.
+            'q' => {
+                return Err(Error::usage(format!(
+                    "queue runs ({arg}) are not supported by smimed sendmail: run the MTA itself"
+                )))
+            }
             c if WITH_VALUE.contains(c) => {
                 let attached = &flag[c.len_utf8()..];
                 let value = if attached.is_empty() {
@@ -281,5 +287,9 @@ mod tests {
     #[test]
     fn smtp_mode_is_refused() {
         assert!(parse(&["-bs".to_string()]).is_err());
+        for q in ["-q", "-q30m", "-qRexample.org", "-qf"] {
+            let e = parse(&[q.to_string(), "bob@example.org".to_string()]).expect_err(q);
+            assert_eq!(e.kind, crate::error::Kind::Usage, "{q}");
+        }
     }
 }
