@@ -371,7 +371,11 @@ fn the_senders_own_chain_makes_the_sender_usable() {
     let env = Env::new();
     env.import(&[&p.erin.cert_path]);
     let msg = client_message(&p.alice.email, &p.erin.email, None, "", "own chain\n");
-    let out = env.sendmail(Some(&p.alice), &["--encrypt", "always", &p.erin.email], &msg);
+    let out = env.sendmail(
+        Some(&p.alice),
+        &["--encrypt", "always", &p.erin.email],
+        &msg,
+    );
     assert_ok(&out);
     let rec = env.take_recorded();
     assert_eq!(rec.len(), 1);
@@ -385,6 +389,60 @@ fn the_senders_own_chain_makes_the_sender_usable() {
     assert_ok(&out);
     let rec = env.take_recorded();
     assert_eq!(smime_type(&rec[0].message), "enveloped-data");
+}
+
+#[test]
+fn eight_bit_part_headers_are_signed_opaque_when_sent_alone() {
+    // A raw UTF-8 filename in a part's header cannot be made 7-bit without rewriting the
+    // field: sent signed only, the message is signed opaque, which no MTA can break.
+    let p = pki();
+    let env = Env::new();
+    let mut msg = format!(
+        "From: {}\nTo: bob@example.org\nSubject: attachment\nMIME-Version: 1.0\n\
+         Content-Type: multipart/mixed; boundary=\"BND\"\n\n--BND\n\
+         Content-Type: text/plain\n\nsee attached\n--BND\n\
+         Content-Type: text/plain; name=\"",
+        p.alice.email
+    )
+    .into_bytes();
+    msg.extend_from_slice("Grüße.txt\"\n\nhallo\n--BND--\n".as_bytes());
+    let out = env.sendmail(
+        Some(&p.alice),
+        &["--encrypt", "never", "bob@example.org"],
+        &msg,
+    );
+    assert_ok(&out);
+    let rec = env.take_recorded();
+    assert_eq!(rec.len(), 1);
+    assert!(rec[0].message.is_ascii(), "{}", rec[0].text());
+    assert_eq!(smime_type(&rec[0].message), "signed-data");
+    let content = openssl(
+        &[
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-CAfile",
+            path_str(&p.root_path),
+        ],
+        &pkcs7_der(&rec[0].message),
+    );
+    let name = "Grüße.txt".as_bytes();
+    assert!(content.windows(name.len()).any(|w| w == name));
+    // An ASCII message is still multipart/signed.
+    let msg = client_message(&p.alice.email, "bob@example.org", None, "", "plain\n");
+    let out = env.sendmail(
+        Some(&p.alice),
+        &["--encrypt", "never", "bob@example.org"],
+        &msg,
+    );
+    assert_ok(&out);
+    let rec = env.take_recorded();
+    assert!(
+        rec[0].text().contains("multipart/signed"),
+        "{}",
+        rec[0].text()
+    );
 }
 
 #[test]

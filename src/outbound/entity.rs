@@ -160,7 +160,10 @@ fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
             let boundary = ct.params.get("boundary").cloned().unwrap_or_default();
             let mut out = with_cte(&e.fields, "7bit");
             out.extend_from_slice(b"\r\n");
-            if !mp.preamble.is_empty() {
+            // The preamble, like the epilogue, is for readers without MIME; one that would not
+            // survive transport unchanged ("From " at a line start, trailing blanks, 8-bit)
+            // is left out rather than let an MTA or mbox break the signature.
+            if !mp.preamble.is_empty() && !needs_encoding(mp.preamble) {
                 out.extend_from_slice(&mime::canonical_crlf(mp.preamble));
                 out.extend_from_slice(b"\r\n");
             }
@@ -289,6 +292,26 @@ mod tests {
         assert!(!out.contains("8bit"), "{out}");
         assert!(out.contains("caf=C3=A9"), "{out}");
         assert!(out.ends_with("--xx--\r\n"), "{out}");
+    }
+
+    #[test]
+    fn a_preamble_that_would_not_survive_transport_is_left_out() {
+        let mp = |pre: &str| {
+            format!(
+                "Content-Type: multipart/mixed; boundary=\"xx\"\n\n{pre}\n--xx\n\
+                 Content-Type: text/plain\n\nbody\n--xx--\n"
+            )
+        };
+        let kept = String::from_utf8(seven_bit(mp("plain words").as_bytes())).expect("ascii");
+        assert!(kept.contains("\r\n\r\nplain words\r\n--xx\r\n"), "{kept}");
+        for pre in ["From the preamble", "trailing blank ", "caf\u{e9}"] {
+            let out = String::from_utf8_lossy(&seven_bit(mp(pre).as_bytes())).into_owned();
+            assert!(!out.contains(pre), "{out}");
+            assert!(
+                out.contains("\r\n\r\n--xx\r\nContent-Type: text/plain\r\n\r\nbody\r\n--xx--\r\n"),
+                "{out}"
+            );
+        }
     }
 
     #[test]

@@ -311,7 +311,18 @@ pub fn prepare(
     let protected = match (sign, identity) {
         (true, Some(id)) => {
             let ssl = |e: openssl::error::ErrorStack| Error::software(format!("signing: {e}"));
-            if opts.opaque {
+            // seven_bit re-encodes every body; 8-bit bytes left over are in header fields
+            // (a raw UTF-8 filename, a protected Subject). Those cannot be made 7-bit without
+            // rewriting the fields, and a multipart/signed whose part an MTA may change is a
+            // broken signature: sent alone, such a message is signed opaque instead. Inside an
+            // envelope nothing on the way can change it.
+            let eight_bit = !content.is_ascii();
+            if eight_bit && !opts.opaque && !encrypt {
+                log::info!(
+                    "a header field of the content is not 7-bit: signing opaque (application/pkcs7-mime) instead of multipart/signed"
+                );
+            }
+            if opts.opaque || (eight_bit && !encrypt) {
                 let der =
                     ossl::sign_der(&id.cert, &id.key, &id.chain, &content, false).map_err(ssl)?;
                 entity::pkcs7_mime(&der, "signed-data")
