@@ -366,7 +366,7 @@ fn process_layers(
                 current = None;
                 walker.pkcs7(der, &hint)?
             }
-            Kind::MultipartSigned => walker.multipart_signed(bytes, depth == 0)?,
+            Kind::MultipartSigned => walker.multipart_signed(bytes)?,
             Kind::Other => Step::Stop,
         };
         match step {
@@ -691,7 +691,7 @@ impl Walker<'_> {
         }
     }
 
-    fn multipart_signed(&mut self, bytes: &[u8], at_root: bool) -> Result<Step> {
+    fn multipart_signed(&mut self, bytes: &[u8]) -> Result<Step> {
         let parsed = match mailparse::parse_mail(bytes) {
             Ok(p) => p,
             Err(_) => {
@@ -735,8 +735,7 @@ impl Walker<'_> {
         }
         let trust = self.ctx.trust()?;
         let canonical = mime::canonical_crlf(signed);
-        let Some((mut results, _)) =
-            check_signed(&cms, message_certs, Some(&canonical), &trust, 0)?
+        let Some((results, _)) = check_signed(&cms, message_certs, Some(&canonical), &trust, 0)?
         else {
             self.st.signature = Signature::Error;
             self.st.add("reason", "malformed-signature");
@@ -745,11 +744,6 @@ impl Walker<'_> {
             });
             return Ok(Step::Stop);
         };
-        if !at_root {
-            for r in results.iter_mut() {
-                r.part = String::from("1");
-            }
-        }
         self.layers.push(SignedLayer { results });
         self.order.push("signed");
         // Encrypt-then-sign: the signed content is itself S/MIME; go on with it (a client could

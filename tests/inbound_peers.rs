@@ -1368,3 +1368,23 @@ fn a_signed_message_over_the_size_limit_is_not_called_unsigned() {
         assert!(ar(&out).contains("smime=permerror"), "{}", ar(&out));
     }
 }
+
+#[test]
+fn a_multipart_signed_root_is_part_text_whether_it_came_encrypted_or_not() {
+    // The same delivered structure (a multipart/signed root) gives the same body.smime-part.
+    let p = pki();
+    let signed = sign_as(&p.alice, true, &[], &sample_entity("detached inside"));
+    let plain = message("alice@example.org", "bob@example.org", "clear", &signed);
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], &signed);
+    let wrapped = message("alice@example.org", "bob@example.org", "wrapped", &enc);
+    for (msg, enc_word) in [(plain, "none"), (wrapped, "decrypted")] {
+        let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+        assert_words(&st, enc_word, "valid");
+        assert!(text.contains("multipart/signed"), "{text}");
+        let a = ar(&out);
+        assert!(
+            a.contains("smime=pass") && a.contains("body.smime-part=TEXT"),
+            "{a}"
+        );
+    }
+}
