@@ -300,7 +300,10 @@ fn config_file_keys_work_like_flags_and_flags_win() {
     // Not decrypted: an encrypted message over the limit never says encryption=none.
     assert_words(&st, "failed", "none");
     assert_eq!(status_word(&st, "reason"), Some("size-limit"), "{st}");
-    assert!(out.stdout.ends_with(&msg[msg.len() - 200..]), "delivered as it was");
+    assert!(
+        out.stdout.ends_with(&msg[msg.len() - 200..]),
+        "delivered as it was"
+    );
     let out = run_with_stdin(
         smimed().args(["--config", path_str(&cfg), "--max-size", "10", "filter"]),
         &msg,
