@@ -189,34 +189,47 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn load_p12(der: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity>> {
     let p12 = Pkcs12::from_der(der)
         .map_err(|e| Error::config(format!("neither PEM nor PKCS#12 ({})", first_error(&e))))?;
-    // The configured passphrase first, then the empty one (exports without a password, as
-    // notmuch's and some Windows tools make); each again with the legacy provider loaded
-    // (RC2-40 and 3DES bags of older Windows/Outlook exports).
-    let pw = pass.get()?;
-    let mut candidates: Vec<&str> = Vec::with_capacity(2);
-    if let Some(p) = pw.as_ref() {
-        candidates.push(p.as_str());
-    }
-    candidates.push("");
-    let attempt = || candidates.iter().find_map(|c| p12.parse2(c).ok());
-    let parsed = match attempt() {
+    // No password first (exports without one, as notmuch's and some Windows tools make), so
+    // that the passphrase is only asked for when the file needs one: a locked password store
+    // must not hold up a key that has no password. A MAC that does not verify with the empty
+    // password settles it; another failure (an RC2-40 or 3DES bag of an older Windows/Outlook
+    // export) is tried again with the legacy provider loaded. Then the passphrase.
+    let no_password = match p12.parse2("") {
+        Ok(p) => Some(p),
+        Err(e) if mac_failed(&e) => None,
+        Err(_) => {
+            load_legacy_provider();
+            p12.parse2("").ok()
+        }
+    };
+    let parsed = match no_password {
         Some(p) => p,
         None => {
-            load_legacy_provider();
-            attempt().ok_or_else(|| {
-                let e = openssl::error::ErrorStack::get();
-                if pw.is_none() {
-                    Error::config(
-                        "PKCS#12 file needs a passphrase: give --passphrase-file, \
-                         --passphrase-command or SMIMED_PASSPHRASE",
-                    )
-                } else {
-                    Error::config(format!(
+            let _ = openssl::error::ErrorStack::get();
+            let Some(pw) = pass.get()? else {
+                return Err(Error::config(
+                    "PKCS#12 file needs a passphrase: give --passphrase-file, \
+                     --passphrase-command or SMIMED_PASSPHRASE",
+                ));
+            };
+            match p12.parse2(&pw) {
+                Ok(p) => p,
+                Err(e) if mac_failed(&e) => {
+                    return Err(Error::config(format!(
                         "cannot open PKCS#12 (wrong passphrase?): {}",
                         first_error(&e)
-                    ))
+                    )))
                 }
-            })?
+                Err(_) => {
+                    load_legacy_provider();
+                    p12.parse2(&pw).map_err(|e| {
+                        Error::config(format!(
+                            "cannot open PKCS#12 (wrong passphrase?): {}",
+                            first_error(&e)
+                        ))
+                    })?
+                }
+            }
         }
     };
     let (Some(key), Some(cert)) = (parsed.pkey, parsed.cert) else {
@@ -323,6 +336,13 @@ fn rsa_fast_path(b: &certs::PemBlock) -> Option<PKey<Private>> {
     // Whether it belongs to a certificate is checked by the caller (public_eq).
     let rsa = openssl::rsa::Rsa::private_key_from_der(rsa_der).ok()?;
     PKey::from_rsa(rsa).ok()
+}
+
+/// Whether a PKCS#12 parse failed on its MAC (the password is not that one).
+fn mac_failed(e: &openssl::error::ErrorStack) -> bool {
+    e.errors()
+        .iter()
+        .any(|x| x.reason().is_some_and(|r| r.contains("mac verify failure")))
 }
 
 fn first_error(e: &openssl::error::ErrorStack) -> String {

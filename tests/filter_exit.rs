@@ -65,6 +65,40 @@ fn failing_passphrase_command_is_tempfail_with_empty_stdout() {
 }
 
 #[test]
+fn a_pkcs12_without_password_never_asks_for_the_passphrase() {
+    // A locked password store (a failing command) must not hold up a key that has none.
+    let p = pki();
+    let d = tmp();
+    for (name, extra) in [("modern", None), ("legacy", Some("-legacy"))] {
+        let path = d.path().join(format!("{name}.p12"));
+        let mut args = vec![
+            "pkcs12",
+            "-export",
+            "-inkey",
+            path_str(&p.bob.key_path),
+            "-in",
+            path_str(&p.bob.cert_path),
+            "-passout",
+            "pass:",
+        ];
+        args.extend(extra);
+        let der = openssl(&args, b"");
+        write_mode(&path, &der, 0o600);
+        let mut c = smimed();
+        c.args(["--trust", path_str(&p.root_path), "--key", path_str(&path)])
+            .args(["--passphrase-command", "echo asked >&2; false", "filter"]);
+        let out = run_with_stdin(&mut c, &encrypted_to_bob());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{name}: {err}");
+        assert!(!err.contains("asked"), "{name}: the command ran: {err}");
+        assert_eq!(
+            status_word(&status_of(&out.stdout), "encryption"),
+            Some("decrypted")
+        );
+    }
+}
+
+#[test]
 fn passphrase_command_and_file_work() {
     let p = pki();
     let d = tmp();
