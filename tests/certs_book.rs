@@ -181,6 +181,24 @@ fn vcard4(u: &User) -> String {
 }
 
 #[test]
+fn importing_a_vcard_without_a_certificate_is_an_error() {
+    let env = Env::new();
+    for (name, card) in [
+        ("none.vcf", "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:X\r\nEND:VCARD\r\n"),
+        (
+            "pgp.vcf",
+            "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Y\r\nKEY;TYPE=PGP;ENCODING=b:bWRhdGE=\r\nEND:VCARD\r\n",
+        ),
+    ] {
+        let f = env.write(name, card.as_bytes());
+        let out = env.certs_cmd(&["import", path_str(&f)]);
+        assert_eq!(out.status.code(), Some(65), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(name) && err.contains("no X.509 certificate"), "{err}");
+    }
+}
+
+#[test]
 fn vcard_3_and_4_in_a_vdir_are_a_source_after_the_store() {
     let p = pki();
     let env = Env::new();

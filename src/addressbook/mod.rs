@@ -393,6 +393,11 @@ pub fn import(
                 harvested: false,
             });
         }
+        if out.is_empty() {
+            return Err(Error::data(
+                "vCard holds no X.509 certificate (no KEY property with one): nothing imported",
+            ));
+        }
         return Ok(out);
     }
     if let Ok(list) = certs::read_certificates(data) {
