@@ -258,25 +258,12 @@ fn load_pem(data: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity
         if let Some(k) = rsa_fast_path(b) {
             keys.push(k);
         } else if b.label.ends_with("PRIVATE KEY") {
-            let mut failure: Option<Error> = None;
-            let key =
-                PKey::private_key_from_pem_callback(b.text.as_bytes(), |buf| match pass.get() {
-                    Ok(Some(pw)) if pw.len() <= buf.len() => {
-                        buf[..pw.len()].copy_from_slice(pw.as_bytes());
-                        Ok(pw.len())
-                    }
-                    Ok(_) => {
-                        failure = Some(Error::config(
-                            "encrypted PEM key needs a passphrase: give --passphrase-file, \
-                             --passphrase-command or SMIMED_PASSPHRASE",
-                        ));
-                        Err(openssl::error::ErrorStack::get())
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        Err(openssl::error::ErrorStack::get())
-                    }
-                });
+            let (mut key, mut failure) = pem_private_key(b.text.as_bytes(), pass);
+            if key.is_err() && failure.is_none() {
+                // An old PKCS#8 encryption (PBE with RC2 or RC4) is the legacy provider's.
+                load_legacy_provider();
+                (key, failure) = pem_private_key(b.text.as_bytes(), pass);
+            }
             match key {
                 Ok(k) => keys.push(k),
                 Err(e) => {
@@ -322,6 +309,37 @@ fn load_pem(data: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity
         });
     }
     Ok(out)
+}
+
+/// One PEM private key, asking for the passphrase only if it is encrypted. The error of the
+/// passphrase source (none configured, a failing command), when that is what failed, comes
+/// second.
+fn pem_private_key(
+    pem: &[u8],
+    pass: &Passphrases,
+) -> (
+    std::result::Result<PKey<Private>, openssl::error::ErrorStack>,
+    Option<Error>,
+) {
+    let mut failure: Option<Error> = None;
+    let key = PKey::private_key_from_pem_callback(pem, |buf| match pass.get() {
+        Ok(Some(pw)) if pw.len() <= buf.len() => {
+            buf[..pw.len()].copy_from_slice(pw.as_bytes());
+            Ok(pw.len())
+        }
+        Ok(_) => {
+            failure = Some(Error::config(
+                "encrypted PEM key needs a passphrase: give --passphrase-file, \
+                 --passphrase-command or SMIMED_PASSPHRASE",
+            ));
+            Err(openssl::error::ErrorStack::get())
+        }
+        Err(e) => {
+            failure = Some(e);
+            Err(openssl::error::ErrorStack::get())
+        }
+    });
+    (key, failure)
 }
 
 /// Unencrypted RSA keys (PKCS#1, or PKCS#8 holding rsaEncryption) through OpenSSL's direct RSA

@@ -99,6 +99,59 @@ fn a_pkcs12_without_password_never_asks_for_the_passphrase() {
 }
 
 #[test]
+fn an_encrypted_pem_key_with_an_old_pkcs8_encryption_is_read() {
+    // PBE-SHA1-RC2-40 (PKCS#8 v1), as older tools write it: the legacy provider's.
+    let p = pki();
+    let d = tmp();
+    let key = openssl(
+        &[
+            "pkcs8",
+            "-topk8",
+            "-v1",
+            "PBE-SHA1-RC2-40",
+            "-provider",
+            "legacy",
+            "-provider",
+            "default",
+            "-in",
+            path_str(&p.bob.key_path),
+            "-passout",
+            "pass:secret",
+        ],
+        b"",
+    );
+    assert!(String::from_utf8_lossy(&key).contains("BEGIN ENCRYPTED PRIVATE KEY"));
+    let mut pem = key;
+    pem.extend_from_slice(&std::fs::read(&p.bob.cert_path).expect("cert"));
+    let path = d.path().join("bob-rc2.pem");
+    write_mode(&path, &pem, 0o600);
+    let mut c = smimed();
+    c.args(["--trust", path_str(&p.root_path), "--key", path_str(&path)])
+        .env("SMIMED_PASSPHRASE", "secret")
+        .arg("filter");
+    let out = run_with_stdin(&mut c, &encrypted_to_bob());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        status_word(&status_of(&out.stdout), "encryption"),
+        Some("decrypted")
+    );
+    // A wrong passphrase is still a configuration error.
+    c.env("SMIMED_PASSPHRASE", "wrong");
+    let out = run_with_stdin(&mut c, &encrypted_to_bob());
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn passphrase_command_and_file_work() {
     let p = pki();
     let d = tmp();
