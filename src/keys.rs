@@ -69,24 +69,34 @@ pub fn load_legacy_provider() {
 
 /// Reads a file that holds secrets, refusing it when group or others can read it.
 pub fn read_private_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let (buf, mode) = read_with_mode(path)?;
+    if mode & 0o044 != 0 {
+        return Err(readable_by_others(path, mode));
+    }
+    Ok(buf)
+}
+
+/// The file's bytes and its mode (checked on the open descriptor).
+fn read_with_mode(path: &Path) -> Result<(Zeroizing<Vec<u8>>, u32)> {
     let mut f =
         std::fs::File::open(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
     let meta = f
         .metadata()
         .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
-    if meta.mode() & 0o044 != 0 {
-        return Err(Error::config(format!(
-            "{} is readable by group or others (mode {:o}); refusing to use a private key or \
-             passphrase anyone else can read. Fix it with: chmod 600 {}",
-            path.display(),
-            meta.mode() & 0o777,
-            path.display()
-        )));
-    }
     let mut buf = Zeroizing::new(Vec::new());
     f.read_to_end(&mut buf)
         .map_err(|e| Error::io(path.display(), e))?;
-    Ok(buf)
+    Ok((buf, meta.mode()))
+}
+
+fn readable_by_others(path: &Path, mode: u32) -> Error {
+    Error::config(format!(
+        "{} is readable by group or others (mode {:o}); refusing to use a private key or \
+         passphrase anyone else can read. Fix it with: chmod 600 {}",
+        path.display(),
+        mode & 0o777,
+        path.display()
+    ))
 }
 
 /// Gets the passphrase once, from the first configured source.
@@ -153,20 +163,100 @@ fn run_passphrase_command(cmd: &str) -> Result<Zeroizing<String>> {
     ))
 }
 
-/// Loads every configured identity. Any failure names the file.
+/// What one key file holds: identities complete in the file, and for PEM files the keys whose
+/// certificate is not in it and every certificate it holds (a key and its certificate may be
+/// given as two files).
+#[derive(Default)]
+struct Loaded {
+    ids: Vec<Identity>,
+    loose_keys: Vec<PKey<Private>>,
+    certs: Vec<X509>,
+}
+
+/// Loads every configured identity. A PEM key whose certificate is not in its own file is
+/// paired with a certificate of another `--key` file (`openssl req` writes the key and the
+/// certificate apart). Any failure names the file.
 pub fn load_identities(paths: &[PathBuf], pass: &Passphrases) -> Result<Vec<Identity>> {
-    let mut out = Vec::new();
+    let mut files = Vec::with_capacity(paths.len());
     for p in paths {
-        let ids = load_file(p, pass).map_err(|e| e.context(format!("key {}", p.display())))?;
-        out.extend(ids);
+        files.push(load_file(p, pass).map_err(|e| named(p, e))?);
+    }
+    let mut out = Vec::new();
+    let mut used = vec![false; files.len()];
+    for (i, f) in files.iter().enumerate() {
+        for key in &f.loose_keys {
+            let found = files.iter().enumerate().find_map(|(j, g)| {
+                g.certs
+                    .iter()
+                    .position(|c| c.public_key().map(|k| k.public_eq(key)).unwrap_or(false))
+                    .map(|pos| (j, pos))
+            });
+            let Some((j, pos)) = found else {
+                return Err(named(
+                    &paths[i],
+                    Error::config(
+                        "PEM file holds a private key without its certificate (give the \
+                         certificate in the same file, or its file as another --key)",
+                    ),
+                ));
+            };
+            used[j] = true;
+            let cert = files[j].certs[pos].clone();
+            let mut chain: Vec<X509> = Vec::new();
+            for (k, c) in files[j].certs.iter().enumerate() {
+                if k != pos {
+                    chain.push(c.clone());
+                }
+            }
+            if i != j {
+                chain.extend(files[i].certs.iter().cloned());
+            }
+            out.push(Identity {
+                cert,
+                key: key.clone(),
+                chain,
+                source: paths[i].clone(),
+            });
+        }
+    }
+    for (i, f) in files.into_iter().enumerate() {
+        if f.ids.is_empty() && f.loose_keys.is_empty() && !used[i] {
+            return Err(named(
+                &paths[i],
+                Error::config(
+                    "PEM file holds no private key (and no other --key file's key belongs to \
+                     its certificates)",
+                ),
+            ));
+        }
+        out.extend(f.ids);
     }
     Ok(out)
 }
 
-fn load_file(path: &Path, pass: &Passphrases) -> Result<Vec<Identity>> {
-    let data = read_private_file(path)?;
+fn named(path: &Path, e: Error) -> Error {
+    e.context(format!("key {}", path.display()))
+}
+
+fn load_file(path: &Path, pass: &Passphrases) -> Result<Loaded> {
+    let (data, mode) = read_with_mode(path)?;
     let text_start = &data[..data.len().min(64 * 1024)];
     let is_text = !data.is_empty() && data[0] != 0x30;
+    // A file others can read is refused, unless it is a PEM file of certificates only (the
+    // certificate of a key given as another --key file).
+    let certificates_only = is_text
+        && contains(text_start, b"-----BEGIN ")
+        && !contains(&data, b"PRIVATE KEY-----")
+        && !contains(&data, b"-----BEGIN PKCS12-----");
+    if mode & 0o044 != 0 && !certificates_only {
+        return Err(readable_by_others(path, mode));
+    }
+    let p12 = |der: &[u8]| {
+        load_p12(der, path, pass).map(|ids| Loaded {
+            ids,
+            ..Loaded::default()
+        })
+    };
     if is_text && contains(text_start, b"-----BEGIN PKCS12-----") {
         let text = String::from_utf8_lossy(&data);
         let der = certs::pem_blocks(&text)
@@ -174,12 +264,12 @@ fn load_file(path: &Path, pass: &Passphrases) -> Result<Vec<Identity>> {
             .find(|b| b.label == "PKCS12")
             .map(|b| Zeroizing::new(b.der))
             .ok_or_else(|| Error::config("armoured PKCS#12 does not decode"))?;
-        return load_p12(&der, path, pass);
+        return p12(&der);
     }
     if is_text && contains(text_start, b"-----BEGIN ") {
         return load_pem(&data, path, pass);
     }
-    load_p12(&data, path, pass)
+    p12(&data)
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -249,7 +339,7 @@ fn load_p12(der: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity>
     }])
 }
 
-fn load_pem(data: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity>> {
+fn load_pem(data: &[u8], path: &Path, pass: &Passphrases) -> Result<Loaded> {
     let text = String::from_utf8_lossy(data);
     let blocks = certs::pem_blocks(&text);
     let mut certs_found = Vec::new();
@@ -281,18 +371,14 @@ fn load_pem(data: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity
             }
         }
     }
-    if keys.is_empty() {
-        return Err(Error::config("PEM file holds no private key"));
-    }
-    let mut out = Vec::new();
+    let mut out = Loaded::default();
     for key in keys {
         let Some(pos) = certs_found
             .iter()
             .position(|c| c.public_key().map(|p| p.public_eq(&key)).unwrap_or(false))
         else {
-            return Err(Error::config(
-                "PEM file holds a private key without its certificate",
-            ));
+            out.loose_keys.push(key);
+            continue;
         };
         let cert = certs_found[pos].clone();
         let chain = certs_found
@@ -301,13 +387,14 @@ fn load_pem(data: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity
             .filter(|(i, _)| *i != pos)
             .map(|(_, c)| c.clone())
             .collect();
-        out.push(Identity {
+        out.ids.push(Identity {
             cert,
             key,
             chain,
             source: path.to_path_buf(),
         });
     }
+    out.certs = certs_found;
     Ok(out)
 }
 

@@ -152,6 +152,50 @@ fn an_encrypted_pem_key_with_an_old_pkcs8_encryption_is_read() {
 }
 
 #[test]
+fn a_key_and_its_certificate_may_be_two_files() {
+    // As `openssl req -newkey … -keyout KEY -out CERT` leaves them; the certificate file may be
+    // readable by others (it holds no secret), the key file may not.
+    let p = pki();
+    let msg = encrypted_to_bob();
+    let run = |keys: &[&Path]| {
+        let mut c = smimed();
+        c.args(["--trust", path_str(&p.root_path)]);
+        for k in keys {
+            c.arg("--key").arg(k);
+        }
+        run_with_stdin(c.arg("filter"), &msg)
+    };
+    let (key, cert) = (p.bob.key_path.as_path(), p.bob.cert_path.as_path());
+    for keys in [[key, cert], [cert, key]] {
+        let out = run(&keys);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            status_word(&status_of(&out.stdout), "encryption"),
+            Some("decrypted")
+        );
+    }
+    // The key alone, or certificates alone, are still refused, naming the file.
+    for (keys, says) in [
+        (vec![key], "without its certificate"),
+        (vec![cert], "holds no private key"),
+        (
+            vec![key, p.carol.cert_path.as_path()],
+            "without its certificate",
+        ),
+    ] {
+        let out = run(&keys);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+}
+
+#[test]
 fn passphrase_command_and_file_work() {
     let p = pki();
     let d = tmp();
