@@ -252,6 +252,8 @@ fn worker(
 /// An archive Maildir and the keys it holds.
 struct Archive {
     md: Maildir,
+    /// A Maildir++ folder of a watched Maildir (made again with its `maildirfolder` marker).
+    subfolder: bool,
     keys: HashSet<String>,
 }
 
@@ -265,7 +267,11 @@ impl Archive {
                 keys.insert(maildir::key(&n).to_string());
             }
         }
-        Ok(Archive { md, keys })
+        Ok(Archive {
+            md,
+            subfolder,
+            keys,
+        })
     }
 }
 
@@ -901,11 +907,39 @@ impl<'o> State<'o> {
     ) -> io::Result<bool> {
         let archive = &mut self.archives[a];
         if archive.keys.contains(key) {
-            fs::remove_file(src)?;
-            return Ok(false);
+            // Only if the archive still holds it: a user may have moved an archived original
+            // back into the Maildir, and then this is the only copy left.
+            let held = archive
+                .md
+                .find_original(key)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            if held.is_some() {
+                fs::remove_file(src)?;
+                return Ok(false);
+            }
+            archive.keys.remove(key);
         }
         let dest = archive.md.path(sub, name);
-        match fs::rename(src, &dest) {
+        let renamed = match fs::rename(src, &dest) {
+            // The archive folder was removed while we run (an IMAP DELETE, a user): make it
+            // again rather than take the original for gone.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && fs::symlink_metadata(src).is_ok()
+                    && !archive.md.dir(sub).is_dir() =>
+            {
+                log::warn!(
+                    "archive {} is gone: making it again",
+                    archive.md.root.display()
+                );
+                Maildir::create(&archive.md.root, archive.subfolder)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                archive.keys.clear();
+                fs::rename(src, &dest)
+            }
+            other => other,
+        };
+        match renamed {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
                 let bytes = fs::read(src)?;

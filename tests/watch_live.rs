@@ -236,3 +236,61 @@ fn recursive_watch_picks_up_folders_made_while_running() {
     }
     assert_eq!(arch.len(), 2);
 }
+
+#[test]
+fn an_original_moved_back_or_an_archive_removed_while_running_is_archived_again() {
+    let md = Md::new();
+    md.deliver(&smime_msg("back"));
+    let child = spawn(watch_cmd(&["--rescan", "1"], md.path(), None));
+    assert!(
+        wait_for(Duration::from_secs(20), || processed_count(md.path()) == 1),
+        "not processed"
+    );
+    // A user moves the archived original back into the Maildir, keeping its name (mv,
+    // mblaze): it must not be deleted as if the archive still held it.
+    let arch_new = md.archive().join("new");
+    let name = std::fs::read_dir(&arch_new)
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("archived")
+        .file_name();
+    std::fs::rename(
+        arch_new.join(&name),
+        md.path()
+            .join("cur")
+            .join(format!("{}:2,S", name.to_string_lossy())),
+    )
+    .unwrap();
+    let back_in_archive = || {
+        ["new", "cur"].iter().any(|s| {
+            std::fs::read_dir(md.archive().join(s))
+                .map(|d| d.flatten().count() == 1)
+                .unwrap_or(false)
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), back_in_archive),
+        "the original did not go back to the archive"
+    );
+    // The archive folder is removed (an IMAP DELETE): the next originals go to a new one,
+    // and no message stays in the Maildir twice.
+    std::fs::remove_dir_all(md.archive()).unwrap();
+    md.deliver(&smime_msg("after1"));
+    md.deliver(&smime_msg("after2"));
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            processed_count(md.path()) == 3 && by_message_id(&md.archive()).len() == 2
+        }),
+        "not archived again: {:?}",
+        by_message_id(md.path()).keys().collect::<Vec<_>>()
+    );
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let live = by_message_id(md.path());
+    assert_eq!(live.len(), 3, "{:?}", live.keys().collect::<Vec<_>>());
+    assert!(live
+        .values()
+        .all(|v| v.len() == 1 && is_processed_name(&v[0].name)));
+}
