@@ -236,11 +236,21 @@ impl Maildir {
             fs::read_dir(&dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
         let mut n = 0;
         for ent in rd.flatten() {
-            if ent
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(TMP_PREFIX))
-            {
+            // Only files of a watcher no longer running (or older than the 36 hours after which
+            // the Maildir convention lets anyone clean tmp/): another `smimed watch` on the
+            // same Maildir may be writing its copies right now.
+            let stale = ent.file_name().to_str().is_some_and(|n| {
+                n.starts_with(TMP_PREFIX) && {
+                    let old = ent
+                        .metadata()
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > STALE_TMP);
+                    old || !writer_alive(n)
+                }
+            });
+            if stale {
                 match fs::remove_file(ent.path()) {
                     Ok(()) => n += 1,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -251,6 +261,26 @@ impl Maildir {
             }
         }
         Ok(n)
+    }
+}
+
+/// Age after which a file of ours in tmp/ is removed even if its writer's pid is in use.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(36 * 3600);
+
+/// Whether the process that named a tmp file (`prefix PID.SEQ.KEY`) is running; true when the
+/// name does not say (the file is then left to the age rule).
+fn writer_alive(name: &str) -> bool {
+    let pid = name
+        .strip_prefix(TMP_PREFIX)
+        .and_then(|r| r.split('.').next())
+        .and_then(|p| p.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw);
+    match pid {
+        Some(pid) => !matches!(
+            rustix::process::test_kill_process(pid),
+            Err(rustix::io::Errno::SRCH)
+        ),
+        None => true,
     }
 }
 
@@ -369,6 +399,32 @@ fn header_ends(b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clean_tmp_leaves_the_files_of_a_running_watcher() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let md = Maildir::create(dir.path(), false).expect("maildir");
+        // A pid that was just in use and is not any more.
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        let dead = child.id();
+        child.wait().expect("wait");
+        let mine = format!("{TMP_PREFIX}{}.0.1800000000.M1P1.host", std::process::id());
+        let gone = format!("{TMP_PREFIX}{dead}.0.1800000000.M2P1.host");
+        let theirs = "1800000000.M3P1.host";
+        for n in [&mine, &gone, theirs] {
+            std::fs::write(md.tmp().join(n), b"x").expect("write");
+        }
+        assert_eq!(md.clean_tmp().expect("clean"), 1);
+        assert!(
+            md.tmp().join(&mine).exists(),
+            "a running writer's file was removed"
+        );
+        assert!(
+            !md.tmp().join(&gone).exists(),
+            "a dead writer's file was kept"
+        );
+        assert!(md.tmp().join(theirs).exists(), "not ours: never removed");
+    }
 
     #[test]
     fn names() {
