@@ -510,7 +510,9 @@ impl<'o> State<'o> {
             }
             let folders: Vec<(usize, usize)> = if full {
                 next_full = Instant::now() + self.opts.rescan;
-                self.deferred.retain(|_, t| *t > Instant::now());
+                // A full rescan retries everything left for a temporary failure (the entries
+                // only keep inotify's passes from retrying them in between).
+                self.deferred.clear();
                 self.all_folders()
             } else {
                 self.all_folders()

@@ -237,7 +237,17 @@ fn temporary_failure_leaves_the_message_and_it_is_retried() {
     let md = Md::new();
     let flag = md.path().join("agent-locked");
     std::fs::write(&flag, b"").unwrap();
-    let cmd = format!("if [ -e '{}' ]; then exit 1; fi; echo test", flag.display());
+    let calls = md.path().join("calls");
+    let cmd = format!(
+        "echo x >> '{}'; if [ -e '{}' ]; then exit 1; fi; echo test",
+        calls.display(),
+        flag.display()
+    );
+    let count = || {
+        std::fs::read_to_string(&calls)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
     let name = md.deliver(&smime_msg("t1"));
     let plain = md.deliver(&plain_msg("t2"));
     let before = (
@@ -261,12 +271,16 @@ fn temporary_failure_leaves_the_message_and_it_is_retried() {
     );
 
     // Running: still failing, then the passphrase becomes available and the rescan retries.
+    let at_start = count();
     let mut child = spawn(watch_cmd(&["--rescan", "1"], md.path(), Some(&cmd)));
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::thread::sleep(std::time::Duration::from_millis(5500));
     assert!(
         md.path().join("new").join(&name).exists(),
         "processed while failing"
     );
+    // Retried at every full rescan (every second), not every other one: about six tries.
+    let tries = count() - at_start;
+    assert!(tries >= 5, "{tries} tries in 5.5 s with --rescan 1");
     assert_eq!(processed_count(md.path()), 0);
     std::fs::remove_file(&flag).unwrap();
     let done = wait_for(std::time::Duration::from_secs(20), || {
