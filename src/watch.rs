@@ -431,7 +431,9 @@ impl<'o> State<'o> {
         let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
         let mut watcher = notify::recommended_watcher(tx)
             .map_err(|e| Error::tempfail(format!("starting inotify: {e}")))?;
-        let mut watched: HashSet<PathBuf> = HashSet::new();
+        // Each watched directory with its inode: one removed and made again (a folder deleted
+        // and re-created by a client) has lost its inotify watch and is watched again.
+        let mut watched: HashMap<PathBuf, u64> = HashMap::new();
         self.watch_all(&mut watcher, &mut watched)?;
         // Folders may have been made, and mail may have arrived, between the first pass and
         // the watches.
@@ -471,7 +473,7 @@ impl<'o> State<'o> {
                         for p in &ev.paths {
                             match p.parent() {
                                 Some(dir)
-                                    if watched.contains(dir)
+                                    if watched.contains_key(dir)
                                         && dir
                                             .file_name()
                                             .is_some_and(|n| n == "new" || n == "cur") =>
@@ -505,8 +507,10 @@ impl<'o> State<'o> {
                 for i in 0..self.trees.len() {
                     self.refresh_folders(i)?;
                 }
-                self.watch_all(&mut watcher, &mut watched)?;
                 full = true;
+            }
+            if full {
+                self.watch_all(&mut watcher, &mut watched)?;
             }
             let folders: Vec<(usize, usize)> = if full {
                 next_full = Instant::now() + self.opts.rescan;
@@ -540,7 +544,7 @@ impl<'o> State<'o> {
     fn watch_all(
         &self,
         w: &mut notify::RecommendedWatcher,
-        watched: &mut HashSet<PathBuf>,
+        watched: &mut HashMap<PathBuf, u64>,
     ) -> Result<()> {
         let mut dirs: Vec<PathBuf> = Vec::new();
         for t in &self.trees {
@@ -552,13 +556,19 @@ impl<'o> State<'o> {
                 dirs.push(f.dir(Sub::Cur));
             }
         }
+        use std::os::unix::fs::MetadataExt;
         for d in dirs {
-            if watched.contains(&d) {
+            let Ok(ino) = fs::metadata(&d).map(|m| m.ino()) else {
+                // Gone: watched again if it comes back (the full rescans cover it meanwhile).
+                watched.remove(&d);
+                continue;
+            };
+            if watched.get(&d) == Some(&ino) {
                 continue;
             }
             w.watch(&d, notify::RecursiveMode::NonRecursive)
                 .map_err(|e| Error::tempfail(format!("watching {}: {e}", d.display())))?;
-            watched.insert(d);
+            watched.insert(d, ino);
         }
         Ok(())
     }

@@ -294,3 +294,44 @@ fn an_original_moved_back_or_an_archive_removed_while_running_is_archived_again(
         .values()
         .all(|v| v.len() == 1 && is_processed_name(&v[0].name)));
 }
+
+#[test]
+fn a_folder_removed_and_made_again_is_watched_again() {
+    let md = Md::new();
+    let make = |name: &str| {
+        let sub = md.path().join(name);
+        for d in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(sub.join(d)).unwrap();
+        }
+        sub
+    };
+    let sub = make(".Work");
+    let child = spawn(watch_cmd(
+        &["--recursive", "--rescan", "600"],
+        md.path(),
+        None,
+    ));
+    std::thread::sleep(Duration::from_millis(1000));
+    let deliver = |sub: &std::path::Path, id: &str| {
+        let name = unique_name(10);
+        std::fs::write(sub.join("tmp").join(&name), smime_msg(id)).unwrap();
+        std::fs::rename(sub.join("tmp").join(&name), sub.join("new").join(&name)).unwrap();
+    };
+    deliver(&sub, "w1");
+    let first = wait_for(Duration::from_secs(15), || processed_count(&sub) == 1);
+    // Removed and made again under the same name (a client deleting and re-creating it).
+    std::fs::remove_dir_all(&sub).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let sub = make(".Work");
+    // Long enough for the pass that the new folder's event starts to be over.
+    std::thread::sleep(Duration::from_millis(1500));
+    deliver(&sub, "w2");
+    // Only inotify can find it: the full rescan is ten minutes away.
+    let second = wait_for(Duration::from_secs(15), || processed_count(&sub) == 1);
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(first, "{err}");
+    assert!(second, "not found after the folder was made again: {err}");
+    assert_eq!(out.status.code(), Some(0));
+}
