@@ -175,10 +175,13 @@ impl Maildir {
         let mut out = Vec::new();
         for ent in rd {
             let ent = ent.map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-            if let Ok(name) = ent.file_name().into_string() {
-                if is_message_name(&name) {
-                    out.push(name);
+            match ent.file_name().into_string() {
+                Ok(name) => {
+                    if is_message_name(&name) {
+                        out.push(name);
+                    }
                 }
+                Err(raw) => warn_not_utf8(&dir, raw),
             }
         }
         Ok(out)
@@ -261,6 +264,24 @@ impl Maildir {
             }
         }
         Ok(n)
+    }
+}
+
+/// Says once per process, for each file, that a name which is not UTF-8 is left as it is:
+/// MDAs write ASCII names, and smimed works with names as text.
+fn warn_not_utf8(dir: &Path, name: std::ffi::OsString) {
+    static WARNED: std::sync::Mutex<Option<std::collections::HashSet<PathBuf>>> =
+        std::sync::Mutex::new(None);
+    let path = dir.join(name);
+    let first = WARNED
+        .lock()
+        .map(|mut g| g.get_or_insert_with(Default::default).insert(path.clone()))
+        .unwrap_or(true);
+    if first {
+        log::warn!(
+            "{}: the file name is not UTF-8; left as it is (rename it to have it processed)",
+            path.display()
+        );
     }
 }
 
@@ -399,6 +420,20 @@ fn header_ends(b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_left_out_of_the_listing() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let md = Maildir::create(dir.path(), false).expect("maildir");
+        let odd = std::ffi::OsStr::from_bytes(b"1795780000.M4P1.h\xffst");
+        std::fs::write(md.dir(Sub::New).join(odd), b"x").expect("write");
+        std::fs::write(md.dir(Sub::New).join("1795780000.M5P1.host"), b"x").expect("write");
+        // Twice: the second listing does not warn again (one warning per file and process).
+        for _ in 0..2 {
+            assert_eq!(md.list(Sub::New).expect("list"), ["1795780000.M5P1.host"]);
+        }
+    }
 
     #[test]
     fn clean_tmp_leaves_the_files_of_a_running_watcher() {
