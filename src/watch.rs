@@ -350,10 +350,14 @@ impl<'o> State<'o> {
             }
             _ => None,
         };
-        let mut trees = Vec::new();
+        let mut trees: Vec<Tree> = Vec::new();
         for root in &opts.maildirs {
             // Absolute, as inotify reports paths.
             let root = Maildir::open(&canonical(root))?;
+            if trees.iter().any(|t| t.root.root == root.root) {
+                log::info!("{} is given twice: watched once", root.root.display());
+                continue;
+            }
             let archive = match &opts.archive {
                 ArchiveMode::Folder(name) => {
                     archives.push(Archive::open(&root.root.join(name), true)?);
@@ -531,11 +535,16 @@ impl<'o> State<'o> {
         Ok(())
     }
 
+    /// Every folder once (a Maildir given on its own and also reached by --recursive from
+    /// another is worked through once per pass).
     fn all_folders(&self) -> Vec<(usize, usize)> {
         let mut v = Vec::new();
+        let mut seen: HashSet<&Path> = HashSet::new();
         for (t, tree) in self.trees.iter().enumerate() {
-            for f in 0..tree.folders.len() {
-                v.push((t, f));
+            for (f, folder) in tree.folders.iter().enumerate() {
+                if seen.insert(folder.root.as_path()) {
+                    v.push((t, f));
+                }
             }
         }
         v

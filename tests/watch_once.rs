@@ -492,3 +492,26 @@ fn maildirs_and_imap_urls_do_not_mix() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not both"));
 }
+
+#[test]
+fn a_maildir_given_twice_or_also_reached_by_recursive_is_worked_through_once() {
+    let md = Md::new();
+    let sub = md.path().join(".Work");
+    for d in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(sub.join(d)).unwrap();
+    }
+    md.deliver(&smime_msg("d1"));
+    md.deliver(&smime_msg("d2"));
+    let name = unique_name(10);
+    std::fs::write(sub.join("new").join(&name), smime_msg("d3")).unwrap();
+    let mut c = smimed_as_with(&common::pki::pki().bob, None);
+    c.args(["watch", "--once", "--recursive"])
+        .arg(md.path())
+        .arg(md.path())
+        .arg(&sub);
+    let (code, err) = run_once(&mut c);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("3 processed"), "{err}");
+    assert!(err.contains("3 archived"), "{err}");
+    assert_eq!(processed_count(md.path()) + processed_count(&sub), 3);
+}
