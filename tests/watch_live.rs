@@ -192,9 +192,7 @@ fn recursive_watch_picks_up_folders_made_while_running() {
     ));
     std::thread::sleep(Duration::from_millis(1000));
     let deliver = |sub: &std::path::Path, id: &str| {
-        let name = unique_name(10);
-        std::fs::write(sub.join("tmp").join(&name), smime_msg(id)).unwrap();
-        std::fs::rename(sub.join("tmp").join(&name), sub.join("new").join(&name)).unwrap();
+        deliver_into(sub, &smime_msg(id));
     };
     // Made whole, then renamed into place (as `maildirmake` in a temporary name): inotify on
     // the root sees it, long before the first full rescan.
@@ -313,9 +311,7 @@ fn a_folder_removed_and_made_again_is_watched_again() {
     ));
     std::thread::sleep(Duration::from_millis(1000));
     let deliver = |sub: &std::path::Path, id: &str| {
-        let name = unique_name(10);
-        std::fs::write(sub.join("tmp").join(&name), smime_msg(id)).unwrap();
-        std::fs::rename(sub.join("tmp").join(&name), sub.join("new").join(&name)).unwrap();
+        deliver_into(sub, &smime_msg(id));
     };
     deliver(&sub, "w1");
     let first = wait_for(Duration::from_secs(15), || processed_count(&sub) == 1);

@@ -95,11 +95,7 @@ impl Md {
     }
     /// Delivers as an MDA does: write in tmp/, then rename into new/. Returns the name.
     pub fn deliver(&self, bytes: &[u8]) -> String {
-        let name = unique_name(bytes.len());
-        let tmp = self.path().join("tmp").join(&name);
-        std::fs::write(&tmp, bytes).unwrap();
-        std::fs::rename(&tmp, self.path().join("new").join(&name)).unwrap();
-        name
+        deliver_into(self.path(), bytes)
     }
     /// Puts a message straight into cur/ with flags (as mbsync does for seen mail).
     pub fn put_cur(&self, bytes: &[u8], flags: &str) -> String {
@@ -109,6 +105,16 @@ impl Md {
         std::fs::rename(&tmp, self.path().join("cur").join(&name)).unwrap();
         name
     }
+}
+
+/// Delivers into the Maildir (or Maildir++ folder) `folder` as an MDA does: write in tmp/,
+/// then rename into new/. Returns the name.
+pub fn deliver_into(folder: &Path, bytes: &[u8]) -> String {
+    let name = unique_name(bytes.len());
+    let tmp = folder.join("tmp").join(&name);
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, folder.join("new").join(&name)).unwrap();
+    name
 }
 
 /// Every file under `dir` (relative path -> bytes), for byte-for-byte comparisons.
