@@ -122,7 +122,16 @@ fn bind(socket: &Path) -> Result<UnixListener> {
                 .map_err(cfg)?;
         }
     }
-    if socket.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(socket) {
+        use std::os::unix::fs::FileTypeExt;
+        // Only a socket left by an agent that is gone is replaced; anything else at that path
+        // (a typo in --socket or `agent =`) is the user's.
+        if !meta.file_type().is_socket() {
+            return Err(Error::config(format!(
+                "agent socket {}: something other than a socket is there; not replacing it",
+                socket.display()
+            )));
+        }
         if UnixStream::connect(socket).is_ok() {
             return Err(Error::config(format!(
                 "an agent already listens on {}",
@@ -365,7 +374,10 @@ fn read_body(conn: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
 /// hangs (say, on a passphrase command waiting for a prompt nobody sees) must not hang the MDA
 /// or the mail client behind it: the client then works alone. Nothing is lost by that: the
 /// agent never delivers or sends anything itself.
-pub const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// Short: Dovecot's Sieve filters run under `sieve_filter_exec_timeout` (10 s by default), and
+/// a client that falls back still needs time to do the work itself. The agent answers an
+/// ordinary message within milliseconds.
+pub const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Connects to the agent on `socket`, with [`CLIENT_TIMEOUT`] on reads and writes (the tests
 /// shorten it with `SMIMED_TEST_AGENT_TIMEOUT_MS`).

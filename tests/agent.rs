@@ -155,3 +155,33 @@ fn a_second_agent_on_the_same_socket_is_refused() {
         .expect("run");
     assert_eq!(out.status.code(), Some(78));
 }
+
+#[test]
+fn the_agent_replaces_a_stale_socket_but_never_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("precious.txt");
+    std::fs::write(&path, b"user's own data").expect("write");
+    let out = smimed_as(&pki().bob)
+        .arg("agent")
+        .arg("--socket")
+        .arg(&path)
+        .output()
+        .expect("run agent");
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other than a socket"));
+    assert_eq!(
+        std::fs::read(&path).expect("still there"),
+        b"user's own data"
+    );
+    // A socket nobody listens on (an agent that died) is replaced.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+    let _agent = start_agent(&stale, None);
+    let via = filter_via(&stale, &signed_then_encrypted());
+    assert_words(&status_of(&via.stdout), "decrypted", "valid");
+}

@@ -73,7 +73,7 @@ fn procmail_filter_recipe_delivers_decrypted_message() {
     // `:0 fw`: filter, and wait for the exit code (on failure procmail keeps the original).
     let rc = format!(
         "SHELL=/bin/sh\nLOCKSLEEP=1\nLOGFILE={d}/procmail.log\n\
-         :0\n* ^Subject: nopass\n{{\n  :0 fw\n  | {common} --passphrase-command false filter\n}}\n\
+         :0\n* ^Subject: nopass\n{{\n  :0 fw\n  | {common} --passphrase-command false filter\n  :0 e\n  {{ EXITCODE=75 HOST }}\n}}\n\
          :0 E\n{{\n  :0 fw\n  | {common} --passphrase-file {pass} filter\n}}\n\
          :0\n{d}/mail/inbox/\n",
         d = dir.display(),
@@ -93,21 +93,19 @@ fn procmail_filter_recipe_delivers_decrypted_message() {
     assert_words(&st, "decrypted", "valid");
     assert!(String::from_utf8_lossy(&got[0]).contains(SECRET));
 
-    // smimed exits 75: procmail rescues the unfiltered original.
-    let msg2 = encrypted_to_bob("nopass");
+    // smimed exits 75: with the recipe's `:0 e { EXITCODE=75 HOST }`, procmail defers the
+    // delivery (75 to the MTA) instead of delivering a message whose status fields a sender
+    // may have forged.
+    let mut msg2 =
+        b"X-Smime-Status: encryption=decrypted; signature=valid; signer=ceo@example.org\n".to_vec();
+    msg2.extend_from_slice(&encrypted_to_bob("nopass"));
     let out = run_with_stdin(Command::new("procmail").arg("-m").arg(&rcfile), &msg2);
     let log = std::fs::read_to_string(dir.join("procmail.log")).unwrap_or_default();
-    assert_eq!(out.status.code(), Some(0), "procmail: {log}");
-    let got = maildir_new(&dir.join("mail/inbox"));
-    assert_eq!(got.len(), 2, "{log}");
-    let orig = got
-        .iter()
-        .find(|m| m.windows(14).any(|w| w == b"Subject: nopas"))
-        .expect("nopass");
-    assert_eq!(orig, &msg2, "the original, byte for byte");
-    assert!(
-        log.contains("Rescue of unfiltered data succeeded") || log.contains("Program failure"),
-        "{log}"
+    assert_eq!(out.status.code(), Some(75), "procmail: {log}");
+    assert_eq!(
+        maildir_new(&dir.join("mail/inbox")).len(),
+        1,
+        "nothing delivered: {log}"
     );
 
     // procmail as the delivery agent writes an mbox postmark ("From " line, here from -f) and
@@ -152,8 +150,10 @@ fn procmail_filter_recipe_delivers_decrypted_message() {
 #[test]
 fn dovecot_lda_sieve_filter_runs_smimed() {
     let p = pki();
-    let sieve = "require [\"vnd.dovecot.filter\", \"fileinto\", \"mailbox\"];\n\
-        if header :contains \"subject\" \"nopass\" {\n  filter \"smimed-nopass\";\n} else {\n  filter \"smimed-filter\";\n}\n\
+    // README's recipe: when the filter fails, the status fields in the message are a sender's
+    // and are removed before any rule reads them.
+    let sieve = "require [\"vnd.dovecot.filter\", \"fileinto\", \"mailbox\", \"editheader\"];\n\
+        if header :contains \"subject\" \"nopass\" {\n  if not filter \"smimed-nopass\" {\n    deleteheader \"X-Smime-Status\";\n    deleteheader :contains \"Authentication-Results\" \"mx.test\";\n  }\n} else {\n  filter \"smimed-filter\";\n}\n\
         if header :contains \"X-Smime-Status\" \"signature=valid\" {\n  fileinto :create \"Signed\";\n  stop;\n}\n";
     let dc = Dovecot::start(Opts {
         sieve: Some(sieve),
@@ -213,8 +213,13 @@ fn dovecot_lda_sieve_filter_runs_smimed() {
     assert_words(&status_of(&signed[0]), "decrypted", "valid");
     assert!(String::from_utf8_lossy(&signed[0]).contains(SECRET));
 
-    // smimed exits 75: Sieve's filter leaves the message as it was; it is kept in INBOX.
-    let msg2 = encrypted_to_bob("nopass");
+    // smimed exits 75: Sieve's filter leaves the message as it was, the recipe removes the
+    // forged status fields, and it is kept in INBOX (not filed as signed).
+    let mut msg2 =
+        b"X-Smime-Status: encryption=decrypted; signature=valid; signer=ceo@example.org\n\
+Authentication-Results: mx.test; smime=pass body.smime-identifier=ceo@example.org\n"
+            .to_vec();
+    msg2.extend_from_slice(&encrypted_to_bob("nopass"));
     let out = dc.deliver(&msg2);
     assert_eq!(
         out.status.code(),
@@ -225,6 +230,7 @@ fn dovecot_lda_sieve_filter_runs_smimed() {
     let inbox = maildir_new(&dc.maildir());
     assert_eq!(inbox.len(), 1);
     assert_eq!(status_count(&inbox[0]), 0);
+    assert!(!String::from_utf8_lossy(&inbox[0]).contains("smime=pass"));
     assert!(!String::from_utf8_lossy(&inbox[0]).contains(SECRET));
     assert!(String::from_utf8_lossy(&inbox[0]).contains("Subject: nopass"));
 }

@@ -314,7 +314,7 @@ protocol lda {{
 plugin {{
   sieve = file:~/sieve;active=~/.dovecot.sieve
   sieve_plugins = sieve_extprograms
-  sieve_extensions = +vnd.dovecot.filter
+  sieve_extensions = +vnd.dovecot.filter +editheader
   sieve_filter_bin_dir = {t}/sieve-filters
   sieve_filter_exec_timeout = 60s
 }}
