@@ -1012,3 +1012,39 @@ fn latin1_copies_in_a_multiappend_batch_go_one_by_one() {
     }
     assert_eq!(messages(&mut s, ARCHIVE).len(), 30);
 }
+
+#[test]
+fn an_archive_mailbox_deleted_while_watching_is_made_again() {
+    // The original is moved only once the archive exists again; a refused move was taken for a
+    // done one, and the original stayed next to its copy for good.
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let log = state.path().join("watch.log");
+    let w = spawn_watcher(state.path(), &[&d.url("INBOX")], &log);
+    let mut s = d.client();
+    std::thread::sleep(Duration::from_millis(300));
+    append(
+        &mut s,
+        "INBOX",
+        &message(Kind::SignEnc, "before"),
+        &[],
+        None,
+    );
+    assert!(wait_until(Duration::from_secs(30), || done_in(
+        &mut s, "before"
+    )));
+    s.delete(ARCHIVE).expect("DELETE the archive");
+    append(&mut s, "INBOX", &message(Kind::SignEnc, "after"), &[], None);
+    let moved = wait_until(Duration::from_secs(30), || {
+        done_in(&mut s, "after") && messages(&mut s, "INBOX").len() == 2
+    });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(moved, "the original stayed: {text}");
+    let arch = messages(&mut s, ARCHIVE);
+    assert_eq!(arch.len(), 1, "{text}");
+    assert_eq!(
+        arch[0].header("Message-ID").as_deref(),
+        Some(mid("after").as_str())
+    );
+    assert_eq!(sigterm_and_wait(w), Some(0));
+}

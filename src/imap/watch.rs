@@ -607,31 +607,78 @@ impl Run<'_> {
         self.finish_pending()
     }
 
-    /// Archives the originals of every pending copy, then records the copies as ours.
+    /// Archives the originals of every pending copy, then records the copies as ours. An
+    /// original that a client expunged or moved away since it was fetched takes its copy with
+    /// it: the client's action wins, and no message ends up in two places.
     fn finish_pending(&mut self) -> Result<()> {
         if self.st.pending.is_empty() {
             return Ok(());
         }
         let origs: Vec<u32> = self.st.pending.iter().map(|p| p.orig_uid).collect();
-        self.archive(&origs)?;
+        let present: HashSet<u32> = self
+            .s
+            .uid_search(format!("UID {}", uid_set(&origs)))
+            .map_err(|e| imap_err("UID SEARCH", e))?
+            .into_iter()
+            .collect();
+        let orphans: Vec<u32> = self
+            .st
+            .pending
+            .iter()
+            .filter(|p| !present.contains(&p.orig_uid) && !p.copied)
+            .filter_map(|p| p.appended_uid)
+            .collect();
+        if !orphans.is_empty() {
+            log::info!(
+                "{}: {} original(s) expunged or moved by another client meanwhile: removing \
+                 their processed copies",
+                self.label(),
+                orphans.len()
+            );
+            self.delete(&uid_set(&orphans))?;
+        }
+        let keep: Vec<u32> = origs
+            .iter()
+            .copied()
+            .filter(|u| present.contains(u))
+            .collect();
+        if !keep.is_empty() {
+            self.archive(&keep)?;
+        }
         for p in std::mem::take(&mut self.st.pending) {
-            if let Some(u) = p.appended_uid {
-                self.st.own.push(u);
+            match p.appended_uid {
+                Some(u) if present.contains(&p.orig_uid) || p.copied => self.st.own.push(u),
+                _ => {}
             }
         }
         self.sf.save(&self.st)
     }
 
-    /// Moves (or deletes) the originals.
+    /// Moves (or deletes) the originals. A refused move is an error (the copies stay pending and
+    /// the move is tried again), except that a missing archive mailbox is made again first.
     fn archive(&mut self, uids: &[u32]) -> Result<()> {
         let set = uid_set(uids);
         match self.archive_wire.clone() {
             Some(a) if self.caps.mv => match self.s.uid_mv(&set, &a) {
                 Ok(()) => Ok(()),
-                Err(::imap::Error::No(n)) => {
-                    log::warn!("{}: UID MOVE {set}: {}", self.label(), n.information);
-                    Ok(())
+                Err(::imap::Error::No(n))
+                    if matches!(n.code, Some(imap_proto::types::ResponseCode::TryCreate))
+                        || n.information.contains("TRYCREATE") =>
+                {
+                    log::warn!(
+                        "{}: archive {a} is gone ({}): making it again",
+                        self.label(),
+                        n.information
+                    );
+                    ensure_mailbox(&mut self.s, &a)?;
+                    self.s
+                        .uid_mv(&set, &a)
+                        .map_err(|e| imap_err(format!("UID MOVE to {a}"), e))
                 }
+                Err(::imap::Error::No(n)) => Err(Error::tempfail(format!(
+                    "UID MOVE {set} to {a} refused (tried again later): {}",
+                    n.information
+                ))),
                 Err(e) => Err(imap_err(format!("UID MOVE to {a}"), e)),
             },
             Some(a) => {
