@@ -1048,3 +1048,30 @@ fn an_archive_mailbox_deleted_while_watching_is_made_again() {
     );
     assert_eq!(sigterm_and_wait(w), Some(0));
 }
+
+#[test]
+fn a_processed_copy_filed_into_another_watched_mailbox_is_not_processed_again() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    s.create("Work").expect("create");
+    append(&mut s, "INBOX", &message(Kind::SignEnc, "filed"), &[], None);
+    let urls = [d.url("INBOX"), d.url("Work")];
+    let args: Vec<&str> = urls.iter().map(String::as_str).collect();
+    assert!(ok(&once(state.path(), &args)).contains("processed 1,"));
+    // A client files the processed copy into the other watched mailbox.
+    s.select("INBOX").expect("select");
+    s.uid_mv("1:*", "Work").expect("UID MOVE");
+    let copy_before = messages(&mut s, "Work");
+    assert_eq!(copy_before.len(), 1);
+    let stdout = ok(&once(state.path(), &args));
+    assert!(stdout.contains("processed 0,"), "{stdout}");
+    let work = messages(&mut s, "Work");
+    assert_eq!(work.len(), 1);
+    assert_eq!(work[0].body, copy_before[0].body, "the copy was rewritten");
+    assert_eq!(
+        messages(&mut s, ARCHIVE).len(),
+        1,
+        "one original, archived once"
+    );
+}

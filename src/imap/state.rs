@@ -3,7 +3,8 @@
 //!
 //! One TOML file per mailbox under `STATE_DIR/imap/<user@host:port>/<mailbox>.toml` (names
 //! percent-encoded), written atomically (temp file 0600, fsync, rename, fsync of the folder),
-//! plus an append-only `<mailbox>.appended` log of the SHA-256 of every copy we appended.
+//! plus an append-only `<mailbox>.appended` log of the SHA-256 of every copy we appended (the
+//! logs of every mailbox of the account are read when recognising copies).
 //!
 //! Invariants:
 //! - Everything is relative to `uidvalidity`; when the server reports another one the UIDs mean
@@ -184,10 +185,33 @@ impl StateFile {
             .map_err(|e| Error::io(format!("writing {}", p.display()), e))
     }
 
+    /// Every digest ever logged for any mailbox of this account: a copy the watcher appended
+    /// to one mailbox and a client filed into another watched one is still the watcher's.
+    pub fn account_digests(&self) -> Result<HashSet<String>> {
+        let mut all = self.appended_digests()?;
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(all),
+            Err(e) => return Err(Error::io(format!("reading {}", self.dir.display()), e)),
+        };
+        for ent in rd.flatten() {
+            let p = ent.path();
+            if p != self.log_path() && p.extension().is_some_and(|x| x == "appended") {
+                all.extend(read_digests(&p)?);
+            }
+        }
+        Ok(all)
+    }
+
     /// Every digest ever logged for this mailbox.
     pub fn appended_digests(&self) -> Result<HashSet<String>> {
-        let p = self.log_path();
-        match File::open(&p) {
+        read_digests(&self.log_path())
+    }
+}
+
+fn read_digests(p: &Path) -> Result<HashSet<String>> {
+    {
+        match File::open(p) {
             Ok(f) => BufReader::new(f)
                 .lines()
                 .map(|l| l.map(|l| l.trim().to_string()))

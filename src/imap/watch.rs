@@ -531,7 +531,7 @@ impl Run<'_> {
 
     fn digests(&mut self) -> Result<&mut HashSet<String>> {
         if self.digests.is_none() {
-            self.digests = Some(self.sf.appended_digests()?);
+            self.digests = Some(self.sf.account_digests()?);
         }
         self.digests
             .as_mut()
@@ -836,6 +836,13 @@ impl Run<'_> {
             if it.flags.contains(&keyword) {
                 let d = state::digest(&it.body);
                 ours[i] = self.digests()?.contains(&d);
+                if !ours[i] {
+                    // Perhaps a copy appended to another mailbox of the account since, and
+                    // filed here by a client: read the account's logs again.
+                    let all = self.sf.account_digests()?;
+                    ours[i] = all.contains(&d);
+                    self.digests = Some(all);
+                }
             }
         }
         Ok(Fetched {
