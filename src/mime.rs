@@ -56,6 +56,14 @@ impl Field {
         n.len() >= 8 && n[..8].eq_ignore_ascii_case(b"content-")
     }
 
+    /// The address list of an address field, parsed on the field's own tokens (mailparse's
+    /// `addrparse_header`): an RFC 2047 encoded display name holding a comma ("Müller, Bob")
+    /// stays one name. Parsing the decoded value instead would split it in two.
+    pub fn addresses(&self) -> Option<mailparse::MailAddrList> {
+        let (h, _) = mailparse::parse_header(&self.raw).ok()?;
+        mailparse::addrparse_header(&h).ok()
+    }
+
     /// The unfolded value, decoded as far as mailparse decodes header values (RFC 2047).
     pub fn value(&self) -> String {
         match mailparse::parse_header(&self.raw) {

@@ -1035,8 +1035,15 @@ fn unwrap_protected(content: Secret, authserv_id: &str) -> (Secret, Vec<Field>) 
 fn scan_partial(ctx: &Context, bytes: &[u8], root_is_multipart_signed: bool, st: &mut Status) {
     let parsed = match mailparse::parse_mail(bytes) {
         Ok(p) => p,
-        Err(_) => {
-            st.add("reason", "mime-nesting-limit");
+        Err(e) => {
+            // The parts could not be looked at: say why (mailparse's only other error is a
+            // header section it cannot read).
+            let why = if e.to_string().contains("Recursion limit") {
+                "mime-nesting-limit"
+            } else {
+                "mime-unparsable"
+            };
+            st.add("reason", why);
             return;
         }
     };

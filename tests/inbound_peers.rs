@@ -1388,3 +1388,44 @@ fn a_multipart_signed_root_is_part_text_whether_it_came_encrypted_or_not() {
         );
     }
 }
+
+#[test]
+fn an_encoded_word_in_from_never_supplies_the_address_compared_with_the_signer() {
+    let p = pki();
+    let signed = sign_as(&p.alice, false, &[], &sample_entity("who sent this"));
+    for (from, verdict) in [
+        // The address is mallory's; the encoded word only decodes to text that looks like one.
+        (
+            "mallory@evil.example =?utf-8?q?=3Calice=40example=2Eorg=3E?=",
+            "mismatch",
+        ),
+        ("=?utf-8?q?Alice_=3Calice=40example=2Eorg=3E?=", "mismatch"),
+        // A name with a comma, encoded: still one address, alice's.
+        (
+            "=?utf-8?Q?M=C3=BCller=2C_Alice?= <alice@example.org>",
+            "valid",
+        ),
+    ] {
+        let msg = message(from, "bob@example.org", "from", &signed);
+        let (st, _, _) = filter_checked(None, &[], &msg);
+        assert_eq!(status_word(&st, "signature"), Some(verdict), "{from}: {st}");
+    }
+    // A From of 100,000 encoded words is not parsed (it took seconds), and the message passes.
+    let mut msg = b"From: ".to_vec();
+    for _ in 0..100_000 {
+        msg.extend_from_slice(b"=?utf-8?q?a?= ");
+    }
+    msg.extend_from_slice(b"<a@example.org>\nSubject: long\n\nbody\n");
+    let t0 = std::time::Instant::now();
+    let (st, text, _) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "none");
+    assert!(text.ends_with("body\n"));
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t0.elapsed()
+    );
+    // A header section mailparse cannot read: the reason says so.
+    let (st, _, _) = filter_checked(None, &[], b" bogus\nFrom: a@example.org\n\nbody\n");
+    assert_eq!(status_word(&st, "reason"), Some("mime-unparsable"), "{st}");
+}

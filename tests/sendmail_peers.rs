@@ -446,6 +446,56 @@ fn eight_bit_part_headers_are_signed_opaque_when_sent_alone() {
 }
 
 #[test]
+fn encoded_display_names_resent_fields_and_8bit_fields_are_handled() {
+    let p = pki();
+    let env = env_with_recipients();
+    let count = |msg: &[u8]| {
+        let out = env.sendmail(Some(&p.alice), &["-t"], msg);
+        assert_ok(&out);
+        env.take_recorded()
+    };
+    // "Müller, Bob" as an RFC 2047 encoded word (as Exchange directories write it): one
+    // recipient, visible, in the To/Cc copy; the From with such a name is still alice.
+    let msg = b"From: =?utf-8?Q?M=C3=BCller=2C_Alice?= <alice@example.org>\n\
+To: =?utf-8?Q?M=C3=BCller=2C_Bob?= <bob@example.org>, carol@example.org\n\
+Subject: names\n\n2047\n";
+    let rec = count(msg);
+    assert_eq!(rec.len(), 1, "one copy: nobody is blind");
+    let mut r = rec[0].recipients();
+    r.sort();
+    assert_eq!(r, ["bob@example.org", "carol@example.org"]);
+    let mut names = recipient_names(&rec[0].message, &[&p.alice, &p.bob, &p.carol]);
+    names.sort();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    // Resent: -t takes the Resent-* recipients; Resent-Bcc is blind and appears in no copy.
+    let msg = b"From: alice@example.org\nTo: someone@example.org\nSubject: resent\n\
+Resent-From: alice@example.org\nResent-To: carol@example.org\nResent-Bcc: bob@example.org\n\n\
+forwarded on\n";
+    let rec = count(msg);
+    assert_eq!(rec.len(), 2, "carol's copy and bob's own");
+    for c in &rec {
+        assert!(!c.text().contains("Resent-Bcc"), "{}", c.text());
+        assert!(!c.recipients().contains(&"someone@example.org".to_string()));
+        for u in [&p.bob, &p.carol] {
+            if let Some(inner) = openssl_decrypt(u, &c.message) {
+                assert!(!String::from_utf8_lossy(&inner).contains("Resent-Bcc"));
+            }
+        }
+    }
+    // A raw UTF-8 Subject is in the protected header too.
+    let mut msg = b"From: alice@example.org\nTo: bob@example.org\nSubject: ".to_vec();
+    msg.extend_from_slice("Grüße\n\nbody\n".as_bytes());
+    let rec = count(&msg);
+    let inner = openssl_decrypt(&p.bob, &rec[0].message).expect("decrypts");
+    let signed = openssl_verify(&inner);
+    assert!(
+        String::from_utf8_lossy(&signed).contains("Subject: Grüße"),
+        "{}",
+        String::from_utf8_lossy(&signed)
+    );
+}
+
+#[test]
 fn auto_policy_headers_and_mta_exit_code() {
     let p = pki();
     let env = env_with_recipients();

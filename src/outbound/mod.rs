@@ -10,7 +10,7 @@
 //! - a message is encrypted to every recipient of its copy and to the sender; a Bcc recipient
 //!   (named in a Bcc field, or given as an argument but in neither To nor Cc) gets a copy of
 //!   their own, encrypted to them and the sender only, so no RecipientInfo reveals them;
-//! - no copy carries a Bcc field or our X-Smime-Sign / X-Smime-Encrypt fields;
+//! - no copy carries a Bcc or Resent-Bcc field or our X-Smime-Sign / X-Smime-Encrypt fields;
 //! - AES-256-GCM only when every recipient of a copy (the sender included) advertised it in
 //!   verified SMIMECapabilities, else AES-256-CBC; RSA-OAEP only for a recipient that advertised
 //!   it; ECDH for EC keys;
@@ -68,7 +68,20 @@ fn header_policy(fields: &[Field], name: &str) -> Result<Option<Policy>> {
 fn addresses_of(fields: &[Field], names: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for f in fields.iter().filter(|f| names.iter().any(|n| f.is(n))) {
-        out.extend(argv::split_addresses(&f.value()));
+        match f.addresses() {
+            Some(list) => {
+                for a in list.iter() {
+                    match a {
+                        mailparse::MailAddr::Single(s) => out.push(s.addr.trim().to_string()),
+                        mailparse::MailAddr::Group(g) => {
+                            out.extend(g.addrs.iter().map(|s| s.addr.trim().to_string()))
+                        }
+                    }
+                }
+                out.retain(|a| !a.is_empty());
+            }
+            None => out.extend(argv::split_addresses(&f.value())),
+        }
     }
     out
 }
@@ -131,8 +144,18 @@ pub fn prepare(
     for r in cmdline {
         push_unique(&mut recipients, r);
     }
-    let visible = addresses_of(&root.fields, &["To", "Cc"]);
-    let bcc = addresses_of(&root.fields, &["Bcc"]);
+    // A resent message (Resent-To, Resent-Cc or Resent-Bcc present) goes to its Resent-*
+    // recipients, as sendmail -t and Postfix take them; Bcc and Resent-Bcc are blind either way.
+    let resent = root
+        .fields
+        .iter()
+        .any(|f| f.is("Resent-To") || f.is("Resent-Cc") || f.is("Resent-Bcc"));
+    let visible = if resent {
+        addresses_of(&root.fields, &["Resent-To", "Resent-Cc"])
+    } else {
+        addresses_of(&root.fields, &["To", "Cc"])
+    };
+    let bcc = addresses_of(&root.fields, &["Bcc", "Resent-Bcc"]);
     if extract {
         for r in visible.iter().chain(bcc.iter()) {
             push_unique(&mut recipients, r);
@@ -152,6 +175,7 @@ pub fn prepare(
         .filter(|f| {
             !f.is_content()
                 && !f.is("Bcc")
+                && !f.is("Resent-Bcc")
                 && !f.is("X-Smime-Sign")
                 && !f.is("X-Smime-Encrypt")
                 && !f.is("MIME-Version")
@@ -253,11 +277,9 @@ pub fn prepare(
     if !sign && !encrypt {
         // Pass the message on as written, minus Bcc and our request fields.
         let mut out = Vec::with_capacity(input.len());
-        for f in root
-            .fields
-            .iter()
-            .filter(|f| !f.is("Bcc") && !f.is("X-Smime-Sign") && !f.is("X-Smime-Encrypt"))
-        {
+        for f in root.fields.iter().filter(|f| {
+            !f.is("Bcc") && !f.is("Resent-Bcc") && !f.is("X-Smime-Sign") && !f.is("X-Smime-Encrypt")
+        }) {
             out.extend_from_slice(&f.raw);
         }
         out.extend_from_slice(root.separator);
@@ -272,12 +294,12 @@ pub fn prepare(
 
     // The content to protect, 7-bit and CRLF canonical, with a protected copy of the header
     // (RFC 9788: the outer fields copied into the cryptographic payload, `hp` on its
-    // Content-Type; `cipher` when encrypted, `clear` when only signed). Fields with raw 8-bit
-    // bytes are not copied: the signed part must stay 7-bit.
+    // Content-Type; `cipher` when encrypted, `clear` when only signed). Every field is copied,
+    // raw 8-bit ones too (a message sent signed only is then signed opaque, below).
     let mut content = Vec::with_capacity(root.body.len() + 2048);
     for f in outer
         .iter()
-        .filter(|f| f.raw.is_ascii() && !f.is("Received") && !f.is("Return-Path"))
+        .filter(|f| !f.is("Received") && !f.is("Return-Path"))
     {
         content.extend_from_slice(&f.raw);
     }
