@@ -416,7 +416,7 @@ fn process_layers(
         if decrypted {
             st.encryption = Encryption::Failed;
         }
-        recheck_from(&mut st, &verify::from_address(&outer));
+        recheck_from(&mut st, &verify::from_address(&outer), None);
         return Ok(Processed {
             output: original(&st, &outer)?,
             status: st,
@@ -441,7 +441,12 @@ fn process_layers(
     let Some(content) = current else {
         // Nothing was unwrapped: the root is plain, or a multipart/signed kept as it is.
         let from = verify::from_address(&outer);
-        recheck_from(&mut st, &from);
+        // A multipart/signed kept as it is may carry a protected header section in its signed
+        // part, which a client shows instead of the outer one: the signer must match it too.
+        let protected = (root_kind == Kind::MultipartSigned)
+            .then(|| protected_from(input))
+            .flatten();
+        recheck_from(&mut st, &from, protected.as_ref());
         finish(&mut st);
         scan_partial(ctx, input, root_kind == Kind::MultipartSigned, &mut st);
         return Ok(Processed {
@@ -479,9 +484,12 @@ fn process_layers(
         fields.push(Field::new("MIME-Version", "1.0", eol));
     }
     let from = verify::from_address(&fields);
-    recheck_from(&mut st, &from);
-    finish(&mut st);
     let inner_kind = mime::classify_entity(&inner);
+    let protected = (inner_kind == Kind::MultipartSigned)
+        .then(|| protected_from(&content))
+        .flatten();
+    recheck_from(&mut st, &from, protected.as_ref());
+    finish(&mut st);
     scan_partial(ctx, &content, inner_kind == Kind::MultipartSigned, &mut st);
 
     let mut output = st.header_fields(ctx.authserv_id(), eol);
@@ -517,22 +525,53 @@ fn has_header_section(e: &Entity<'_>) -> bool {
 
 /// The signer/From comparison is made against the From of the message as delivered (after
 /// protected headers were promoted): re-judge mismatch for signers that were otherwise valid.
-fn recheck_from(st: &mut Status, from: &FromAddress) {
+/// The From of the protected header section in a multipart/signed's signed part; None when
+/// that part has none.
+fn protected_from(multipart_signed: &[u8]) -> Option<FromAddress> {
+    let parsed = mailparse::parse_mail(multipart_signed).ok()?;
+    let first = parsed.subparts.first()?;
+    let ent = mime::split(first.raw_bytes);
+    let ct = ent.content_type();
+    let fields: Vec<Field> = if ct.mimetype == "message/rfc822"
+        && ct
+            .params
+            .get("forwarded")
+            .is_some_and(|v| v.eq_ignore_ascii_case("no"))
+    {
+        let wrapped = Secret::new(mime::decode_body(&ent));
+        mime::split(&wrapped).fields
+    } else if ct.params.contains_key("hp") || ct.params.contains_key("protected-headers") {
+        ent.fields.clone()
+    } else {
+        return None;
+    };
+    fields
+        .iter()
+        .any(|f| f.is("From"))
+        .then(|| verify::from_address(&fields))
+}
+
+/// Judges every signer against the delivered From and, when the signed content carries a
+/// protected header section (`protected`: its From), against that From too.
+fn recheck_from(st: &mut Status, from: &FromAddress, protected: Option<&FromAddress>) {
+    let matches = |from: &FromAddress, signer: &Option<String>| match (from, signer) {
+        (FromAddress::One(f), Some(a)) => a.eq_ignore_ascii_case(f),
+        _ => false,
+    };
     let mut worst = Signature::None;
     for s in st.signers.iter_mut() {
         if matches!(s.verdict, Signature::Valid | Signature::Mismatch) {
-            let ok = match (from, &s.address) {
-                (FromAddress::One(f), Some(a)) => a.eq_ignore_ascii_case(f),
-                _ => false,
-            };
-            if ok {
+            let outer_ok = matches(from, &s.address);
+            let protected_ok = protected.is_none_or(|p| matches(p, &s.address));
+            if outer_ok && protected_ok {
                 s.verdict = Signature::Valid;
                 s.reason = None;
             } else {
                 s.verdict = Signature::Mismatch;
                 s.reason = Some(match from {
-                    FromAddress::Ambiguous(why) => (*why).to_string(),
-                    FromAddress::One(_) => String::from("signer-is-not-from"),
+                    FromAddress::Ambiguous(why) if !outer_ok => (*why).to_string(),
+                    _ if !outer_ok => String::from("signer-is-not-from"),
+                    _ => String::from("signer-is-not-protected-from"),
                 });
             }
         }

@@ -1429,3 +1429,34 @@ fn an_encoded_word_in_from_never_supplies_the_address_compared_with_the_signer()
     let (st, _, _) = filter_checked(None, &[], b" bogus\nFrom: a@example.org\n\nbody\n");
     assert_eq!(status_word(&st, "reason"), Some("mime-unparsable"), "{st}");
 }
+
+#[test]
+fn a_protected_from_inside_a_multipart_signed_must_be_the_signer_too() {
+    // RFC 9788: a client shows the header section inside the signed part. A signature valid
+    // for the outer From is not valid for a message whose protected From is someone else.
+    let p = pki();
+    for (inner_from, verdict) in [
+        ("mallory@evil.example", "mismatch"),
+        ("alice@example.org", "valid"),
+    ] {
+        let entity = format!(
+            "From: {inner_from}\nSubject: protected\nContent-Type: text/plain; hp=\"clear\"\n\n\
+             signed words\n"
+        );
+        let signed = sign_as(&p.alice, true, &[], entity.as_bytes());
+        let plain = message("alice@example.org", "bob@example.org", "hp", &signed);
+        let enc = encrypt_to(&[&p.bob], &["-aes256"], &signed);
+        let wrapped = message("alice@example.org", "bob@example.org", "hp", &enc);
+        for msg in [plain, wrapped] {
+            let (st, _, out) = filter_checked(Some(&p.bob), &[], &msg);
+            assert_eq!(
+                status_word(&st, "signature"),
+                Some(verdict),
+                "{inner_from}: {st}"
+            );
+            if verdict == "mismatch" {
+                assert!(ar(&out).contains("smime=policy"), "{}", ar(&out));
+            }
+        }
+    }
+}
