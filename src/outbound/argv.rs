@@ -63,25 +63,28 @@ const WITH_VALUE: &str = "fFrBNRVXCOLhp";
 /// Splits a recipient argument that may hold several addresses (`a@x, b@y`, `Name <a@x>`).
 pub fn split_addresses(arg: &str) -> Vec<String> {
     match mailparse::addrparse(arg) {
-        Ok(list) => {
-            let mut out = Vec::new();
-            for a in list.iter() {
-                match a {
-                    mailparse::MailAddr::Single(s) => out.push(s.addr.trim().to_string()),
-                    mailparse::MailAddr::Group(g) => {
-                        out.extend(g.addrs.iter().map(|s| s.addr.trim().to_string()))
-                    }
-                }
-            }
-            out.retain(|a| !a.is_empty());
-            out
-        }
+        Ok(list) => addr_specs(&list),
         Err(_) => arg
             .split(',')
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect(),
     }
+}
+
+/// The addr-specs of an address list, group members included, empty ones left out.
+pub fn addr_specs(list: &mailparse::MailAddrList) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in list.iter() {
+        match a {
+            mailparse::MailAddr::Single(s) => out.push(s.addr.trim().to_string()),
+            mailparse::MailAddr::Group(g) => {
+                out.extend(g.addrs.iter().map(|s| s.addr.trim().to_string()))
+            }
+        }
+    }
+    out.retain(|a| !a.is_empty());
+    out
 }
 
 fn long_value(

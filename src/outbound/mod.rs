@@ -69,17 +69,7 @@ fn addresses_of(fields: &[Field], names: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for f in fields.iter().filter(|f| names.iter().any(|n| f.is(n))) {
         match f.addresses() {
-            Some(list) => {
-                for a in list.iter() {
-                    match a {
-                        mailparse::MailAddr::Single(s) => out.push(s.addr.trim().to_string()),
-                        mailparse::MailAddr::Group(g) => {
-                            out.extend(g.addrs.iter().map(|s| s.addr.trim().to_string()))
-                        }
-                    }
-                }
-                out.retain(|a| !a.is_empty());
-            }
+            Some(list) => out.extend(argv::addr_specs(&list)),
             None => out.extend(argv::split_addresses(&f.value())),
         }
     }
