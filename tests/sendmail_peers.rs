@@ -406,13 +406,16 @@ fn eight_bit_part_headers_are_signed_opaque_when_sent_alone() {
     )
     .into_bytes();
     msg.extend_from_slice("Grüße.txt\"\n\nhallo\n--BND--\n".as_bytes());
-    let out = env.sendmail(
-        Some(&p.alice),
-        &["--encrypt", "never", "bob@example.org"],
-        &msg,
-    );
-    assert_ok(&out);
-    let rec = env.take_recorded();
+    let signed_only = |msg: &[u8]| {
+        let out = env.sendmail(
+            Some(&p.alice),
+            &["--encrypt", "never", "bob@example.org"],
+            msg,
+        );
+        assert_ok(&out);
+        env.take_recorded()
+    };
+    let rec = signed_only(&msg);
     assert_eq!(rec.len(), 1);
     assert!(rec[0].message.is_ascii(), "{}", rec[0].text());
     assert_eq!(smime_type(&rec[0].message), "signed-data");
@@ -431,13 +434,7 @@ fn eight_bit_part_headers_are_signed_opaque_when_sent_alone() {
     assert!(content.windows(name.len()).any(|w| w == name));
     // An ASCII message is still multipart/signed.
     let msg = client_message(&p.alice.email, "bob@example.org", None, "", "plain\n");
-    let out = env.sendmail(
-        Some(&p.alice),
-        &["--encrypt", "never", "bob@example.org"],
-        &msg,
-    );
-    assert_ok(&out);
-    let rec = env.take_recorded();
+    let rec = signed_only(&msg);
     assert!(
         rec[0].text().contains("multipart/signed"),
         "{}",
