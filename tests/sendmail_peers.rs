@@ -392,6 +392,63 @@ fn the_senders_own_chain_makes_the_sender_usable() {
 }
 
 #[test]
+fn the_sender_among_the_recipients_is_encrypted_to_with_the_own_certificate() {
+    // Alice sends to erin with herself in Cc (then in Bcc), her certificate nowhere in the
+    // address book: her own identity's certificate serves for her as a recipient, as it does
+    // for her as the sender. It was looked up in the book only, and the message went out
+    // signed only (auto) or was refused (always).
+    let p = pki();
+    let env = Env::new();
+    env.import(&[&p.erin.cert_path]);
+    let cc = client_message(
+        &p.alice.email,
+        &p.erin.email,
+        Some(&p.alice.email),
+        "",
+        "self in cc\n",
+    );
+    for policy in ["auto", "always"] {
+        let out = env.sendmail(
+            Some(&p.alice),
+            &["--encrypt", policy, "--", &p.erin.email, &p.alice.email],
+            &cc,
+        );
+        assert_ok(&out);
+        let rec = env.take_recorded();
+        assert_eq!(rec.len(), 1, "{policy}");
+        assert_eq!(smime_type(&rec[0].message), "enveloped-data", "{policy}");
+        assert!(!rec[0].text().contains("self in cc"), "{policy}: plaintext");
+        for u in [&p.erin, &p.alice] {
+            let inner = openssl_decrypt(u, &rec[0].message).expect("decrypts");
+            assert!(String::from_utf8_lossy(&openssl_verify(&inner)).contains("self in cc"));
+        }
+    }
+    // Self in Bcc (as mutt passes it: an argument in neither To nor Cc): two copies, both
+    // encrypted; alice's own copy names only her.
+    let to_only = client_message(&p.alice.email, &p.erin.email, None, "", "self in bcc\n");
+    let out = env.sendmail(
+        Some(&p.alice),
+        &["--", &p.erin.email, &p.alice.email],
+        &to_only,
+    );
+    assert_ok(&out);
+    let rec = env.take_recorded();
+    assert_eq!(rec.len(), 2);
+    for r in &rec {
+        assert_eq!(smime_type(&r.message), "enveloped-data");
+        assert!(!r.text().contains("self in bcc"));
+    }
+    let own = rec
+        .iter()
+        .find(|r| r.recipients() == vec![p.alice.email.clone()])
+        .expect("alice's own copy");
+    assert_eq!(
+        recipient_names(&own.message, &[&p.alice, &p.erin]),
+        vec!["alice"]
+    );
+}
+
+#[test]
 fn eight_bit_part_headers_are_signed_opaque_when_sent_alone() {
     // A raw UTF-8 filename in a part's header cannot be made 7-bit without rewriting the
     // field: sent signed only, the message is signed opaque, which no MTA can break.
@@ -490,6 +547,72 @@ forwarded on\n";
         "{}",
         String::from_utf8_lossy(&signed)
     );
+}
+
+#[test]
+fn sendmail_input_conventions_clusters_dots_mbox_lines_and_long_fields() {
+    let p = pki();
+    let env = env_with_recipients();
+    // -ti is -t -i (getopt): recipients from the header, -t never reaches the MTA.
+    let msg = client_message(
+        &p.alice.email,
+        &p.bob.email,
+        Some(&p.carol.email),
+        "",
+        "cluster\n",
+    );
+    assert_ok(&env.sendmail(Some(&p.alice), &["-ti"], &msg));
+    let rec = env.take_recorded();
+    assert_eq!(rec.len(), 1);
+    assert!(
+        !rec[0].args.iter().any(|a| a.starts_with("-t")),
+        "{:?}",
+        rec[0].args
+    );
+    assert!(rec[0].args.contains(&"-i".to_string()));
+    let mut r = rec[0].recipients();
+    r.sort();
+    assert_eq!(r, [p.bob.email.clone(), p.carol.email.clone()]);
+    assert!(openssl_decrypt(&p.carol, &rec[0].message).is_some());
+
+    // Without -i a line holding a single "." ends the message, as sendmail(8) reads it;
+    // with -oi it is part of the body.
+    let msg = client_message(&p.alice.email, &p.bob.email, None, "", "one\n.\ntwo\n");
+    for (flags, two) in [(&[][..], false), (&["-oi"][..], true)] {
+        let mut args = flags.to_vec();
+        args.extend(["--encrypt", "never", &p.bob.email]);
+        assert_ok(&env.sendmail(Some(&p.alice), &args, &msg));
+        let rec = env.take_recorded();
+        let content = String::from_utf8_lossy(&openssl_verify(&rec[0].message)).into_owned();
+        assert!(content.contains("one"));
+        assert_eq!(content.contains("two"), two, "{flags:?}: {content}");
+        let lone_dot = rec[0].text().lines().any(|l| l.trim_end() == ".");
+        assert_eq!(lone_dot, two, "a lone dot goes to the MTA only with -i");
+    }
+
+    // An mbox envelope line first, and a header line over 998 octets: the signed part holds
+    // neither a "From " line nor a line over 998 octets, and still verifies once an mbox
+    // writer has quoted "From " lines.
+    let refs: Vec<String> = (0..60).map(|i| format!("<id{i:04}@example.org>")).collect();
+    let mut msg = format!("From {} Fri Nov 27 05:00:00 2026\n", p.alice.email).into_bytes();
+    msg.extend(client_message(
+        &p.alice.email,
+        &p.bob.email,
+        None,
+        &format!("References: {}\n", refs.join(" ")),
+        "mbox\n",
+    ));
+    assert_ok(&env.sendmail(Some(&p.alice), &["--encrypt", "never", &p.bob.email], &msg));
+    let rec = env.take_recorded();
+    let text = rec[0].text();
+    assert!(!text.lines().any(|l| l.starts_with("From ")), "{text}");
+    assert!(
+        text.lines().all(|l| l.len() <= 998),
+        "a line over 998 octets"
+    );
+    let quoted = text.replace("\nFrom ", "\n>From ");
+    let content = String::from_utf8_lossy(&openssl_verify(quoted.as_bytes())).into_owned();
+    assert!(content.contains("id0059@example.org"), "{content}");
 }
 
 #[test]

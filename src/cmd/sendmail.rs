@@ -7,8 +7,6 @@
 //! that a send costs little more than the agent's own work. When no agent answers it works
 //! alone, with a warning.
 
-use std::io::Read;
-
 use crate::agent;
 use crate::config::Settings;
 use crate::error::{exit, Error, Result};
@@ -114,10 +112,7 @@ pub fn run(args: &SendmailArgs) -> Result<i32> {
         // Before any key is unlocked: an MTA that is smimed itself would loop.
         outbound::mta::check_not_self(prog)?;
     }
-    let mut input = Vec::new();
-    std::io::stdin()
-        .lock()
-        .read_to_end(&mut input)
+    let input = outbound::read_message(std::io::stdin().lock(), args.ignore_dots)
         .map_err(|e| Error::io("reading the message from stdin", e))?;
     let copies = match via_agent(&settings, &opts, args, &input)? {
         Some(copies) => copies,

@@ -8,6 +8,7 @@
 //! `-t` is consumed here (recipients are taken from the header instead) and never passed on;
 //! SMTP and queue modes (`-bs`, `-bp`, …) are refused rather than guessed at.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use crate::cli::Common;
@@ -54,11 +55,17 @@ pub struct SendmailArgs {
     pub envelope_from: Option<String>,
     /// `-t`: take recipients from To, Cc and Bcc too.
     pub extract: bool,
+    /// `-i`, `-oi` or `-O IgnoreDots`: a line with a single "." does not end the message.
+    pub ignore_dots: bool,
     pub help: bool,
 }
 
-/// sendmail flags whose value may be the next argument.
-const WITH_VALUE: &str = "fFrBNRVXCOLhp";
+/// sendmail flags whose value may be the next argument (sendmail's getopt string, with -o and
+/// -b, which are handled on their own, and -q, which is refused).
+const WITH_VALUE: &str = "ABCDFLMNOQRVXdfhpr";
+/// sendmail flags without a value: one of them may start a cluster (`-ti` is `-t -i`, as
+/// getopt reads it).
+const BOOLEAN: &str = "GIUceimnstTv";
 
 /// Splits a recipient argument that may hold several addresses (`a@x, b@y`, `Name <a@x>`).
 pub fn split_addresses(arg: &str) -> Vec<String> {
@@ -87,16 +94,11 @@ pub fn addr_specs(list: &mailparse::MailAddrList) -> Vec<String> {
     out
 }
 
-fn long_value(
-    name: &str,
-    inline: Option<&str>,
-    it: &mut std::slice::Iter<'_, String>,
-) -> Result<String> {
+fn long_value(name: &str, inline: Option<&str>, it: &mut VecDeque<String>) -> Result<String> {
     match inline {
         Some(v) => Ok(v.to_string()),
         None => it
-            .next()
-            .cloned()
+            .pop_front()
             .ok_or_else(|| Error::usage(format!("--{name} needs a value"))),
     }
 }
@@ -104,11 +106,12 @@ fn long_value(
 /// Parses the arguments after `sendmail` (or after argv[0] when called as `sendmail`).
 pub fn parse(args: &[String]) -> Result<SendmailArgs> {
     let mut a = SendmailArgs::default();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
+    let mut it: VecDeque<String> = args.iter().cloned().collect();
+    while let Some(arg) = it.pop_front() {
+        let arg = &arg;
         if arg == "--" {
-            for r in it.by_ref() {
-                a.recipients.extend(split_addresses(r));
+            for r in it.drain(..) {
+                a.recipients.extend(split_addresses(&r));
             }
             break;
         }
@@ -166,8 +169,14 @@ pub fn parse(args: &[String]) -> Result<SendmailArgs> {
         let Some(letter) = flag.chars().next() else {
             continue; // a lone "-": nothing
         };
+        if BOOLEAN.contains(letter) && flag.len() > letter.len_utf8() {
+            // A cluster: the first flag now, the rest as an argument of its own.
+            it.push_front(format!("-{}", &flag[letter.len_utf8()..]));
+            it.push_front(format!("-{letter}"));
+            continue;
+        }
         match letter {
-            't' if flag == "t" => a.extract = true,
+            't' => a.extract = true,
             'b' => match flag {
                 "bm" => a.passthrough.push(arg.clone()),
                 _ => {
@@ -186,8 +195,7 @@ pub fn parse(args: &[String]) -> Result<SendmailArgs> {
                 let attached = &flag[c.len_utf8()..];
                 let value = if attached.is_empty() {
                     let v = it
-                        .next()
-                        .cloned()
+                        .pop_front()
                         .ok_or_else(|| Error::usage(format!("-{c} needs a value")))?;
                     a.passthrough.push(arg.clone());
                     a.passthrough.push(v.clone());
@@ -198,10 +206,20 @@ pub fn parse(args: &[String]) -> Result<SendmailArgs> {
                 };
                 if c == 'f' || c == 'r' {
                     a.envelope_from = Some(value);
+                } else if c == 'O' {
+                    let v = value.to_ascii_lowercase();
+                    if let Some(rest) = v.strip_prefix("ignoredots") {
+                        a.ignore_dots = !matches!(rest, "=false" | "=f" | "=no" | "=n" | "=0");
+                    }
                 }
             }
             // -i, -oi, -oem, -odb, -v, -U, -G, -n, … : not ours, passed on as given.
-            _ => a.passthrough.push(arg.clone()),
+            _ => {
+                if flag == "i" || flag == "oi" {
+                    a.ignore_dots = true;
+                }
+                a.passthrough.push(arg.clone())
+            }
         }
     }
     Ok(a)
@@ -285,6 +303,38 @@ mod tests {
         assert!(a.extract);
         assert_eq!(a.passthrough, ["-i", "--account=work"]);
         assert_eq!(a.recipients, ["a@x.org", "b@y.org"]);
+    }
+
+    #[test]
+    fn flag_clusters_are_split_as_getopt_splits_them() {
+        // -ti and -it are -t -i: -t is consumed, -i passed on; a value-taking flag ends a
+        // cluster and takes the rest, or the next argument.
+        let a = p(&["-ti", "bob@example.org"]);
+        assert!(a.extract);
+        assert_eq!(a.passthrough, ["-i"]);
+        assert_eq!(a.recipients, ["bob@example.org"]);
+        let a = p(&["-it"]);
+        assert!(a.extract);
+        assert_eq!(a.passthrough, ["-i"]);
+        let a = p(&["-vtf", "alice@example.org", "bob@example.org"]);
+        assert!(a.extract);
+        assert_eq!(a.passthrough, ["-v", "-f", "alice@example.org"]);
+        assert_eq!(a.envelope_from.as_deref(), Some("alice@example.org"));
+        assert_eq!(a.recipients, ["bob@example.org"]);
+        let a = p(&["-tfalice@example.org"]);
+        assert_eq!(a.passthrough, ["-falice@example.org"]);
+        assert_eq!(a.envelope_from.as_deref(), Some("alice@example.org"));
+        // -oi, -odb, -bm and an -F value that looks like a cluster stay as they are.
+        let a = p(&["-oi", "-odb", "-bm", "-F", "-ti", "bob@example.org"]);
+        assert!(!a.extract);
+        assert_eq!(a.passthrough, ["-oi", "-odb", "-bm", "-F", "-ti"]);
+        assert!(!p(&["-t", "-v"]).ignore_dots);
+        assert!(p(&["-ti"]).ignore_dots);
+        assert!(p(&["-oi"]).ignore_dots);
+        assert!(p(&["-O", "IgnoreDots=True"]).ignore_dots);
+        assert!(!p(&["-OIgnoreDots=false"]).ignore_dots);
+        // A cluster hiding a mode is refused like the mode alone.
+        assert!(parse(&["-ibs".to_string()]).is_err());
     }
 
     #[test]

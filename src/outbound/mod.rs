@@ -114,6 +114,83 @@ fn from_candidate(c: Candidate) -> Recipient {
     }
 }
 
+/// Reads the message as sendmail(8) and Postfix's sendmail(1) do: to the end of the input, or,
+/// without `-i`/`-oi` (`ignore_dots` false), up to a line holding a single "." (left out).
+pub fn read_message(mut r: impl std::io::BufRead, ignore_dots: bool) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    if ignore_dots {
+        r.read_to_end(&mut out)?;
+        return Ok(out);
+    }
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if matches!(line.as_slice(), b"." | b".\n" | b".\r\n") {
+            break;
+        }
+        out.extend_from_slice(&line);
+    }
+    Ok(out)
+}
+
+/// `input` without a leading mbox envelope line (`From alice@example.org Fri Nov 27 …`), which
+/// clients that keep mbox files may hand over: it is no header field, and sendmail and Postfix
+/// drop it too. Copied into a signed part, it would be quoted by the next mbox writer.
+fn without_envelope_line(input: &[u8]) -> &[u8] {
+    if !input.starts_with(b"From ") {
+        return input;
+    }
+    match memchr::memchr(b'\n', input) {
+        Some(i) => &input[i + 1..],
+        None => &[],
+    }
+}
+
+/// Longest line of a header field (RFC 5322 §2.1.1), without its line break.
+const MAX_LINE: usize = 998;
+
+/// A header field whose lines over 998 octets are folded at whitespace (a line break inserted
+/// before a space or tab, which unfolding removes again); a line without whitespace to fold at
+/// stays as it is. An MTA may wrap such lines itself, which would break a signature over them.
+fn folded(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if raw.split(|&b| b == b'\n').all(|l| l.len() <= MAX_LINE + 1) {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        let (text, eol): (&[u8], &[u8]) = if let Some(t) = line.strip_suffix(b"\r\n") {
+            (t, b"\r\n")
+        } else if let Some(t) = line.strip_suffix(b"\n") {
+            (t, b"\n")
+        } else {
+            (line, b"")
+        };
+        let brk: &[u8] = if eol.is_empty() { b"\r\n" } else { eol };
+        let mut rest = text;
+        while rest.len() > MAX_LINE {
+            // The last space or tab that leaves a first line of at most MAX_LINE octets, and
+            // is not the line's first octet (a line of only whitespace is no fold).
+            match rest[1..=MAX_LINE]
+                .iter()
+                .rposition(|&b| b == b' ' || b == b'\t')
+            {
+                Some(i) => {
+                    out.extend_from_slice(&rest[..i + 1]);
+                    out.extend_from_slice(brk);
+                    rest = &rest[i + 1..];
+                }
+                None => break,
+            }
+        }
+        out.extend_from_slice(rest);
+        out.extend_from_slice(eol);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Builds the copies of `input` for the MTA. `cmdline` holds the recipients given as arguments,
 /// `envelope_from` the `-f` address, `extract` whether `-t` was given.
 pub fn prepare(
@@ -124,6 +201,7 @@ pub fn prepare(
     extract: bool,
     input: &[u8],
 ) -> Result<Vec<Outgoing>> {
+    let input = without_envelope_line(input);
     let eol = mime::eol_of(input);
     let root = mime::split(input);
     let sign_policy = header_policy(&root.fields, "X-Smime-Sign")?.unwrap_or(opts.sign);
@@ -217,10 +295,29 @@ pub fn prepare(
     } else {
         let trust = || ctx.trust();
         let book = AddressBook::open(&opts.book, &trust)?;
+        // An address we hold an identity for (the sender in Cc or Bcc, another address of
+        // ours) is encrypted to with that identity's certificate, checked like any other, as
+        // the sender is below: it need not be in the address book.
+        let own = |addr: &str| -> Result<Option<Recipient>> {
+            let Some(i) = ids.as_deref().and_then(|ids| identity_for(ids, addr)) else {
+                return Ok(None);
+            };
+            Ok(book
+                .check_with(&i.cert, addr, &i.chain)?
+                .is_ok()
+                .then(|| Recipient {
+                    capabilities: book.recorded_capabilities(&i.cert),
+                    cert: i.cert.clone(),
+                }))
+        };
         let mut missing = Vec::new();
         for r in &recipients {
-            match book.lookup(r)?.chosen {
-                Some(c) => certs_for.push((r.clone(), from_candidate(c))),
+            let found = match own(r)? {
+                Some(o) => Some(o),
+                None => book.lookup(r)?.chosen.map(from_candidate),
+            };
+            match found {
+                Some(c) => certs_for.push((r.clone(), c)),
                 None => missing.push(r.clone()),
             }
         }
@@ -229,15 +326,8 @@ pub fn prepare(
         match &sender {
             _ if settled => {}
             Some(s) => {
-                let own = match identity {
-                    Some(i) if book.check_with(&i.cert, s, &i.chain)?.is_ok() => Some(i),
-                    _ => None,
-                };
-                sender_cert = match own {
-                    Some(i) => Some(Recipient {
-                        capabilities: book.recorded_capabilities(&i.cert),
-                        cert: i.cert.clone(),
-                    }),
+                sender_cert = match own(s)? {
+                    Some(o) => Some(o),
                     None => book.lookup(s)?.chosen.map(from_candidate),
                 };
                 if sender_cert.is_none() {
@@ -291,13 +381,14 @@ pub fn prepare(
         .iter()
         .filter(|f| !f.is("Received") && !f.is("Return-Path"))
     {
-        content.extend_from_slice(&f.raw);
+        content.extend_from_slice(&folded(&f.raw));
     }
     let hp = if encrypt { "cipher" } else { "clear" };
     let content_fields: Vec<&Field> = root.fields.iter().filter(|f| f.is_content()).collect();
     match content_fields.iter().find(|f| f.is("Content-Type")) {
         Some(ct) => {
-            let raw = ct.raw.strip_suffix(b"\n").unwrap_or(&ct.raw);
+            let raw = folded(&ct.raw);
+            let raw = raw.strip_suffix(b"\n").unwrap_or(&raw);
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
             content.extend_from_slice(raw);
             content.extend_from_slice(format!(";\r\n hp=\"{hp}\"\r\n").as_bytes());
@@ -314,7 +405,7 @@ pub fn prepare(
         }
     }
     for f in content_fields.iter().filter(|f| !f.is("Content-Type")) {
-        content.extend_from_slice(&f.raw);
+        content.extend_from_slice(&folded(&f.raw));
     }
     content.extend_from_slice(b"\r\n");
     content.extend_from_slice(root.body);
@@ -350,7 +441,7 @@ pub fn prepare(
     let assemble = |body_entity: &[u8]| -> Vec<u8> {
         let mut out = Vec::with_capacity(body_entity.len() + 2048);
         for f in &outer {
-            out.extend_from_slice(&mime::canonical_crlf(&f.raw));
+            out.extend_from_slice(&mime::canonical_crlf(&folded(&f.raw)));
         }
         out.extend_from_slice(b"MIME-Version: 1.0\r\n");
         out.extend_from_slice(body_entity);
@@ -450,5 +541,57 @@ impl Options {
             },
             mta::split_command(&mta)?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_dot_ends_the_message_unless_dots_are_ignored() {
+        let input = b"Subject: d\r\n\r\nline1\r\n.\r\nline3\r\n..\r\n";
+        let got = read_message(&input[..], false).expect("read");
+        assert_eq!(got, b"Subject: d\r\n\r\nline1\r\n");
+        let got = read_message(&b"a\n.\nb\n"[..], false).expect("read");
+        assert_eq!(got, b"a\n");
+        // a final "." without a line break ends it too; ".." and ". " do not
+        assert_eq!(read_message(&b"a\n."[..], false).expect("read"), b"a\n");
+        assert_eq!(
+            read_message(&b"a\n..\n. \nb"[..], false).expect("read"),
+            b"a\n..\n. \nb"
+        );
+        assert_eq!(read_message(&input[..], true).expect("read"), input);
+    }
+
+    #[test]
+    fn an_mbox_envelope_line_is_no_header_field() {
+        let m = b"From alice@example.org Fri Nov 27 05:00:00 2026\nFrom: a@x\n\nhi\n";
+        assert_eq!(without_envelope_line(m), b"From: a@x\n\nhi\n");
+        assert_eq!(without_envelope_line(b"From: a@x\n\n"), b"From: a@x\n\n");
+    }
+
+    #[test]
+    fn long_header_lines_are_folded_at_whitespace() {
+        let ids: Vec<String> = (0..60).map(|i| format!("<id{i:04}@example.org>")).collect();
+        let raw = format!("References: {}\r\n", ids.join(" "));
+        assert!(raw.len() > 1000);
+        let f = folded(raw.as_bytes()).into_owned();
+        let text = String::from_utf8(f).expect("utf8");
+        assert!(text.ends_with("\r\n"));
+        for l in text.split("\r\n") {
+            assert!(l.len() <= MAX_LINE, "{}", l.len());
+        }
+        // unfolding gives the field back
+        assert_eq!(text.replace("\r\n ", " "), raw);
+        // short fields, and a long token without whitespace, are left alone
+        assert!(matches!(
+            folded(b"Subject: hi\r\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        // a long token without whitespace cannot be folded: the field stays what it was
+        let token = format!("X-Long: {}\n", "a".repeat(1200));
+        let f = String::from_utf8(folded(token.as_bytes()).into_owned()).expect("utf8");
+        assert_eq!(f.replace("\n ", " "), token);
     }
 }
