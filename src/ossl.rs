@@ -106,6 +106,7 @@ extern "C" {
     fn BIO_pop(b: *mut ffi::BIO) -> *mut ffi::BIO;
     fn BIO_free(b: *mut ffi::BIO) -> c_int;
     fn X509_get_key_usage(x: *mut ffi::X509) -> u32;
+    fn X509_check_ca(x: *mut ffi::X509) -> c_int;
     fn X509_get_extended_key_usage(x: *mut ffi::X509) -> u32;
     fn d2i_EXTENDED_KEY_USAGE(
         a: *mut *mut ffi::OPENSSL_STACK,
@@ -632,6 +633,16 @@ pub fn key_usage(cert: &X509Ref) -> Option<u32> {
     // SAFETY: X509_get_key_usage only reads the (cached) extensions of a valid certificate.
     let ku = unsafe { X509_get_key_usage(cert.as_ptr()) };
     (ku != ABSENT).then_some(ku)
+}
+
+/// Whether a certificate is a CA as OpenSSL's path building takes it: basicConstraints cA
+/// (and keyCertSign when key usage is present), or keyCertSign without basicConstraints. A
+/// self-signed version 1 certificate, which OpenSSL also accepts as a root, is not counted: it
+/// may as well be someone's own certificate.
+pub fn is_ca(cert: &X509Ref) -> bool {
+    // SAFETY: X509_check_ca only reads the (cached) extensions of a valid certificate.
+    let r = unsafe { X509_check_ca(cert.as_ptr()) };
+    matches!(r, 1 | 4 | 5)
 }
 
 /// Extended-key-usage flags of a certificate (XKU_*), None when the extension is absent.

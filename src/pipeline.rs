@@ -129,13 +129,16 @@ pub struct Processed {
 }
 
 impl Processed {
-    /// Signers whose signature is valid and whose address is the From address: the only ones
-    /// whose certificate and capabilities may be harvested into the address book.
+    /// Signers whose signature is valid and whose address is the From address, of a message
+    /// whose signature status is `valid` as a whole (another signer that fails makes the
+    /// message unverified): the only ones whose certificate and capabilities may be harvested
+    /// into the address book.
     pub fn harvestable(&self) -> impl Iterator<Item = &SignerResult> {
+        let whole = self.status.signature == Signature::Valid;
         self.status
             .signers
             .iter()
-            .filter(|s| s.verdict == Signature::Valid && s.cert.is_some())
+            .filter(move |s| whole && s.verdict == Signature::Valid && s.cert.is_some())
     }
 }
 

@@ -45,6 +45,9 @@ pub struct TrustStore {
     pub store_any_purpose: X509Store,
     pub store_any_purpose_no_crl: X509Store,
     pub has_crls: bool,
+    /// The system's hashed certificate folder, when it serves as the anchors (no trust path
+    /// configured: `anchors` is then empty and OpenSSL reads the issuers it needs from here).
+    pub hash_dir: Option<PathBuf>,
     /// Unique in the process for every store loaded: results computed against these anchors
     /// (the address book's path cache) are keyed by it, so they never outlive the anchors.
     pub generation: u64,
@@ -149,6 +152,7 @@ impl TrustStore {
             store_any_purpose_no_crl: build(X509PurposeId::ANY, false)?,
             anchors,
             has_crls,
+            hash_dir: hash_dir.map(Path::to_path_buf),
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }

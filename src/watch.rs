@@ -194,6 +194,7 @@ fn try_work(ctx: &Context, job: &Job, temp_seen: &AtomicBool) -> Result<Outcome>
     drop(ent);
     let bytes = head.read_rest(&path)?;
     let processed = pipeline::process(ctx, &bytes)?;
+    crate::addressbook::harvest_configured(ctx, &processed, Some(&bytes));
     drop(bytes);
     if !processed.smime && processed.forged_removed == 0 {
         return Ok(Outcome::Skipped(job.clone()));

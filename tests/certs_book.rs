@@ -441,3 +441,254 @@ fn harvest_keeps_the_newest_signing_time_and_refuses_the_far_future() {
         .collect();
     assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
 }
+
+/// `openssl cms -sign` of a short text message from `from`, by each of `signers` (with the
+/// intermediate carried), as S/MIME (multipart/signed).
+fn openssl_signed(from: &str, signers: &[&User]) -> Vec<u8> {
+    let p = pki();
+    let body = b"Content-Type: text/plain\r\n\r\nsigned by openssl\r\n";
+    let mut args: Vec<String> = vec!["cms".into(), "-sign".into()];
+    for s in signers {
+        args.extend([
+            "-signer".into(),
+            path_str(&s.cert_path).into(),
+            "-inkey".into(),
+            path_str(&s.key_path).into(),
+        ]);
+    }
+    args.extend([
+        "-certfile".into(),
+        path_str(&p.intermediate_path).into(),
+        "-from".into(),
+        from.into(),
+        "-to".into(),
+        "bob@example.org".into(),
+        "-subject".into(),
+        "signed".into(),
+    ]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    openssl(&a, body)
+}
+
+#[test]
+fn the_system_trust_folder_serves_lookups_as_it_serves_verification() {
+    // No --trust: the anchors are the hashed folder $SSL_CERT_DIR, through which the filter
+    // verifies. Lookups refused every certificate ("no path to a trust anchor").
+    let p = pki();
+    let env = Env::new();
+    let hashed = env.dir.path().join("hashed");
+    std::fs::create_dir_all(&hashed).expect("dir");
+    std::fs::copy(&p.root_path, hashed.join("root.pem")).expect("copy");
+    let out = std::process::Command::new("openssl")
+        .arg("rehash")
+        .arg(&hashed)
+        .output()
+        .expect("openssl rehash");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.import(&[&p.bob.cert_path, &p.intermediate_path]);
+    let look = |dir: &std::path::Path| {
+        let mut c = smimed();
+        c.env("SSL_CERT_DIR", dir)
+            .arg("--certs")
+            .arg(&env.certs)
+            .args(["certs", "lookup", &p.bob.email]);
+        c.output().expect("run")
+    };
+    let out = look(&hashed);
+    assert_ok(&out);
+    assert!(
+        stdout(&out).contains(&format!("using {}", fp(&p.bob))),
+        "{}",
+        stdout(&out)
+    );
+    // A folder without the root: refused.
+    let empty = env.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("dir");
+    std::fs::copy(&p.untrusted_root_path, empty.join("other.pem")).expect("copy");
+    std::process::Command::new("openssl")
+        .arg("rehash")
+        .arg(&empty)
+        .output()
+        .expect("rehash");
+    assert_eq!(look(&empty).status.code(), Some(1));
+}
+
+#[test]
+fn the_maildir_watcher_and_import_harvest_as_the_filter_does() {
+    let p = pki();
+    // smimed watch --once with --certs: alice's certificate and the carried intermediate
+    // are kept (the watchers harvested nothing).
+    let env = Env::new();
+    let md = env.dir.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(md.join(sub)).expect("maildir");
+    }
+    std::fs::write(
+        md.join("new/1800000000.M1P1.test"),
+        openssl_signed(&p.alice.email, &[&p.alice]),
+    )
+    .expect("deliver");
+    let out = common::smimed_as(&p.bob)
+        .arg("--certs")
+        .arg(&env.certs)
+        .args(["watch", "--once"])
+        .arg(&md)
+        .output()
+        .expect("watch");
+    assert_ok(&out);
+    let look = env.certs_cmd(&["lookup", &p.alice.email]);
+    assert_ok(&look);
+    assert!(stdout(&look).contains(&format!("using {}", fp(&p.alice))));
+
+    // certs import of the same message keeps the intermediate too: the signer is usable.
+    let env = Env::new();
+    let eml = env.write("signed.eml", &openssl_signed(&p.alice.email, &[&p.alice]));
+    assert_ok(&env.certs_cmd(&["import", path_str(&eml)]));
+    assert!(env
+        .certs
+        .join("ca")
+        .join(format!(
+            "{}.pem",
+            smimed::certs::fingerprint(&p.intermediate)
+        ))
+        .exists());
+    assert_ok(&env.certs_cmd(&["lookup", &p.alice.email]));
+}
+
+#[test]
+fn nothing_is_harvested_from_a_message_whose_signature_is_not_valid_as_a_whole() {
+    // alice's signature is good, the second signer's root is not trusted: the message is
+    // `untrusted`, and alice is not harvested (she was).
+    let p = pki();
+    let env = Env::new();
+    let msg = openssl_signed(&p.alice.email, &[&p.alice, &p.untrusted]);
+    let out = filter_harvesting(&env, &p.bob, &msg, true);
+    assert_ok(&out);
+    assert_eq!(
+        common::status_word(&common::status_of(&out.stdout), "signature"),
+        Some("untrusted")
+    );
+    assert_eq!(stdout(&env.certs_cmd(&["list"])).trim(), "");
+    let eml = env.write("two.eml", &msg);
+    assert_eq!(
+        env.certs_cmd(&["import", path_str(&eml)]).status.code(),
+        Some(65)
+    );
+}
+
+#[test]
+fn a_ca_without_key_usage_is_an_intermediate_and_remove_takes_common_fingerprint_forms() {
+    let p = pki();
+    let env = Env::new();
+    let d = env.dir.path();
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(d)
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    // A root, an intermediate with basicConstraints cA and no keyUsage (valid for OpenSSL),
+    // and dave under it.
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout r.key -out r.pem -days 30 -subj /CN=R \
+          -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null && \
+        openssl req -newkey rsa:2048 -nodes -keyout i2.key -out i2.csr -subj /CN=I2 2>/dev/null && \
+        printf 'basicConstraints=critical,CA:TRUE\\n' > i2.ext && \
+        openssl x509 -req -in i2.csr -CA r.pem -CAkey r.key -CAcreateserial -days 30 \
+          -extfile i2.ext -out i2.pem 2>/dev/null && \
+        openssl req -newkey rsa:2048 -nodes -keyout dave.key -out dave.csr -subj /CN=Dave 2>/dev/null && \
+        printf 'keyUsage=digitalSignature,keyEncipherment\\nextendedKeyUsage=emailProtection\\nsubjectAltName=email:dave@example.org\\n' > dave.ext && \
+        openssl x509 -req -in dave.csr -CA i2.pem -CAkey i2.key -CAcreateserial -days 30 \
+          -extfile dave.ext -out dave.pem 2>/dev/null && \
+        openssl verify -CAfile r.pem -untrusted i2.pem dave.pem");
+    let certs = |args: &[&str]| {
+        smimed()
+            .arg("--trust")
+            .arg(d.join("r.pem"))
+            .arg("--certs")
+            .arg(&env.certs)
+            .arg("certs")
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    assert_ok(&certs(&[
+        "import",
+        path_str(&d.join("i2.pem")),
+        path_str(&d.join("dave.pem")),
+    ]));
+    assert!(
+        !stdout(&certs(&["list"])).contains("I2"),
+        "I2 is no recipient"
+    );
+    assert_ok(&certs(&["lookup", "dave@example.org"]));
+
+    // remove: the colon form openssl prints (SHA-256), the intermediate by its fingerprint,
+    // and a SHA-1 fingerprint as gpgsm shows it.
+    let colon = |file: &str, alg: &str| {
+        let out = sh(&format!(
+            "openssl x509 -in {file} -noout -fingerprint -{alg}"
+        ));
+        String::from_utf8_lossy(&out)
+            .trim()
+            .split_once('=')
+            .expect("=")
+            .1
+            .to_string()
+    };
+    let i2 = colon("i2.pem", "sha256");
+    assert_ok(&certs(&["remove", &i2]));
+    assert_eq!(
+        certs(&["lookup", "dave@example.org"]).status.code(),
+        Some(1),
+        "without I2 dave has no path"
+    );
+    let dave = colon("dave.pem", "sha256");
+    assert_ok(&certs(&["remove", &dave]));
+    assert_eq!(stdout(&certs(&["list"])).trim(), "");
+    env.import(&[&p.bob.cert_path]);
+    let sha1 = colon(path_str(&p.bob.cert_path), "sha1");
+    assert_ok(&env.certs_cmd(&["remove", &sha1.replace(':', "")]));
+    assert_eq!(stdout(&env.certs_cmd(&["list"])).trim(), "");
+}
+
+#[test]
+fn concurrent_harvests_keep_the_newest_signing_time() {
+    use smimed::addressbook::store::Store;
+    let p = pki();
+    let now = 2_000_000_000;
+    for round in 0..20 {
+        let env = Env::new();
+        let store = Store::new(env.certs.clone());
+        store.add(&p.alice.cert, "import").expect("add");
+        let barrier = std::sync::Barrier::new(3);
+        std::thread::scope(|s| {
+            for age in [100, 200, 300] {
+                let (store, barrier) = (&store, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    store
+                        .harvest(&p.alice.cert, None, Some(now - age), now)
+                        .expect("harvest");
+                });
+            }
+        });
+        let entry = store
+            .entries()
+            .into_iter()
+            .find(|e| e.fingerprint == fp(&p.alice))
+            .expect("entry");
+        assert_eq!(entry.meta.signing_time, Some(now - 100), "round {round}");
+    }
+}

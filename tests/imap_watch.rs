@@ -367,7 +367,13 @@ fn message_appended_while_idling_is_processed() {
     let d = Dovecot::start(Opts::default());
     let state = tempfile::tempdir().expect("state");
     let log = state.path().join("watch.log");
-    let w = spawn_watcher(state.path(), &[&d.url("INBOX")], &log);
+    // With an address book: the verified signer is harvested, as by the filter.
+    let certs = state.path().join("certs");
+    let w = spawn_watcher(
+        state.path(),
+        &[&d.url("INBOX"), "--certs", path_str(&certs)],
+        &log,
+    );
     let mut s = d.client();
     let mut latencies = Vec::new();
     for i in 0..3 {
@@ -394,6 +400,8 @@ fn message_appended_while_idling_is_processed() {
     assert_eq!(messages(&mut s, "INBOX").len(), 3);
     assert_eq!(messages(&mut s, ARCHIVE).len(), 3);
     assert_eq!(sigterm_and_wait(w), Some(0), "SIGTERM -> exit 0");
+    let alice = format!("{}.pem", smimed::certs::fingerprint(&pki().alice.cert));
+    assert!(certs.join(&alice).exists(), "alice harvested");
 }
 
 #[test]

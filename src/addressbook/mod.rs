@@ -113,6 +113,13 @@ pub fn default_store_dir() -> Result<PathBuf> {
 fn build_verify_store(trust: &TrustStore) -> Result<X509Store> {
     let err = |e: openssl::error::ErrorStack| Error::software(format!("trust store: {e}"));
     let mut b = X509StoreBuilder::new().map_err(err)?;
+    // Without configured trust paths the anchors are the system's hashed folder, as for
+    // verifying signatures.
+    if let Some(dir) = trust.hash_dir.as_deref().and_then(|d| d.to_str()) {
+        b.add_lookup(openssl::x509::store::X509Lookup::hash_dir())
+            .and_then(|l| l.add_dir(dir, openssl::ssl::SslFiletype::PEM))
+            .map_err(err)?;
+    }
     for a in trust.anchors.iter().filter(|a| a.cert.email_allowed) {
         let _ = b.add_cert(a.cert.cert.clone());
     }
@@ -442,6 +449,13 @@ pub fn import(
             processed.status.x_smime_status()
         )));
     }
+    // The intermediates the signatures carried, as a harvest keeps them: without them the
+    // signer's path may not reach an anchor.
+    let mut carried = carried_certificates(data);
+    carried.extend(carried_certificates(&processed.output));
+    for ca in carried.iter().filter(|c| store::is_ca(c)) {
+        store.add(ca, "import")?;
+    }
     Ok(out)
 }
 
@@ -469,6 +483,18 @@ fn carried_certificates(message: &[u8]) -> Vec<X509> {
     }
     let _ = openssl::error::ErrorStack::get();
     out
+}
+
+/// [`harvest`] into the store the settings name (`--certs`, config key `certs`), if any: what
+/// every inbound entry point (filter, agent, both watchers) does with a processed message.
+pub fn harvest_configured(
+    ctx: &crate::pipeline::Context,
+    processed: &crate::pipeline::Processed,
+    input: Option<&[u8]>,
+) {
+    if let Some(dir) = &ctx.settings.certs {
+        harvest(&store::Store::new(dir.clone()), processed, input);
+    }
 }
 
 /// Records the certificates of the verified signers of a processed inbound message

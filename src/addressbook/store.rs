@@ -26,8 +26,6 @@ use crate::ossl::{self, Capability};
 
 /// A signing time further ahead than this is refused (clock skew allowance).
 pub const MAX_FUTURE_SKEW: i64 = 24 * 3600;
-/// X509v3_KU_KEY_CERT_SIGN.
-const KU_KEY_CERT_SIGN: u32 = 0x0004;
 
 /// The sidecar of a stored certificate.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -177,9 +175,10 @@ fn create_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))
 }
 
-/// Whether a certificate is a CA's (keyCertSign): kept in `ca/`, never a recipient.
+/// Whether a certificate is a CA's (basicConstraints cA, or keyCertSign without
+/// basicConstraints; see [`ossl::is_ca`]): kept in `ca/`, never a recipient.
 pub fn is_ca(cert: &X509) -> bool {
-    ossl::key_usage(cert).is_some_and(|k| k & KU_KEY_CERT_SIGN != 0)
+    ossl::is_ca(cert)
 }
 
 /// The first certificate of a stored PEM file, parsed again only when the file changed (a
@@ -365,6 +364,19 @@ impl Store {
         &self.dir
     }
 
+    /// An exclusive lock on the store (flock on its folder), released when dropped.
+    fn lock(&self) -> Result<std::fs::File> {
+        let d = std::fs::File::open(&self.dir)
+            .map_err(|e| Error::io(format!("opening {}", self.dir.display()), e))?;
+        rustix::fs::flock(&d, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            Error::io(
+                format!("locking {}", self.dir.display()),
+                std::io::Error::from(e),
+            )
+        })?;
+        Ok(d)
+    }
+
     fn meta_path(&self, fp: &str) -> PathBuf {
         self.dir.join(format!("{fp}.toml"))
     }
@@ -452,6 +464,10 @@ impl Store {
         }
         let fp = certs::fingerprint(cert);
         self.add(cert, "harvest")?;
+        // Read, compare and write under the store's lock: two deliveries harvesting at once
+        // (procmail in parallel, the agent, a watcher's workers) must not let an older
+        // message's record replace a newer one's.
+        let _lock = self.lock()?;
         let mut meta = self.read_meta(&fp);
         let newer = match (meta.signing_time, signing_time) {
             (Some(old), Some(new)) => new > old,
@@ -474,36 +490,61 @@ impl Store {
         Ok(Harvested::Stored)
     }
 
-    /// Removes the certificates naming `what` (an address) or whose fingerprint starts with
-    /// `what` (at least 8 hex digits). Returns the removed fingerprints.
+    /// Removes the certificates naming `what` (an address), or whose fingerprint is `what`: a
+    /// SHA-256 fingerprint or a prefix of it of at least 8 hex digits, or a whole SHA-1
+    /// fingerprint (as gpgsm and mail clients show it), with or without colons. By fingerprint,
+    /// stored CA certificates (`ca/`) are removed too. Returns the removed fingerprints.
     pub fn remove(&self, what: &str) -> Result<Vec<String>> {
         let what_l = what.trim().to_ascii_lowercase();
-        let by_fp = what_l.len() >= 8 && what_l.chars().all(|c| c.is_ascii_hexdigit());
+        let hex: String = what_l
+            .chars()
+            .filter(|c| *c != ':' && !c.is_whitespace())
+            .collect();
+        let by_fp = hex.len() >= 8 && hex.chars().all(|c| c.is_ascii_hexdigit());
+        let fp_hit = |fp: &str, cert: &X509| {
+            fp.starts_with(&hex)
+                || (hex.len() == 40
+                    && cert
+                        .digest(openssl::hash::MessageDigest::sha1())
+                        .is_ok_and(|d| certs::hex(&d) == hex))
+        };
         let mut removed = Vec::new();
+        let mut files = Vec::new();
         for e in self.entries() {
             let hit = if by_fp {
-                e.fingerprint.starts_with(&what_l)
+                fp_hit(&e.fingerprint, &e.cert)
             } else {
                 certs::has_address(&e.cert, &what_l)
             };
             if hit {
-                for p in [
-                    self.pem_path(&e.fingerprint),
-                    self.meta_path(&e.fingerprint),
-                ] {
-                    match std::fs::remove_file(&p) {
-                        Ok(()) => {}
-                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(err) => return Err(Error::io(p.display(), err)),
-                    }
-                }
+                files.push(self.pem_path(&e.fingerprint));
+                files.push(self.meta_path(&e.fingerprint));
                 removed.push(e.fingerprint);
+            }
+        }
+        let ca_dir = self.dir.join("ca");
+        if by_fp {
+            for (fp, cert) in read_pem_dir(&ca_dir) {
+                if fp_hit(&fp, &cert) {
+                    files.push(ca_dir.join(format!("{fp}.pem")));
+                    removed.push(fp);
+                }
+            }
+        }
+        let _ = openssl::error::ErrorStack::get();
+        for p in &files {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::io(p.display(), err)),
             }
         }
         if !removed.is_empty() {
             self.invalidate();
-            if let Ok(d) = std::fs::File::open(&self.dir) {
-                let _ = d.sync_all();
+            for d in [&self.dir, &ca_dir] {
+                if let Ok(d) = std::fs::File::open(d) {
+                    let _ = d.sync_all();
+                }
             }
         }
         Ok(removed)

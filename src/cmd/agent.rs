@@ -31,7 +31,7 @@ pub fn run(args: &AgentArgs, settings: Settings) -> Result<i32> {
     ctx.trust()?;
     let after = Arc::new(
         |ctx: &Context, p: &crate::pipeline::Processed, input: &[u8]| {
-            crate::cmd::filter::harvest(ctx, p, Some(input))
+            crate::addressbook::harvest_configured(ctx, p, Some(input))
         },
     );
     crate::agent::serve(ctx, &socket, after)?;

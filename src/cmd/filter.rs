@@ -9,14 +9,6 @@ use crate::config::Settings;
 use crate::error::{exit, Error, Result};
 use crate::pipeline::{self, Context};
 
-/// Stores the certificates of verified signers of From when an address book is configured.
-pub fn harvest(ctx: &Context, processed: &pipeline::Processed, input: Option<&[u8]>) {
-    if let Some(dir) = &ctx.settings.certs {
-        let store = crate::addressbook::store::Store::new(dir.clone());
-        crate::addressbook::harvest(&store, processed, input);
-    }
-}
-
 fn write_output(args: &FilterArgs, output: &[u8]) -> Result<()> {
     match &args.output {
         Some(p) => std::fs::write(p, output).map_err(|e| Error::io(p.display(), e)),
@@ -116,7 +108,7 @@ fn run_alone(args: &FilterArgs, settings: Settings, read: Option<Vec<u8>>) -> Re
         }
     };
     // Only verified signers of From are harvested (see `Processed::harvestable`).
-    harvest(&ctx, &processed, in_memory.as_deref());
+    crate::addressbook::harvest_configured(&ctx, &processed, in_memory.as_deref());
     drop(in_memory);
     log::info!("{}", processed.status.x_smime_status());
     write_output(args, &processed.output)?;

@@ -1129,6 +1129,7 @@ fn parallel_process(
 fn one(ctx: &Context, it: &Item, stats: &Stats) -> Result<Outcome> {
     match pipeline::process(ctx, &it.body) {
         Ok(p) => {
+            crate::addressbook::harvest_configured(ctx, &p, Some(&it.body));
             if !(p.smime || p.forged_removed > 0) {
                 stats.skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(Outcome::Skip);
