@@ -4,7 +4,8 @@
 //! line replaces the file's list. Relative paths in the file are relative to the file's folder,
 //! and `~/` means `$HOME`.
 //!
-//! Every option is both a flag and a key: the file's keys are the long flag names with `-`
+//! Every option is both a flag and a key (except `--config`, `--verbose`, `watch --once` and
+//! `agent --socket`, which are about one run): the file's keys are the long flag names with `-`
 //! written as `_` (`passphrase_command`, `authserv_id`, …). Unknown keys are an error, so that a
 //! typo does not silently weaken a policy.
 

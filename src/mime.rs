@@ -220,6 +220,9 @@ pub enum Kind {
     Pkcs7Mime,
     /// multipart/signed with an S/MIME signature protocol.
     MultipartSigned,
+    /// application/pkcs7-signature (or x-pkcs7-signature) on its own: a detached signature
+    /// without the content it signs, which only has a meaning inside a multipart/signed.
+    DetachedSignature,
     /// Anything else.
     Other,
 }
@@ -228,6 +231,7 @@ pub fn classify(ct: &ParsedContentType) -> Kind {
     let m = ct.mimetype.as_str();
     match m {
         "application/pkcs7-mime" | "application/x-pkcs7-mime" => Kind::Pkcs7Mime,
+        "application/pkcs7-signature" | "application/x-pkcs7-signature" => Kind::DetachedSignature,
         "application/octet-stream" => {
             let named_p7m = ["name", "filename"].iter().any(|k| {
                 ct.params

@@ -315,7 +315,7 @@ fn process_layers(
                     _ => st.encryption = Encryption::Failed,
                 }
             }
-            Kind::MultipartSigned => st.signature = Signature::Error,
+            Kind::MultipartSigned | Kind::DetachedSignature => st.signature = Signature::Error,
             Kind::Other => {}
         }
         st.add("reason", "size-limit");
@@ -370,6 +370,12 @@ fn process_layers(
                 walker.pkcs7(der, &hint)?
             }
             Kind::MultipartSigned => walker.multipart_signed(bytes)?,
+            Kind::DetachedSignature => {
+                // A signature sent without the content it signs: it cannot be checked.
+                walker.st.signature = Signature::Error;
+                walker.st.add("reason", "signed-content-missing");
+                Step::Fail
+            }
             Kind::Other => Step::Stop,
         };
         match step {
@@ -1137,6 +1143,8 @@ fn scan_part(
     let ent = mime::split(p.raw_bytes);
     match mime::classify_entity(&ent) {
         Kind::MultipartSigned => found.signed = true,
+        // The signature part of a multipart/signed (counted above), or a stray one.
+        Kind::DetachedSignature => {}
         Kind::Pkcs7Mime => {
             let hint = p
                 .ctype

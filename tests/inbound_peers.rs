@@ -1331,6 +1331,37 @@ fn detached_signature_sent_as_pkcs7_mime_is_an_error_and_certs_only_is_none() {
         "{st}"
     );
     assert!(ar(&out).contains("smime=permerror"), "{}", ar(&out));
+    // The same signature as the whole message, labelled for what it is
+    // (application/pkcs7-signature, as a multipart/signed's second part): no content either.
+    for ct in [
+        "application/pkcs7-signature",
+        "application/x-pkcs7-signature",
+    ] {
+        let entity = String::from_utf8(pkcs7_mime_entity("signed-data", &der))
+            .expect("ascii")
+            .replace(
+                "application/pkcs7-mime; smime-type=signed-data; name=smime.p7m",
+                ct,
+            );
+        let msg = message(
+            "carol@example.org",
+            "bob@example.org",
+            "bare signature",
+            entity.as_bytes(),
+        );
+        let (st, text, out) = filter_checked(None, &[], &msg);
+        assert_words(&st, "none", "error");
+        assert_eq!(
+            status_word(&st, "reason"),
+            Some("signed-content-missing"),
+            "{ct}: {st}"
+        );
+        assert!(ar(&out).contains("smime=permerror"), "{}", ar(&out));
+        assert!(
+            text.contains("Subject: bare signature"),
+            "delivered as it was"
+        );
+    }
     // A real certs-only message (no signers) is not a signed message.
     let certs = openssl(
         &[
