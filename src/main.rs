@@ -57,9 +57,16 @@ fn watches_imap_only(common: &Common) -> Result<bool, Error> {
     Ok(file.watch.maildir.is_empty() && !file.imap.is_empty())
 }
 
+/// `into` (given after `sendmail`) over `from` (before it); lists in command-line order, as
+/// `cmd::sendmail::sendmail_words` gives them to the sendmail scanner.
 fn merge_common(into: &mut Common, from: &Common) {
+    let before = |a: &mut Vec<std::path::PathBuf>, b: &[std::path::PathBuf]| {
+        let after = std::mem::take(a);
+        a.extend(b.iter().cloned());
+        a.extend(after);
+    };
     into.config = into.config.take().or_else(|| from.config.clone());
-    into.key.extend(from.key.iter().cloned());
+    before(&mut into.key, &from.key);
     into.passphrase_file = into
         .passphrase_file
         .take()
@@ -68,12 +75,12 @@ fn merge_common(into: &mut Common, from: &Common) {
         .passphrase_command
         .take()
         .or_else(|| from.passphrase_command.clone());
-    into.trust.extend(from.trust.iter().cloned());
-    into.crl.extend(from.crl.iter().cloned());
+    before(&mut into.trust, &from.trust);
+    before(&mut into.crl, &from.crl);
     into.authserv_id = into.authserv_id.take().or_else(|| from.authserv_id.clone());
     into.max_size = into.max_size.or(from.max_size);
     into.certs = into.certs.take().or_else(|| from.certs.clone());
-    into.vcard.extend(from.vcard.iter().cloned());
+    before(&mut into.vcard, &from.vcard);
     into.agent = into.agent.take().or_else(|| from.agent.clone());
     into.verbose = into.verbose.saturating_add(from.verbose);
 }
@@ -98,7 +105,7 @@ fn main() {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     if let Some(words) = cmd::sendmail::sendmail_words(&argv) {
-        std::process::exit(sendmail_main(words));
+        std::process::exit(sendmail_main(&words));
     }
     let cli = match Cli::try_parse() {
         Ok(c) => c,

@@ -38,16 +38,49 @@ MTA is then never run.
 Per message: X-Smime-Sign: yes|no and X-Smime-Encrypt: yes|no (removed before sending).
 ";
 
-/// When the process should act as sendmail: the argument words after the command name.
-pub fn sendmail_words(argv: &[String]) -> Option<&[String]> {
+/// smimed's global long options that take a value, which `smimed sendmail`'s own scanner
+/// reads too (`argv::parse`).
+const GLOBAL_WITH_VALUE: &[&str] = &[
+    "config",
+    "key",
+    "passphrase-file",
+    "passphrase-command",
+    "trust",
+    "crl",
+    "authserv-id",
+    "max-size",
+    "certs",
+    "vcard",
+    "agent",
+];
+
+/// When the process should act as sendmail: the argument words for `argv::parse`. That is
+/// everything after the command name when it is called `sendmail` or `smimed-sendmail`, and
+/// otherwise the words around a `sendmail` subcommand that only global long options precede
+/// (`smimed --agent S sendmail …`), which the sendmail scanner reads as it reads them after
+/// `sendmail`; clap (and a first read of the config file) is then not needed. Anything else,
+/// such as a short global flag, goes through clap.
+pub fn sendmail_words(argv: &[String]) -> Option<Vec<String>> {
     let name = argv
         .first()
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())?;
     if SENDMAIL_NAMES.contains(&name.as_str()) {
-        return Some(&argv[1..]);
+        return Some(argv[1..].to_vec());
     }
-    if argv.get(1).map(String::as_str) == Some("sendmail") {
-        return Some(&argv[2..]);
+    let mut i = 1;
+    while let Some(w) = argv.get(i) {
+        if w == "sendmail" {
+            let mut words = argv[1..i].to_vec();
+            words.extend_from_slice(&argv[i + 1..]);
+            return Some(words);
+        }
+        let long = w.strip_prefix("--")?;
+        match long.split_once('=') {
+            Some((n, _)) if GLOBAL_WITH_VALUE.contains(&n) => i += 1,
+            None if long == "verbose" => i += 1,
+            None if GLOBAL_WITH_VALUE.contains(&long) => i += 2,
+            _ => return None,
+        }
     }
     None
 }
@@ -138,4 +171,56 @@ pub fn run(args: &SendmailArgs) -> Result<i32> {
         );
     }
     outbound::mta::deliver(&mta, &args.passthrough, &copies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(a: &[&str]) -> Option<Vec<String>> {
+        let argv: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+        sendmail_words(&argv)
+    }
+
+    #[test]
+    fn sendmail_is_recognised_by_name_and_behind_global_long_options() {
+        assert_eq!(
+            words(&["/usr/sbin/sendmail", "-oi", "bob@x"]).as_deref(),
+            Some(&["-oi".to_string(), "bob@x".to_string()][..])
+        );
+        assert_eq!(
+            words(&["smimed", "sendmail", "-t"]),
+            Some(vec!["-t".to_string()])
+        );
+        assert_eq!(
+            words(&[
+                "smimed",
+                "--agent",
+                "/run/s",
+                "--config=c.toml",
+                "--verbose",
+                "sendmail",
+                "--",
+                "bob@x"
+            ]),
+            Some(
+                [
+                    "--agent",
+                    "/run/s",
+                    "--config=c.toml",
+                    "--verbose",
+                    "--",
+                    "bob@x"
+                ]
+                .map(String::from)
+                .to_vec()
+            )
+        );
+        // "sendmail" as an option's value, short flags, other subcommands: clap decides.
+        assert_eq!(words(&["smimed", "--config", "sendmail", "filter"]), None);
+        assert_eq!(words(&["smimed", "-v", "sendmail"]), None);
+        assert_eq!(words(&["smimed", "--agent", "s", "filter"]), None);
+        assert_eq!(words(&["smimed", "--help"]), None);
+        assert_eq!(words(&["smimed"]), None);
+    }
 }
