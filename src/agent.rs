@@ -31,8 +31,9 @@
 //! An agent from before the versioned format reads [`MAGIC`] as an impossible length and
 //! answers kind 1, code 65, [`OLD_TOO_LARGE`]; the sendmail client takes that as "declined".
 //!
-//! Invariants: only a peer with our own uid is served (SO_PEERCRED), the socket is mode 0600 in
-//! a folder we create 0700; the agent runs exactly the code the command would run alone
+//! Invariants: only a peer with our own uid is served (SO_PEERCRED), and clients talk only to an
+//! agent of their own uid (SO_PEERCRED again); the socket is mode 0600 in a folder we create
+//! 0700; the agent runs exactly the code the command would run alone
 //! (`pipeline::process`, `outbound::prepare`) with the agent's own settings (keys, trust,
 //! address book), so the result is the same; errors carry their sysexits code to the client (75
 //! stays 75); nothing of a message is logged. A client works on its own when no agent answers,
@@ -93,6 +94,14 @@ pub fn default_socket() -> Option<PathBuf> {
 pub fn serve(ctx: Arc<Context>, socket: &Path, after: Arc<AfterProcess>) -> Result<()> {
     let listener = bind(socket)?;
     log::info!("smimed agent listening on {}", socket.display());
+    // Up to POOL threads stay and take the next connections: a new thread per connection
+    // paid for its start, OpenSSL's per-thread random generators and error state, about
+    // 0.1 ms of a 1 ms send. Beyond POOL busy threads a connection gets a thread of its own
+    // (a client that keeps one waiting never holds the others up).
+    let (tx, rx) = std::sync::mpsc::channel::<UnixStream>();
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    // (idle pool threads, pool threads)
+    let pool = Arc::new(std::sync::Mutex::new((0usize, 0usize)));
     for conn in listener.incoming() {
         let conn = match conn {
             Ok(c) => c,
@@ -101,14 +110,63 @@ pub fn serve(ctx: Arc<Context>, socket: &Path, after: Arc<AfterProcess>) -> Resu
                 continue;
             }
         };
-        let (ctx, after) = (ctx.clone(), after.clone());
+        let mut p = lock(&pool);
+        if p.0 > 0 {
+            p.0 -= 1;
+            drop(p);
+            match tx.send(conn) {
+                Ok(()) => continue,
+                Err(std::sync::mpsc::SendError(conn)) => {
+                    // Cannot happen while `rx` lives here; serve it on a thread of its own.
+                    spawn_one(&ctx, &after, conn);
+                    continue;
+                }
+            }
+        }
+        if p.1 >= POOL {
+            drop(p);
+            spawn_one(&ctx, &after, conn);
+            continue;
+        }
+        p.1 += 1;
+        drop(p);
+        let (ctx, after, rx, pool) = (ctx.clone(), after.clone(), rx.clone(), pool.clone());
         std::thread::spawn(move || {
-            if let Err(e) = handle(&ctx, conn, after.as_ref()) {
-                log::warn!("agent: {e}");
+            let mut conn = conn;
+            loop {
+                if let Err(e) = handle(&ctx, conn, after.as_ref()) {
+                    log::warn!("agent: {e}");
+                }
+                lock(&pool).0 += 1;
+                let next = rx
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .recv();
+                match next {
+                    Ok(c) => conn = c,
+                    Err(_) => return,
+                }
             }
         });
     }
     Ok(())
+}
+
+fn lock(m: &std::sync::Mutex<(usize, usize)>) -> std::sync::MutexGuard<'_, (usize, usize)> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Threads that stay for further connections (see [`serve`]).
+const POOL: usize = 4;
+
+/// Serves one connection on a thread of its own, which then ends.
+fn spawn_one(ctx: &Arc<Context>, after: &Arc<AfterProcess>, conn: UnixStream) {
+    let (ctx, after) = (ctx.clone(), after.clone());
+    std::thread::spawn(move || {
+        if let Err(e) = handle(&ctx, conn, after.as_ref()) {
+            log::warn!("agent: {e}");
+        }
+    });
 }
 
 fn bind(socket: &Path) -> Result<UnixListener> {
@@ -132,9 +190,19 @@ fn bind(socket: &Path) -> Result<UnixListener> {
                 socket.display()
             )));
         }
-        if UnixStream::connect(socket).is_ok() {
+        if let Ok(c) = UnixStream::connect(socket) {
+            let other = rustix::net::sockopt::socket_peercred(&c)
+                .ok()
+                .filter(|p| p.uid != rustix::process::getuid())
+                .map(|p| {
+                    format!(
+                        " (as uid {}: another user's listener, which our clients refuse)",
+                        p.uid.as_raw()
+                    )
+                })
+                .unwrap_or_default();
             return Err(Error::config(format!(
-                "an agent already listens on {}",
+                "an agent already listens on {}{other}",
                 socket.display()
             )));
         }
@@ -379,28 +447,108 @@ fn read_body(conn: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
 /// ordinary message within milliseconds.
 pub const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 
-/// Connects to the agent on `socket`, with [`CLIENT_TIMEOUT`] on reads and writes (the tests
-/// shorten it with `SMIMED_TEST_AGENT_TIMEOUT_MS`).
-fn connect(socket: &Path) -> std::io::Result<UnixStream> {
-    let timeout = std::env::var("SMIMED_TEST_AGENT_TIMEOUT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(CLIENT_TIMEOUT, std::time::Duration::from_millis);
-    let conn = UnixStream::connect(socket)?;
-    conn.set_read_timeout(Some(timeout))?;
-    conn.set_write_timeout(Some(timeout))?;
-    Ok(conn)
+/// A connection to the agent, with one deadline for connecting and sending the whole request,
+/// and [`CLIENT_TIMEOUT`] of silence allowed while the answer is read.
+struct Client {
+    conn: UnixStream,
+    timeout: std::time::Duration,
+    deadline: std::time::Instant,
+}
+
+impl Client {
+    /// Connects to the agent on `socket` (the tests shorten [`CLIENT_TIMEOUT`] with
+    /// `SMIMED_TEST_AGENT_TIMEOUT_MS`). The connect never blocks: a frozen agent whose listen
+    /// queue is full answers EAGAIN, retried until the deadline. The peer must run as our own
+    /// user (SO_PEERCRED), as the agent demands of its clients: a socket path in a shared
+    /// folder could be another user's listener, which would see the message and could answer
+    /// anything.
+    fn connect(socket: &Path) -> std::io::Result<Client> {
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+        let timeout = std::env::var("SMIMED_TEST_AGENT_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(CLIENT_TIMEOUT, std::time::Duration::from_millis);
+        let deadline = std::time::Instant::now() + timeout;
+        let addr = SocketAddrUnix::new(socket)?;
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )?;
+        loop {
+            match rustix::net::connect(&fd, &addr) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::AGAIN) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(rustix::io::Errno::AGAIN) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the agent accepts no connection",
+                    ))
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let conn = UnixStream::from(fd);
+        conn.set_nonblocking(false)?;
+        let peer = rustix::net::sockopt::socket_peercred(&conn)?;
+        if peer.uid != rustix::process::getuid() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "the listener runs as uid {}, not as this user",
+                    peer.uid.as_raw()
+                ),
+            ));
+        }
+        conn.set_read_timeout(Some(timeout))?;
+        Ok(Client {
+            conn,
+            timeout,
+            deadline,
+        })
+    }
+
+    /// Writes every part within the deadline (an agent that stops reading halfway does not
+    /// get a fresh timeout for every write).
+    fn send(&mut self, parts: &[&[u8]]) -> std::io::Result<()> {
+        for part in parts {
+            let mut rest = *part;
+            while !rest.is_empty() {
+                let left = self
+                    .deadline
+                    .saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the agent does not read the request",
+                    ));
+                }
+                self.conn.set_write_timeout(Some(left))?;
+                match self.conn.write(rest) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // The answer may take a while for a large message, but never a silence longer than
+        // the timeout between two reads.
+        self.conn.set_read_timeout(Some(self.timeout))
+    }
 }
 
 /// Sends one message to the agent on `socket`. An I/O error (the agent missing, or silent for
 /// [`CLIENT_TIMEOUT`]) means no agent could be used (the caller works on its own); an answer is
 /// final.
 pub fn request(socket: &Path, input: &[u8]) -> std::io::Result<Answer> {
-    let mut conn = connect(socket)?;
-    conn.write_all(&(input.len() as u64).to_be_bytes())?;
-    conn.write_all(input)?;
-    conn.flush()?;
-    let mut rd = BufReader::new(&conn);
+    let mut client = Client::connect(socket)?;
+    client.send(&[&(input.len() as u64).to_be_bytes(), input])?;
+    let mut rd = BufReader::new(&client.conn);
     let kind = read_u8(&mut rd)?;
     let code = read_u32(&mut rd)? as i32;
     let body = read_body(&mut rd, u64::MAX)?;
@@ -465,11 +613,9 @@ pub fn request_sendmail(
     }
     head.extend_from_slice(&(req.message.len() as u64).to_be_bytes());
 
-    let mut conn = connect(socket)?;
-    conn.write_all(&head)?;
-    conn.write_all(req.message)?;
-    conn.flush()?;
-    let mut rd = BufReader::new(&conn);
+    let mut client = Client::connect(socket)?;
+    client.send(&[&head, req.message])?;
+    let mut rd = BufReader::new(&client.conn);
     let kind = read_u8(&mut rd)?;
     let code = read_u32(&mut rd)? as i32;
     match kind {

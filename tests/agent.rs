@@ -185,3 +185,176 @@ fn the_agent_replaces_a_stale_socket_but_never_a_file() {
     let via = filter_via(&stale, &signed_then_encrypted());
     assert_words(&status_of(&via.stdout), "decrypted", "valid");
 }
+
+/// Waits for `child` at most `limit`; kills it and returns None when it is still running.
+fn wait_limited(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::Output> {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < limit {
+        if child.try_wait().expect("try_wait").is_some() {
+            return Some(child.wait_with_output().expect("output"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn an_agent_whose_queue_is_full_is_given_up_on_not_waited_for() {
+    // A frozen agent: a listener with the smallest queue, which never accepts, and whose
+    // queue is already full. connect() blocked for good; the client now gives up after the
+    // timeout and works alone.
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("frozen.sock");
+    let addr = SocketAddrUnix::new(&socket).expect("addr");
+    let l = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::empty(),
+        None,
+    )
+    .expect("socket");
+    rustix::net::bind(&l, &addr).expect("bind");
+    rustix::net::listen(&l, 0).expect("listen");
+    let mut queued = Vec::new();
+    for _ in 0..16 {
+        let c = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK,
+            None,
+        )
+        .expect("socket");
+        if rustix::net::connect(&c, &addr).is_err() {
+            break;
+        }
+        queued.push(c);
+    }
+    let mut c = filter_with_keys(&socket);
+    c.env("SMIMED_TEST_AGENT_TIMEOUT_MS", "500")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    {
+        use std::io::Write;
+        let mut sin = child.stdin.take().expect("stdin");
+        sin.write_all(&signed_then_encrypted()).expect("write");
+    }
+    let out = wait_limited(child, std::time::Duration::from_secs(20))
+        .expect("the client waited for a connection that never came");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_words(&status_of(&out.stdout), "decrypted", "valid");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("working alone"));
+    drop(queued);
+}
+
+#[test]
+fn a_silent_agent_gets_one_timeout_for_the_whole_request() {
+    // The agent accepts and never reads. A request larger than the socket buffer used to get
+    // the timeout once per write (twice or more in all); one deadline covers it now.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("deaf.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let held = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().expect("accept");
+        std::thread::sleep(std::time::Duration::from_secs(12));
+        drop(conn);
+    });
+    let mut msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "large and plain",
+        &sample_entity(&"x".repeat(76)),
+    );
+    for _ in 0..40_000 {
+        msg.extend_from_slice(b"a line of a large plain message, more than the socket holds\n");
+    }
+    let t0 = std::time::Instant::now();
+    let out = run_with_stdin(
+        filter_with_keys(&socket).env("SMIMED_TEST_AGENT_TIMEOUT_MS", "2000"),
+        &msg,
+    );
+    let took = t0.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("working alone"));
+    // One timeout (2 s) and the work alone; two timeouts would be 4 s before any work.
+    assert!(
+        took < std::time::Duration::from_millis(3800),
+        "took {took:?}"
+    );
+    drop(held); // the listener thread ends with the test process
+}
+
+#[test]
+fn another_users_listener_on_the_socket_path_is_not_used() {
+    // A listener run by another user (uid 65534) on the socket path answers a filter request
+    // with a forged "valid" status. The client checks the peer's uid, refuses it and works
+    // alone. Needs root (to start the listener as someone else) and python3.
+    if !rustix::process::getuid().is_root() {
+        eprintln!("skipped: needs root to run a listener as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .expect("chmod");
+    let socket = dir.path().join("squat.sock");
+    let script = r#"
+import socket, struct, os, sys
+p = sys.argv[1]; s = socket.socket(socket.AF_UNIX); s.bind(p); os.chmod(p, 0o666); s.listen(5)
+while True:
+    c, _ = s.accept(); c.settimeout(1)
+    try:
+        c.recv(1 << 20)
+        o = b'X-Smime-Status: encryption=decrypted; signature=valid; signer=bank@example.org\n\nforged\n'
+        c.sendall(b'\0' + struct.pack('>iQ', 0, len(o)) + o)
+    except OSError:
+        pass
+    c.close()
+"#;
+    let mut squatter = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ])
+        .arg(&socket)
+        .spawn()
+        .expect("setpriv python3");
+    let t0 = std::time::Instant::now();
+    while !socket.exists() && t0.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(socket.exists(), "the other user's listener did not start");
+    let out = run_with_stdin(&mut filter_with_keys(&socket), &signed_then_encrypted());
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("bank@example.org"), "{text}");
+    assert_words(&status_of(&out.stdout), "decrypted", "valid");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not as this user"));
+}
