@@ -7,8 +7,13 @@
 //! follow.
 //!
 //! Architecture Invariants: the watcher's processed copy of a message is recognised by its
-//! NAME only: its unique part carries the field [`MARKER`] (`KEY,smimed[,…]`), which no MDA
-//! writes and no sender can choose; nothing inside a message is trusted for that. A processed
+//! NAME only: its unique part starts with [`COPY_PREFIX`] (`smimed=KEY[,…]`), which no MDA
+//! writes (unique parts start with the time) and no sender can choose; nothing inside a message
+//! is trusted for that. Copies made before this scheme carry the field [`MARKER`] instead
+//! (`KEY,smimed[,…]`) and are still recognised. The prefix keeps the part before the first `,`
+//! or `:` different from the original's: neomutt takes that part for a message's identity, and
+//! while a copy and its original were both in place it showed two entries for one file, one
+//! marked deleted, whose purge unlinked the copy. A processed
 //! copy keeps the original's key and other fields, except `,S=` which is set to the new size
 //! (and `,W=` which is dropped), so that Dovecot reads the right size. This module does no
 //! S/MIME and knows nothing of the pipeline.
@@ -21,7 +26,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
-/// The unique-part field that marks a file as the watcher's processed copy.
+/// The start of the unique part of the watcher's processed copies.
+pub const COPY_PREFIX: &str = "smimed=";
+
+/// The unique-part field that marked the watcher's processed copies before [`COPY_PREFIX`].
 pub const MARKER: &str = "smimed";
 
 /// Prefix of our files in tmp/ (removed at start-up: a crash may leave some behind).
@@ -56,24 +64,26 @@ pub fn split_name(name: &str) -> (&str, Option<&str>) {
 /// changes by clients, and shared by an original and its processed copy.
 pub fn key(name: &str) -> &str {
     let (unique, _) = split_name(name);
+    let unique = unique.strip_prefix(COPY_PREFIX).unwrap_or(unique);
     unique.split(',').next().unwrap_or(unique)
 }
 
-/// Whether a message name is the watcher's processed copy (its unique part has the marker).
+/// Whether a message name is the watcher's processed copy ([`COPY_PREFIX`], or the older
+/// [`MARKER`] field).
 pub fn is_ours(name: &str) -> bool {
     let (unique, _) = split_name(name);
-    unique.split(',').skip(1).any(|f| f == MARKER)
+    unique.starts_with(COPY_PREFIX) || unique.split(',').skip(1).any(|f| f == MARKER)
 }
 
 /// The name of the processed copy of `original` whose new content is `len` bytes long: the
-/// original's key, the marker, the original's other fields (a `,S=` size rewritten, `,W=`
+/// prefix, the original's key, the original's other fields (a `,S=` size rewritten, `,W=`
 /// dropped), then the original's info.
 pub fn processed_name(original: &str, len: usize) -> String {
     let (unique, info) = split_name(original);
+    let unique = unique.strip_prefix(COPY_PREFIX).unwrap_or(unique);
     let mut parts = unique.split(',');
-    let mut out = String::from(parts.next().unwrap_or(unique));
-    out.push(',');
-    out.push_str(MARKER);
+    let mut out = String::from(COPY_PREFIX);
+    out.push_str(parts.next().unwrap_or(unique));
     for f in parts {
         if f.starts_with("S=") {
             out.push_str(&format!(",S={len}"));
@@ -85,6 +95,22 @@ pub fn processed_name(original: &str, len: usize) -> String {
         }
     }
     with_info(&out, info)
+}
+
+/// `name` without its keyword letters (the lowercase `a`–`z` of a `2,` info). Dovecot maps them
+/// to IMAP keywords through each folder's own `dovecot-keywords` file, so in another folder (the
+/// archive) the same letter would name another keyword; standard flags stay.
+pub fn without_keywords(name: &str) -> String {
+    match split_name(name) {
+        (unique, Some(info)) if info.starts_with("2,") => {
+            let flags: String = info[2..]
+                .chars()
+                .filter(|c| !c.is_ascii_lowercase())
+                .collect();
+            format!("{unique}:2,{flags}")
+        }
+        _ => name.to_string(),
+    }
 }
 
 /// `name`'s unique part with another info (`None`: no info, as in new/).
@@ -467,15 +493,27 @@ mod tests {
         assert_eq!(key(n), "1700000000.M1P2Q3.host");
         assert!(!is_ours(n));
         let p = processed_name(n, 99);
-        assert_eq!(p, "1700000000.M1P2Q3.host,smimed,S=99,U=7:2,RS");
+        assert_eq!(p, "smimed=1700000000.M1P2Q3.host,S=99,U=7:2,RS");
         assert!(is_ours(&p));
         assert_eq!(key(&p), key(n));
-        assert_eq!(processed_name("123.M1.smimed", 5), "123.M1.smimed,smimed");
+        // the part before the first ',' or ':' (neomutt's identity) differs from the original's
+        assert_ne!(p.split([',', ':']).next(), n.split([',', ':']).next());
+        assert_eq!(processed_name("123.M1.smimed", 5), "smimed=123.M1.smimed");
         assert!(!is_ours("123.M1.smimed"));
         assert_eq!(
             with_info(&p, None),
-            "1700000000.M1P2Q3.host,smimed,S=99,U=7"
+            "smimed=1700000000.M1P2Q3.host,S=99,U=7"
         );
         assert_eq!(with_info("a,smimed", Some("2,S")), "a,smimed:2,S");
+        assert_eq!(without_keywords("k,S=5:2,FSab"), "k,S=5:2,FS");
+        assert_eq!(without_keywords("k,S=5"), "k,S=5");
+        // copies named by earlier versions are still ours, with the same key
+        let old = "1700000000.M1P2Q3.host,smimed,S=99,U=7:2,RS";
+        assert!(is_ours(old));
+        assert_eq!(key(old), key(n));
+        assert_eq!(
+            processed_name(old, 5),
+            "smimed=1700000000.M1P2Q3.host,S=5,U=7:2,RS"
+        );
     }
 }

@@ -8,7 +8,7 @@
 //!   1. workers write each processed copy in the folder's tmp/ (mode 0600, `smimed-tmp.*`);
 //!   2. one `syncfs` makes the batch's tmp files durable;
 //!   3. each copy is renamed next to its original (same subdirectory, same flags, name marked
-//!      with [`maildir::MARKER`]); the touched directories are fsynced;
+//!      with [`maildir::COPY_PREFIX`]); the touched directories are fsynced;
 //!   4. only then is each original renamed into the archive (or unlinked with --no-archive); the
 //!      archive's and the source's directories are fsynced.
 //!
@@ -166,9 +166,23 @@ fn work(ctx: &Context, job: Job, temp_seen: &AtomicBool) -> Outcome {
 }
 
 fn try_work(ctx: &Context, job: &Job, temp_seen: &AtomicBool) -> Result<Outcome> {
-    let path = job.path();
-    let Some(head) = maildir::read_head(&path, HEAD_LIMIT)? else {
-        return Ok(Outcome::Vanished(job.clone()));
+    let mut path = job.path();
+    let key = maildir::key(&job.name);
+    // A client may have moved or re-flagged the message since the scan (new/ -> cur/, a new
+    // info): it is read where it is now; only a message gone from the folder has vanished.
+    let mut attempts = 0;
+    let head = loop {
+        if let Some(h) = maildir::read_head(&path, HEAD_LIMIT)? {
+            break h;
+        }
+        attempts += 1;
+        match job.md.find_original(key)? {
+            Some((sub, name)) if attempts < 5 => path = job.md.path(sub, &name),
+            // Still there, renamed faster than we read: left for the next pass (--once
+            // reports it as deferred) rather than taken for gone.
+            Some(_) => return Ok(Outcome::Deferred(job.clone(), None)),
+            None => return Ok(Outcome::Vanished(job.clone())),
+        }
     };
     let ent = mime::split(&head.bytes);
     let smime = mime::classify_entity(&ent) != mime::Kind::Other;
@@ -906,7 +920,14 @@ impl<'o> State<'o> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 4 => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.summary.vanished += 1;
+                    if locate(&p.md, &p.key, orig.0, &orig.1)?.is_some() {
+                        // Renamed faster than we can move it: the next pass finishes the move
+                        // (the copy is in place; --once reports it as deferred).
+                        self.summary.deferred += 1;
+                        log::info!("{}: archiving left for later", src.display());
+                    } else {
+                        self.summary.vanished += 1;
+                    }
                     return Ok(());
                 }
                 Err(e) => return Err(Error::io(format!("archiving {}", src.display()), e)),
@@ -915,7 +936,8 @@ impl<'o> State<'o> {
         Ok(())
     }
 
-    /// Renames `src` into the archive (same subdirectory, same name; the caller fsyncs the
+    /// Renames `src` into the archive (same subdirectory, same name but for keyword letters;
+    /// the caller fsyncs the
     /// directories); across file systems, copies it durably first (fsynced file and directory)
     /// and only then unlinks `src`. An original whose key is
     /// already archived (an interrupted cross-device move) is only unlinked.
@@ -941,7 +963,8 @@ impl<'o> State<'o> {
             }
             archive.keys.remove(key);
         }
-        let dest = archive.md.path(sub, name);
+        // Keyword letters mean other keywords in the archive folder (Dovecot): left out.
+        let dest = archive.md.path(sub, &maildir::without_keywords(name));
         let renamed = match fs::rename(src, &dest) {
             // The archive folder was removed while we run (an IMAP DELETE, a user): make it
             // again rather than take the original for gone.

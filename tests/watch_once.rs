@@ -20,6 +20,97 @@ fn run_once(c: &mut std::process::Command) -> (i32, String) {
 }
 
 #[test]
+fn messages_a_client_renames_meanwhile_are_read_where_they_are_now() {
+    // A client moves every message from new/ to cur/ and toggles a flag on it again and again
+    // while `--once` works through them. A message renamed between the scan and the read was
+    // taken for gone: left encrypted and not reported. Now it is read where it is, or (renamed
+    // again and again) reported as deferred with exit 75.
+    let md = Md::new();
+    let n = 300;
+    for i in 0..n {
+        md.deliver(&smime_msg(&format!("r{i}")));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dir = md.path().to_path_buf();
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for sub in ["new", "cur"] {
+                    let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
+                        continue;
+                    };
+                    for e in rd.flatten() {
+                        let name = e.file_name().into_string().unwrap();
+                        if is_processed_name(&name) {
+                            continue;
+                        }
+                        let unique = name.split(':').next().unwrap();
+                        let next = if name.ends_with(":2,S") {
+                            format!("{unique}:2,FS")
+                        } else {
+                            format!("{unique}:2,S")
+                        };
+                        let _ = std::fs::rename(e.path(), dir.join("cur").join(next));
+                    }
+                }
+            }
+        })
+    };
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    client.join().unwrap();
+    let left: Vec<String> = ["new", "cur"]
+        .iter()
+        .flat_map(|s| std::fs::read_dir(md.path().join(s)).unwrap())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !is_processed_name(n))
+        .collect();
+    if left.is_empty() {
+        assert_eq!(code, 0, "{err}");
+    } else {
+        assert_eq!(
+            code,
+            75,
+            "{} left unprocessed and not reported: {err}",
+            left.len()
+        );
+        assert!(err.contains(&format!("{} deferred", left.len())), "{err}");
+    }
+}
+
+#[test]
+fn copies_keep_keyword_letters_and_the_archived_original_drops_them() {
+    // Dovecot's keyword letters (a-z) mean what the folder's own dovecot-keywords file says:
+    // the copy stays in the folder and keeps them; in the archive they would name other
+    // keywords, so the original keeps only the standard flags.
+    let md = Md::new();
+    let n = md.put_cur(&smime_msg("k1"), "FSab");
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    let cur: Vec<String> = std::fs::read_dir(md.path().join("cur"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(cur.len(), 1, "{cur:?}");
+    assert!(
+        is_processed_name(&cur[0]) && cur[0].ends_with(":2,FSab"),
+        "{cur:?}"
+    );
+    let archived: Vec<String> = std::fs::read_dir(md.archive().join("cur"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let unique = n.split(':').next().unwrap();
+    assert_eq!(archived, vec![format!("{unique}:2,FS")]);
+    // and a second run changes nothing
+    let before = snapshot(md.path());
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert_same(&before, &snapshot(md.path()), "second --once");
+}
+
+#[test]
 fn once_rewrites_smime_and_forged_keeps_flags_and_archives_originals() {
     let md = Md::new();
     let n_new = md.deliver(&smime_msg("a1"));
@@ -48,7 +139,7 @@ fn once_rewrites_smime_and_forged_keeps_flags_and_archives_originals() {
     let key_new = n_new.split(',').next().unwrap();
     let p_new = new_names
         .iter()
-        .find(|n| n.starts_with(key_new))
+        .find(|n| n.trim_start_matches("smimed=").starts_with(key_new))
         .expect("copy in new/");
     assert!(is_processed_name(p_new) && !p_new.contains(':'), "{p_new}");
     let bytes = std::fs::read(md.path().join("new").join(p_new)).unwrap();
@@ -72,10 +163,16 @@ fn once_rewrites_smime_and_forged_keeps_flags_and_archives_originals() {
         "{cur_names:?}"
     );
     let key_cur = n_cur.split(',').next().unwrap();
-    let p_cur = cur_names.iter().find(|n| n.starts_with(key_cur)).unwrap();
+    let p_cur = cur_names
+        .iter()
+        .find(|n| n.trim_start_matches("smimed=").starts_with(key_cur))
+        .unwrap();
     assert!(p_cur.ends_with(":2,RS"), "{p_cur}");
     let key_f = n_forged.split(',').next().unwrap();
-    let p_f = cur_names.iter().find(|n| n.starts_with(key_f)).unwrap();
+    let p_f = cur_names
+        .iter()
+        .find(|n| n.trim_start_matches("smimed=").starts_with(key_f))
+        .unwrap();
     assert!(p_f.ends_with(":2,S"), "{p_f}");
     let forged_out =
         String::from_utf8(std::fs::read(md.path().join("cur").join(p_f)).unwrap()).unwrap();

@@ -184,13 +184,9 @@ pub fn by_message_id(maildir: &Path) -> HashMap<String, Vec<Found>> {
     out
 }
 
-/// Whether a name carries the watcher's marker.
+/// Whether a name is the watcher's processed copy's (`smimed=KEY…`).
 pub fn is_processed_name(name: &str) -> bool {
-    name.split(':')
-        .next()
-        .unwrap()
-        .split(',')
-        .any(|f| f == "smimed")
+    name.starts_with("smimed=")
 }
 
 /// Our files left in tmp/.
