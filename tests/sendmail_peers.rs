@@ -616,6 +616,101 @@ fn sendmail_input_conventions_clusters_dots_mbox_lines_and_long_fields() {
 }
 
 #[test]
+fn awkward_submissions_keep_body_out_of_the_header_and_signed_parts_transport_safe() {
+    let p = pki();
+    let env = env_with_recipients();
+    let send = |args: &[&str], msg: &[u8]| {
+        let mut a = args.to_vec();
+        a.push(&p.bob.email);
+        assert_ok(&env.sendmail(Some(&p.alice), &a, msg));
+        env.take_recorded().remove(0)
+    };
+    // No blank line after the header: the first line that is no field starts the body, which
+    // is encrypted; it was an outer (clear) header field.
+    let rec = send(
+        &["--encrypt", "always", "-oi"],
+        b"From: alice@example.org\nTo: bob@example.org\nSubject: s\nThe launch code is 1234\n",
+    );
+    assert!(!rec.text().contains("launch code"), "{}", rec.text());
+    let inner = openssl_decrypt(&p.bob, &rec.message).expect("decrypts");
+    let content = String::from_utf8_lossy(&openssl_verify(&inner)).into_owned();
+    let body = content.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(body.contains("The launch code is 1234"), "{content}");
+
+    // The last header line without a line break: no field runs into the next.
+    let rec = send(
+        &["--encrypt", "never", "-oi"],
+        b"From: alice@example.org\nTo: bob@example.org\nSubject: hi",
+    );
+    assert!(rec.text().contains("\nSubject: hi\n"), "{}", rec.text());
+    let content = String::from_utf8_lossy(&openssl_verify(&rec.message)).into_owned();
+    assert!(
+        content.contains("Subject: hi\r\nContent-Type: text/plain"),
+        "{content}"
+    );
+
+    // Already quoted-printable with a "From " line (as some encoders leave it): encoded again
+    // so that an mbox writer's ">From " does not break the signature.
+    let rec = send(
+        &["--encrypt", "never", "-oi"],
+        b"From: alice@example.org\nTo: bob@example.org\nSubject: qp\n\
+Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n\
+hello\nFrom me to you\n",
+    );
+    let quoted = rec.text().replace("\nFrom ", "\n>From ");
+    let content = String::from_utf8_lossy(&openssl_verify(quoted.as_bytes())).into_owned();
+    assert!(content.contains("=46rom me to you"), "{content}");
+
+    // A multipart without its close delimiter stays a multipart (the text part readable),
+    // and parts labelled 8bit or binary that are 7-bit say 7bit inside the signed part.
+    let rec = send(
+        &["--encrypt", "never", "-oi"],
+        "From: alice@example.org\nTo: bob@example.org\nSubject: nc\nMIME-Version: 1.0\n\
+Content-Type: multipart/mixed; boundary=\"BB\"\n\n--BB\n\
+Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nGr\u{fc}\u{df}e\n\
+--BB\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: binary\n\nascii data\n"
+            .as_bytes(),
+    );
+    let content = String::from_utf8_lossy(&openssl_verify(&rec.message)).into_owned();
+    assert!(!content.contains("application/octet-stream;"), "{content}");
+    assert!(content.contains("multipart/mixed"), "{content}");
+    assert!(content.contains("Gr=C3=BC=C3=9Fe"), "{content}");
+    assert!(!content.contains("Transfer-Encoding: binary"), "{content}");
+    assert!(!content.contains("Transfer-Encoding: 8bit"), "{content}");
+    assert!(content.contains("--BB--"), "{content}");
+
+    // A signed message forwarded inside the content is left as it is: its own signature
+    // still verifies after ours is taken off.
+    let inner_signed = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            path_str(&p.carol.cert_path),
+            "-inkey",
+            path_str(&p.carol.key_path),
+            "-certfile",
+            path_str(&p.intermediate_path),
+        ],
+        b"Content-Type: text/plain\r\nContent-Transfer-Encoding: 8bit\r\n\r\nnested, 7-bit\r\n",
+    );
+    let mut msg = b"From: alice@example.org\nTo: bob@example.org\nSubject: fwd\nMIME-Version: 1.0\n\
+Content-Type: multipart/mixed; boundary=\"OO\"\n\n--OO\nContent-Type: text/plain\n\nsee below\n--OO\n"
+        .to_vec();
+    msg.extend_from_slice(&inner_signed);
+    msg.extend_from_slice(b"\n--OO--\n");
+    let rec = send(&["--encrypt", "never", "-oi"], &msg);
+    let content = openssl_verify(&rec.message);
+    let text = String::from_utf8_lossy(&content);
+    let start = text
+        .find("MIME-Version: 1.0\r\nContent-Type: multipart/signed")
+        .expect("nested");
+    let end = text.rfind("\r\n--OO--").expect("end");
+    let nested = openssl_verify(text[start..end].as_bytes());
+    assert!(String::from_utf8_lossy(&nested).contains("nested, 7-bit"));
+}
+
+#[test]
 fn auto_policy_headers_and_mta_exit_code() {
     let p = pki();
     let env = env_with_recipients();

@@ -5,8 +5,9 @@
 //! Invariants: what is signed is exactly the bytes placed in the message (no re-folding after
 //! signing); every line of a signed part is 7-bit, at most 998 octets, does not start with
 //! "From " and has no trailing blank, so that no MTA or mbox on the way changes it; text bodies
-//! that need it are re-encoded quoted-printable, other bodies base64, already-encoded bodies are
-//! left alone.
+//! that need it are re-encoded quoted-printable, other bodies base64; already-encoded bodies are
+//! left alone unless they break those rules (then decoded and encoded again); multiparts are
+//! rewritten part by part; a signed or encrypted entity inside is never rewritten.
 
 use base64::Engine;
 
@@ -108,7 +109,14 @@ fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Option<Multipart<'a>> 
         }
         pos = end;
     }
-    let close = starts.iter().position(|s| s.2)?;
+    // A multipart whose close delimiter is missing ends with the body, as mail readers take it.
+    let close = match starts.iter().position(|s| s.2) {
+        Some(c) => c,
+        None => {
+            starts.push((body.len(), body.len(), true));
+            starts.len() - 1
+        }
+    };
     if close == 0 {
         return None;
     }
@@ -127,6 +135,35 @@ fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Option<Multipart<'a>> 
     })
 }
 
+/// A multipart entity rewritten part by part (None when its body has no parts to split).
+fn multipart_seven_bit(
+    e: &mime::Entity<'_>,
+    ct: &mailparse::ParsedContentType,
+    depth: usize,
+) -> Option<Vec<u8>> {
+    let boundary = ct.params.get("boundary")?;
+    let mp = split_multipart(e.body, boundary)?;
+    let mut out = with_cte(&e.fields, "7bit");
+    out.extend_from_slice(b"\r\n");
+    // The preamble, like the epilogue, is for readers without MIME; one that would not
+    // survive transport unchanged ("From " at a line start, trailing blanks, 8-bit) is left
+    // out rather than let an MTA or mbox break the signature.
+    if !mp.preamble.is_empty() && !needs_encoding(mp.preamble) {
+        out.extend_from_slice(&mime::canonical_crlf(mp.preamble));
+        out.extend_from_slice(b"\r\n");
+    }
+    for p in mp.parts {
+        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        out.extend_from_slice(&seven_bit_at(p, depth + 1));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    if !needs_encoding(mp.epilogue) {
+        out.extend_from_slice(&mime::canonical_crlf(mp.epilogue));
+    }
+    Some(out)
+}
+
 /// The entity (header fields and body, LF or CRLF) in 7-bit, CRLF canonical form.
 pub fn seven_bit(entity: &[u8]) -> Vec<u8> {
     seven_bit_at(entity, 0)
@@ -140,8 +177,48 @@ fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
         .first("Content-Transfer-Encoding")
         .map(|f| f.value().trim().to_ascii_lowercase())
         .unwrap_or_default();
-    let encoded = cte == "base64" || cte == "quoted-printable";
-    if encoded || !needs_encoding(e.body) {
+    // A signature or an encryption inside the content is left as it came: rewriting it would
+    // break it (what cannot pass 7-bit then makes the whole message signed opaque).
+    if mimetype == "multipart/signed"
+        || mimetype.contains("pkcs7-mime")
+        || mimetype.contains("pkcs7-signature")
+    {
+        return mime::canonical_crlf(entity);
+    }
+    // Multiparts are rewritten part by part even when all 7-bit: a part labelled 8bit or
+    // binary inside is relabelled 7bit, as a single part is (an MTA goes by the labels).
+    if depth < MAX_DEPTH && mimetype.starts_with("multipart/") {
+        if let Some(out) = multipart_seven_bit(&e, &ct, depth) {
+            return out;
+        }
+    }
+    // Already encoded by the client: kept, unless it breaks what a signed part needs (a
+    // quoted-printable "From " line, trailing blanks or lines over 998 octets, as some
+    // encoders leave them; base64 on one long line): then decoded and encoded again.
+    if cte == "quoted-printable" {
+        if !needs_encoding(e.body) {
+            return mime::canonical_crlf(entity);
+        }
+        let raw = quoted_printable::decode(
+            mime::canonical_crlf(e.body),
+            quoted_printable::ParseMode::Robust,
+        )
+        .unwrap_or_else(|_| e.body.to_vec());
+        let mut out = with_cte(&e.fields, "quoted-printable");
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&quoted_printable_text(&raw));
+        return out;
+    }
+    if cte == "base64" {
+        if !needs_encoding(e.body) {
+            return mime::canonical_crlf(entity);
+        }
+        let mut out = with_cte(&e.fields, "base64");
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&base64_lines(&mime::base64_permissive(e.body)));
+        return out;
+    }
+    if !needs_encoding(e.body) {
         if cte == "8bit" || cte == "binary" {
             // 7-bit content labelled 8bit: say 7bit, so that no MTA converts it on the way.
             let mut out = with_cte(&e.fields, "7bit");
@@ -150,34 +227,6 @@ fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
             return out;
         }
         return mime::canonical_crlf(entity);
-    }
-    if depth < MAX_DEPTH && mimetype.starts_with("multipart/") {
-        if let Some(mp) = ct
-            .params
-            .get("boundary")
-            .and_then(|b| split_multipart(e.body, b))
-        {
-            let boundary = ct.params.get("boundary").cloned().unwrap_or_default();
-            let mut out = with_cte(&e.fields, "7bit");
-            out.extend_from_slice(b"\r\n");
-            // The preamble, like the epilogue, is for readers without MIME; one that would not
-            // survive transport unchanged ("From " at a line start, trailing blanks, 8-bit)
-            // is left out rather than let an MTA or mbox break the signature.
-            if !mp.preamble.is_empty() && !needs_encoding(mp.preamble) {
-                out.extend_from_slice(&mime::canonical_crlf(mp.preamble));
-                out.extend_from_slice(b"\r\n");
-            }
-            for p in mp.parts {
-                out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-                out.extend_from_slice(&seven_bit_at(p, depth + 1));
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-            if !needs_encoding(mp.epilogue) {
-                out.extend_from_slice(&mime::canonical_crlf(mp.epilogue));
-            }
-            return out;
-        }
     }
     if depth < MAX_DEPTH && mimetype == "message/rfc822" {
         let mut out = with_cte(&e.fields, "7bit");

@@ -149,6 +149,49 @@ fn without_envelope_line(input: &[u8]) -> &[u8] {
     }
 }
 
+/// `input` with its header section closed where Postfix's cleanup and sendmail close it: at
+/// the first line that is neither a header field (`name:`) nor the continuation of one, a blank
+/// line is inserted, so that such a line is body (signed and encrypted with it), never an outer
+/// field; a header section that runs to the end of the input gets its line break and blank
+/// line.
+fn with_header_end(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let eol: &[u8] = mime::eol_of(input);
+    let mut pos = 0;
+    while pos < input.len() {
+        let end = memchr::memchr(b'\n', &input[pos..]).map_or(input.len(), |i| pos + i + 1);
+        let text = input[pos..end]
+            .strip_suffix(b"\n")
+            .unwrap_or(&input[pos..end]);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.is_empty() {
+            return std::borrow::Cow::Borrowed(input);
+        }
+        let continuation = pos > 0 && matches!(text[0], b' ' | b'\t');
+        let field = memchr::memchr(b':', text).is_some_and(|c| {
+            let name = &text[..c];
+            let name = match name.iter().rposition(|&b| b != b' ' && b != b'\t') {
+                Some(i) => &name[..=i],
+                None => &name[..0],
+            };
+            !name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b))
+        });
+        if !continuation && !field {
+            let mut out = Vec::with_capacity(input.len() + 2);
+            out.extend_from_slice(&input[..pos]);
+            out.extend_from_slice(eol);
+            out.extend_from_slice(&input[pos..]);
+            return std::borrow::Cow::Owned(out);
+        }
+        pos = end;
+    }
+    let mut out = input.to_vec();
+    if !out.ends_with(b"\n") {
+        out.extend_from_slice(eol);
+    }
+    out.extend_from_slice(eol);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Longest line of a header field (RFC 5322 §2.1.1), without its line break.
 const MAX_LINE: usize = 998;
 
@@ -201,7 +244,8 @@ pub fn prepare(
     extract: bool,
     input: &[u8],
 ) -> Result<Vec<Outgoing>> {
-    let input = without_envelope_line(input);
+    let input = with_header_end(without_envelope_line(input));
+    let input: &[u8] = &input;
     let eol = mime::eol_of(input);
     let root = mime::split(input);
     let sign_policy = header_policy(&root.fields, "X-Smime-Sign")?.unwrap_or(opts.sign);
@@ -569,6 +613,23 @@ mod tests {
         let m = b"From alice@example.org Fri Nov 27 05:00:00 2026\nFrom: a@x\n\nhi\n";
         assert_eq!(without_envelope_line(m), b"From: a@x\n\nhi\n");
         assert_eq!(without_envelope_line(b"From: a@x\n\n"), b"From: a@x\n\n");
+    }
+
+    #[test]
+    fn the_header_ends_at_the_first_line_that_is_no_field() {
+        let m = b"From: a@x\nSubject: s\n folded\nThe launch code is 1234\nmore\n";
+        assert_eq!(
+            with_header_end(m).as_ref(),
+            b"From: a@x\nSubject: s\n folded\n\nThe launch code is 1234\nmore\n"
+        );
+        let m = b"From: a@x\r\nSubject: hi";
+        assert_eq!(
+            with_header_end(m).as_ref(),
+            b"From: a@x\r\nSubject: hi\r\n\r\n"
+        );
+        let m = b"From: a@x\nX-Odd-Name : v\n\nbody: not a field\n";
+        assert!(matches!(with_header_end(m), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(with_header_end(b"From: a@x\n").as_ref(), b"From: a@x\n\n");
     }
 
     #[test]
