@@ -370,12 +370,14 @@ fn process_layers(
                 walker.pkcs7(der, &hint)?
             }
             Kind::MultipartSigned => walker.multipart_signed(bytes)?,
-            Kind::DetachedSignature => {
-                // A signature sent without the content it signs: it cannot be checked.
+            Kind::DetachedSignature if depth == 0 => {
+                // A message that is a signature without the content it signs: it cannot be
+                // checked. (Inside a layer it is only the content, delivered as it is.)
                 walker.st.signature = Signature::Error;
                 walker.st.add("reason", "signed-content-missing");
                 Step::Fail
             }
+            Kind::DetachedSignature => Step::Stop,
             Kind::Other => Step::Stop,
         };
         match step {
@@ -797,7 +799,10 @@ impl Walker<'_> {
         // Encrypt-then-sign: the signed content is itself S/MIME; go on with it (a client could
         // not verify the signature after we decrypt the inside anyway).
         let inner = mime::split(signed);
-        if mime::classify_entity(&inner) != Kind::Other {
+        if matches!(
+            mime::classify_entity(&inner),
+            Kind::Pkcs7Mime | Kind::MultipartSigned
+        ) {
             Ok(Step::Next(Secret::new(signed.to_vec())))
         } else {
             Ok(Step::Stop)

@@ -1362,6 +1362,17 @@ fn detached_signature_sent_as_pkcs7_mime_is_an_error_and_certs_only_is_none() {
             "delivered as it was"
         );
     }
+    // Inside an envelope, such a part is only the content: decrypted and delivered.
+    let entity = String::from_utf8(pkcs7_mime_entity("signed-data", &der))
+        .expect("ascii")
+        .replace(
+            "application/pkcs7-mime; smime-type=signed-data; name=smime.p7m",
+            "application/pkcs7-signature",
+        );
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], entity.as_bytes());
+    let msg = message("carol@example.org", "bob@example.org", "inner", &enc);
+    let (st, _, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_eq!(status_word(&st, "encryption"), Some("decrypted"), "{st}");
     // A real certs-only message (no signers) is not a signed message.
     let certs = openssl(
         &[

@@ -679,6 +679,44 @@ Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nGr\u
     assert!(!content.contains("Transfer-Encoding: 8bit"), "{content}");
     assert!(content.contains("--BB--"), "{content}");
 
+    // A From field in the obsolete syntax ("From :") is no mbox envelope line: the message
+    // is signed and encrypted.
+    assert_ok(&env.sendmail(
+        Some(&p.alice),
+        &["-t"],
+        b"From : alice@example.org\nTo: bob@example.org\nSubject: obs\n\nhello\n",
+    ));
+    let rec = env.take_recorded().remove(0);
+    assert_eq!(smime_type(&rec.message), "enveloped-data", "{}", rec.text());
+
+    // Binary attachments keep every byte: a CMS object sent raw (binary) and a non-text
+    // quoted-printable part with an encoded LF and a "From " line.
+    let blob: Vec<u8> = (0..=255u8).cycle().take(1024).collect();
+    let mut msg =
+        b"From: alice@example.org\nTo: bob@example.org\nSubject: bin\nMIME-Version: 1.0\n\
+Content-Type: multipart/mixed; boundary=\"X\"\n\n--X\nContent-Type: text/plain\n\nhi\n--X\n\
+Content-Type: application/pkcs7-mime; name=x.p7m\nContent-Transfer-Encoding: binary\n\n"
+            .to_vec();
+    msg.extend_from_slice(&blob);
+    msg.extend_from_slice(
+        b"\n--X\nContent-Type: application/octet-stream; name=x.bin\n\
+Content-Transfer-Encoding: quoted-printable\n\nFrom a=0Ab\n--X--\n",
+    );
+    let rec = send(&["--encrypt", "never", "-oi"], &msg);
+    let content = openssl_verify(&rec.message);
+    let parsed = mailparse::parse_mail(&content).expect("parse");
+    let part = |name: &str| {
+        parsed
+            .subparts
+            .iter()
+            .find(|s| s.ctype.params.get("name").map(String::as_str) == Some(name))
+            .expect(name)
+            .get_body_raw()
+            .expect("body")
+    };
+    assert_eq!(part("x.p7m"), blob);
+    assert_eq!(part("x.bin"), b"From a\nb");
+
     // A signed message forwarded inside the content is left as it is: its own signature
     // still verifies after ours is taken off.
     let inner_signed = openssl(

@@ -245,8 +245,15 @@ fn an_original_moved_back_or_an_archive_removed_while_running_is_archived_again(
         "not processed"
     );
     // A user moves the archived original back into the Maildir, keeping its name (mv,
-    // mblaze): it must not be deleted as if the archive still held it.
+    // mblaze): it must not be deleted as if the archive still held it. (The copy is in place
+    // a moment before the original is in the archive.)
     let arch_new = md.archive().join("new");
+    assert!(
+        wait_for(Duration::from_secs(20), || std::fs::read_dir(&arch_new)
+            .map(|d| d.flatten().count() == 1)
+            .unwrap_or(false)),
+        "not archived"
+    );
     let name = std::fs::read_dir(&arch_new)
         .unwrap()
         .flatten()

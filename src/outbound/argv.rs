@@ -62,10 +62,10 @@ pub struct SendmailArgs {
 
 /// sendmail flags whose value may be the next argument (sendmail's getopt string, with -o and
 /// -b, which are handled on their own, and -q, which is refused).
-const WITH_VALUE: &str = "ABCDFLMNOQRVXdfhpr";
+const WITH_VALUE: &str = "ABCDFLMNOQRVXdefhpr";
 /// sendmail flags without a value: one of them may start a cluster (`-ti` is `-t -i`, as
 /// getopt reads it).
-const BOOLEAN: &str = "GIUceimnstTv";
+const BOOLEAN: &str = "GIUcimnstv";
 
 /// Splits a recipient argument that may hold several addresses (`a@x, b@y`, `Name <a@x>`).
 pub fn split_addresses(arg: &str) -> Vec<String> {
@@ -333,6 +333,10 @@ mod tests {
         assert!(p(&["-oi"]).ignore_dots);
         assert!(p(&["-O", "IgnoreDots=True"]).ignore_dots);
         assert!(!p(&["-OIgnoreDots=false"]).ignore_dots);
+        // -e takes a value (sendmail's getopt: e:): -em is passed on whole.
+        let a = p(&["-em", "-t"]);
+        assert_eq!(a.passthrough, ["-em"]);
+        assert!(a.extract);
         // A cluster hiding a mode is refused like the mode alone.
         assert!(parse(&["-ibs".to_string()]).is_err());
     }

@@ -179,9 +179,13 @@ fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
         .unwrap_or_default();
     // A signature or an encryption inside the content is left as it came: rewriting it would
     // break it (what cannot pass 7-bit then makes the whole message signed opaque).
-    if mimetype == "multipart/signed"
-        || mimetype.contains("pkcs7-mime")
-        || mimetype.contains("pkcs7-signature")
+    if mimetype == "multipart/signed" {
+        return mime::canonical_crlf(entity);
+    }
+    // A CMS object as an attachment: kept as it is when it is 7-bit text (base64); sent raw
+    // (binary), it is base64-wrapped below like any other binary part, which keeps its bytes.
+    if (mimetype.contains("pkcs7-mime") || mimetype.contains("pkcs7-signature"))
+        && !needs_encoding(e.body)
     {
         return mime::canonical_crlf(entity);
     }
@@ -204,9 +208,17 @@ fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
             quoted_printable::ParseMode::Robust,
         )
         .unwrap_or_else(|_| e.body.to_vec());
-        let mut out = with_cte(&e.fields, "quoted-printable");
+        // Text again as quoted-printable (its line breaks are CRLF); anything else as base64,
+        // which keeps every byte (an encoded =0A stays a bare LF).
+        if mimetype.starts_with("text/") || mimetype.is_empty() {
+            let mut out = with_cte(&e.fields, "quoted-printable");
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&quoted_printable_text(&raw));
+            return out;
+        }
+        let mut out = with_cte(&e.fields, "base64");
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&quoted_printable_text(&raw));
+        out.extend_from_slice(&base64_lines(&raw));
         return out;
     }
     if cte == "base64" {

@@ -140,7 +140,12 @@ pub fn read_message(mut r: impl std::io::BufRead, ignore_dots: bool) -> std::io:
 /// clients that keep mbox files may hand over: it is no header field, and sendmail and Postfix
 /// drop it too. Copied into a signed part, it would be quoted by the next mbox writer.
 fn without_envelope_line(input: &[u8]) -> &[u8] {
-    if !input.starts_with(b"From ") {
+    // "From :" (a From field in the obsolete syntax, space before the colon) is a field.
+    let field = input
+        .get(4..)
+        .map(|r| r.iter().find(|&&b| b != b' ' && b != b'\t') == Some(&b':'))
+        .unwrap_or(false);
+    if !input.starts_with(b"From ") || field {
         return input;
     }
     match memchr::memchr(b'\n', input) {
@@ -199,7 +204,10 @@ const MAX_LINE: usize = 998;
 /// before a space or tab, which unfolding removes again); a line without whitespace to fold at
 /// stays as it is. An MTA may wrap such lines itself, which would break a signature over them.
 fn folded(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if raw.split(|&b| b == b'\n').all(|l| l.len() <= MAX_LINE + 1) {
+    if raw
+        .split(|&b| b == b'\n')
+        .all(|l| l.strip_suffix(b"\r").unwrap_or(l).len() <= MAX_LINE)
+    {
         return std::borrow::Cow::Borrowed(raw);
     }
     let mut out = Vec::with_capacity(raw.len() + 64);
@@ -613,6 +621,7 @@ mod tests {
         let m = b"From alice@example.org Fri Nov 27 05:00:00 2026\nFrom: a@x\n\nhi\n";
         assert_eq!(without_envelope_line(m), b"From: a@x\n\nhi\n");
         assert_eq!(without_envelope_line(b"From: a@x\n\n"), b"From: a@x\n\n");
+        assert_eq!(without_envelope_line(b"From : a@x\n\n"), b"From : a@x\n\n");
     }
 
     #[test]
@@ -649,6 +658,16 @@ mod tests {
         assert!(matches!(
             folded(b"Subject: hi\r\n"),
             std::borrow::Cow::Borrowed(_)
+        ));
+        // a line of 999 octets with LF only is folded too
+        let l999 = format!("X-L: {}\n", "a ".repeat(497));
+        assert_eq!(l999.len(), 1000);
+        assert!(folded(l999.as_bytes())
+            .split(|&b| b == b'\n')
+            .all(|l| l.len() <= MAX_LINE + 1));
+        assert!(matches!(
+            folded(l999.as_bytes()),
+            std::borrow::Cow::Owned(_)
         ));
         // a long token without whitespace cannot be folded: the field stays what it was
         let token = format!("X-Long: {}\n", "a".repeat(1200));
