@@ -147,7 +147,7 @@ for i, f in enumerate(files):
         fh.write(data)
     t0 = time.perf_counter()
     os.rename(tmp, os.path.join(md, 'new', key))
-    want = key + ',smimed'
+    want = 'smimed=' + key
     while True:
         if any(x.startswith(want) for x in os.listdir(os.path.join(md, 'new'))):
             break
