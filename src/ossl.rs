@@ -903,13 +903,15 @@ fn mem_bio(data: &[u8]) -> Result<MemBio, openssl::error::ErrorStack> {
 
 /// Signs `content` (already canonical: CRLF, 7-bit) with SHA-256, returning the DER ContentInfo.
 /// Signed attributes: content-type, message-digest, signing-time, SMIMECapabilities
-/// ([`OUR_CAPABILITIES`]), SMIMEEncryptionKeyPreference (the signer's certificate, which is also
-/// its encryption certificate) and ESS signingCertificateV2. The certificate and `chain` are
-/// included. `detached` leaves the content out (multipart/signed).
+/// ([`OUR_CAPABILITIES`]), SMIMEEncryptionKeyPreference (`key_preference`: the signer's
+/// certificate to encrypt to, which may differ from the signing one; left out when None) and
+/// ESS signingCertificateV2. The certificate and `chain` are included. `detached` leaves the
+/// content out (multipart/signed).
 pub fn sign_der(
     cert: &X509Ref,
     key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
     chain: &[X509],
+    key_preference: Option<&X509Ref>,
     content: &[u8],
     detached: bool,
 ) -> Result<Vec<u8>, openssl::error::ErrorStack> {
@@ -917,8 +919,14 @@ pub fn sign_der(
     for c in chain {
         certs.push(c.clone())?;
     }
+    // The encryption certificate goes along too, so that the recipient can encrypt to it.
+    if let Some(k) = key_preference {
+        if k.to_der()? != cert.to_der()? {
+            certs.push(k.to_owned())?;
+        }
+    }
     let detach = if detached { ffi::CMS_DETACHED } else { 0 };
-    let keypref = encryption_key_preference(cert)?;
+    let keypref = key_preference.map(encryption_key_preference).transpose()?;
     // SAFETY: all pointers are valid for the calls; the ContentInfo is owned by `cms` from the
     // moment it is created; the signer info is borrowed from it; the capability stack is owned
     // here and freed on every path; the content BIO guard outlives CMS_final.
@@ -950,16 +958,18 @@ pub fn sign_der(
         }
         ok = ok && CMS_add_smimecap(si, algs) == 1;
         free_algors(algs);
-        let kp_len =
-            c_int::try_from(keypref.len()).map_err(|_| openssl::error::ErrorStack::get())?;
-        ok = ok
-            && CMS_signed_add1_attr_by_NID(
-                si,
-                ffi::NID_id_smime_aa_encrypKeyPref,
-                ffi::V_ASN1_SEQUENCE,
-                keypref.as_ptr() as *const c_void,
-                kp_len,
-            ) == 1;
+        if let Some(keypref) = &keypref {
+            let kp_len =
+                c_int::try_from(keypref.len()).map_err(|_| openssl::error::ErrorStack::get())?;
+            ok = ok
+                && CMS_signed_add1_attr_by_NID(
+                    si,
+                    ffi::NID_id_smime_aa_encrypKeyPref,
+                    ffi::V_ASN1_SEQUENCE,
+                    keypref.as_ptr() as *const c_void,
+                    kp_len,
+                ) == 1;
+        }
         if !ok {
             return Err(openssl::error::ErrorStack::get());
         }

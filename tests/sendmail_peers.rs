@@ -911,3 +911,163 @@ fn ec_signer_and_opaque_encrypted_read_by_gpgsm_and_openssl() {
         .expect("gpgsm verifies ECDSA");
     assert!(String::from_utf8_lossy(&content).contains("ecdsa inside."));
 }
+
+#[test]
+fn separate_signing_and_encryption_certificates_and_revoked_recipients() {
+    // Exchange-style: alice holds a signing-only certificate (digitalSignature) and a newer
+    // or older encryption-only one (keyEncipherment). smimed signed with whichever was newest
+    // (an encryption-only signer nobody can verify), and a newer signing-only certificate
+    // made the sender unusable for encryption, so the message went out in clear. frank's
+    // certificate is revoked by the CRL given with --crl: it must not be encrypted to.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(d)
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    sh(r#"
+cat > ca.cnf <<'X'
+[ca]
+default_ca=c
+[c]
+database=index.txt
+new_certs_dir=.
+serial=serial
+crlnumber=crlnumber
+default_md=sha256
+policy=p
+default_crl_days=30
+[p]
+commonName=supplied
+[v3_ca]
+basicConstraints=critical,CA:true
+keyUsage=critical,keyCertSign,cRLSign
+[both]
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=emailProtection
+subjectAltName=email:${ENV::ADDR}
+[sig]
+keyUsage=critical,digitalSignature
+extendedKeyUsage=emailProtection
+subjectAltName=email:${ENV::ADDR}
+[enc]
+keyUsage=critical,keyEncipherment
+extendedKeyUsage=emailProtection
+subjectAltName=email:${ENV::ADDR}
+X
+: > index.txt; echo 1000 > serial; echo 1000 > crlnumber; export ADDR=x
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -subj /CN=Root -days 30 -config ca.cnf -extensions v3_ca 2>/dev/null
+mk() { ADDR=$2; export ADDR; openssl req -newkey rsa:2048 -nodes -keyout $1.key -subj /CN=$1 -out $1.csr 2>/dev/null
+  openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in $1.csr -out $1.crt -extensions $3 -startdate $4 -days 30 -notext 2>/dev/null
+  cat $1.key $1.crt > $1.pem; chmod 600 $1.key $1.pem; }
+mk sig1 alice@example.org sig 20260101000000Z
+mk enc alice@example.org enc 20260201000000Z
+mk sig2 alice@example.org sig 20260301000000Z
+mk bob bob@example.org both 20260101000000Z
+mk frank frank@example.org both 20260101000000Z
+openssl ca -config ca.cnf -cert ca.pem -keyfile ca.key -revoke frank.crt 2>/dev/null
+openssl ca -config ca.cnf -cert ca.pem -keyfile ca.key -gencrl -out crl.pem 2>/dev/null
+"#);
+    let send = |keys: &[&str], extra: &[&str], to: &str| {
+        let mut c = common::smimed();
+        c.current_dir(d)
+            .args(["--trust", "ca.pem", "--certs", "store", "--crl", "crl.pem"]);
+        for k in keys {
+            c.args(["--key", k]);
+        }
+        c.args(["sendmail", "--mta", "/bin/sh -c 'cat > out.eml' sh", "-oi"])
+            .args(extra)
+            .arg(to);
+        let msg = format!("From: alice@example.org\nTo: {to}\nSubject: t\n\nhello {to}\n");
+        let out = run_with_stdin(&mut c, msg.as_bytes());
+        let eml = std::fs::read(d.join("out.eml")).unwrap_or_default();
+        let _ = std::fs::remove_file(d.join("out.eml"));
+        (out, eml)
+    };
+    let imp = common::smimed()
+        .current_dir(d)
+        .args([
+            "--trust",
+            "ca.pem",
+            "--certs",
+            "store",
+            "certs",
+            "import",
+            "bob.crt",
+            "frank.crt",
+        ])
+        .output()
+        .expect("import");
+    assert_ok(&imp);
+    let decrypt = |key: &str, eml: &[u8]| {
+        run_with_stdin(
+            std::process::Command::new("openssl")
+                .current_dir(d)
+                .args(["cms", "-decrypt", "-inkey", key]),
+            eml,
+        )
+    };
+    let verify = |inner: &[u8]| {
+        run_with_stdin(
+            std::process::Command::new("openssl").current_dir(d).args([
+                "cms",
+                "-verify",
+                "-CAfile",
+                "ca.pem",
+                "-purpose",
+                "smimesign",
+            ]),
+            inner,
+        )
+    };
+    for keys in [["sig1.pem", "enc.pem"], ["sig2.pem", "enc.pem"]] {
+        let (out, eml) = send(&keys, &[], "bob@example.org");
+        assert_ok(&out);
+        assert_eq!(
+            smime_type(&eml),
+            "enveloped-data",
+            "{keys:?}: sent in clear"
+        );
+        for k in ["bob.key", "enc.key"] {
+            let inner = decrypt(k, &eml);
+            assert!(inner.status.success(), "{keys:?}: {k} cannot decrypt");
+            let v = verify(&inner.stdout);
+            assert!(
+                v.status.success(),
+                "{keys:?}: signature: {}",
+                String::from_utf8_lossy(&v.stderr)
+            );
+        }
+    }
+    // frank is revoked: refused under --encrypt always (nothing sent), and lookup says why.
+    let (out, eml) = send(
+        &["sig1.pem", "enc.pem"],
+        &["--encrypt", "always"],
+        "frank@example.org",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(eml.is_empty());
+    let look = common::smimed()
+        .current_dir(d)
+        .args(["--trust", "ca.pem", "--certs", "store", "--crl", "crl.pem"])
+        .args(["certs", "lookup", "frank@example.org"])
+        .output()
+        .expect("lookup");
+    assert_eq!(look.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&look.stdout).contains("revoked"));
+}

@@ -22,8 +22,7 @@ use std::sync::{Arc, OnceLock};
 
 use openssl::pkey::Id;
 use openssl::stack::Stack;
-use openssl::x509::store::{X509Store, X509StoreBuilder};
-use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::store::X509Store;
 use openssl::x509::{X509StoreContext, X509VerifyResult, X509};
 
 use crate::certs;
@@ -82,8 +81,8 @@ pub type TrustLoader<'a> = dyn Fn() -> Result<Arc<TrustStore>> + 'a;
 pub struct AddressBook<'a> {
     sources: Vec<Box<dyn CertSource>>,
     trust: &'a TrustLoader<'a>,
-    /// The store, and the generation of the anchors it was built from.
-    verify_store: OnceLock<(X509Store, u64)>,
+    /// The trust anchors (and CRLs), loaded when first needed.
+    trust_store: OnceLock<Arc<TrustStore>>,
     /// Every source's intermediate CA certificates, read once.
     intermediates: Vec<X509>,
     now: i64,
@@ -107,26 +106,12 @@ pub fn default_store_dir() -> Result<PathBuf> {
     Ok(base.join("smimed").join("certs"))
 }
 
-/// A purpose-less store of the email-usable anchors. `TrustStore::store_encrypt` uses OpenSSL's
+/// A recipient's path is checked against `TrustStore::store_any_purpose` (the email-usable
+/// anchors, the CRLs when configured, no purpose): `store_encrypt` uses OpenSSL's
 /// S/MIME-encryption purpose, which demands keyEncipherment and so rejects every EC
-/// (keyAgreement) certificate; key usage and EKU are checked here instead.
-fn build_verify_store(trust: &TrustStore) -> Result<X509Store> {
-    let err = |e: openssl::error::ErrorStack| Error::software(format!("trust store: {e}"));
-    let mut b = X509StoreBuilder::new().map_err(err)?;
-    // Without configured trust paths the anchors are the system's hashed folder, as for
-    // verifying signatures.
-    if let Some(dir) = trust.hash_dir.as_deref().and_then(|d| d.to_str()) {
-        b.add_lookup(openssl::x509::store::X509Lookup::hash_dir())
-            .and_then(|l| l.add_dir(dir, openssl::ssl::SslFiletype::PEM))
-            .map_err(err)?;
-    }
-    for a in trust.anchors.iter().filter(|a| a.cert.email_allowed) {
-        let _ = b.add_cert(a.cert.cert.clone());
-    }
-    b.set_flags(X509VerifyFlags::PARTIAL_CHAIN).map_err(err)?;
-    let _ = openssl::error::ErrorStack::get();
-    Ok(b.build())
-}
+/// (keyAgreement) certificate; key usage and EKU are checked here instead. When no configured
+/// CRL covers an issuer on the path, the path is checked again without CRLs (as for signers).
+const NO_CRL: &str = "no CRL covers an issuer on the path";
 
 impl<'a> AddressBook<'a> {
     /// The sources in lookup order: the local store (opened read-only here), then vCard paths.
@@ -151,19 +136,18 @@ impl<'a> AddressBook<'a> {
         Ok(AddressBook {
             sources,
             trust,
-            verify_store: OnceLock::new(),
+            trust_store: OnceLock::new(),
             intermediates,
             now: pathcache::now(),
         })
     }
 
-    fn verify_store(&self) -> Result<&(X509Store, u64)> {
-        if let Some(s) = self.verify_store.get() {
+    fn trust_store(&self) -> Result<&Arc<TrustStore>> {
+        if let Some(s) = self.trust_store.get() {
             return Ok(s);
         }
         let trust = (self.trust)()?;
-        let built = (build_verify_store(&trust)?, trust.generation);
-        Ok(self.verify_store.get_or_init(|| built))
+        Ok(self.trust_store.get_or_init(|| trust))
     }
 
     /// Whether `cert` may encrypt to `addr` now (see [`check_for_encryption`]): Ok(Err(reason))
@@ -181,7 +165,7 @@ impl<'a> AddressBook<'a> {
         addr: &str,
         chain: &[X509],
     ) -> Result<std::result::Result<(), String>> {
-        let (store, generation) = self.verify_store()?;
+        let trust = self.trust_store()?;
         let joined;
         let untrusted: &[X509] = if chain.is_empty() {
             &self.intermediates
@@ -194,14 +178,26 @@ impl<'a> AddressBook<'a> {
                 .collect::<Vec<X509>>();
             &joined
         };
-        Ok(check_for_encryption_cached(
+        let r = check_for_encryption_cached(
             cert,
             addr,
-            store,
+            &trust.store_any_purpose,
             untrusted,
             self.now,
-            *generation,
-        ))
+            trust.generation,
+        );
+        if trust.has_crls && r.as_ref().is_err_and(|e| e == NO_CRL) {
+            // Revocation unknown for this issuer, as for a signer: the path without CRLs.
+            return Ok(check_for_encryption_cached(
+                cert,
+                addr,
+                &trust.store_any_purpose_no_crl,
+                untrusted,
+                self.now,
+                trust.generation | (1 << 63),
+            ));
+        }
+        Ok(r)
     }
 
     /// The SMIMECapabilities recorded for a certificate by any source, if any.
@@ -358,6 +354,9 @@ fn check(
     let _ = openssl::error::ErrorStack::get();
     match verified {
         Ok(r) if r == X509VerifyResult::OK => Ok(()),
+        // X509_V_ERR_UNABLE_TO_GET_CRL
+        Ok(r) if r.as_raw() == 3 => Err(String::from(NO_CRL)),
+        Ok(r) if r.as_raw() == 23 => Err(String::from("revoked")),
         Ok(r) => Err(format!("no path to a trust anchor: {}", r.error_string())),
         Err(e) => Err(format!("path check failed: {e}")),
     }
@@ -538,6 +537,7 @@ mod tests {
     use openssl::hash::MessageDigest;
     use openssl::pkey::{PKey, Private};
     use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
+    use openssl::x509::store::X509StoreBuilder;
     use openssl::x509::{X509Builder, X509NameBuilder};
 
     fn key() -> PKey<Private> {

@@ -86,13 +86,57 @@ fn push_unique(list: &mut Vec<String>, a: &str) {
     }
 }
 
-/// The identity to sign as: its certificate names `sender`; the newest valid one.
-fn identity_for<'a>(ids: &'a [Identity], sender: &str) -> Option<&'a Identity> {
-    let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
-    ids.iter()
-        .filter(|i| certs::has_address(&i.cert, sender))
+/// X509v3 key usage bits and extended key usage flags (XKU_*) checked for own identities.
+const KU_DIGITAL_SIGNATURE: u32 = 0x80;
+const KU_NON_REPUDIATION: u32 = 0x40;
+const KU_KEY_ENCIPHERMENT: u32 = 0x20;
+const KU_KEY_AGREEMENT: u32 = 0x08;
+const XKU_SMIME: u32 = 0x4;
+const XKU_ANYEKU: u32 = 0x100;
+
+fn email_eku(cert: &X509) -> bool {
+    ossl::ext_key_usage(cert).is_none_or(|x| x & (XKU_SMIME | XKU_ANYEKU) != 0)
+}
+
+/// Whether a certificate may sign mail (RFC 8550 §4.4.2: digitalSignature or nonRepudiation
+/// when key usage is present; emailProtection when EKU is present).
+fn may_sign(cert: &X509) -> bool {
+    ossl::key_usage(cert).is_none_or(|k| k & (KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION) != 0)
+        && email_eku(cert)
+}
+
+/// Whether others may encrypt to a certificate (keyEncipherment for RSA, keyAgreement for EC,
+/// when key usage is present; emailProtection when EKU is present).
+fn may_encrypt_to(cert: &X509) -> bool {
+    let need = match cert.public_key().map(|k| k.id()) {
+        Ok(openssl::pkey::Id::RSA) => KU_KEY_ENCIPHERMENT,
+        Ok(openssl::pkey::Id::EC) => KU_KEY_AGREEMENT,
+        _ => return false,
+    };
+    ossl::key_usage(cert).is_none_or(|k| k & need != 0) && email_eku(cert)
+}
+
+/// Own identities whose certificate names `addr` and is valid now, the newest first.
+fn identities_for<'a>(ids: &'a [Identity], addr: &str) -> Vec<&'a Identity> {
+    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
+        return Vec::new();
+    };
+    let mut v: Vec<&Identity> = ids
+        .iter()
+        .filter(|i| certs::has_address(&i.cert, addr))
         .filter(|i| i.cert.not_after() >= now && i.cert.not_before() <= now)
-        .max_by_key(|i| certs::unix_time(i.cert.not_before()).unwrap_or(0))
+        .collect();
+    v.sort_by_key(|i| std::cmp::Reverse(certs::unix_time(i.cert.not_before()).unwrap_or(0)));
+    v
+}
+
+/// The identity to sign as: its certificate names `sender` and may sign; the newest such. (With
+/// separate signing and encryption certificates, as Exchange issues them, the encryption one
+/// is never chosen to sign: nobody could verify it.)
+fn identity_for<'a>(ids: &'a [Identity], sender: &str) -> Option<&'a Identity> {
+    identities_for(ids, sender)
+        .into_iter()
+        .find(|i| may_sign(&i.cert))
 }
 
 /// A certificate to encrypt to, with what its owner advertised.
@@ -351,16 +395,17 @@ pub fn prepare(
         // ours) is encrypted to with that identity's certificate, checked like any other, as
         // the sender is below: it need not be in the address book.
         let own = |addr: &str| -> Result<Option<Recipient>> {
-            let Some(i) = ids.as_deref().and_then(|ids| identity_for(ids, addr)) else {
-                return Ok(None);
-            };
-            Ok(book
-                .check_with(&i.cert, addr, &i.chain)?
-                .is_ok()
-                .then(|| Recipient {
-                    capabilities: book.recorded_capabilities(&i.cert),
-                    cert: i.cert.clone(),
-                }))
+            // Every identity for the address, the newest first: the first one others may
+            // encrypt to (a signing-only certificate is passed over).
+            for i in identities_for(ids.as_deref().map(|v| &v[..]).unwrap_or(&[]), addr) {
+                if book.check_with(&i.cert, addr, &i.chain)?.is_ok() {
+                    return Ok(Some(Recipient {
+                        capabilities: book.recorded_capabilities(&i.cert),
+                        cert: i.cert.clone(),
+                    }));
+                }
+            }
+            Ok(None)
         };
         let mut missing = Vec::new();
         for r in &recipients {
@@ -477,14 +522,32 @@ pub fn prepare(
                     "a header field of the content is not 7-bit: signing opaque (application/pkcs7-mime) instead of multipart/signed"
                 );
             }
-            if opts.opaque || (eight_bit && !encrypt) {
-                let der =
-                    ossl::sign_der(&id.cert, &id.key, &id.chain, &content, false).map_err(ssl)?;
-                entity::pkcs7_mime(&der, "signed-data")
-            } else {
-                let der =
-                    ossl::sign_der(&id.cert, &id.key, &id.chain, &content, true).map_err(ssl)?;
+            // SMIMEEncryptionKeyPreference names the certificate to encrypt to us with: the
+            // one this message is encrypted to, else our newest identity others may encrypt to
+            // (the signing certificate when it allows both); none when there is no such.
+            let keypref: Option<X509> = match &sender_cert {
+                Some(r) => Some(r.cert.clone()),
+                None => sender.as_deref().and_then(|s| {
+                    identities_for(ids.as_deref().map(|v| &v[..]).unwrap_or(&[]), s)
+                        .into_iter()
+                        .find(|i| may_encrypt_to(&i.cert))
+                        .map(|i| i.cert.clone())
+                }),
+            };
+            let detached = !(opts.opaque || (eight_bit && !encrypt));
+            let der = ossl::sign_der(
+                &id.cert,
+                &id.key,
+                &id.chain,
+                keypref.as_deref(),
+                &content,
+                detached,
+            )
+            .map_err(ssl)?;
+            if detached {
                 entity::multipart_signed(&content, &der)
+            } else {
+                entity::pkcs7_mime(&der, "signed-data")
             }
         }
         _ => content,
