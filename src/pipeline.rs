@@ -485,6 +485,12 @@ fn process_layers(
     for p in &protected {
         fields.retain(|f| !f.name().eq_ignore_ascii_case(p.name()));
     }
+    if !protected.is_empty() {
+        // The protected header section is the header the sender wrote (RFC 9788): an outer
+        // field it lacks that readers show or reply to (a Reply-To or Cc added on the way) was
+        // not written by the sender and is dropped; trace, list and threading fields stay.
+        fields.retain(|f| !USER_FACING.iter().any(|n| f.is(n)));
+    }
     let promoted_at = fields
         .iter()
         .position(|f| f.is("MIME-Version"))
@@ -521,6 +527,28 @@ fn process_layers(
         forged_removed,
     })
 }
+
+/// Header fields a reader shows or acts on (addresses a reply goes to, what the message says
+/// it is), which only the protected header section may supply once there is one. Date,
+/// Message-ID and the threading fields stay when the section lacks them: older senders leave
+/// them out, and they send nothing anywhere.
+const USER_FACING: &[&str] = &[
+    "From",
+    "Sender",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Bcc",
+    "Subject",
+    "Followup-To",
+    "Mail-Followup-To",
+    "Mail-Reply-To",
+    "Keywords",
+    "Comments",
+    "Disposition-Notification-To",
+    "Return-Receipt-To",
+    "Organization",
+];
 
 /// Whether an entity split by [`mime::split`] really starts with a header section: a blank line
 /// ended it, and every line before that is a field (a name of printable ASCII, then a colon).
@@ -1072,6 +1100,13 @@ fn unwrap_protected(content: Secret, authserv_id: &str) -> (Secret, Vec<Field>) 
                 .is_some_and(|v| v.eq_ignore_ascii_case("no"))
         {
             let wrapped = Secret::new(mime::decode_body(&ent));
+            if mime::classify_entity(&mime::split(&wrapped)) != Kind::Other {
+                // S/MIME inside the wrapper (a captured ciphertext or someone's signed
+                // message) is no protected header section: it stays attached, below the
+                // root, where scan_partial reports it; lifted to the root it was delivered as
+                // the message itself (a reply oracle) without having been processed.
+                return (content, Vec::new());
+            }
             let fields = promote(&mime::split(&wrapped), eol);
             (Some(wrapped), fields)
         } else if ct.params.contains_key("hp") || ct.params.contains_key("protected-headers") {

@@ -141,6 +141,17 @@ fn token(s: &str) -> String {
         .collect()
 }
 
+/// An address as it may stand in a status value: exactly as the certificate has it when it is
+/// an ASCII `local-part@domain` of atext and dots (RFC 5322 §3.2.3; it then needs no quoting
+/// in a `key=value` list or an RFC 8601 pvalue). None otherwise (an internationalised address):
+/// the property is left out rather than another, valid-looking address shown.
+fn address_value(a: &str) -> Option<String> {
+    let ok = a.contains('@')
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.@".contains(c));
+    ok.then(|| a.to_string())
+}
+
 impl Status {
     pub fn add(&mut self, key: &str, value: impl AsRef<str>) {
         let value = token(value.as_ref());
@@ -172,7 +183,7 @@ impl Status {
         for a in self
             .signers
             .iter()
-            .filter_map(|s| s.address.as_deref().map(token))
+            .filter_map(|s| s.address.as_deref().and_then(address_value))
         {
             if !signers.contains(&a) {
                 signers.push(a);
@@ -205,8 +216,8 @@ impl Status {
             if let Some(r) = &s.reason {
                 out.push_str(&format!(" reason=\"{}\"", quote(r)));
             }
-            if let Some(a) = &s.address {
-                out.push_str(&format!(" body.smime-identifier={}", token(a)));
+            if let Some(a) = s.address.as_deref().and_then(address_value) {
+                out.push_str(&format!(" body.smime-identifier={a}"));
             }
             out.push_str(&format!(" body.smime-part={}", token(&s.part)));
             if let (Some(serial), Some(issuer)) = (&s.serial, &s.issuer) {
@@ -411,6 +422,21 @@ pub fn strip_forged(fields: &mut Vec<Field>, authserv_id: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signer_addresses_are_shown_exactly_or_not_at_all() {
+        assert_eq!(
+            address_value("ceo&x@example.org").as_deref(),
+            Some("ceo&x@example.org")
+        );
+        assert_eq!(
+            address_value("o'brien@example.org").as_deref(),
+            Some("o'brien@example.org")
+        );
+        assert_eq!(address_value("b\u{fc}ro@example.org"), None);
+        assert_eq!(address_value("a;b@example.org"), None);
+        assert_eq!(address_value("a b@example.org"), None);
+    }
 
     #[test]
     fn authserv_id_extraction() {

@@ -656,11 +656,12 @@ fn protected_headers_are_honoured() {
         .map(|(_, v)| v.as_str())
         .collect();
     assert_eq!(froms, ["alice@example.org"]);
-    // Headers not protected stay: Date, Message-ID, To.
+    // Date and Message-ID, not protected here, stay; an address field the protected section
+    // lacks does not (an outer To, Cc or Reply-To is not the sender's once a protected section
+    // says what the header was).
     assert!(fields.iter().any(|(n, _)| n == "Message-ID"));
-    assert!(fields
-        .iter()
-        .any(|(n, v)| n == "To" && v == "bob@example.org"));
+    assert!(fields.iter().any(|(n, _)| n == "Date"));
+    assert!(!fields.iter().any(|(n, _)| n == "To"), "{text}");
 
     // Legacy wrapper: message/rfc822; forwarded=no inside the signature.
     let wrapped = format!(
@@ -1501,4 +1502,56 @@ fn a_protected_from_inside_a_multipart_signed_must_be_the_signer_too() {
             }
         }
     }
+}
+
+#[test]
+fn protected_headers_replace_the_outer_ones_and_wrapped_smime_stays_attached() {
+    let p = pki();
+    // Signed and encrypted with a protected header section (hp="cipher"); outside, an attacker
+    // changed the Subject and added Reply-To and Cc. The delivered message shows the protected
+    // fields only: no outer Reply-To or Cc next to them.
+    let inner = b"Content-Type: text/plain; hp=\"cipher\"\r\nFrom: alice@example.org\r\n\
+To: bob@example.org\r\nSubject: Real subject\r\n\r\nsecret body\r\n";
+    let signed = sign_as(&p.alice, false, &["-binary"], inner);
+    let enc = encrypt_to(&[&p.bob], &["-aes256", "-binary"], &signed);
+    let mut msg = b"Reply-To: attacker@evil.example\r\nCc: eve@evil.example\r\n".to_vec();
+    msg.extend(message(
+        "alice@example.org",
+        "bob@example.org",
+        "[...]",
+        &enc,
+    ));
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    assert!(text.contains("Subject: Real subject"), "{text}");
+    assert!(!text.contains("attacker@evil.example"), "{text}");
+    assert!(!text.contains("eve@evil.example"), "{text}");
+    assert!(!text.contains("Subject: [...]"), "{text}");
+
+    // A captured ciphertext inside a forwarded=no wrapper is no protected header section: it
+    // stays attached (partial=encrypted) instead of becoming the delivered message itself.
+    let captured = encrypt_to(
+        &[&p.bob],
+        &["-aes256"],
+        &sample_entity("TOP SECRET from carol"),
+    );
+    let captured = String::from_utf8_lossy(&captured)
+        .replace("MIME-Version: 1.0\r\n", "")
+        .replace("MIME-Version: 1.0\n", "");
+    let mut wrapper =
+        b"Content-Type: message/rfc822; forwarded=no\r\n\r\nFrom: eve@evil.example\r\n\
+Subject: Please reply\r\n"
+            .to_vec();
+    wrapper.extend_from_slice(captured.as_bytes());
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], &wrapper);
+    let msg = message("eve@evil.example", "bob@example.org", "x", &enc);
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_eq!(status_word(&st, "encryption"), Some("decrypted"), "{st}");
+    assert_eq!(status_word(&st, "partial"), Some("encrypted"), "{st}");
+    let root_ct = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("content-type:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(root_ct.contains("message/rfc822"), "{root_ct}");
 }
