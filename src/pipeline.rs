@@ -469,8 +469,16 @@ fn process_layers(
     };
 
     // Assemble: outer fields minus Content-*, protected fields promoted, the content's entity.
-    let (content, protected) = unwrap_protected(content, ctx.authserv_id());
+    let (content, mut protected) = unwrap_protected(content, ctx.authserv_id());
     let mut inner = mime::split(&content);
+    if protected.is_empty() && mime::classify_entity(&inner) == Kind::MultipartSigned {
+        // A multipart/signed inside the encryption (Thunderbird's layout): the protected
+        // header section in its signed part is the header, as for opaque content. The
+        // multipart/signed itself stays as it is, for the client to verify again.
+        if let Some(section) = signed_part_protected_section(&content) {
+            protected = promotable(&section, eol, ctx.authserv_id());
+        }
+    }
     if !has_header_section(&inner) {
         // Content that is not a MIME entity (bare text, as RFC 4134's samples and OpenSSL's
         // `cms -encrypt` of a text file carry): all of it is the body, a text/plain one
@@ -567,27 +575,55 @@ fn has_header_section(e: &Entity<'_>) -> bool {
 /// The From of the protected header section in a multipart/signed's signed part; None when
 /// that part has none.
 fn protected_from(multipart_signed: &[u8]) -> Option<FromAddress> {
+    let fields = signed_part_protected_section(multipart_signed)?;
+    fields
+        .iter()
+        .any(|f| f.is("From"))
+        .then(|| verify::from_address(&fields))
+}
+
+/// The protected header section (all its fields) in a multipart/signed's signed part: the
+/// part's own fields when its Content-Type has `hp=` (or `protected-headers=`), or the fields
+/// of a legacy `message/rfc822; forwarded=no` wrapper. None when there is none.
+fn signed_part_protected_section(multipart_signed: &[u8]) -> Option<Vec<Field>> {
     let parsed = mailparse::parse_mail(multipart_signed).ok()?;
     let first = parsed.subparts.first()?;
     let ent = mime::split(first.raw_bytes);
     let ct = ent.content_type();
-    let fields: Vec<Field> = if ct.mimetype == "message/rfc822"
+    if ct.mimetype == "message/rfc822"
         && ct
             .params
             .get("forwarded")
             .is_some_and(|v| v.eq_ignore_ascii_case("no"))
     {
         let wrapped = Secret::new(mime::decode_body(&ent));
-        mime::split(&wrapped).fields
+        let inner = mime::split(&wrapped);
+        if mime::classify_entity(&inner) != Kind::Other {
+            return None;
+        }
+        Some(inner.fields)
     } else if ct.params.contains_key("hp") || ct.params.contains_key("protected-headers") {
-        ent.fields.clone()
+        Some(ent.fields.clone())
     } else {
-        return None;
-    };
-    fields
+        None
+    }
+}
+
+/// The fields of a protected header section to promote: no Content-* or MIME-Version fields,
+/// no forged status fields, each ending in a line break.
+fn promotable(fields: &[Field], eol: &[u8], authserv_id: &str) -> Vec<Field> {
+    let mut v: Vec<Field> = fields
         .iter()
-        .any(|f| f.is("From"))
-        .then(|| verify::from_address(&fields))
+        .filter(|f| !f.is_content() && !f.is("MIME-Version") && !f.name().is_empty())
+        .cloned()
+        .collect();
+    status::strip_forged(&mut v, authserv_id);
+    v.iter_mut().for_each(|f| {
+        if !f.raw.ends_with(b"\n") {
+            f.raw.extend_from_slice(eol);
+        }
+    });
+    v
 }
 
 /// Judges every signer against the delivered From and, when the signed content carries a
@@ -1074,21 +1110,8 @@ fn check_signed(
 /// message/rfc822 wrapper with `forwarded=no`): returns the content to deliver and the fields
 /// to promote over the outer ones.
 fn unwrap_protected(content: Secret, authserv_id: &str) -> (Secret, Vec<Field>) {
-    let promote = |e: &Entity<'_>, eol: &[u8]| -> Vec<Field> {
-        let mut v: Vec<Field> = e
-            .fields
-            .iter()
-            .filter(|f| !f.is_content() && !f.is("MIME-Version") && !f.name().is_empty())
-            .cloned()
-            .collect();
-        status::strip_forged(&mut v, authserv_id);
-        v.iter_mut().for_each(|f| {
-            if !f.raw.ends_with(b"\n") {
-                f.raw.extend_from_slice(eol);
-            }
-        });
-        v
-    };
+    let promote =
+        |e: &Entity<'_>, eol: &[u8]| -> Vec<Field> { promotable(&e.fields, eol, authserv_id) };
     let (wrapped, fields) = {
         let ent = mime::split(&content);
         let ct = ent.content_type();

@@ -1528,6 +1528,34 @@ To: bob@example.org\r\nSubject: Real subject\r\n\r\nsecret body\r\n";
     assert!(!text.contains("eve@evil.example"), "{text}");
     assert!(!text.contains("Subject: [...]"), "{text}");
 
+    // The same with a detached signature inside the encryption (multipart/signed, as
+    // Thunderbird sends it): the protected fields in the signed part are promoted too.
+    let signed = sign_as(&p.alice, true, &["-binary"], inner);
+    let enc = encrypt_to(&[&p.bob], &["-aes256", "-binary"], &signed);
+    let mut msg = b"Reply-To: attacker@evil.example\r\n".to_vec();
+    msg.extend(message(
+        "alice@example.org",
+        "bob@example.org",
+        "[...]",
+        &enc,
+    ));
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(head.contains("Subject: Real subject"), "{text}");
+    assert!(
+        !head.contains("Subject: [...]") && !head.contains("attacker@"),
+        "{text}"
+    );
+    assert!(
+        text.contains("multipart/signed"),
+        "kept for the client: {text}"
+    );
+
     // A captured ciphertext inside a forwarded=no wrapper is no protected header section: it
     // stays attached (partial=encrypted) instead of becoming the delivered message itself.
     let captured = encrypt_to(
