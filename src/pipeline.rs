@@ -589,6 +589,26 @@ fn signed_part_protected_section(multipart_signed: &[u8]) -> Option<Vec<Field>> 
     let parsed = mailparse::parse_mail(multipart_signed).ok()?;
     let first = parsed.subparts.first()?;
     let ent = mime::split(first.raw_bytes);
+    match protection(&ent) {
+        Protection::Wrapped(w) => Some(mime::split(&w).fields),
+        Protection::Hp => Some(ent.fields.clone()),
+        Protection::WrappedSmime | Protection::None => None,
+    }
+}
+
+/// The protected header section an entity carries.
+enum Protection {
+    None,
+    /// Its own fields (RFC 9788 `hp=`, or the older `protected-headers=`).
+    Hp,
+    /// A legacy `message/rfc822; forwarded=no` wrapper: the wrapped message, decoded.
+    Wrapped(Secret),
+    /// Such a wrapper around S/MIME (a captured ciphertext, someone's signed message): no
+    /// protected header section, and never unwrapped (it stays attached, reported partial).
+    WrappedSmime,
+}
+
+fn protection(ent: &Entity<'_>) -> Protection {
     let ct = ent.content_type();
     if ct.mimetype == "message/rfc822"
         && ct
@@ -596,16 +616,16 @@ fn signed_part_protected_section(multipart_signed: &[u8]) -> Option<Vec<Field>> 
             .get("forwarded")
             .is_some_and(|v| v.eq_ignore_ascii_case("no"))
     {
-        let wrapped = Secret::new(mime::decode_body(&ent));
-        let inner = mime::split(&wrapped);
-        if mime::classify_entity(&inner) != Kind::Other {
-            return None;
+        let wrapped = Secret::new(mime::decode_body(ent));
+        if mime::classify_entity(&mime::split(&wrapped)) != Kind::Other {
+            return Protection::WrappedSmime;
         }
-        Some(inner.fields)
-    } else if ct.params.contains_key("hp") || ct.params.contains_key("protected-headers") {
-        Some(ent.fields.clone())
+        return Protection::Wrapped(wrapped);
+    }
+    if ct.params.contains_key("hp") || ct.params.contains_key("protected-headers") {
+        Protection::Hp
     } else {
-        None
+        Protection::None
     }
 }
 
@@ -1114,28 +1134,17 @@ fn unwrap_protected(content: Secret, authserv_id: &str) -> (Secret, Vec<Field>) 
         |e: &Entity<'_>, eol: &[u8]| -> Vec<Field> { promotable(&e.fields, eol, authserv_id) };
     let (wrapped, fields) = {
         let ent = mime::split(&content);
-        let ct = ent.content_type();
         let eol = mime::eol_of(&content);
-        if ct.mimetype == "message/rfc822"
-            && ct
-                .params
-                .get("forwarded")
-                .is_some_and(|v| v.eq_ignore_ascii_case("no"))
-        {
-            let wrapped = Secret::new(mime::decode_body(&ent));
-            if mime::classify_entity(&mime::split(&wrapped)) != Kind::Other {
-                // S/MIME inside the wrapper (a captured ciphertext or someone's signed
-                // message) is no protected header section: it stays attached, below the
-                // root, where scan_partial reports it; lifted to the root it was delivered as
-                // the message itself (a reply oracle) without having been processed.
-                return (content, Vec::new());
+        match protection(&ent) {
+            Protection::Wrapped(wrapped) => {
+                let fields = promote(&mime::split(&wrapped), eol);
+                (Some(wrapped), fields)
             }
-            let fields = promote(&mime::split(&wrapped), eol);
-            (Some(wrapped), fields)
-        } else if ct.params.contains_key("hp") || ct.params.contains_key("protected-headers") {
-            (None, promote(&ent, eol))
-        } else {
-            (None, Vec::new())
+            Protection::Hp => (None, promote(&ent, eol)),
+            // S/MIME in a wrapper stays attached, below the root, where scan_partial reports
+            // it; lifted to the root it was delivered as the message itself (a reply oracle)
+            // without having been processed.
+            Protection::WrappedSmime | Protection::None => (None, Vec::new()),
         }
     };
     (wrapped.unwrap_or(content), fields)

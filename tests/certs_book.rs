@@ -585,20 +585,7 @@ fn a_ca_without_key_usage_is_an_intermediate_and_remove_takes_common_fingerprint
     let p = pki();
     let env = Env::new();
     let d = env.dir.path();
-    let sh = |script: &str| {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(d)
-            .output()
-            .expect("sh");
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let sh = |script: &str| common::sh_in(d, script);
     // A root, an intermediate with basicConstraints cA and no keyUsage (valid for OpenSSL),
     // and dave under it.
     sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout r.key -out r.pem -days 30 -subj /CN=R \

@@ -921,20 +921,7 @@ fn separate_signing_and_encryption_certificates_and_revoked_recipients() {
     // certificate is revoked by the CRL given with --crl: it must not be encrypted to.
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let sh = |script: &str| {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(d)
-            .output()
-            .expect("sh");
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let sh = |script: &str| common::sh_in(d, script);
     sh(r#"
 cat > ca.cnf <<'X'
 [ca]

@@ -15,6 +15,22 @@ pub fn smimed_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_smimed"))
 }
 
+/// Runs `script` with `sh -c` in `dir`; panics (showing stderr) when it fails; returns stdout.
+pub fn sh_in(dir: &std::path::Path, script: &str) -> Vec<u8> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Runs a command with `stdin` as its standard input and returns its output.
 pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
     let mut child = cmd
