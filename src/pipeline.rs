@@ -493,10 +493,11 @@ fn process_layers(
     for p in &protected {
         fields.retain(|f| !f.name().eq_ignore_ascii_case(p.name()));
     }
-    if !protected.is_empty() {
-        // The protected header section is the header the sender wrote (RFC 9788): an outer
-        // field it lacks that readers show or reply to (a Reply-To or Cc added on the way) was
-        // not written by the sender and is dropped; trace, list and threading fields stay.
+    if protected.iter().any(|f| f.is("From")) {
+        // A protected header section with a From is the header the sender wrote (RFC 9788):
+        // an outer field it lacks that readers show or reply to (a Reply-To or Cc added on the
+        // way) was not written by the sender and is dropped; trace, list and threading fields
+        // stay. (A section without a From, only a Subject say, replaces what it has.)
         fields.retain(|f| !USER_FACING.iter().any(|n| f.is(n)));
     }
     let promoted_at = fields

@@ -1528,6 +1528,18 @@ To: bob@example.org\r\nSubject: Real subject\r\n\r\nsecret body\r\n";
     assert!(!text.contains("eve@evil.example"), "{text}");
     assert!(!text.contains("Subject: [...]"), "{text}");
 
+    // A protected section with only a Subject replaces the Subject and drops nothing else.
+    let only_subject =
+        b"Content-Type: text/plain; hp=\"cipher\"\r\nSubject: Real subject\r\n\r\nbody\r\n";
+    let signed = sign_as(&p.alice, false, &["-binary"], only_subject);
+    let enc = encrypt_to(&[&p.bob], &["-aes256", "-binary"], &signed);
+    let msg = message("alice@example.org", "bob@example.org", "[...]", &enc);
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    assert!(text.contains("Subject: Real subject"), "{text}");
+    assert!(text.contains("From: alice@example.org"), "{text}");
+    assert!(text.contains("To: bob@example.org"), "{text}");
+
     // The same with a detached signature inside the encryption (multipart/signed, as
     // Thunderbird sends it): the protected fields in the signed part are promoted too.
     let signed = sign_as(&p.alice, true, &["-binary"], inner);

@@ -964,6 +964,8 @@ mk bob bob@example.org both 20260101000000Z
 mk frank frank@example.org both 20260101000000Z
 openssl ca -config ca.cnf -cert ca.pem -keyfile ca.key -revoke frank.crt 2>/dev/null
 openssl ca -config ca.cnf -cert ca.pem -keyfile ca.key -gencrl -out crl.pem 2>/dev/null
+openssl ca -config ca.cnf -cert ca.pem -keyfile ca.key -gencrl -crl_lastupdate 20200101000000Z \
+  -crl_nextupdate 20200201000000Z -out expired.crl 2>/dev/null
 "#);
     let send = |keys: &[&str], extra: &[&str], to: &str| {
         let mut c = common::smimed();
@@ -1035,6 +1037,36 @@ openssl ca -config ca.cnf -cert ca.pem -keyfile ca.key -gencrl -out crl.pem 2>/d
                 String::from_utf8_lossy(&v.stderr)
             );
         }
+    }
+    // A CRL past its nextUpdate (routine) leaves revocation unknown, as for signers: bob
+    // is still encrypted to; it made every certificate of the CA unusable, and auto sent the
+    // message in clear.
+    {
+        let mut c = common::smimed();
+        c.current_dir(d)
+            .args([
+                "--trust",
+                "ca.pem",
+                "--certs",
+                "store",
+                "--crl",
+                "expired.crl",
+            ])
+            .args(["--key", "sig1.pem", "--key", "enc.pem"])
+            .args(["sendmail", "--mta", "/bin/sh -c 'cat > out.eml' sh", "-oi"])
+            .arg("bob@example.org");
+        let out = run_with_stdin(
+            &mut c,
+            b"From: alice@example.org\nTo: bob@example.org\nSubject: t\n\nhello\n",
+        );
+        assert_ok(&out);
+        let eml = std::fs::read(d.join("out.eml")).expect("sent");
+        std::fs::remove_file(d.join("out.eml")).expect("rm");
+        assert_eq!(
+            smime_type(&eml),
+            "enveloped-data",
+            "stale CRL: sent in clear"
+        );
     }
     // frank is revoked: refused under --encrypt always (nothing sent), and lookup says why.
     let (out, eml) = send(

@@ -354,8 +354,21 @@ fn check(
     let _ = openssl::error::ErrorStack::get();
     match verified {
         Ok(r) if r == X509VerifyResult::OK => Ok(()),
-        // X509_V_ERR_UNABLE_TO_GET_CRL
-        Ok(r) if r.as_raw() == 3 => Err(String::from(NO_CRL)),
+        // Revocation unknown, not refused: no CRL for an issuer (3), or one that cannot be
+        // used: its signature (6, 8), its dates (11, 12, 15, 16: a CRL past its nextUpdate is
+        // routine), its issuer (33, 35), its extensions or scope (36, 44, 54).
+        Ok(r)
+            if matches!(
+                r.as_raw(),
+                3 | 6 | 8 | 11 | 12 | 15 | 16 | 33 | 35 | 36 | 44 | 54
+            ) =>
+        {
+            log::warn!(
+                "recipient certificate: revocation not checked ({})",
+                r.error_string()
+            );
+            Err(String::from(NO_CRL))
+        }
         Ok(r) if r.as_raw() == 23 => Err(String::from("revoked")),
         Ok(r) => Err(format!("no path to a trust anchor: {}", r.error_string())),
         Err(e) => Err(format!("path check failed: {e}")),
