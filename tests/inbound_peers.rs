@@ -1512,47 +1512,44 @@ fn protected_headers_replace_the_outer_ones_and_wrapped_smime_stays_attached() {
     // fields only: no outer Reply-To or Cc next to them.
     let inner = b"Content-Type: text/plain; hp=\"cipher\"\r\nFrom: alice@example.org\r\n\
 To: bob@example.org\r\nSubject: Real subject\r\n\r\nsecret body\r\n";
-    let signed = sign_as(&p.alice, false, &["-binary"], inner);
-    let enc = encrypt_to(&[&p.bob], &["-aes256", "-binary"], &signed);
-    let mut msg = b"Reply-To: attacker@evil.example\r\nCc: eve@evil.example\r\n".to_vec();
-    msg.extend(message(
-        "alice@example.org",
-        "bob@example.org",
-        "[...]",
-        &enc,
-    ));
-    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
-    assert_words(&st, "decrypted", "valid");
+    // Signed by alice (detached or opaque), encrypted to bob, `outer` fields put in front.
+    let deliver = |content: &[u8], detached: bool, outer: &[u8]| {
+        let signed = sign_as(&p.alice, detached, &["-binary"], content);
+        let enc = encrypt_to(&[&p.bob], &["-aes256", "-binary"], &signed);
+        let mut msg = outer.to_vec();
+        msg.extend(message(
+            "alice@example.org",
+            "bob@example.org",
+            "[...]",
+            &enc,
+        ));
+        let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+        assert_words(&st, "decrypted", "valid");
+        text
+    };
+    let text = deliver(
+        inner,
+        false,
+        b"Reply-To: attacker@evil.example\r\nCc: eve@evil.example\r\n",
+    );
     assert!(text.contains("Subject: Real subject"), "{text}");
     assert!(!text.contains("attacker@evil.example"), "{text}");
     assert!(!text.contains("eve@evil.example"), "{text}");
     assert!(!text.contains("Subject: [...]"), "{text}");
 
     // A protected section with only a Subject replaces the Subject and drops nothing else.
-    let only_subject =
-        b"Content-Type: text/plain; hp=\"cipher\"\r\nSubject: Real subject\r\n\r\nbody\r\n";
-    let signed = sign_as(&p.alice, false, &["-binary"], only_subject);
-    let enc = encrypt_to(&[&p.bob], &["-aes256", "-binary"], &signed);
-    let msg = message("alice@example.org", "bob@example.org", "[...]", &enc);
-    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
-    assert_words(&st, "decrypted", "valid");
+    let text = deliver(
+        b"Content-Type: text/plain; hp=\"cipher\"\r\nSubject: Real subject\r\n\r\nbody\r\n",
+        false,
+        b"",
+    );
     assert!(text.contains("Subject: Real subject"), "{text}");
     assert!(text.contains("From: alice@example.org"), "{text}");
     assert!(text.contains("To: bob@example.org"), "{text}");
 
     // The same with a detached signature inside the encryption (multipart/signed, as
     // Thunderbird sends it): the protected fields in the signed part are promoted too.
-    let signed = sign_as(&p.alice, true, &["-binary"], inner);
-    let enc = encrypt_to(&[&p.bob], &["-aes256", "-binary"], &signed);
-    let mut msg = b"Reply-To: attacker@evil.example\r\n".to_vec();
-    msg.extend(message(
-        "alice@example.org",
-        "bob@example.org",
-        "[...]",
-        &enc,
-    ));
-    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
-    assert_words(&st, "decrypted", "valid");
+    let text = deliver(inner, true, b"Reply-To: attacker@evil.example\r\n");
     let head = text
         .split("\r\n\r\n")
         .next()

@@ -719,17 +719,10 @@ Content-Transfer-Encoding: quoted-printable\n\nFrom a=0Ab\n--X--\n",
 
     // A signed message forwarded inside the content is left as it is: its own signature
     // still verifies after ours is taken off.
-    let inner_signed = openssl(
-        &[
-            "cms",
-            "-sign",
-            "-signer",
-            path_str(&p.carol.cert_path),
-            "-inkey",
-            path_str(&p.carol.key_path),
-            "-certfile",
-            path_str(&p.intermediate_path),
-        ],
+    let inner_signed = common::sign_as(
+        &p.carol,
+        true,
+        &[],
         b"Content-Type: text/plain\r\nContent-Transfer-Encoding: 8bit\r\n\r\nnested, 7-bit\r\n",
     );
     let mut msg = b"From: alice@example.org\nTo: bob@example.org\nSubject: fwd\nMIME-Version: 1.0\n\
