@@ -361,10 +361,7 @@ fn handle_sendmail(ctx: &Context, rd: &mut impl Read, conn: &UnixStream) -> std:
         sign,
         encrypt,
         opaque: flags & 1 != 0,
-        book: BookConfig {
-            certs: ctx.settings.certs.clone(),
-            vcard: ctx.settings.vcard.clone(),
-        },
+        book: BookConfig::from_settings(&ctx.settings),
     };
     let prepared = outbound::prepare(
         ctx,

@@ -56,6 +56,14 @@ pub struct Common {
     /// Repeatable.
     #[arg(long = "vcard", global = true, value_name = "PATH")]
     pub vcard: Vec<PathBuf>,
+    /// LDAP directory (a GAL) to look recipients' certificates up in: ldap://HOST[:PORT][/BASE]
+    /// or ldaps://…; the rest (bind DN, password, StartTLS, filter) is in the config file's
+    /// [ldap] table.
+    #[arg(long, global = true, value_name = "URL")]
+    pub ldap: Option<String>,
+    /// Base DN of the LDAP search (default: the URL's, or [ldap] base).
+    #[arg(long, global = true, value_name = "DN")]
+    pub ldap_base: Option<String>,
     /// `smimed filter` and `smimed sendmail` hand the message to the `smimed agent` listening
     /// on SOCKET (keys, trust and address book stay loaded there); when none answers, they work
     /// on their own.

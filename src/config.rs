@@ -40,6 +40,9 @@ pub struct FileConfig {
     /// vCard files or folders to look certificates up in.
     #[serde(default)]
     pub vcard: Vec<PathBuf>,
+    /// `[ldap]`: a directory to look certificates up in.
+    #[serde(default)]
+    pub ldap: crate::addressbook::ldap::LdapFileConfig,
     /// `smimed sendmail`: the real MTA command.
     pub mta: Option<String>,
     /// `smimed sendmail`: auto, always or never.
@@ -101,6 +104,8 @@ pub struct Settings {
     pub certs: Option<PathBuf>,
     /// vCard paths (`--vcard` / `vcard`).
     pub vcard: Vec<PathBuf>,
+    /// The LDAP directory (`--ldap` / `[ldap]`), if any.
+    pub ldap: Option<crate::addressbook::ldap::LdapConfig>,
     /// The file's outbound keys, for `smimed sendmail` to merge its own flags over.
     pub outbound: OutboundFile,
 }
@@ -241,6 +246,12 @@ impl Settings {
                 .map(|p| expand(p, None))
                 .or_else(|| file.certs.as_deref().map(|p| expand(p, base.as_deref()))),
             vcard: pick(&flags.vcard, &file.vcard),
+            ldap: crate::addressbook::ldap::LdapConfig::resolve(
+                &file.ldap,
+                flags.ldap.as_deref(),
+                flags.ldap_base.as_deref(),
+                &|p| expand(p, base.as_deref()),
+            )?,
             outbound: OutboundFile {
                 mta: file.mta,
                 sign: file.sign,

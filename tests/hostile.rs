@@ -51,6 +51,7 @@ fn ctx_bob() -> &'static Context {
             agent: None,
             certs: None,
             vcard: vec![],
+            ldap: None,
             outbound: Default::default(),
         })
     })

@@ -2,7 +2,7 @@
 //!
 //! Sources implement [`CertSource`] and are asked in a fixed order: the local store
 //! ([`store::Store`], `--certs DIR`), then vCard files ([`vcard::VcardSource`], `--vcard PATH`),
-//! then LDAP (a later issue adds it as one more `CertSource`). The first source that yields a
+//! then an LDAP directory ([`ldap::LdapSource`], `[ldap]` / `--ldap URL`). The first source that yields a
 //! usable certificate wins; within a source, the usable certificate with the latest notBefore.
 //!
 //! Invariants: a certificate is used for encryption only when [`check_for_encryption`] accepts
@@ -14,6 +14,7 @@
 //! local store, which harvests them only from verified mail.
 
 pub mod cache;
+pub mod ldap;
 pub mod store;
 pub mod vcard;
 
@@ -46,6 +47,8 @@ pub struct Candidate {
     pub source: String,
     /// The algorithms the owner advertised (from verified mail), in their order, if known.
     pub capabilities: Option<Vec<Capability>>,
+    /// CA certificates that came with it (an LDAP entry's, a PKCS#7's), to complete its path.
+    pub chain: Vec<X509>,
 }
 
 /// Something that can list certificates for an address (local store, vCard, LDAP).
@@ -94,6 +97,18 @@ pub struct BookConfig {
     /// Local store folder (None: the default under $XDG_DATA_HOME).
     pub certs: Option<PathBuf>,
     pub vcard: Vec<PathBuf>,
+    pub ldap: Option<ldap::LdapConfig>,
+}
+
+impl BookConfig {
+    /// The address book the settings name (`--certs`, `--vcard`, `[ldap]`).
+    pub fn from_settings(settings: &crate::config::Settings) -> BookConfig {
+        BookConfig {
+            certs: settings.certs.clone(),
+            vcard: settings.vcard.clone(),
+            ldap: settings.ldap.clone(),
+        }
+    }
 }
 
 /// `$XDG_DATA_HOME/smimed/certs` (or `~/.local/share/smimed/certs`).
@@ -124,10 +139,13 @@ impl<'a> AddressBook<'a> {
         if !config.vcard.is_empty() {
             sources.push(Box::new(vcard::VcardSource::new(config.vcard.clone())));
         }
+        if let Some(l) = &config.ldap {
+            sources.push(Box::new(ldap::LdapSource::new(l.clone())));
+        }
         Self::with_sources(sources, trust)
     }
 
-    /// An address book over the given sources (LDAP is added this way).
+    /// An address book over the given sources.
     pub fn with_sources(
         sources: Vec<Box<dyn CertSource>>,
         trust: &'a TrustLoader<'a>,
@@ -213,7 +231,7 @@ impl<'a> AddressBook<'a> {
         for s in &self.sources {
             let mut usable = Vec::new();
             for mut c in s.find(&addr)? {
-                match self.check(&c.cert, &addr)? {
+                match self.check_with(&c.cert, &addr, &c.chain)? {
                     Ok(()) => {
                         if c.capabilities.is_none() {
                             c.capabilities = self.recorded_capabilities(&c.cert);

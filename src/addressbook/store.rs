@@ -573,6 +573,7 @@ impl CertSource for Store {
                     capabilities: snap.metas.get(&i.fingerprint).and_then(Meta::capabilities),
                     source: format!("store {}", self.dir.display()),
                     cert,
+                    chain: Vec::new(),
                 })
             })
             .collect())

@@ -14,10 +14,7 @@ fn out_line(out: &mut impl Write, line: &str) -> Result<()> {
 }
 
 pub fn run(cmd: &CertsCommand, settings: Settings) -> Result<i32> {
-    let book_cfg = BookConfig {
-        certs: settings.certs.clone(),
-        vcard: settings.vcard.clone(),
-    };
+    let book_cfg = BookConfig::from_settings(&settings);
     let dir = match &book_cfg.certs {
         Some(d) => d.clone(),
         None => addressbook::default_store_dir()?,

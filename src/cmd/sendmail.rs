@@ -30,7 +30,8 @@ MTA is then never run.
                             auto: encrypt when every recipient and the sender have a usable
                             certificate
   --opaque                  opaque signed-data instead of multipart/signed
-  --certs DIR, --vcard PATH address book; --key, --trust, --passphrase-*, --config as usual
+  --certs DIR, --vcard PATH, --ldap URL, --ldap-base DN
+                            address book; --key, --trust, --passphrase-*, --config as usual
   --agent SOCKET            let the smimed agent on SOCKET build the copies (its keys, trust
                             and address book); works alone when none answers
   -t                        recipients from To, Cc and Bcc as well
@@ -51,6 +52,8 @@ const GLOBAL_WITH_VALUE: &[&str] = &[
     "max-size",
     "certs",
     "vcard",
+    "ldap",
+    "ldap-base",
     "agent",
 ];
 
@@ -109,11 +112,15 @@ fn via_agent(
     match agent::request_sendmail(socket, &req) {
         Ok(agent::SendmailAnswer::Copies(copies)) => {
             let c = &args.common;
-            if !c.key.is_empty() || !c.trust.is_empty() || c.certs.is_some() || !c.vcard.is_empty()
+            if !c.key.is_empty()
+                || !c.trust.is_empty()
+                || c.certs.is_some()
+                || !c.vcard.is_empty()
+                || c.ldap.is_some()
             {
                 log::warn!(
                     "the agent on {} used its own keys, trust and address book; \
-                     --key, --trust, --certs and --vcard given here were not used",
+                     --key, --trust, --certs, --vcard and --ldap given here were not used",
                     socket.display()
                 );
             }

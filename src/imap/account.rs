@@ -126,12 +126,17 @@ impl Account {
 
     /// Whether the server is a loopback address (plaintext allowed there).
     pub fn is_loopback(&self) -> bool {
-        let h = self.host.trim_start_matches('[').trim_end_matches(']');
-        h.eq_ignore_ascii_case("localhost")
-            || h.parse::<IpAddr>()
-                .map(|a| a.is_loopback())
-                .unwrap_or(false)
+        is_loopback_host(&self.host)
     }
+}
+
+/// Whether `host` (a name, an address, or an IPv6 address in brackets) is a loopback address.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<IpAddr>()
+            .map(|a| a.is_loopback())
+            .unwrap_or(false)
 }
 
 /// The parts of one URL.

@@ -38,32 +38,36 @@ pub fn imap_err(what: impl std::fmt::Display, e: ::imap::Error) -> Error {
 }
 
 fn tls_connector(acct: &Account) -> Result<native_tls::TlsConnector> {
+    tls_connector_for(acct.ca.as_deref(), "--ca", &acct.label())
+}
+
+/// A TLS client (TLS 1.2 or later, server certificate and host name verified) trusting the
+/// system's roots, or only the certificates in `ca` (named `ca_name` in errors) when given.
+/// Shared by the IMAP watcher and the LDAP address book source.
+pub fn tls_connector_for(
+    ca: Option<&std::path::Path>,
+    ca_name: &str,
+    label: &str,
+) -> Result<native_tls::TlsConnector> {
     let mut b = native_tls::TlsConnector::builder();
     b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
-    if let Some(ca) = &acct.ca {
-        let pem =
-            std::fs::read(ca).map_err(|e| Error::config(format!("--ca {}: {e}", ca.display())))?;
-        let certs = crate::certs::read_certificates(&pem)
-            .map_err(|e| Error::config(format!("--ca {}: {e}", ca.display())))?;
+    if let Some(ca) = ca {
+        let bad =
+            |e: &dyn std::fmt::Display| Error::config(format!("{ca_name} {}: {e}", ca.display()));
+        let pem = std::fs::read(ca).map_err(|e| bad(&e))?;
+        let certs = crate::certs::read_certificates(&pem).map_err(|e| bad(&e))?;
         if certs.is_empty() {
-            return Err(Error::config(format!(
-                "--ca {}: no certificate",
-                ca.display()
-            )));
+            return Err(bad(&"no certificate"));
         }
         for c in certs {
-            let der = c
-                .cert
-                .to_der()
-                .map_err(|e| Error::config(format!("--ca {}: {e}", ca.display())))?;
-            let cert = native_tls::Certificate::from_der(&der)
-                .map_err(|e| Error::config(format!("--ca {}: {e}", ca.display())))?;
+            let der = c.cert.to_der().map_err(|e| bad(&e))?;
+            let cert = native_tls::Certificate::from_der(&der).map_err(|e| bad(&e))?;
             b.add_root_certificate(cert);
         }
         b.disable_built_in_roots(true);
     }
     b.build()
-        .map_err(|e| Error::config(format!("TLS setup for {}: {e}", acct.label())))
+        .map_err(|e| Error::config(format!("TLS setup for {label}: {e}")))
 }
 
 fn tls_handshake(acct: &Account, tcp: TcpStream) -> Result<::imap::Connection> {

@@ -139,6 +139,8 @@ pub fn parse(args: &[String]) -> Result<SendmailArgs> {
                 "crl" => c
                     .crl
                     .push(PathBuf::from(long_value(name, inline, &mut it)?)),
+                "ldap" => c.ldap = Some(long_value(name, inline, &mut it)?),
+                "ldap-base" => c.ldap_base = Some(long_value(name, inline, &mut it)?),
                 "config" => c.config = Some(PathBuf::from(long_value(name, inline, &mut it)?)),
                 "agent" => c.agent = Some(PathBuf::from(long_value(name, inline, &mut it)?)),
                 "passphrase-file" => {

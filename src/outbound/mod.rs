@@ -649,10 +649,7 @@ impl Options {
                 sign: policy(args.sign, &file.sign, "sign")?,
                 encrypt: policy(args.encrypt, &file.encrypt, "encrypt")?,
                 opaque: args.opaque || file.opaque.unwrap_or(false),
-                book: BookConfig {
-                    certs: settings.certs.clone(),
-                    vcard: settings.vcard.clone(),
-                },
+                book: BookConfig::from_settings(settings),
             },
             mta::split_command(&mta)?,
         ))

@@ -5,6 +5,7 @@ pub mod dovecot;
 pub mod gpgsm;
 pub mod outbound;
 pub mod pki;
+pub mod slapd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

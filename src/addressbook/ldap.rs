@@ -1,0 +1,483 @@
+//! Certificates from an LDAP directory (the `[ldap]` table of the config file, or `--ldap URL`),
+//! such as a corporate GAL (Active Directory, Exchange) or an OpenLDAP `inetOrgPerson` tree.
+//!
+//! For an address, one subtree search under the base DN with the configured filter (default
+//! `(|(mail=%s)(proxyAddresses=smtp:%s))`, `%s` being the address escaped as RFC 4515 says),
+//! asking for `userCertificate` (DER X.509, `;binary` or not) and `userSMIMECertificate` (a
+//! PKCS#7 SignedData as Outlook publishes it, or DER). Certificates that are CAs complete the
+//! paths of the entry's other certificates; whether a certificate is usable is decided by the
+//! address book, as for every source.
+//!
+//! Invariants:
+//! - Read-only; the address is always escaped into the filter (no filter injection).
+//! - A bind password is never sent in clear to a host that is not a loopback address: such a
+//!   configuration needs `ldaps://`, `starttls = true` or an explicit `insecure = true`.
+//!   Anonymous searches may use plain `ldap://`: certificates are public, and a forged one
+//!   still has to reach a trust anchor.
+//! - A directory that cannot be asked (unreachable, timeout, busy) is a temporary failure
+//!   (exit 75), never "no certificate": under `--encrypt auto` that would send in clear. A wrong
+//!   configuration (base DN missing, credentials refused) is a configuration error (exit 78).
+//! - The connection is kept for the process (the agent's later lookups reuse it) and opened
+//!   again once when it broke.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ldap3::{LdapConn, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
+use openssl::x509::X509;
+use serde::Deserialize;
+
+use super::{Candidate, CertSource};
+use crate::certs;
+use crate::error::{Error, Kind, Result};
+use crate::imap::account::SecretSource;
+use crate::ossl;
+
+/// Default search filter: `mail`, and Exchange's `proxyAddresses` (`smtp:` aliases; the
+/// primary address is `SMTP:`, which AD matches without regard to case). Directories that do
+/// not know `proxyAddresses` evaluate that branch as undefined, so `mail` still matches.
+pub const DEFAULT_FILTER: &str = "(|(mail=%s)(proxyAddresses=smtp:%s))";
+/// Default seconds for connecting and for each operation.
+pub const DEFAULT_TIMEOUT: u64 = 10;
+/// Entries read per lookup at most (an address names one person; more is a bad filter).
+const SIZE_LIMIT: i32 = 20;
+/// The attributes asked for; OpenLDAP returns `userCertificate;binary` for either name.
+const ATTRS: [&str; 4] = [
+    "userCertificate;binary",
+    "userCertificate",
+    "userSMIMECertificate;binary",
+    "userSMIMECertificate",
+];
+
+/// The `[ldap]` table of the config file, as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapFileConfig {
+    pub url: Option<String>,
+    pub base: Option<String>,
+    pub filter: Option<String>,
+    pub bind_dn: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_command: Option<String>,
+    pub starttls: Option<bool>,
+    pub ca: Option<PathBuf>,
+    pub timeout: Option<u64>,
+    pub insecure: Option<bool>,
+}
+
+/// A resolved directory configuration.
+#[derive(Debug, Clone)]
+pub struct LdapConfig {
+    /// `ldap://host[:port]` or `ldaps://host[:port]` (without the base DN).
+    pub url: String,
+    pub host: String,
+    pub base: String,
+    pub filter: String,
+    pub bind_dn: Option<String>,
+    pub password: SecretSource,
+    pub starttls: bool,
+    pub ca: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl LdapConfig {
+    /// Checks and resolves the table (with `--ldap` / `--ldap-base` over `url` / `base`). None
+    /// when no URL is configured. `expand` resolves file paths as the rest of the config does.
+    pub fn resolve(
+        file: &LdapFileConfig,
+        url_flag: Option<&str>,
+        base_flag: Option<&str>,
+        expand: &dyn Fn(&std::path::Path) -> PathBuf,
+    ) -> Result<Option<LdapConfig>> {
+        let Some(raw) = url_flag.or(file.url.as_deref()) else {
+            if base_flag.is_some() {
+                return Err(Error::usage("--ldap-base needs --ldap URL (or [ldap] url)"));
+            }
+            return Ok(None);
+        };
+        let bad = |why: &str| Error::config(format!("LDAP URL {raw:?}: {why}"));
+        let u = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+        let tls = match u.scheme() {
+            "ldaps" => true,
+            "ldap" => false,
+            _ => return Err(bad("the scheme must be ldap:// or ldaps://")),
+        };
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host"))?
+            .to_string();
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err(bad(
+                "credentials do not belong in the URL: use bind_dn and password_file or \
+                 password_command in [ldap]",
+            ));
+        }
+        // An RFC 4516 URL may carry the base DN as its path.
+        let url_base = percent_encoding::percent_decode_str(u.path().trim_start_matches('/'))
+            .decode_utf8()
+            .map_err(|_| bad("the base DN is not UTF-8"))?
+            .to_string();
+        let base = base_flag
+            .map(str::to_string)
+            .or_else(|| file.base.clone())
+            .or_else(|| (!url_base.is_empty()).then_some(url_base))
+            .ok_or_else(|| {
+                Error::config(
+                    "LDAP: no base DN (give --ldap-base, base in [ldap], or ldap://host/BASE)",
+                )
+            })?;
+        let filter = file
+            .filter
+            .clone()
+            .unwrap_or_else(|| DEFAULT_FILTER.to_string());
+        if !filter.contains("%s") || !filter.starts_with('(') || !filter.ends_with(')') {
+            return Err(Error::config(format!(
+                "LDAP filter {filter:?}: must be a parenthesised filter with %s for the address"
+            )));
+        }
+        let starttls = file.starttls.unwrap_or(false);
+        if tls && starttls {
+            return Err(bad("starttls is for ldap://, not ldaps://"));
+        }
+        let password = SecretSource {
+            command: file.password_command.clone(),
+            file: file.password_file.as_deref().map(expand),
+            env: None,
+        };
+        let has_password = password.command.is_some() || password.file.is_some();
+        if file.bind_dn.is_some() != has_password {
+            return Err(Error::config(
+                "LDAP: bind_dn and one of password_file / password_command go together",
+            ));
+        }
+        if has_password
+            && !tls
+            && !starttls
+            && !crate::imap::account::is_loopback_host(&host)
+            && !file.insecure.unwrap_or(false)
+        {
+            return Err(Error::config(format!(
+                "LDAP: refusing to send the bind password in clear to {host}: use ldaps://, \
+                 starttls = true, or insecure = true"
+            )));
+        }
+        let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let bracketed = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        Ok(Some(LdapConfig {
+            url: format!("{}://{bracketed}{port}", u.scheme()),
+            host,
+            base,
+            filter,
+            bind_dn: file.bind_dn.clone(),
+            password,
+            starttls,
+            ca: file.ca.as_deref().map(expand),
+            timeout: Duration::from_secs(file.timeout.unwrap_or(DEFAULT_TIMEOUT).max(1)),
+        }))
+    }
+
+    /// The filter for `addr`, the address escaped (RFC 4515).
+    pub fn filter_for(&self, addr: &str) -> String {
+        self.filter.replace("%s", &ldap3::ldap_escape(addr))
+    }
+
+    /// What identifies a connection that may be reused for this configuration.
+    fn conn_key(&self) -> String {
+        format!(
+            "{} {} {} {:?}",
+            self.url,
+            self.starttls,
+            self.bind_dn.as_deref().unwrap_or(""),
+            self.ca
+        )
+    }
+}
+
+/// Open connections, kept for the process (one per configuration).
+static CONNS: Mutex<Vec<(String, LdapConn)>> = Mutex::new(Vec::new());
+
+/// The directory as a certificate source.
+pub struct LdapSource {
+    cfg: LdapConfig,
+}
+
+impl LdapSource {
+    pub fn new(cfg: LdapConfig) -> LdapSource {
+        LdapSource { cfg }
+    }
+
+    fn connect(&self) -> Result<LdapConn> {
+        let cfg = &self.cfg;
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(cfg.timeout)
+            .set_starttls(cfg.starttls);
+        if cfg.starttls || cfg.url.starts_with("ldaps:") {
+            settings = settings.set_connector(crate::imap::conn::tls_connector_for(
+                cfg.ca.as_deref(),
+                "LDAP ca",
+                &cfg.url,
+            )?);
+        }
+        let mut conn = LdapConn::with_settings(settings, &cfg.url)
+            .map_err(|e| unreachable(cfg, "connecting", &e))?;
+        if let Some(dn) = &cfg.bind_dn {
+            let pw = cfg.password.get()?;
+            let r = conn
+                .with_timeout(cfg.timeout)
+                .simple_bind(dn, &pw)
+                .map_err(|e| unreachable(cfg, "binding", &e))?;
+            if r.rc != 0 {
+                return Err(result_error(cfg, "bind", r.rc, &r.text));
+            }
+        }
+        Ok(conn)
+    }
+
+    /// One search on `conn`; Err(None) when the connection broke (worth one new try).
+    fn search(
+        &self,
+        conn: &mut LdapConn,
+        filter: &str,
+    ) -> std::result::Result<Vec<SearchEntry>, (bool, Error)> {
+        let cfg = &self.cfg;
+        let res = conn
+            .with_timeout(cfg.timeout)
+            .with_search_options(SearchOptions::new().sizelimit(SIZE_LIMIT))
+            .search(&cfg.base, Scope::Subtree, filter, ATTRS.to_vec());
+        let ldap3::SearchResult(entries, result) = match res {
+            Ok(r) => r,
+            Err(e) => {
+                let broken = !matches!(e, LdapError::Timeout { .. });
+                return Err((broken, unreachable(cfg, "searching", &e)));
+            }
+        };
+        match result.rc {
+            0 => {}
+            4 => log::warn!(
+                "ldap: more than {SIZE_LIMIT} entries match {filter}; only the first are read"
+            ),
+            rc => return Err((false, result_error(cfg, "search", rc, &result.text))),
+        }
+        Ok(entries.into_iter().map(SearchEntry::construct).collect())
+    }
+}
+
+/// The error for a directory that could not be asked.
+fn unreachable(cfg: &LdapConfig, what: &str, e: &LdapError) -> Error {
+    Error::tempfail(format!(
+        "LDAP directory {}: {what}: {e} (it could not be asked, so a recipient's certificate \
+         may be there)",
+        cfg.url
+    ))
+}
+
+/// The error for an LDAP result code other than success.
+fn result_error(cfg: &LdapConfig, op: &str, rc: u32, text: &str) -> Error {
+    let detail = if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    };
+    let name = match rc {
+        32 => " (noSuchObject: is the base DN right?)",
+        34 => " (invalidDNSyntax)",
+        49 => " (invalidCredentials)",
+        50 => " (insufficientAccessRights)",
+        51 => " (busy)",
+        52 => " (unavailable)",
+        _ => "",
+    };
+    let msg = format!(
+        "LDAP directory {}: {op} failed, result code {rc}{name}{detail}",
+        cfg.url
+    );
+    match rc {
+        // noSuchObject (the base DN), invalidDNSyntax, inappropriateAuthentication,
+        // invalidCredentials, insufficientAccessRights, filterError (a bad filter template)
+        32 | 34 | 48 | 49 | 50 | 87 => Error::new(Kind::Config, msg),
+        // busy, unavailable, unwillingToPerform, timeLimitExceeded, adminLimitExceeded, other
+        _ => Error::tempfail(msg),
+    }
+}
+
+/// The certificates one attribute value holds: DER X.509, a PKCS#7/CMS SignedData (Outlook's
+/// userSMIMECertificate, signed or certs-only), or PEM text.
+pub fn value_certificates(v: &[u8]) -> Vec<X509> {
+    let out = if let Ok(c) = X509::from_der(v) {
+        vec![c]
+    } else if let Ok(cms) = openssl::cms::CmsContentInfo::from_der(v) {
+        if ossl::content_kind(&cms) == ossl::ContentKind::Signed {
+            ossl::embedded_certs(&cms)
+        } else {
+            Vec::new()
+        }
+    } else if v.starts_with(b"-----BEGIN ") {
+        certs::read_certificates(v)
+            .map(|l| l.into_iter().map(|s| s.cert).collect())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let _ = openssl::error::ErrorStack::get();
+    out
+}
+
+/// Whether an attribute description (`userCertificate;binary`) is one of ours.
+fn is_cert_attribute(desc: &str) -> bool {
+    let name = desc.split(';').next().unwrap_or(desc);
+    name.eq_ignore_ascii_case("userCertificate")
+        || name.eq_ignore_ascii_case("userSMIMECertificate")
+}
+
+/// The candidates of one entry: its end-entity certificates, each with the entry's CA
+/// certificates as the chain to complete its path.
+fn entry_candidates(entry: &SearchEntry, url: &str) -> Vec<Candidate> {
+    let mut all: Vec<X509> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let text = entry
+        .attrs
+        .iter()
+        .flat_map(|(k, vs)| vs.iter().map(move |v| (k, v.as_bytes())));
+    let bin = entry
+        .bin_attrs
+        .iter()
+        .flat_map(|(k, vs)| vs.iter().map(move |v| (k, v.as_slice())));
+    for (k, v) in text.chain(bin) {
+        if !is_cert_attribute(k) {
+            continue;
+        }
+        for c in value_certificates(v) {
+            if seen.insert(certs::fingerprint(&c)) {
+                all.push(c);
+            }
+        }
+    }
+    let (cas, leaves): (Vec<X509>, Vec<X509>) = all.into_iter().partition(super::store::is_ca);
+    leaves
+        .into_iter()
+        .map(|cert| Candidate {
+            cert,
+            source: format!("ldap {url} {}", entry.dn),
+            capabilities: None,
+            chain: cas.clone(),
+        })
+        .collect()
+}
+
+impl CertSource for LdapSource {
+    fn name(&self) -> &str {
+        "ldap"
+    }
+
+    fn find(&self, addr: &str) -> Result<Vec<Candidate>> {
+        if addr.is_empty() || addr.chars().any(|c| c.is_control()) {
+            return Ok(Vec::new());
+        }
+        let filter = self.cfg.filter_for(addr);
+        let key = self.cfg.conn_key();
+        let kept = {
+            let mut conns = CONNS
+                .lock()
+                .map_err(|_| Error::software("LDAP pool poisoned"))?;
+            conns
+                .iter()
+                .position(|(k, _)| *k == key)
+                .map(|i| conns.swap_remove(i).1)
+        };
+        let (mut conn, reused) = match kept {
+            Some(c) => (c, true),
+            None => (self.connect()?, false),
+        };
+        let entries = match self.search(&mut conn, &filter) {
+            Ok(e) => e,
+            // A kept connection the server has closed meanwhile: one new try.
+            Err((true, _)) if reused => {
+                conn = self.connect()?;
+                self.search(&mut conn, &filter).map_err(|(_, e)| e)?
+            }
+            Err((_, e)) => return Err(e),
+        };
+        if let Ok(mut conns) = CONNS.lock() {
+            conns.push((key, conn));
+        }
+        log::debug!("ldap: {} entries for {addr}", entries.len());
+        Ok(entries
+            .iter()
+            .flat_map(|e| entry_candidates(e, &self.cfg.url))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(url: &str, file: LdapFileConfig) -> Result<Option<LdapConfig>> {
+        LdapConfig::resolve(&file, Some(url), None, &|p| p.to_path_buf())
+    }
+
+    #[test]
+    fn the_address_is_escaped_into_the_filter() {
+        let c = resolve(
+            "ldap://127.0.0.1:389/dc=example,dc=org",
+            LdapFileConfig::default(),
+        )
+        .expect("resolve")
+        .expect("some");
+        assert_eq!(c.base, "dc=example,dc=org");
+        assert_eq!(c.url, "ldap://127.0.0.1:389");
+        assert_eq!(
+            c.filter_for("a*)(uid=*@x.org"),
+            "(|(mail=a\\2a\\29\\28uid=\\2a@x.org)(proxyAddresses=smtp:a\\2a\\29\\28uid=\\2a@x.org))"
+        );
+    }
+
+    #[test]
+    fn a_bind_password_is_not_sent_in_clear_to_a_remote_host() {
+        let file = LdapFileConfig {
+            base: Some("dc=x".into()),
+            bind_dn: Some("cn=r,dc=x".into()),
+            password_file: Some("/nonexistent".into()),
+            ..Default::default()
+        };
+        let e = resolve("ldap://gal.example.com", file.clone()).expect_err("refused");
+        assert_eq!(e.kind, Kind::Config);
+        assert!(resolve("ldaps://gal.example.com", file.clone()).is_ok());
+        assert!(resolve("ldap://127.0.0.1:1389", file.clone()).is_ok());
+        let starttls = LdapFileConfig {
+            starttls: Some(true),
+            ..file.clone()
+        };
+        assert!(resolve("ldap://gal.example.com", starttls).is_ok());
+        // a bind DN without a password source (or the reverse) is refused
+        let half = LdapFileConfig {
+            password_file: None,
+            ..file
+        };
+        assert!(resolve("ldaps://gal.example.com", half).is_err());
+    }
+
+    #[test]
+    fn bad_urls_and_filters_are_configuration_errors() {
+        for url in ["http://x/dc=x", "ldap:///dc=x", "ldap://u:p@x/dc=x"] {
+            let e = resolve(url, LdapFileConfig::default()).expect_err(url);
+            assert_eq!(e.kind, Kind::Config, "{url}");
+        }
+        assert!(
+            resolve("ldap://x", LdapFileConfig::default()).is_err(),
+            "no base"
+        );
+        let f = LdapFileConfig {
+            base: Some("dc=x".into()),
+            filter: Some("(mail=bob@example.org)".into()),
+            ..Default::default()
+        };
+        assert!(resolve("ldap://x", f).is_err(), "a filter without %s");
+    }
+}

@@ -1,0 +1,302 @@
+//! The LDAP address book source against a real OpenLDAP slapd (started here on 127.0.0.1):
+//! GAL-style entries with `userCertificate;binary` (DER) and `userSMIMECertificate` (a signed
+//! PKCS#7 as Outlook publishes it, carrying the intermediate), Exchange's `proxyAddresses`
+//! aliases, the usability rules, filter escaping, `smimed sendmail` encrypting to directory
+//! certificates (openssl decrypts every copy), binds with credentials over StartTLS and LDAPS,
+//! and what happens when the directory cannot be asked (exit 75, nothing sent).
+
+mod common;
+
+use common::outbound::*;
+use common::pki::{pki, User};
+use common::slapd::{b64_line, Slapd, ADMIN_DN, ADMIN_PW, SUFFIX};
+use common::{openssl, path_str};
+
+fn fp(u: &User) -> String {
+    smimed::certs::fingerprint(&u.cert)
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn der(u: &User) -> Vec<u8> {
+    u.cert.to_der().expect("der")
+}
+
+/// What Outlook publishes as userSMIMECertificate: a PKCS#7 SignedData signed by the user,
+/// carrying the user's certificate and the issuing intermediate (made by the openssl CLI).
+fn outlook_blob(u: &User) -> Vec<u8> {
+    let p = pki();
+    openssl(
+        &[
+            "cms",
+            "-sign",
+            "-nodetach",
+            "-binary",
+            "-outform",
+            "DER",
+            "-signer",
+            path_str(&u.cert_path),
+            "-inkey",
+            path_str(&u.key_path),
+            "-certfile",
+            path_str(&p.intermediate_path),
+        ],
+        b"",
+    )
+}
+
+fn person(uid: &str, mail: &str, extra: &str) -> String {
+    format!(
+        "dn: uid={uid},ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\n\
+         objectClass: smimedTestExchangeRecipient\nuid: {uid}\ncn: {uid}\nsn: {uid}\n\
+         mail: {mail}\n{extra}\n"
+    )
+}
+
+/// The directory of these tests:
+/// - bob: his RSA certificate as a signed PKCS#7 (with the intermediate) and his newer EC
+///   certificate as DER: the newer wins, its path completed by the PKCS#7's intermediate;
+/// - erin (directly under the root): DER, her entry's mail is another address and hers is an
+///   Exchange alias (`proxyAddresses: smtp:…`);
+/// - the expired user, and a certificate for the wrong address under alice's entry.
+fn gal() -> String {
+    let p = pki();
+    let mut l = String::new();
+    l += &person(
+        "bob",
+        "bob@example.org",
+        &(b64_line("userSMIMECertificate", &outlook_blob(&p.bob))
+            + &b64_line("userCertificate;binary", &der(&p.bob_renewed))),
+    );
+    l += &person(
+        "erin",
+        "erin.primary@example.org",
+        &(format!(
+            "proxyAddresses: SMTP:erin.primary@example.org\nproxyAddresses: smtp:{}\n",
+            p.erin.email
+        ) + &b64_line("userCertificate;binary", &der(&p.erin))),
+    );
+    l += &person(
+        "expired",
+        &p.expired.email,
+        &b64_line("userCertificate;binary", &der(&p.expired)),
+    );
+    l += &person(
+        "alice",
+        &p.alice.email,
+        &b64_line("userCertificate;binary", &der(&p.carol)),
+    );
+    l
+}
+
+fn lookup(env: &Env, ldap: &[&str], addr: &str) -> std::process::Output {
+    let mut args = vec!["lookup"];
+    args.extend_from_slice(ldap);
+    args.push(addr);
+    env.certs_cmd(&args)
+}
+
+#[test]
+fn lookup_reads_gal_entries_as_outlook_and_exchange_publish_them() {
+    let p = pki();
+    let ldap = Slapd::start(&gal(), true);
+    let env = Env::new();
+    let url = format!("{}/{SUFFIX}", ldap.url());
+    let flags = ["--ldap", url.as_str()];
+
+    // The newer (EC) certificate wins; the older one from the signed PKCS#7 is listed as
+    // refused for that reason, so both were read and both have a path (the intermediate came
+    // only with the PKCS#7: the trust file holds the root, the local store is empty).
+    let out = lookup(&env, &flags, "bob@example.org");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("using {}", fp(&p.bob_renewed))),
+        "{text}"
+    );
+    assert!(text.contains(&fp(&p.bob)), "{text}");
+    assert!(text.contains("a newer usable certificate exists"), "{text}");
+    assert!(text.contains("ldap ldap://127.0.0.1"), "{text}");
+
+    // An Exchange alias finds the entry; the address compares without regard to case.
+    for addr in [p.erin.email.clone(), p.erin.email.to_uppercase()] {
+        let text = stdout(&lookup(&env, &flags, &addr));
+        assert!(
+            text.contains(&format!("using {}", fp(&p.erin))),
+            "{addr}: {text}"
+        );
+    }
+
+    // Found but unusable, each with its reason.
+    let text = stdout(&lookup(&env, &flags, &p.expired.email));
+    assert!(
+        text.contains("no usable certificate") && text.contains("expired"),
+        "{text}"
+    );
+    let text = stdout(&lookup(&env, &flags, &p.alice.email));
+    assert!(
+        text.contains("no usable certificate") && text.contains("not issued to"),
+        "{text}"
+    );
+
+    // The address is escaped into the filter: wildcards and parentheses match nothing.
+    for addr in ["*", "*@example.org", "x)(mail=*", "bob@example.org)(uid=*"] {
+        let text = stdout(&lookup(&env, &flags, addr));
+        assert!(!text.contains("using "), "{addr}: {text}");
+    }
+}
+
+#[test]
+fn sendmail_encrypts_to_directory_certificates_and_stops_when_it_cannot_ask() {
+    let p = pki();
+    let ldap = Slapd::start(&gal(), true);
+    let env = Env::new();
+    let url = format!("{}/{SUFFIX}", ldap.url());
+    let msg = client_message(
+        &p.alice.email,
+        &format!("bob@example.org, {}", p.erin.email),
+        None,
+        "",
+        "to the GAL\n",
+    );
+    let out = env.sendmail(
+        Some(&p.alice),
+        &["--ldap", &url, "--encrypt", "always", "-t"],
+        &msg,
+    );
+    assert_ok(&out);
+    let rec = env.take_recorded();
+    assert_eq!(rec.len(), 1);
+    // openssl decrypts the copy with each directory certificate's key and the sender's.
+    for u in [&p.bob_renewed, &p.erin, &p.alice] {
+        let plain = openssl_decrypt(u, &rec[0].message)
+            .unwrap_or_else(|| panic!("openssl cannot decrypt as {}", u.name));
+        assert!(String::from_utf8_lossy(&plain).contains("to the GAL"));
+    }
+    assert!(
+        openssl_decrypt(&p.bob, &rec[0].message).is_none(),
+        "bob's older certificate used"
+    );
+
+    // The directory down: a recipient only it could have answered for is a temporary failure
+    // under auto (sending in clear would be the wrong answer), and nothing goes out.
+    drop(ldap);
+    let out = env.sendmail(Some(&p.alice), &["--ldap", &url, "-t"], &msg);
+    env.assert_refused(&out, 75, "directory down, auto");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LDAP directory"));
+    // A recipient the local store answers for does not need the directory.
+    env.import(&[&p.bob_renewed.cert_path, &p.intermediate_path]);
+    let to_bob = client_message(&p.alice.email, "bob@example.org", None, "", "local\n");
+    let out = env.sendmail(
+        Some(&p.alice),
+        &["--ldap", &url, "--encrypt", "always", "-t"],
+        &to_bob,
+    );
+    assert_ok(&out);
+    let rec = env.take_recorded();
+    assert!(openssl_decrypt(&p.bob_renewed, &rec[0].message).is_some());
+}
+
+/// A config file with an `[ldap]` table.
+fn config(env: &Env, body: &str) -> std::path::PathBuf {
+    env.write("config.toml", body.as_bytes())
+}
+
+#[test]
+fn binds_with_credentials_over_starttls_and_ldaps_and_refuses_wrong_ones() {
+    let p = pki();
+    let ldap = Slapd::start(&gal(), false);
+    let env = Env::new();
+    let pw = env.write("ldap.pw", format!("{ADMIN_PW}\n").as_bytes());
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let bad_pw = env.write("bad.pw", b"wrong\n");
+    std::fs::set_permissions(&bad_pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let ca = path_str(&ldap.tls_ca).to_string();
+    let want = format!("using {}", fp(&p.erin));
+
+    // Anonymous: the directory shows nothing, so there is nothing to use.
+    let anon = config(
+        &env,
+        &format!("[ldap]\nurl = \"{}\"\nbase = \"{SUFFIX}\"\n", ldap.url()),
+    );
+    let text = stdout(&lookup(&env, &["--config", path_str(&anon)], &p.erin.email));
+    assert!(!text.contains(&want), "{text}");
+
+    for (name, url, starttls) in [
+        ("starttls", ldap.url(), "starttls = true\n"),
+        ("ldaps", ldap.ldaps_url(), ""),
+    ] {
+        let good = config(
+            &env,
+            &format!(
+                "[ldap]\nurl = \"{url}\"\nbase = \"{SUFFIX}\"\nbind_dn = \"{ADMIN_DN}\"\n\
+                 password_file = \"{}\"\nca = \"{ca}\"\n{starttls}",
+                path_str(&pw)
+            ),
+        );
+        let out = lookup(&env, &["--config", path_str(&good)], &p.erin.email);
+        assert!(
+            stdout(&out).contains(&want),
+            "{name}: {}{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // Without the private CA the server's certificate is not trusted: refused, never
+        // read in the clear instead.
+        let no_ca = config(
+            &env,
+            &format!(
+                "[ldap]\nurl = \"{url}\"\nbase = \"{SUFFIX}\"\nbind_dn = \"{ADMIN_DN}\"\n\
+                 password_file = \"{}\"\n{starttls}",
+                path_str(&pw)
+            ),
+        );
+        let out = lookup(&env, &["--config", path_str(&no_ca)], &p.erin.email);
+        assert!(
+            !out.status.success() && !stdout(&out).contains(&want),
+            "{name}: no CA"
+        );
+
+        // Wrong credentials: a configuration error (78), said as such.
+        let wrong = config(
+            &env,
+            &format!(
+                "[ldap]\nurl = \"{url}\"\nbase = \"{SUFFIX}\"\nbind_dn = \"{ADMIN_DN}\"\n\
+                 password_file = \"{}\"\nca = \"{ca}\"\n{starttls}",
+                path_str(&bad_pw)
+            ),
+        );
+        let out = lookup(&env, &["--config", path_str(&wrong)], &p.erin.email);
+        assert_eq!(out.status.code(), Some(78), "{name}: wrong password");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("result code 49"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // sendmail with the bound directory: the copy is encrypted to erin's directory certificate.
+    let good = config(
+        &env,
+        &format!(
+            "[ldap]\nurl = \"{}\"\nbase = \"{SUFFIX}\"\nbind_dn = \"{ADMIN_DN}\"\n\
+             password_file = \"{}\"\nca = \"{ca}\"\n",
+            ldap.ldaps_url(),
+            path_str(&pw)
+        ),
+    );
+    let msg = client_message(&p.alice.email, &p.erin.email, None, "", "bound\n");
+    let out = env.sendmail(
+        Some(&p.alice),
+        &["--config", path_str(&good), "--encrypt", "always", "-t"],
+        &msg,
+    );
+    assert_ok(&out);
+    let rec = env.take_recorded();
+    assert!(openssl_decrypt(&p.erin, &rec[0].message).is_some());
+}
