@@ -1083,3 +1083,124 @@ fn a_processed_copy_filed_into_another_watched_mailbox_is_not_processed_again() 
         "one original, archived once"
     );
 }
+
+/// Deletes mailbox `wire` and makes it again holding `msgs` (bodies, flags and dates), in that
+/// order: the server gives it a new UIDVALIDITY, as after a restore.
+fn recreate(s: &mut dovecot::Session, wire: &str, msgs: &[Msg]) {
+    s.select("INBOX").expect("select INBOX");
+    s.delete(wire).expect("delete");
+    s.create(wire).expect("create");
+    for m in msgs {
+        let flags: Vec<&str> = m
+            .flags
+            .iter()
+            .map(String::as_str)
+            .filter(|f| *f != "\\Recent")
+            .collect();
+        append(s, wire, &m.body, &flags, m.internal_date.as_deref());
+    }
+}
+
+/// `UID STORE ALL FLAGS (\Seen)` in `wire`: a client replacing every flag, our keyword too.
+fn replace_flags(s: &mut dovecot::Session, wire: &str) {
+    s.select(wire).expect("select");
+    s.uid_store("1:*", "FLAGS (\\Seen)").expect("store");
+}
+
+#[test]
+fn a_crash_right_after_the_move_and_copies_stripped_of_the_keyword_lose_and_redo_nothing() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    s.create("Work").expect("create");
+    for i in 0..3 {
+        let m = message(Kind::SignEnc, &format!("moved {i}"));
+        append(&mut s, "Work", &m, &["\\Flagged"], None);
+    }
+    let url = d.url("Work");
+    // Killed when the originals have moved but the state does not say so yet: the restart
+    // must keep the copies (the originals went by our hand, not a client's).
+    crashed_once(state.path(), &[&url], "after-move");
+    assert_eq!(messages(&mut s, "Work").len(), 3);
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 3);
+    ok(&once(state.path(), &[&url]));
+    let work = messages(&mut s, "Work");
+    assert_eq!(work.len(), 3, "the copies stay");
+    assert!(work.iter().all(|m| done_in_body(m)));
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 3);
+
+    // A client replaces the flags (the keyword goes), then the mailbox is restored with a new
+    // UIDVALIDITY: the copies are still recognised (by digest), nothing is processed again.
+    replace_flags(&mut s, "Work");
+    let before = messages(&mut s, "Work");
+    recreate(&mut s, "Work", &before);
+    ok(&once(state.path(), &[&url]));
+    let after = messages(&mut s, "Work");
+    assert_eq!(after.len(), 3);
+    let bodies = |v: &[Msg]| v.iter().map(|m| m.body.clone()).collect::<HashSet<_>>();
+    assert!(
+        bodies(&after) == bodies(&before),
+        "a copy was processed again"
+    );
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 3);
+}
+
+#[test]
+fn a_crash_after_append_then_a_flag_change_or_a_new_uidvalidity_leaves_one_copy() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+
+    // 1. Crash right after the APPEND; a client then replaces the copy's flags.
+    s.create("Flags").expect("create");
+    append(
+        &mut s,
+        "Flags",
+        &message(Kind::SignEnc, "stripped"),
+        &[],
+        None,
+    );
+    let url = d.url("Flags");
+    crashed_once(state.path(), &[&url], "1");
+    assert_eq!(messages(&mut s, "Flags").len(), 2, "original and copy");
+    replace_flags(&mut s, "Flags");
+    ok(&once(state.path(), &[&url]));
+    let msgs = messages(&mut s, "Flags");
+    assert_eq!(
+        msgs.len(),
+        1,
+        "one copy: {:?}",
+        msgs.iter().map(|m| m.uid).collect::<Vec<_>>()
+    );
+    assert!(done_in_body(&msgs[0]));
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 1);
+
+    // 2. Crash right after the APPEND; then the mailbox is restored in another order with a
+    //    new UIDVALIDITY (the original first, an unrelated message, the copy, a plain one).
+    s.create("Vx").expect("create");
+    append(&mut s, "Vx", &message(Kind::Plain, "vx plain"), &[], None);
+    append(&mut s, "Vx", &message(Kind::SignEnc, "vx crash"), &[], None);
+    let url = d.url("Vx");
+    crashed_once(state.path(), &[&url], "1");
+    let m = messages(&mut s, "Vx");
+    assert_eq!(m.len(), 3);
+    let (orig, copy) = (m[1].clone(), m[2].clone());
+    let unrelated = Msg {
+        body: message(Kind::Plain, "vx unrelated"),
+        ..m[0].clone()
+    };
+    recreate(&mut s, "Vx", &[orig, unrelated, copy, m[0].clone()]);
+    ok(&once(state.path(), &[&url]));
+    let vx = messages(&mut s, "Vx");
+    let by = by_mid(&vx);
+    assert_eq!(by.get(&mid("vx crash")).map(Vec::len), Some(1), "one copy");
+    assert!(done_in_body(by[&mid("vx crash")][0]));
+    assert_eq!(vx.len(), 3, "the copy, the unrelated and the plain message");
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 2);
+}
+
+/// Whether `m` is a processed copy (it carries our status field and is decrypted).
+fn done_in_body(m: &Msg) -> bool {
+    m.header("X-Smime-Status")
+        .is_some_and(|v| v.contains("encryption=decrypted"))
+}

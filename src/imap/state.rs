@@ -15,7 +15,12 @@
 //! - `own` holds the UIDs above the cursor of copies we appended (from APPENDUID).
 //! - `pending` is written *before* the APPEND (intent: original UID + digest of what we are about
 //!   to append) and cleared only after the original was archived, so a crash at any point is
-//!   completed on the next start instead of appending twice.
+//!   completed on the next start instead of appending twice. Each intent is marked `archiving`
+//!   before its original is moved, so that an original found gone after a crash is known to
+//!   have gone by our hand (its copy stays), not by a client's (its copy goes with it).
+//! - Our copies are recognised by a digest in the appended log, looked for among the messages
+//!   that carry the `$SMIMEProcessed` keyword or an `X-Smime-Status` field (a client may have
+//!   replaced the keywords); the keyword alone proves nothing.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -39,6 +44,10 @@ pub struct Pending {
     /// The original was COPYed to the archive (servers without MOVE), only the expunge is left.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub copied: bool,
+    /// Set (durably) before the original is moved or deleted: an original missing afterwards
+    /// went by our own hand, so its copy stays.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archiving: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -51,6 +60,11 @@ pub struct MailboxState {
     pub own: Vec<u32>,
     #[serde(default)]
     pub pending: Vec<Pending>,
+    /// Digests of copies that may or may not have been appended before UIDVALIDITY changed
+    /// (intents pending then): an original whose processed form has one of these digests is
+    /// archived against that copy, when the mailbox holds it, instead of appended again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<String>,
 }
 
 /// Where one mailbox's state lives.
@@ -243,7 +257,9 @@ mod tests {
                 digest: digest(b"x"),
                 appended_uid: Some(15),
                 copied: false,
+                archiving: true,
             }],
+            unresolved: vec![digest(b"y")],
         };
         sf.save(&st).unwrap();
         assert_eq!(sf.load().unwrap(), st);

@@ -452,8 +452,17 @@ fn run_session(
                 st.uidvalidity
             );
         }
+        // Intents pending under the old UIDs may or may not have been appended: their digests
+        // let the rescan find those copies instead of appending again.
+        let unresolved = st
+            .unresolved
+            .iter()
+            .cloned()
+            .chain(st.pending.iter().map(|p| p.digest.clone()))
+            .collect();
         st = MailboxState {
             uidvalidity,
+            unresolved,
             ..MailboxState::default()
         };
         sf.save(&st)?;
@@ -516,12 +525,30 @@ fn ensure_mailbox(s: &mut Session, wire: &str) -> Result<()> {
 /// Test-only crash points (hidden): `SMIMED_TEST_CRASH_AFTER_APPEND=1` aborts right after the
 /// first APPEND (its UID not recorded yet); `=before-move` aborts after the copies' UIDs were
 /// saved, before the originals are archived.
+/// The status field every processed copy carries.
+const STATUS_FIELD: &str = "X-Smime-Status";
+
+/// Whether the message has an `X-Smime-Status` field (in its header section).
+fn has_status_field(msg: &[u8]) -> bool {
+    crate::mime::split(msg)
+        .fields
+        .iter()
+        .any(|f| f.name().eq_ignore_ascii_case(STATUS_FIELD.as_bytes()))
+}
+
+/// The crash hooks of the tests: `SMIMED_TEST_CRASH_AFTER_APPEND=1` (right after an APPEND),
+/// `before-move` (copies appended and recorded, originals not moved), `after-move` (originals
+/// moved, the state not updated yet).
+fn test_crash_hook(name: &str) -> bool {
+    std::env::var_os("SMIMED_TEST_CRASH_AFTER_APPEND").is_some_and(|v| v == name)
+}
+
 fn test_crash_after_append() -> bool {
-    std::env::var_os("SMIMED_TEST_CRASH_AFTER_APPEND").is_some_and(|v| v == "1")
+    test_crash_hook("1")
 }
 
 fn test_crash_before_move() -> bool {
-    std::env::var_os("SMIMED_TEST_CRASH_AFTER_APPEND").is_some_and(|v| v == "before-move")
+    test_crash_hook("before-move")
 }
 
 impl Run<'_> {
@@ -568,7 +595,10 @@ impl Run<'_> {
                 .collect();
             let found = self
                 .s
-                .uid_search(format!("UID {}:* KEYWORD {KEYWORD}", min + 1))
+                .uid_search(format!(
+                    "UID {}:* OR KEYWORD {KEYWORD} HEADER {STATUS_FIELD} \"\"",
+                    min + 1
+                ))
                 .map_err(|e| imap_err("UID SEARCH", e))?;
             let cands: Vec<u32> = found
                 .into_iter()
@@ -621,11 +651,12 @@ impl Run<'_> {
             .map_err(|e| imap_err("UID SEARCH", e))?
             .into_iter()
             .collect();
+        let gone_by_us = |p: &Pending| p.copied || p.archiving;
         let orphans: Vec<u32> = self
             .st
             .pending
             .iter()
-            .filter(|p| !present.contains(&p.orig_uid) && !p.copied)
+            .filter(|p| !present.contains(&p.orig_uid) && !gone_by_us(p))
             .filter_map(|p| p.appended_uid)
             .collect();
         if !orphans.is_empty() {
@@ -643,11 +674,21 @@ impl Run<'_> {
             .filter(|u| present.contains(u))
             .collect();
         if !keep.is_empty() {
+            // From here on, an original found missing went by our hand (a crash right after
+            // the MOVE or EXPUNGE must not take the copy for an orphan).
+            for p in self.st.pending.iter_mut() {
+                p.archiving |= present.contains(&p.orig_uid);
+            }
+            self.sf.save(&self.st)?;
             self.archive(&keep)?;
+            if test_crash_hook("after-move") {
+                log::error!("SMIMED_TEST_CRASH_AFTER_APPEND=after-move: aborting");
+                std::process::abort();
+            }
         }
         for p in std::mem::take(&mut self.st.pending) {
             match p.appended_uid {
-                Some(u) if present.contains(&p.orig_uid) || p.copied => self.st.own.push(u),
+                Some(u) if present.contains(&p.orig_uid) || gone_by_us(&p) => self.st.own.push(u),
                 _ => {}
             }
         }
@@ -833,10 +874,12 @@ impl Run<'_> {
         // Our own copies found without a recorded UID (after a UIDVALIDITY change or state loss).
         let mut ours = vec![false; items.len()];
         for (i, it) in items.iter().enumerate() {
-            if it.flags.contains(&keyword) {
+            // A client may have replaced the keywords: a status field makes it a candidate too.
+            let keyworded = it.flags.contains(&keyword);
+            if keyworded || has_status_field(&it.body) {
                 let d = state::digest(&it.body);
                 ours[i] = self.digests()?.contains(&d);
-                if !ours[i] {
+                if !ours[i] && keyworded {
                     // Perhaps a copy appended to another mailbox of the account since, and
                     // filed here by a client: read the account's logs again.
                     let all = self.sf.account_digests()?;
@@ -851,6 +894,53 @@ impl Run<'_> {
             ours,
             fetch_time: t0.elapsed(),
         })
+    }
+
+    /// The UID of a message in the mailbox whose digest is `digest` and that is not claimed as
+    /// ours yet: looked for among the messages with the same Message-ID as `output`.
+    fn existing_copy(&mut self, output: &[u8], digest: &str) -> Result<Option<u32>> {
+        let ent = crate::mime::split(output);
+        let Some(id) = ent
+            .fields
+            .iter()
+            .find(|f| f.name().eq_ignore_ascii_case(b"Message-ID"))
+            .map(|f| f.value().trim().to_string())
+        else {
+            return Ok(None);
+        };
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            return Ok(None);
+        }
+        let claimed: HashSet<u32> = self
+            .st
+            .own
+            .iter()
+            .copied()
+            .chain(self.st.pending.iter().filter_map(|p| p.appended_uid))
+            .collect();
+        let cands: Vec<u32> = self
+            .s
+            .uid_search(format!("HEADER Message-ID \"{id}\""))
+            .map_err(|e| imap_err("UID SEARCH", e))?
+            .into_iter()
+            .filter(|u| !claimed.contains(u))
+            .collect();
+        if cands.is_empty() {
+            return Ok(None);
+        }
+        let fetches = self
+            .s
+            .uid_fetch(uid_set(&cands), "(UID BODY.PEEK[])")
+            .map_err(|e| imap_err("UID FETCH", e))?;
+        Ok(fetches
+            .iter()
+            .filter(|f| f.body().is_some_and(|b| state::digest(b) == digest))
+            .filter_map(|f| f.uid)
+            .min())
     }
 
     /// Saves intent, APPENDs the copies, archives the originals, moves the cursor.
@@ -869,6 +959,8 @@ impl Run<'_> {
         let mut handled_retry: HashSet<u32> = chunk.iter().copied().collect();
         let mut new_retry = Vec::new();
         let mut replace: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut intents = Vec::new();
+        let mut claimed = Vec::new();
         for (i, o) in outcomes.into_iter().enumerate() {
             match o {
                 Outcome::Ours | Outcome::Skip => {}
@@ -877,16 +969,39 @@ impl Run<'_> {
                     handled_retry.remove(&items[i].uid);
                 }
                 Outcome::Replace { output, digest } => {
-                    self.st.pending.push(Pending {
+                    let mut p = Pending {
                         orig_uid: items[i].uid,
                         digest,
                         appended_uid: None,
                         copied: false,
-                    });
+                        archiving: false,
+                    };
+                    if self.st.unresolved.contains(&p.digest) {
+                        self.st.unresolved.retain(|d| *d != p.digest);
+                        p.appended_uid = self.existing_copy(&output, &p.digest)?;
+                        if p.appended_uid.is_some() {
+                            claimed.push(p);
+                            continue;
+                        }
+                    }
+                    intents.push(p);
                     replace.push((i, output));
                 }
             }
         }
+        if !claimed.is_empty() {
+            // Appended before UIDVALIDITY changed, and still there: only the archiving is left.
+            log::info!(
+                "{}: {} copie(s) appended before UIDVALIDITY changed found: archiving their \
+                 originals",
+                self.label(),
+                claimed.len()
+            );
+            self.st.pending.extend(claimed);
+            self.sf.save(&self.st)?;
+            self.finish_pending()?;
+        }
+        self.st.pending.extend(intents);
         if !replace.is_empty() {
             // 1. intent, and the digests, durably before any APPEND
             self.sf.save(&self.st)?;
