@@ -1126,7 +1126,7 @@ fn a_crash_right_after_the_move_and_copies_stripped_of_the_keyword_lose_and_redo
     ok(&once(state.path(), &[&url]));
     let work = messages(&mut s, "Work");
     assert_eq!(work.len(), 3, "the copies stay");
-    assert!(work.iter().all(|m| done_in_body(m)));
+    assert!(work.iter().all(done_in_body));
     assert_eq!(messages(&mut s, ARCHIVE).len(), 3);
 
     // A client replaces the flags (the keyword goes), then the mailbox is restored with a new
