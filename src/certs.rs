@@ -72,27 +72,37 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Every e-mail address a certificate is issued to: rfc822Name entries of subjectAltName, then the
-/// legacy emailAddress attributes of the subject. Lower-cased.
+/// legacy emailAddress attributes of the subject. Lower-cased (for comparisons and indexes).
 pub fn email_addresses(cert: &X509Ref) -> Vec<String> {
+    email_addresses_as_written(cert)
+        .into_iter()
+        .map(|a| a.to_ascii_lowercase())
+        .collect()
+}
+
+/// [`email_addresses`] as the certificate writes them (a local part is case-sensitive, RFC 5321
+/// §2.4: what is shown to people keeps its case); duplicates that differ only in ASCII case
+/// are listed once.
+pub fn email_addresses_as_written(cert: &X509Ref) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(sans) = cert.subject_alt_names() {
         for gn in sans.iter() {
             if let Some(e) = gn.email() {
-                push_unique(&mut out, e.trim().to_ascii_lowercase());
+                push_unique(&mut out, e.trim());
             }
         }
     }
     for e in cert.subject_name().entries_by_nid(Nid::PKCS9_EMAILADDRESS) {
         if let Ok(s) = e.data().to_string() {
-            push_unique(&mut out, s.trim().to_ascii_lowercase());
+            push_unique(&mut out, s.trim());
         }
     }
     out
 }
 
-fn push_unique(v: &mut Vec<String>, s: String) {
-    if !s.is_empty() && !v.contains(&s) {
-        v.push(s);
+fn push_unique(v: &mut Vec<String>, s: &str) {
+    if !s.is_empty() && !v.iter().any(|x| x.eq_ignore_ascii_case(s)) {
+        v.push(s.to_string());
     }
 }
 

@@ -559,6 +559,31 @@ const USER_FACING: &[&str] = &[
     "Organization",
 ];
 
+/// Fields that record the message's way and what servers on it found (trace fields, RFC 5322
+/// §3.6.7; authentication results and signatures, RFC 8601, 6376, 8617): only the servers that
+/// handled the message write them, so they are never taken from a protected header section,
+/// where the sender wrote them, and the outer ones stay.
+const TRACE: &[&str] = &[
+    "Received",
+    "Return-Path",
+    "Authentication-Results",
+    "ARC-Authentication-Results",
+    "ARC-Message-Signature",
+    "ARC-Seal",
+    "DKIM-Signature",
+    "Received-SPF",
+    "Delivered-To",
+    "X-Original-To",
+    "Envelope-To",
+    "Resent-Date",
+    "Resent-From",
+    "Resent-Sender",
+    "Resent-To",
+    "Resent-Cc",
+    "Resent-Bcc",
+    "Resent-Message-ID",
+];
+
 /// Whether an entity split by [`mime::split`] really starts with a header section: a blank line
 /// ended it, and every line before that is a field (a name of printable ASCII, then a colon).
 fn has_header_section(e: &Entity<'_>) -> bool {
@@ -636,6 +661,7 @@ fn promotable(fields: &[Field], eol: &[u8], authserv_id: &str) -> Vec<Field> {
     let mut v: Vec<Field> = fields
         .iter()
         .filter(|f| !f.is_content() && !f.is("MIME-Version") && !f.name().is_empty())
+        .filter(|f| !TRACE.iter().any(|n| f.is(n)))
         .cloned()
         .collect();
     status::strip_forged(&mut v, authserv_id);

@@ -143,12 +143,14 @@ fn token(s: &str) -> String {
 
 /// An address as it may stand in a status value: exactly as the certificate has it when it is
 /// an ASCII `local-part@domain` of atext and dots (RFC 5322 §3.2.3; it then needs no quoting
-/// in a `key=value` list or an RFC 8601 pvalue). None otherwise (an internationalised address):
-/// the property is left out rather than another, valid-looking address shown.
+/// in a `key=value` list or an RFC 8601 pvalue). None otherwise (an internationalised address),
+/// and None when it holds `=`: a signer's certificate could otherwise put a status word such as
+/// `signature=valid` into the field that rules match on. The property is left out rather than
+/// another, valid-looking address shown.
 fn address_value(a: &str) -> Option<String> {
     let ok = a.contains('@')
         && a.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.@".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/?^_`{|}~.@".contains(c));
     ok.then(|| a.to_string())
 }
 
@@ -323,14 +325,28 @@ fn fold_at_spaces(text: &str, prefix: usize, eol: &str) -> String {
 }
 
 /// Escapes a quoted-string's content (RFC 5322): backslash and double quote, no line breaks.
+/// The inside of an RFC 5322 quoted-string (ASCII only, as RFC 8601 has it): `"` and `\\`
+/// escaped, control characters dropped, and every other non-ASCII character written as the
+/// RFC 4514 escapes of its UTF-8 bytes (`é` as `\\C3\\A9`, each backslash itself escaped),
+/// which is how a distinguished name may spell it.
 fn quote(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
-        .flat_map(|c| match c {
-            '"' | '\\' => vec!['\\', c],
-            c => vec![c],
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().filter(|c| !c.is_control()) {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_ascii() => out.push(c),
+            c => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\\\{b:02X}"));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The authserv-id an Authentication-Results value claims (RFC 8601 §2.2): after any CFWS
@@ -436,6 +452,19 @@ mod tests {
         assert_eq!(address_value("b\u{fc}ro@example.org"), None);
         assert_eq!(address_value("a;b@example.org"), None);
         assert_eq!(address_value("a b@example.org"), None);
+        // `=` would let a certificate put a status word into the field rules match on
+        assert_eq!(address_value("signature=valid@evil.example"), None);
+        assert_eq!(
+            address_value("Alice.Plus+tag@Example.ORG").as_deref(),
+            Some("Alice.Plus+tag@Example.ORG")
+        );
+    }
+
+    #[test]
+    fn quoted_values_are_ascii() {
+        let q = quote("O=Q\"uo\\te; x=(y), CN=Caf\u{e9} CA\u{7}");
+        assert!(q.is_ascii(), "{q}");
+        assert_eq!(q, "O=Q\\\"uo\\\\te; x=(y), CN=Caf\\\\C3\\\\A9 CA");
     }
 
     #[test]

@@ -248,7 +248,7 @@ pub fn judge(
         r.reason = Some(String::from("signer-certificate-missing"));
         return r;
     };
-    let addrs = certs::email_addresses(cert);
+    let addrs = certs::email_addresses_as_written(cert);
     r.address = match from {
         FromAddress::One(f) => addrs
             .iter()

@@ -1592,3 +1592,106 @@ Subject: Please reply\r\n"
         .to_string();
     assert!(root_ct.contains("message/rfc822"), "{root_ct}");
 }
+
+/// Signer certificates made by an openssl CLI CA here: the status shows a signer's address as
+/// the certificate writes it (case kept), never one that holds `=` (a certificate could put a
+/// status word into the field rules match on), and the Authentication-Results value stays
+/// ASCII (RFC 8601) when the issuer's name is not.
+#[test]
+fn signer_addresses_and_issuers_cannot_forge_or_break_the_status_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let sh = |script: &str| sh_in(d, script);
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -utf8 \
+          -subj '/O=Q\"uo\\\\te; x=(y)/CN=Caf\u{e9} CA' \
+          -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+          -keyout ca.key -out ca.pem 2>/dev/null");
+    let make = |name: &str, addr: &str| {
+        sh(&format!(
+            "openssl req -newkey rsa:2048 -nodes -subj '/CN={name}' -keyout {name}.key \
+               -out {name}.csr 2>/dev/null
+             printf 'subjectAltName=email:{addr}\\nkeyUsage=digitalSignature\\nextendedKeyUsage=emailProtection\\n' > {name}.ext
+             openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+               -extfile {name}.ext -out {name}.pem 2>/dev/null"
+        ));
+        let content = sample_entity("hello");
+        let signed = openssl(
+            &[
+                "cms",
+                "-sign",
+                "-binary",
+                "-signer",
+                path_str(&d.join(format!("{name}.pem"))),
+                "-inkey",
+                path_str(&d.join(format!("{name}.key"))),
+            ],
+            &content,
+        );
+        message(addr, "bob@example.org", "signer test", &signed)
+    };
+
+    // Untrusted here (only the test root is): the verdict is not valid, and nothing in the
+    // status field says otherwise.
+    let msg = make("inj", "signature=valid@evil.example");
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "untrusted");
+    assert!(!st.contains("signature=valid"), "{st}");
+    for v in ar_values(&out, "mx.test") {
+        assert!(v.is_ascii(), "Authentication-Results not ASCII: {v}");
+        assert!(!v.contains("smime=pass"), "{v}");
+    }
+
+    // Trusted: the signer is shown as the certificate writes it.
+    let msg = make("plus", "Alice.Plus+tag@Example.ORG");
+    let ca = d.join("ca.pem");
+    let (st, _, out) = filter_checked(None, &["--trust", path_str(&ca)], &msg);
+    assert_words(&st, "none", "valid");
+    assert!(st.contains("signer=Alice.Plus+tag@Example.ORG"), "{st}");
+    let ar = ar_values(&out, "mx.test").join("\n");
+    assert!(
+        ar.contains("body.smime-identifier=Alice.Plus+tag@Example.ORG"),
+        "{ar}"
+    );
+    assert!(ar.contains("CN=Caf\\\\C3\\\\A9 CA"), "{ar}");
+    assert!(ar.is_ascii(), "{ar}");
+}
+
+/// Trace and authentication fields in a protected header section were written by the sender,
+/// not by the servers on the way: the outer ones stay, the inner ones are never promoted.
+#[test]
+fn a_protected_header_section_never_replaces_trace_or_authentication_fields() {
+    let p = pki();
+    let inner = b"Content-Type: text/plain; hp=\"cipher\"\r\n\
+Received: from forged by forged.example\r\nReturn-Path: <ceo@bank.example>\r\n\
+Authentication-Results: mx1.example.net; dkim=pass header.d=bank.example; dmarc=pass\r\n\
+ARC-Authentication-Results: i=1; mx1.example.net; dmarc=pass\r\n\
+From: alice@example.org\r\nTo: bob@example.org\r\nSubject: Real subject\r\n\r\nbody\r\n";
+    let enc = encrypt_to(&[&p.bob], &["-aes256", "-binary"], inner);
+    let mut msg = b"Received: from real by mx1.example.net\r\nReturn-Path: <alice@example.org>\r\n\
+Authentication-Results: mx1.example.net; dkim=none; dmarc=fail\r\n"
+        .to_vec();
+    msg.extend(message(
+        "alice@example.org",
+        "bob@example.org",
+        "[...]",
+        &enc,
+    ));
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "none");
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(head.contains("Subject: Real subject"), "{head}");
+    assert!(
+        head.contains("Received: from real by mx1.example.net"),
+        "{head}"
+    );
+    assert!(head.contains("Return-Path: <alice@example.org>"), "{head}");
+    assert!(head.contains("dmarc=fail"), "{head}");
+    for forged in [
+        "forged.example",
+        "ceo@bank.example",
+        "dmarc=pass",
+        "ARC-Authentication",
+    ] {
+        assert!(!head.contains(forged), "{forged} promoted: {head}");
+    }
+}
