@@ -565,6 +565,16 @@ impl Run<'_> {
             .ok_or_else(|| Error::software("digest set"))
     }
 
+    /// UIDs of copies known to be ours: recorded, or claimed by a pending intent.
+    fn claimed_uids(&self) -> HashSet<u32> {
+        self.st
+            .own
+            .iter()
+            .copied()
+            .chain(self.st.pending.iter().filter_map(|p| p.appended_uid))
+            .collect()
+    }
+
     /// Completes an interrupted run: finds the copies appended but not recorded, archives their
     /// originals, forgets intents whose APPEND never happened (those originals get processed
     /// again by the next sync).
@@ -586,13 +596,7 @@ impl Run<'_> {
         if !unknown.is_empty() {
             let min = unknown.iter().map(|p| p.orig_uid).min().unwrap_or(0);
             // copies already known (ours, or recorded for another intent) are not candidates
-            let own: HashSet<u32> = self
-                .st
-                .own
-                .iter()
-                .copied()
-                .chain(self.st.pending.iter().filter_map(|p| p.appended_uid))
-                .collect();
+            let own = self.claimed_uids();
             let found = self
                 .s
                 .uid_search(format!(
@@ -915,13 +919,7 @@ impl Run<'_> {
         {
             return Ok(None);
         }
-        let claimed: HashSet<u32> = self
-            .st
-            .own
-            .iter()
-            .copied()
-            .chain(self.st.pending.iter().filter_map(|p| p.appended_uid))
-            .collect();
+        let claimed = self.claimed_uids();
         let cands: Vec<u32> = self
             .s
             .uid_search(format!("HEADER Message-ID \"{id}\""))
