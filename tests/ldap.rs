@@ -300,3 +300,142 @@ fn binds_with_credentials_over_starttls_and_ldaps_and_refuses_wrong_ones() {
     let rec = env.take_recorded();
     assert!(openssl_decrypt(&p.erin, &rec[0].message).is_some());
 }
+
+/// A listener that accepts connections and never answers (a hung directory); runs for the
+/// test's lifetime.
+fn silent_server() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    port
+}
+
+/// A directory that answers every search with one malformed entry (no attribute list), then
+/// success: such an answer must be an error, never a panic.
+fn malformed_server() -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let Ok(n) = c.read(&mut buf) else { continue };
+            // LDAPMessage ::= SEQUENCE { messageID INTEGER, … }: 30 LL 02 01 ID
+            let id = if n > 4 && buf[2] == 0x02 && buf[3] == 1 {
+                buf[4]
+            } else {
+                1
+            };
+            let entry = [
+                0x30, 0x0a, 0x02, 0x01, id, 0x64, 0x05, 0x04, 0x03, b'u', b'=', b'x',
+            ];
+            let done = [
+                0x30, 0x0c, 0x02, 0x01, id, 0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00,
+            ];
+            let _ = c.write_all(&entry);
+            let _ = c.write_all(&done);
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    });
+    port
+}
+
+#[test]
+fn incomplete_malformed_or_misconfigured_directories_never_count_as_no_certificate() {
+    let p = pki();
+    let env = Env::new();
+    let mut many = String::new();
+    for i in 0..21 {
+        many += &person(
+            &format!("many{i}"),
+            "many@example.org",
+            &if i == 20 {
+                b64_line("userCertificate;binary", &der(&p.erin))
+            } else {
+                String::new()
+            },
+        );
+    }
+    let ldap = Slapd::start(&many, true);
+    let url = format!("{}/{SUFFIX}", ldap.url());
+    let msg = client_message(&p.alice.email, "many@example.org", None, "", "secret\n");
+
+    // More entries than are read: the certificate may be among the others; not sent in clear.
+    let out = env.sendmail(Some(&p.alice), &["--ldap", &url, "-t"], &msg);
+    env.assert_refused(&out, 78, "more than 20 entries");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too broad"));
+
+    // A malformed answer: an error (75), no panic (101).
+    let bad = format!("ldap://127.0.0.1:{}/{SUFFIX}", malformed_server());
+    let out = env.sendmail(Some(&p.alice), &["--ldap", &bad, "-t"], &msg);
+    env.assert_refused(&out, 75, "malformed entry");
+
+    // Configuration errors are 78, not "try again later": a filter that does not parse, an
+    // empty bind password, a base DN the server answers with a referral.
+    let empty = env.write("empty.pw", b"\n");
+    std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    for (what, table) in [
+        (
+            "filter",
+            format!("url = \"{url}\"\nfilter = \"(mail=%s))\"\n"),
+        ),
+        (
+            "empty password",
+            format!(
+                "url = \"{url}\"\nbind_dn = \"{ADMIN_DN}\"\npassword_file = \"{}\"\n",
+                path_str(&empty)
+            ),
+        ),
+        (
+            "referral",
+            format!("url = \"{}/dc=elsewhere,dc=com\"\n", ldap.url()),
+        ),
+    ] {
+        let cfg = config(&env, &format!("[ldap]\n{table}"));
+        let out = env.sendmail(Some(&p.alice), &["--config", path_str(&cfg), "-t"], &msg);
+        env.assert_refused(&out, 78, what);
+    }
+}
+
+#[test]
+fn through_the_agent_a_slow_directory_is_a_refusal_not_a_send_in_clear() {
+    let p = pki();
+    let env = Env::new();
+    // The agent's directory takes 5 s to time out, longer than a client's usual 4 s wait;
+    // the client has no directory of its own, so working alone would send in clear.
+    let cfg = config(
+        &env,
+        &format!(
+            "[ldap]\nurl = \"ldap://127.0.0.1:{}/{SUFFIX}\"\ntimeout = 5\n",
+            silent_server()
+        ),
+    );
+    let socket = env.dir.path().join("agent.sock");
+    let mut c = common::smimed();
+    c.arg("--config")
+        .arg(&cfg)
+        .arg("--trust")
+        .arg(&p.root_path)
+        .arg("--certs")
+        .arg(&env.certs)
+        .arg("--key")
+        .arg(&p.alice.p12_path)
+        .env("SMIMED_PASSPHRASE", common::pki::P12_PASS);
+    let _agent = common::start_agent_with(c, &socket);
+    let msg = client_message(&p.alice.email, &p.erin.email, None, "", "secret\n");
+    let mut c = common::smimed();
+    c.arg("--agent")
+        .arg(&socket)
+        .env("XDG_DATA_HOME", env.dir.path().join("client-data"))
+        .args(["sendmail", "--mta"])
+        .arg(&env.mta)
+        .args(["-oi", "--", &p.erin.email]);
+    let out = common::run_with_stdin(&mut c, &msg);
+    env.assert_refused(&out, 75, "the agent's directory timed out");
+}

@@ -17,14 +17,18 @@
 //! - A directory that cannot be asked (unreachable, timeout, busy) is a temporary failure
 //!   (exit 75), never "no certificate": under `--encrypt auto` that would send in clear. A wrong
 //!   configuration (base DN missing, credentials refused) is a configuration error (exit 78).
+//! - An incomplete answer (more entries than read) is an error too, and a malformed one a
+//!   temporary failure, never a panic.
+//! - One deadline (`timeout`, at most [`MAX_TIMEOUT`]) covers a lookup: connecting, binding,
+//!   searching and one retry.
 //! - The connection is kept for the process (the agent's later lookups reuse it) and opened
 //!   again once when it broke.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ldap3::{LdapConn, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
+use ldap3::{LdapConn, LdapConnSettings, LdapError, Scope, SearchOptions};
 use openssl::x509::X509;
 use serde::Deserialize;
 
@@ -38,8 +42,11 @@ use crate::ossl;
 /// primary address is `SMTP:`, which AD matches without regard to case). Directories that do
 /// not know `proxyAddresses` evaluate that branch as undefined, so `mail` still matches.
 pub const DEFAULT_FILTER: &str = "(|(mail=%s)(proxyAddresses=smtp:%s))";
-/// Default seconds for connecting and for each operation.
+/// Default seconds for one lookup (connecting, binding and searching together).
 pub const DEFAULT_TIMEOUT: u64 = 10;
+/// Longest lookup: below the time a client of `smimed agent` waits for a sendmail answer
+/// ([`crate::agent::SENDMAIL_ANSWER_TIMEOUT`]), so that the agent's exit 75 reaches it.
+pub const MAX_TIMEOUT: u64 = 25;
 /// Entries read per lookup at most (an address names one person; more is a bad filter).
 const SIZE_LIMIT: i32 = 20;
 /// The attributes asked for; OpenLDAP returns `userCertificate;binary` for either name.
@@ -132,9 +139,9 @@ impl LdapConfig {
             .filter
             .clone()
             .unwrap_or_else(|| DEFAULT_FILTER.to_string());
-        if !filter.contains("%s") || !filter.starts_with('(') || !filter.ends_with(')') {
+        if !filter.contains("%s") || ldap3::parse_filter(filter.replace("%s", "x@y")).is_err() {
             return Err(Error::config(format!(
-                "LDAP filter {filter:?}: must be a parenthesised filter with %s for the address"
+                "LDAP filter {filter:?}: must be a valid filter (RFC 4515) with %s for the address"
             )));
         }
         let starttls = file.starttls.unwrap_or(false);
@@ -178,7 +185,11 @@ impl LdapConfig {
             password,
             starttls,
             ca: file.ca.as_deref().map(expand),
-            timeout: Duration::from_secs(file.timeout.unwrap_or(DEFAULT_TIMEOUT).max(1)),
+            timeout: Duration::from_secs(
+                file.timeout
+                    .unwrap_or(DEFAULT_TIMEOUT)
+                    .clamp(1, MAX_TIMEOUT),
+            ),
         }))
     }
 
@@ -212,10 +223,10 @@ impl LdapSource {
         LdapSource { cfg }
     }
 
-    fn connect(&self) -> Result<LdapConn> {
+    fn connect(&self, deadline: Instant) -> Result<LdapConn> {
         let cfg = &self.cfg;
         let mut settings = LdapConnSettings::new()
-            .set_conn_timeout(cfg.timeout)
+            .set_conn_timeout(left(cfg, deadline)?)
             .set_starttls(cfg.starttls);
         if cfg.starttls || cfg.url.starts_with("ldaps:") {
             settings = settings.set_connector(crate::imap::conn::tls_connector_for(
@@ -228,8 +239,15 @@ impl LdapSource {
             .map_err(|e| unreachable(cfg, "connecting", &e))?;
         if let Some(dn) = &cfg.bind_dn {
             let pw = cfg.password.get()?;
+            if pw.is_empty() {
+                // RFC 4513 §5.1.2: a DN with an empty password is an unauthenticated bind.
+                return Err(Error::config(format!(
+                    "LDAP directory {}: the bind password is empty",
+                    cfg.url
+                )));
+            }
             let r = conn
-                .with_timeout(cfg.timeout)
+                .with_timeout(left(cfg, deadline)?)
                 .simple_bind(dn, &pw)
                 .map_err(|e| unreachable(cfg, "binding", &e))?;
             if r.rc != 0 {
@@ -239,15 +257,17 @@ impl LdapSource {
         Ok(conn)
     }
 
-    /// One search on `conn`; Err(None) when the connection broke (worth one new try).
+    /// One search on `conn`; Err((true, _)) when the connection broke (worth one new try).
     fn search(
         &self,
         conn: &mut LdapConn,
         filter: &str,
-    ) -> std::result::Result<Vec<SearchEntry>, (bool, Error)> {
+        deadline: Instant,
+    ) -> std::result::Result<Vec<Entry>, (bool, Error)> {
         let cfg = &self.cfg;
+        let wait = left(cfg, deadline).map_err(|e| (false, e))?;
         let res = conn
-            .with_timeout(cfg.timeout)
+            .with_timeout(wait)
             .with_search_options(SearchOptions::new().sizelimit(SIZE_LIMIT))
             .search(&cfg.base, Scope::Subtree, filter, ATTRS.to_vec());
         let ldap3::SearchResult(entries, result) = match res {
@@ -259,17 +279,84 @@ impl LdapSource {
         };
         match result.rc {
             0 => {}
-            4 => log::warn!(
-                "ldap: more than {SIZE_LIMIT} entries match {filter}; only the first are read"
-            ),
+            // An incomplete answer is no "no certificate": under --encrypt auto that would
+            // send in clear although the certificate may be among the entries not read.
+            4 => {
+                return Err((
+                    false,
+                    Error::config(format!(
+                        "LDAP directory {}: more than {SIZE_LIMIT} entries match {filter}: \
+                         the filter is too broad",
+                        cfg.url
+                    )),
+                ))
+            }
             rc => return Err((false, result_error(cfg, "search", rc, &result.text))),
         }
-        Ok(entries.into_iter().map(SearchEntry::construct).collect())
+        entries
+            .into_iter()
+            .map(|e| {
+                decode_entry(e).ok_or_else(|| {
+                    (
+                        false,
+                        Error::tempfail(format!(
+                            "LDAP directory {}: a malformed search result entry",
+                            cfg.url
+                        )),
+                    )
+                })
+            })
+            .collect()
     }
+}
+
+/// What is left of the lookup's time; an error once it is spent.
+fn left(cfg: &LdapConfig, deadline: Instant) -> Result<Duration> {
+    let d = deadline.saturating_duration_since(Instant::now());
+    if d.is_zero() {
+        return Err(Error::tempfail(format!(
+            "LDAP directory {}: no answer within {} s",
+            cfg.url,
+            cfg.timeout.as_secs()
+        )));
+    }
+    Ok(d)
+}
+
+/// One search result entry: its DN and its attributes (description, values).
+struct Entry {
+    dn: String,
+    attrs: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+/// Decodes a search result entry; None when the server's answer is malformed (ldap3's
+/// `SearchEntry::construct` panics on those, and the answer comes from the network).
+fn decode_entry(re: ldap3::ResultEntry) -> Option<Entry> {
+    let mut tags = re.0.match_id(4)?.expect_constructed()?.into_iter();
+    let dn = String::from_utf8_lossy(&tags.next()?.expect_primitive()?).into_owned();
+    let mut attrs = Vec::new();
+    for a in tags.next()?.expect_constructed()? {
+        let mut part = a.expect_constructed()?.into_iter();
+        let name = String::from_utf8(part.next()?.expect_primitive()?).ok()?;
+        let values = part
+            .next()?
+            .expect_constructed()?
+            .into_iter()
+            .map(|t| t.expect_primitive())
+            .collect::<Option<Vec<_>>>()?;
+        attrs.push((name, values));
+    }
+    Some(Entry { dn, attrs })
 }
 
 /// The error for a directory that could not be asked.
 fn unreachable(cfg: &LdapConfig, what: &str, e: &LdapError) -> Error {
+    if matches!(e, LdapError::FilterParsing) {
+        return Error::config(format!(
+            "LDAP directory {}: {what}: the filter does not parse",
+            cfg.url
+        ));
+    }
     Error::tempfail(format!(
         "LDAP directory {}: {what}: {e} (it could not be asked, so a recipient's certificate \
          may be there)",
@@ -285,6 +372,7 @@ fn result_error(cfg: &LdapConfig, op: &str, rc: u32, text: &str) -> Error {
         format!(": {text}")
     };
     let name = match rc {
+        10 => " (referral: referrals are not followed; is the base DN right?)",
         32 => " (noSuchObject: is the base DN right?)",
         34 => " (invalidDNSyntax)",
         49 => " (invalidCredentials)",
@@ -298,9 +386,11 @@ fn result_error(cfg: &LdapConfig, op: &str, rc: u32, text: &str) -> Error {
         cfg.url
     );
     match rc {
-        // noSuchObject (the base DN), invalidDNSyntax, inappropriateAuthentication,
-        // invalidCredentials, insufficientAccessRights, filterError (a bad filter template)
-        32 | 34 | 48 | 49 | 50 | 87 => Error::new(Kind::Config, msg),
+        // referral (a base DN outside the server's naming contexts; referrals are not
+        // followed), noSuchObject (the base DN), invalidDNSyntax, inappropriateAuthentication,
+        // invalidCredentials, insufficientAccessRights, unwillingToPerform on a bind (an empty
+        // password), filterError (a bad filter template)
+        10 | 32 | 34 | 48 | 49 | 50 | 53 | 87 => Error::new(Kind::Config, msg),
         // busy, unavailable, unwillingToPerform, timeLimitExceeded, adminLimitExceeded, other
         _ => Error::tempfail(msg),
     }
@@ -337,18 +427,14 @@ fn is_cert_attribute(desc: &str) -> bool {
 
 /// The candidates of one entry: its end-entity certificates, each with the entry's CA
 /// certificates as the chain to complete its path.
-fn entry_candidates(entry: &SearchEntry, url: &str) -> Vec<Candidate> {
+fn entry_candidates(entry: &Entry, url: &str) -> Vec<Candidate> {
     let mut all: Vec<X509> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let text = entry
+    let values = entry
         .attrs
         .iter()
-        .flat_map(|(k, vs)| vs.iter().map(move |v| (k, v.as_bytes())));
-    let bin = entry
-        .bin_attrs
-        .iter()
         .flat_map(|(k, vs)| vs.iter().map(move |v| (k, v.as_slice())));
-    for (k, v) in text.chain(bin) {
+    for (k, v) in values {
         if !is_cert_attribute(k) {
             continue;
         }
@@ -390,16 +476,19 @@ impl CertSource for LdapSource {
                 .position(|(k, _)| *k == key)
                 .map(|i| conns.swap_remove(i).1)
         };
+        // One deadline for the whole lookup (connecting, binding, searching, one retry).
+        let deadline = Instant::now() + self.cfg.timeout;
         let (mut conn, reused) = match kept {
             Some(c) => (c, true),
-            None => (self.connect()?, false),
+            None => (self.connect(deadline)?, false),
         };
-        let entries = match self.search(&mut conn, &filter) {
+        let entries = match self.search(&mut conn, &filter, deadline) {
             Ok(e) => e,
             // A kept connection the server has closed meanwhile: one new try.
             Err((true, _)) if reused => {
-                conn = self.connect()?;
-                self.search(&mut conn, &filter).map_err(|(_, e)| e)?
+                conn = self.connect(deadline)?;
+                self.search(&mut conn, &filter, deadline)
+                    .map_err(|(_, e)| e)?
             }
             Err((_, e)) => return Err(e),
         };

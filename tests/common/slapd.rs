@@ -80,6 +80,7 @@ impl Slapd {
              TLSCACertificateFile {d}/tlsca.pem\n\
              TLSCertificateFile {d}/server.pem\n\
              TLSCertificateKeyFile {d}/server.key\n\
+             referral ldap://gc.invalid/\n\
              database mdb\n\
              maxsize 67108864\n\
              suffix \"{SUFFIX}\"\n\
