@@ -993,6 +993,9 @@ impl<'o> State<'o> {
                     .map_err(|e| io::Error::other(e.to_string()))?;
                 fs::rename(&tmp, &dest)?;
                 fs::File::open(archive.md.dir(sub))?.sync_all()?;
+                // Archived from here on: if a client re-flags the original before the unlink,
+                // the next try only unlinks it where it is (never a second copy).
+                archive.keys.insert(key.to_string());
                 fs::remove_file(src)?;
             }
             Err(e) => return Err(e),

@@ -25,6 +25,20 @@ fn messages_a_client_renames_meanwhile_are_read_where_they_are_now() {
     // while `--once` works through them. A message renamed between the scan and the read was
     // taken for gone: left encrypted and not reported. Now it is read where it is, or (renamed
     // again and again) reported as deferred with exit 75.
+    renamed_meanwhile(None);
+}
+
+#[test]
+fn messages_a_client_renames_meanwhile_are_archived_once_on_another_file_system() {
+    // The same with the archive on another file system, where an original is copied, then
+    // unlinked: an unlink that found the original re-flagged meanwhile made the next try copy
+    // it into the archive a second time.
+    let other =
+        tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) for a second file system");
+    renamed_meanwhile(Some(&other.path().join("Originals")));
+}
+
+fn renamed_meanwhile(archive: Option<&std::path::Path>) {
     let md = Md::new();
     let n = 300;
     for i in 0..n {
@@ -57,9 +71,26 @@ fn messages_a_client_renames_meanwhile_are_read_where_they_are_now() {
             }
         })
     };
-    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    let mut args = vec!["--once"];
+    if let Some(a) = archive {
+        args.extend(["--archive", a.to_str().unwrap()]);
+    }
+    let (code, err) = run_once(&mut watch_cmd(&args, md.path(), None));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     client.join().unwrap();
+    // Every original at most once in the archive (by its unique part).
+    let archived: Vec<String> = ["new", "cur"]
+        .iter()
+        .flat_map(|s| {
+            std::fs::read_dir(archive.unwrap_or(&md.archive()).join(s))
+                .into_iter()
+                .flatten()
+        })
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .map(|n| n.split(':').next().unwrap().to_string())
+        .collect();
+    let unique: std::collections::HashSet<&String> = archived.iter().collect();
+    assert_eq!(unique.len(), archived.len(), "an original archived twice");
     let left: Vec<String> = ["new", "cur"]
         .iter()
         .flat_map(|s| std::fs::read_dir(md.path().join(s)).unwrap())
