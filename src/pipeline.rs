@@ -559,29 +559,25 @@ const USER_FACING: &[&str] = &[
     "Organization",
 ];
 
-/// Fields that record the message's way and what servers on it found (trace fields, RFC 5322
-/// §3.6.7; authentication results and signatures, RFC 8601, 6376, 8617): only the servers that
-/// handled the message write them, so they are never taken from a protected header section,
-/// where the sender wrote them, and the outer ones stay.
-const TRACE: &[&str] = &[
-    "Received",
-    "Return-Path",
-    "Authentication-Results",
-    "ARC-Authentication-Results",
-    "ARC-Message-Signature",
-    "ARC-Seal",
-    "DKIM-Signature",
-    "Received-SPF",
-    "Delivered-To",
-    "X-Original-To",
-    "Envelope-To",
-    "Resent-Date",
-    "Resent-From",
-    "Resent-Sender",
-    "Resent-To",
-    "Resent-Cc",
-    "Resent-Bcc",
-    "Resent-Message-ID",
+/// Besides [`USER_FACING`], the fields a protected header section may promote: those the
+/// sender's client writes (date, identity and threading, hints). Nothing else is taken from it:
+/// trace fields, authentication results and what filters on the way wrote (Received,
+/// Return-Path, Authentication-Results, ARC-*, DKIM-Signature, X-Spam-*…) come from the servers
+/// that handled the message, and a sender must not be able to replace them.
+const SENDER_WRITTEN: &[&str] = &[
+    "Date",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "User-Agent",
+    "X-Mailer",
+    "Importance",
+    "Priority",
+    "X-Priority",
+    "Sensitivity",
+    "Expires",
+    "Supersedes",
+    "Autocrypt",
 ];
 
 /// Whether an entity split by [`mime::split`] really starts with a header section: a blank line
@@ -661,7 +657,7 @@ fn promotable(fields: &[Field], eol: &[u8], authserv_id: &str) -> Vec<Field> {
     let mut v: Vec<Field> = fields
         .iter()
         .filter(|f| !f.is_content() && !f.is("MIME-Version") && !f.name().is_empty())
-        .filter(|f| !TRACE.iter().any(|n| f.is(n)))
+        .filter(|f| USER_FACING.iter().chain(SENDER_WRITTEN).any(|n| f.is(n)))
         .cloned()
         .collect();
     status::strip_forged(&mut v, authserv_id);

@@ -1656,8 +1656,9 @@ fn signer_addresses_and_issuers_cannot_forge_or_break_the_status_fields() {
     assert!(ar.is_ascii(), "{ar}");
 }
 
-/// Trace and authentication fields in a protected header section were written by the sender,
-/// not by the servers on the way: the outer ones stay, the inner ones are never promoted.
+/// Trace and authentication fields and filter verdicts in a protected header section were
+/// written by the sender, not by the servers on the way: the outer ones stay, the inner ones are
+/// never promoted.
 #[test]
 fn a_protected_header_section_never_replaces_trace_or_authentication_fields() {
     let p = pki();
@@ -1665,10 +1666,12 @@ fn a_protected_header_section_never_replaces_trace_or_authentication_fields() {
 Received: from forged by forged.example\r\nReturn-Path: <ceo@bank.example>\r\n\
 Authentication-Results: mx1.example.net; dkim=pass header.d=bank.example; dmarc=pass\r\n\
 ARC-Authentication-Results: i=1; mx1.example.net; dmarc=pass\r\n\
+X-Spam-Flag: NO\r\nX-Spam-Status: No, score=-5.0\r\n\
 From: alice@example.org\r\nTo: bob@example.org\r\nSubject: Real subject\r\n\r\nbody\r\n";
     let enc = encrypt_to(&[&p.bob], &["-aes256", "-binary"], inner);
     let mut msg = b"Received: from real by mx1.example.net\r\nReturn-Path: <alice@example.org>\r\n\
-Authentication-Results: mx1.example.net; dkim=none; dmarc=fail\r\n"
+Authentication-Results: mx1.example.net; dkim=none; dmarc=fail\r\n\
+X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=15.2\r\n"
         .to_vec();
     msg.extend(message(
         "alice@example.org",
@@ -1686,11 +1689,17 @@ Authentication-Results: mx1.example.net; dkim=none; dmarc=fail\r\n"
     );
     assert!(head.contains("Return-Path: <alice@example.org>"), "{head}");
     assert!(head.contains("dmarc=fail"), "{head}");
+    assert!(
+        head.contains("X-Spam-Flag: YES") && head.contains("score=15.2"),
+        "{head}"
+    );
     for forged in [
         "forged.example",
         "ceo@bank.example",
         "dmarc=pass",
         "ARC-Authentication",
+        "X-Spam-Flag: NO",
+        "score=-5.0",
     ] {
         assert!(!head.contains(forged), "{forged} promoted: {head}");
     }
