@@ -65,24 +65,42 @@ fn merge_common(into: &mut Common, from: &Common) {
         a.extend(b.iter().cloned());
         a.extend(after);
     };
-    into.config = into.config.take().or_else(|| from.config.clone());
-    before(&mut into.key, &from.key);
-    into.passphrase_file = into
-        .passphrase_file
-        .take()
-        .or_else(|| from.passphrase_file.clone());
-    into.passphrase_command = into
-        .passphrase_command
-        .take()
-        .or_else(|| from.passphrase_command.clone());
-    before(&mut into.trust, &from.trust);
-    before(&mut into.crl, &from.crl);
-    into.authserv_id = into.authserv_id.take().or_else(|| from.authserv_id.clone());
-    into.max_size = into.max_size.or(from.max_size);
-    into.certs = into.certs.take().or_else(|| from.certs.clone());
-    before(&mut into.vcard, &from.vcard);
-    into.agent = into.agent.take().or_else(|| from.agent.clone());
-    into.verbose = into.verbose.saturating_add(from.verbose);
+    fn either<T: Clone>(a: &mut Option<T>, b: &Option<T>) {
+        if a.is_none() {
+            a.clone_from(b);
+        }
+    }
+    // Every field named: a new global option that is not merged here does not compile.
+    let Common {
+        config,
+        key,
+        passphrase_file,
+        passphrase_command,
+        trust,
+        crl,
+        authserv_id,
+        max_size,
+        certs,
+        vcard,
+        ldap,
+        ldap_base,
+        agent,
+        verbose,
+    } = from;
+    either(&mut into.config, config);
+    before(&mut into.key, key);
+    either(&mut into.passphrase_file, passphrase_file);
+    either(&mut into.passphrase_command, passphrase_command);
+    before(&mut into.trust, trust);
+    before(&mut into.crl, crl);
+    either(&mut into.authserv_id, authserv_id);
+    either(&mut into.max_size, max_size);
+    either(&mut into.certs, certs);
+    before(&mut into.vcard, vcard);
+    either(&mut into.ldap, ldap);
+    either(&mut into.ldap_base, ldap_base);
+    either(&mut into.agent, agent);
+    into.verbose = into.verbose.saturating_add(*verbose);
 }
 
 /// `sendmail` / `smimed-sendmail` / `smimed sendmail …`: sendmail's grammar, not clap's.

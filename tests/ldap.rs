@@ -186,6 +186,20 @@ fn sendmail_encrypts_to_directory_certificates_and_stops_when_it_cannot_ask() {
     let out = env.sendmail(Some(&p.alice), &["--ldap", &url, "-t"], &msg);
     env.assert_refused(&out, 75, "directory down, auto");
     assert!(String::from_utf8_lossy(&out.stderr).contains("LDAP directory"));
+    // The same when clap reads the command line (a short global flag before `sendmail`).
+    let mut c = common::smimed();
+    c.args(["-v", "--ldap", &url, "sendmail", "--trust"])
+        .arg(&p.root_path)
+        .arg("--certs")
+        .arg(&env.certs)
+        .arg("--mta")
+        .arg(&env.mta)
+        .arg("--key")
+        .arg(&p.alice.p12_path)
+        .env("SMIMED_PASSPHRASE", common::pki::P12_PASS)
+        .arg("-t");
+    let out = common::run_with_stdin(&mut c, &msg);
+    env.assert_refused(&out, 75, "directory down, -v --ldap URL sendmail");
     // A recipient the local store answers for does not need the directory.
     env.import(&[&p.bob_renewed.cert_path, &p.intermediate_path]);
     let to_bob = client_message(&p.alice.email, "bob@example.org", None, "", "local\n");
