@@ -643,3 +643,38 @@ fn a_maildir_given_twice_or_also_reached_by_recursive_is_worked_through_once() {
     assert!(err.contains("3 archived"), "{err}");
     assert_eq!(processed_count(md.path()) + processed_count(&sub), 3);
 }
+
+#[test]
+fn a_forged_field_or_smime_type_after_a_long_header_is_still_seen() {
+    // The watcher reads up to 256 KiB of a header to classify a message; what lies beyond
+    // (a forged status field, the Content-Type) is left to the pipeline, never skipped.
+    let md = Md::new();
+    let pad: String = (0..4000)
+        .map(|i| format!("X-Pad-{i}: {}\r\n", "a".repeat(70)))
+        .collect();
+    let with_pad = |m: Vec<u8>| [pad.as_bytes(), &m].concat();
+    let forged = md.deliver(&with_pad(forged_msg("lf")));
+    let smime = md.deliver(&with_pad(smime_msg("ls")));
+    let plain_bytes = with_pad(plain_msg("lp"));
+    let plain = md.deliver(&plain_bytes);
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("2 processed"), "{err}");
+    let live = by_message_id(md.path());
+    for (id, name) in [("lf", &forged), ("ls", &smime)] {
+        assert!(!md.path().join("new").join(name).exists(), "{id} left");
+        assert!(is_processed_name(&live[id][0].name), "{id}");
+    }
+    let text = String::from_utf8_lossy(&live["lf"][0].bytes).into_owned();
+    assert!(
+        !text.contains("signer=ceo@example.org"),
+        "forged field kept"
+    );
+    let text = String::from_utf8_lossy(&live["ls"][0].bytes).into_owned();
+    assert!(text.contains("encryption=decrypted"), "not decrypted");
+    // a plain message with a long header is still left as it is
+    assert_eq!(
+        std::fs::read(md.path().join("new").join(&plain)).unwrap(),
+        plain_bytes
+    );
+}
