@@ -1204,3 +1204,59 @@ fn done_in_body(m: &Msg) -> bool {
     m.header("X-Smime-Status")
         .is_some_and(|v| v.contains("encryption=decrypted"))
 }
+
+#[test]
+fn an_unsure_move_is_settled_by_the_archive_and_identical_or_unnamed_copies_are_found_again() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+
+    // 1. Stopped after the intent was marked for archiving but before the MOVE; a client
+    //    then deletes the original. The archive does not hold it, so the client's action
+    //    wins: the copy goes too (nothing comes back that the user deleted).
+    s.create("Del").expect("create");
+    append(&mut s, "Del", &message(Kind::SignEnc, "deleted"), &[], None);
+    let url = d.url("Del");
+    crashed_once(state.path(), &[&url], "marked");
+    assert_eq!(messages(&mut s, "Del").len(), 2);
+    s.select("Del").expect("select");
+    s.uid_store("1", "+FLAGS (\\Deleted)").expect("store");
+    s.uid_expunge("1").expect("expunge");
+    ok(&once(state.path(), &[&url]));
+    assert!(
+        messages(&mut s, "Del").is_empty(),
+        "the deleted message came back"
+    );
+    assert!(messages(&mut s, ARCHIVE).is_empty());
+
+    // 2. Two identical originals, and one without a Message-ID: stopped with their copies
+    //    appended, then the mailbox restored with a new UIDVALIDITY. Each original gets
+    //    exactly one copy.
+    s.create("Twin").expect("create");
+    let twin = message(Kind::SignEnc, "twin");
+    let unnamed: Vec<u8> = String::from_utf8(message(Kind::SignEnc, "unnamed"))
+        .unwrap()
+        .replace(&format!("Message-ID: {}\r\n", mid("unnamed")), "")
+        .into_bytes();
+    assert!(!String::from_utf8_lossy(&unnamed).contains("Message-ID"));
+    for m in [&twin, &twin, &unnamed] {
+        append(&mut s, "Twin", m, &[], None);
+    }
+    let url = d.url("Twin");
+    crashed_once(state.path(), &[&url], "before-move");
+    let before = messages(&mut s, "Twin");
+    assert_eq!(before.len(), 6, "three originals and three copies");
+    recreate(&mut s, "Twin", &before);
+    ok(&once(state.path(), &[&url]));
+    let after = messages(&mut s, "Twin");
+    assert_eq!(after.len(), 3, "one copy each");
+    assert!(after.iter().all(done_in_body));
+    assert_eq!(
+        after
+            .iter()
+            .filter(|m| m.header("Subject").as_deref() == Some("twin"))
+            .count(),
+        2
+    );
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 3);
+}

@@ -45,9 +45,15 @@ pub struct Pending {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub copied: bool,
     /// Set (durably) before the original is moved or deleted: an original missing afterwards
-    /// went by our own hand, so its copy stays.
+    /// may have gone by our own hand; the archive is then looked at (see `orig_digest`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub archiving: bool,
+    /// The original's digest and size, to find it in the archive when a move's outcome is
+    /// unknown (a crash or a lost connection during it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orig_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orig_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -258,6 +264,8 @@ mod tests {
                 appended_uid: Some(15),
                 copied: false,
                 archiving: true,
+                orig_digest: Some(digest(b"o")),
+                orig_size: Some(1),
             }],
             unresolved: vec![digest(b"y")],
         };

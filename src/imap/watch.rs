@@ -525,6 +525,21 @@ fn ensure_mailbox(s: &mut Session, wire: &str) -> Result<()> {
 /// Test-only crash points (hidden): `SMIMED_TEST_CRASH_AFTER_APPEND=1` aborts right after the
 /// first APPEND (its UID not recorded yet); `=before-move` aborts after the copies' UIDs were
 /// saved, before the originals are archived.
+/// The Message-ID of `msg` when it can stand in an IMAP SEARCH quoted string (ASCII, no quote
+/// or backslash).
+fn searchable_message_id(msg: &[u8]) -> Option<String> {
+    let id = crate::mime::split(msg)
+        .fields
+        .iter()
+        .find(|f| f.name().eq_ignore_ascii_case(b"Message-ID"))
+        .map(|f| f.value().trim().to_string())?;
+    let ok = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+    ok.then_some(id)
+}
+
 /// The status field every processed copy carries.
 const STATUS_FIELD: &str = "X-Smime-Status";
 
@@ -538,7 +553,7 @@ fn has_status_field(msg: &[u8]) -> bool {
 
 /// The crash hooks of the tests: `SMIMED_TEST_CRASH_AFTER_APPEND=1` (right after an APPEND),
 /// `before-move` (copies appended and recorded, originals not moved), `after-move` (originals
-/// moved, the state not updated yet).
+/// moved, the state not updated yet), `marked` (intents marked `archiving`, nothing moved).
 fn test_crash_hook(name: &str) -> bool {
     std::env::var_os("SMIMED_TEST_CRASH_AFTER_APPEND").is_some_and(|v| v == name)
 }
@@ -563,6 +578,63 @@ impl Run<'_> {
         self.digests
             .as_mut()
             .ok_or_else(|| Error::software("digest set"))
+    }
+
+    /// The original UIDs of `unsure` whose original the archive mailbox holds (same size and
+    /// digest, and Message-ID when it has one). With originals deleted rather than archived,
+    /// or when the original's digest was not recorded (a state from an older version), all of
+    /// them: their copies stay, so that nothing is lost.
+    fn archived_originals(&mut self, unsure: &[Pending]) -> Result<HashSet<u32>> {
+        let all = || unsure.iter().map(|p| p.orig_uid).collect();
+        let Some(archive) = self.archive_wire.clone() else {
+            return Ok(all());
+        };
+        if unsure.is_empty() {
+            return Ok(HashSet::new());
+        }
+        if unsure
+            .iter()
+            .any(|p| p.orig_digest.is_none() || p.orig_size.is_none())
+        {
+            return Ok(all());
+        }
+        let mut found = HashSet::new();
+        match self.s.examine(&archive) {
+            Ok(_) => {
+                for p in unsure {
+                    let (Some(d), Some(n)) = (&p.orig_digest, p.orig_size) else {
+                        continue;
+                    };
+                    let uids = self
+                        .s
+                        .uid_search(format!("LARGER {} SMALLER {}", n.saturating_sub(1), n + 1))
+                        .map_err(|e| imap_err("UID SEARCH in the archive", e))?;
+                    if uids.is_empty() {
+                        continue;
+                    }
+                    let fetches = self
+                        .s
+                        .uid_fetch(
+                            uid_set(&uids.into_iter().collect::<Vec<_>>()),
+                            "(UID BODY.PEEK[])",
+                        )
+                        .map_err(|e| imap_err("UID FETCH in the archive", e))?;
+                    if fetches
+                        .iter()
+                        .any(|f| f.body().is_some_and(|b| state::digest(b) == *d))
+                    {
+                        found.insert(p.orig_uid);
+                    }
+                }
+            }
+            // No archive mailbox: nothing was moved there.
+            Err(::imap::Error::No(_)) => {}
+            Err(e) => return Err(imap_err(format!("EXAMINE {archive}"), e)),
+        }
+        self.s
+            .select(&self.wire)
+            .map_err(|e| imap_err(format!("SELECT {}", self.wire), e))?;
+        Ok(found)
     }
 
     /// UIDs of copies known to be ours: recorded, or claimed by a pending intent.
@@ -655,7 +727,17 @@ impl Run<'_> {
             .map_err(|e| imap_err("UID SEARCH", e))?
             .into_iter()
             .collect();
-        let gone_by_us = |p: &Pending| p.copied || p.archiving;
+        // An original missing after a move we began may have gone by our hand (a crash or a
+        // lost connection during the MOVE): it did when the archive holds it.
+        let unsure: Vec<Pending> = self
+            .st
+            .pending
+            .iter()
+            .filter(|p| !present.contains(&p.orig_uid) && p.archiving && !p.copied)
+            .cloned()
+            .collect();
+        let archived = self.archived_originals(&unsure)?;
+        let gone_by_us = |p: &Pending| p.copied || archived.contains(&p.orig_uid);
         let orphans: Vec<u32> = self
             .st
             .pending
@@ -684,6 +766,10 @@ impl Run<'_> {
                 p.archiving |= present.contains(&p.orig_uid);
             }
             self.sf.save(&self.st)?;
+            if test_crash_hook("marked") {
+                log::error!("SMIMED_TEST_CRASH_AFTER_APPEND=marked: aborting");
+                std::process::abort();
+            }
             self.archive(&keep)?;
             if test_crash_hook("after-move") {
                 log::error!("SMIMED_TEST_CRASH_AFTER_APPEND=after-move: aborting");
@@ -901,28 +987,18 @@ impl Run<'_> {
     }
 
     /// The UID of a message in the mailbox whose digest is `digest` and that is not claimed as
-    /// ours yet: looked for among the messages with the same Message-ID as `output`.
+    /// ours yet: looked for among the messages with the same Message-ID as `output`, or, when
+    /// it has none, among those that carry our keyword or a status field.
     fn existing_copy(&mut self, output: &[u8], digest: &str) -> Result<Option<u32>> {
-        let ent = crate::mime::split(output);
-        let Some(id) = ent
-            .fields
-            .iter()
-            .find(|f| f.name().eq_ignore_ascii_case(b"Message-ID"))
-            .map(|f| f.value().trim().to_string())
-        else {
-            return Ok(None);
+        // By Message-ID when it has a usable one, else among everything that may be a copy.
+        let criteria = match searchable_message_id(output) {
+            Some(id) => format!("HEADER Message-ID \"{id}\""),
+            None => format!("OR KEYWORD {KEYWORD} HEADER {STATUS_FIELD} \"\""),
         };
-        if id.is_empty()
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        {
-            return Ok(None);
-        }
         let claimed = self.claimed_uids();
         let cands: Vec<u32> = self
             .s
-            .uid_search(format!("HEADER Message-ID \"{id}\""))
+            .uid_search(criteria)
             .map_err(|e| imap_err("UID SEARCH", e))?
             .into_iter()
             .filter(|u| !claimed.contains(u))
@@ -973,9 +1049,12 @@ impl Run<'_> {
                         appended_uid: None,
                         copied: false,
                         archiving: false,
+                        orig_digest: Some(state::digest(&items[i].body)),
+                        orig_size: Some(items[i].body.len() as u64),
                     };
-                    if self.st.unresolved.contains(&p.digest) {
-                        self.st.unresolved.retain(|d| *d != p.digest);
+                    if let Some(at) = self.st.unresolved.iter().position(|d| *d == p.digest) {
+                        // one claim per intent: two identical originals had two copies
+                        self.st.unresolved.remove(at);
                         p.appended_uid = self.existing_copy(&output, &p.digest)?;
                         if p.appended_uid.is_some() {
                             claimed.push(p);
