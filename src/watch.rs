@@ -186,7 +186,8 @@ fn try_work(ctx: &Context, job: &Job, temp_seen: &AtomicBool) -> Result<Outcome>
     };
     let ent = mime::split(&head.bytes);
     // A header section longer than what was read: a forged field or the Content-Type may come
-    // after it, so the pipeline (which reads the whole header) decides.
+    // after it, so the pipeline (which reads the whole header) decides, within --max-size
+    // (MTAs cap a header far below 256 KiB: Postfix at 100 KB by default).
     let unseen = !head.whole && ent.separator.is_empty();
     let smime = mime::classify_entity(&ent) != mime::Kind::Other;
     let forged = ent
@@ -196,7 +197,7 @@ fn try_work(ctx: &Context, job: &Job, temp_seen: &AtomicBool) -> Result<Outcome>
     if !smime && !forged && !unseen {
         return Ok(Outcome::Skipped(job.clone()));
     }
-    if !forged && !unseen && head.file_len() > ctx.limits.max_size {
+    if !forged && head.file_len() > ctx.limits.max_size {
         // The pipeline would pass it through unchanged (size-limit): not worth reading.
         log::info!("{}: larger than --max-size, left as it is", path.display());
         return Ok(Outcome::Skipped(job.clone()));

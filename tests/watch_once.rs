@@ -678,3 +678,29 @@ fn a_forged_field_or_smime_type_after_a_long_header_is_still_seen() {
         plain_bytes
     );
 }
+
+#[test]
+fn a_long_header_over_max_size_is_not_read_whole() {
+    // The same long header, in a file over --max-size: left as it is, like every message over
+    // the limit whose first 256 KiB show nothing to remove (never read whole into memory).
+    let md = Md::new();
+    let pad: String = (0..4000)
+        .map(|i| format!("X-Pad-{i}: {}\r\n", "a".repeat(70)))
+        .collect();
+    let bytes = [pad.as_bytes(), &smime_msg("lm")].concat();
+    let name = md.deliver(&bytes);
+    let (code, err) = run_once(&mut watch_cmd(
+        &["--once", "--max-size", "300000"],
+        md.path(),
+        None,
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("0 processed") && err.contains("1 skipped"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(md.path().join("new").join(&name)).unwrap(),
+        bytes
+    );
+}
