@@ -63,7 +63,12 @@ fn person(uid: &str, mail: &str, extra: &str) -> String {
 /// - the expired user, and a certificate for the wrong address under alice's entry.
 fn gal() -> String {
     let p = pki();
-    let mut l = String::new();
+    // A referral object: every subtree search from the base also returns a continuation
+    // reference (Active Directory sends them for its other partitions); not an entry.
+    let mut l = format!(
+        "dn: ou=elsewhere,{SUFFIX}\nobjectClass: referral\nobjectClass: extensibleObject\n\
+         ou: elsewhere\nref: ldap://other.invalid/ou=elsewhere,{SUFFIX}\n\n"
+    );
     l += &person(
         "bob",
         "bob@example.org",
@@ -329,6 +334,44 @@ fn silent_server() -> u16 {
     port
 }
 
+/// A directory that answers a search with `n` entries (no attributes), one every `gap`, then
+/// success: a server trickling entries, to which ldap3's per-message timeout gives no end.
+fn trickling_server(n: usize, gap: std::time::Duration) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let Ok(n_read) = c.read(&mut buf) else { return };
+                let id = if n_read > 4 && buf[2] == 0x02 && buf[3] == 1 {
+                    buf[4]
+                } else {
+                    1
+                };
+                for _ in 0..n {
+                    std::thread::sleep(gap);
+                    let entry = [
+                        0x30, 0x0c, 0x02, 0x01, id, 0x64, 0x07, 0x04, 0x03, b'u', b'=', b'x', 0x30,
+                        0x00,
+                    ];
+                    if c.write_all(&entry).is_err() {
+                        return;
+                    }
+                }
+                let done = [
+                    0x30, 0x0c, 0x02, 0x01, id, 0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04,
+                    0x00,
+                ];
+                let _ = c.write_all(&done);
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            });
+        }
+    });
+    port
+}
+
 /// A directory that answers every search with one malformed entry (no attribute list), then
 /// success: such an answer must be an error, never a panic.
 fn malformed_server() -> u16 {
@@ -383,6 +426,18 @@ fn incomplete_malformed_or_misconfigured_directories_never_count_as_no_certifica
     let out = env.sendmail(Some(&p.alice), &["--ldap", &url, "-t"], &msg);
     env.assert_refused(&out, 78, "more than 20 entries");
     assert!(String::from_utf8_lossy(&out.stderr).contains("too broad"));
+
+    // A server trickling entries past the lookup's deadline (each within ldap3's per-message
+    // timeout): a temporary failure, not an answer "none" that would send in clear.
+    let slow = config(
+        &env,
+        &format!(
+            "[ldap]\nurl = \"ldap://127.0.0.1:{}/{SUFFIX}\"\ntimeout = 2\n",
+            trickling_server(6, std::time::Duration::from_millis(900))
+        ),
+    );
+    let out = env.sendmail(Some(&p.alice), &["--config", path_str(&slow), "-t"], &msg);
+    env.assert_refused(&out, 75, "trickling directory");
 
     // A malformed answer: an error (75), no panic (101).
     let bad = format!("ldap://127.0.0.1:{}/{SUFFIX}", malformed_server());

@@ -364,6 +364,34 @@ fn agent_standalone_and_fallback_give_the_same_copies() {
         alone,
         "old agent: same copies"
     );
+
+    // An agent that takes the request and gives no answer in time (frozen, or asking a slow
+    // directory): a temporary failure, never a send made alone (it could go out in clear).
+    let silent = env.dir.path().join("silent.sock");
+    let listener = UnixListener::bind(&silent).expect("bind");
+    let hold = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut sink = Vec::new();
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(3)));
+        let _ = conn.read_to_end(&mut sink);
+    });
+    let with_silent: Vec<&str> = ["--agent", common::path_str(&silent)]
+        .into_iter()
+        .chain(args)
+        .collect();
+    let out = env.sendmail_env(
+        Some(&p.alice),
+        &with_silent,
+        &msg,
+        &[("SMIMED_TEST_AGENT_TIMEOUT_MS", "1000")],
+    );
+    env.assert_refused(&out, 75, "silent agent");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did not answer in time"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    hold.join().expect("silent agent");
 }
 
 #[test]

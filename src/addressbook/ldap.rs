@@ -266,17 +266,34 @@ impl LdapSource {
     ) -> std::result::Result<Vec<Entry>, (bool, Error)> {
         let cfg = &self.cfg;
         let wait = left(cfg, deadline).map_err(|e| (false, e))?;
-        let res = conn
+        let failed = |e: LdapError| {
+            let broken = !matches!(e, LdapError::Timeout { .. });
+            (broken, unreachable(cfg, "searching", &e))
+        };
+        // Streamed, so that the deadline is checked after every entry (ldap3's timeout bounds
+        // the wait for each message, not the whole search: a server trickling entries would
+        // hold a lookup for as long as it likes).
+        let mut stream = conn
             .with_timeout(wait)
             .with_search_options(SearchOptions::new().sizelimit(SIZE_LIMIT))
-            .search(&cfg.base, Scope::Subtree, filter, ATTRS.to_vec());
-        let ldap3::SearchResult(entries, result) = match res {
-            Ok(r) => r,
-            Err(e) => {
-                let broken = !matches!(e, LdapError::Timeout { .. });
-                return Err((broken, unreachable(cfg, "searching", &e)));
+            .streaming_search(&cfg.base, Scope::Subtree, filter, ATTRS.to_vec())
+            .map_err(failed)?;
+        let mut entries = Vec::new();
+        loop {
+            match stream.next() {
+                Ok(Some(e)) => {
+                    left(cfg, deadline).map_err(|e| (true, e))?;
+                    // Continuation references (Active Directory sends them for its other
+                    // partitions) and intermediate messages: not entries, not followed.
+                    if !e.is_ref() && !e.is_intermediate() {
+                        entries.push(e);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(failed(e)),
             }
-        };
+        }
+        let result = stream.result();
         match result.rc {
             0 => {}
             // An incomplete answer is no "no certificate": under --encrypt auto that would

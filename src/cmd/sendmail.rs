@@ -134,6 +134,20 @@ fn via_agent(
             );
             Ok(None)
         }
+        // An agent that is there but does not answer in time (frozen, or busy asking a slow
+        // directory): working alone, perhaps without the agent's keys or directory, could send
+        // in clear what it would encrypt or refuse. A temporary failure instead; nothing sent.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) =>
+        {
+            Err(Error::tempfail(format!(
+                "the agent on {} did not answer in time ({e}): not sending",
+                socket.display()
+            )))
+        }
         Err(e) => {
             log::warn!("no agent on {} ({e}); working alone", socket.display());
             Ok(None)
