@@ -123,6 +123,51 @@ extern "C" {
     ) -> c_int;
 }
 
+/// Makes OpenSSL report an undecryptable content-encryption key (bad PKCS#1 padding, or a key
+/// of the wrong length for the cipher) as an error. Without CMS_DEBUG_DECRYPT it decrypts the
+/// content with a random key instead (its countermeasure against Bleichenbacher's million
+/// message attack), and the garbage passes CBC's padding check once in 256 tries: it would be
+/// reported as decrypted. Every failure ends as `encryption=failed` here, whatever its cause,
+/// so the flag reveals nothing the countermeasure hides.
+///
+/// The flag can only be set through `CMS_decrypt` called without key, certificate and BIOs,
+/// which first wants the content present: a structure parsed with its encrypted content
+/// detached gets an empty placeholder for the call.
+///
+/// # Safety
+/// `cms` must be a valid EnvelopedData or AuthEnvelopedData ContentInfo.
+unsafe fn report_bad_content_keys(cms: *mut ffi::CMS_ContentInfo) {
+    // SAFETY: per the caller; CMS_get0_content returns the slot of the encrypted content (or
+    // NULL), which we fill with a placeholder we own and empty again before freeing it.
+    unsafe {
+        let pos = CMS_get0_content(cms);
+        if pos.is_null() {
+            return;
+        }
+        let mut placeholder = ptr::null_mut();
+        if (*pos).is_null() {
+            placeholder = ffi::ASN1_OCTET_STRING_new();
+            if placeholder.is_null() {
+                return;
+            }
+            *pos = placeholder;
+        }
+        ffi::CMS_decrypt(
+            cms,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ffi::CMS_DEBUG_DECRYPT,
+        );
+        if !placeholder.is_null() {
+            *pos = ptr::null_mut();
+            ffi::ASN1_STRING_free(placeholder as *mut ffi::ASN1_STRING);
+        }
+    }
+    let _ = openssl::error::ErrorStack::get();
+}
+
 /// BIO_ctrl command behind the BIO_get_cipher_status() macro.
 const BIO_C_GET_CIPHER_STATUS: c_int = 113;
 
@@ -568,6 +613,7 @@ pub fn decrypt_into(
     // key only to unwrap the content-encryption key and detaches it again. The BIO chain from
     // CMS_dataInit is ours and freed by BioChain. BIO_read writes at most `len` bytes into `buf`.
     unsafe {
+        report_bad_content_keys(cms_ptr);
         if CMS_decrypt_set1_pkey_and_peer(cms_ptr, pkey.as_ptr(), cert.as_ptr(), ptr::null_mut())
             != 1
         {

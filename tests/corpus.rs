@@ -525,3 +525,38 @@ fn sst_trust_list_lines_and_property_9_marks() {
         }
     }
 }
+
+/// BouncyCastle's `test256.message` wraps a 192-bit content key under the AES-256 OID. OpenSSL
+/// decrypts such content with a random key unless told to report the bad key (its
+/// countermeasure against Bleichenbacher's attack), and random-key garbage passes CBC's padding
+/// check once in 256 tries: it was then reported as `encryption=decrypted`. 1,500 tries in one
+/// `watch --once` (each with a fresh random key on the old code; about 6 would pass) must all
+/// say `failed`.
+#[test]
+fn an_undecryptable_content_key_never_yields_decrypted_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = "bouncycastle-mail/mail/src/test/resources/org/bouncycastle/mail/smime/test/";
+    let key = private_copy(dir.path(), &format!("pem:{t}key.pem+{t}cert.pem"));
+    let msg = std::fs::read(corpus_dir().join(format!("{t}test256.message"))).unwrap();
+    let md = dir.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(md.join(sub)).unwrap();
+    }
+    let n = 1500;
+    for i in 0..n {
+        std::fs::write(md.join("new").join(format!("1800000000.M{i}P1.t")), &msg).unwrap();
+    }
+    let out = smimed()
+        .args(["--authserv-id", "mx.test", "--key"])
+        .arg(&key)
+        .args(["watch", "--once", "--no-archive"])
+        .arg(&md)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{n} processed (0 decrypted")),
+        "garbage reported as decrypted: {err}"
+    );
+}
