@@ -282,7 +282,7 @@ impl LdapSource {
         loop {
             match stream.next() {
                 Ok(Some(e)) => {
-                    left(cfg, deadline).map_err(|e| (true, e))?;
+                    left(cfg, deadline).map_err(|e| (false, e))?;
                     // Continuation references (Active Directory sends them for its other
                     // partitions) and intermediate messages: not entries, not followed.
                     if !e.is_ref() && !e.is_intermediate() {
