@@ -318,3 +318,78 @@ mod tests {
         assert_eq!(&t[parsed.content..parsed.end], body.as_slice());
     }
 }
+
+/// What an encryption-key preference attribute names: SMIMEEncryptionKeyPreference (RFC 8551
+/// §2.5.3: `[0]` issuerAndSerialNumber, `[1]` receipentKeyId, `[2]` subjectAltKeyIdentifier) or
+/// Microsoft's 1.3.6.1.4.1.311.16.4 (a plain IssuerAndSerialNumber).
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyPreference<'a> {
+    /// The DER of the issuer Name and of the serial INTEGER.
+    IssuerSerial { issuer: &'a [u8], serial: &'a [u8] },
+    /// A subjectKeyIdentifier's octets.
+    SubjectKeyId(&'a [u8]),
+}
+
+/// Reads an encryption-key preference attribute value (its whole DER); None for anything else.
+pub fn key_preference(der: &[u8]) -> Option<KeyPreference<'_>> {
+    let t = tlv(der, 0)?;
+    if t.end != der.len() {
+        return None;
+    }
+    match t.tag {
+        0xA0 | 0x30 => {
+            let c = children(der, t)?;
+            match c.as_slice() {
+                [issuer, serial] if issuer.tag == 0x30 && serial.tag == 0x02 => {
+                    Some(KeyPreference::IssuerSerial {
+                        issuer: der.get(issuer.start..issuer.end)?,
+                        serial: der.get(serial.start..serial.end)?,
+                    })
+                }
+                _ => None,
+            }
+        }
+        0xA1 => {
+            let c = children(der, t)?;
+            let k = c.first().filter(|k| k.tag == 0x04)?;
+            Some(KeyPreference::SubjectKeyId(der.get(k.content..k.end)?))
+        }
+        0x82 => Some(KeyPreference::SubjectKeyId(der.get(t.content..t.end)?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod key_preference_tests {
+    use super::{key_preference, KeyPreference};
+
+    #[test]
+    fn the_three_forms_and_microsofts() {
+        // [0] IMPLICIT IssuerAndSerialNumber: issuer SEQUENCE {}, serial 0x1001
+        let ias = [0xA0, 0x06, 0x30, 0x00, 0x02, 0x02, 0x10, 0x01];
+        let want = KeyPreference::IssuerSerial {
+            issuer: &[0x30, 0x00],
+            serial: &[0x02, 0x02, 0x10, 0x01],
+        };
+        assert_eq!(key_preference(&ias), Some(want));
+        let mut ms = ias;
+        ms[0] = 0x30;
+        assert!(matches!(
+            key_preference(&ms),
+            Some(KeyPreference::IssuerSerial { .. })
+        ));
+        assert_eq!(
+            key_preference(&[0x82, 0x02, 0xAB, 0xCD]),
+            Some(KeyPreference::SubjectKeyId(&[0xAB, 0xCD]))
+        );
+        assert_eq!(
+            key_preference(&[0xA1, 0x04, 0x04, 0x02, 0xAB, 0xCD]),
+            Some(KeyPreference::SubjectKeyId(&[0xAB, 0xCD]))
+        );
+        // truncated, trailing bytes, wrong inner types
+        assert_eq!(key_preference(&ias[..5]), None);
+        assert_eq!(key_preference(&[&ias[..], &[0][..]].concat()), None);
+        assert_eq!(key_preference(&[0xA0, 0x04, 0x02, 0x00, 0x02, 0x00]), None);
+        assert_eq!(key_preference(&[]), None);
+    }
+}

@@ -364,6 +364,9 @@ pub struct SignerCheck {
     pub signing_time: Option<i64>,
     /// DER of the SMIMECapabilities attribute value, when present.
     pub smime_capabilities: Option<Vec<u8>>,
+    /// The certificate (among the message's) that the signer's encryption-key preference
+    /// attributes name, when there is one.
+    pub key_preference: Option<X509>,
 }
 
 /// Result of checking every signer of a SignedData.
@@ -479,6 +482,74 @@ fn smime_capabilities(si: *mut CMS_SignerInfo) -> Option<Vec<u8>> {
     }
 }
 
+/// ASN1_TYPE's type for a value under a non-universal tag (openssl-sys lacks it).
+const V_ASN1_OTHER: c_int = -3;
+
+/// Microsoft's encryption-key preference attribute (an IssuerAndSerialNumber), which Outlook
+/// writes next to SMIMEEncryptionKeyPreference.
+const MS_ENCRYPTION_KEY_PREFERENCE: &std::ffi::CStr = c"1.3.6.1.4.1.311.16.4";
+
+/// The certificate among the message's (`certs`, listed only when an attribute is there) that
+/// the signer's SMIMEEncryptionKeyPreference or Microsoft's equivalent names.
+fn key_preference<'c>(
+    si: *mut CMS_SignerInfo,
+    certs: impl FnOnce() -> &'c mut Vec<X509>,
+) -> Option<X509> {
+    let mut value = None;
+    // SAFETY: si is borrowed; the ASN1_OBJECTs are ours (the NID one is static, the text one
+    // freed below); the returned ASN1_STRINGs are borrowed from si and copied at once.
+    unsafe {
+        let ms = ffi::OBJ_txt2obj(MS_ENCRYPTION_KEY_PREFERENCE.as_ptr(), 1);
+        let candidates = [
+            (
+                ffi::OBJ_nid2obj(ffi::NID_id_smime_aa_encrypKeyPref),
+                V_ASN1_OTHER,
+            ),
+            (
+                ffi::OBJ_nid2obj(ffi::NID_id_smime_aa_encrypKeyPref),
+                ffi::V_ASN1_SEQUENCE,
+            ),
+            (ms, ffi::V_ASN1_SEQUENCE),
+        ];
+        for (obj, ty) in candidates {
+            if obj.is_null() || value.is_some() {
+                continue;
+            }
+            let s = CMS_signed_get0_data_by_OBJ(si, obj, -3, ty) as *mut ffi::ASN1_STRING;
+            if s.is_null() {
+                continue;
+            }
+            let (Ok(len), data) = (
+                usize::try_from(ffi::ASN1_STRING_length(s)),
+                ffi::ASN1_STRING_get0_data(s),
+            ) else {
+                continue;
+            };
+            if !data.is_null() {
+                value = Some(std::slice::from_raw_parts(data, len).to_vec());
+            }
+        }
+        if !ms.is_null() {
+            ASN1_OBJECT_free(ms);
+        }
+        ffi::ERR_clear_error();
+    }
+    let value = value?;
+    let wanted = crate::ber::key_preference(&value)?;
+    certs()
+        .iter()
+        .find(|c| match wanted {
+            crate::ber::KeyPreference::IssuerSerial { issuer, serial } => {
+                c.issuer_name().to_der().ok().as_deref() == Some(issuer)
+                    && serial_der(c).ok().as_deref() == Some(serial)
+            }
+            crate::ber::KeyPreference::SubjectKeyId(id) => {
+                c.subject_key_id().map(|k| k.as_slice()) == Some(id)
+            }
+        })
+        .cloned()
+}
+
 /// Checks every SignerInfo of a SignedData on its own: the signature over the signed attributes
 /// and the message digest over `detached` (multipart/signed) or the embedded content (opaque).
 /// `extra_certs` are searched for signer certificates the message does not carry.
@@ -505,6 +576,7 @@ pub fn check_signers(
 
         let mut signers = Vec::new();
         let mut ptrs = Vec::new();
+        let mut message_certs: Option<Vec<X509>> = None;
         for i in 0..stack_len(sis) {
             let si = stack_get(sis, i);
             let (mut pk, mut signer, mut pdig, mut psig) = (
@@ -549,6 +621,15 @@ pub fn check_signers(
                 digest,
                 signing_time: signing_time(si),
                 smime_capabilities: smime_capabilities(si),
+                key_preference: key_preference(si, || {
+                    // The message's certificates: those left in the structure and those taken
+                    // out before parsing (`ber::detach_certificates`), which come as extras.
+                    message_certs.get_or_insert_with(|| {
+                        let mut v = embedded_certs(cms);
+                        v.extend(extra_certs.iter().map(X509Ref::to_owned));
+                        v
+                    })
+                }),
             });
             ptrs.push(si);
         }
@@ -772,6 +853,13 @@ extern "C" {
         bytes: *const c_void,
         len: c_int,
     ) -> c_int;
+    fn CMS_signed_add1_attr_by_txt(
+        si: CMS_SignerInfoPtr,
+        attrname: *const std::ffi::c_char,
+        attrtype: c_int,
+        bytes: *const c_void,
+        len: c_int,
+    ) -> c_int;
     fn CMS_final(
         cms: *mut ffi::CMS_ContentInfo,
         data: *mut ffi::BIO,
@@ -902,13 +990,11 @@ fn der_length(len: usize, out: &mut Vec<u8>) {
     }
 }
 
-/// DER of SMIMEEncryptionKeyPreference ::= issuerAndSerialNumber [0] IMPLICIT
-/// IssuerAndSerialNumber (RFC 8551 §2.5.3) for `cert`.
-fn encryption_key_preference(cert: &X509Ref) -> Result<Vec<u8>, openssl::error::ErrorStack> {
-    let issuer = cert.issuer_name().to_der()?;
+/// The DER of a certificate's serial INTEGER.
+fn serial_der(cert: &X509Ref) -> Result<Vec<u8>, openssl::error::ErrorStack> {
     // SAFETY: i2d with a NULL output returns the length; the second call writes exactly that many
     // bytes into a buffer of that size; the serial is borrowed from the certificate.
-    let serial = unsafe {
+    unsafe {
         let s = cert.serial_number().as_ptr();
         let n = i2d_ASN1_INTEGER(s, ptr::null_mut());
         if n <= 0 {
@@ -917,9 +1003,17 @@ fn encryption_key_preference(cert: &X509Ref) -> Result<Vec<u8>, openssl::error::
         let mut buf = vec![0u8; n as usize];
         let mut p = buf.as_mut_ptr();
         i2d_ASN1_INTEGER(s, &mut p);
-        buf
-    };
-    let mut out = vec![0xA0];
+        Ok(buf)
+    }
+}
+
+/// DER of an IssuerAndSerialNumber for `cert` under `tag`: 0xA0 gives
+/// SMIMEEncryptionKeyPreference ::= issuerAndSerialNumber [0] IMPLICIT IssuerAndSerialNumber
+/// (RFC 8551 §2.5.3), 0x30 the plain SEQUENCE of Microsoft's attribute.
+fn issuer_and_serial(cert: &X509Ref, tag: u8) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    let issuer = cert.issuer_name().to_der()?;
+    let serial = serial_der(cert)?;
+    let mut out = vec![tag];
     der_length(issuer.len() + serial.len(), &mut out);
     out.extend_from_slice(&issuer);
     out.extend_from_slice(&serial);
@@ -972,7 +1066,14 @@ pub fn sign_der(
         }
     }
     let detach = if detached { ffi::CMS_DETACHED } else { 0 };
-    let keypref = key_preference.map(encryption_key_preference).transpose()?;
+    let keypref = key_preference
+        .map(|k| {
+            Ok::<_, openssl::error::ErrorStack>((
+                issuer_and_serial(k, 0xA0)?,
+                issuer_and_serial(k, 0x30)?,
+            ))
+        })
+        .transpose()?;
     // SAFETY: all pointers are valid for the calls; the ContentInfo is owned by `cms` from the
     // moment it is created; the signer info is borrowed from it; the capability stack is owned
     // here and freed on every path; the content BIO guard outlives CMS_final.
@@ -1004,9 +1105,11 @@ pub fn sign_der(
         }
         ok = ok && CMS_add_smimecap(si, algs) == 1;
         free_algors(algs);
-        if let Some(keypref) = &keypref {
+        if let Some((keypref, ms)) = &keypref {
             let kp_len =
                 c_int::try_from(keypref.len()).map_err(|_| openssl::error::ErrorStack::get())?;
+            let ms_len =
+                c_int::try_from(ms.len()).map_err(|_| openssl::error::ErrorStack::get())?;
             ok = ok
                 && CMS_signed_add1_attr_by_NID(
                     si,
@@ -1014,6 +1117,14 @@ pub fn sign_der(
                     ffi::V_ASN1_SEQUENCE,
                     keypref.as_ptr() as *const c_void,
                     kp_len,
+                ) == 1
+                // Outlook writes and reads Microsoft's attribute too.
+                && CMS_signed_add1_attr_by_txt(
+                    si,
+                    MS_ENCRYPTION_KEY_PREFERENCE.as_ptr(),
+                    ffi::V_ASN1_SEQUENCE,
+                    ms.as_ptr() as *const c_void,
+                    ms_len,
                 ) == 1;
         }
         if !ok {

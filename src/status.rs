@@ -105,6 +105,9 @@ pub struct SignerResult {
     pub smime_capabilities: Option<Vec<u8>>,
     /// The signingTime attribute, seconds since the epoch.
     pub signing_time: Option<i64>,
+    /// The certificate the signer's encryption-key preference names (Exchange issues separate
+    /// signing and encryption certificates), found among the message's certificates.
+    pub key_preference: Option<openssl::x509::X509>,
 }
 
 /// The verdict for one message.

@@ -242,6 +242,7 @@ pub fn judge(
         revocation_checked: false,
         cert: check.cert.clone(),
         smime_capabilities: check.smime_capabilities.clone(),
+        key_preference: check.key_preference.clone(),
         signing_time: check.signing_time,
     };
     let Some(cert) = &check.cert else {

@@ -1031,6 +1031,48 @@ openssl ca -config ca.cnf -cert ca.pem -keyfile ca.key -gencrl -crl_lastupdate 2
             );
         }
     }
+    // The signature names the encryption certificate twice, as Outlook does: RFC 8551's
+    // SMIMEEncryptionKeyPreference and Microsoft's 1.3.6.1.4.1.311.16.4 (openssl prints both).
+    let (_, eml) = send(&["sig1.pem", "enc.pem"], &[], "bob@example.org");
+    let signed = decrypt("bob.key", &eml).stdout;
+    let printed = run_with_stdin(
+        std::process::Command::new("openssl").args(["cms", "-cmsout", "-print"]),
+        &signed,
+    );
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.contains("id-smime-aa-encrypKeyPref"), "{printed}");
+    assert!(printed.contains("1.3.6.1.4.1.311.16.4"), "{printed}");
+    // On the receiving side, the certificate a valid signer names that way is harvested with
+    // its signing certificate: a reply to alice is then encrypted (to the encryption
+    // certificate; the signing-only one cannot be).
+    let mut c = common::smimed();
+    c.current_dir(d)
+        .args([
+            "--authserv-id",
+            "mx.test",
+            "--trust",
+            "ca.pem",
+            "--certs",
+            "bobstore",
+        ])
+        .args(["--key", "bob.pem", "filter"]);
+    let mut msg = b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: t\r\n".to_vec();
+    msg.extend_from_slice(&signed);
+    let out = run_with_stdin(&mut c, &msg);
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("signature=valid"));
+    let enc = openssl::x509::X509::from_pem(&std::fs::read(d.join("enc.crt")).unwrap()).unwrap();
+    let look = common::smimed()
+        .current_dir(d)
+        .args(["--trust", "ca.pem", "--certs", "bobstore"])
+        .args(["certs", "lookup", "alice@example.org"])
+        .output()
+        .expect("lookup");
+    let text = String::from_utf8_lossy(&look.stdout);
+    assert!(
+        text.contains(&format!("using {}", smimed::certs::fingerprint(&enc))),
+        "{text}"
+    );
     // A CRL past its nextUpdate (routine) leaves revocation unknown, as for signers: bob
     // is still encrypted to; it made every certificate of the CA unusable, and auto sent the
     // message in clear.

@@ -528,7 +528,8 @@ pub fn harvest_configured(
 }
 
 /// Records the certificates of the verified signers of a processed inbound message
-/// (`smimed filter` with a configured store), with the intermediate CA certificates the
+/// (`smimed filter` with a configured store), and the encryption certificate each names in its
+/// encryption-key preference, with the intermediate CA certificates the
 /// message carried (looked for in the input when it was read into memory, and in the processed
 /// output, which keeps a multipart/signed found inside an encryption). Failures are logged, never fatal: harvesting
 /// must not stop delivery.
@@ -536,17 +537,32 @@ pub fn harvest(store: &store::Store, processed: &crate::pipeline::Processed, inp
     let mut carried: Option<Vec<X509>> = None;
     for s in processed.harvestable() {
         let Some(cert) = &s.cert else { continue };
-        match store.harvest(
-            cert,
-            s.smime_capabilities.as_deref(),
-            s.signing_time,
-            pathcache::now(),
-        ) {
-            Ok(r) => log::info!("harvest {}: {r:?}", certs::fingerprint(cert)),
-            Err(e) => {
-                log::warn!("harvest {}: {e}", certs::fingerprint(cert));
-                continue;
+        // The certificate the signer asks to be encrypted to (its encryption-key preference,
+        // covered by the valid signature), when it is another one for the same address: Exchange
+        // issues separate signing and encryption certificates.
+        let preferred = s.key_preference.as_ref().filter(|k| {
+            k.to_der().ok() != cert.to_der().ok()
+                && s.address
+                    .as_deref()
+                    .is_some_and(|a| certs::has_address(k, a))
+        });
+        let mut stored = false;
+        for c in std::iter::once(cert).chain(preferred) {
+            match store.harvest(
+                c,
+                s.smime_capabilities.as_deref(),
+                s.signing_time,
+                pathcache::now(),
+            ) {
+                Ok(r) => {
+                    stored = true;
+                    log::info!("harvest {}: {r:?}", certs::fingerprint(c))
+                }
+                Err(e) => log::warn!("harvest {}: {e}", certs::fingerprint(c)),
             }
+        }
+        if !stored {
+            continue;
         }
         let carried = carried.get_or_insert_with(|| {
             let mut v = input.map(carried_certificates).unwrap_or_default();
