@@ -145,6 +145,42 @@ pub fn read_certificates(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
     ))
 }
 
+/// The certificates a published blob holds, for the address book (never for trust): DER X.509,
+/// a PKCS#7/CMS SignedData, signed (Outlook's userSMIMECertificate, as a GAL holds it and
+/// `Get-Mailbox` shows it) or certs-only, its base64 text, or PEM. Empty when there is none.
+pub fn published_certificates(v: &[u8]) -> Vec<X509> {
+    let out = if let Ok(c) = X509::from_der(v) {
+        vec![c]
+    } else if let Ok(cms) = openssl::cms::CmsContentInfo::from_der(v) {
+        if crate::ossl::content_kind(&cms) == crate::ossl::ContentKind::Signed {
+            crate::ossl::embedded_certs(&cms)
+        } else {
+            Vec::new()
+        }
+    } else if looks_like_pem(v) {
+        read_certificates(v)
+            .map(|l| l.into_iter().map(|s| s.cert).collect())
+            .unwrap_or_default()
+    } else if v
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"+/=\r\n\t ".contains(b))
+    {
+        let text: Vec<u8> = v
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        match base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &text) {
+            Ok(der) if !der.is_empty() => published_certificates(&der),
+            _ => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    openssl_sys_clear();
+    out
+}
+
 fn openssl_sys_clear() {
     // Parsing attempts above leave errors on OpenSSL's queue; drain them.
     let _ = openssl::error::ErrorStack::get();

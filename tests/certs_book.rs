@@ -679,3 +679,46 @@ fn concurrent_harvests_keep_the_newest_signing_time() {
         assert_eq!(entry.meta.signing_time, Some(now - 100), "round {round}");
     }
 }
+
+#[test]
+fn import_takes_the_signed_blob_outlook_publishes() {
+    // Outlook publishes userSMIMECertificate as a PKCS#7 SignedData signed by the user over
+    // empty content, carrying the user's certificate and chain (Get-Mailbox shows it in
+    // base64). Its certificates are imported for the address book (checked at lookup like any
+    // other; a trust file never takes a signed structure).
+    let p = pki();
+    let blob = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-nodetach",
+            "-binary",
+            "-outform",
+            "DER",
+            "-signer",
+            path_str(&p.bob.cert_path),
+            "-inkey",
+            path_str(&p.bob.key_path),
+            "-certfile",
+            path_str(&p.intermediate_path),
+        ],
+        b"",
+    );
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&blob);
+    for (name, data) in [("der", blob.clone()), ("base64", b64.into_bytes())] {
+        let env = Env::new();
+        let f = env.write(&format!("bob.{name}.p7s"), &data);
+        let out = env.certs_cmd(&["import", path_str(&f)]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = stdout(&env.certs_cmd(&["lookup", "bob@example.org"]));
+        assert!(
+            text.contains(&format!("using {}", fp(&p.bob))),
+            "{name}: {text}"
+        );
+    }
+}

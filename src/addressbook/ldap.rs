@@ -36,7 +36,6 @@ use super::{Candidate, CertSource};
 use crate::certs;
 use crate::error::{Error, Kind, Result};
 use crate::imap::account::SecretSource;
-use crate::ossl;
 
 /// Default search filter: `mail`, and Exchange's `proxyAddresses` (`smtp:` aliases; the
 /// primary address is `SMTP:`, which AD matches without regard to case). Directories that do
@@ -413,28 +412,6 @@ fn result_error(cfg: &LdapConfig, op: &str, rc: u32, text: &str) -> Error {
     }
 }
 
-/// The certificates one attribute value holds: DER X.509, a PKCS#7/CMS SignedData (Outlook's
-/// userSMIMECertificate, signed or certs-only), or PEM text.
-pub fn value_certificates(v: &[u8]) -> Vec<X509> {
-    let out = if let Ok(c) = X509::from_der(v) {
-        vec![c]
-    } else if let Ok(cms) = openssl::cms::CmsContentInfo::from_der(v) {
-        if ossl::content_kind(&cms) == ossl::ContentKind::Signed {
-            ossl::embedded_certs(&cms)
-        } else {
-            Vec::new()
-        }
-    } else if v.starts_with(b"-----BEGIN ") {
-        certs::read_certificates(v)
-            .map(|l| l.into_iter().map(|s| s.cert).collect())
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    let _ = openssl::error::ErrorStack::get();
-    out
-}
-
 /// Whether an attribute description (`userCertificate;binary`) is one of ours.
 fn is_cert_attribute(desc: &str) -> bool {
     let name = desc.split(';').next().unwrap_or(desc);
@@ -455,7 +432,7 @@ fn entry_candidates(entry: &Entry, url: &str) -> Vec<Candidate> {
         if !is_cert_attribute(k) {
             continue;
         }
-        for c in value_certificates(v) {
+        for c in certs::published_certificates(v) {
             if seen.insert(certs::fingerprint(&c)) {
                 all.push(c);
             }

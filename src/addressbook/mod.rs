@@ -449,9 +449,22 @@ pub fn import(
     }
     let head = crate::mime::split(data);
     if head.first("Content-Type").is_none() && head.first("From").is_none() {
-        return Err(Error::data(
-            "neither a certificate (PEM, DER, PKCS#7, .sst), a vCard nor a mail message",
-        ));
+        // A signed PKCS#7 as Outlook publishes it (userSMIMECertificate), DER or base64: its
+        // certificates, checked at lookup like every other (a trust file never takes them).
+        let published = certs::published_certificates(data);
+        if published.is_empty() {
+            return Err(Error::data(
+                "neither a certificate (PEM, DER, PKCS#7, .sst), a vCard nor a mail message",
+            ));
+        }
+        for c in published {
+            out.push(Imported {
+                new: store.add(&c, "import")?,
+                cert: c,
+                harvested: false,
+            });
+        }
+        return Ok(out);
     }
     let processed = crate::pipeline::process(ctx, data)?;
     for s in processed.harvestable() {
