@@ -292,6 +292,7 @@ fn load_p12(der: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity>
             p12.parse2("").ok()
         }
     };
+    let mut password: Option<zeroize::Zeroizing<String>> = None;
     let parsed = match no_password {
         Some(p) => p,
         None => {
@@ -302,7 +303,7 @@ fn load_p12(der: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity>
                      --passphrase-command or SMIMED_PASSPHRASE",
                 ));
             };
-            match p12.parse2(&pw) {
+            let parsed = match p12.parse2(&pw) {
                 Ok(p) => p,
                 Err(e) if mac_failed(&e) => {
                     return Err(Error::config(format!(
@@ -319,9 +320,34 @@ fn load_p12(der: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity>
                         ))
                     })?
                 }
-            }
+            };
+            password = Some(zeroize::Zeroizing::new(pw.to_string()));
+            parsed
         }
     };
+    // Every key of the file, not only the first one parse2 keeps (a merged Windows export of a
+    // signing and an encryption key): one identity per key that has its certificate.
+    let contents = match &password {
+        Some(pw) => crate::ossl::pkcs12_contents(&p12, Some(pw)),
+        None => crate::ossl::pkcs12_contents(&p12, Some(""))
+            .or_else(|_| crate::ossl::pkcs12_contents(&p12, None)),
+    };
+    let _ = openssl::error::ErrorStack::get();
+    if let Ok((keys, certs)) = contents {
+        if keys.len() > 1 {
+            let ids = pair_keys(keys, &certs, path);
+            if !ids.ids.is_empty() {
+                if !ids.loose_keys.is_empty() {
+                    log::warn!(
+                        "{}: {} key(s) without their certificate ignored",
+                        path.display(),
+                        ids.loose_keys.len()
+                    );
+                }
+                return Ok(ids.ids);
+            }
+        }
+    }
     let (Some(key), Some(cert)) = (parsed.pkey, parsed.cert) else {
         return Err(Error::config(
             "PKCS#12 file holds no key with its certificate",
@@ -371,31 +397,37 @@ fn load_pem(data: &[u8], path: &Path, pass: &Passphrases) -> Result<Loaded> {
             }
         }
     }
+    let mut out = pair_keys(keys, &certs_found, path);
+    out.certs = certs_found;
+    Ok(out)
+}
+
+/// One identity per key whose certificate is among `certs` (the other certificates are its
+/// chain); keys without one are left loose.
+fn pair_keys(keys: Vec<PKey<Private>>, certs: &[X509], path: &Path) -> Loaded {
     let mut out = Loaded::default();
     for key in keys {
-        let Some(pos) = certs_found
+        let Some(pos) = certs
             .iter()
             .position(|c| c.public_key().map(|p| p.public_eq(&key)).unwrap_or(false))
         else {
             out.loose_keys.push(key);
             continue;
         };
-        let cert = certs_found[pos].clone();
-        let chain = certs_found
+        let chain = certs
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != pos)
             .map(|(_, c)| c.clone())
             .collect();
         out.ids.push(Identity {
-            cert,
+            cert: certs[pos].clone(),
             key,
             chain,
             source: path.to_path_buf(),
         });
     }
-    out.certs = certs_found;
-    Ok(out)
+    out
 }
 
 /// One PEM private key, asking for the passphrase only if it is encrypted. The error of the

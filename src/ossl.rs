@@ -1205,3 +1205,158 @@ pub fn encrypt_der(
         cms.to_der()
     }
 }
+
+// --- PKCS#12 bags ------------------------------------------------------------------------------
+
+/// One bag of a PKCS#12 (opaque).
+#[allow(non_camel_case_types)]
+enum PKCS12_SAFEBAG {}
+
+extern "C" {
+    fn PKCS12_unpack_authsafes(p12: *const ffi::PKCS12) -> *mut ffi::OPENSSL_STACK;
+    fn PKCS12_unpack_p7data(p7: *mut ffi::PKCS7) -> *mut ffi::OPENSSL_STACK;
+    fn PKCS12_unpack_p7encdata(
+        p7: *mut ffi::PKCS7,
+        pass: *const std::ffi::c_char,
+        passlen: c_int,
+    ) -> *mut ffi::OPENSSL_STACK;
+    fn PKCS12_SAFEBAG_get_nid(bag: *const PKCS12_SAFEBAG) -> c_int;
+    fn PKCS12_SAFEBAG_get0_p8inf(bag: *const PKCS12_SAFEBAG) -> *const ffi::PKCS8_PRIV_KEY_INFO;
+    fn PKCS12_decrypt_skey(
+        bag: *const PKCS12_SAFEBAG,
+        pass: *const std::ffi::c_char,
+        passlen: c_int,
+    ) -> *mut ffi::PKCS8_PRIV_KEY_INFO;
+    fn PKCS12_SAFEBAG_get1_cert(bag: *const PKCS12_SAFEBAG) -> *mut ffi::X509;
+    fn PKCS12_SAFEBAG_get0_safes(bag: *const PKCS12_SAFEBAG) -> *const ffi::OPENSSL_STACK;
+    fn PKCS12_SAFEBAG_free(bag: *mut PKCS12_SAFEBAG);
+}
+
+unsafe extern "C" fn free_pkcs7(p: *mut c_void) {
+    // SAFETY: an element of a STACK_OF(PKCS7) being freed with its stack.
+    unsafe { ffi::PKCS7_free(p as *mut ffi::PKCS7) }
+}
+
+unsafe extern "C" fn free_safebag(p: *mut c_void) {
+    // SAFETY: an element of a STACK_OF(PKCS12_SAFEBAG) being freed with its stack.
+    unsafe { PKCS12_SAFEBAG_free(p as *mut PKCS12_SAFEBAG) }
+}
+
+/// A stack we own, freed with its elements.
+struct OwnedStack(*mut ffi::OPENSSL_STACK, unsafe extern "C" fn(*mut c_void));
+
+impl Drop for OwnedStack {
+    fn drop(&mut self) {
+        // SAFETY: a stack returned to us by OpenSSL, whose elements `self.1` frees.
+        unsafe { ffi::OPENSSL_sk_pop_free(self.0, Some(self.1)) }
+    }
+}
+
+/// Every private key and every certificate in a PKCS#12, whichever bag holds them: `parse2`
+/// keeps only the first key, and a file exported with several (a signing and an encryption
+/// key, as Exchange issues them, merged by Windows) lost the others. `pass`: the password the
+/// file opened with (None: the file has none, or uses the empty BMPString form).
+pub fn pkcs12_contents(
+    p12: &openssl::pkcs12::Pkcs12Ref,
+    pass: Option<&str>,
+) -> Result<(Vec<openssl::pkey::PKey<openssl::pkey::Private>>, Vec<X509>), openssl::error::ErrorStack>
+{
+    let cpass = match pass {
+        Some(p) => Some(std::ffi::CString::new(p).map_err(|_| openssl::error::ErrorStack::get())?),
+        None => None,
+    };
+    let (pp, plen) = match &cpass {
+        Some(c) => (
+            c.as_ptr(),
+            c_int::try_from(c.as_bytes().len()).map_err(|_| openssl::error::ErrorStack::get())?,
+        ),
+        None => (ptr::null(), 0),
+    };
+    let mut keys = Vec::new();
+    let mut certs = Vec::new();
+    // SAFETY: p12 is valid; every stack returned is owned by an OwnedStack guard; bags are
+    // borrowed from their stack; keys and certificates returned by get1/EVP_PKCS82PKEY are
+    // owned (wrapped at once); a decrypted PKCS8_PRIV_KEY_INFO is freed after use.
+    unsafe {
+        let safes = PKCS12_unpack_authsafes(p12.as_ptr());
+        if safes.is_null() {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        let safes = OwnedStack(safes, free_pkcs7);
+        for i in 0..stack_len(safes.0) {
+            let p7 = stack_get(safes.0, i) as *mut ffi::PKCS7;
+            let mut bags = PKCS12_unpack_p7data(p7);
+            if bags.is_null() {
+                ffi::ERR_clear_error();
+                bags = PKCS12_unpack_p7encdata(p7, pp, plen);
+            }
+            if bags.is_null() {
+                return Err(openssl::error::ErrorStack::get());
+            }
+            let bags = OwnedStack(bags, free_safebag);
+            collect_bags(bags.0, pp, plen, 0, &mut keys, &mut certs)?;
+        }
+    }
+    Ok((keys, certs))
+}
+
+/// The keys and certificates of one SafeContents (and of nested ones, a few levels deep).
+///
+/// # Safety
+/// `bags` must be a valid STACK_OF(PKCS12_SAFEBAG); `pass` NULL or a NUL-terminated string of
+/// `plen` bytes.
+unsafe fn collect_bags(
+    bags: *const ffi::OPENSSL_STACK,
+    pass: *const std::ffi::c_char,
+    plen: c_int,
+    depth: u8,
+    keys: &mut Vec<openssl::pkey::PKey<openssl::pkey::Private>>,
+    certs: &mut Vec<X509>,
+) -> Result<(), openssl::error::ErrorStack> {
+    // SAFETY: per the function's contract; see pkcs12_contents.
+    unsafe {
+        for i in 0..stack_len(bags) {
+            let bag = stack_get(bags, i) as *const PKCS12_SAFEBAG;
+            match PKCS12_SAFEBAG_get_nid(bag) {
+                ffi::NID_keyBag | ffi::NID_pkcs8ShroudedKeyBag => {
+                    let shrouded = PKCS12_SAFEBAG_get_nid(bag) == ffi::NID_pkcs8ShroudedKeyBag;
+                    let p8 = if shrouded {
+                        PKCS12_decrypt_skey(bag, pass, plen)
+                    } else {
+                        PKCS12_SAFEBAG_get0_p8inf(bag) as *mut ffi::PKCS8_PRIV_KEY_INFO
+                    };
+                    if p8.is_null() {
+                        return Err(openssl::error::ErrorStack::get());
+                    }
+                    let pkey = ffi::EVP_PKCS82PKEY(p8);
+                    if shrouded {
+                        ffi::PKCS8_PRIV_KEY_INFO_free(p8);
+                    }
+                    if pkey.is_null() {
+                        return Err(openssl::error::ErrorStack::get());
+                    }
+                    keys.push(openssl::pkey::PKey::from_ptr(pkey));
+                }
+                ffi::NID_certBag => {
+                    let x = PKCS12_SAFEBAG_get1_cert(bag);
+                    if !x.is_null() {
+                        certs.push(X509::from_ptr(x));
+                    }
+                }
+                ffi::NID_safeContentsBag if depth < 3 => {
+                    collect_bags(
+                        PKCS12_SAFEBAG_get0_safes(bag),
+                        pass,
+                        plen,
+                        depth + 1,
+                        keys,
+                        certs,
+                    )?;
+                }
+                _ => {}
+            }
+        }
+        ffi::ERR_clear_error();
+    }
+    Ok(())
+}
