@@ -1,7 +1,9 @@
 //! Just enough DER to detach the encrypted content of a large EnvelopedData or
 //! AuthEnvelopedData, so that OpenSSL parses only the small structure around it and decrypts the
-//! content from our buffer instead of a copy (`d2i` would duplicate tens of megabytes); and to
-//! take the certificates out of a SignedData, so that each is parsed once per process.
+//! content from our buffer instead of a copy (`d2i` would duplicate tens of megabytes); to
+//! take the certificates out of a SignedData, so that each is parsed once per process; to count
+//! a SignedData's digest algorithms before OpenSSL builds a digest chain of that length; and to
+//! read an encryption-key preference attribute.
 //!
 //! Invariant: this is an optimisation only. Anything it does not recognise with certainty
 //! (indefinite lengths, a constructed encryptedContent, high tag numbers, any length that does not
@@ -318,6 +320,21 @@ mod tests {
         assert_eq!(&t[parsed.content..parsed.end], body.as_slice());
     }
 }
+
+/// How many digestAlgorithms a SignedData ContentInfo (DER) lists; None when `der` is no
+/// SignedData of definite lengths. OpenSSL pushes one digest BIO per algorithm onto a chain it
+/// walks for every push: thousands of them take minutes.
+pub fn digest_algorithm_count(der: &[u8]) -> Option<usize> {
+    let (oid, kids) = content_info(der)?;
+    if der.get(oid.content..oid.end)? != OID_SIGNED_DATA {
+        return None;
+    }
+    let set = kids.get(1).filter(|t| t.tag == 0x31)?;
+    Some(children(der, *set)?.len())
+}
+
+/// id-signedData, 1.2.840.113549.1.7.2 (the OID's content octets).
+const OID_SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
 
 /// What an encryption-key preference attribute names: SMIMEEncryptionKeyPreference (RFC 8551
 /// §2.5.3: `[0]` issuerAndSerialNumber, `[1]` receipentKeyId, `[2]` subjectAltKeyIdentifier) or

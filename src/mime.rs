@@ -64,13 +64,63 @@ impl Field {
         mailparse::addrparse_header(&h).ok()
     }
 
-    /// The unfolded value, decoded as far as mailparse decodes header values (RFC 2047).
+    /// The unfolded value, decoded as far as mailparse decodes header values (RFC 2047). A
+    /// value with more than [`MAX_ENCODED_WORDS`] encoded-word starts is left undecoded:
+    /// mailparse's decoder takes time quadratic in their number (half a megabyte of `=?` took
+    /// seconds), and no real field holds that many.
     pub fn value(&self) -> String {
+        if memchr::memmem::find_iter(&self.raw, b"=?")
+            .nth(MAX_ENCODED_WORDS)
+            .is_some()
+        {
+            return self.value_undecoded();
+        }
         match mailparse::parse_header(&self.raw) {
             Ok((h, _)) => h.get_value(),
             Err(_) => String::new(),
         }
     }
+
+    /// The unfolded value, encoded words left as they are: for structured fields such as
+    /// Content-Type, where RFC 2047 §5 allows none.
+    pub fn value_undecoded(&self) -> String {
+        let v = self
+            .raw
+            .iter()
+            .position(|&b| b == b':')
+            .map_or(&self.raw[..0], |i| &self.raw[i + 1..]);
+        let mut out = Vec::with_capacity(v.len());
+        for &b in v {
+            if b != b'\r' && b != b'\n' {
+                out.push(b);
+            }
+        }
+        String::from_utf8_lossy(out.trim_ascii()).into_owned()
+    }
+}
+
+/// Most encoded-word starts (`=?`) a field value is decoded with (see [`Field::value`]).
+const MAX_ENCODED_WORDS: usize = 1000;
+
+/// Whether one field of `bytes` (a line with its continuation lines, anywhere in the message)
+/// holds so many encoded-word starts (`=?`) that mailparse, which decodes the fields it parses
+/// in time quadratic in their number, must not be given them: a real field holds a handful;
+/// half a megabyte of `=?` in one Content-Type took seconds per parse.
+pub fn too_many_encoded_words(bytes: &[u8]) -> bool {
+    let mut in_field = 0usize;
+    for line in bytes.split(|&b| b == b'\n') {
+        if !matches!(line.first(), Some(b' ' | b'\t')) {
+            in_field = 0;
+        }
+        if line.len() < 2 {
+            continue;
+        }
+        in_field += memchr::memmem::find_iter(line, b"=?").count();
+        if in_field > MAX_ENCODED_WORDS {
+            return true;
+        }
+    }
+    false
 }
 
 fn trim_end(b: &[u8]) -> &[u8] {
@@ -151,7 +201,7 @@ impl Entity<'_> {
             let ct = Rc::new(if raw.is_empty() {
                 parse_content_type("text/plain")
             } else {
-                parse_content_type(&Field { raw: raw.to_vec() }.value())
+                parse_content_type(&Field { raw: raw.to_vec() }.value_undecoded())
             });
             if memo.len() >= CT_MEMO_SIZE {
                 memo.remove(0);

@@ -608,6 +608,9 @@ fn protected_from(multipart_signed: &[u8]) -> Option<FromAddress> {
 /// part's own fields when its Content-Type has `hp=` (or `protected-headers=`), or the fields
 /// of a legacy `message/rfc822; forwarded=no` wrapper. None when there is none.
 fn signed_part_protected_section(multipart_signed: &[u8]) -> Option<Vec<Field>> {
+    if mime::too_many_encoded_words(multipart_signed) {
+        return None;
+    }
     let parsed = mailparse::parse_mail(multipart_signed).ok()?;
     let first = parsed.subparts.first()?;
     let ent = mime::split(first.raw_bytes);
@@ -849,14 +852,15 @@ impl Walker<'_> {
     }
 
     fn multipart_signed(&mut self, bytes: &[u8]) -> Result<Step> {
-        let parsed = match mailparse::parse_mail(bytes) {
-            Ok(p) => p,
-            Err(_) => {
-                self.st.signature = Signature::Error;
-                self.st.add("reason", "malformed-mime");
-                return Ok(Step::Fail);
-            }
-        };
+        let parsed =
+            match (!mime::too_many_encoded_words(bytes)).then(|| mailparse::parse_mail(bytes)) {
+                Some(Ok(p)) => p,
+                _ => {
+                    self.st.signature = Signature::Error;
+                    self.st.add("reason", "malformed-mime");
+                    return Ok(Step::Fail);
+                }
+            };
         if parsed.subparts.len() != 2 {
             self.st.signature = Signature::Error;
             self.st.add("reason", "malformed-multipart-signed");
@@ -1078,12 +1082,21 @@ type CheckedLayer = (Vec<SignerResult>, Option<Vec<u8>>);
 
 /// A CMS structure, and the certificates taken out of it when it is a SignedData that
 /// [`parse_signed`] could parse that way (None: they are inside the structure).
+/// Most digest algorithms a SignedData may list.
+const MAX_DIGEST_ALGORITHMS: usize = 16;
+
 fn parse_cms(
     der: &[u8],
 ) -> (
     std::result::Result<CmsContentInfo, openssl::error::ErrorStack>,
     Option<Vec<X509>>,
 ) {
+    // A SignedData listing absurdly many digest algorithms (a real one lists one or two) is
+    // refused as malformed before OpenSSL builds a digest chain of that length.
+    if crate::ber::digest_algorithm_count(der).is_some_and(|n| n > MAX_DIGEST_ALGORITHMS) {
+        log::warn!("a SignedData with more than {MAX_DIGEST_ALGORITHMS} digest algorithms");
+        return (Err(openssl::error::ErrorStack::get()), None);
+    }
     match parse_signed(der) {
         Some((c, certs)) => (Ok(c), Some(certs)),
         None => (CmsContentInfo::from_der(der), None),
@@ -1176,6 +1189,10 @@ fn unwrap_protected(content: Secret, authserv_id: &str) -> (Secret, Vec<Field>) 
 /// Looks for S/MIME parts below the root (inside multiparts or attached messages) and reports
 /// them as partial; they are never decrypted or counted as the message's signature.
 fn scan_partial(ctx: &Context, bytes: &[u8], root_is_multipart_signed: bool, st: &mut Status) {
+    if mime::too_many_encoded_words(bytes) {
+        st.add("reason", "mime-unparsable");
+        return;
+    }
     let parsed = match mailparse::parse_mail(bytes) {
         Ok(p) => p,
         Err(e) => {
@@ -1282,7 +1299,9 @@ fn scan_attached(
     }
     let ent = mime::split(p.raw_bytes);
     let inner = mime::decode_body(&ent);
-    if let Ok(m) = mailparse::parse_mail(&inner) {
+    if mime::too_many_encoded_words(&inner) {
+        found.truncated = true;
+    } else if let Ok(m) = mailparse::parse_mail(&inner) {
         scan_part(&m, depth + 1, max_depth, budget, found);
     } else {
         found.truncated = true;

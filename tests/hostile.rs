@@ -832,3 +832,90 @@ fn huge_issuer_name_is_folded() {
         ar[0]
     );
 }
+
+/// Runs `process_checked` on `msg` in a thread and waits at most a minute: inputs that made
+/// the pipeline work for minutes fail here instead of hanging the suite.
+fn within_a_minute(msg: Vec<u8>) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(process_checked(&msg));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("still working after a minute")
+}
+
+#[test]
+fn half_a_megabyte_of_encoded_word_starts_in_one_field() {
+    // mailparse decodes RFC 2047 words in time quadratic in their number within a field: this
+    // Content-Type took 17 s (release build). Such a field is left undecoded, and a message
+    // holding one is not given to mailparse.
+    let mut msg = b"From: alice@example.org\r\nContent-Type: ".to_vec();
+    msg.extend(b"=?".repeat(250_000));
+    msg.extend(b"\r\n\r\nbody\r\n");
+    let st = within_a_minute(msg);
+    assert!(st.contains("signature=none"), "{st}");
+}
+
+/// DER TLV at `pos`: (start of the content, end).
+fn tlv_at(d: &[u8], pos: usize) -> (usize, usize) {
+    let first = d[pos + 1] as usize;
+    let (len, hdr) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let n = first & 0x7f;
+        (
+            (0..n).fold(0usize, |l, i| (l << 8) | d[pos + 2 + i] as usize),
+            2 + n,
+        )
+    };
+    (pos + hdr, pos + hdr + len)
+}
+
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let n = content.len();
+    let mut out = vec![tag];
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let b: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|x| *x == 0)
+            .collect();
+        out.push(0x80 | b.len() as u8);
+        out.extend(b);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+#[test]
+fn a_signed_data_listing_a_hundred_thousand_digest_algorithms() {
+    // OpenSSL pushes one digest BIO per listed algorithm onto a chain it walks for every push:
+    // 30,000 took 13 s; 100,000 several minutes. More than 16 is refused as malformed.
+    let p = pki();
+    let der = der_of(&sign_as(&p.alice, false, &["-binary"], &sample_entity("x")));
+    // ContentInfo { oid, [0] { SignedData { version, digestAlgorithms SET, rest… } } }
+    let (ci_c, _) = tlv_at(&der, 0);
+    let (_, oid_end) = tlv_at(&der, ci_c);
+    let (wrap_c, _) = tlv_at(&der, oid_end);
+    let (sd_c, sd_end) = tlv_at(&der, wrap_c);
+    let (_, ver_end) = tlv_at(&der, sd_c);
+    let (set_c, set_end) = tlv_at(&der, ver_end);
+    let (_, alg_end) = tlv_at(&der, set_c);
+    let alg = &der[set_c..alg_end];
+    let set = der_tlv(0x31, &alg.repeat(100_000));
+    let sd = der_tlv(
+        0x30,
+        &[&der[sd_c..ver_end], &set, &der[set_end..sd_end]].concat(),
+    );
+    let ci = der_tlv(0x30, &[&der[ci_c..oid_end], &der_tlv(0xa0, &sd)].concat());
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "digests",
+        &p7m("signed-data", &ci),
+    );
+    let st = within_a_minute(msg);
+    assert!(st.contains("signature=error"), "{st}");
+}
