@@ -687,23 +687,7 @@ fn import_takes_the_signed_blob_outlook_publishes() {
     // base64). Its certificates are imported for the address book (checked at lookup like any
     // other; a trust file never takes a signed structure).
     let p = pki();
-    let blob = openssl(
-        &[
-            "cms",
-            "-sign",
-            "-nodetach",
-            "-binary",
-            "-outform",
-            "DER",
-            "-signer",
-            path_str(&p.bob.cert_path),
-            "-inkey",
-            path_str(&p.bob.key_path),
-            "-certfile",
-            path_str(&p.intermediate_path),
-        ],
-        b"",
-    );
+    let blob = common::outlook_blob(&p.bob);
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&blob);
     for (name, data) in [("der", blob.clone()), ("base64", b64.into_bytes())] {

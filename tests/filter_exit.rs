@@ -545,55 +545,20 @@ fn verbose_logging_leaks_no_plaintext_or_passphrase() {
     }
 }
 
-/// A DER TLV at `pos`: (tag, start of the content, end). Definite lengths only.
-fn tlv(d: &[u8], pos: usize) -> (u8, usize, usize) {
-    let tag = d[pos];
-    let first = d[pos + 1];
-    let (len, hdr) = if first < 0x80 {
-        (first as usize, 2)
-    } else {
-        let n = (first & 0x7f) as usize;
-        let mut l = 0usize;
-        for i in 0..n {
-            l = (l << 8) | d[pos + 2 + i] as usize;
-        }
-        (l, 2 + n)
-    };
-    (tag, pos + hdr, pos + hdr + len)
-}
-
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let n = content.len();
-    if n < 0x80 {
-        out.push(n as u8);
-    } else {
-        let bytes: Vec<u8> = n
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
 /// The ContentInfos of a PFX's AuthenticatedSafe (a PFX without MAC, whose authSafe is
 /// `data`): PFX ::= SEQUENCE { version, authSafe ContentInfo, macData OPTIONAL }.
 fn authsafe_elements(pfx: &[u8]) -> Vec<Vec<u8>> {
-    let (_, pfx_c, _) = tlv(pfx, 0);
-    let (_, _, ver_end) = tlv(pfx, pfx_c);
-    let (_, ci_c, _) = tlv(pfx, ver_end); // ContentInfo
-    let (_, _, oid_end) = tlv(pfx, ci_c); // contentType
-    let (_, exp_c, _) = tlv(pfx, oid_end); // [0]
-    let (_, os_c, _) = tlv(pfx, exp_c); // OCTET STRING
-    let (_, seq_c, seq_end) = tlv(pfx, os_c); // AuthenticatedSafe
+    let (_, pfx_c, _) = der::tlv(pfx, 0);
+    let (_, _, ver_end) = der::tlv(pfx, pfx_c);
+    let (_, ci_c, _) = der::tlv(pfx, ver_end); // ContentInfo
+    let (_, _, oid_end) = der::tlv(pfx, ci_c); // contentType
+    let (_, exp_c, _) = der::tlv(pfx, oid_end); // [0]
+    let (_, os_c, _) = der::tlv(pfx, exp_c); // OCTET STRING
+    let (_, seq_c, seq_end) = der::tlv(pfx, os_c); // AuthenticatedSafe
     let mut out = Vec::new();
     let mut pos = seq_c;
     while pos < seq_end {
-        let (_, _, end) = tlv(pfx, pos);
+        let (_, _, end) = der::tlv(pfx, pos);
         out.push(pfx[pos..end].to_vec());
         pos = end;
     }
@@ -632,18 +597,18 @@ fn every_key_of_a_pkcs12_with_several_is_loaded() {
     for u in [&p.bob, &p.bob_renewed] {
         safes.extend(authsafe_elements(&export(u)));
     }
-    let authsafe = der(0x30, &safes.concat());
-    let content_info = der(
+    let authsafe = der::encode(0x30, &safes.concat());
+    let content_info = der::encode(
         0x30,
         &[
             &[
                 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01,
             ][..],
-            &der(0xa0, &der(0x04, &authsafe)),
+            &der::encode(0xa0, &der::encode(0x04, &authsafe)),
         ]
         .concat(),
     );
-    let pfx = der(0x30, &[&[0x02, 0x01, 0x03][..], &content_info].concat());
+    let pfx = der::encode(0x30, &[&[0x02, 0x01, 0x03][..], &content_info].concat());
     let path = d.path().join("both.p12");
     write_mode(&path, &pfx, 0o600);
     // openssl reads the merged file (and sees both keys)

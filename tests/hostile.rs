@@ -417,17 +417,7 @@ fn forged_status_fields_inside_the_decrypted_entity_are_removed() {
 fn signed_data_without_signers_is_not_valid() {
     // SignedData { version 1, digestAlgorithms {}, encapContentInfo { data, content },
     // signerInfos {} }, assembled by hand (OpenSSL refuses to finalise it).
-    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        let n = content.len();
-        if n < 128 {
-            v.push(n as u8);
-        } else {
-            v.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]);
-        }
-        v.extend_from_slice(content);
-        v
-    }
+    use der::encode as tlv;
     const OID_DATA: &[u8] = &[
         0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01,
     ];
@@ -856,39 +846,6 @@ fn half_a_megabyte_of_encoded_word_starts_in_one_field() {
     assert!(st.contains("signature=none"), "{st}");
 }
 
-/// DER TLV at `pos`: (start of the content, end).
-fn tlv_at(d: &[u8], pos: usize) -> (usize, usize) {
-    let first = d[pos + 1] as usize;
-    let (len, hdr) = if first < 0x80 {
-        (first, 2)
-    } else {
-        let n = first & 0x7f;
-        (
-            (0..n).fold(0usize, |l, i| (l << 8) | d[pos + 2 + i] as usize),
-            2 + n,
-        )
-    };
-    (pos + hdr, pos + hdr + len)
-}
-
-fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let n = content.len();
-    let mut out = vec![tag];
-    if n < 0x80 {
-        out.push(n as u8);
-    } else {
-        let b: Vec<u8> = n
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|x| *x == 0)
-            .collect();
-        out.push(0x80 | b.len() as u8);
-        out.extend(b);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
 #[test]
 fn a_signed_data_listing_a_hundred_thousand_digest_algorithms() {
     // OpenSSL pushes one digest BIO per listed algorithm onto a chain it walks for every push:
@@ -896,20 +853,23 @@ fn a_signed_data_listing_a_hundred_thousand_digest_algorithms() {
     let p = pki();
     let der = der_of(&sign_as(&p.alice, false, &["-binary"], &sample_entity("x")));
     // ContentInfo { oid, [0] { SignedData { version, digestAlgorithms SET, rest… } } }
-    let (ci_c, _) = tlv_at(&der, 0);
-    let (_, oid_end) = tlv_at(&der, ci_c);
-    let (wrap_c, _) = tlv_at(&der, oid_end);
-    let (sd_c, sd_end) = tlv_at(&der, wrap_c);
-    let (_, ver_end) = tlv_at(&der, sd_c);
-    let (set_c, set_end) = tlv_at(&der, ver_end);
-    let (_, alg_end) = tlv_at(&der, set_c);
+    let (_, ci_c, _) = der::tlv(&der, 0);
+    let (_, _, oid_end) = der::tlv(&der, ci_c);
+    let (_, wrap_c, _) = der::tlv(&der, oid_end);
+    let (_, sd_c, sd_end) = der::tlv(&der, wrap_c);
+    let (_, _, ver_end) = der::tlv(&der, sd_c);
+    let (_, set_c, set_end) = der::tlv(&der, ver_end);
+    let (_, _, alg_end) = der::tlv(&der, set_c);
     let alg = &der[set_c..alg_end];
-    let set = der_tlv(0x31, &alg.repeat(100_000));
-    let sd = der_tlv(
+    let set = der::encode(0x31, &alg.repeat(100_000));
+    let sd = der::encode(
         0x30,
         &[&der[sd_c..ver_end], &set, &der[set_end..sd_end]].concat(),
     );
-    let ci = der_tlv(0x30, &[&der[ci_c..oid_end], &der_tlv(0xa0, &sd)].concat());
+    let ci = der::encode(
+        0x30,
+        &[&der[ci_c..oid_end], &der::encode(0xa0, &sd)].concat(),
+    );
     let msg = message(
         "alice@example.org",
         "bob@example.org",

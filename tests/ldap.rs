@@ -8,9 +8,9 @@
 mod common;
 
 use common::outbound::*;
+use common::path_str;
 use common::pki::{pki, User};
 use common::slapd::{b64_line, Slapd, ADMIN_DN, ADMIN_PW, SUFFIX};
-use common::{openssl, path_str};
 
 fn fp(u: &User) -> String {
     smimed::certs::fingerprint(&u.cert)
@@ -22,29 +22,6 @@ fn stdout(o: &std::process::Output) -> String {
 
 fn der(u: &User) -> Vec<u8> {
     u.cert.to_der().expect("der")
-}
-
-/// What Outlook publishes as userSMIMECertificate: a PKCS#7 SignedData signed by the user,
-/// carrying the user's certificate and the issuing intermediate (made by the openssl CLI).
-fn outlook_blob(u: &User) -> Vec<u8> {
-    let p = pki();
-    openssl(
-        &[
-            "cms",
-            "-sign",
-            "-nodetach",
-            "-binary",
-            "-outform",
-            "DER",
-            "-signer",
-            path_str(&u.cert_path),
-            "-inkey",
-            path_str(&u.key_path),
-            "-certfile",
-            path_str(&p.intermediate_path),
-        ],
-        b"",
-    )
 }
 
 fn person(uid: &str, mail: &str, extra: &str) -> String {
@@ -72,7 +49,7 @@ fn gal() -> String {
     l += &person(
         "bob",
         "bob@example.org",
-        &(b64_line("userSMIMECertificate", &outlook_blob(&p.bob))
+        &(b64_line("userSMIMECertificate", &common::outlook_blob(&p.bob))
             + &b64_line("userCertificate;binary", &der(&p.bob_renewed))),
     );
     l += &person(

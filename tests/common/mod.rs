@@ -347,3 +347,62 @@ pub fn start_agent_with(mut cmd: Command, socket: &Path) -> Agent {
     }
     agent
 }
+
+/// Just enough DER for tests that build or take apart CMS and PKCS#12 structures.
+pub mod der {
+    /// The TLV at `pos` of `d`: (tag, start of its content, end). Definite lengths only.
+    pub fn tlv(d: &[u8], pos: usize) -> (u8, usize, usize) {
+        let first = d[pos + 1] as usize;
+        let (len, hdr) = if first < 0x80 {
+            (first, 2)
+        } else {
+            let n = first & 0x7f;
+            (
+                (0..n).fold(0usize, |l, i| (l << 8) | d[pos + 2 + i] as usize),
+                2 + n,
+            )
+        };
+        (d[pos], pos + hdr, pos + hdr + len)
+    }
+
+    /// A TLV of `tag` around `content`.
+    pub fn encode(tag: u8, content: &[u8]) -> Vec<u8> {
+        let n = content.len();
+        let mut out = vec![tag];
+        if n < 0x80 {
+            out.push(n as u8);
+        } else {
+            let b: Vec<u8> = n
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|x| *x == 0)
+                .collect();
+            out.push(0x80 | b.len() as u8);
+            out.extend(b);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+}
+
+/// What Outlook publishes as userSMIMECertificate: a PKCS#7 SignedData (DER) signed by `u` over
+/// empty content, carrying `u`'s certificate and the intermediate (made by the openssl CLI).
+pub fn outlook_blob(u: &pki::User) -> Vec<u8> {
+    openssl(
+        &[
+            "cms",
+            "-sign",
+            "-nodetach",
+            "-binary",
+            "-outform",
+            "DER",
+            "-signer",
+            path_str(&u.cert_path),
+            "-inkey",
+            path_str(&u.key_path),
+            "-certfile",
+            path_str(&pki::pki().intermediate_path),
+        ],
+        b"",
+    )
+}
