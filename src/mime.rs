@@ -102,11 +102,22 @@ impl Field {
 /// Most encoded-word starts (`=?`) a field value is decoded with (see [`Field::value`]).
 const MAX_ENCODED_WORDS: usize = 1000;
 
+/// `mailparse::parse_mail`, refusing input that [`too_many_encoded_words`] would make it spend
+/// minutes on. Every MIME tree smimed walks is parsed through this.
+pub fn parse_mail(bytes: &[u8]) -> Result<mailparse::ParsedMail<'_>, mailparse::MailParseError> {
+    if too_many_encoded_words(bytes) {
+        return Err(mailparse::MailParseError::Generic(
+            "a field with too many encoded words",
+        ));
+    }
+    mailparse::parse_mail(bytes)
+}
+
 /// Whether one field of `bytes` (a line with its continuation lines, anywhere in the message)
 /// holds so many encoded-word starts (`=?`) that mailparse, which decodes the fields it parses
 /// in time quadratic in their number, must not be given them: a real field holds a handful;
 /// half a megabyte of `=?` in one Content-Type took seconds per parse.
-pub fn too_many_encoded_words(bytes: &[u8]) -> bool {
+fn too_many_encoded_words(bytes: &[u8]) -> bool {
     let mut in_field = 0usize;
     for line in bytes.split(|&b| b == b'\n') {
         if !matches!(line.first(), Some(b' ' | b'\t')) {
@@ -341,7 +352,7 @@ pub fn decode_body(e: &Entity<'_>) -> Vec<u8> {
         "quoted-printable" => {
             let mut raw = b"Content-Transfer-Encoding: quoted-printable\r\n\r\n".to_vec();
             raw.extend_from_slice(e.body);
-            mailparse::parse_mail(&raw)
+            parse_mail(&raw)
                 .and_then(|m| m.get_body_raw())
                 .unwrap_or_else(|_| e.body.to_vec())
         }

@@ -612,10 +612,7 @@ fn protected_from(multipart_signed: &[u8]) -> Option<FromAddress> {
 /// part's own fields when its Content-Type has `hp=` (or `protected-headers=`), or the fields
 /// of a legacy `message/rfc822; forwarded=no` wrapper. None when there is none.
 fn signed_part_protected_section(multipart_signed: &[u8]) -> Option<Vec<Field>> {
-    if mime::too_many_encoded_words(multipart_signed) {
-        return None;
-    }
-    let parsed = mailparse::parse_mail(multipart_signed).ok()?;
+    let parsed = mime::parse_mail(multipart_signed).ok()?;
     let first = parsed.subparts.first()?;
     let ent = mime::split(first.raw_bytes);
     match protection(&ent) {
@@ -856,15 +853,14 @@ impl Walker<'_> {
     }
 
     fn multipart_signed(&mut self, bytes: &[u8]) -> Result<Step> {
-        let parsed =
-            match (!mime::too_many_encoded_words(bytes)).then(|| mailparse::parse_mail(bytes)) {
-                Some(Ok(p)) => p,
-                _ => {
-                    self.st.signature = Signature::Error;
-                    self.st.add("reason", "malformed-mime");
-                    return Ok(Step::Fail);
-                }
-            };
+        let parsed = match mime::parse_mail(bytes) {
+            Ok(p) => p,
+            Err(_) => {
+                self.st.signature = Signature::Error;
+                self.st.add("reason", "malformed-mime");
+                return Ok(Step::Fail);
+            }
+        };
         if parsed.subparts.len() != 2 {
             self.st.signature = Signature::Error;
             self.st.add("reason", "malformed-multipart-signed");
@@ -1193,11 +1189,7 @@ fn unwrap_protected(content: Secret, authserv_id: &str) -> (Secret, Vec<Field>) 
 /// Looks for S/MIME parts below the root (inside multiparts or attached messages) and reports
 /// them as partial; they are never decrypted or counted as the message's signature.
 fn scan_partial(ctx: &Context, bytes: &[u8], root_is_multipart_signed: bool, st: &mut Status) {
-    if mime::too_many_encoded_words(bytes) {
-        st.add("reason", "mime-unparsable");
-        return;
-    }
-    let parsed = match mailparse::parse_mail(bytes) {
+    let parsed = match mime::parse_mail(bytes) {
         Ok(p) => p,
         Err(e) => {
             // The parts could not be looked at: say why (mailparse's only other error is a
@@ -1303,9 +1295,7 @@ fn scan_attached(
     }
     let ent = mime::split(p.raw_bytes);
     let inner = mime::decode_body(&ent);
-    if mime::too_many_encoded_words(&inner) {
-        found.truncated = true;
-    } else if let Ok(m) = mailparse::parse_mail(&inner) {
+    if let Ok(m) = mime::parse_mail(&inner) {
         scan_part(&m, depth + 1, max_depth, budget, found);
     } else {
         found.truncated = true;

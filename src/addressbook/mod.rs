@@ -521,10 +521,7 @@ fn carried_certificates(message: &[u8]) -> Vec<X509> {
         }
     }
     let mut out = Vec::new();
-    if crate::mime::too_many_encoded_words(message) {
-        return out;
-    }
-    if let Ok(parsed) = mailparse::parse_mail(message) {
+    if let Ok(parsed) = crate::mime::parse_mail(message) {
         walk(&parsed, 0, &mut out);
     }
     let _ = openssl::error::ErrorStack::get();
