@@ -326,10 +326,17 @@ fn load_p12(der: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity>
         }
     };
     // Every key of the file, not only the first one parse2 keeps (a merged Windows export of a
-    // signing and an encryption key): one identity per key that has its certificate.
-    let contents = match &password {
-        Some(pw) => crate::ossl::pkcs12_contents(&p12, Some(pw)),
-        None => crate::ossl::pkcs12_contents(&p12, Some(""))
+    // signing and an encryption key): one identity per key that has its certificate. The bags
+    // are read (and decrypted) again only when parse2 left another end-entity certificate
+    // among the CA ones, as a second key's certificate would be; a plain export pays nothing.
+    let another_leaf = parsed
+        .ca
+        .as_ref()
+        .is_some_and(|st| st.iter().any(|c| !crate::ossl::is_ca(c)));
+    let contents = match (&password, another_leaf) {
+        (_, false) => Err(openssl::error::ErrorStack::get()),
+        (Some(pw), true) => crate::ossl::pkcs12_contents(&p12, Some(pw)),
+        (None, true) => crate::ossl::pkcs12_contents(&p12, Some(""))
             .or_else(|_| crate::ossl::pkcs12_contents(&p12, None)),
     };
     let _ = openssl::error::ErrorStack::get();
