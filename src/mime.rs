@@ -118,6 +118,13 @@ pub fn parse_mail(bytes: &[u8]) -> Result<mailparse::ParsedMail<'_>, mailparse::
 /// in time quadratic in their number, must not be given them: a real field holds a handful;
 /// half a megabyte of `=?` in one Content-Type took seconds per parse.
 fn too_many_encoded_words(bytes: &[u8]) -> bool {
+    // No field can hold more than the whole message: one vectorised count settles nearly every
+    // message, and only one with more than the limit in all is looked at line by line.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"=?"));
+    if FINDER.find_iter(bytes).nth(MAX_ENCODED_WORDS).is_none() {
+        return false;
+    }
     let mut in_field = 0usize;
     for line in bytes.split(|&b| b == b'\n') {
         if !matches!(line.first(), Some(b' ' | b'\t')) {
@@ -126,7 +133,7 @@ fn too_many_encoded_words(bytes: &[u8]) -> bool {
         if line.len() < 2 {
             continue;
         }
-        in_field += memchr::memmem::find_iter(line, b"=?").count();
+        in_field += FINDER.find_iter(line).count();
         if in_field > MAX_ENCODED_WORDS {
             return true;
         }
@@ -542,6 +549,29 @@ impl Drop for Base64Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_word_limit_is_per_field() {
+        let words = |n: usize| "=?utf-8?q?a?= ".repeat(n);
+        // One field over the limit, folded over many lines.
+        let folded = format!("Subject: {}\r\n\r\nbody", words(1001).replace(' ', "\r\n "));
+        assert!(too_many_encoded_words(folded.as_bytes()));
+        assert!(too_many_encoded_words(
+            format!("X: {}\n\n", words(1001)).as_bytes()
+        ));
+        // Exactly the limit, and many in all but few per field or line: accepted.
+        assert!(!too_many_encoded_words(
+            format!("X: {}\n\n", words(1000)).as_bytes()
+        ));
+        let spread = format!(
+            "A: {}\nB: {}\n\n{}",
+            words(600),
+            words(600),
+            words(3).repeat(500).replace("= ", "=\n")
+        );
+        assert!(!too_many_encoded_words(spread.as_bytes()));
+        assert!(!too_many_encoded_words(b"Subject: plain\r\n\r\nbody"));
+    }
 
     #[test]
     fn content_type_memo_answers_for_the_exact_field_only() {
