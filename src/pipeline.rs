@@ -676,15 +676,25 @@ fn promotable(fields: &[Field], eol: &[u8], authserv_id: &str) -> Vec<Field> {
 /// Judges every signer against the delivered From and, when the signed content carries a
 /// protected header section (`protected`: its From), against that From too.
 fn recheck_from(st: &mut Status, from: &FromAddress, protected: Option<&FromAddress>) {
-    let matches = |from: &FromAddress, signer: &Option<String>| match (from, signer) {
-        (FromAddress::One(f), Some(a)) => a.eq_ignore_ascii_case(f),
-        _ => false,
+    // Every address of the certificate counts (its SAN rfc822Names and the subject's
+    // emailAddress: a certificate may name aliases or several domains), not only the first.
+    let matching = |from: &FromAddress, addrs: &[String]| match from {
+        FromAddress::One(f) => addrs.iter().find(|a| a.eq_ignore_ascii_case(f)).cloned(),
+        FromAddress::Ambiguous(_) => None,
     };
     let mut worst = Signature::None;
     for s in st.signers.iter_mut() {
         if matches!(s.verdict, Signature::Valid | Signature::Mismatch) {
-            let outer_ok = matches(from, &s.address);
-            let protected_ok = protected.is_none_or(|p| matches(p, &s.address));
+            let addrs = match &s.cert {
+                Some(c) => crate::certs::email_addresses_as_written(c),
+                None => s.address.iter().cloned().collect(),
+            };
+            let outer = matching(from, &addrs);
+            let outer_ok = outer.is_some();
+            let protected_ok = protected.is_none_or(|p| matching(p, &addrs).is_some());
+            if let Some(a) = outer {
+                s.address = Some(a);
+            }
             if outer_ok && protected_ok {
                 s.verdict = Signature::Valid;
                 s.reason = None;

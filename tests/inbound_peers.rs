@@ -1704,3 +1704,49 @@ X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=15.2\r\n"
         assert!(!head.contains(forged), "{forged} promoted: {head}");
     }
 }
+
+/// A certificate may name several addresses (aliases, other domains; a SAN and the subject's
+/// emailAddress): a From that is any of them matches, and `signer=` names that one.
+#[test]
+fn from_matching_any_address_of_the_certificate_is_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    sh_in(
+        d,
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=Alias CA' \
+           -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+           -keyout ca.key -out ca.pem 2>/dev/null
+         openssl req -newkey rsa:2048 -nodes -subj '/CN=al/emailAddress=subject@example.com' \
+           -keyout al.key -out al.csr 2>/dev/null
+         printf 'subjectAltName=email:alice@example.org,email:al@example.net\\nkeyUsage=digitalSignature\\nextendedKeyUsage=emailProtection\\n' > al.ext
+         openssl x509 -req -in al.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+           -extfile al.ext -out al.pem 2>/dev/null",
+    );
+    let signed = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-binary",
+            "-signer",
+            path_str(&d.join("al.pem")),
+            "-inkey",
+            path_str(&d.join("al.key")),
+        ],
+        &sample_entity("one of my addresses"),
+    );
+    let ca = d.join("ca.pem");
+    for from in ["alice@example.org", "Al@Example.NET", "subject@example.com"] {
+        let msg = message(from, "bob@example.org", "alias", &signed);
+        let (st, _, out) = filter_checked(None, &["--trust", path_str(&ca)], &msg);
+        assert_words(&st, "none", "valid");
+        let want = match from {
+            "Al@Example.NET" => "al@example.net",
+            other => other,
+        };
+        assert_eq!(status_word(&st, "signer"), Some(want), "{st}");
+        assert!(ar(&out).contains(&format!("body.smime-identifier={want}")));
+    }
+    let msg = message("mallory@example.org", "bob@example.org", "alias", &signed);
+    let (st, _, _) = filter_checked(None, &["--trust", path_str(&ca)], &msg);
+    assert_words(&st, "none", "mismatch");
+}
