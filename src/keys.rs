@@ -83,6 +83,12 @@ fn read_with_mode(path: &Path) -> Result<(Zeroizing<Vec<u8>>, u32)> {
     let meta = f
         .metadata()
         .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    // A folder given as a key or passphrase file is a mistake in the configuration that waiting
+    // will not mend (reading it fails with EISDIR, an I/O error). Pipes stay allowed
+    // (`--passphrase-file <(pass show mail)`).
+    if meta.is_dir() {
+        return Err(Error::config(format!("{}: is a folder", path.display())));
+    }
     let mut buf = Zeroizing::new(Vec::new());
     f.read_to_end(&mut buf)
         .map_err(|e| Error::io(path.display(), e))?;
@@ -241,7 +247,10 @@ fn named(path: &Path, e: Error) -> Error {
 fn load_file(path: &Path, pass: &Passphrases) -> Result<Loaded> {
     let (data, mode) = read_with_mode(path)?;
     let text_start = &data[..data.len().min(64 * 1024)];
-    let is_text = !data.is_empty() && data[0] != 0x30;
+    // DER (a PKCS#12) is a SEQUENCE with a long-form length; anything else is text, also when
+    // its first character is a '0' (0x30 too).
+    let is_der = data.first() == Some(&0x30) && matches!(data.get(1), Some(0x80..=0x84));
+    let is_text = !data.is_empty() && !is_der;
     // A file others can read is refused, unless it is a PEM file of certificates only (the
     // certificate of a key given as another --key file).
     let certificates_only = is_text

@@ -652,3 +652,55 @@ fn every_key_of_a_pkcs12_with_several_is_loaded() {
         );
     }
 }
+
+/// A folder given as a key or passphrase file is a configuration error (78), not a temporary
+/// one: procmail would defer the message again and again. A PEM key file whose text starts
+/// with a '0' (0x30, as DER does) is still read as PEM.
+#[test]
+fn a_folder_as_key_is_78_and_a_pem_key_may_start_with_a_zero() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = pki();
+    let d = tmp();
+    let msg = encrypted_to_bob();
+    let folder = d.path().join("keys");
+    std::fs::create_dir(&folder).unwrap();
+    let zero = d.path().join("zero.pem");
+    let pem = [
+        b"0 bob's mail key\n".as_slice(),
+        &std::fs::read(&p.bob.key_path).unwrap(),
+        &std::fs::read(&p.bob.cert_path).unwrap(),
+    ]
+    .concat();
+    std::fs::write(&zero, pem).unwrap();
+    std::fs::set_permissions(&zero, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = |args: &[&str]| {
+        let mut c = smimed();
+        c.args(["--trust", path_str(&p.root_path)]).args(args);
+        run_with_stdin(c.arg("filter"), &msg)
+    };
+    for args in [
+        vec!["--key", path_str(&folder)],
+        vec![
+            "--key",
+            path_str(&p.bob.p12_path),
+            "--passphrase-file",
+            path_str(&folder),
+        ],
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {err}");
+        assert!(err.contains("is a folder"), "{err}");
+    }
+    let out = run(&["--key", path_str(&zero)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        status_word(&status_of(&out.stdout), "encryption"),
+        Some("decrypted")
+    );
+}
