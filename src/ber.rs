@@ -54,6 +54,12 @@ fn tlv(data: &[u8], pos: usize) -> Option<Tlv> {
     })
 }
 
+/// The length of the DER element (tag, length, content) at the start of `data`, when it has a
+/// definite length that fits.
+pub fn element_len(data: &[u8]) -> Option<usize> {
+    tlv(data, 0).map(|t| t.end)
+}
+
 /// The TLVs inside a constructed TLV's content.
 fn children(data: &[u8], parent: Tlv) -> Option<Vec<Tlv>> {
     let mut out = Vec::new();

@@ -133,8 +133,8 @@ pub fn read_certificates(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
     if looks_like_pem(data) {
         return read_pem(data);
     }
-    if let Ok(c) = X509::from_der(data) {
-        return Ok(vec![SourcedCert::plain(c)]);
+    if X509::from_der(data).is_ok() {
+        return read_der_certificates(data);
     }
     if let Some(r) = certs_only(data) {
         return r;
@@ -143,6 +143,30 @@ pub fn read_certificates(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
     Err(String::from(
         "not a certificate: neither PEM, DER X.509, PKCS#7 nor a Microsoft serialized store",
     ))
+}
+
+/// One DER certificate, or several one after the other (as `cat a.der b.der` makes them).
+/// Anything after them but white space is an error: a certificate that does not parse is never
+/// dropped without a word.
+fn read_der_certificates(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.iter().all(u8::is_ascii_whitespace) {
+        let n = crate::ber::element_len(rest).unwrap_or(rest.len());
+        match X509::from_der(&rest[..n]) {
+            Ok(c) => out.push(SourcedCert::plain(c)),
+            Err(_) => {
+                openssl_sys_clear();
+                return Err(format!(
+                    "DER certificate {} (at byte {}) does not parse",
+                    out.len() + 1,
+                    data.len() - rest.len()
+                ));
+            }
+        }
+        rest = &rest[n..];
+    }
+    Ok(out)
 }
 
 /// The certificates a published blob holds, for the address book (never for trust): DER X.509,
@@ -217,19 +241,27 @@ fn certs_only(der: &[u8]) -> Option<Result<Vec<SourcedCert>, String>> {
 fn read_pem(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
     let mut out = Vec::new();
     let text = String::from_utf8_lossy(data);
-    for block in pem_blocks(&text) {
+    // A block that does not parse fails the file, naming the block: dropping it without a word
+    // leaves a CA missing and its mail "untrusted" for no reason anyone can see.
+    for (i, block) in pem_blocks(&text).into_iter().enumerate() {
+        let bad = |what: &str| {
+            openssl_sys_clear();
+            format!("PEM block {} ({}) {what}", i + 1, block.label)
+        };
         match block.label.as_str() {
             "CERTIFICATE" | "X509 CERTIFICATE" | "TRUSTED CERTIFICATE" => {
                 if let Ok(c) = X509::from_pem(block.text.as_bytes()) {
                     out.push(SourcedCert::plain(c));
                 } else if let Ok(c) = X509::from_der(&block.der) {
                     out.push(SourcedCert::plain(c));
+                } else {
+                    return Err(bad("is not a certificate that parses"));
                 }
             }
             "PKCS7" | "CMS" => match certs_only(&block.der) {
                 Some(Ok(list)) => out.extend(list),
                 Some(Err(e)) => return Err(e),
-                None => {}
+                None => return Err(bad("is not a certificate bundle")),
             },
             _ => {}
         }

@@ -196,14 +196,30 @@ fn read_path(path: &Path, out: &mut Vec<Anchor>, explicit: bool) -> Result<()> {
             })
             .collect();
         entries.sort();
+        let before = out.len();
+        let mut skipped = Vec::new();
         for e in entries {
             if e.is_file() {
                 // Inside a folder, files that are not certificates (READMEs, hash links to
                 // the same files) are skipped with a note rather than failing the whole folder.
                 if let Err(err) = read_path(&e, out, false) {
                     log::info!("skipping {}: {err}", e.display());
+                    skipped.push(format!("{}: {err}", e.display()));
                 }
             }
+        }
+        // But a folder that gives no anchor at all is a mistake (the wrong folder, files that
+        // all fail): every signature would be "untrusted".
+        if explicit && out.len() == before {
+            return Err(Error::config(format!(
+                "trust {}: no certificate in the folder{}",
+                path.display(),
+                if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", skipped.join("; "))
+                }
+            )));
         }
         return Ok(());
     }

@@ -123,3 +123,75 @@ fn without_trust_the_system_hashed_folder_is_used() {
         Some("untrusted")
     );
 }
+
+/// A trust source never loses a certificate without a word: a PEM block or a DER certificate
+/// that does not parse fails the file (78, naming it), and a folder that gives no anchor at all
+/// is an error too. Concatenated DER certificates all load.
+#[test]
+fn a_certificate_that_does_not_parse_is_an_error_never_dropped() {
+    let p = pki();
+    let d = tempfile::tempdir().expect("tempdir");
+    let path = |n: &str| d.path().join(n);
+    let der =
+        |pem: &std::path::Path| openssl(&["x509", "-outform", "DER", "-in", path_str(pem)], b"");
+    let (root, inter) = (der(&p.root_path), der(&p.intermediate_path));
+
+    // PEM bundle whose second block is damaged.
+    let good = [
+        std::fs::read(&p.root_path).unwrap(),
+        std::fs::read(&p.intermediate_path).unwrap(),
+    ]
+    .concat();
+    let text = String::from_utf8(good.clone()).unwrap();
+    let second = text.rfind("-----BEGIN CERTIFICATE-----").unwrap() + 80;
+    let mut bad = good.clone();
+    bad[second..second + 4].copy_from_slice(b"!!!!");
+    std::fs::write(path("bad.pem"), &bad).unwrap();
+    std::fs::write(path("good.pem"), &good).unwrap();
+    // Two DER certificates one after the other, and one followed by junk.
+    std::fs::write(path("two.der"), [root.clone(), inter.clone()].concat()).unwrap();
+    std::fs::write(
+        path("junk.der"),
+        [root.clone(), b"\x30\x03abc".to_vec()].concat(),
+    )
+    .unwrap();
+
+    let list = |f: &std::path::Path| {
+        let out = smimed()
+            .arg("--trust")
+            .arg(f)
+            .args(["trust", "list"])
+            .output()
+            .expect("run");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).lines().count(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, n, err) = list(&path("good.pem"));
+    assert_eq!((code, n), (0, 2), "{err}");
+    let (code, _, err) = list(&path("bad.pem"));
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("PEM block 2"), "{err}");
+    let (code, n, err) = list(&path("two.der"));
+    assert_eq!((code, n), (0, 2), "{err}");
+    let (code, _, err) = list(&path("junk.der"));
+    assert_eq!(code, 78, "{err}");
+
+    // Folders: empty, or only files that fail, are errors; one good file among bad ones is not.
+    let empty = path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, _, err) = list(&empty);
+    assert_eq!(code, 78, "{err}");
+    let junk = path("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("empty.pem"), b"").unwrap();
+    std::fs::copy(&p.bob.key_path, junk.join("bob.key")).unwrap();
+    let (code, _, err) = list(&junk);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("no certificate in the folder"), "{err}");
+    std::fs::copy(&p.root_path, junk.join("root.pem")).unwrap();
+    let (code, n, err) = list(&junk);
+    assert_eq!((code, n), (0, 1), "{err}");
+}
