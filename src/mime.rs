@@ -346,6 +346,66 @@ pub fn classify_entity(e: &Entity<'_>) -> Kind {
     k
 }
 
+/// Why a reader could take `e` for something other than smimed does, if it could: two
+/// Content-Type (or Content-Transfer-Encoding) fields, of which smimed reads the first and
+/// others (mutt, neomutt) the last; or a structural Content-Type parameter given twice, of
+/// which mailparse keeps the last and GMime (notmuch) the first. A signature smimed checks on
+/// one reading would be shown over content of the other.
+pub fn ambiguity(e: &Entity<'_>) -> Option<&'static str> {
+    let count = |name: &str| e.fields.iter().filter(|f| f.is(name)).count();
+    if count("Content-Type") > 1 {
+        return Some("two Content-Type fields");
+    }
+    if count("Content-Transfer-Encoding") > 1 {
+        return Some("two Content-Transfer-Encoding fields");
+    }
+    let ct = e.first("Content-Type")?.value_undecoded();
+    duplicate_structural_parameter(&ct).then_some("a Content-Type parameter given twice")
+}
+
+/// Whether `boundary`, `protocol`, `micalg` or `smime-type` appears twice among the parameters
+/// of a Content-Type value (RFC 2231 `name*` and `name*0` count as `name`).
+fn duplicate_structural_parameter(value: &str) -> bool {
+    const STRUCTURAL: [&str; 4] = ["boundary", "protocol", "micalg", "smime-type"];
+    let mut segments = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, b) in value.bytes().enumerate() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b';' if !quoted => {
+                segments.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    segments.push(&value[start..]);
+    let mut seen = Vec::new();
+    for seg in segments.iter().skip(1) {
+        let Some((name, _)) = seg.split_once('=') else {
+            continue;
+        };
+        let name = name.trim().to_ascii_lowercase();
+        let base = match name.split_once('*') {
+            None => name.as_str(),
+            Some((b, "" | "0" | "0*")) => b,
+            Some(_) => continue, // a continuation (name*1…)
+        };
+        if STRUCTURAL.contains(&base) {
+            if seen.contains(&base.to_string()) {
+                return true;
+            }
+            seen.push(base.to_string());
+        }
+    }
+    false
+}
+
 /// Decodes the body of an entity by its Content-Transfer-Encoding. A body labelled 7bit/8bit
 /// (or unlabelled) that is really base64, as some senders of application/pkcs7-mime do, is
 /// decoded as base64 too when it holds nothing but base64 characters.
@@ -549,6 +609,36 @@ impl Drop for Base64Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ambiguous_entities_are_found() {
+        let amb = |h: &str| ambiguity(&split(format!("{h}\r\n\r\nbody").as_bytes()));
+        assert!(
+            amb("Content-Type: multipart/signed; boundary=a\r\nContent-Type: text/plain").is_some()
+        );
+        assert!(
+            amb("Content-Transfer-Encoding: base64\r\ncontent-transfer-encoding: 7bit").is_some()
+        );
+        for dup in [
+            "multipart/signed; boundary=a; BOUNDARY=\"b\"",
+            "multipart/signed; boundary=a;\r\n boundary*=utf-8''b",
+            "multipart/signed; boundary*0=a; boundary=b",
+            "multipart/signed; protocol=\"application/pkcs7-signature\"; protocol=x",
+            "application/pkcs7-mime; smime-type=signed-data; smime-type=enveloped-data",
+        ] {
+            assert!(amb(&format!("Content-Type: {dup}")).is_some(), "{dup}");
+        }
+        for fine in [
+            "multipart/signed; boundary=a; protocol=\"application/pkcs7-signature\"; micalg=sha-256",
+            "multipart/mixed; boundary=\"x; boundary=y\"",
+            "multipart/mixed; boundary*0=a; boundary*1=b",
+            "application/octet-stream; name=a; name*=utf-8''b",
+            "text/plain",
+        ] {
+            assert!(amb(&format!("Content-Type: {fine}")).is_none(), "{fine}");
+        }
+        assert!(amb("Subject: x").is_none());
+    }
 
     #[test]
     fn encoded_word_limit_is_per_field() {

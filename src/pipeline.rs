@@ -342,6 +342,22 @@ fn process_layers(
         let bytes: &[u8] = current.as_ref().map_or(input, |c| c.as_slice());
         let ent = mime::split(bytes);
         let kind = mime::classify_entity(&ent);
+        if let Some(why) = mime::ambiguity(&ent) {
+            // Readers differ on which field or parameter counts: a signature checked on one
+            // reading would be shown over the content of the other. Nothing is claimed.
+            let smime_somewhere = kind != Kind::Other
+                || ent.fields.iter().filter(|f| f.is("Content-Type")).any(|f| {
+                    mime::classify(&mailparse::parse_content_type(&f.value_undecoded()))
+                        != Kind::Other
+                });
+            if smime_somewhere {
+                log::info!("ambiguous MIME structure: {why}");
+                walker.st.signature = Signature::Error;
+                walker.st.add("reason", "ambiguous-mime");
+                ended = Walk::Failed;
+                break;
+            }
+        }
         if kind == Kind::Other {
             break;
         }

@@ -1750,3 +1750,61 @@ fn from_matching_any_address_of_the_certificate_is_valid() {
     let (st, _, _) = filter_checked(None, &["--trust", path_str(&ca)], &msg);
     assert_words(&st, "none", "mismatch");
 }
+
+/// Header fields and parameters that readers resolve differently (mutt takes the last
+/// Content-Type field, smimed and mailparse the first; GMime keeps the first of two `boundary`
+/// parameters, mailparse the last): a signature checked on one reading must not be reported
+/// over content a reader shows on the other.
+#[test]
+fn ambiguous_mime_around_a_signature_is_never_valid() {
+    let p = pki();
+    let signed = sign_as(&p.alice, true, &[], &sample_entity("the signed words"));
+    let msg = message("alice@example.org", "bob@example.org", "amb", &signed);
+    let (st, _, _) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+
+    // The outer fields end in CRLF, openssl's in LF: the header ends at the first empty line.
+    let text = String::from_utf8(msg.clone()).unwrap();
+    let eol = "\n";
+    let end = text.find("\n\n").unwrap();
+    let (head, body) = (&text[..end], &text[end + 2..]);
+    let evil =
+        format!("--ZZ{eol}Content-Type: text/plain{eol}{eol}EVIL unsigned text{eol}--ZZ--{eol}");
+    let ct_at = head.find("Content-Type: multipart/signed").unwrap();
+    let boundary = {
+        let b = &head[head.find("boundary=\"").unwrap() + 10..];
+        b[..b.find('"').unwrap()].to_string()
+    };
+    let variants = [
+        // A second Content-Type after the first, the EVIL part in the preamble.
+        format!("{head}{eol}Content-Type: multipart/mixed; boundary=\"ZZ\"{eol}{eol}{evil}{body}"),
+        // A second Content-Type before the first.
+        format!(
+            "{}Content-Type: multipart/mixed; boundary=\"ZZ\"{eol}{}{eol}{eol}{evil}{body}",
+            &head[..ct_at],
+            &head[ct_at..]
+        ),
+        // boundary given twice.
+        format!(
+            "{}{eol}{eol}{evil}{body}",
+            head.replace(
+                &format!("boundary=\"{boundary}\""),
+                &format!("boundary=\"ZZ\"; boundary=\"{boundary}\"")
+            )
+        ),
+    ];
+    for (i, v) in variants.iter().enumerate() {
+        let (st, out_text, out) = filter_checked(None, &[], v.as_bytes());
+        assert_eq!(
+            status_word(&st, "signature"),
+            Some("error"),
+            "variant {i}: {st}"
+        );
+        assert!(st.contains("reason=ambiguous-mime"), "variant {i}: {st}");
+        assert!(!ar(&out).contains("smime=pass"), "variant {i}");
+        assert!(
+            out_text.contains("EVIL unsigned text"),
+            "delivered as it came"
+        );
+    }
+}
