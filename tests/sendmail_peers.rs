@@ -1125,3 +1125,68 @@ openssl ca -config ca.cnf -cert ca.pem -keyfile ca.key -gencrl -crl_lastupdate 2
     assert_eq!(look.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&look.stdout).contains("revoked"));
 }
+
+/// Header lines inside the signed part, the protected copy and part headers alike, carry no
+/// trailing blank and none is over 998 octets: a hop that trims trailing blanks leaves the
+/// signature valid (openssl verifies the message after such a hop). A header line too long to
+/// fold (a file name of 1,100 characters) makes the message signed opaque, as 8-bit fields do.
+#[test]
+fn header_lines_of_a_signed_part_survive_trimming_hops() {
+    let p = pki();
+    let env = env_with_recipients();
+    let msg = |name: &str| {
+        format!(
+            "From: alice@example.org\nTo: bob@example.org\nSubject: trailing \n\
+             Content-Type: multipart/mixed; \n \n boundary=\"b\"\n\n--b\n\
+             Content-Type: text/plain; \n charset=us-ascii\n\nhi\n--b\n\
+             Content-Type: application/octet-stream\n\
+             Content-Disposition: attachment; filename=\"{name}.bin\"\n\
+             Content-Transfer-Encoding: base64\n\naGk=\n--b--\n"
+        )
+    };
+    let send = |m: String| {
+        assert_ok(&env.sendmail(
+            Some(&p.alice),
+            &["--encrypt", "never", "-oi", &p.bob.email],
+            m.as_bytes(),
+        ));
+        env.take_recorded().remove(0)
+    };
+    let check = |content: &[u8], name_len: usize| {
+        let parsed = mailparse::parse_mail(content).expect("parse");
+        assert_eq!(parsed.ctype.mimetype, "multipart/mixed");
+        assert_eq!(
+            parsed.ctype.params.get("boundary").map(String::as_str),
+            Some("b")
+        );
+        assert_eq!(parsed.subparts.len(), 2);
+        let disp = parsed.subparts[1].get_content_disposition();
+        assert_eq!(
+            disp.params.get("filename").map(String::len),
+            Some(name_len + 4)
+        );
+    };
+
+    let rec = send(msg("report"));
+    let (signed, _) = split_signed(&rec.message);
+    let signed = String::from_utf8(signed).expect("7-bit");
+    for line in signed.split("\r\n") {
+        assert!(
+            !line.ends_with(' ') && !line.ends_with('\t'),
+            "trailing blank: {line:?}"
+        );
+    }
+    // A hop that trims every line (the outer header's too): the signature still verifies.
+    let trimmed: String = rec
+        .text()
+        .lines()
+        .map(|l| format!("{}\n", l.trim_end_matches(['\r', ' ', '\t'])))
+        .collect();
+    check(&openssl_verify(trimmed.as_bytes()), 6);
+
+    let long = "x".repeat(1100);
+    let rec = send(msg(&long));
+    assert_eq!(smime_type(&rec.message), "signed-data", "{}", rec.text());
+    assert!(rec.text().lines().all(|l| l.len() <= 998));
+    check(&openssl_verify(&rec.message), 1100);
+}

@@ -62,10 +62,45 @@ fn quoted_printable_text(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A header field as a signed part carries it: CRLF line ends, no blank at the end of any line
+/// (a continuation line of blanks only is dropped: unfolding gives the same value), lines over
+/// 998 octets folded at whitespace. A hop that trims trailing blanks or wraps long lines would
+/// otherwise change signed bytes.
+pub(crate) fn header_field(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + 2);
+    for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
+        let mut l = line.strip_suffix(b"\r").unwrap_or(line);
+        while let Some(rest) = l.strip_suffix(b" ").or_else(|| l.strip_suffix(b"\t")) {
+            l = rest;
+        }
+        if l.is_empty() && i > 0 {
+            continue;
+        }
+        out.extend_from_slice(l);
+        out.extend_from_slice(b"\r\n");
+    }
+    super::folded(&out).into_owned()
+}
+
+/// The entity with its header fields made safe ([`header_field`]) and its body as it is, CRLF.
+fn clean_header(e: &mime::Entity<'_>, entity: &[u8]) -> Vec<u8> {
+    if e.separator.is_empty() {
+        return clean_header(&e, entity);
+    }
+    let body = mime::canonical_crlf(e.body);
+    let mut out = Vec::with_capacity(body.len() + 1024);
+    for f in &e.fields {
+        out.extend_from_slice(&header_field(&f.raw));
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    out
+}
+
 fn with_cte(fields: &[mime::Field], cte: &str) -> Vec<u8> {
     let mut out = Vec::new();
     for f in fields.iter().filter(|f| !f.is("Content-Transfer-Encoding")) {
-        out.extend_from_slice(&mime::canonical_crlf(&f.raw));
+        out.extend_from_slice(&header_field(&f.raw));
     }
     out.extend_from_slice(format!("Content-Transfer-Encoding: {cte}\r\n").as_bytes());
     out
@@ -180,14 +215,14 @@ fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
     // A signature or an encryption inside the content is left as it came: rewriting it would
     // break it (what cannot pass 7-bit then makes the whole message signed opaque).
     if mimetype == "multipart/signed" {
-        return mime::canonical_crlf(entity);
+        return clean_header(&e, entity);
     }
     // A CMS object as an attachment: kept as it is when it is 7-bit text (base64); sent raw
     // (binary), it is base64-wrapped below like any other binary part, which keeps its bytes.
     if (mimetype.contains("pkcs7-mime") || mimetype.contains("pkcs7-signature"))
         && !needs_encoding(e.body)
     {
-        return mime::canonical_crlf(entity);
+        return clean_header(&e, entity);
     }
     // Multiparts are rewritten part by part even when all 7-bit: a part labelled 8bit or
     // binary inside is relabelled 7bit, as a single part is (an MTA goes by the labels).
@@ -201,7 +236,7 @@ fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
     // encoders leave them; base64 on one long line): then decoded and encoded again.
     if cte == "quoted-printable" {
         if !needs_encoding(e.body) {
-            return mime::canonical_crlf(entity);
+            return clean_header(&e, entity);
         }
         let raw = quoted_printable::decode(
             mime::canonical_crlf(e.body),
@@ -223,7 +258,7 @@ fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
     }
     if cte == "base64" {
         if !needs_encoding(e.body) {
-            return mime::canonical_crlf(entity);
+            return clean_header(&e, entity);
         }
         let mut out = with_cte(&e.fields, "base64");
         out.extend_from_slice(b"\r\n");
@@ -238,7 +273,7 @@ fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
             out.extend_from_slice(&mime::canonical_crlf(e.body));
             return out;
         }
-        return mime::canonical_crlf(entity);
+        return clean_header(&e, entity);
     }
     if depth < MAX_DEPTH && mimetype == "message/rfc822" {
         let mut out = with_cte(&e.fields, "7bit");

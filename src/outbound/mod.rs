@@ -247,7 +247,7 @@ const MAX_LINE: usize = 998;
 /// A header field whose lines over 998 octets are folded at whitespace (a line break inserted
 /// before a space or tab, which unfolding removes again); a line without whitespace to fold at
 /// stays as it is. An MTA may wrap such lines itself, which would break a signature over them.
-fn folded(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+pub(crate) fn folded(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     if raw
         .split(|&b| b == b'\n')
         .all(|l| l.strip_suffix(b"\r").unwrap_or(l).len() <= MAX_LINE)
@@ -516,10 +516,15 @@ pub fn prepare(
             // rewriting the fields, and a multipart/signed whose part an MTA may change is a
             // broken signature: sent alone, such a message is signed opaque instead. Inside an
             // envelope nothing on the way can change it.
-            let eight_bit = !content.is_ascii();
+            // The same for a header line over 998 octets with no whitespace to fold it at (a
+            // very long file name): an MTA may wrap it.
+            let eight_bit = !content.is_ascii()
+                || content
+                    .split(|&b| b == b'\n')
+                    .any(|l| l.strip_suffix(b"\r").unwrap_or(l).len() > MAX_LINE);
             if eight_bit && !opts.opaque && !encrypt {
                 log::info!(
-                    "a header field of the content is not 7-bit: signing opaque (application/pkcs7-mime) instead of multipart/signed"
+                    "a header field of the content is not 7-bit or has a line over 998 octets: signing opaque (application/pkcs7-mime) instead of multipart/signed"
                 );
             }
             // SMIMEEncryptionKeyPreference names the certificate to encrypt to us with: the
