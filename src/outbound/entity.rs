@@ -85,7 +85,7 @@ pub(crate) fn header_field(raw: &[u8]) -> Vec<u8> {
 /// The entity with its header fields made safe ([`header_field`]) and its body as it is, CRLF.
 fn clean_header(e: &mime::Entity<'_>, entity: &[u8]) -> Vec<u8> {
     if e.separator.is_empty() {
-        return clean_header(&e, entity);
+        return mime::canonical_crlf(entity);
     }
     let body = mime::canonical_crlf(e.body);
     let mut out = Vec::with_capacity(body.len() + 1024);
@@ -363,6 +363,34 @@ pub fn pkcs7_mime(der: &[u8], smime_type: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_lines_lose_trailing_blanks_and_parts_without_header_stay() {
+        let e = "Content-Type: multipart/mixed; \n \t\n boundary=\"b\"\nSubject: x \n\n\
+                 --b\n\nno header here \n--b\nContent-Type: text/plain; \n charset=us-ascii\n\nhi\n--b--\n";
+        let out = String::from_utf8(seven_bit(e.as_bytes())).expect("ascii");
+        assert!(
+            out.starts_with("Content-Type: multipart/mixed;\r\n boundary=\"b\"\r\nSubject: x\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Content-Type: text/plain;\r\n charset=us-ascii\r\n"),
+            "{out}"
+        );
+        // A part with an empty header section: its trailing blank is quoted-printable.
+        assert!(out.contains("no header here=20"), "{out}");
+        assert!(!out.lines().any(|l| l.ends_with(' ')), "{out}");
+        // No header section at all: as it came.
+        assert_eq!(seven_bit(b"just text"), b"just text");
+        let long = format!("X-Long: {}\n", "word ".repeat(300));
+        let folded = String::from_utf8(header_field(long.as_bytes())).expect("ascii");
+        assert!(
+            folded
+                .split("\r\n")
+                .all(|l| l.len() <= 998 && !l.ends_with(' ')),
+            "{folded}"
+        );
+    }
 
     #[test]
     fn eight_bit_text_becomes_quoted_printable_and_from_is_escaped() {
