@@ -1184,6 +1184,34 @@ fn header_lines_of_a_signed_part_survive_trimming_hops() {
         .collect();
     check(&openssl_verify(trimmed.as_bytes()), 6);
 
+    // Blanks before a fold inside a quoted value are part of it: the boundary still matches
+    // its delimiters after the trimming hop. A blank line before a part's first field goes.
+    let rec = send(
+        "From: alice@example.org\nTo: bob@example.org\nSubject: q\nMIME-Version: 1.0\n\
+         Content-Type: multipart/mixed; boundary=\"ab \n cd\"\n\n--ab  cd\n\
+         Content-Type: text/plain\n\npart one\n--ab  cd\n \nContent-Type: text/html\n\n\
+         <b>hi</b>\n--ab  cd--\n"
+            .to_string(),
+    );
+    let trimmed: String = rec
+        .text()
+        .lines()
+        .map(|l| format!("{}\n", l.trim_end_matches(['\r', ' ', '\t'])))
+        .collect();
+    let content = openssl_verify(trimmed.as_bytes());
+    let parsed = mailparse::parse_mail(&content).expect("parse");
+    assert_eq!(
+        parsed.ctype.params.get("boundary").map(String::as_str),
+        Some("ab  cd")
+    );
+    assert_eq!(
+        parsed.subparts.len(),
+        2,
+        "{}",
+        String::from_utf8_lossy(&content)
+    );
+    assert_eq!(parsed.subparts[1].ctype.mimetype, "text/html");
+
     let long = "x".repeat(1100);
     let rec = send(msg(&long));
     assert_eq!(smime_type(&rec.message), "signed-data", "{}", rec.text());

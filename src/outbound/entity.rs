@@ -62,23 +62,48 @@ fn quoted_printable_text(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A header field as a signed part carries it: CRLF line ends, no blank at the end of any line
-/// (a continuation line of blanks only is dropped: unfolding gives the same value), lines over
-/// 998 octets folded at whitespace. A hop that trims trailing blanks or wraps long lines would
-/// otherwise change signed bytes.
+/// A header field as a signed part carries it: CRLF line ends, no blank at the end of any line,
+/// lines over 998 octets folded at whitespace. A hop that trims trailing blanks or wraps long
+/// lines would otherwise change signed bytes.
+///
+/// The value stays the same: a line that ends in blanks, or a continuation line of blanks only,
+/// is joined to the next one by removing the line break between them, which is what unfolding
+/// does (RFC 5322 §2.2.3; inside a quoted string the blanks are part of the value, and readers
+/// that collapse the blanks after a fold would read it differently if they were moved there).
+/// Only blanks at the very end of the field go. A "field" that starts with a blank (lines
+/// before the first field) has no value to keep: its lines lose their trailing blanks, and
+/// lines of blanks only are dropped (none ended the header for a reader; an empty line would).
 pub(crate) fn header_field(raw: &[u8]) -> Vec<u8> {
+    let is_blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let trimmed = |l: &[u8]| l.len() - l.iter().rev().take_while(|b| is_blank(b)).count();
+    let body = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let lines = body
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let mut out = Vec::with_capacity(raw.len() + 2);
-    for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
-        let mut l = line.strip_suffix(b"\r").unwrap_or(line);
-        while let Some(rest) = l.strip_suffix(b" ").or_else(|| l.strip_suffix(b"\t")) {
-            l = rest;
+    if raw.first().is_some_and(is_blank) {
+        for line in lines {
+            let kept = trimmed(line);
+            if kept > 0 {
+                out.extend_from_slice(&line[..kept]);
+                out.extend_from_slice(b"\r\n");
+            }
         }
-        if l.is_empty() && i > 0 {
-            continue;
-        }
-        out.extend_from_slice(l);
-        out.extend_from_slice(b"\r\n");
+        return out;
     }
+    let mut current: Vec<u8> = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let join = i > 0 && (trimmed(&current) < current.len() || trimmed(line) == 0);
+        if i > 0 && !join {
+            out.extend_from_slice(&current);
+            out.extend_from_slice(b"\r\n");
+            current.clear();
+        }
+        current.extend_from_slice(line);
+    }
+    let kept = trimmed(&current);
+    out.extend_from_slice(&current[..kept]);
+    out.extend_from_slice(b"\r\n");
     super::folded(&out).into_owned()
 }
 
@@ -370,11 +395,11 @@ mod tests {
                  --b\n\nno header here \n--b\nContent-Type: text/plain; \n charset=us-ascii\n\nhi\n--b--\n";
         let out = String::from_utf8(seven_bit(e.as_bytes())).expect("ascii");
         assert!(
-            out.starts_with("Content-Type: multipart/mixed;\r\n boundary=\"b\"\r\nSubject: x\r\n"),
+            out.starts_with("Content-Type: multipart/mixed;  \t boundary=\"b\"\r\nSubject: x\r\n"),
             "{out}"
         );
         assert!(
-            out.contains("Content-Type: text/plain;\r\n charset=us-ascii\r\n"),
+            out.contains("Content-Type: text/plain;  charset=us-ascii\r\n"),
             "{out}"
         );
         // A part with an empty header section: its trailing blank is quoted-printable.
@@ -382,6 +407,14 @@ mod tests {
         assert!(!out.lines().any(|l| l.ends_with(' ')), "{out}");
         // No header section at all: as it came.
         assert_eq!(seven_bit(b"just text"), b"just text");
+        // A line ending in blanks is joined to the next: a quoted value keeps every blank.
+        let f =
+            header_field(b"Content-Type: multipart/mixed; boundary=\"ab \r\n \t\r\n cd\";  \r\n");
+        assert_eq!(
+            f,
+            b"Content-Type: multipart/mixed; boundary=\"ab  \t cd\";\r\n"
+        );
+        assert_eq!(header_field(b" \r\n\t\r\n"), b"");
         let long = format!("X-Long: {}\n", "word ".repeat(300));
         let folded = String::from_utf8(header_field(long.as_bytes())).expect("ascii");
         assert!(
