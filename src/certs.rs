@@ -145,6 +145,16 @@ pub fn read_certificates(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
     ))
 }
 
+/// Whether an error of [`read_certificates`] says the file holds certificates of which one is
+/// damaged (rather than that it holds none): a trust folder fails on such a file instead of
+/// skipping it.
+pub fn is_damage(err: &str) -> bool {
+    err.starts_with(DAMAGED_PEM) || err.starts_with(DAMAGED_DER)
+}
+
+const DAMAGED_PEM: &str = "PEM block";
+const DAMAGED_DER: &str = "DER certificate";
+
 /// One DER certificate, or several one after the other (as `cat a.der b.der` makes them).
 /// Anything after them but white space is an error: a certificate that does not parse is never
 /// dropped without a word.
@@ -158,7 +168,7 @@ fn read_der_certificates(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
             Err(_) => {
                 openssl_sys_clear();
                 return Err(format!(
-                    "DER certificate {} (at byte {}) does not parse",
+                    "{DAMAGED_DER} {} (at byte {}) does not parse",
                     out.len() + 1,
                     data.len() - rest.len()
                 ));
@@ -246,7 +256,7 @@ fn read_pem(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
     for (i, block) in pem_blocks(&text).into_iter().enumerate() {
         let bad = |what: &str| {
             openssl_sys_clear();
-            format!("PEM block {} ({}) {what}", i + 1, block.label)
+            format!("{DAMAGED_PEM} {} ({}) {what}", i + 1, block.label)
         };
         match block.label.as_str() {
             "CERTIFICATE" | "X509 CERTIFICATE" | "TRUSTED CERTIFICATE" => {

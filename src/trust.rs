@@ -203,6 +203,11 @@ fn read_path(path: &Path, out: &mut Vec<Anchor>, explicit: bool) -> Result<()> {
                 // Inside a folder, files that are not certificates (READMEs, hash links to
                 // the same files) are skipped with a note rather than failing the whole folder.
                 if let Err(err) = read_path(&e, out, false) {
+                    // A certificate file with a damaged certificate fails the folder, as it
+                    // fails when named alone: its good certificates are not dropped silently.
+                    if certs::is_damage(&err.to_string()) {
+                        return Err(Error::config(format!("trust {}: {err}", e.display())));
+                    }
                     log::info!("skipping {}: {err}", e.display());
                     skipped.push(format!("{}: {err}", e.display()));
                 }

@@ -194,4 +194,13 @@ fn a_certificate_that_does_not_parse_is_an_error_never_dropped() {
     std::fs::copy(&p.root_path, junk.join("root.pem")).unwrap();
     let (code, n, err) = list(&junk);
     assert_eq!((code, n), (0, 1), "{err}");
+    // A certificate file with a damaged block fails the folder too (its good certificates
+    // are not dropped without a word).
+    std::fs::copy(path("bad.pem"), junk.join("bundle.pem")).unwrap();
+    let (code, _, err) = list(&junk);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("bundle.pem") && err.contains("PEM block 2"),
+        "{err}"
+    );
 }
