@@ -359,42 +359,121 @@ pub fn ambiguity(e: &Entity<'_>) -> Option<&'static str> {
     if count("Content-Transfer-Encoding") > 1 {
         return Some("two Content-Transfer-Encoding fields");
     }
+    // A line that is no field (no colon, a space in the name): mutt ends the header there,
+    // mailparse and GMime read on.
+    if e.fields.iter().enumerate().any(|(i, f)| {
+        let n = f.name();
+        n.is_empty()
+            || !n.iter().all(|&b| b.is_ascii_graphic() && b != b':')
+            || (i == 0 && f.raw.first().is_some_and(|b| b.is_ascii_whitespace()))
+    }) {
+        return Some("a header line that is not a field");
+    }
     let ct = e.first("Content-Type")?.value_undecoded();
-    duplicate_structural_parameter(&ct).then_some("a Content-Type parameter given twice")
+    if duplicate_structural_parameter(&ct) {
+        return Some("a Content-Type parameter given twice");
+    }
+    let parsed = e.content_type();
+    if parsed.mimetype.starts_with("multipart/") {
+        if let Some(b) = parsed.params.get("boundary") {
+            if loose_delimiter(e.body, b) {
+                return Some("a line that starts with the boundary but is no delimiter");
+            }
+        }
+    }
+    None
+}
+
+/// Whether a line of `body` starts with `--boundary` without being a delimiter (`--boundary` or
+/// `--boundary--`, then only blanks): mailparse takes such a line for one (`--b--x` closes the
+/// multipart), GMime and mutt do not (RFC 2046 §5.1.1), so the parts they show differ.
+fn loose_delimiter(body: &[u8], boundary: &str) -> bool {
+    let delim = format!("--{boundary}");
+    let finder = memchr::memmem::Finder::new(delim.as_bytes());
+    finder.find_iter(body).any(|at| {
+        if at > 0 && body[at - 1] != b'\n' {
+            return false; // not at a line start
+        }
+        let rest = &body[at + delim.len()..];
+        let line = &rest[..memchr(b'\n', rest).unwrap_or(rest.len())];
+        let line = line.strip_prefix(b"--").unwrap_or(line);
+        !line.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r'))
+    })
+}
+
+/// Whether any reading of the entity's Content-Type makes it S/MIME: any of its Content-Type
+/// fields names an S/MIME type (multipart/signed whatever its protocol, which a duplicate
+/// `protocol` may hide from mailparse; application/pkcs7-*; octet-stream named *.p7m).
+pub fn could_be_smime(e: &Entity<'_>) -> bool {
+    e.fields.iter().filter(|f| f.is("Content-Type")).any(|f| {
+        let v = f.value_undecoded();
+        let ct = mailparse::parse_content_type(&v);
+        match ct.mimetype.as_str() {
+            "multipart/signed"
+            | "application/pkcs7-mime"
+            | "application/x-pkcs7-mime"
+            | "application/pkcs7-signature"
+            | "application/x-pkcs7-signature" => true,
+            "application/octet-stream" => v.to_ascii_lowercase().contains(".p7m"),
+            _ => false,
+        }
+    })
 }
 
 /// Whether `boundary`, `protocol`, `micalg` or `smime-type` appears twice among the parameters
 /// of a Content-Type value (RFC 2231 `name*` and `name*0` count as `name`).
 fn duplicate_structural_parameter(value: &str) -> bool {
     const STRUCTURAL: [&str; 4] = ["boundary", "protocol", "micalg", "smime-type"];
-    let mut segments = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, b) in value.bytes().enumerate() {
+    // Split at the semicolons outside quoted strings, leaving out comments (GMime skips
+    // `(c)boundary=x` to a `boundary`; mailparse keeps `(c)boundary` as a name of its own).
+    let mut segments: Vec<Vec<u8>> = vec![Vec::new()];
+    let (mut quoted, mut escaped, mut comment) = (false, false, 0usize);
+    for b in value.bytes() {
         if escaped {
             escaped = false;
+            if comment == 0 {
+                if let Some(s) = segments.last_mut() {
+                    s.push(b);
+                }
+            }
             continue;
         }
         match b {
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            b';' if !quoted => {
-                segments.push(&value[start..i]);
-                start = i + 1;
-            }
+            b'\\' if quoted || comment > 0 => escaped = true,
+            b'"' if comment == 0 => quoted = !quoted,
+            b'(' if !quoted => comment += 1,
+            b')' if !quoted && comment > 0 => comment -= 1,
+            b';' if !quoted && comment == 0 => segments.push(Vec::new()),
             _ => {}
         }
+        if comment == 0 && b != b')' && b != b';' {
+            if let Some(s) = segments.last_mut() {
+                s.push(b);
+            }
+        }
     }
-    segments.push(&value[start..]);
     let mut seen = Vec::new();
     for seg in segments.iter().skip(1) {
+        let seg = String::from_utf8_lossy(seg);
         let Some((name, _)) = seg.split_once('=') else {
             continue;
         };
         let name = name.trim().to_ascii_lowercase();
+        // RFC 2231: `name*` and a first section `name*0` (`name*00`, `name *0` as some parse
+        // them) are the parameter itself; later sections are continuations.
         let base = match name.split_once('*') {
             None => name.as_str(),
-            Some((b, "" | "0" | "0*")) => b,
-            Some(_) => continue, // a continuation (name*1…)
+            Some((b, section)) => {
+                let section = section.trim().trim_end_matches('*');
+                if section.is_empty()
+                    || (section.bytes().all(|c| c.is_ascii_digit())
+                        && section.bytes().all(|c| c == b'0'))
+                {
+                    b.trim()
+                } else {
+                    continue;
+                }
+            }
         };
         if STRUCTURAL.contains(&base) {
             if seen.contains(&base.to_string()) {
@@ -623,6 +702,11 @@ mod tests {
             "multipart/signed; boundary=a; BOUNDARY=\"b\"",
             "multipart/signed; boundary=a;\r\n boundary*=utf-8''b",
             "multipart/signed; boundary*0=a; boundary=b",
+            "multipart/signed; protocol=p; (c)boundary=\"x\"; boundary=\"b\"",
+            "multipart/signed; boundary=(note; boundary=x) \"a\"; boundary=b",
+            "multipart/signed; boundary *0=a; boundary=b",
+            "multipart/signed; boundary*00=a; boundary=b",
+            "multipart/signed; boundary *=a; boundary=b",
             "multipart/signed; protocol=\"application/pkcs7-signature\"; protocol=x",
             "application/pkcs7-mime; smime-type=signed-data; smime-type=enveloped-data",
         ] {
@@ -632,12 +716,24 @@ mod tests {
             "multipart/signed; boundary=a; protocol=\"application/pkcs7-signature\"; micalg=sha-256",
             "multipart/mixed; boundary=\"x; boundary=y\"",
             "multipart/mixed; boundary*0=a; boundary*1=b",
+            "multipart/mixed; (boundary=x) boundary=b",
+            "multipart/mixed; boundary=\"(x); boundary=y\"",
             "application/octet-stream; name=a; name*=utf-8''b",
             "text/plain",
         ] {
             assert!(amb(&format!("Content-Type: {fine}")).is_none(), "{fine}");
         }
         assert!(amb("Subject: x").is_none());
+        assert!(amb("Subject: x\r\nX-Note see below").is_some());
+        assert!(amb(" folded: first\r\nSubject: x").is_some());
+        let mp = |body: &str| {
+            ambiguity(&split(
+                format!("Content-Type: multipart/signed; boundary=B\r\n\r\n{body}").as_bytes(),
+            ))
+        };
+        assert!(mp("pre\r\n--B\r\nx\r\n--B \r\ny\r\n--B-- \t\r\nepilogue --B\r\n").is_none());
+        assert!(mp("--B\r\nx\r\n--B\r\ny\r\n--B--x\r\n--B\r\nz\r\n--B--\r\n").is_some());
+        assert!(mp("--B\r\nx\r\n--BB\r\ny\r\n--B--").is_some());
     }
 
     #[test]

@@ -44,6 +44,7 @@ type X509_ALGOR = c_void;
 
 extern "C" {
     fn CMS_get0_type(cms: *const ffi::CMS_ContentInfo) -> *const ffi::ASN1_OBJECT;
+    fn CMS_get0_eContentType(cms: *mut ffi::CMS_ContentInfo) -> *const ffi::ASN1_OBJECT;
     fn CMS_get0_content(cms: *mut ffi::CMS_ContentInfo) -> *mut *mut ffi::ASN1_OCTET_STRING;
     fn CMS_get0_RecipientInfos(cms: *mut ffi::CMS_ContentInfo) -> *mut ffi::OPENSSL_STACK;
     fn CMS_RecipientInfo_type(ri: *mut CMS_RecipientInfo) -> c_int;
@@ -194,6 +195,19 @@ pub fn content_kind(cms: &CmsContentInfoRef) -> ContentKind {
         NID_AUTH_ENVELOPED => ContentKind::AuthEnveloped,
         ffi::NID_id_smime_ct_compressedData => ContentKind::Compressed,
         n => ContentKind::Other(n),
+    }
+}
+
+/// Whether a SignedData's encapsulated content is id-data, the only type S/MIME signs (RFC 8551
+/// §2.4.2). Anything else the signer's key signed (a receipt, a timestamp token, another
+/// protocol's data) is not a mail the signer wrote ("Johnny, You Are Fired", CMS wrapping).
+pub fn econtent_is_data(cms: &CmsContentInfoRef) -> bool {
+    // SAFETY: CMS_get0_eContentType returns a borrowed object of `cms` (or NULL, with an error
+    // queued, for types without encapsulated content); OBJ_obj2nid accepts NULL.
+    unsafe {
+        let t = CMS_get0_eContentType(cms.as_ptr());
+        ffi::ERR_clear_error();
+        ffi::OBJ_obj2nid(t) == ffi::NID_pkcs7_data
     }
 }
 

@@ -345,11 +345,7 @@ fn process_layers(
         if let Some(why) = mime::ambiguity(&ent) {
             // Readers differ on which field or parameter counts: a signature checked on one
             // reading would be shown over the content of the other. Nothing is claimed.
-            let smime_somewhere = kind != Kind::Other
-                || ent.fields.iter().filter(|f| f.is("Content-Type")).any(|f| {
-                    mime::classify(&mailparse::parse_content_type(&f.value_undecoded()))
-                        != Kind::Other
-                });
+            let smime_somewhere = kind != Kind::Other || mime::could_be_smime(&ent);
             if smime_somewhere {
                 log::info!("ambiguous MIME structure: {why}");
                 walker.st.signature = Signature::Error;
@@ -847,6 +843,11 @@ impl Walker<'_> {
                     self.st.add("reason", "signed-content-missing");
                     return Ok(Step::Fail);
                 }
+                if !ossl::econtent_is_data(&cms) {
+                    self.st.signature = Signature::Error;
+                    self.st.add("reason", "signed-content-not-data");
+                    return Ok(Step::Fail);
+                }
                 let trust = self.ctx.trust()?;
                 let check = check_signed(&cms, message_certs, None, &trust, size_hint)?;
                 let Some(check) = check else {
@@ -915,6 +916,14 @@ impl Walker<'_> {
             // never valid, whatever either part says.
             self.st.signature = Signature::Error;
             self.st.add("reason", "content-in-detached-signature");
+            self.layers.push(SignedLayer {
+                results: Vec::new(),
+            });
+            return Ok(Step::Stop);
+        }
+        if !ossl::econtent_is_data(&cms) {
+            self.st.signature = Signature::Error;
+            self.st.add("reason", "signed-content-not-data");
             self.layers.push(SignedLayer {
                 results: Vec::new(),
             });

@@ -1792,6 +1792,41 @@ fn ambiguous_mime_around_a_signature_is_never_valid() {
                 &format!("boundary=\"ZZ\"; boundary=\"{boundary}\"")
             )
         ),
+        // protocol given twice, the last not S/MIME (GMime takes the first), and a boundary
+        // hidden behind a comment (GMime skips it, mailparse does not).
+        format!(
+            "{}{eol}{eol}{evil}{body}",
+            head.replace(
+                &format!("boundary=\"{boundary}\""),
+                &format!("boundary=\"{boundary}\"; PROTOCOL=\"text/plain\"")
+            )
+        ),
+        format!(
+            "{}{eol}{eol}{evil}{body}",
+            head.replace(
+                &format!("boundary=\"{boundary}\""),
+                &format!("(c)boundary=\"ZZ\"; boundary=\"{boundary}\"")
+            )
+        ),
+        // A header line that is no field (mutt ends the header there and shows the rest,
+        // the EVIL preamble first, as the body).
+        format!(
+            "{}X-Note see below{eol}{}{eol}{eol}EVIL unsigned text{eol}{body}",
+            &head[..ct_at],
+            &head[ct_at..]
+        ),
+        // A close delimiter with a suffix: mailparse ends the multipart there, GMime reads on
+        // into a third part.
+        format!(
+            "{head}{eol}{eol}{}",
+            body.replace(
+                &format!("--{boundary}--"),
+                &format!(
+                    "--{boundary}--x{eol}--{boundary}{eol}Content-Type: text/plain{eol}{eol}\
+                     EVIL unsigned text{eol}--{boundary}--"
+                )
+            )
+        ),
     ];
     for (i, v) in variants.iter().enumerate() {
         let (st, out_text, out) = filter_checked(None, &[], v.as_bytes());
@@ -1806,5 +1841,26 @@ fn ambiguous_mime_around_a_signature_is_never_valid() {
             out_text.contains("EVIL unsigned text"),
             "delivered as it came"
         );
+    }
+}
+
+/// Only id-data is S/MIME content (RFC 8551 §2.4.2): a SignedData over another content type
+/// (here a timestamp token's id-ct-TSTInfo) is something else the key signed, never a mail from
+/// the signer ("Johnny, You Are Fired": CMS wrapping).
+#[test]
+fn signed_data_over_another_content_type_is_never_valid() {
+    let p = pki();
+    for detached in [false, true] {
+        let signed = sign_as(
+            &p.alice,
+            detached,
+            &["-econtent_type", "1.2.840.113549.1.9.16.1.4"],
+            &sample_entity("not a mail"),
+        );
+        let msg = message("alice@example.org", "bob@example.org", "tst", &signed);
+        let (st, _, out) = filter_checked(None, &[], &msg);
+        assert_eq!(status_word(&st, "signature"), Some("error"), "{st}");
+        assert!(st.contains("reason=signed-content-not-data"), "{st}");
+        assert!(!ar(&out).contains("smime=pass"));
     }
 }
