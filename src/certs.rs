@@ -145,15 +145,42 @@ pub fn read_certificates(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
     ))
 }
 
-/// Whether an error of [`read_certificates`] says the file holds certificates of which one is
-/// damaged (rather than that it holds none): a trust folder fails on such a file instead of
-/// skipping it.
-pub fn is_damage(err: &str) -> bool {
-    err.starts_with(DAMAGED_PEM) || err.starts_with(DAMAGED_DER)
+/// Whether a file is meant to hold certificates (so that failing to read it is damage, not a
+/// file of another kind): a Microsoft serialized store, PEM with a certificate block (a PKCS#7
+/// block may be a signed message, which a folder skips),
+/// or DER that starts as an X.509 v3 certificate does (a SEQUENCE whose first element is a
+/// SEQUENCE starting with the explicit version tag; CRLs and keys start otherwise). A trust
+/// folder fails on such a file instead of skipping it with its good certificates.
+pub fn meant_as_certificates(data: &[u8]) -> bool {
+    if sst::is_sst(data) {
+        return true;
+    }
+    if looks_like_pem(data) {
+        let text = String::from_utf8_lossy(&data[..data.len().min(1 << 20)]);
+        return [
+            "-----BEGIN CERTIFICATE-----",
+            "-----BEGIN X509 CERTIFICATE-----",
+            "-----BEGIN TRUSTED CERTIFICATE-----",
+        ]
+        .iter()
+        .any(|m| text.contains(m));
+    }
+    let header = |d: &[u8]| -> Option<usize> {
+        let l = *d.get(1)?;
+        match l {
+            0..=0x7f => Some(2),
+            0x81..=0x84 => Some(2 + usize::from(l & 0x7f)),
+            _ => None,
+        }
+    };
+    (|| {
+        let h1 = header(data)?;
+        let tbs = data.get(h1..)?;
+        let h2 = header(tbs)?;
+        Some(data[0] == 0x30 && tbs[0] == 0x30 && tbs.get(h2) == Some(&0xa0))
+    })()
+    .unwrap_or(false)
 }
-
-const DAMAGED_PEM: &str = "PEM block";
-const DAMAGED_DER: &str = "DER certificate";
 
 /// One DER certificate, or several one after the other (as `cat a.der b.der` makes them).
 /// Anything after them but white space is an error: a certificate that does not parse is never
@@ -168,7 +195,7 @@ fn read_der_certificates(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
             Err(_) => {
                 openssl_sys_clear();
                 return Err(format!(
-                    "{DAMAGED_DER} {} (at byte {}) does not parse",
+                    "DER certificate {} (at byte {}) does not parse",
                     out.len() + 1,
                     data.len() - rest.len()
                 ));
@@ -256,7 +283,7 @@ fn read_pem(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
     for (i, block) in pem_blocks(&text).into_iter().enumerate() {
         let bad = |what: &str| {
             openssl_sys_clear();
-            format!("{DAMAGED_PEM} {} ({}) {what}", i + 1, block.label)
+            format!("PEM block {} ({}) {what}", i + 1, block.label)
         };
         match block.label.as_str() {
             "CERTIFICATE" | "X509 CERTIFICATE" | "TRUSTED CERTIFICATE" => {

@@ -205,7 +205,7 @@ fn read_path(path: &Path, out: &mut Vec<Anchor>, explicit: bool) -> Result<()> {
                 if let Err(err) = read_path(&e, out, false) {
                     // A certificate file with a damaged certificate fails the folder, as it
                     // fails when named alone: its good certificates are not dropped silently.
-                    if certs::is_damage(&err.to_string()) {
+                    if std::fs::read(&e).is_ok_and(|d| certs::meant_as_certificates(&d)) {
                         return Err(Error::config(format!("trust {}: {err}", e.display())));
                     }
                     log::info!("skipping {}: {err}", e.display());

@@ -203,4 +203,11 @@ fn a_certificate_that_does_not_parse_is_an_error_never_dropped() {
         err.contains("bundle.pem") && err.contains("PEM block 2"),
         "{err}"
     );
+    // The same for a truncated DER certificate; a DER file of another kind (a signed message,
+    // as the first test shows) is still skipped.
+    std::fs::remove_file(junk.join("bundle.pem")).unwrap();
+    std::fs::write(junk.join("ca.der"), &root[..root.len() - 10]).unwrap();
+    let (code, _, err) = list(&junk);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("ca.der"), "{err}");
 }

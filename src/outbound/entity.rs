@@ -415,6 +415,15 @@ mod tests {
             b"Content-Type: multipart/mixed; boundary=\"ab  \t cd\";\r\n"
         );
         assert_eq!(header_field(b" \r\n\t\r\n"), b"");
+        // Joined lines that then need folding: the fold goes before the run of blanks.
+        let joined = format!("X-Long: {} \r\n {}\r\n", "a".repeat(985), "b".repeat(50));
+        let f = String::from_utf8(header_field(joined.as_bytes())).expect("ascii");
+        assert!(
+            f.split("\r\n")
+                .all(|l| l.len() <= 998 && !l.ends_with([' ', '\t'])),
+            "{f:?}"
+        );
+        assert_eq!(f.replace("\r\n", ""), joined.replace("\r\n", ""));
         let long = format!("X-Long: {}\n", "word ".repeat(300));
         let folded = String::from_utf8(header_field(long.as_bytes())).expect("ascii");
         assert!(

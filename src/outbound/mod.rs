@@ -266,16 +266,19 @@ pub(crate) fn folded(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         let brk: &[u8] = if eol.is_empty() { b"\r\n" } else { eol };
         let mut rest = text;
         while rest.len() > MAX_LINE {
-            // The last space or tab that leaves a first line of at most MAX_LINE octets, and
-            // is not the line's first octet (a line of only whitespace is no fold).
-            match rest[1..=MAX_LINE]
-                .iter()
-                .rposition(|&b| b == b' ' || b == b'\t')
+            // The last space or tab that leaves a first line of at most MAX_LINE octets, that
+            // is not the line's first octet (a line of only whitespace is no fold) and that
+            // follows a non-blank (the line before the fold must not end in a blank, which a
+            // hop may trim): the break goes before a run of blanks, never inside it.
+            let blank = |b: u8| b == b' ' || b == b'\t';
+            match (1..=MAX_LINE)
+                .rev()
+                .find(|&j| blank(rest[j]) && !blank(rest[j - 1]))
             {
-                Some(i) => {
-                    out.extend_from_slice(&rest[..i + 1]);
+                Some(j) => {
+                    out.extend_from_slice(&rest[..j]);
                     out.extend_from_slice(brk);
-                    rest = &rest[i + 1..];
+                    rest = &rest[j..];
                 }
                 None => break,
             }
