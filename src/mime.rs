@@ -361,11 +361,13 @@ pub fn ambiguity(e: &Entity<'_>) -> Option<&'static str> {
     }
     // A line that is no field (no colon, a space in the name): mutt ends the header there,
     // mailparse and GMime read on.
-    if e.fields.iter().enumerate().any(|(i, f)| {
-        let n = f.name();
-        n.is_empty()
-            || !n.iter().all(|&b| b.is_ascii_graphic() && b != b':')
-            || (i == 0 && f.raw.first().is_some_and(|b| b.is_ascii_whitespace()))
+    // A blank before the colon counts too: mutt ends the header at `Name :`.
+    if e.fields.iter().any(|f| {
+        let n = match f.raw.iter().position(|&b| b == b':') {
+            Some(i) => &f.raw[..i],
+            None => &[][..],
+        };
+        n.is_empty() || !n.iter().all(|&b| b.is_ascii_graphic())
     }) {
         return Some("a header line that is not a field");
     }
@@ -452,37 +454,39 @@ fn duplicate_structural_parameter(value: &str) -> bool {
             }
         }
     }
-    let mut seen = Vec::new();
+    // Per name: how often it is given whole (`name`, `name*`), and which RFC 2231 sections
+    // (`name*0`, `name*1*`…; `name *0` as some parse it) appear. The sections together are one
+    // value, and a lone section is taken for the value by GMime: the parameter is given twice
+    // when two of these readings exist, or a section number repeats.
+    let mut whole: std::collections::HashMap<String, usize> = Default::default();
+    let mut sections: std::collections::HashMap<String, Vec<String>> = Default::default();
     for seg in segments.iter().skip(1) {
         let seg = String::from_utf8_lossy(seg);
         let Some((name, _)) = seg.split_once('=') else {
             continue;
         };
         let name = name.trim().to_ascii_lowercase();
-        // RFC 2231: `name*` and a first section `name*0` (`name*00`, `name *0` as some parse
-        // them) are the parameter itself; later sections are continuations.
-        let base = match name.split_once('*') {
-            None => name.as_str(),
+        match name.split_once('*') {
+            None => *whole.entry(name).or_default() += 1,
             Some((b, section)) => {
+                let b = b.trim().to_string();
                 let section = section.trim().trim_end_matches('*');
-                if section.is_empty()
-                    || (section.bytes().all(|c| c.is_ascii_digit())
-                        && section.bytes().all(|c| c == b'0'))
-                {
-                    b.trim()
+                if section.is_empty() {
+                    *whole.entry(b).or_default() += 1; // `name*`
                 } else {
-                    continue;
+                    let number = section.trim_start_matches('0');
+                    let number = if number.is_empty() { "0" } else { number };
+                    sections.entry(b).or_default().push(number.to_string());
                 }
             }
-        };
-        if STRUCTURAL.contains(&base) {
-            if seen.contains(&base.to_string()) {
-                return true;
-            }
-            seen.push(base.to_string());
         }
     }
-    false
+    STRUCTURAL.iter().any(|&n| {
+        let w = whole.get(n).copied().unwrap_or(0);
+        let s = sections.get(n).map_or(&[][..], Vec::as_slice);
+        let repeated = s.iter().enumerate().any(|(i, x)| s[..i].contains(x));
+        w + usize::from(!s.is_empty()) > 1 || repeated
+    })
 }
 
 /// Decodes the body of an entity by its Content-Transfer-Encoding. A body labelled 7bit/8bit
@@ -707,6 +711,8 @@ mod tests {
             "multipart/signed; boundary *0=a; boundary=b",
             "multipart/signed; boundary*00=a; boundary=b",
             "multipart/signed; boundary *=a; boundary=b",
+            "multipart/signed; boundary*1=\"BB\"; boundary=\"REAL\"",
+            "multipart/signed; boundary*0=a; boundary*1=b; boundary*1=c",
             "multipart/signed; protocol=\"application/pkcs7-signature\"; protocol=x",
             "application/pkcs7-mime; smime-type=signed-data; smime-type=enveloped-data",
         ] {
@@ -725,6 +731,8 @@ mod tests {
         }
         assert!(amb("Subject: x").is_none());
         assert!(amb("Subject: x\r\nX-Note see below").is_some());
+        assert!(amb("Subject: x\r\nX-Note : see below").is_some());
+        assert!(amb("Subject: x\r\nX-Note\t: see below").is_some());
         assert!(amb(" folded: first\r\nSubject: x").is_some());
         let mp = |body: &str| {
             ambiguity(&split(

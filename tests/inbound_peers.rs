@@ -1815,6 +1815,20 @@ fn ambiguous_mime_around_a_signature_is_never_valid() {
             &head[..ct_at],
             &head[ct_at..]
         ),
+        // A blank before a field's colon: mutt ends the header there too.
+        format!(
+            "{}X-Note : see below{eol}{}{eol}{eol}EVIL unsigned text{eol}{body}",
+            &head[..ct_at],
+            &head[ct_at..]
+        ),
+        // A lone RFC 2231 section of boundary before the plain one (GMime takes the first).
+        format!(
+            "{}{eol}{eol}{evil}{body}",
+            head.replace(
+                &format!("boundary=\"{boundary}\""),
+                &format!("boundary*1=\"ZZ\"; boundary=\"{boundary}\"")
+            )
+        ),
         // A close delimiter with a suffix: mailparse ends the multipart there, GMime reads on
         // into a third part.
         format!(
