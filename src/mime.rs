@@ -371,12 +371,26 @@ pub fn ambiguity(e: &Entity<'_>) -> Option<&'static str> {
     }) {
         return Some("a header line that is not a field");
     }
+    // Control characters in the header (a NUL ends a line for mutt's string functions and
+    // glues it to the next; a bare CR is a line end for some readers and not for others).
+    if e.fields.iter().any(|f| {
+        f.raw.iter().enumerate().any(|(i, &b)| match b {
+            b'\r' => f.raw.get(i + 1) != Some(&b'\n'),
+            b'\t' | b'\n' => false,
+            _ => b < 0x20 || b == 0x7f,
+        })
+    }) {
+        return Some("a control character in the header");
+    }
     let ct = e.first("Content-Type")?.value_undecoded();
     if duplicate_structural_parameter(&ct) {
         return Some("a Content-Type parameter given twice");
     }
     let parsed = e.content_type();
     if parsed.mimetype.starts_with("multipart/") {
+        if !plain_boundary(&ct) {
+            return Some("a boundary that readers may read differently");
+        }
         if let Some(b) = parsed.params.get("boundary") {
             if loose_delimiter(e.body, b) {
                 return Some("a line that starts with the boundary but is no delimiter");
@@ -384,6 +398,51 @@ pub fn ambiguity(e: &Entity<'_>) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// Whether the `boundary` parameter of a multipart Content-Type value is written so that every
+/// reader takes the same string: once, as a token or as one quoted string with nothing after
+/// it, without backslashes or RFC 2047 look-alikes (`=?`, which notmuch and mutt decode and
+/// mailparse does not), and not in RFC 2231 form. Beyond that it is lenient: Outlook Express
+/// writes `{GUID}` boundaries, which RFC 2046 does not allow but every reader reads alike.
+fn plain_boundary(content_type: &str) -> bool {
+    let printable = |b: &u8| b.is_ascii_graphic() || *b == b' ';
+    let segments = parameter_segments(content_type);
+    let mut found = false;
+    for seg in segments.iter().skip(1) {
+        let seg = String::from_utf8_lossy(seg);
+        let Some((name, value)) = seg.split_once('=') else {
+            continue;
+        };
+        let name = name.trim().to_ascii_lowercase();
+        if name.starts_with("boundary*") {
+            return false;
+        }
+        if name != "boundary" {
+            continue;
+        }
+        found = true;
+        let v = value.trim().as_bytes();
+        let inner = match v.strip_prefix(b"\"") {
+            // Quoted: one quoted string, ending the value.
+            Some(rest) => match rest.strip_suffix(b"\"") {
+                Some(inner) if inner.iter().all(|b| printable(b) && !b"\"\\".contains(b)) => inner,
+                _ => return false,
+            },
+            // A token: readers end it at a blank, a quote, a parenthesis or a semicolon.
+            None if v
+                .iter()
+                .all(|b| b.is_ascii_graphic() && !b"\"\\()".contains(b)) =>
+            {
+                v
+            }
+            None => return false,
+        };
+        if inner.is_empty() || inner.windows(2).any(|w| w == b"=?") {
+            return false;
+        }
+    }
+    found
 }
 
 /// Whether a line of `body` starts with `--boundary` without being a delimiter (`--boundary` or
@@ -394,7 +453,11 @@ fn loose_delimiter(body: &[u8], boundary: &str) -> bool {
     let finder = memchr::memmem::Finder::new(delim.as_bytes());
     finder.find_iter(body).any(|at| {
         if at > 0 && body[at - 1] != b'\n' {
-            return false; // not at a line start
+            // Not at a line start, unless the line is longer than a reader's buffer: mutt
+            // reads lines in 1,023-byte pieces and looks for delimiters at each (no line may
+            // be over 998 octets, RFC 5322 §2.1.1).
+            let line_start = memchr::memrchr(b'\n', &body[..at]).map_or(0, |i| i + 1);
+            return at - line_start >= 998;
         }
         let rest = &body[at + delim.len()..];
         let line = &rest[..memchr(b'\n', rest).unwrap_or(rest.len())];
@@ -422,12 +485,10 @@ pub fn could_be_smime(e: &Entity<'_>) -> bool {
     })
 }
 
-/// Whether `boundary`, `protocol`, `micalg` or `smime-type` appears twice among the parameters
-/// of a Content-Type value (RFC 2231 `name*` and `name*0` count as `name`).
-fn duplicate_structural_parameter(value: &str) -> bool {
-    const STRUCTURAL: [&str; 4] = ["boundary", "protocol", "micalg", "smime-type"];
-    // Split at the semicolons outside quoted strings, leaving out comments (GMime skips
-    // `(c)boundary=x` to a `boundary`; mailparse keeps `(c)boundary` as a name of its own).
+/// A Content-Type value split at the semicolons outside quoted strings, comments left out
+/// (GMime skips `(c)boundary=x` to a `boundary`; mailparse keeps `(c)boundary` as a name of its
+/// own). The first segment is the type.
+fn parameter_segments(value: &str) -> Vec<Vec<u8>> {
     let mut segments: Vec<Vec<u8>> = vec![Vec::new()];
     let (mut quoted, mut escaped, mut comment) = (false, false, 0usize);
     for b in value.bytes() {
@@ -448,12 +509,20 @@ fn duplicate_structural_parameter(value: &str) -> bool {
             b';' if !quoted && comment == 0 => segments.push(Vec::new()),
             _ => {}
         }
-        if comment == 0 && b != b')' && b != b';' {
+        if comment == 0 && (quoted || (b != b')' && b != b';')) {
             if let Some(s) = segments.last_mut() {
                 s.push(b);
             }
         }
     }
+    segments
+}
+
+/// Whether `boundary`, `protocol`, `micalg` or `smime-type` appears twice among the parameters
+/// of a Content-Type value (RFC 2231 `name*` and `name*0` count as `name`).
+fn duplicate_structural_parameter(value: &str) -> bool {
+    const STRUCTURAL: [&str; 4] = ["boundary", "protocol", "micalg", "smime-type"];
+    let segments = parameter_segments(value);
     // Per name: how often it is given whole (`name`, `name*`), and which RFC 2231 sections
     // (`name*0`, `name*1*`…; `name *0` as some parse it) appear. The sections together are one
     // value, and a lone section is taken for the value by GMime: the parameter is given twice
@@ -720,16 +789,51 @@ mod tests {
         }
         for fine in [
             "multipart/signed; boundary=a; protocol=\"application/pkcs7-signature\"; micalg=sha-256",
-            "multipart/mixed; boundary=\"x; boundary=y\"",
-            "multipart/mixed; boundary*0=a; boundary*1=b",
+            "multipart/mixed; boundary=\"x, boundary=y\"",
             "multipart/mixed; (boundary=x) boundary=b",
-            "multipart/mixed; boundary=\"(x); boundary=y\"",
+            "multipart/mixed; boundary=\"(x), boundary=y\"",
             "application/octet-stream; name=a; name*=utf-8''b",
             "text/plain",
         ] {
             assert!(amb(&format!("Content-Type: {fine}")).is_none(), "{fine}");
         }
+        assert!(!duplicate_structural_parameter(
+            "multipart/mixed; boundary=\"x; boundary=y\""
+        ));
+        assert!(!duplicate_structural_parameter(
+            "multipart/mixed; boundary*0=a; boundary*1=b"
+        ));
         assert!(amb("Subject: x").is_none());
+        assert!(amb("Subject: a\0\r\nX: b").is_some());
+        assert!(amb("Subject: a\rX: b").is_some());
+        for (boundary, fine) in [
+            ("B", true),
+            ("\"----=_NextPart_000_0001_01D9A1B2.C3D4E5F0\"", true),
+            ("\"Apple-Mail=_0D2A6F1E-1A2B\"", true),
+            ("\"a(b)c:d/e, f\"", true),
+            ("\"Q\" (comment)", true),
+            ("\"{EAD5F12C-E5A7-421A-AD27-CF4EF58E43B5}\"", true),
+            ("==_Part_1_2.3", true),
+            ("EVIL REAL", false),
+            ("\"REAL\"EVIL", false),
+            ("\"Q", false),
+            ("=?us-ascii?q?EVIL?=", false),
+            ("\"=?us-ascii?q?Q?=\"", false),
+            ("\"a\\\"b\"", false),
+        ] {
+            let e = format!("Content-Type: multipart/signed; protocol=p; boundary={boundary}");
+            assert_eq!(amb(&e).is_none(), fine, "{boundary}");
+        }
+        let long = format!(
+            "Content-Type: multipart/signed; boundary=B\r\n\r\n{}--B\r\nx\r\n--B--\r\n",
+            " ".repeat(1023)
+        );
+        assert!(ambiguity(&split(long.as_bytes())).is_some());
+        let short = format!(
+            "Content-Type: multipart/signed; boundary=B\r\n\r\n{} --B\r\n--B\r\nx\r\n--B--\r\n",
+            " ".repeat(100)
+        );
+        assert!(ambiguity(&split(short.as_bytes())).is_none());
         assert!(amb("Subject: x\r\nX-Note see below").is_some());
         assert!(amb("Subject: x\r\nX-Note : see below").is_some());
         assert!(amb("Subject: x\r\nX-Note\t: see below").is_some());

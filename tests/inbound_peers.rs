@@ -1829,6 +1829,35 @@ fn ambiguous_mime_around_a_signature_is_never_valid() {
                 &format!("boundary*1=\"ZZ\"; boundary=\"{boundary}\"")
             )
         ),
+        // A delimiter deep in a line longer than mutt's 1,023-byte read.
+        format!(
+            "{head}{eol}{eol}{}--{boundary}{eol}Content-Type: text/plain{eol}{eol}\
+             EVIL unsigned text{eol}{body}",
+            " ".repeat(1023)
+        ),
+        // A NUL in a header line (mutt glues the next line, the Content-Type, to it).
+        format!(
+            "{}X-Note: a\0{eol}{}{eol}{eol}EVIL unsigned text{eol}{body}",
+            &head[..ct_at],
+            &head[ct_at..]
+        ),
+        // Text after the quoted boundary (mailparse keeps it, mutt and GMime drop it).
+        format!(
+            "{}{eol}{eol}{evil}{body}",
+            head.replace(
+                &format!("boundary=\"{boundary}\""),
+                &format!("boundary=\"{boundary}\"EVIL")
+            )
+        ),
+        // An encoded word as the boundary (notmuch and mutt decode it, mailparse does not).
+        format!(
+            "{}{eol}{eol}{evil}{}",
+            head.replace(
+                &format!("boundary=\"{boundary}\""),
+                "boundary==?us-ascii?q?ZZ?="
+            ),
+            body.replace(&format!("--{boundary}"), "--=?us-ascii?q?ZZ?=")
+        ),
         // A close delimiter with a suffix: mailparse ends the multipart there, GMime reads on
         // into a third part.
         format!(
@@ -1842,20 +1871,19 @@ fn ambiguous_mime_around_a_signature_is_never_valid() {
             )
         ),
     ];
+    // Every variant is tried and the misses reported together.
+    let mut missed = Vec::new();
     for (i, v) in variants.iter().enumerate() {
         let (st, out_text, out) = filter_checked(None, &[], v.as_bytes());
-        assert_eq!(
-            status_word(&st, "signature"),
-            Some("error"),
-            "variant {i}: {st}"
-        );
-        assert!(st.contains("reason=ambiguous-mime"), "variant {i}: {st}");
-        assert!(!ar(&out).contains("smime=pass"), "variant {i}");
-        assert!(
-            out_text.contains("EVIL unsigned text"),
-            "delivered as it came"
-        );
+        if status_word(&st, "signature") != Some("error")
+            || !st.contains("reason=ambiguous-mime")
+            || ar(&out).contains("smime=pass")
+            || !out_text.contains("EVIL unsigned text")
+        {
+            missed.push(format!("variant {i}: {st}"));
+        }
     }
+    assert!(missed.is_empty(), "{missed:#?}");
 }
 
 /// Only id-data is S/MIME content (RFC 8551 §2.4.2): a SignedData over another content type
