@@ -371,13 +371,14 @@ pub fn ambiguity(e: &Entity<'_>) -> Option<&'static str> {
     }) {
         return Some("a header line that is not a field");
     }
-    // Control characters in the header (a NUL ends a line for mutt's string functions and
-    // glues it to the next; a bare CR is a line end for some readers and not for others).
+    // A NUL or a bare CR in the header: a NUL ends a line for mutt's string functions and
+    // glues it to the next; a bare CR is a line end for some readers and not for others. (Other
+    // control characters split nothing: ESC, say, is in every raw ISO-2022-JP Subject.)
     if e.fields.iter().any(|f| {
         f.raw.iter().enumerate().any(|(i, &b)| match b {
             b'\r' => f.raw.get(i + 1) != Some(&b'\n'),
-            b'\t' | b'\n' => false,
-            _ => b < 0x20 || b == 0x7f,
+            0 => true,
+            _ => false,
         })
     }) {
         return Some("a control character in the header");
@@ -806,6 +807,7 @@ mod tests {
         assert!(amb("Subject: x").is_none());
         assert!(amb("Subject: a\0\r\nX: b").is_some());
         assert!(amb("Subject: a\rX: b").is_some());
+        assert!(amb("Subject: \x1b$B%F%9%H\x1b(B report\x0c").is_none());
         for (boundary, fine) in [
             ("B", true),
             ("\"----=_NextPart_000_0001_01D9A1B2.C3D4E5F0\"", true),

@@ -1906,3 +1906,19 @@ fn signed_data_over_another_content_type_is_never_valid() {
         assert!(!ar(&out).contains("smime=pass"));
     }
 }
+
+/// Legacy Japanese mail carries raw ISO-2022-JP (ESC sequences) in the outer Subject: only a NUL
+/// or a bare CR in a header splits lines differently for readers, so this signature stays valid.
+#[test]
+fn raw_iso_2022_jp_subject_does_not_make_a_signature_ambiguous() {
+    let p = pki();
+    let signed = sign_as(&p.alice, true, &[], &sample_entity("hello"));
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "\u{1b}$B%F%9%H\u{1b}(B report",
+        &signed,
+    );
+    let (st, _, _) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+}
