@@ -62,49 +62,67 @@ fn quoted_printable_text(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A header field as a signed part carries it: CRLF line ends, no blank at the end of any line,
-/// lines over 998 octets folded at whitespace. A hop that trims trailing blanks or wraps long
-/// lines would otherwise change signed bytes.
+/// A header field as a signed part carries it, when that can be done without choosing between
+/// readers: CRLF line ends, the blanks at the very end of the field (and continuation lines of
+/// blanks only after its last text) removed, lines over 998 octets folded before a single
+/// blank. A hop that trims trailing blanks or wraps long lines would otherwise change signed
+/// bytes.
 ///
-/// The value stays the same: a line that ends in blanks, or a continuation line of blanks only,
-/// is joined to the next one by removing the line break between them, which is what unfolding
-/// does (RFC 5322 §2.2.3; inside a quoted string the blanks are part of the value, and readers
-/// that collapse the blanks after a fold would read it differently if they were moved there).
-/// Only blanks at the very end of the field go. A "field" that starts with a blank (lines
-/// before the first field) has no value to keep: its lines lose their trailing blanks, and
-/// lines of blanks only are dropped (none ended the header for a reader; an empty line would).
+/// Blanks before a fold inside the field, a continuation line of blanks only inside it, and a
+/// "field" that starts with a blank (a blank line before a part's first field) are left as they
+/// came: readers disagree on them (RFC 5322 unfolding and GMime keep every blank, mutt collapses
+/// a fold and the blanks around it into one space; mutt ends a header at a line starting with a
+/// blank, GMime skips it), so rewriting them would pick a reading. The caller then signs the
+/// message opaque, which every reader decodes to exactly these bytes.
 pub(crate) fn header_field(raw: &[u8]) -> Vec<u8> {
     let is_blank = |b: &u8| *b == b' ' || *b == b'\t';
     let trimmed = |l: &[u8]| l.len() - l.iter().rev().take_while(|b| is_blank(b)).count();
-    let body = raw.strip_suffix(b"\n").unwrap_or(raw);
-    let lines = body
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let mut out = Vec::with_capacity(raw.len() + 2);
     if raw.first().is_some_and(is_blank) {
-        for line in lines {
-            let kept = trimmed(line);
-            if kept > 0 {
-                out.extend_from_slice(&line[..kept]);
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-        return out;
+        return mime::canonical_crlf(raw);
     }
-    let mut current: Vec<u8> = Vec::new();
-    for (i, line) in lines.enumerate() {
-        let join = i > 0 && (trimmed(&current) < current.len() || trimmed(line) == 0);
-        if i > 0 && !join {
-            out.extend_from_slice(&current);
-            out.extend_from_slice(b"\r\n");
-            current.clear();
-        }
-        current.extend_from_slice(line);
+    let body = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let mut lines: Vec<&[u8]> = body
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .collect();
+    while lines.len() > 1 && lines.last().is_some_and(|l| trimmed(l) == 0) {
+        lines.pop();
     }
-    let kept = trimmed(&current);
-    out.extend_from_slice(&current[..kept]);
+    let Some((last, inner)) = lines.split_last() else {
+        return mime::canonical_crlf(raw);
+    };
+    if inner.iter().any(|l| trimmed(l) < l.len()) {
+        return mime::canonical_crlf(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() + 2);
+    for l in inner {
+        out.extend_from_slice(l);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(&last[..trimmed(last)]);
     out.extend_from_slice(b"\r\n");
-    super::folded(&out).into_owned()
+    super::folded_with(&out, false).into_owned()
+}
+
+/// An outer header field (outside the signature) made safe for the message's structure: a
+/// continuation line of blanks only would become the empty line that ends the header once a
+/// hop trims it, so such lines are dropped.
+pub(crate) fn outer_field(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let blank_line = |l: &[u8]| {
+        let l = l.strip_suffix(b"\n").unwrap_or(l);
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        !l.is_empty() && l.iter().all(|&b| b == b' ' || b == b'\t')
+    };
+    let mut lines = raw.split_inclusive(|&b| b == b'\n');
+    let first = lines.next().unwrap_or_default();
+    if !lines.clone().any(blank_line) {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = first.to_vec();
+    for l in lines.filter(|l| !blank_line(l)) {
+        out.extend_from_slice(l);
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The entity with its header fields made safe ([`header_field`]) and its body as it is, CRLF.
@@ -391,15 +409,28 @@ mod tests {
 
     #[test]
     fn header_lines_lose_trailing_blanks_and_parts_without_header_stay() {
-        let e = "Content-Type: multipart/mixed; \n \t\n boundary=\"b\"\nSubject: x \n\n\
-                 --b\n\nno header here \n--b\nContent-Type: text/plain; \n charset=us-ascii\n\nhi\n--b--\n";
+        // Blanks at the end of a field go, with continuation lines of blanks after its text.
+        assert_eq!(header_field(b"Subject: x \t\r\n"), b"Subject: x\r\n");
+        assert_eq!(header_field(b"Subject: a\n  \n\t\n"), b"Subject: a\r\n");
+        // Blanks before a fold inside a field, and lines before the first field, are readings
+        // readers disagree on: left as they came (the message is then signed opaque).
+        for kept in [
+            &b"Content-Type: multipart/mixed; \r\n boundary=b\r\n"[..],
+            b"Content-Type: multipart/mixed; boundary=\"ab \r\n cd\"\r\n",
+            b"Subject: a\r\n \r\n b\r\n",
+            b" \r\n",
+        ] {
+            assert_eq!(header_field(kept), kept);
+        }
+        let e = "Content-Type: multipart/mixed; boundary=\"b\"\nSubject: x \n\n\
+                 --b\n\nno header here \n--b\nContent-Type: text/plain; charset=us-ascii \n\nhi\n--b--\n";
         let out = String::from_utf8(seven_bit(e.as_bytes())).expect("ascii");
         assert!(
-            out.starts_with("Content-Type: multipart/mixed;  \t boundary=\"b\"\r\nSubject: x\r\n"),
+            out.starts_with("Content-Type: multipart/mixed; boundary=\"b\"\r\nSubject: x\r\n"),
             "{out}"
         );
         assert!(
-            out.contains("Content-Type: text/plain;  charset=us-ascii\r\n"),
+            out.contains("Content-Type: text/plain; charset=us-ascii\r\n"),
             "{out}"
         );
         // A part with an empty header section: its trailing blank is quoted-printable.
@@ -407,30 +438,22 @@ mod tests {
         assert!(!out.lines().any(|l| l.ends_with(' ')), "{out}");
         // No header section at all: as it came.
         assert_eq!(seven_bit(b"just text"), b"just text");
-        // A line ending in blanks is joined to the next: a quoted value keeps every blank.
-        let f =
-            header_field(b"Content-Type: multipart/mixed; boundary=\"ab \r\n \t\r\n cd\";  \r\n");
-        assert_eq!(
-            f,
-            b"Content-Type: multipart/mixed; boundary=\"ab  \t cd\";\r\n"
-        );
-        assert_eq!(header_field(b" \r\n\t\r\n"), b"");
-        // Joined lines that then need folding: the fold goes before the run of blanks.
-        let joined = format!("X-Long: {} \r\n {}\r\n", "a".repeat(985), "b".repeat(50));
-        let f = String::from_utf8(header_field(joined.as_bytes())).expect("ascii");
-        assert!(
-            f.split("\r\n")
-                .all(|l| l.len() <= 998 && !l.ends_with([' ', '\t'])),
-            "{f:?}"
-        );
-        assert_eq!(f.replace("\r\n", ""), joined.replace("\r\n", ""));
-        let long = format!("X-Long: {}\n", "word ".repeat(300));
+        // Long lines fold before a single blank (mutt unfolds a fold and its blanks into one
+        // space); a line with only runs of blanks to fold at is left long.
+        let long = format!("X-Long: {}\n", "word ".repeat(300).trim_end());
         let folded = String::from_utf8(header_field(long.as_bytes())).expect("ascii");
         assert!(
             folded
                 .split("\r\n")
                 .all(|l| l.len() <= 998 && !l.ends_with(' ')),
             "{folded}"
+        );
+        assert_eq!(folded.replace("\r\n", ""), long.trim_end());
+        let runs = format!("X-Long: {}\r\n", "word  ".repeat(200).trim_end());
+        let f = header_field(runs.as_bytes());
+        assert!(
+            f.split(|&b| b == b'\n').any(|l| l.len() > 998),
+            "left long (signed opaque)"
         );
     }
 

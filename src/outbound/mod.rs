@@ -248,6 +248,13 @@ const MAX_LINE: usize = 998;
 /// before a space or tab, which unfolding removes again); a line without whitespace to fold at
 /// stays as it is. An MTA may wrap such lines itself, which would break a signature over them.
 pub(crate) fn folded(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    folded_with(raw, true)
+}
+
+/// [`folded`], breaking only before a single blank when `runs` is false: mutt and neomutt
+/// unfold a line break and the blanks around it into one space, so a break before a run of
+/// blanks shows them fewer blanks than the field has (GMime shows them all).
+pub(crate) fn folded_with(raw: &[u8], runs: bool) -> std::borrow::Cow<'_, [u8]> {
     if raw
         .split(|&b| b == b'\n')
         .all(|l| l.strip_suffix(b"\r").unwrap_or(l).len() <= MAX_LINE)
@@ -271,10 +278,15 @@ pub(crate) fn folded(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
             // follows a non-blank (the line before the fold must not end in a blank, which a
             // hop may trim): the break goes before a run of blanks, never inside it.
             let blank = |b: u8| b == b' ' || b == b'\t';
-            match (1..=MAX_LINE)
-                .rev()
-                .find(|&j| blank(rest[j]) && !blank(rest[j - 1]))
-            {
+            let single = (1..=MAX_LINE).rev().find(|&j| {
+                blank(rest[j]) && !blank(rest[j - 1]) && rest.get(j + 1).is_some_and(|&b| !blank(b))
+            });
+            let any = || {
+                (1..=MAX_LINE)
+                    .rev()
+                    .find(|&j| blank(rest[j]) && !blank(rest[j - 1]))
+            };
+            match single.or_else(|| if runs { any() } else { None }) {
                 Some(j) => {
                     out.extend_from_slice(&rest[..j]);
                     out.extend_from_slice(brk);
@@ -521,10 +533,14 @@ pub fn prepare(
             // envelope nothing on the way can change it.
             // The same for a header line over 998 octets with no whitespace to fold it at (a
             // very long file name): an MTA may wrap it.
+            // The same for a header line that could not be made safe without choosing between
+            // readers (see `entity::header_field`): one over 998 octets with no single blank to
+            // fold at, or one that still ends in a blank.
             let eight_bit = !content.is_ascii()
-                || content
-                    .split(|&b| b == b'\n')
-                    .any(|l| l.strip_suffix(b"\r").unwrap_or(l).len() > MAX_LINE);
+                || content.split(|&b| b == b'\n').any(|l| {
+                    let l = l.strip_suffix(b"\r").unwrap_or(l);
+                    l.len() > MAX_LINE || l.ends_with(b" ") || l.ends_with(b"\t")
+                });
             if eight_bit && !opts.opaque && !encrypt {
                 log::info!(
                     "a header field of the content is not 7-bit or has a line over 998 octets: signing opaque (application/pkcs7-mime) instead of multipart/signed"
@@ -564,7 +580,7 @@ pub fn prepare(
     let assemble = |body_entity: &[u8]| -> Vec<u8> {
         let mut out = Vec::with_capacity(body_entity.len() + 2048);
         for f in &outer {
-            out.extend_from_slice(&mime::canonical_crlf(&folded(&f.raw)));
+            out.extend_from_slice(&mime::canonical_crlf(&folded(&entity::outer_field(&f.raw))));
         }
         out.extend_from_slice(b"MIME-Version: 1.0\r\n");
         out.extend_from_slice(body_entity);
