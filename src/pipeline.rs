@@ -647,6 +647,12 @@ enum Protection {
 }
 
 fn protection(ent: &Entity<'_>) -> Protection {
+    // A multipart/signed's own fields are covered by no signature (anyone holding the
+    // recipient's certificate can encrypt such an entity anew with fields of their choosing):
+    // its protected section is the one inside its signed part, which the caller takes.
+    if mime::classify_entity(ent) == Kind::MultipartSigned {
+        return Protection::None;
+    }
     let ct = ent.content_type();
     if ct.mimetype == "message/rfc822"
         && ct

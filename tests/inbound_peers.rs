@@ -1922,3 +1922,40 @@ fn raw_iso_2022_jp_subject_does_not_make_a_signature_ambiguous() {
     let (st, _, _) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
 }
+
+/// A multipart/signed's own header fields are signed by nobody: someone holding the recipient's
+/// certificate can take a signed message, give the multipart/signed `hp="cipher"` with a
+/// Subject and Reply-To of their own, and encrypt it anew. The header delivered comes from the
+/// protected section inside the signed part, never from those fields.
+#[test]
+fn fields_of_an_encrypted_multipart_signed_are_not_promoted() {
+    let p = pki();
+    let inner = b"Content-Type: text/plain; charset=utf-8; hp=\"clear\"\r\n\
+From: alice@example.org\r\nTo: bob@example.org\r\nSubject: Lunch on Friday?\r\n\r\nHi Bob\r\n";
+    let signed = String::from_utf8(sign_as(&p.alice, true, &[], inner)).unwrap();
+    let end = signed.find("\n\n").unwrap();
+    let (head, body) = (&signed[..end], &signed[end + 2..]);
+    let ct = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("content-type"))
+        .unwrap()
+        .replace("multipart/signed;", "multipart/signed; hp=\"cipher\";");
+    let forged = format!(
+        "{ct}\r\nFrom: alice@example.org\r\nReply-To: eve@example.org\r\n\
+         Subject: URGENT: wire the money\r\n\r\n{body}"
+    );
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], forged.as_bytes());
+    let msg = message("alice@example.org", "bob@example.org", "outer", &enc);
+    let (st, _, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    let fields = header_fields(&out);
+    let get = |n: &str| {
+        fields
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(get("Subject"), ["Lunch on Friday?"], "{fields:?}");
+    assert!(get("Reply-To").is_empty(), "{fields:?}");
+}
