@@ -1290,6 +1290,26 @@ fn scan_part(
     }
     *budget -= 1;
     let ent = mime::split(p.raw_bytes);
+    // A part with several Content-Type fields: mutt and GMime go by another than the first, so
+    // each that names S/MIME is reported too.
+    let types: Vec<&Field> = ent.fields.iter().filter(|f| f.is("Content-Type")).collect();
+    if types.len() > 1 {
+        for f in types {
+            let ct = mailparse::parse_content_type(&f.value_undecoded());
+            match mime::classify(&ct) {
+                Kind::MultipartSigned => found.signed = true,
+                Kind::Pkcs7Mime => {
+                    let hint = ct.params.get("smime-type").map(|s| s.to_ascii_lowercase());
+                    if hint.is_some_and(|h| h.contains("signed")) {
+                        found.signed = true;
+                    } else {
+                        found.encrypted = true;
+                    }
+                }
+                Kind::DetachedSignature | Kind::Other => {}
+            }
+        }
+    }
     match mime::classify_entity(&ent) {
         Kind::MultipartSigned => found.signed = true,
         // The signature part of a multipart/signed (counted above), or a stray one.

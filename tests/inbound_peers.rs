@@ -1959,3 +1959,25 @@ From: alice@example.org\r\nTo: bob@example.org\r\nSubject: Lunch on Friday?\r\n\
     assert_eq!(get("Subject"), ["Lunch on Friday?"], "{fields:?}");
     assert!(get("Reply-To").is_empty(), "{fields:?}");
 }
+
+/// A part below the root with two Content-Type fields, the second S/MIME (mutt and GMime go by
+/// it), is reported in `partial=` like any nested S/MIME part.
+#[test]
+fn nested_smime_behind_a_second_content_type_is_reported_partial() {
+    let p = pki();
+    let signed = String::from_utf8(sign_as(&p.alice, true, &[], &sample_entity("nested"))).unwrap();
+    let end = signed.find("\n\n").unwrap();
+    let (head, body) = (&signed[..end], &signed[end + 2..]);
+    let ct = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("content-type"))
+        .unwrap();
+    let msg = format!(
+        "From: alice@example.org\r\nTo: bob@example.org\r\nSubject: mixed\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"MM\"\r\n\r\n--MM\r\nContent-Type: text/plain\r\n\r\n\
+         look below\r\n--MM\r\nContent-Type: text/plain\r\n{ct}\r\n\r\n{body}\r\n--MM--\r\n"
+    );
+    let (st, _, _) = filter_checked(None, &[], msg.as_bytes());
+    assert_words(&st, "none", "none");
+    assert_eq!(status_word(&st, "partial"), Some("signed"), "{st}");
+}
