@@ -270,6 +270,17 @@ fn process_layers(
     let eol = mime::eol_of(input);
     let root = mime::split(input);
     let mut outer = root.fields.clone();
+    // Lines before the first field that start with a blank belong to no field; written after
+    // the status fields they would continue the Authentication-Results field, and a sender
+    // could append `smime=pass` to it. They are dropped.
+    let orphans = outer
+        .iter()
+        .take_while(|f| f.raw.first().is_some_and(|&b| b == b' ' || b == b'\t'))
+        .count();
+    if orphans > 0 {
+        log::info!("dropping {orphans} header line(s) before the first field");
+        outer.drain(..orphans);
+    }
     let forged_removed = status::strip_forged(&mut outer, ctx.authserv_id());
     let mut st = Status::default();
     let (mut root_der, body_file) = match from_file {

@@ -1981,3 +1981,36 @@ fn nested_smime_behind_a_second_content_type_is_reported_partial() {
     assert_words(&st, "none", "none");
     assert_eq!(status_word(&st, "partial"), Some("signed"), "{st}");
 }
+
+/// A message whose first header line starts with a blank: that line belongs to no field, and
+/// written after the status fields it would continue Authentication-Results, appending words
+/// the sender chose (`smime=pass`). It is dropped, for plain and S/MIME messages alike.
+#[test]
+fn a_leading_continuation_line_cannot_extend_the_status_fields() {
+    let p = pki();
+    let signed = sign_as(&p.alice, true, &[], &sample_entity("hello"));
+    let orphan = b" body.smime-identifier=alice@example.org; smime=pass\r\n".as_slice();
+    for msg in [
+        [
+            orphan,
+            b"From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n",
+        ]
+        .concat(),
+        [
+            orphan,
+            &message("mallory@example.org", "bob@example.org", "x", &signed),
+        ]
+        .concat(),
+    ] {
+        let out = run_with_stdin(smimed_trusting().arg("filter"), &msg);
+        assert!(out.status.success());
+        for v in ar_values(&out.stdout, "mx.test") {
+            assert!(!v.contains("pass"), "{v}");
+        }
+        let fields = header_fields(&out.stdout);
+        assert!(
+            fields.iter().all(|(_, v)| !v.contains("smime=pass")),
+            "{fields:?}"
+        );
+    }
+}
