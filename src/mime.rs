@@ -408,14 +408,8 @@ pub fn ambiguity(e: &Entity<'_>) -> Option<&'static str> {
 /// writes `{GUID}` boundaries, which RFC 2046 does not allow but every reader reads alike.
 fn plain_boundary(content_type: &str) -> bool {
     let printable = |b: &u8| b.is_ascii_graphic() || *b == b' ';
-    let segments = parameter_segments(content_type);
     let mut found = false;
-    for seg in segments.iter().skip(1) {
-        let seg = String::from_utf8_lossy(seg);
-        let Some((name, value)) = seg.split_once('=') else {
-            continue;
-        };
-        let name = name.trim().to_ascii_lowercase();
+    for (name, value) in parameters(content_type) {
         if name.starts_with("boundary*") {
             return false;
         }
@@ -486,9 +480,23 @@ pub fn could_be_smime(e: &Entity<'_>) -> bool {
     })
 }
 
-/// A Content-Type value split at the semicolons outside quoted strings, comments left out
-/// (GMime skips `(c)boundary=x` to a `boundary`; mailparse keeps `(c)boundary` as a name of its
-/// own). The first segment is the type.
+/// The parameters of a Content-Type value as (name in lower case, value as written), split at
+/// the semicolons outside quoted strings, comments left out (GMime skips `(c)boundary=x` to a
+/// `boundary`; mailparse keeps `(c)boundary` as a name of its own).
+fn parameters(value: &str) -> Vec<(String, String)> {
+    parameter_segments(value)
+        .iter()
+        .skip(1)
+        .filter_map(|seg| {
+            let seg = String::from_utf8_lossy(seg);
+            let (name, value) = seg.split_once('=')?;
+            Some((name.trim().to_ascii_lowercase(), value.to_string()))
+        })
+        .collect()
+}
+
+/// A Content-Type value split at the semicolons outside quoted strings, comments left out. The
+/// first segment is the type.
 fn parameter_segments(value: &str) -> Vec<Vec<u8>> {
     let mut segments: Vec<Vec<u8>> = vec![Vec::new()];
     let (mut quoted, mut escaped, mut comment) = (false, false, 0usize);
@@ -523,19 +531,13 @@ fn parameter_segments(value: &str) -> Vec<Vec<u8>> {
 /// of a Content-Type value (RFC 2231 `name*` and `name*0` count as `name`).
 fn duplicate_structural_parameter(value: &str) -> bool {
     const STRUCTURAL: [&str; 4] = ["boundary", "protocol", "micalg", "smime-type"];
-    let segments = parameter_segments(value);
     // Per name: how often it is given whole (`name`, `name*`), and which RFC 2231 sections
     // (`name*0`, `name*1*`…; `name *0` as some parse it) appear. The sections together are one
     // value, and a lone section is taken for the value by GMime: the parameter is given twice
     // when two of these readings exist, or a section number repeats.
     let mut whole: std::collections::HashMap<String, usize> = Default::default();
     let mut sections: std::collections::HashMap<String, Vec<String>> = Default::default();
-    for seg in segments.iter().skip(1) {
-        let seg = String::from_utf8_lossy(seg);
-        let Some((name, _)) = seg.split_once('=') else {
-            continue;
-        };
-        let name = name.trim().to_ascii_lowercase();
+    for (name, _) in parameters(value) {
         match name.split_once('*') {
             None => *whole.entry(name).or_default() += 1,
             Some((b, section)) => {
