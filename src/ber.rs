@@ -21,26 +21,31 @@ struct Tlv {
     end: usize,
 }
 
-/// Reads the TLV at `pos` of `data`, DER definite lengths only.
-fn tlv(data: &[u8], pos: usize) -> Option<Tlv> {
+/// The tag, content length and header length of the TLV at `pos` of `data` (DER definite
+/// lengths only), whether or not its content is all there.
+fn header(data: &[u8], pos: usize) -> Option<(u8, usize, usize)> {
     let tag = *data.get(pos)?;
     if tag & 0x1f == 0x1f {
         return None; // high tag number form: not used by these structures
     }
     let first = *data.get(pos + 1)?;
-    let (len, hdr) = if first < 0x80 {
-        (usize::from(first), 2)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None; // indefinite length, or absurd
-        }
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | usize::from(*data.get(pos + 2 + i)?);
-        }
-        (len, 2 + n)
-    };
+    if first < 0x80 {
+        return Some((tag, usize::from(first), 2));
+    }
+    let n = usize::from(first & 0x7f);
+    if n == 0 || n > 4 {
+        return None; // indefinite length, or absurd
+    }
+    let mut len = 0usize;
+    for i in 0..n {
+        len = (len << 8) | usize::from(*data.get(pos + 2 + i)?);
+    }
+    Some((tag, len, 2 + n))
+}
+
+/// Reads the TLV at `pos` of `data`, DER definite lengths only.
+fn tlv(data: &[u8], pos: usize) -> Option<Tlv> {
+    let (tag, len, hdr) = header(data, pos)?;
     let content = pos.checked_add(hdr)?;
     let end = content.checked_add(len)?;
     if end > data.len() {
@@ -58,6 +63,19 @@ fn tlv(data: &[u8], pos: usize) -> Option<Tlv> {
 /// definite length that fits.
 pub fn element_len(data: &[u8]) -> Option<usize> {
     tlv(data, 0).map(|t| t.end)
+}
+
+/// Whether `data` starts as an X.509 v3 certificate does, even if damaged or cut short further
+/// on: a SEQUENCE whose first element is a SEQUENCE starting with the explicit version tag
+/// (CRLs and private keys start otherwise).
+pub fn starts_as_certificate(data: &[u8]) -> bool {
+    let Some((0x30, _, h1)) = header(data, 0) else {
+        return false;
+    };
+    let Some((0x30, _, h2)) = header(data, h1) else {
+        return false;
+    };
+    data.get(h1 + h2) == Some(&0xa0)
 }
 
 /// The TLVs inside a constructed TLV's content.
@@ -244,6 +262,23 @@ pub fn pkcs8_rsa_private_key(der: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_start_is_recognised_even_cut_short() {
+        // SEQUENCE (long form) { SEQUENCE { [0] ... }, cut off.
+        assert!(starts_as_certificate(&[
+            0x30, 0x82, 0x03, 0x00, 0x30, 0x82, 0x02, 0x00, 0xa0
+        ]));
+        // A PKCS#8 key: SEQUENCE { INTEGER 0, ... }; a CRL: SEQUENCE { SEQUENCE { INTEGER 1 ... }.
+        assert!(!starts_as_certificate(&[
+            0x30, 0x82, 0x04, 0xbe, 0x02, 0x01, 0x00
+        ]));
+        assert!(!starts_as_certificate(&[
+            0x30, 0x81, 0x90, 0x30, 0x7f, 0x02, 0x01, 0x01
+        ]));
+        assert!(!starts_as_certificate(b""));
+        assert!(!starts_as_certificate(b"-----BEGIN"));
+    }
 
     #[test]
     fn rejects_what_it_does_not_know() {

@@ -145,6 +145,9 @@ pub fn read_certificates(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
     ))
 }
 
+/// The PEM labels of a certificate block.
+const CERTIFICATE_LABELS: [&str; 3] = ["CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"];
+
 /// Whether a file is meant to hold certificates (so that failing to read it is damage, not a
 /// file of another kind): a Microsoft serialized store, PEM with a certificate block (a PKCS#7
 /// block may be a signed message, which a folder skips),
@@ -157,29 +160,11 @@ pub fn meant_as_certificates(data: &[u8]) -> bool {
     }
     if looks_like_pem(data) {
         let text = String::from_utf8_lossy(&data[..data.len().min(1 << 20)]);
-        return [
-            "-----BEGIN CERTIFICATE-----",
-            "-----BEGIN X509 CERTIFICATE-----",
-            "-----BEGIN TRUSTED CERTIFICATE-----",
-        ]
-        .iter()
-        .any(|m| text.contains(m));
+        return CERTIFICATE_LABELS
+            .iter()
+            .any(|l| text.contains(&format!("-----BEGIN {l}-----")));
     }
-    let header = |d: &[u8]| -> Option<usize> {
-        let l = *d.get(1)?;
-        match l {
-            0..=0x7f => Some(2),
-            0x81..=0x84 => Some(2 + usize::from(l & 0x7f)),
-            _ => None,
-        }
-    };
-    (|| {
-        let h1 = header(data)?;
-        let tbs = data.get(h1..)?;
-        let h2 = header(tbs)?;
-        Some(data[0] == 0x30 && tbs[0] == 0x30 && tbs.get(h2) == Some(&0xa0))
-    })()
-    .unwrap_or(false)
+    crate::ber::starts_as_certificate(data)
 }
 
 /// One DER certificate, or several one after the other (as `cat a.der b.der` makes them).
@@ -286,7 +271,7 @@ fn read_pem(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
             format!("PEM block {} ({}) {what}", i + 1, block.label)
         };
         match block.label.as_str() {
-            "CERTIFICATE" | "X509 CERTIFICATE" | "TRUSTED CERTIFICATE" => {
+            l if CERTIFICATE_LABELS.contains(&l) => {
                 if let Ok(c) = X509::from_pem(block.text.as_bytes()) {
                     out.push(SourcedCert::plain(c));
                 } else if let Ok(c) = X509::from_der(&block.der) {

@@ -465,10 +465,9 @@ fn loose_delimiter(body: &[u8], boundary: &str) -> bool {
 /// fields names an S/MIME type (multipart/signed whatever its protocol, which a duplicate
 /// `protocol` may hide from mailparse; application/pkcs7-*; octet-stream named *.p7m).
 pub fn could_be_smime(e: &Entity<'_>) -> bool {
-    e.fields.iter().filter(|f| f.is("Content-Type")).any(|f| {
-        let v = f.value_undecoded();
-        let ct = mailparse::parse_content_type(&v);
-        match ct.mimetype.as_str() {
+    every_content_type(e)
+        .into_iter()
+        .any(|(v, ct)| match ct.mimetype.as_str() {
             "multipart/signed"
             | "application/pkcs7-mime"
             | "application/x-pkcs7-mime"
@@ -476,8 +475,21 @@ pub fn could_be_smime(e: &Entity<'_>) -> bool {
             | "application/x-pkcs7-signature" => true,
             "application/octet-stream" => v.to_ascii_lowercase().contains(".p7m"),
             _ => false,
-        }
-    })
+        })
+}
+
+/// Every Content-Type field of `e` (a reader may go by any of them), as its undecoded value and
+/// that value parsed.
+pub fn every_content_type(e: &Entity<'_>) -> Vec<(String, ParsedContentType)> {
+    e.fields
+        .iter()
+        .filter(|f| f.is("Content-Type"))
+        .map(|f| {
+            let v = f.value_undecoded();
+            let ct = mailparse::parse_content_type(&v);
+            (v, ct)
+        })
+        .collect()
 }
 
 /// The parameters of a Content-Type value as (name in lower case, value as written), split at

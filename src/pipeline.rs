@@ -1303,10 +1303,9 @@ fn scan_part(
     let ent = mime::split(p.raw_bytes);
     // A part with several Content-Type fields: mutt and GMime go by another than the first, so
     // each that names S/MIME is reported too.
-    let types: Vec<&Field> = ent.fields.iter().filter(|f| f.is("Content-Type")).collect();
+    let types = mime::every_content_type(&ent);
     if types.len() > 1 {
-        for f in types {
-            let ct = mailparse::parse_content_type(&f.value_undecoded());
+        for (_, ct) in types {
             match mime::classify(&ct) {
                 Kind::MultipartSigned => found.signed = true,
                 Kind::Pkcs7Mime => {
