@@ -2,10 +2,11 @@
 //! AuthEnvelopedData, so that OpenSSL parses only the small structure around it and decrypts the
 //! content from our buffer instead of a copy (`d2i` would duplicate tens of megabytes); to
 //! take the certificates out of a SignedData, so that each is parsed once per process; to count
-//! a SignedData's digest algorithms before OpenSSL builds a digest chain of that length; and to
-//! read an encryption-key preference attribute.
+//! a SignedData's digest algorithms before OpenSSL builds a digest chain of that length (in DER
+//! or BER: the one reader here that follows indefinite lengths); and to read an encryption-key
+//! preference attribute.
 //!
-//! Invariant: this is an optimisation only. Anything it does not recognise with certainty
+//! Invariant: apart from that count (a guard), this is an optimisation only. Anything it does not recognise with certainty
 //! (indefinite lengths, a constructed encryptedContent, high tag numbers, any length that does not
 //! fit) yields `None`, and the caller parses the whole DER the ordinary way. Every offset is
 //! checked against the input; nothing here panics.
@@ -280,6 +281,64 @@ mod tests {
         assert!(!starts_as_certificate(b"-----BEGIN"));
     }
 
+    /// A SignedData ContentInfo with `n` digest algorithms (SHA-256), all in indefinite
+    /// lengths when `indefinite`.
+    fn signed_data_listing(n: usize, indefinite: bool) -> Vec<u8> {
+        let wrap = |tag: u8, content: &[u8]| {
+            if indefinite {
+                [&[tag, 0x80][..], content, &[0, 0]].concat()
+            } else {
+                encode(tag, &[content])
+            }
+        };
+        let sha256 = [
+            0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00,
+        ];
+        let algs: Vec<u8> = (0..n).flat_map(|_| wrap(0x30, &sha256)).collect();
+        let econtent = wrap(
+            0x30,
+            &[
+                0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01,
+            ],
+        );
+        let sd = wrap(
+            0x30,
+            &[
+                &[0x02, 0x01, 0x01][..],
+                &wrap(0x31, &algs),
+                &econtent,
+                &wrap(0x31, &[]),
+            ]
+            .concat(),
+        );
+        let oid = [&[0x06, 0x09][..], OID_SIGNED_DATA].concat();
+        wrap(0x30, &[&oid[..], &wrap(0xa0, &sd)].concat())
+    }
+
+    #[test]
+    fn digest_algorithms_are_counted_in_der_and_in_ber() {
+        for indefinite in [false, true] {
+            let at_limit = signed_data_listing(16, indefinite);
+            let over = signed_data_listing(17, indefinite);
+            assert!(
+                !lists_more_digest_algorithms_than(&at_limit, 16),
+                "{indefinite}"
+            );
+            assert!(lists_more_digest_algorithms_than(&over, 16), "{indefinite}");
+            // Cut short or damaged: not a SignedData this can read.
+            assert!(!lists_more_digest_algorithms_than(&over[..12], 16));
+        }
+        // Deep nesting inside an algorithm's parameters is followed (without recursion).
+        let mut deep = signed_data_listing(17, true);
+        let pos = deep.windows(2).position(|w| w == [0x05, 0x00]).unwrap_or(0);
+        let nest = [[0x30, 0x80].repeat(100_000), [0, 0].repeat(100_000)].concat();
+        deep.splice(pos..pos + 2, nest);
+        assert!(lists_more_digest_algorithms_than(&deep, 16));
+        // An end-of-contents with nothing open is not BER.
+        assert!(!lists_more_digest_algorithms_than(&[0, 0], 0));
+        assert!(!lists_more_digest_algorithms_than(b"", 0));
+    }
+
     #[test]
     fn rejects_what_it_does_not_know() {
         assert!(detach_encrypted_content(b"").is_none());
@@ -362,16 +421,106 @@ mod tests {
     }
 }
 
-/// How many digestAlgorithms a SignedData ContentInfo (DER) lists; None when `der` is no
-/// SignedData of definite lengths. OpenSSL pushes one digest BIO per algorithm onto a chain it
-/// walks for every push: thousands of them take minutes.
-pub fn digest_algorithm_count(der: &[u8]) -> Option<usize> {
-    let (oid, kids) = content_info(der)?;
-    if der.get(oid.content..oid.end)? != OID_SIGNED_DATA {
+/// Whether a SignedData ContentInfo lists more than `limit` digestAlgorithms, in DER or in BER
+/// (indefinite lengths, as streaming writers such as `openssl cms -stream` produce); false for
+/// anything that is not a SignedData this can read. OpenSSL pushes one digest BIO per algorithm
+/// onto a chain it walks for every push: thousands of them take minutes. At most `limit + 1`
+/// algorithms are looked at.
+pub fn lists_more_digest_algorithms_than(data: &[u8], limit: usize) -> bool {
+    digest_algorithms_over(data, limit).unwrap_or(false)
+}
+
+fn digest_algorithms_over(data: &[u8], limit: usize) -> Option<bool> {
+    // ContentInfo SEQUENCE { contentType OID, [0] { SignedData SEQUENCE { version,
+    // digestAlgorithms SET, … } } }
+    let (_, ci_content) = ber_constructed(data, 0, 0x30)?;
+    let oid = ber_header(data, ci_content)?;
+    if oid.tag != 0x06 || data.get(oid.content..oid.content + oid.len?)? != OID_SIGNED_DATA {
         return None;
     }
-    let set = kids.get(1).filter(|t| t.tag == 0x31)?;
-    Some(children(der, *set)?.len())
+    let wrapper = ber_end(data, ci_content)?;
+    let (_, sd_content) = ber_constructed(data, wrapper, 0xa0)?;
+    let (_, version) = ber_constructed(data, sd_content, 0x30)?;
+    let set = ber_end(data, version)?;
+    let (set_hdr, mut pos) = ber_constructed(data, set, 0x31)?;
+    let end = match set_hdr.len {
+        Some(len) => set_hdr.content.checked_add(len)?,
+        None => data.len(),
+    };
+    let mut count = 0;
+    while pos < end && count <= limit {
+        if set_hdr.len.is_none() && data.get(pos..pos + 2)? == [0, 0] {
+            break;
+        }
+        pos = ber_end(data, pos)?;
+        count += 1;
+    }
+    Some(count > limit)
+}
+
+/// A BER header: the tag, the content length (None: indefinite) and where the content starts.
+#[derive(Debug, Clone, Copy)]
+struct BerHeader {
+    tag: u8,
+    len: Option<usize>,
+    content: usize,
+}
+
+fn ber_header(data: &[u8], pos: usize) -> Option<BerHeader> {
+    let tag = *data.get(pos)?;
+    if tag & 0x1f == 0x1f {
+        return None;
+    }
+    let first = *data.get(pos + 1)?;
+    if first == 0x80 {
+        // Indefinite length: constructed encodings only.
+        return (tag & 0x20 != 0).then_some(BerHeader {
+            tag,
+            len: None,
+            content: pos + 2,
+        });
+    }
+    let (tag, len, hdr) = header(data, pos)?;
+    Some(BerHeader {
+        tag,
+        len: Some(len),
+        content: pos.checked_add(hdr)?,
+    })
+}
+
+/// The header of the constructed element with tag `tag` at `pos`.
+fn ber_constructed(data: &[u8], pos: usize, tag: u8) -> Option<(BerHeader, usize)> {
+    let h = ber_header(data, pos)?;
+    (h.tag == tag).then_some((h, h.content))
+}
+
+/// Where the BER element at `pos` ends, indefinite lengths included (followed without
+/// recursion, by counting the end-of-contents octets still expected, as OpenSSL does).
+fn ber_end(data: &[u8], pos: usize) -> Option<usize> {
+    let mut p = pos;
+    let mut open = 0usize;
+    loop {
+        let h = ber_header(data, p)?;
+        match h.len {
+            None => {
+                open += 1;
+                p = h.content;
+            }
+            Some(len) => {
+                p = h.content.checked_add(len)?;
+                if p > data.len() {
+                    return None;
+                }
+                if h.tag == 0 && len == 0 {
+                    // End-of-contents: closes the innermost indefinite element.
+                    open = open.checked_sub(1)?;
+                }
+            }
+        }
+        if open == 0 {
+            return Some(p);
+        }
+    }
 }
 
 /// id-signedData, 1.2.840.113549.1.7.2 (the OID's content octets).

@@ -1145,7 +1145,7 @@ fn parse_cms(
 ) {
     // A SignedData listing absurdly many digest algorithms (a real one lists one or two) is
     // refused as malformed before OpenSSL builds a digest chain of that length.
-    if crate::ber::digest_algorithm_count(der).is_some_and(|n| n > MAX_DIGEST_ALGORITHMS) {
+    if crate::ber::lists_more_digest_algorithms_than(der, MAX_DIGEST_ALGORITHMS) {
         log::warn!("a SignedData with more than {MAX_DIGEST_ALGORITHMS} digest algorithms");
         return (Err(openssl::error::ErrorStack::get()), None);
     }
