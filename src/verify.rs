@@ -215,6 +215,17 @@ fn any_eku_path(
     }
 }
 
+/// Digest algorithms whose collisions are practical (RFC 6151 for MD5, RFC 6149 for MD2, RFC
+/// 6150 for MD4): a signature over one of them may have been moved onto other content. SHA-1
+/// stays accepted for legacy mail, as RFC 8551 §2.1 allows receiving agents.
+const WEAK_DIGESTS: &[&str] = &["md2", "md4", "md5"];
+
+fn weak_digest(digest: &str) -> Option<String> {
+    WEAK_DIGESTS
+        .contains(&digest)
+        .then(|| format!("weak-digest-{digest}"))
+}
+
 fn weak_key(cert: &X509) -> Option<String> {
     let pk = cert.public_key().ok()?;
     match pk.id() {
@@ -273,7 +284,7 @@ pub fn judge(
             return r;
         }
     }
-    if let Some(w) = weak_key(cert) {
+    if let Some(w) = weak_key(cert).or_else(|| weak_digest(&check.digest)) {
         r.verdict = Signature::Untrusted;
         r.reason = Some(w);
         return r;

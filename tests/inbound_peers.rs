@@ -2014,3 +2014,26 @@ fn a_leading_continuation_line_cannot_extend_the_status_fields() {
         );
     }
 }
+
+/// MD5 collisions are practical (RFC 6151): a signature whose digest is MD5 could have been
+/// moved onto other content, and is never `valid`; SHA-1 stays accepted for legacy mail.
+#[test]
+fn md5_signatures_are_never_valid_sha1_still_is() {
+    let p = pki();
+    let entity = sample_entity("signed with an old digest");
+    for (detached, extra) in [
+        (true, &["-md", "md5"][..]),
+        (false, &["-md", "md5", "-noattr"][..]),
+    ] {
+        let signed = sign_as(&p.alice, detached, extra, &entity);
+        let msg = message("alice@example.org", "bob@example.org", "md5", &signed);
+        let (st, _, out) = filter_checked(None, &[], &msg);
+        assert_words(&st, "none", "untrusted");
+        assert_eq!(status_word(&st, "reason"), Some("weak-digest-md5"), "{st}");
+        assert!(!ar(&out).contains("smime=pass"), "{}", ar(&out));
+    }
+    let signed = sign_as(&p.alice, true, &["-md", "sha1"], &entity);
+    let msg = message("alice@example.org", "bob@example.org", "sha1", &signed);
+    let (st, _, _) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+}
