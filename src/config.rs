@@ -155,7 +155,29 @@ pub fn read_file<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) ->
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::config(format!("config file {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| Error::config(format!("config file {}: {e}", path.display())))
+    toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))
+}
+
+/// A config parse error naming the file, line and column, without the line itself: toml's own
+/// rendering quotes it, and a user who wrote `passphrase = "…"` (other tools take inline
+/// secrets) would find the secret in procmail's log or the journal.
+fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
+    let at = e
+        .span()
+        .and_then(|s| text.get(..s.start))
+        .map(|before| {
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(", line {line}, column {column}")
+        })
+        .unwrap_or_default();
+    // serde quotes a string given where another type belongs: that string is not repeated.
+    let msg = e.message().trim_end();
+    let msg = match (msg.find("string \""), msg.rfind("\", expected")) {
+        (Some(a), Some(b)) if a < b => format!("{}a string{}", &msg[..a], &msg[b + 1..]),
+        _ => msg.to_string(),
+    };
+    Error::config(format!("config file {}{at}: {msg}", path.display()))
 }
 
 /// The host name, for the default authserv-id.

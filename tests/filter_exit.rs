@@ -311,6 +311,32 @@ fn config_errors_are_78() {
     }
 }
 
+/// A config file that does not parse is named with its line, never quoted: users of tools that
+/// take inline secrets write `passphrase = "…"` or `password = "…"`, and the error goes to
+/// procmail's log or the journal.
+#[test]
+fn a_config_error_never_quotes_the_line() {
+    let d = tmp();
+    for (text, line) in [
+        ("authserv_id = \"mx.test\"\npassphrase = \"Hunter2-SECRET\"\n", 2),
+        ("[ldap]\nurl = \"ldap://127.0.0.1\"\npassword = \"Hunter2-SECRET\"\n", 3),
+        ("passphrase_file = \"Hunter2-SECRET\n", 1),
+        ("[watch]\njobs = \"Hunter2-SECRET\"\n", 2),
+    ] {
+        let cfg = d.path().join("config.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let out = run_with_stdin(
+            smimed().args(["--config", path_str(&cfg), "filter"]),
+            b"From: a@example.org\r\n\r\nx\r\n",
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{err}");
+        assert!(!err.contains("Hunter2"), "{err}");
+        assert!(err.contains(&format!("line {line}")), "{err}");
+        assert!(err.contains("config.toml"), "{err}");
+    }
+}
+
 #[test]
 fn everything_else_exits_0_with_a_message() {
     let p = pki();
