@@ -318,8 +318,14 @@ fn config_errors_are_78() {
 fn a_config_error_never_quotes_the_line() {
     let d = tmp();
     for (text, line) in [
-        ("authserv_id = \"mx.test\"\npassphrase = \"Hunter2-SECRET\"\n", 2),
-        ("[ldap]\nurl = \"ldap://127.0.0.1\"\npassword = \"Hunter2-SECRET\"\n", 3),
+        (
+            "authserv_id = \"mx.test\"\npassphrase = \"Hunter2-SECRET\"\n",
+            2,
+        ),
+        (
+            "[ldap]\nurl = \"ldap://127.0.0.1\"\npassword = \"Hunter2-SECRET\"\n",
+            3,
+        ),
         ("passphrase_file = \"Hunter2-SECRET\n", 1),
         ("[watch]\njobs = \"Hunter2-SECRET\"\n", 2),
     ] {

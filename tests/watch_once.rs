@@ -466,6 +466,7 @@ fn syslog_receives_the_log() {
     c.env("SMIMED_SYSLOG_SOCKET", md.path().join("nothing-here"));
     let (code, err) = run_once(&mut c);
     assert_eq!(code, 69, "{err}");
+    assert!(err.contains("nothing-here"), "the socket is named: {err}");
 }
 
 #[test]

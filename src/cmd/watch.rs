@@ -41,11 +41,24 @@ fn init_syslog(verbose: u8) -> Result<()> {
         pid: std::process::id(),
     };
     // SMIMED_SYSLOG_SOCKET: another socket than /dev/log (a chroot, a test).
-    let logger = match std::env::var_os("SMIMED_SYSLOG_SOCKET") {
+    let custom = std::env::var_os("SMIMED_SYSLOG_SOCKET").map(PathBuf::from);
+    let logger = match &custom {
         Some(path) => syslog::unix_custom(formatter, path),
         None => syslog::unix(formatter),
     }
-    .map_err(|e| Error::new(Kind::Unavailable, format!("syslog: {e}")))?;
+    .map_err(|e| {
+        let socket = custom.as_ref().map_or_else(
+            || String::from("/dev/log (nor /var/run/syslog)"),
+            |p| format!("{} (SMIMED_SYSLOG_SOCKET)", p.display()),
+        );
+        Error::new(
+            Kind::Unavailable,
+            format!(
+                "--syslog: cannot log to {socket}: {e}; is a syslog daemon or journald \
+                 running? Without --syslog, smimed logs to stderr"
+            ),
+        )
+    })?;
     let level = match verbose {
         0 => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
