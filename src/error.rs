@@ -29,6 +29,8 @@ pub enum Kind {
     TempFail,
     /// Input data unusable for the asked operation.
     Data,
+    /// An input file named on the command line does not exist or cannot be read.
+    NoInput,
     /// Permission refused by a peer (wrong password).
     NoPerm,
     /// A required service is unavailable.
@@ -46,6 +48,7 @@ impl Kind {
             exit::CONFIG => Kind::Config,
             exit::TEMPFAIL => Kind::TempFail,
             exit::DATAERR => Kind::Data,
+            exit::NOINPUT => Kind::NoInput,
             exit::NOPERM => Kind::NoPerm,
             exit::UNAVAILABLE => Kind::Unavailable,
             _ => Kind::Software,
@@ -85,6 +88,17 @@ impl Error {
     pub fn io(what: impl fmt::Display, e: std::io::Error) -> Self {
         Self::tempfail(format!("{what}: {e}"))
     }
+    /// An input file named by the user that cannot be opened or read: 66 when it is missing,
+    /// not a file, or not readable; otherwise an I/O error (temporary).
+    pub fn input(path: &std::path::Path, e: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::NotFound | K::PermissionDenied | K::IsADirectory => {
+                Self::new(Kind::NoInput, format!("{}: {e}", path.display()))
+            }
+            _ => Self::io(path.display(), e),
+        }
+    }
     /// Prefixes the message with context.
     pub fn context(mut self, ctx: impl fmt::Display) -> Self {
         self.msg = format!("{ctx}: {}", self.msg);
@@ -96,6 +110,7 @@ impl Error {
             Kind::Config => exit::CONFIG,
             Kind::TempFail => exit::TEMPFAIL,
             Kind::Data => exit::DATAERR,
+            Kind::NoInput => exit::NOINPUT,
             Kind::NoPerm => exit::NOPERM,
             Kind::Unavailable => exit::UNAVAILABLE,
             Kind::Software => exit::SOFTWARE,

@@ -280,6 +280,31 @@ fn bad_command_line_is_usage() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// An input file named on the command line that is missing or unreadable is 66 (EX_NOINPUT),
+/// not a temporary failure that a caller would retry forever.
+#[test]
+fn a_missing_input_file_is_66() {
+    let d = tmp();
+    let store = d.path().join("store");
+    let missing = d.path().join("missing.eml");
+    for args in [
+        vec!["filter", "--input", path_str(&missing)],
+        vec!["filter", "--input", path_str(d.path())],
+        vec![
+            "--certs",
+            path_str(&store),
+            "certs",
+            "import",
+            path_str(&missing),
+        ],
+    ] {
+        let out = run_with_stdin(smimed().args(&args), b"");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(66), "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
 #[test]
 fn config_errors_are_78() {
     let d = tmp();

@@ -25,9 +25,7 @@ pub fn run(cmd: &CertsCommand, settings: Settings) -> Result<i32> {
         CertsCommand::Import { files } => {
             let ctx = Context::new(settings);
             for f in files {
-                let data = std::fs::read(f).map_err(|e| {
-                    Error::new(crate::error::Kind::Data, format!("{}: {e}", f.display()))
-                })?;
+                let data = std::fs::read(f).map_err(|e| Error::input(f, e))?;
                 let list =
                     addressbook::import(&store, &ctx, &data).map_err(|e| e.context(f.display()))?;
                 for i in list {

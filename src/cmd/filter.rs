@@ -41,9 +41,10 @@ pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
     }
     let mut buf = Vec::new();
     match &args.input {
-        Some(p) => std::fs::File::open(p)
-            .and_then(|f| f.take(pipeline::LARGE_MESSAGE).read_to_end(&mut buf))
-            .map_err(|e| Error::io(p.display(), e))?,
+        Some(p) => open_input(p)?
+            .take(pipeline::LARGE_MESSAGE)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::input(p, e))?,
         None => std::io::stdin()
             .lock()
             .take(pipeline::LARGE_MESSAGE)
@@ -65,6 +66,18 @@ pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
     run_alone(args, settings, read)
 }
 
+/// Opens the `--input` file; a folder is refused like a missing file (66).
+fn open_input(p: &std::path::Path) -> Result<std::fs::File> {
+    let f = std::fs::File::open(p).map_err(|e| Error::input(p, e))?;
+    match f.metadata() {
+        Ok(m) if m.is_dir() => Err(Error::input(
+            p,
+            std::io::Error::from(std::io::ErrorKind::IsADirectory),
+        )),
+        _ => Ok(f),
+    }
+}
+
 /// The filter on its own. `read`: what was already read from stdin (the rest follows).
 fn run_alone(args: &FilterArgs, settings: Settings, read: Option<Vec<u8>>) -> Result<i32> {
     let ctx = Context::new(settings);
@@ -73,7 +86,7 @@ fn run_alone(args: &FilterArgs, settings: Settings, read: Option<Vec<u8>>) -> Re
     let mut in_memory: Option<Vec<u8>> = None;
     let processed = match &args.input {
         Some(p) => {
-            let f = std::fs::File::open(p).map_err(|e| Error::io(p.display(), e))?;
+            let f = open_input(p)?;
             pipeline::process_file(&ctx, &f)?
         }
         None => {
