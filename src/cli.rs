@@ -248,7 +248,8 @@ pub struct ImapOptions {
     /// Allow an imap:// server without STARTTLS that is not on a loopback address.
     #[arg(long)]
     pub insecure: bool,
-    /// Folder for the IMAP watcher's state. Default: $XDG_STATE_HOME/smimed.
+    /// Folder for the watchers' state (the IMAP watcher's per-mailbox state, the Maildir
+    /// watcher's ledger of its copies). Default: $XDG_STATE_HOME/smimed.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<std::path::PathBuf>,
 }

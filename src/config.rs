@@ -74,6 +74,7 @@ pub struct WatchConfig {
     pub recursive: Option<bool>,
     pub syslog: Option<bool>,
     pub rescan: Option<u64>,
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Where the passphrase of an encrypted key comes from, in this order.
@@ -146,6 +147,24 @@ pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
     let p = base.join("smimed").join("config.toml");
     p.is_file().then_some(p)
+}
+
+/// The default state folder: `$XDG_STATE_HOME/smimed`, else `~/.local/state/smimed`.
+pub fn default_state_dir() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("XDG_STATE_HOME").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p).join("smimed"));
+    }
+    std::env::var_os("HOME")
+        .filter(|p| !p.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/state/smimed"))
+        .ok_or_else(|| Error::config("neither XDG_STATE_HOME nor HOME is set: give --state-dir"))
+}
+
+/// Creates `p` (and its parents) and makes it private (0700).
+pub fn create_private_dir(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+    std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| Error::io(format!("chmod {}", p.display()), e))
 }
 
 /// Reads and parses a config file. A missing file named explicitly is a config error.

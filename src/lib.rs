@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod imap;
 pub mod keys;
+pub mod ledger;
 pub mod maildir;
 pub mod mime;
 pub mod ossl;

@@ -381,21 +381,24 @@ pub struct Head {
     pub bytes: Vec<u8>,
     /// The whole file was read.
     pub whole: bool,
-    file: File,
+    /// None: not a regular file (a folder, a FIFO, a device, a dangling symlink), read as empty.
+    file: Option<File>,
 }
 
 impl Head {
     /// The file's size (0 when it cannot be read).
     pub fn file_len(&self) -> u64 {
-        self.file.metadata().map(|m| m.len()).unwrap_or(0)
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len())
     }
 
     /// Reads the rest of the file after the head (no second open: a client may rename the
     /// file meanwhile, the open file stays the same).
     pub fn read_rest(mut self, path: &Path) -> Result<Vec<u8>> {
-        if !self.whole {
-            self.file
-                .read_to_end(&mut self.bytes)
+        if let (false, Some(f)) = (self.whole, self.file.as_mut()) {
+            f.read_to_end(&mut self.bytes)
                 .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         }
         Ok(self.bytes)
@@ -403,13 +406,34 @@ impl Head {
 }
 
 /// Reads the start of a file up to and including the end of its header section (at least
-/// that, at most about `limit` bytes). None when the file is gone.
+/// that, at most about `limit` bytes). None when the file is gone. What is not a regular file
+/// (a folder, a FIFO, a socket, a device, a dangling symlink) reads as empty: opened without
+/// blocking (a FIFO would wait for a writer forever) and never read.
 pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
-    let mut f = match File::open(path) {
+    let not_a_file = || Head {
+        bytes: Vec::new(),
+        whole: true,
+        file: None,
+    };
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path);
+    let mut f = match opened {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // A dangling symlink is there all the same (anything else: gone, or renamed by a
+            // client, maybe back to this name already: the caller looks for it again).
+            let dangling = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            return Ok(dangling.then(not_a_file));
+        }
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
+    match f.metadata() {
+        Ok(m) if !m.is_file() => return Ok(Some(not_a_file())),
+        Ok(_) => {}
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    }
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut chunk = [0u8; 16384];
     loop {
@@ -420,7 +444,7 @@ pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
             return Ok(Some(Head {
                 bytes: buf,
                 whole: true,
-                file: f,
+                file: Some(f),
             }));
         }
         let from = buf.len().saturating_sub(3);
@@ -433,7 +457,7 @@ pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
             return Ok(Some(Head {
                 bytes: buf,
                 whole: false,
-                file: f,
+                file: Some(f),
             }));
         }
     }

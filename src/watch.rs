@@ -15,7 +15,9 @@
 //!   A crash before 3 leaves tmp files (removed at start) and the original (processed again).
 //!   A crash between 3 and 4 leaves an original next to its marked copy: the next scan only
 //!   finishes the move. Originals are found by key, wherever a client moved or re-flagged them.
-//! - The watcher's own output is recognised by its file name only (never by a header).
+//! - The watcher's own output is recognised by its file name, or by its fingerprint in the
+//!   [`ledger`] when a client filed it under another name (never by a header field alone);
+//!   the copies' fingerprints are durable before step 3.
 //! - Messages that are neither S/MIME at the root nor carry forged status fields are never
 //!   written to. A temporary failure leaves the message as it is and retries it later.
 //! - Only this module and `maildir` touch mailboxes; neither looks inside a message beyond
@@ -27,12 +29,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use notify::Watcher;
 
 use crate::error::{Error, Kind, Result};
+use crate::ledger::{self, Fingerprint, Ledger};
 use crate::maildir::{self, Maildir, Sub};
 use crate::mime;
 use crate::pipeline::{self, Context};
@@ -77,6 +80,9 @@ pub struct Options {
     pub rescan: Duration,
     /// A progress bar may be drawn (stderr is a terminal).
     pub progress: bool,
+    /// State folder of the ledger ([`crate::ledger`]); None: copies filed under another name
+    /// and originals moved back under another name are not recognised.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Counts for the summary line.
@@ -141,6 +147,8 @@ enum Outcome {
         decrypted: bool,
         verified: bool,
         failed: bool,
+        /// The copy's ledger fingerprint.
+        copy_fp: Fingerprint,
     },
     Skipped(Job),
     /// Left for a temporary failure; None: not tried, after one in the same pass.
@@ -153,8 +161,8 @@ enum Outcome {
 }
 
 /// One worker's job: read, classify, run the pipeline, write the copy in tmp/.
-fn work(ctx: &Context, job: Job, temp_seen: &AtomicBool) -> Outcome {
-    match try_work(ctx, &job, temp_seen) {
+fn work(ctx: &Context, job: Job, temp_seen: &AtomicBool, ledger: Option<&Ledger>) -> Outcome {
+    match try_work(ctx, &job, temp_seen, ledger) {
         Ok(o) => o,
         Err(e) if pipeline::is_temporary(&e) => {
             temp_seen.store(true, Ordering::SeqCst);
@@ -165,7 +173,12 @@ fn work(ctx: &Context, job: Job, temp_seen: &AtomicBool) -> Outcome {
     }
 }
 
-fn try_work(ctx: &Context, job: &Job, temp_seen: &AtomicBool) -> Result<Outcome> {
+fn try_work(
+    ctx: &Context,
+    job: &Job,
+    temp_seen: &AtomicBool,
+    ledger: Option<&Ledger>,
+) -> Result<Outcome> {
     let mut path = job.path();
     let key = maildir::key(&job.name);
     // A client may have moved or re-flagged the message since the scan (new/ -> cur/, a new
@@ -196,6 +209,13 @@ fn try_work(ctx: &Context, job: &Job, temp_seen: &AtomicBool) -> Result<Outcome>
         .any(|f| status::is_forged(f, ctx.authserv_id()));
     if !smime && !forged && !unseen {
         return Ok(Outcome::Skipped(job.clone()));
+    }
+    if let (Some(l), false) = (ledger, unseen) {
+        // Under a name that is not ours: a copy of ours a client filed there is left as it is.
+        if l.is_copy(&ledger::fingerprint(&head.bytes, head.file_len()))? {
+            log::debug!("{}: a copy of ours, filed there", path.display());
+            return Ok(Outcome::Skipped(job.clone()));
+        }
     }
     if !forged && head.file_len() > ctx.limits.max_size {
         // The pipeline would pass it through unchanged (size-limit): not worth reading.
@@ -231,6 +251,7 @@ fn try_work(ctx: &Context, job: &Job, temp_seen: &AtomicBool) -> Result<Outcome>
         verified: st.signature == Signature::Valid,
         failed: st.encryption == Encryption::Failed
             || !matches!(st.signature, Signature::None | Signature::Valid),
+        copy_fp: ledger::fingerprint(&processed.output, processed.output.len() as u64),
     })
 }
 
@@ -250,6 +271,7 @@ fn worker(
     stop: &AtomicBool,
     abort: &AtomicBool,
     temp_seen: &AtomicBool,
+    ledger: Option<&Ledger>,
 ) {
     loop {
         let job = match jobs.lock() {
@@ -260,7 +282,7 @@ fn worker(
         let out = if stop.load(Ordering::SeqCst) || abort.load(Ordering::SeqCst) {
             Outcome::NotStarted
         } else {
-            work(ctx, job, temp_seen)
+            work(ctx, job, temp_seen, ledger)
         };
         if results.send(out).is_err() {
             return;
@@ -320,11 +342,13 @@ struct State<'o> {
     opts: &'o Options,
     trees: Vec<Tree>,
     archives: Vec<Archive>,
-    /// Files looked at and left untouched (their name changes when a client re-flags them).
-    skipped: HashSet<PathBuf>,
+    /// Messages looked at and left as they are, with their size and mtime then: a full rescan
+    /// looks again at those that changed (a file written in place, against the protocol).
+    skipped: HashMap<PathBuf, Option<FileSig>>,
     /// Files left for a temporary failure, with the time of their next try.
     deferred: HashMap<PathBuf, Instant>,
     summary: Summary,
+    ledger: Option<Arc<Ledger>>,
 }
 
 /// Runs the watcher until done (--once) or until `stop` is set (SIGTERM, SIGINT).
@@ -340,7 +364,8 @@ pub fn run(ctx: &Context, opts: &Options, stop: &AtomicBool) -> Result<Summary> 
         for _ in 0..jobs {
             let tx = res_tx.clone();
             let (rx, ts, ab) = (&job_rx, &temp_seen, &abort);
-            s.spawn(move || worker(ctx, rx, tx, stop, ab, ts));
+            let ledger = state.ledger.clone();
+            s.spawn(move || worker(ctx, rx, tx, stop, ab, ts, ledger.as_deref()));
         }
         drop(res_tx);
         let pool = Pool {
@@ -395,10 +420,20 @@ impl<'o> State<'o> {
             opts,
             trees,
             archives,
-            skipped: HashSet::new(),
+            skipped: HashMap::new(),
             deferred: HashMap::new(),
             summary: Summary::default(),
+            ledger: None,
         };
+        if let Some(dir) = &opts.state_dir {
+            match Ledger::open(dir) {
+                Ok(l) => st.ledger = Some(Arc::new(l)),
+                Err(e) => log::warn!(
+                    "{e}: working without the ledger (copies a client files under another name \
+                     are taken for mail with forged status fields; give --state-dir)"
+                ),
+            }
+        }
         for i in 0..st.trees.len() {
             st.refresh_folders(i)?;
         }
@@ -540,6 +575,9 @@ impl<'o> State<'o> {
                 // A full rescan retries everything left for a temporary failure (the entries
                 // only keep inotify's passes from retrying them in between).
                 self.deferred.clear();
+                // What was left as it is but has changed since (or is gone) is looked at again.
+                self.skipped
+                    .retain(|p, sig| sig.is_some() && file_sig(p) == *sig);
                 self.all_folders()
             } else {
                 self.all_folders()
@@ -648,7 +686,7 @@ impl<'o> State<'o> {
                     continue;
                 }
                 let path = md.path(sub, &name);
-                if self.skipped.contains(&path) {
+                if self.skipped.contains_key(&path) {
                     continue;
                 }
                 if self.deferred.get(&path).is_some_and(|t| *t > now) {
@@ -762,10 +800,12 @@ impl<'o> State<'o> {
                     decrypted,
                     verified,
                     failed,
-                } => ready.push((job, tmp, name, decrypted, verified, failed)),
+                    copy_fp,
+                } => ready.push((job, tmp, name, decrypted, verified, failed, copy_fp)),
                 Outcome::Skipped(job) => {
                     self.summary.skipped += 1;
-                    self.skipped.insert(job.path());
+                    let path = job.path();
+                    self.skipped.insert(path.clone(), file_sig(&path));
                 }
                 Outcome::Deferred(job, e) => {
                     self.summary.deferred += 1;
@@ -783,7 +823,8 @@ impl<'o> State<'o> {
                 Outcome::Failed(job, e) => {
                     self.summary.errors += 1;
                     log::error!("{}: left untouched: {e}", job.path().display());
-                    self.skipped.insert(job.path());
+                    let path = job.path();
+                    self.skipped.insert(path.clone(), file_sig(&path));
                 }
                 Outcome::NotStarted => {}
                 Outcome::Fatal(e) => {
@@ -795,6 +836,11 @@ impl<'o> State<'o> {
         }
         if ready.is_empty() {
             return Ok(());
+        }
+        // 1b. The copies' fingerprints are durable before any copy is in place.
+        if let Some(l) = &self.ledger {
+            let fps: Vec<Fingerprint> = ready.iter().map(|r| r.6).collect();
+            l.record_copies(&fps)?;
         }
         // 2. One syncfs per file system makes every tmp file of the batch durable.
         let mut devs: HashSet<u64> = HashSet::new();
@@ -811,7 +857,7 @@ impl<'o> State<'o> {
         // 3. Copies in place, next to their original as it is now.
         let mut placed = Vec::new();
         let mut dirty: HashSet<PathBuf> = HashSet::new();
-        for (job, tmp, name, decrypted, verified, failed) in ready {
+        for (job, tmp, name, decrypted, verified, failed, _) in ready {
             let key = maildir::key(&job.name).to_string();
             let orig = match locate(&job.md, &key, job.sub, &job.name) {
                 Ok(Some(o)) => o,
@@ -1020,6 +1066,16 @@ fn locate(md: &Maildir, key: &str, sub: Sub, name: &str) -> Result<Option<(Sub, 
             e,
         )),
     }
+}
+
+/// A file's size and modification time, to notice it changed.
+type FileSig = (u64, i64, i64);
+
+fn file_sig(p: &Path) -> Option<FileSig> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(p)
+        .ok()
+        .map(|m| (m.len(), m.mtime(), m.mtime_nsec()))
 }
 
 fn canonical(p: &Path) -> PathBuf {

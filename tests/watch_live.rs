@@ -303,11 +303,15 @@ fn an_original_moved_back_or_an_archive_removed_while_running_is_archived_again(
 #[test]
 fn a_folder_removed_and_made_again_is_watched_again() {
     let md = Md::new();
+    // Made whole, then renamed into place: a folder made in steps waits for the full rescan
+    // (docs/watch.md), and under load the watcher could look at it half made.
     let make = |name: &str| {
-        let sub = md.path().join(name);
+        let staging = md.path().join("staging");
         for d in ["cur", "new", "tmp"] {
-            std::fs::create_dir_all(sub.join(d)).unwrap();
+            std::fs::create_dir_all(staging.join(d)).unwrap();
         }
+        let sub = md.path().join(name);
+        std::fs::rename(&staging, &sub).unwrap();
         sub
     };
     let sub = make(".Work");
@@ -336,5 +340,31 @@ fn a_folder_removed_and_made_again_is_watched_again() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(first, "{err}");
     assert!(second, "not found after the folder was made again: {err}");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// A message written straight into new/ (against the Maildir protocol, as `cp x.eml new/`
+/// does) may be read before it is complete and left as it is; the next full rescan looks at
+/// it again once it changed. It stayed unprocessed until a restart.
+#[test]
+fn a_message_written_in_place_is_processed_by_the_next_full_rescan() {
+    use std::io::Write;
+    let md = Md::new();
+    let child = spawn(watch_cmd(&["--rescan", "1"], md.path(), None));
+    std::thread::sleep(Duration::from_millis(500));
+    let msg = smime_msg("inplace");
+    // First only the start of its header, without the Content-Type: not S/MIME yet.
+    let cut = b"From: ".len();
+    let path = md.path().join("new").join(unique_name(msg.len()));
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&msg[..cut]).unwrap();
+    f.sync_all().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    f.write_all(&msg[cut..]).unwrap();
+    drop(f);
+    let done = wait_for(Duration::from_secs(20), || processed_count(md.path()) == 1);
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert!(done, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
 }

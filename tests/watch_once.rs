@@ -634,6 +634,7 @@ fn a_maildir_given_twice_or_also_reached_by_recursive_is_worked_through_once() {
     let name = unique_name(10);
     std::fs::write(sub.join("new").join(&name), smime_msg("d3")).unwrap();
     let mut c = smimed_as_with(&common::pki::pki().bob, None);
+    c.env("XDG_STATE_HOME", common::state_home("twice"));
     c.args(["watch", "--once", "--recursive"])
         .arg(md.path())
         .arg(md.path())
@@ -704,5 +705,109 @@ fn a_long_header_over_max_size_is_not_read_whole() {
     assert_eq!(
         std::fs::read(md.path().join("new").join(&name)).unwrap(),
         bytes
+    );
+}
+
+/// Entries in new/ that are not mail files: a folder, a dangling symlink and a FIFO are left
+/// alone and the run ends with 0. They were deferred forever (75 on every run), and a FIFO
+/// blocked a worker in open() for good, past SIGTERM.
+#[test]
+fn folders_fifos_and_dangling_symlinks_in_new_are_skipped() {
+    let md = Md::new();
+    let id = "real";
+    md.deliver(&smime_msg(id));
+    let new = md.path().join("new");
+    std::fs::create_dir(new.join("1800000000.M1P1.dir")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/x", new.join("1800000000.M2P1.link")).unwrap();
+    let fifo = new.join("1800000000.M3P1.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut child = spawn(watch_cmd(&["--once"], md.path(), None));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut done = false;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            done = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if !done {
+        signal(&child, "-KILL");
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(done, "still running after 30 s: {err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(processed_count(md.path()), 1, "{err}");
+    assert!(new.join("1800000000.M1P1.dir").is_dir());
+    assert!(std::fs::symlink_metadata(new.join("1800000000.M2P1.link")).is_ok());
+    assert!(std::fs::symlink_metadata(&fifo).is_ok());
+}
+
+/// Every file in `folder`'s new/ and cur/ (name, bytes).
+fn messages_in(folder: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    for sub in ["new", "cur"] {
+        for e in std::fs::read_dir(folder.join(sub)).unwrap().flatten() {
+            let name = e.file_name().into_string().unwrap();
+            v.push((name, std::fs::read(e.path()).unwrap()));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// A processed copy a client files into another folder under a name of its own (neomutt's
+/// save, an IMAP MOVE through Dovecot) is still the watcher's: its status fields stay. It was
+/// taken for mail with forged status fields, rewritten to `signature=none`, and archived.
+/// A plain message with forged fields next to it is still rewritten.
+#[test]
+fn a_copy_filed_under_another_name_keeps_its_status() {
+    let md = Md::new();
+    let work = md.path().join(".Work");
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(work.join(d)).unwrap();
+    }
+    md.deliver(&smime_msg("filed"));
+    let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    let copies = messages_in(md.path());
+    assert_eq!(copies.len(), 1, "{err}");
+    let (name, copy) = &copies[0];
+    assert!(is_processed_name(name));
+    assert!(String::from_utf8_lossy(copy).contains("encryption=decrypted"));
+    // The client files it: a new file in .Work, named by the client, with the Content-Length
+    // field neomutt's save adds after the header's last field; the original goes.
+    let at = copy.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
+    let body_len = copy.len() - at - 2;
+    let copy = [
+        &copy[..at],
+        format!("Content-Length: {body_len}\r\n").as_bytes(),
+        &copy[at..],
+    ]
+    .concat();
+    let filed = format!("{}:2,S", unique_name(copy.len()));
+    std::fs::write(work.join("tmp").join(&filed), &copy).unwrap();
+    std::fs::rename(work.join("tmp").join(&filed), work.join("cur").join(&filed)).unwrap();
+    std::fs::remove_file(md.path().join("new").join(name)).unwrap();
+    let forged = deliver_into(&work, &forged_msg("forged"));
+    let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(": 1 processed"), "only the forged one: {err}");
+    assert_eq!(
+        std::fs::read(work.join("cur").join(&filed)).unwrap(),
+        copy,
+        "the filed copy is left as it is: {err}"
+    );
+    assert!(!work.join("new").join(&forged).exists());
+    let archived = messages_in(&md.archive());
+    assert_eq!(
+        archived.len(),
+        2,
+        "the original and the forged one: {archived:?}"
     );
 }

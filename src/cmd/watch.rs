@@ -123,6 +123,21 @@ pub fn run(
         return Err(Error::usage("--jobs must be at least 1"));
     }
     let rescan = args.rescan.or(wc.rescan).unwrap_or(watch::DEFAULT_RESCAN);
+    // The ledger's folder: shared with the IMAP watcher's state (--state-dir).
+    let state_dir = match (&args.imap.state_dir, &wc.state_dir) {
+        (Some(d), _) => Some(config::expand(d, None)),
+        (None, Some(d)) => Some(config::expand(d, base.as_deref())),
+        (None, None) => match config::default_state_dir() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                log::warn!(
+                    "{e}; without it, copies a client files under another name are not \
+                     recognised as ours"
+                );
+                None
+            }
+        },
+    };
     let opts = Options {
         maildirs,
         archive,
@@ -131,6 +146,7 @@ pub fn run(
         once: args.once,
         rescan: Duration::from_secs(rescan.max(1)),
         progress: std::io::stderr().is_terminal(),
+        state_dir,
     };
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -16,7 +16,6 @@ use crate::error::{exit, Error, Kind, Result};
 use crate::imap::account::{
     self, Account, AccountConfig, SecretSource, WatchImapConfig, DEFAULT_ARCHIVE,
 };
-use crate::imap::state;
 use crate::imap::watch::{self, Options, Stats, Stop};
 use crate::pipeline::Context;
 
@@ -184,7 +183,7 @@ pub fn run(args: &WatchImapArgs, settings: Settings) -> Result<i32> {
     let state_dir = match (&args.imap.state_dir, &wc.state_dir) {
         (Some(d), _) => config::expand(d, None),
         (None, Some(d)) => config::expand(d, base.as_deref()),
-        (None, None) => state::default_dir()?,
+        (None, None) => config::default_state_dir()?,
     };
     let jobs = args
         .jobs

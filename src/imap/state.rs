@@ -25,7 +25,7 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -109,23 +109,6 @@ pub fn digest(msg: &[u8]) -> String {
     h.finish().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The default state folder: `$XDG_STATE_HOME/smimed`, else `~/.local/state/smimed`.
-pub fn default_dir() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("XDG_STATE_HOME").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p).join("smimed"));
-    }
-    std::env::var_os("HOME")
-        .filter(|p| !p.is_empty())
-        .map(|h| PathBuf::from(h).join(".local/state/smimed"))
-        .ok_or_else(|| Error::config("neither XDG_STATE_HOME nor HOME is set: give --state-dir"))
-}
-
-fn mkdir_private(p: &Path) -> Result<()> {
-    std::fs::create_dir_all(p).map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::io(format!("chmod {}", p.display()), e))
-}
-
 fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -135,7 +118,7 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 impl StateFile {
     pub fn new(state_dir: &Path, account: &str, mailbox: &str) -> Result<StateFile> {
         let dir = state_dir.join("imap").join(component(account));
-        mkdir_private(&dir)?;
+        crate::config::create_private_dir(&dir)?;
         Ok(StateFile {
             dir,
             stem: component(mailbox),
@@ -271,6 +254,7 @@ mod tests {
         };
         sf.save(&st).unwrap();
         assert_eq!(sf.load().unwrap(), st);
+        use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(sf.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0);
         assert_eq!(digest(b"a\r\nb\r\n"), digest(b"a\nb\n"));

@@ -56,8 +56,15 @@ pub fn smimed() -> Command {
     c.env_remove("SMIMED_CONFIG")
         .env_remove("SMIMED_PASSPHRASE")
         .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("XDG_STATE_HOME", state_home("process"))
         .env("RUST_LOG", "warn");
     c
+}
+
+/// A state folder (`XDG_STATE_HOME`) under target/tmp for `what` in this test process, so
+/// that no run writes into the user's own and no two runs share one.
+pub fn state_home(what: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("state-{}-{what}", std::process::id()))
 }
 
 /// `smimed --authserv-id mx.test --trust ROOT`: the test root as the only anchor.
