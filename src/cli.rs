@@ -49,7 +49,8 @@ pub struct Common {
     #[arg(long, global = true, value_name = "BYTES")]
     pub max_size: Option<u64>,
     /// Certificate store (address book) folder. Default for sendmail and certs:
-    /// $XDG_DATA_HOME/smimed/certs. The filter harvests signers' certificates only when set.
+    /// $XDG_DATA_HOME/smimed/certs. The filter harvests signers' certificates only when set;
+    /// a signer that sent no certificate is looked up here (or in the default folder).
     #[arg(long, global = true, value_name = "DIR")]
     pub certs: Option<PathBuf>,
     /// vCard file or folder (vdirsyncer, khard) to look recipients' certificates up in.

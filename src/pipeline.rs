@@ -866,7 +866,8 @@ impl Walker<'_> {
                     return Ok(Step::Fail);
                 }
                 let trust = self.ctx.trust()?;
-                let check = check_signed(&cms, message_certs, None, &trust, size_hint)?;
+                let stored = || stored_certificates(&self.ctx.settings);
+                let check = check_signed(&cms, message_certs, None, &trust, size_hint, &stored)?;
                 let Some(check) = check else {
                     self.st.signature = Signature::Error;
                     self.st.add("reason", "malformed-signed-data");
@@ -948,7 +949,9 @@ impl Walker<'_> {
         }
         let trust = self.ctx.trust()?;
         let canonical = mime::canonical_crlf(signed);
-        let Some((results, _)) = check_signed(&cms, message_certs, Some(&canonical), &trust, 0)?
+        let stored = || stored_certificates(&self.ctx.settings);
+        let Some((results, _)) =
+            check_signed(&cms, message_certs, Some(&canonical), &trust, 0, &stored)?
         else {
             self.st.signature = Signature::Error;
             self.st.add("reason", "malformed-signature");
@@ -1180,29 +1183,61 @@ fn parse_signed(der: &[u8]) -> Option<(CmsContentInfo, Vec<X509>)> {
 /// Checks every signer of a SignedData and judges it. Returns None when the structure cannot
 /// be checked at all. `message_certs`: the certificates the message carries when they were
 /// taken out of `cms` (`parse_signed`); None reads them from `cms`.
+/// The certificates in the user's address book (`--certs`, else its default folder when it
+/// exists): a signer whose message carries no certificate (gpgsm `--include-certs 0`, `openssl
+/// cms -nocerts`) is found there, as RFC 8551 §2.4.2 expects receiving agents to use
+/// certificates they already hold. They are only candidates: the path to an anchor decides.
+fn stored_certificates(settings: &Settings) -> Vec<X509> {
+    let dir = match &settings.certs {
+        Some(d) => d.clone(),
+        None => match crate::addressbook::default_store_dir() {
+            Ok(d) if d.is_dir() => d,
+            _ => return Vec::new(),
+        },
+    };
+    crate::addressbook::store::Store::new(dir).all_certificates()
+}
+
 fn check_signed(
     cms: &CmsContentInfo,
     message_certs: Option<Vec<X509>>,
     detached: Option<&[u8]>,
     trust: &TrustStore,
     size_hint: usize,
+    stored: &dyn Fn() -> Vec<X509>,
 ) -> Result<Option<CheckedLayer>> {
     let mut extra =
         openssl::stack::Stack::new().map_err(|e| Error::software(format!("stack: {e}")))?;
     // The anchors first, then the message's own certificates: the order in which OpenSSL looks
     // for a signer's certificate when the message's are inside `cms`.
     let taken_out = message_certs.is_some();
-    let message_certs = message_certs.unwrap_or_else(|| ossl::embedded_certs(cms));
+    let mut message_certs = message_certs.unwrap_or_else(|| ossl::embedded_certs(cms));
     let from_message: &[X509] = if taken_out { &message_certs } else { &[] };
-    for c in trust.certificates().iter().chain(from_message) {
+    let push = |extra: &mut openssl::stack::Stack<X509>, c: &X509| {
         extra
             .push(c.clone())
-            .map_err(|e| Error::software(format!("stack: {e}")))?;
+            .map_err(|e| Error::software(format!("stack: {e}")))
+    };
+    for c in trust.certificates().iter().chain(from_message) {
+        push(&mut extra, c)?;
     }
-    let checked = match ossl::check_signers(cms, detached, &extra, size_hint) {
+    let mut checked = match ossl::check_signers(cms, detached, &extra, size_hint) {
         Ok(c) => c,
         Err(_) => return Ok(None),
     };
+    if checked.signers.iter().any(|s| s.cert.is_none()) {
+        // A signer sent no certificate: the address book may hold it (and intermediates).
+        let more = stored();
+        if !more.is_empty() {
+            for c in &more {
+                push(&mut extra, c)?;
+            }
+            if let Ok(again) = ossl::check_signers(cms, detached, &extra, size_hint) {
+                checked = again;
+            }
+            message_certs.extend(more);
+        }
+    }
     // The From comparison is redone on the assembled message (recheck_from); judge against an
     // ambiguous From here so that only the cryptographic and path checks decide.
     let from = FromAddress::Ambiguous("from-not-yet-known");

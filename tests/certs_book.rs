@@ -6,7 +6,10 @@ mod common;
 
 use common::outbound::*;
 use common::pki::{pki, User};
-use common::{openssl, path_str, run_with_stdin, smimed};
+use common::{
+    assert_words, message, openssl, path_str, run_with_stdin, sample_entity, smimed, status_of,
+    status_word,
+};
 
 fn fp(u: &User) -> String {
     smimed::certs::fingerprint(&u.cert)
@@ -705,4 +708,61 @@ fn import_takes_the_signed_blob_outlook_publishes() {
             "{name}: {text}"
         );
     }
+}
+
+/// A signer that sends no certificate (`openssl cms -nocerts`, gpgsm `--include-certs 0`) is
+/// found in the address book when it holds the certificate (and the intermediate): `valid`.
+/// Without it the signature cannot be checked (`signer-certificate-missing`).
+#[test]
+fn a_signature_without_certificates_is_checked_with_the_address_book() {
+    let p = pki();
+    let env = Env::new();
+    let signed = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-nocerts",
+            "-signer",
+            path_str(&p.alice.cert_path),
+            "-inkey",
+            path_str(&p.alice.key_path),
+        ],
+        &sample_entity("no certificates in here"),
+    );
+    let msg = message("alice@example.org", "bob@example.org", "nocerts", &signed);
+    let out = filter_harvesting(&env, &p.bob, &msg, true);
+    let st = status_of(&out.stdout);
+    assert_words(&st, "none", "error");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("signer-certificate-missing"),
+        "{st}"
+    );
+    // Alice's certificate and its intermediate, as an address book gets them (import).
+    assert_ok(&env.certs_cmd(&["import", path_str(&p.alice.chain_path)]));
+    let out = filter_harvesting(&env, &p.bob, &msg, true);
+    let st = status_of(&out.stdout);
+    assert_words(&st, "none", "valid");
+    assert_eq!(status_word(&st, "signer"), Some("alice@example.org"));
+    // An untrusted signer stays untrusted, wherever its certificate came from.
+    let untrusted = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-nocerts",
+            "-signer",
+            path_str(&p.untrusted.cert_path),
+            "-inkey",
+            path_str(&p.untrusted.key_path),
+        ],
+        &sample_entity("who am i"),
+    );
+    assert_ok(&env.certs_cmd(&["import", path_str(&p.untrusted.cert_path)]));
+    let msg = message(
+        "untrusted@example.org",
+        "bob@example.org",
+        "nocerts",
+        &untrusted,
+    );
+    let st = status_of(&filter_harvesting(&env, &p.bob, &msg, true).stdout);
+    assert_words(&st, "none", "untrusted");
 }

@@ -406,6 +406,13 @@ impl Store {
             .collect()
     }
 
+    /// Every stored certificate, end-entity and intermediate (`ca/`).
+    pub fn all_certificates(&self) -> Vec<X509> {
+        let mut all: Vec<X509> = self.certificates().iter().map(|(_, c)| c.clone()).collect();
+        all.extend(self.snapshot().intermediates.iter().cloned());
+        all
+    }
+
     /// Stores a certificate (an intermediate CA goes to `ca/`). Returns whether it was new.
     pub fn add(&self, cert: &X509, source: &str) -> Result<bool> {
         let fp = certs::fingerprint(cert);
