@@ -157,10 +157,31 @@ fn pct_decode(s: &str, what: &str) -> Result<String> {
         .map_err(|_| Error::usage(format!("the {what} {s:?} is not UTF-8 once decoded")))
 }
 
+/// `url` with the password of its user information (`USER:PASSWORD@`) replaced by `***`,
+/// whether or not the rest parses.
+fn redacted(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
+        return url.to_string();
+    };
+    match url[start..at].find(':') {
+        Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]),
+        None => url.to_string(),
+    }
+}
+
 /// Parses `imaps://USER@HOST[:PORT]/MAILBOX` or `imap://…` (RFC 5092 subset: user and mailbox
 /// are percent-decoded; `;AUTH=` and a password in the URL are refused).
-pub fn parse_url(s: &str) -> Result<ParsedUrl> {
-    let u = url::Url::parse(s).map_err(|e| Error::usage(format!("IMAP URL {s:?}: {e}")))?;
+pub fn parse_url(url: &str) -> Result<ParsedUrl> {
+    // Errors show the URL without the password it may hold (they go to logs).
+    let s = redacted(url);
+    let s = s.as_str();
+    let u = url::Url::parse(url).map_err(|e| Error::usage(format!("IMAP URL {s:?}: {e}")))?;
     let security = match u.scheme() {
         "imaps" => Security::Tls,
         "imap" => Security::StartTls,
@@ -172,8 +193,10 @@ pub fn parse_url(s: &str) -> Result<ParsedUrl> {
     };
     if u.password().is_some() {
         return Err(Error::usage(format!(
-            "IMAP URL {s:?} holds a password: passwords never go on the command line; use \
-             --password-command, --password-file or SMIMED_IMAP_PASSWORD"
+            "IMAP URL {s:?} holds a password: passwords never go in the URL (command lines \
+             and config files are read by others and logged); use --password-command, \
+             --password-file, SMIMED_IMAP_PASSWORD or password_command/password_file in the \
+             config file"
         )));
     }
     if u.username().is_empty() {
@@ -293,6 +316,22 @@ mod tests {
         assert_eq!(p.host, "[::1]");
         assert_eq!(p.mailbox.as_deref(), Some("Entwürfe"));
         assert!(parse_url("imaps://u:secret@h/INBOX").is_err());
+        // No error names the password, however the URL is broken.
+        for url in [
+            "imaps://u:s3cr%65t@h/INBOX",
+            "imaps://u:s3cret@h/INBOX?x=1",
+            "imaps://u@x:s3cret@h:notaport/INBOX",
+            "ftp://u:s3cret@h/INBOX",
+            "imaps://u:s3cret@/INBOX",
+        ] {
+            let e = parse_url(url)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!e.is_empty() && !e.contains("s3cr"), "{url}: {e}");
+        }
+        assert_eq!(redacted("imaps://u:pw@h/a@b"), "imaps://u:***@h/a@b");
+        assert_eq!(redacted("imaps://u@h/x:y"), "imaps://u@h/x:y");
         assert!(parse_url("https://u@h/INBOX").is_err());
         assert!(parse_url("imaps://h/INBOX").is_err());
     }
