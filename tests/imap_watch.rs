@@ -1082,6 +1082,16 @@ fn a_processed_copy_filed_into_another_watched_mailbox_is_not_processed_again() 
         1,
         "one original, archived once"
     );
+    // The same account under another host name has a state of its own, but the logs of every
+    // account in the state folder are read: the copy is still ours.
+    let other: Vec<String> = urls
+        .iter()
+        .map(|u| u.replace("127.0.0.1", "localhost"))
+        .collect();
+    let args: Vec<&str> = other.iter().map(String::as_str).collect();
+    let stdout = ok(&once(state.path(), &args));
+    assert!(stdout.contains("processed 0,"), "{stdout}");
+    assert_eq!(messages(&mut s, "Work")[0].body, copy_before[0].body);
 }
 
 /// Deletes mailbox `wire` and makes it again holding `msgs` (bodies, flags and dates), in that

@@ -188,19 +188,36 @@ impl StateFile {
             .map_err(|e| Error::io(format!("writing {}", p.display()), e))
     }
 
-    /// Every digest ever logged for any mailbox of this account: a copy the watcher appended
-    /// to one mailbox and a client filed into another watched one is still the watcher's.
+    /// Every digest ever logged for any mailbox of any account in this state folder: a copy
+    /// the watcher appended to one mailbox and a client filed into another watched one is
+    /// still the watcher's, and so is one appended when the account was reached by another
+    /// host name or port (`localhost` and `127.0.0.1`, imaps and STARTTLS), which has a state
+    /// of its own.
     pub fn account_digests(&self) -> Result<HashSet<String>> {
         let mut all = self.appended_digests()?;
-        let rd = match std::fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(all),
-            Err(e) => return Err(Error::io(format!("reading {}", self.dir.display()), e)),
+        let accounts = self.dir.parent().map(Path::to_path_buf);
+        let dirs: Vec<PathBuf> = match accounts.as_deref().map(std::fs::read_dir) {
+            Some(Ok(rd)) => rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect(),
+            Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("reading the state folder", e))
+            }
+            _ => vec![self.dir.clone()],
         };
-        for ent in rd.flatten() {
-            let p = ent.path();
-            if p != self.log_path() && p.extension().is_some_and(|x| x == "appended") {
-                all.extend(read_digests(&p)?);
+        for dir in dirs {
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
+            };
+            for ent in rd.flatten() {
+                let p = ent.path();
+                if p != self.log_path() && p.extension().is_some_and(|x| x == "appended") {
+                    all.extend(read_digests(&p)?);
+                }
             }
         }
         Ok(all)

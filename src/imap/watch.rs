@@ -12,8 +12,10 @@
 //!
 //! Invariants (exactly once, see `state.rs`): intent is saved before APPEND, the copy's UID after
 //! it, and the state is cleared only after the original is gone; a copy is ours only when its UID
-//! came back from our APPEND, or when it carries `$SMIMEProcessed` *and* its digest is in our
-//! appended log (a sender can forge neither); a message that fails temporarily is retried, never
+//! came back from our APPEND, or when it carries `$SMIMEProcessed` *and* its digest is in the
+//! appended logs of the state folder, whatever account they are under (a sender can forge
+//! neither; a keyword alone is not trusted: some servers turn a sender's `X-Keywords` field
+//! into keywords); a message that fails temporarily is retried, never
 //! skipped; no plaintext, secret or message body is logged.
 
 use std::collections::{HashMap, HashSet};
@@ -970,8 +972,8 @@ impl Run<'_> {
                 let d = state::digest(&it.body);
                 ours[i] = self.digests()?.contains(&d);
                 if !ours[i] && keyworded {
-                    // Perhaps a copy appended to another mailbox of the account since, and
-                    // filed here by a client: read the account's logs again.
+                    // Perhaps a copy appended to another mailbox (or under another name of
+                    // the account) since, and filed here by a client: read the logs again.
                     let all = self.sf.account_digests()?;
                     ours[i] = all.contains(&d);
                     self.digests = Some(all);
