@@ -873,6 +873,50 @@ fn temporary_failure_leaves_the_message_for_a_later_run() {
     assert_eq!(messages(&mut s, ARCHIVE).len(), 1);
 }
 
+/// A message larger than `--max-size` is neither downloaded nor changed (it was fetched whole
+/// first, hundreds of megabytes for a few attachments), reported once, and looked at again
+/// when the limit is raised (it was passed over for good).
+#[test]
+fn a_message_over_max_size_is_left_undownloaded_until_the_limit_is_raised() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    let pad = format!("X-Pad: {}\r\n", "p".repeat(900)).repeat(3);
+    let big = [pad.as_bytes(), &message(Kind::SignEnc, "big")].concat();
+    append(&mut s, "INBOX", &big, &[], None);
+    append(&mut s, "INBOX", &message(Kind::SignEnc, "small"), &[], None);
+    let limit = (big.len() - 100).to_string();
+    let small_limit = ["--max-size", limit.as_str(), "--once"];
+    let mut c = watcher(state.path(), &[&d.url("INBOX")]);
+    let out = c
+        .args(small_limit)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run");
+    let stdout = ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("processed 1,") && stdout.contains("skipped 1,"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("larger than --max-size"), "{stderr}");
+    assert!(done_in(&mut s, "small"));
+    assert!(!done_in(&mut s, "big"));
+    // The same limit again: nothing to do, nothing said.
+    let mut c = watcher(state.path(), &[&d.url("INBOX")]);
+    let out = c.args(small_limit).output().expect("run");
+    let stdout = ok(&out);
+    assert!(
+        stdout.contains("processed 0,") && stdout.contains("skipped 0,"),
+        "{stdout}"
+    );
+    // A higher limit: processed now.
+    let stdout = ok(&once(state.path(), &[&d.url("INBOX")]));
+    assert!(stdout.contains("processed 1,"), "{stdout}");
+    assert!(done_in(&mut s, "big"));
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 2);
+}
+
 #[test]
 fn several_mailboxes_and_accounts_in_one_process() {
     let d1 = Dovecot::start(Opts::default());

@@ -71,6 +71,12 @@ pub struct MailboxState {
     /// archived against that copy, when the mailbox holds it, instead of appended again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unresolved: Vec<String>,
+    /// Messages left as they are, not downloaded, for being larger than `--max-size`, and the
+    /// limit then: a higher limit looks at them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oversized: Vec<u32>,
+    #[serde(default)]
+    pub oversized_limit: u64,
 }
 
 /// Where one mailbox's state lives.

@@ -882,6 +882,7 @@ impl Run<'_> {
             .map_err(|e| imap_err("UID SEARCH", e))?;
         let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > self.st.cursor).collect();
         uids.extend(self.st.retry.iter().copied());
+        self.leave_oversized(&mut uids)?;
         uids.sort_unstable();
         uids.dedup();
         if !uids.is_empty() {
@@ -927,6 +928,45 @@ impl Run<'_> {
             self.apply(f, o)?;
         }
         Ok(true)
+    }
+
+    /// Takes the messages larger than `--max-size` out of `uids` before anything is downloaded
+    /// (the server's RFC822.SIZE, one `UID SEARCH … LARGER`): they are left as they are and
+    /// remembered, and looked at again once the limit is higher.
+    fn leave_oversized(&mut self, uids: &mut Vec<u32>) -> Result<()> {
+        let limit = self.ctx.limits.max_size;
+        if limit > self.st.oversized_limit {
+            uids.append(&mut self.st.oversized);
+            self.st.oversized_limit = limit;
+        } else {
+            let known: HashSet<u32> = self.st.oversized.iter().copied().collect();
+            uids.retain(|u| !known.contains(u));
+        }
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let large = self
+            .s
+            .uid_search(format!("UID {} LARGER {limit}", uid_set(uids)))
+            .map_err(|e| imap_err("UID SEARCH LARGER", e))?;
+        if large.is_empty() {
+            return Ok(());
+        }
+        let mut large: Vec<u32> = large.into_iter().collect();
+        large.sort_unstable();
+        for u in &large {
+            log::info!(
+                "{}: UID {u} is larger than --max-size ({limit} bytes): left as it is, not \
+                 downloaded",
+                self.label()
+            );
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        uids.retain(|u| large.binary_search(u).is_err());
+        self.st.oversized.extend(large);
+        self.st.oversized.sort_unstable();
+        self.st.oversized.dedup();
+        self.sf.save(&self.st)
     }
 
     fn fetch(&mut self, uids: &[u32]) -> Result<Vec<Item>> {
