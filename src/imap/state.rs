@@ -274,6 +274,8 @@ mod tests {
                 orig_size: Some(1),
             }],
             unresolved: vec![digest(b"y")],
+            oversized: vec![16],
+            oversized_limit: 1000,
         };
         sf.save(&st).unwrap();
         assert_eq!(sf.load().unwrap(), st);
