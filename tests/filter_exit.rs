@@ -305,6 +305,44 @@ fn a_missing_input_file_is_66() {
     }
 }
 
+/// `--input` may be a pipe (`--input <(cat msg)`, `/dev/stdin`) or a FIFO: read as a stream.
+/// They failed with 75 (the message was read with seeks).
+#[test]
+fn input_from_a_pipe_or_a_fifo_is_processed() {
+    let msg = message(
+        "alice@example.org",
+        "b@example.org",
+        "pipe",
+        &sign_as(&pki().alice, false, &[], &sample_entity("through a pipe")),
+    );
+    let out = run_with_stdin(
+        smimed_trusting().args(["filter", "--input", "/dev/stdin"]),
+        &msg,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_words(&status_of(&out.stdout), "none", "valid");
+    let d = tmp();
+    let fifo = d.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let writer = {
+        let (fifo, msg) = (fifo.clone(), msg.clone());
+        std::thread::spawn(move || std::fs::write(fifo, msg).unwrap())
+    };
+    let out = run_with_stdin(
+        smimed_trusting().args(["filter", "--input", path_str(&fifo)]),
+        b"",
+    );
+    writer.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_words(&status_of(&out.stdout), "none", "valid");
+}
+
 #[test]
 fn config_errors_are_78() {
     let d = tmp();

@@ -35,22 +35,52 @@ fn via_agent(settings: &Settings, input: &[u8]) -> Option<Result<Vec<u8>>> {
     }
 }
 
-pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
-    if settings.agent.is_none() {
-        return run_alone(args, settings, None);
+/// Where the message comes from: stdin, a regular `--input` file (read in place, seekable), or
+/// an `--input` that is a pipe, a FIFO or a device (`<(…)`, `/dev/stdin`), read as a stream.
+enum Input {
+    Stdin,
+    File(std::fs::File),
+    Stream(std::fs::File),
+}
+
+impl Input {
+    fn open(args: &FilterArgs) -> Result<Input> {
+        let Some(p) = &args.input else {
+            return Ok(Input::Stdin);
+        };
+        let f = std::fs::File::open(p).map_err(|e| Error::input(p, e))?;
+        match f.metadata() {
+            // A folder is refused like a missing file (66).
+            Ok(m) if m.is_dir() => Err(Error::input(
+                p,
+                std::io::Error::from(std::io::ErrorKind::IsADirectory),
+            )),
+            Ok(m) if m.is_file() => Ok(Input::File(f)),
+            _ => Ok(Input::Stream(f)),
+        }
     }
-    let mut buf = Vec::new();
-    match &args.input {
-        Some(p) => open_input(p)?
-            .take(pipeline::LARGE_MESSAGE)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::input(p, e))?,
-        None => std::io::stdin()
-            .lock()
-            .take(pipeline::LARGE_MESSAGE)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::io("reading the message from stdin", e))?,
-    };
+
+    /// Reads up to `limit` bytes from the start.
+    fn read_start(&mut self, args: &FilterArgs, limit: u64) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let r = match self {
+            Input::Stdin => std::io::stdin().lock().take(limit).read_to_end(&mut buf),
+            Input::File(f) | Input::Stream(f) => f.take(limit).read_to_end(&mut buf),
+        };
+        r.map_err(|e| match &args.input {
+            Some(p) => Error::input(p, e),
+            None => Error::io("reading the message from stdin", e),
+        })?;
+        Ok(buf)
+    }
+}
+
+pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
+    let mut input = Input::open(args)?;
+    if settings.agent.is_none() {
+        return run_alone(args, settings, input, None);
+    }
+    let buf = input.read_start(args, pipeline::LARGE_MESSAGE)?;
     // Large messages stay with the filter, which keeps them out of memory.
     if (buf.len() as u64) < pipeline::LARGE_MESSAGE {
         if let Some(out) = via_agent(&settings, &buf) {
@@ -58,50 +88,31 @@ pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
             return Ok(exit::OK);
         }
     }
-    let read = if args.input.is_none() {
-        Some(buf)
-    } else {
-        None
+    // A regular file is read again from its start; a stream goes on after what was read.
+    let read = match input {
+        Input::File(_) => None,
+        _ => Some(buf),
     };
-    run_alone(args, settings, read)
+    run_alone(args, settings, input, read)
 }
 
-/// Opens the `--input` file; a folder is refused like a missing file (66).
-fn open_input(p: &std::path::Path) -> Result<std::fs::File> {
-    let f = std::fs::File::open(p).map_err(|e| Error::input(p, e))?;
-    match f.metadata() {
-        Ok(m) if m.is_dir() => Err(Error::input(
-            p,
-            std::io::Error::from(std::io::ErrorKind::IsADirectory),
-        )),
-        _ => Ok(f),
-    }
-}
-
-/// The filter on its own. `read`: what was already read from stdin (the rest follows).
-fn run_alone(args: &FilterArgs, settings: Settings, read: Option<Vec<u8>>) -> Result<i32> {
+/// The filter on its own. `read`: what was already read from a stream (the rest follows).
+fn run_alone(
+    args: &FilterArgs,
+    settings: Settings,
+    mut input: Input,
+    read: Option<Vec<u8>>,
+) -> Result<i32> {
     let ctx = Context::new(settings);
     // The raw message, when it was read into memory: harvesting looks in it for the
     // intermediates a signature carried.
     let mut in_memory: Option<Vec<u8>> = None;
-    let processed = match &args.input {
-        Some(p) => {
-            let f = open_input(p)?;
-            pipeline::process_file(&ctx, &f)?
-        }
-        None => {
-            let read_err = |e| Error::io("reading the message from stdin", e);
-            let mut stdin = std::io::stdin().lock();
+    let processed = match &mut input {
+        Input::File(f) => pipeline::process_file(&ctx, f)?,
+        Input::Stdin | Input::Stream(_) => {
             let buf = match read {
                 Some(b) => b,
-                None => {
-                    let mut b = Vec::new();
-                    (&mut stdin)
-                        .take(pipeline::LARGE_MESSAGE)
-                        .read_to_end(&mut b)
-                        .map_err(read_err)?;
-                    b
-                }
+                None => input.read_start(args, pipeline::LARGE_MESSAGE)?,
             };
             if (buf.len() as u64) < pipeline::LARGE_MESSAGE {
                 let processed = pipeline::process(&ctx, &buf)?;
@@ -115,7 +126,11 @@ fn run_alone(args: &FilterArgs, settings: Settings, read: Option<Vec<u8>>) -> Re
                 tmp.write_all(&buf)
                     .map_err(|e| Error::io("writing a temporary file", e))?;
                 drop(buf);
-                std::io::copy(&mut stdin, &mut tmp).map_err(read_err)?;
+                let copied = match &mut input {
+                    Input::Stream(f) => std::io::copy(f, &mut tmp),
+                    _ => std::io::copy(&mut std::io::stdin().lock(), &mut tmp),
+                };
+                copied.map_err(|e| Error::io("reading the message", e))?;
                 pipeline::process_file(&ctx, &tmp)?
             }
         }
