@@ -320,23 +320,39 @@ mod tests {
         for indefinite in [false, true] {
             let at_limit = signed_data_listing(16, indefinite);
             let over = signed_data_listing(17, indefinite);
-            assert!(
-                !lists_more_digest_algorithms_than(&at_limit, 16),
-                "{indefinite}"
-            );
-            assert!(lists_more_digest_algorithms_than(&over, 16), "{indefinite}");
+            assert_eq!(digest_algorithms(&at_limit, 16), DigestAlgorithms::Within);
+            assert_eq!(digest_algorithms(&over, 16), DigestAlgorithms::Over);
             // Cut short or damaged: not a SignedData this can read.
-            assert!(!lists_more_digest_algorithms_than(&over[..12], 16));
+            assert_eq!(digest_algorithms(&over[..12], 16), DigestAlgorithms::Unread);
         }
+        // Long lengths with leading zeros, and a high tag number among the parameters.
+        let mut long = signed_data_listing(17, false);
+        let (_, len, hdr) = header(&long, 0).unwrap();
+        let mut lengthy = vec![0x30, 0x88, 0, 0, 0, 0];
+        lengthy.extend_from_slice(&(len as u32).to_be_bytes());
+        long.splice(0..hdr, lengthy);
+        assert_eq!(digest_algorithms(&long, 16), DigestAlgorithms::Over);
+        let mut high = signed_data_listing(17, true);
+        let pos = high.windows(2).position(|w| w == [0x05, 0x00]).unwrap_or(0);
+        high.splice(pos..pos + 2, [0x9f, 0x81, 0x1f, 0x00]);
+        assert_eq!(digest_algorithms(&high, 16), DigestAlgorithms::Over);
+        // Another content type.
+        let mut env = signed_data_listing(1, false);
+        let pos = env
+            .windows(9)
+            .position(|w| w == OID_SIGNED_DATA)
+            .unwrap_or(0);
+        env[pos + 8] = 0x03;
+        assert_eq!(digest_algorithms(&env, 16), DigestAlgorithms::NotSignedData);
         // Deep nesting inside an algorithm's parameters is followed (without recursion).
         let mut deep = signed_data_listing(17, true);
         let pos = deep.windows(2).position(|w| w == [0x05, 0x00]).unwrap_or(0);
         let nest = [[0x30, 0x80].repeat(100_000), [0, 0].repeat(100_000)].concat();
         deep.splice(pos..pos + 2, nest);
-        assert!(lists_more_digest_algorithms_than(&deep, 16));
+        assert_eq!(digest_algorithms(&deep, 16), DigestAlgorithms::Over);
         // An end-of-contents with nothing open is not BER.
-        assert!(!lists_more_digest_algorithms_than(&[0, 0], 0));
-        assert!(!lists_more_digest_algorithms_than(b"", 0));
+        assert_eq!(digest_algorithms(&[0, 0], 0), DigestAlgorithms::Unread);
+        assert_eq!(digest_algorithms(b"", 0), DigestAlgorithms::Unread);
     }
 
     #[test]
@@ -421,23 +437,51 @@ mod tests {
     }
 }
 
-/// Whether a SignedData ContentInfo lists more than `limit` digestAlgorithms, in DER or in BER
-/// (indefinite lengths, as streaming writers such as `openssl cms -stream` produce); false for
-/// anything that is not a SignedData this can read. OpenSSL pushes one digest BIO per algorithm
-/// onto a chain it walks for every push: thousands of them take minutes. At most `limit + 1`
-/// algorithms are looked at.
-pub fn lists_more_digest_algorithms_than(data: &[u8], limit: usize) -> bool {
-    digest_algorithms_over(data, limit).unwrap_or(false)
+/// What [`digest_algorithms`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestAlgorithms {
+    /// Not a SignedData (another contentType).
+    NotSignedData,
+    /// A SignedData listing at most the limit.
+    Within,
+    /// A SignedData listing more than the limit.
+    Over,
+    /// Not read here (an encoding this reader does not follow): the caller must count on a
+    /// canonical encoding (OpenSSL's DER of what it parsed) before verifying.
+    Unread,
 }
 
-fn digest_algorithms_over(data: &[u8], limit: usize) -> Option<bool> {
+/// Whether a SignedData ContentInfo lists more than `limit` digestAlgorithms, in DER or in BER
+/// (indefinite lengths, as streaming writers such as `openssl cms -stream` produce; long
+/// lengths with leading zeros; high tag numbers). OpenSSL pushes one digest BIO per algorithm
+/// onto a chain it walks for every push: thousands of them take minutes, and then overflow the
+/// stack. At most `limit + 1` algorithms are looked at.
+pub fn digest_algorithms(data: &[u8], limit: usize) -> DigestAlgorithms {
     // ContentInfo SEQUENCE { contentType OID, [0] { SignedData SEQUENCE { version,
     // digestAlgorithms SET, … } } }
-    let (_, ci_content) = ber_constructed(data, 0, 0x30)?;
-    let oid = ber_header(data, ci_content)?;
-    if oid.tag != 0x06 || data.get(oid.content..oid.content + oid.len?)? != OID_SIGNED_DATA {
-        return None;
+    let Some((_, ci_content)) = ber_constructed(data, 0, 0x30) else {
+        return DigestAlgorithms::Unread;
+    };
+    let oid = match ber_header(data, ci_content) {
+        Some(h) if h.tag == 0x06 => h,
+        _ => return DigestAlgorithms::Unread,
+    };
+    let value = oid
+        .len
+        .and_then(|l| data.get(oid.content..oid.content.checked_add(l)?));
+    match value {
+        Some(v) if v == OID_SIGNED_DATA => {}
+        Some(_) => return DigestAlgorithms::NotSignedData,
+        None => return DigestAlgorithms::Unread,
     }
+    match count_over(data, ci_content, limit) {
+        Some(true) => DigestAlgorithms::Over,
+        Some(false) => DigestAlgorithms::Within,
+        None => DigestAlgorithms::Unread,
+    }
+}
+
+fn count_over(data: &[u8], ci_content: usize, limit: usize) -> Option<bool> {
     let wrapper = ber_end(data, ci_content)?;
     let (_, sd_content) = ber_constructed(data, wrapper, 0xa0)?;
     let (_, version) = ber_constructed(data, sd_content, 0x30)?;
@@ -468,23 +512,46 @@ struct BerHeader {
 
 fn ber_header(data: &[u8], pos: usize) -> Option<BerHeader> {
     let tag = *data.get(pos)?;
+    let mut p = pos + 1;
     if tag & 0x1f == 0x1f {
-        return None;
+        // High tag number: base-128 octets, the last without bit 8 (OpenSSL takes them as ANY).
+        let mut n = 0;
+        while *data.get(p)? & 0x80 != 0 {
+            p += 1;
+            n += 1;
+            if n > 4 {
+                return None;
+            }
+        }
+        p += 1;
     }
-    let first = *data.get(pos + 1)?;
+    let first = *data.get(p)?;
+    p += 1;
     if first == 0x80 {
         // Indefinite length: constructed encodings only.
         return (tag & 0x20 != 0).then_some(BerHeader {
             tag,
             len: None,
-            content: pos + 2,
+            content: p,
         });
     }
-    let (tag, len, hdr) = header(data, pos)?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        // Long form, leading zero octets allowed (BER; OpenSSL skips them).
+        let n = usize::from(first & 0x7f);
+        let octets = data.get(p..p.checked_add(n)?)?;
+        p += n;
+        let mut len = 0usize;
+        for &b in octets {
+            len = len.checked_mul(256)?.checked_add(usize::from(b))?;
+        }
+        len
+    };
     Some(BerHeader {
         tag,
         len: Some(len),
-        content: pos.checked_add(hdr)?,
+        content: p,
     })
 }
 

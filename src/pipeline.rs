@@ -1147,10 +1147,31 @@ fn parse_cms(
     Option<Vec<X509>>,
 ) {
     // A SignedData listing absurdly many digest algorithms (a real one lists one or two) is
-    // refused as malformed before OpenSSL builds a digest chain of that length.
-    if crate::ber::lists_more_digest_algorithms_than(der, MAX_DIGEST_ALGORITHMS) {
+    // refused as malformed before OpenSSL builds a digest chain of that length (minutes of
+    // work, then a stack overflow). An encoding the reader does not follow is counted again on
+    // OpenSSL's own DER of what it parsed: the guard fails closed.
+    use crate::ber::{digest_algorithms, DigestAlgorithms};
+    let too_many = || {
         log::warn!("a SignedData with more than {MAX_DIGEST_ALGORITHMS} digest algorithms");
-        return (Err(openssl::error::ErrorStack::get()), None);
+        (Err(openssl::error::ErrorStack::get()), None)
+    };
+    match digest_algorithms(der, MAX_DIGEST_ALGORITHMS) {
+        DigestAlgorithms::Over => return too_many(),
+        DigestAlgorithms::Unread => {
+            let parsed = CmsContentInfo::from_der(der);
+            if let Ok(cms) = &parsed {
+                if ossl::content_kind(cms) == ossl::ContentKind::Signed {
+                    let canonical = cms.to_der().unwrap_or_default();
+                    if digest_algorithms(&canonical, MAX_DIGEST_ALGORITHMS)
+                        != DigestAlgorithms::Within
+                    {
+                        return too_many();
+                    }
+                }
+            }
+            return (parsed, None);
+        }
+        DigestAlgorithms::Within | DigestAlgorithms::NotSignedData => {}
     }
     match parse_signed(der) {
         Some((c, certs)) => (Ok(c), Some(certs)),

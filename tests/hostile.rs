@@ -862,15 +862,37 @@ fn a_signed_data_listing_a_hundred_thousand_digest_algorithms() {
     let (_, set_c, set_end) = der::tlv(&der, ver_end);
     let (_, _, alg_end) = der::tlv(&der, set_c);
     let alg = &der[set_c..alg_end];
-    for indefinite in [false, true] {
+    // DER; BER with indefinite lengths; BER with a length in more octets than needed (leading
+    // zeros, which OpenSSL skips); BER with a high tag number inside an algorithm's parameters.
+    // A tag number in more octets than smimed's reader follows ("odd tag") is counted on
+    // OpenSSL's re-encoding instead.
+    for form in ["der", "indefinite", "long length", "high tag", "odd tag"] {
+        let indefinite = form != "der" && form != "long length";
         let encode = |tag: u8, content: &[u8]| {
             if indefinite {
                 [&[tag, 0x80][..], content, &[0, 0]].concat()
+            } else if form == "long length" {
+                let mut out = vec![tag, 0x88, 0, 0, 0, 0];
+                out.extend_from_slice(&(content.len() as u32).to_be_bytes());
+                [&out[..], content].concat()
             } else {
                 der::encode(tag, content)
             }
         };
-        let set = encode(0x31, &alg.repeat(100_000));
+        let mut algs = alg.repeat(100_000);
+        if form == "high tag" || form == "odd tag" {
+            // SEQUENCE (indefinite) { the algorithm's OID, [31] high-tag-number NULL-like }.
+            let (_, oid_c, _) = der::tlv(alg, 0);
+            let (_, _, oid_end) = der::tlv(alg, oid_c);
+            let tag: &[u8] = if form == "odd tag" {
+                &[0x9f, 0x80, 0x80, 0x80, 0x80, 0x81, 0x1f]
+            } else {
+                &[0x9f, 0x81, 0x1f]
+            };
+            let odd = [&[0x30, 0x80][..], &alg[oid_c..oid_end], tag, &[0x00, 0, 0]].concat();
+            algs.splice(0..0, odd);
+        }
+        let set = encode(0x31, &algs);
         let sd = encode(
             0x30,
             &[&der[sd_c..ver_end], &set, &der[set_end..sd_end]].concat(),
