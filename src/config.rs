@@ -167,6 +167,38 @@ pub fn create_private_dir(p: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("chmod {}", p.display()), e))
 }
 
+/// `url` with the password of its user information (`USER:PASSWORD@`) replaced by `***`,
+/// whether or not the rest parses: for error messages, which go to logs.
+pub fn url_without_password(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
+        return url.to_string();
+    };
+    match url[start..at].find(':') {
+        Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// A serde message without the value it quotes ("invalid type: string \"…\"", "invalid value:
+/// integer `…`", "unknown variant `…`"): a value in the wrong place may be a secret.
+fn scrub_value(msg: &str) -> String {
+    for lead in ["invalid type: ", "invalid value: ", "unknown variant"] {
+        if let Some(rest) = msg.strip_prefix(lead) {
+            if let Some(i) = rest.find(", expected") {
+                let kind = rest[..i].split([' ', '`', '"']).next().unwrap_or_default();
+                return format!("{lead}{kind}{}", &rest[i..]);
+            }
+        }
+    }
+    msg.to_string()
+}
+
 /// Reads and parses a config file. A missing file named explicitly is a config error.
 pub fn read_file<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> Result<T> {
     let Some(path) = path else {
@@ -190,12 +222,7 @@ fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
             format!(", line {line}, column {column}")
         })
         .unwrap_or_default();
-    // serde quotes a string given where another type belongs: that string is not repeated.
-    let msg = e.message().trim_end();
-    let msg = match (msg.find("string \""), msg.rfind("\", expected")) {
-        (Some(a), Some(b)) if a < b => format!("{}a string{}", &msg[..a], &msg[b + 1..]),
-        _ => msg.to_string(),
-    };
+    let msg = scrub_value(e.message().trim_end());
     Error::config(format!("config file {}{at}: {msg}", path.display()))
 }
 

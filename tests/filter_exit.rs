@@ -404,6 +404,36 @@ fn a_config_error_never_quotes_the_line() {
         assert!(err.contains(&format!("line {line}")), "{err}");
         assert!(err.contains("config.toml"), "{err}");
     }
+    // Values in the wrong place, and URLs holding a password, read by the commands that use
+    // them.
+    for (text, args) in [
+        (
+            "[[imap]]\nurl = \"imaps://a@127.0.0.1/INBOX\"\nauth = \"Hunter2-SECRET\"\n",
+            &["filter"][..],
+        ),
+        (
+            "[[imap]]\nurl = \"imaps://a@127.0.0.1/INBOX\"\npassword_command = 7777123\n",
+            &["filter"][..],
+        ),
+        (
+            "[[imap]]\nurl = \"imaps://alice:Hunter2-SECRET@127.0.0.1:1/INBOX\"\n",
+            &["watch", "--once"][..],
+        ),
+        (
+            "[ldap]\nurl = \"ldap://admin:Hunter2-SECRET@127.0.0.1:1\"\n",
+            &["certs", "lookup", "x@example.org"][..],
+        ),
+    ] {
+        let cfg = d.path().join("config.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let out = run_with_stdin(smimed().args(["--config", path_str(&cfg)]).args(args), b"");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            !err.contains("Hunter2") && !err.contains("7777123"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -102,7 +102,8 @@ impl LdapConfig {
             }
             return Ok(None);
         };
-        let bad = |why: &str| Error::config(format!("LDAP URL {raw:?}: {why}"));
+        let shown = crate::config::url_without_password(raw);
+        let bad = |why: &str| Error::config(format!("LDAP URL {shown:?}: {why}"));
         let u = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
         let tls = match u.scheme() {
             "ldaps" => true,

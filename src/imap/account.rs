@@ -157,29 +157,11 @@ fn pct_decode(s: &str, what: &str) -> Result<String> {
         .map_err(|_| Error::usage(format!("the {what} {s:?} is not UTF-8 once decoded")))
 }
 
-/// `url` with the password of its user information (`USER:PASSWORD@`) replaced by `***`,
-/// whether or not the rest parses.
-fn redacted(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let authority_end = url[start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| start + i);
-    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
-        return url.to_string();
-    };
-    match url[start..at].find(':') {
-        Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]),
-        None => url.to_string(),
-    }
-}
-
 /// Parses `imaps://USER@HOST[:PORT]/MAILBOX` or `imap://…` (RFC 5092 subset: user and mailbox
 /// are percent-decoded; `;AUTH=` and a password in the URL are refused).
 pub fn parse_url(url: &str) -> Result<ParsedUrl> {
     // Errors show the URL without the password it may hold (they go to logs).
-    let s = redacted(url);
+    let s = crate::config::url_without_password(url);
     let s = s.as_str();
     let u = url::Url::parse(url).map_err(|e| Error::usage(format!("IMAP URL {s:?}: {e}")))?;
     let security = match u.scheme() {
@@ -330,8 +312,14 @@ mod tests {
                 .unwrap_or_default();
             assert!(!e.is_empty() && !e.contains("s3cr"), "{url}: {e}");
         }
-        assert_eq!(redacted("imaps://u:pw@h/a@b"), "imaps://u:***@h/a@b");
-        assert_eq!(redacted("imaps://u@h/x:y"), "imaps://u@h/x:y");
+        assert_eq!(
+            crate::config::url_without_password("imaps://u:pw@h/a@b"),
+            "imaps://u:***@h/a@b"
+        );
+        assert_eq!(
+            crate::config::url_without_password("imaps://u@h/x:y"),
+            "imaps://u@h/x:y"
+        );
         assert!(parse_url("https://u@h/INBOX").is_err());
         assert!(parse_url("imaps://h/INBOX").is_err());
     }
