@@ -108,12 +108,24 @@ impl Ledger {
     }
 
     fn open_append(&self) -> Result<File> {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.path)
-            .map_err(|e| self.io_error("opening", e))
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&self.path)
+        };
+        match open() {
+            // The state folder was removed while we run (a user resetting state): made again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = self.path.parent() {
+                    crate::config::create_private_dir(dir)?;
+                }
+                open()
+            }
+            other => other,
+        }
+        .map_err(|e| self.io_error("opening", e))
     }
 
     /// Whether `fp` is a copy this watcher (or another on the same state folder) wrote.
@@ -237,6 +249,10 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&state.join("maildir.ledger")), 0o600);
         assert_eq!(mode(&state), 0o700);
+        // The state folder removed while a watcher runs: made again.
+        std::fs::remove_dir_all(&state).unwrap();
+        one.record_copies(&[other]).unwrap();
+        assert!(Ledger::open(&state).unwrap().is_copy(&other).unwrap());
         // A damaged or half-written line is ignored.
         std::fs::write(state.join("maildir.ledger"), "c zz\nc 00").unwrap();
         assert!(!Ledger::open(&state).unwrap().is_copy(&[0; 32]).unwrap());

@@ -840,7 +840,15 @@ impl<'o> State<'o> {
         // 1b. The copies' fingerprints are durable before any copy is in place.
         if let Some(l) = &self.ledger {
             let fps: Vec<Fingerprint> = ready.iter().map(|r| r.6).collect();
-            l.record_copies(&fps)?;
+            if let Err(e) = l.record_copies(&fps) {
+                // The ledger only helps recognise copies filed under another name: a full disk
+                // or a lost state folder must not stop the watcher.
+                log::warn!(
+                    "{e}: {} copies not recorded (filed under another name, they would be \
+                     taken for mail with forged status fields)",
+                    fps.len()
+                );
+            }
         }
         // 2. One syncfs per file system makes every tmp file of the batch durable.
         let mut devs: HashSet<u64> = HashSet::new();

@@ -368,3 +368,25 @@ fn a_message_written_in_place_is_processed_by_the_next_full_rescan() {
     assert!(done, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// The state folder (the ledger's) removed while the watcher runs, as a user resetting state
+/// does: it is made again and the watcher goes on. The watcher stopped with 75.
+#[test]
+fn the_state_folder_removed_while_running_does_not_stop_the_watcher() {
+    let md = Md::new();
+    let name = md.path().file_name().unwrap().to_str().unwrap().to_string();
+    let child = spawn(watch_cmd(&["--rescan", "600"], md.path(), None));
+    md.deliver(&smime_msg("before"));
+    let first = wait_for(Duration::from_secs(15), || processed_count(md.path()) == 1);
+    std::fs::remove_dir_all(common::state_home(&name)).unwrap();
+    md.deliver(&smime_msg("after"));
+    let second = wait_for(Duration::from_secs(15), || processed_count(md.path()) == 2);
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(first && second, "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(common::state_home(&name)
+        .join("smimed/maildir.ledger")
+        .exists());
+}
