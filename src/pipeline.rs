@@ -11,6 +11,7 @@
 //! fails the output is the original message with status fields added and forgeries removed;
 //! plaintext is released only after OpenSSL reported success (GCM tag checked).
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use openssl::cms::CmsContentInfo;
@@ -81,7 +82,47 @@ pub struct Context {
     pub limits: Limits,
     passphrases: Passphrases,
     identities: Lazy<Vec<Identity>>,
-    trust: Lazy<TrustStore>,
+    trust: Mutex<Option<LoadedTrust>>,
+}
+
+/// The trust store as loaded, with what its files looked like then: a long-running process (the
+/// agent, the watchers) reloads it when a trust or CRL file changes (a daily CRL fetch), so that
+/// it never answers from stale revocation data.
+struct LoadedTrust {
+    store: Arc<TrustStore>,
+    stamp: Vec<FileStamp>,
+    checked: std::time::Instant,
+}
+
+/// Size, modification time and inode of one file (None: missing or unreadable).
+type FileStamp = (PathBuf, Option<(u64, i64, i64, u64)>);
+
+/// How often the trust and CRL files are looked at for changes.
+const TRUST_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The stamps of `paths`, and of the files in those that are folders.
+fn stamps(paths: &[PathBuf]) -> Vec<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
+    };
+    let mut out = Vec::new();
+    for p in paths {
+        out.push((p.clone(), stamp(p)));
+        if p.is_dir() {
+            let mut inner: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            inner.sort();
+            out.extend(inner.into_iter().map(|f| {
+                let st = stamp(&f);
+                (f, st)
+            }));
+        }
+    }
+    out
 }
 
 impl Context {
@@ -95,7 +136,7 @@ impl Context {
             settings,
             limits,
             identities: Lazy::new(),
-            trust: Lazy::new(),
+            trust: Mutex::new(None),
         }
     }
 
@@ -105,10 +146,51 @@ impl Context {
             .get(|| keys::load_identities(&self.settings.keys, &self.passphrases))
     }
 
-    /// The trust anchors, loaded on first use.
+    /// The trust anchors and CRLs, loaded on first use, and loaded again when one of their
+    /// files has changed (looked at every [`TRUST_RECHECK`] at most). A reload that fails
+    /// keeps the store loaded before (a file being rewritten), with a warning.
     pub fn trust(&self) -> Result<Arc<TrustStore>> {
-        self.trust
-            .get(|| TrustStore::load_for_verify(&self.settings.trust, &self.settings.crls))
+        let mut g = self
+            .trust
+            .lock()
+            .map_err(|_| Error::software("trust cell poisoned"))?;
+        let files: Vec<PathBuf> = self
+            .settings
+            .trust
+            .iter()
+            .chain(&self.settings.crls)
+            .cloned()
+            .collect();
+        let load = || TrustStore::load_for_verify(&self.settings.trust, &self.settings.crls);
+        let now = std::time::Instant::now();
+        match g.as_mut() {
+            Some(t) if now.duration_since(t.checked) < TRUST_RECHECK => Ok(t.store.clone()),
+            Some(t) => {
+                t.checked = now;
+                let stamp = stamps(&files);
+                if stamp != t.stamp {
+                    match load() {
+                        Ok(store) => {
+                            log::info!("trust anchors or CRLs changed: loaded again");
+                            t.store = Arc::new(store);
+                            t.stamp = stamp;
+                        }
+                        Err(e) => log::warn!("{e}; keeping the trust loaded before"),
+                    }
+                }
+                Ok(t.store.clone())
+            }
+            None => {
+                let stamp = stamps(&files);
+                let store = Arc::new(load()?);
+                *g = Some(LoadedTrust {
+                    store: store.clone(),
+                    stamp,
+                    checked: now,
+                });
+                Ok(store)
+            }
+        }
     }
 
     pub fn authserv_id(&self) -> &str {

@@ -358,3 +358,93 @@ while True:
     assert_words(&status_of(&out.stdout), "decrypted", "valid");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not as this user"));
 }
+
+/// A CRL (or trust file) replaced while the agent runs (a daily CRL fetch) is read again: the
+/// agent answered from the CRL it had read at start, `valid` for a signer revoked since.
+#[test]
+fn the_agent_reads_a_renewed_crl_and_trust_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh_in(
+        d,
+        r#"cat > ca.cnf <<'X'
+[ca]
+default_ca = c
+[c]
+database = index.txt
+serial = serial
+crlnumber = crlnumber
+new_certs_dir = .
+default_md = sha256
+policy = p
+default_crl_days = 2
+copy_extensions = none
+[p]
+commonName = supplied
+[req]
+distinguished_name = dn
+[dn]
+[v3_ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+[user]
+keyUsage = critical,digitalSignature
+extendedKeyUsage = emailProtection
+subjectAltName = email:carl@example.org
+X
+: > index.txt; echo 1000 > serial; echo 1000 > crlnumber
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -subj /CN=CRL-Root -days 2 -config ca.cnf -extensions v3_ca 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout carl.key -subj /CN=carl -out carl.csr 2>/dev/null
+openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in carl.csr -out carl.crt -extensions user -days 2 -notext 2>/dev/null
+openssl ca -config ca.cnf -cert ca.pem -keyfile ca.key -gencrl -out current.crl 2>/dev/null
+cp ca.pem trust.pem"#,
+    );
+    let signed = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            path_str(&d.join("carl.crt")),
+            "-inkey",
+            path_str(&d.join("carl.key")),
+        ],
+        &sample_entity("revoked later"),
+    );
+    let msg = message("carl@example.org", "bob@example.org", "crl", &signed);
+    let socket = d.join("agent.sock");
+    let mut agent_cmd = smimed();
+    agent_cmd
+        .args(["--authserv-id", "mx.test", "--trust"])
+        .arg(d.join("trust.pem"))
+        .arg("--crl")
+        .arg(d.join("current.crl"));
+    let _agent = start_agent_with(agent_cmd, &socket);
+    let via = || {
+        let out = run_with_stdin(
+            smimed()
+                .args(["--authserv-id", "mx.test", "--agent"])
+                .arg(&socket)
+                .arg("filter"),
+            &msg,
+        );
+        assert_eq!(out.status.code(), Some(0));
+        status_of(&out.stdout)
+    };
+    assert_words(&via(), "none", "valid");
+    // The CRL is renewed in place, now revoking carl.
+    sh_in(
+        d,
+        "openssl ca -config ca.cnf -cert ca.pem -keyfile ca.key -revoke carl.crt 2>/dev/null
+         openssl ca -config ca.cnf -cert ca.pem -keyfile ca.key -gencrl -out current.crl 2>/dev/null",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_words(&via(), "none", "revoked");
+    // The trust file now holds another root only.
+    std::fs::copy(&pki().untrusted_root_path, d.join("trust.pem")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let st = via();
+    assert!(
+        !st.contains("signature=valid") && !st.contains("signature=revoked"),
+        "{st}"
+    );
+}
