@@ -910,11 +910,26 @@ fn a_message_over_max_size_is_left_undownloaded_until_the_limit_is_raised() {
         stdout.contains("processed 0,") && stdout.contains("skipped 0,"),
         "{stdout}"
     );
-    // A higher limit: processed now.
+    // A message below that limit arrives while a lower one is in use (another config, a
+    // test run): left; back under the first limit it is processed, the big one still left.
+    let mid = message(Kind::SignEnc, "mid");
+    append(&mut s, "INBOX", &mid, &[], None);
+    let lower = (mid.len() - 100).to_string();
+    let mut c = watcher(state.path(), &[&d.url("INBOX")]);
+    let stdout = ok(&c
+        .args(["--max-size", lower.as_str(), "--once"])
+        .output()
+        .expect("run"));
+    assert!(stdout.contains("processed 0,"), "{stdout}");
+    let mut c = watcher(state.path(), &[&d.url("INBOX")]);
+    let stdout = ok(&c.args(small_limit).output().expect("run"));
+    assert!(stdout.contains("processed 1,"), "{stdout}");
+    assert!(done_in(&mut s, "mid") && !done_in(&mut s, "big"));
+    // The usual limit: processed now.
     let stdout = ok(&once(state.path(), &[&d.url("INBOX")]));
     assert!(stdout.contains("processed 1,"), "{stdout}");
     assert!(done_in(&mut s, "big"));
-    assert_eq!(messages(&mut s, ARCHIVE).len(), 2);
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 3);
 }
 
 #[test]

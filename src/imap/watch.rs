@@ -932,10 +932,12 @@ impl Run<'_> {
 
     /// Takes the messages larger than `--max-size` out of `uids` before anything is downloaded
     /// (the server's RFC822.SIZE, one `UID SEARCH … LARGER`): they are left as they are and
-    /// remembered, and looked at again once the limit is higher.
+    /// remembered, and looked at again under another limit.
     fn leave_oversized(&mut self, uids: &mut Vec<u32>) -> Result<()> {
         let limit = self.ctx.limits.max_size;
-        if limit > self.st.oversized_limit {
+        if limit != self.st.oversized_limit {
+            // Another limit than the one they were found with: all looked at again (a lower
+            // one in between must not keep them from a higher one).
             uids.append(&mut self.st.oversized);
             self.st.oversized_limit = limit;
         } else {
