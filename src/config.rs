@@ -173,14 +173,15 @@ pub fn url_without_password(url: &str) -> String {
     let Some(start) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };
-    let authority_end = url[start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| start + i);
-    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
+    let rest = &url[start..];
+    // The user information runs to the last `@`, and its password from its first `:`: a user
+    // or password typed with `@`, `/`, `?` or `#` in it, unencoded, is hidden whole (at worst
+    // with part of a path that holds an `@`).
+    let Some(last_at) = rest.rfind('@') else {
         return url.to_string();
     };
-    match url[start..at].find(':') {
-        Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]),
+    match rest[..last_at].find(':') {
+        Some(colon) => format!("{}:***{}", &url[..start + colon], &rest[last_at..]),
         None => url.to_string(),
     }
 }

@@ -305,6 +305,9 @@ mod tests {
             "imaps://u@x:s3cret@h:notaport/INBOX",
             "ftp://u:s3cret@h/INBOX",
             "imaps://u:s3cret@/INBOX",
+            "imap://me%40example.org:Xy7/Qm+s3cr@imap.example.org/INBOX",
+            "imaps://u:pa#s3cr@h/INBOX",
+            "imaps://u:pa?s3cr@h/INBOX",
         ] {
             let e = parse_url(url)
                 .err()
@@ -313,8 +316,8 @@ mod tests {
             assert!(!e.is_empty() && !e.contains("s3cr"), "{url}: {e}");
         }
         assert_eq!(
-            crate::config::url_without_password("imaps://u:pw@h/a@b"),
-            "imaps://u:***@h/a@b"
+            crate::config::url_without_password("imaps://u:pw@h/INBOX"),
+            "imaps://u:***@h/INBOX"
         );
         assert_eq!(
             crate::config::url_without_password("imaps://u@h/x:y"),
