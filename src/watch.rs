@@ -212,9 +212,14 @@ fn try_work(
     }
     if let (Some(l), false) = (ledger, unseen) {
         // Under a name that is not ours: a copy of ours a client filed there is left as it is.
-        if l.is_copy(&ledger::fingerprint(&head.bytes, head.file_len()))? {
-            log::debug!("{}: a copy of ours, filed there", path.display());
-            return Ok(Outcome::Skipped(job.clone()));
+        match l.is_copy(&ledger::fingerprint(&head.bytes, head.file_len())) {
+            Ok(true) => {
+                log::debug!("{}: a copy of ours, filed there", path.display());
+                return Ok(Outcome::Skipped(job.clone()));
+            }
+            Ok(false) => {}
+            // An unreadable ledger (its folder replaced by a file) must not stop processing.
+            Err(e) => log::warn!("{e}: taken as not a copy of ours"),
         }
     }
     if !forged && head.file_len() > ctx.limits.max_size {

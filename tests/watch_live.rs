@@ -381,12 +381,18 @@ fn the_state_folder_removed_while_running_does_not_stop_the_watcher() {
     std::fs::remove_dir_all(common::state_home(&name)).unwrap();
     md.deliver(&smime_msg("after"));
     let second = wait_for(Duration::from_secs(15), || processed_count(md.path()) == 2);
+    let made_again = common::state_home(&name)
+        .join("smimed/maildir.ledger")
+        .exists();
+    // Replaced by a file: the ledger can be neither read nor written; mail is still processed.
+    std::fs::remove_dir_all(common::state_home(&name)).unwrap();
+    std::fs::write(common::state_home(&name), b"not a folder").unwrap();
+    md.deliver(&smime_msg("third"));
+    let third = wait_for(Duration::from_secs(15), || processed_count(md.path()) == 3);
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(first && second, "{err}");
+    assert!(first && second && third, "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(common::state_home(&name)
-        .join("smimed/maildir.ledger")
-        .exists());
+    assert!(made_again);
 }
