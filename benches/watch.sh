@@ -67,6 +67,10 @@ SIZE=$(( $(cat "$M"/* | wc -c) / N ))
 # limit), in one on the disk under target/, and (as root) on a fresh journaled ext4. The disk figure depends on the filesystem:
 # ext4 without a journal (as on the VM this was written on) skips recently deleted inodes when
 # it allocates one and scans for them, which this benchmark's own clean-up makes expensive.
+# The watcher's state (its ledger of copies) in a folder of its own, fresh for each run: the
+# user's is neither read nor grown.
+export XDG_STATE_HOME="$PWD/$W/state"
+rm -rf "$XDG_STATE_HOME"
 COMMON=(--authserv-id bench.test --trust "$P/root.pem" --key "$P/bob.pem")
 # The machine's speed drifts (a shared VM): `openssl speed` runs right before and right after
 # each backlog, and the target uses the mean of the two.

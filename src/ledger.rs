@@ -103,7 +103,7 @@ impl Ledger {
             known: Mutex::new(Known::default()),
         };
         ledger.open_append()?;
-        ledger.refresh()?;
+        // Read on first need: a backlog of mail without status fields never needs it.
         Ok(ledger)
     }
 
@@ -152,15 +152,15 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(self.io_error("reading", e)),
         };
-        let mut text = String::new();
+        let mut text = Vec::new();
         f.seek(SeekFrom::Start(k.read_to))
-            .and_then(|_| f.read_to_string(&mut text))
+            .and_then(|_| f.read_to_end(&mut text))
             .map_err(|e| self.io_error("reading", e))?;
         // Only whole lines: a line being written by another watcher is read next time.
-        let whole = text.rfind('\n').map_or(0, |i| i + 1);
-        for line in text[..whole].lines() {
+        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        for line in text[..whole].split(|&b| b == b'\n') {
             // "c HEX": a copy (other letters are left for later kinds of entries).
-            if let Some(fp) = line.strip_prefix("c ").and_then(parse_hex) {
+            if let Some(fp) = line.strip_prefix(b"c ").and_then(parse_hex) {
                 k.copies.insert(fp);
             }
         }
@@ -195,14 +195,20 @@ impl Ledger {
     }
 }
 
-fn parse_hex(s: &str) -> Option<Fingerprint> {
-    let s = s.trim_end();
+fn parse_hex(s: &[u8]) -> Option<Fingerprint> {
+    let s = s.strip_suffix(b"\r").unwrap_or(s);
     if s.len() != 64 {
         return None;
     }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *o = nibble(pair[0])? << 4 | nibble(pair[1])?;
     }
     Some(out)
 }

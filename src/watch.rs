@@ -210,8 +210,9 @@ fn try_work(
     if !smime && !forged && !unseen {
         return Ok(Outcome::Skipped(job.clone()));
     }
-    if let (Some(l), false) = (ledger, unseen) {
-        // Under a name that is not ours: a copy of ours a client filed there is left as it is.
+    if let (Some(l), true, false) = (ledger, forged, unseen) {
+        // Under a name that is not ours, with status fields (every copy of ours has them): a
+        // copy of ours a client filed there is left as it is.
         match l.is_copy(&ledger::fingerprint(&head.bytes, head.file_len())) {
             Ok(true) => {
                 log::debug!("{}: a copy of ours, filed there", path.display());
