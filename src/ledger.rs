@@ -168,10 +168,14 @@ impl Ledger {
         Ok(())
     }
 
-    /// Records the fingerprints of copies about to be put in place: durable on return.
-    pub fn record_copies(&self, fps: &[Fingerprint]) -> Result<()> {
+    /// Records the fingerprints of copies about to be put in place. The write is not yet
+    /// durable: the caller makes it so, with a `syncfs` of the ledger's file system ([`dev`])
+    /// or with the returned file's `sync_data`, before any copy is renamed into place.
+    ///
+    /// [`dev`]: std::os::unix::fs::MetadataExt::dev
+    pub fn record_copies(&self, fps: &[Fingerprint]) -> Result<Option<File>> {
         if fps.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut text = String::with_capacity(fps.len() * 67);
         for fp in fps {
@@ -184,10 +188,14 @@ impl Ledger {
         // One write of whole lines with O_APPEND: watchers sharing the file do not interleave.
         let mut f = self.open_append()?;
         f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_data())
             .map_err(|e| self.io_error("writing", e))?;
         self.lock()?.copies.extend(fps.iter().copied());
-        Ok(())
+        Ok(Some(f))
+    }
+
+    /// Makes what [`Ledger::record_copies`] wrote durable (when no `syncfs` covers it).
+    pub fn sync(&self, f: &File) -> Result<()> {
+        f.sync_data().map_err(|e| self.io_error("syncing", e))
     }
 
     fn io_error(&self, what: &str, e: std::io::Error) -> Error {

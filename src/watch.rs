@@ -17,7 +17,7 @@
 //!   finishes the move. Originals are found by key, wherever a client moved or re-flagged them.
 //! - The watcher's own output is recognised by its file name, or by its fingerprint in the
 //!   [`ledger`] when a client filed it under another name (never by a header field alone);
-//!   the copies' fingerprints are durable before step 3.
+//!   the copies' fingerprints are written before step 2 and durable with it.
 //! - Messages that are neither S/MIME at the root nor carry forged status fields are never
 //!   written to. A temporary failure leaves the message as it is and retries it later.
 //! - Only this module and `maildir` touch mailboxes; neither looks inside a message beyond
@@ -843,20 +843,25 @@ impl<'o> State<'o> {
         if ready.is_empty() {
             return Ok(());
         }
-        // 1b. The copies' fingerprints are durable before any copy is in place.
+        // 1b. The copies' fingerprints, durable with the copies (step 2) before any copy is in
+        // place. The ledger only helps recognise copies filed under another name: a full disk
+        // or a lost state folder must not stop the watcher.
+        let not_recorded = |e: Error, n: usize| {
+            log::warn!(
+                "{e}: {n} copies not recorded (filed under another name, they would be taken \
+                 for mail with forged status fields)"
+            )
+        };
+        let mut ledger_file = None;
         if let Some(l) = &self.ledger {
             let fps: Vec<Fingerprint> = ready.iter().map(|r| r.6).collect();
-            if let Err(e) = l.record_copies(&fps) {
-                // The ledger only helps recognise copies filed under another name: a full disk
-                // or a lost state folder must not stop the watcher.
-                log::warn!(
-                    "{e}: {} copies not recorded (filed under another name, they would be \
-                     taken for mail with forged status fields)",
-                    fps.len()
-                );
+            match l.record_copies(&fps) {
+                Ok(f) => ledger_file = f.map(|f| (f, fps.len())),
+                Err(e) => not_recorded(e, fps.len()),
             }
         }
-        // 2. One syncfs per file system makes every tmp file of the batch durable.
+        // 2. One syncfs per file system makes every tmp file of the batch durable (and the
+        // ledger's lines, when it is on one of them; else its own sync).
         let mut devs: HashSet<u64> = HashSet::new();
         for (job, ..) in &ready {
             use std::os::unix::fs::MetadataExt;
@@ -866,6 +871,15 @@ impl<'o> State<'o> {
                 .dev();
             if devs.insert(dev) {
                 maildir::sync_fs_of(&tmp)?;
+            }
+        }
+        if let (Some(l), Some((f, n))) = (&self.ledger, &ledger_file) {
+            use std::os::unix::fs::MetadataExt;
+            let covered = f.metadata().is_ok_and(|m| devs.contains(&m.dev()));
+            if !covered {
+                if let Err(e) = l.sync(f) {
+                    not_recorded(e, *n);
+                }
             }
         }
         // 3. Copies in place, next to their original as it is now.
