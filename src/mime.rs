@@ -60,7 +60,8 @@ impl Field {
     /// `addrparse_header`): an RFC 2047 encoded display name holding a comma ("Müller, Bob")
     /// stays one name. Parsing the decoded value instead would split it in two.
     pub fn addresses(&self) -> Option<mailparse::MailAddrList> {
-        let (h, _) = mailparse::parse_header(&self.raw).ok()?;
+        let raw = without_commas_after_groups(&self.raw);
+        let (h, _) = mailparse::parse_header(&raw).ok()?;
         mailparse::addrparse_header(&h).ok()
     }
 
@@ -97,6 +98,47 @@ impl Field {
         }
         String::from_utf8_lossy(out.trim_ascii()).into_owned()
     }
+}
+
+/// An address field with the `,` that separates a group (`friends: a@x;`) from what follows
+/// taken out: mailparse keeps it as the start of the next address (`, b@x`), which became a
+/// recipient of its own. `;` and `,` inside quoted strings, comments and angle brackets are
+/// left alone.
+fn without_commas_after_groups(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let Some(colon) = raw.iter().position(|&b| b == b':') else {
+        return std::borrow::Cow::Borrowed(raw);
+    };
+    let mut out: Vec<u8> = Vec::with_capacity(raw.len());
+    out.extend_from_slice(&raw[..=colon]);
+    let (mut quoted, mut comment, mut angle, mut escaped) = (false, 0usize, false, false);
+    let mut after_group = false;
+    for &b in &raw[colon + 1..] {
+        if escaped {
+            escaped = false;
+            out.push(b);
+            continue;
+        }
+        match b {
+            b'\\' if quoted || comment > 0 => escaped = true,
+            b'"' if comment == 0 => quoted = !quoted,
+            b'(' if !quoted => comment += 1,
+            b')' if !quoted && comment > 0 => comment -= 1,
+            b'<' if !quoted && comment == 0 => angle = true,
+            b'>' if !quoted && comment == 0 => angle = false,
+            _ => {}
+        }
+        let top = !quoted && comment == 0 && !angle;
+        if top && after_group && b == b',' {
+            after_group = false;
+            out.push(b' ');
+            continue;
+        }
+        if !b.is_ascii_whitespace() {
+            after_group = top && b == b';';
+        }
+        out.push(b);
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Most encoded-word starts (`=?`) a field value is decoded with (see [`Field::value`]).
@@ -776,6 +818,41 @@ impl Drop for Base64Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every address of an address field, groups flattened.
+    fn flat(field: &str) -> Vec<String> {
+        let f = Field {
+            raw: field.as_bytes().to_vec(),
+        };
+        let mut v = Vec::new();
+        for a in f.addresses().map(|l| l.to_vec()).unwrap_or_default() {
+            match a {
+                mailparse::MailAddr::Single(s) => v.push(s.addr),
+                mailparse::MailAddr::Group(g) => v.extend(g.addrs.into_iter().map(|s| s.addr)),
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn a_group_followed_by_an_address_gives_both() {
+        assert_eq!(
+            flat("To: friends: bob@example.org;, dave@example.org\r\n"),
+            ["bob@example.org", "dave@example.org"]
+        );
+        assert_eq!(
+            flat("To: undisclosed-recipients:;,\r\n bob@example.org\r\n"),
+            ["bob@example.org"]
+        );
+        assert_eq!(
+            flat("Cc: g1: a@x.org;, g2: b@x.org;, \"Last; First,\" <c@x.org>\r\n"),
+            ["a@x.org", "b@x.org", "c@x.org"]
+        );
+        assert_eq!(
+            flat("To: a@x.org, grp: b@x.org;\r\n"),
+            ["a@x.org", "b@x.org"]
+        );
+    }
 
     #[test]
     fn ambiguous_entities_are_found() {

@@ -1229,3 +1229,31 @@ fn header_lines_of_a_signed_part_survive_trimming_hops() {
     let content = openssl_verify(&rec.message);
     assert_eq!(parts(&content)[1].1.len(), 1104);
 }
+
+/// A group followed by another address (`To: friends: bob@…;, carol@…`, RFC 5322 §3.4; also
+/// `undisclosed-recipients:;, …`): both are recipients. The `,` after the group went with the
+/// next address: `, carol@…` was handed to the MTA and, having no certificate, made `auto`
+/// send the message unencrypted.
+#[test]
+fn a_group_then_an_address_are_both_recipients_and_encrypted_to() {
+    let p = pki();
+    let env = env_with_recipients();
+    for to in [
+        "friends: bob@example.org;, carol@example.org",
+        "undisclosed-recipients:;, bob@example.org, carol@example.org",
+    ] {
+        let msg = client_message(&p.alice.email, to, None, "", "to a group.\n");
+        assert_ok(&env.sendmail(Some(&p.alice), &["-t"], &msg));
+        let rec = env.take_recorded();
+        assert_eq!(rec.len(), 1, "{to}");
+        assert_eq!(
+            rec[0].recipients(),
+            ["bob@example.org", "carol@example.org"],
+            "{to}"
+        );
+        assert_eq!(smime_type(&rec[0].message), "enveloped-data", "{to}");
+        for u in [&p.bob, &p.carol] {
+            assert!(openssl_decrypt(u, &rec[0].message).is_some(), "{to}");
+        }
+    }
+}
