@@ -1055,7 +1055,26 @@ fn mem_bio(data: &[u8]) -> Result<MemBio, openssl::error::ErrorStack> {
     }
 }
 
-/// Signs `content` (already canonical: CRLF, 7-bit) with SHA-256, returning the DER ContentInfo.
+/// The digest a signature by `key` uses, and its `micalg` name (RFC 8551 §3.5.3.2): SHA-256,
+/// except for EC keys over larger curves, whose strength asks for a matching hash (RFC 5753
+/// §5, RFC 5480 §4: P-384 with SHA-384, P-521 with SHA-512; gpgsm refuses "a 256 bit hash"
+/// for a 384-bit key).
+pub fn signing_digest(
+    key: &openssl::pkey::PKeyRef<openssl::pkey::Private>,
+) -> (openssl::hash::MessageDigest, &'static str) {
+    match (key.id(), key.bits()) {
+        (openssl::pkey::Id::EC, b) if b > 384 => {
+            (openssl::hash::MessageDigest::sha512(), "sha-512")
+        }
+        (openssl::pkey::Id::EC, b) if b > 256 => {
+            (openssl::hash::MessageDigest::sha384(), "sha-384")
+        }
+        _ => (openssl::hash::MessageDigest::sha256(), "sha-256"),
+    }
+}
+
+/// Signs `content` (already canonical: CRLF, 7-bit) with [`signing_digest`], returning the DER
+/// ContentInfo.
 /// Signed attributes: content-type, message-digest, signing-time, SMIMECapabilities
 /// ([`OUR_CAPABILITIES`]), SMIMEEncryptionKeyPreference (`key_preference`: the signer's
 /// certificate to encrypt to, which may differ from the signing one; left out when None) and
@@ -1103,7 +1122,7 @@ pub fn sign_der(
             cms.as_ptr(),
             cert.as_ptr(),
             key.as_ptr(),
-            ffi::EVP_sha256(),
+            signing_digest(key).0.as_ptr(),
             ffi::CMS_BINARY | ffi::CMS_NOSMIMECAP | CMS_CADES,
         );
         if si.is_null() {

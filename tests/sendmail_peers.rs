@@ -1257,3 +1257,25 @@ fn a_group_then_an_address_are_both_recipients_and_encrypted_to() {
         }
     }
 }
+
+/// A P-384 signer signs with SHA-384 (`micalg=sha-384`), as RFC 5753 pairs the curve with its
+/// hash: with SHA-256, gpgsm said "a 256 bit hash is not valid for a 384 bit ECC key" and
+/// exited 2 on every message.
+#[test]
+fn a_p384_signer_signs_with_sha384_read_by_gpgsm_and_openssl() {
+    let p = pki();
+    let env = env_with_recipients();
+    let msg = client_message(&p.pat.email, "bob@example.org", None, "", "p-384.\n");
+    assert_ok(&env.sendmail(
+        Some(&p.pat),
+        &["--encrypt", "never", "bob@example.org"],
+        &msg,
+    ));
+    let rec = env.take_recorded();
+    let text = String::from_utf8_lossy(&rec[0].message).into_owned();
+    assert!(text.contains("micalg=sha-384"), "{text}");
+    assert!(String::from_utf8_lossy(&openssl_verify(&rec[0].message)).contains("p-384."));
+    let (signed, sig) = split_signed(&rec[0].message);
+    let g = Gpgsm::new(&[]);
+    assert!(g.verify_detached(&sig, &signed), "gpgsm verifies");
+}

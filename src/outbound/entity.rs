@@ -363,13 +363,13 @@ pub fn boundary() -> String {
 
 /// multipart/signed around `signed` (the exact bytes the signature covers) and the detached
 /// signature. Returns the entity (Content-Type field, blank line, body), CRLF.
-pub fn multipart_signed(signed: &[u8], signature_der: &[u8]) -> Vec<u8> {
+pub fn multipart_signed(signed: &[u8], signature_der: &[u8], micalg: &str) -> Vec<u8> {
     let b = boundary();
     let mut out = Vec::with_capacity(signed.len() + signature_der.len() * 2 + 512);
     out.extend_from_slice(
         format!(
             "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n \
-             micalg=sha-256; boundary=\"{b}\"\r\n\r\n\
+             micalg={micalg}; boundary=\"{b}\"\r\n\r\n\
              This is a cryptographically signed message in MIME format.\r\n\r\n--{b}\r\n"
         )
         .as_bytes(),

@@ -569,7 +569,7 @@ pub fn prepare(
             )
             .map_err(ssl)?;
             if detached {
-                entity::multipart_signed(&content, &der)
+                entity::multipart_signed(&content, &der, ossl::signing_digest(&id.key).1)
             } else {
                 entity::pkcs7_mime(&der, "signed-data")
             }

@@ -180,7 +180,12 @@ impl Gpgsm {
         std::fs::write(&d_path, data).expect("write");
         let out = self.run(&["--verify", path_str(&s_path), path_str(&d_path)], None);
         let s = String::from_utf8_lossy(&out.stderr);
-        let ok = s.contains("GOODSIG") && s.contains("VALIDSIG") && s.contains("TRUST_FULLY");
+        // gpgsm may print GOODSIG and still fail (exit 2: "a 256 bit hash is not valid for a
+        // 384 bit ECC key"): its exit status counts too.
+        let ok = out.status.success()
+            && s.contains("GOODSIG")
+            && s.contains("VALIDSIG")
+            && s.contains("TRUST_FULLY");
         if !ok {
             eprintln!("gpgsm verify: {s}");
         }

@@ -33,6 +33,8 @@ pub const P12_PASS: &str = "test";
 pub enum Alg {
     Rsa,
     Ec,
+    /// EC P-384.
+    Ec384,
 }
 
 /// One generated user.
@@ -65,6 +67,8 @@ pub struct Pki {
     pub carol: User,
     /// EC P-256, directly under the root.
     pub erin: User,
+    /// EC P-384, via the intermediate.
+    pub pat: User,
     /// RSA-2048, expired a year ago.
     pub expired: User,
     /// RSA-2048, EKU serverAuth only (not for email).
@@ -80,7 +84,11 @@ fn rsa() -> PKey<Private> {
 }
 
 fn ec() -> PKey<Private> {
-    let g = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("group");
+    ec_on(Nid::X9_62_PRIME256V1)
+}
+
+fn ec_on(curve: Nid) -> PKey<Private> {
+    let g = EcGroup::from_curve_name(curve).expect("group");
     PKey::from_ec_key(EcKey::generate(&g).expect("ec")).expect("pkey")
 }
 
@@ -316,7 +324,11 @@ fn generate() -> Pki {
                     eku_email: bool| {
         serial += 1;
         let email = format!("{name}@example.org");
-        let key = if alg == Alg::Rsa { rsa() } else { ec() };
+        let key = match alg {
+            Alg::Rsa => rsa(),
+            Alg::Ec => ec(),
+            Alg::Ec384 => ec_on(Nid::SECP384R1),
+        };
         let cert = make_cert(Spec {
             cn: name,
             email: Some(&email),
@@ -362,6 +374,15 @@ fn generate() -> Pki {
         Alg::Ec,
         Some((&root, &root_key)),
         vec![],
+        -1,
+        730,
+        true,
+    );
+    let pat = user(
+        "pat",
+        Alg::Ec384,
+        Some((&intermediate, &int_key)),
+        vec![&intermediate],
         -1,
         730,
         true,
@@ -429,6 +450,7 @@ fn generate() -> Pki {
         bob,
         carol,
         erin,
+        pat,
         expired,
         noemail,
         untrusted,
