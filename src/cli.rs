@@ -271,6 +271,25 @@ pub struct WatchImapArgs {
 
 /// Whether a `smimed watch` argument names an IMAP mailbox rather than a Maildir.
 pub fn is_imap_url(arg: &std::path::Path) -> bool {
-    arg.to_str()
-        .is_some_and(|s| s.starts_with("imap://") || s.starts_with("imaps://"))
+    // Schemes are case-insensitive (RFC 3986 §3.1); `imaps:/…` is a URL with a typo, reported
+    // as such (and never taken for a Maildir path named in an error with its password).
+    arg.to_str().is_some_and(|s| {
+        let s = s.to_ascii_lowercase();
+        s.starts_with("imap:") || s.starts_with("imaps:")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imap_urls_are_told_from_maildir_paths_whatever_the_scheme_case() {
+        for url in ["imaps://u@h/INBOX", "IMAP://u@h", "Imaps:/u:p@h/INBOX"] {
+            assert!(is_imap_url(std::path::Path::new(url)), "{url}");
+        }
+        for path in ["~/Maildir", "/home/u/imap/Maildir", "imapfolder"] {
+            assert!(!is_imap_url(std::path::Path::new(path)), "{path}");
+        }
+    }
 }

@@ -170,9 +170,18 @@ pub fn create_private_dir(p: &Path) -> Result<()> {
 /// `url` with the password of its user information (`USER:PASSWORD@`) replaced by `***`,
 /// whether or not the rest parses: for error messages, which go to logs.
 pub fn url_without_password(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
+    // After the scheme and however many slashes were typed (`imaps:/u:p@h` parses too).
+    let Some(colon) = url.find(':') else {
         return url.to_string();
     };
+    let scheme_ok = colon > 0
+        && url[..colon]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return url.to_string();
+    }
+    let start = colon + 1 + url[colon + 1..].chars().take_while(|&c| c == '/').count();
     let rest = &url[start..];
     // The user information runs to the last `@`, and its password from its first `:`: a user
     // or password typed with `@`, `/`, `?` or `#` in it, unencoded, is hidden whole (at worst

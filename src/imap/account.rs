@@ -308,6 +308,9 @@ mod tests {
             "imap://me%40example.org:Xy7/Qm+s3cr@imap.example.org/INBOX",
             "imaps://u:pa#s3cr@h/INBOX",
             "imaps://u:pa?s3cr@h/INBOX",
+            "imaps:/me:s3cret@imap.example.org/INBOX",
+            "imaps:me:s3cret@imap.example.org/INBOX",
+            "IMAPS://me:s3cret@imap.example.org/INBOX",
         ] {
             let e = parse_url(url)
                 .err()
