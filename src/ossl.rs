@@ -860,6 +860,8 @@ extern "C" {
     ) -> CMS_SignerInfoPtr;
     fn CMS_add_smimecap(si: CMS_SignerInfoPtr, algs: *mut ffi::OPENSSL_STACK) -> c_int;
     fn PKCS7_simple_smimecap(sk: *mut ffi::OPENSSL_STACK, nid: c_int, arg: c_int) -> c_int;
+    fn d2i_X509_ALGOR(a: *mut *mut X509_ALGOR, pp: *mut *const u8, len: c_long) -> *mut X509_ALGOR;
+    fn i2d_X509_ALGOR(a: *const X509_ALGOR, out: *mut *mut u8) -> c_int;
     fn CMS_signed_add1_attr_by_NID(
         si: CMS_SignerInfoPtr,
         nid: c_int,
@@ -910,6 +912,23 @@ pub const OUR_CAPABILITIES: &[Capability] = &[
     Capability::Aes256Cbc,
     Capability::Aes128Cbc,
     Capability::RsaOaep,
+];
+
+/// RSAES-OAEP with SHA-256 and MGF1-SHA-256, as an SMIMECapability (RFC 3560 §5,
+/// rSAES-OAEP-SHA256-Identifier): what smimed encrypts with when a recipient advertised it.
+const OAEP_SHA256_CAPABILITY: &[u8] = &[
+    0x30, 0x38, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x07, 0x30, 0x2b, 0xa0,
+    0x0d, 0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0xa1, 0x1a,
+    0x30, 0x18, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08, 0x30, 0x0b, 0x06,
+    0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+];
+
+/// The same with the SHA-256 identifiers' parameters written as NULL (RFC 4055 §2.1: accepted).
+const OAEP_SHA256_CAPABILITY_NULLS: &[u8] = &[
+    0x30, 0x3c, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x07, 0x30, 0x2f, 0xa0,
+    0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00,
+    0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08, 0x30,
+    0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00,
 ];
 
 /// An algorithm named in an SMIMECapabilities attribute that smimed acts on.
@@ -964,10 +983,30 @@ pub fn parse_capabilities(der: &[u8]) -> Option<Vec<Capability>> {
             let alg = stack_get(st, i) as *const X509_ALGOR;
             let mut obj = ptr::null();
             X509_ALGOR_get0(&mut obj, ptr::null_mut(), ptr::null_mut(), alg);
-            if let Some(c) = Capability::from_nid(ffi::OBJ_obj2nid(obj)) {
-                if !out.contains(&c) {
-                    out.push(c);
+            let Some(c) = Capability::from_nid(ffi::OBJ_obj2nid(obj)) else {
+                continue;
+            };
+            // RSA-OAEP counts only with the SHA-256 parameters smimed encrypts with: without
+            // parameters (SHA-1, RFC 3560 §5) or with others, PKCS#1 v1.5 is used instead,
+            // which every receiving agent supports.
+            if c == Capability::RsaOaep {
+                let mut der: *mut u8 = ptr::null_mut();
+                let n = i2d_X509_ALGOR(alg, &mut der);
+                let ours = n > 0
+                    && !der.is_null()
+                    && matches!(
+                        std::slice::from_raw_parts(der, n as usize),
+                        OAEP_SHA256_CAPABILITY | OAEP_SHA256_CAPABILITY_NULLS
+                    );
+                if !der.is_null() {
+                    ffi::CRYPTO_free(der as *mut c_void, c"ossl.rs".as_ptr(), 0);
                 }
+                if !ours {
+                    continue;
+                }
+            }
+            if !out.contains(&c) {
+                out.push(c);
             }
         }
         free_algors(st);
@@ -1134,7 +1173,22 @@ pub fn sign_der(
         }
         let mut ok = true;
         for c in OUR_CAPABILITIES {
-            ok &= PKCS7_simple_smimecap(algs, c.nid(), -1) == 1;
+            if *c == Capability::RsaOaep {
+                // With its SHA-256 parameters (RFC 3560 §5), never bare.
+                let mut p = OAEP_SHA256_CAPABILITY.as_ptr();
+                let alg = d2i_X509_ALGOR(
+                    ptr::null_mut(),
+                    &mut p,
+                    OAEP_SHA256_CAPABILITY.len() as c_long,
+                );
+                let pushed = !alg.is_null() && ffi::OPENSSL_sk_push(algs, alg as *const c_void) > 0;
+                if !pushed && !alg.is_null() {
+                    ffi::X509_ALGOR_free(alg as *mut ffi::X509_ALGOR);
+                }
+                ok &= pushed;
+            } else {
+                ok &= PKCS7_simple_smimecap(algs, c.nid(), -1) == 1;
+            }
         }
         ok = ok && CMS_add_smimecap(si, algs) == 1;
         free_algors(algs);
@@ -1392,4 +1446,37 @@ unsafe fn collect_bags(
         ffi::ERR_clear_error();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(items: &[&[u8]]) -> Vec<u8> {
+        let body: Vec<u8> = items.concat();
+        let mut out = vec![0x30];
+        der_length(body.len(), &mut out);
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn rsa_oaep_counts_only_with_the_sha256_parameters_we_encrypt_with() {
+        let oaep_oid: &[u8] = &[
+            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x07,
+        ];
+        let bare = seq(&[oaep_oid]);
+        let sha1_default = seq(&[oaep_oid, &[0x30, 0x00]]);
+        let aes256_gcm: &[u8] = &[
+            0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2e,
+        ];
+        let parse = |caps: &[&[u8]]| parse_capabilities(&seq(caps)).unwrap_or_default();
+        assert_eq!(parse(&[aes256_gcm, &bare]), [Capability::Aes256Gcm]);
+        assert_eq!(parse(&[&sha1_default]), []);
+        assert_eq!(parse(&[OAEP_SHA256_CAPABILITY]), [Capability::RsaOaep]);
+        assert_eq!(
+            parse(&[OAEP_SHA256_CAPABILITY_NULLS]),
+            [Capability::RsaOaep]
+        );
+    }
 }
