@@ -100,45 +100,115 @@ impl Field {
     }
 }
 
-/// An address field with the `,` that separates a group (`friends: a@x;`) from what follows
-/// taken out: mailparse keeps it as the start of the next address (`, b@x`), which became a
-/// recipient of its own. `;` and `,` inside quoted strings, comments and angle brackets are
-/// left alone.
-fn without_commas_after_groups(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+/// Where a byte of an address field's value lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// Outside quoted strings, comments and angle brackets: separators count here.
+    Top,
+    /// In a quoted string (its quotes included).
+    Quoted,
+    /// In a comment (its parentheses included).
+    Comment,
+    /// In an angle-bracketed address (its brackets included).
+    Angle,
+}
+
+/// Walks an address field's value (after its name's `:`), calling `f(index, byte, where)`.
+fn scan_address_value(raw: &[u8], mut f: impl FnMut(usize, u8, At)) {
     let Some(colon) = raw.iter().position(|&b| b == b':') else {
-        return std::borrow::Cow::Borrowed(raw);
+        return;
     };
-    let mut out: Vec<u8> = Vec::with_capacity(raw.len());
-    out.extend_from_slice(&raw[..=colon]);
     let (mut quoted, mut comment, mut angle, mut escaped) = (false, 0usize, false, false);
-    let mut after_group = false;
-    for &b in &raw[colon + 1..] {
+    for (i, &b) in raw.iter().enumerate().skip(colon + 1) {
+        let before = if comment > 0 {
+            At::Comment
+        } else if quoted {
+            At::Quoted
+        } else if angle {
+            At::Angle
+        } else {
+            At::Top
+        };
         if escaped {
             escaped = false;
-            out.push(b);
+            f(i, b, before);
             continue;
         }
-        match b {
-            b'\\' if quoted || comment > 0 => escaped = true,
-            b'"' if comment == 0 => quoted = !quoted,
-            b'(' if !quoted => comment += 1,
-            b')' if !quoted && comment > 0 => comment -= 1,
-            b'<' if !quoted && comment == 0 => angle = true,
-            b'>' if !quoted && comment == 0 => angle = false,
-            _ => {}
-        }
-        let top = !quoted && comment == 0 && !angle;
-        if top && after_group && b == b',' {
-            after_group = false;
-            out.push(b' ');
-            continue;
-        }
-        if !b.is_ascii_whitespace() {
-            after_group = top && b == b';';
-        }
-        out.push(b);
+        let at = match b {
+            b'\\' if quoted || comment > 0 => {
+                escaped = true;
+                before
+            }
+            b'"' if comment == 0 => {
+                quoted = !quoted;
+                At::Quoted
+            }
+            b'(' if !quoted => {
+                comment += 1;
+                At::Comment
+            }
+            b')' if !quoted && comment > 0 => {
+                comment -= 1;
+                At::Comment
+            }
+            b'<' if !quoted && comment == 0 => {
+                angle = true;
+                At::Angle
+            }
+            b'>' if !quoted && comment == 0 => {
+                angle = false;
+                At::Angle
+            }
+            _ => before,
+        };
+        f(i, b, at);
+    }
+}
+
+/// An address field without the `,`s mailparse would keep as the start of the next address
+/// (`, b@x`, which became a recipient of its own): one right after a group's `;` (`friends:
+/// a@x;, b@x`, comments and blanks between), and the empty entries of an obsolete list (`a@x,
+/// , b@x`, or a `,` first). Separators inside quoted strings, comments and angle brackets are
+/// left alone.
+fn without_commas_after_groups(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mut drop = Vec::new();
+    // Whether the last token that was neither a blank nor a comment was a separator (or the
+    // start of the list).
+    let mut after_separator = true;
+    scan_address_value(raw, |i, b, at| match at {
+        At::Comment => {}
+        At::Quoted | At::Angle => after_separator = false,
+        At::Top => match b {
+            b',' if after_separator => drop.push(i),
+            b',' | b';' | b':' => after_separator = true,
+            b if b.is_ascii_whitespace() => {}
+            _ => after_separator = false,
+        },
+    });
+    if drop.is_empty() {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = raw.to_vec();
+    for i in drop {
+        out[i] = b' ';
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// Whether an address field's value has a `,` or `;` outside quoted strings, comments and
+/// angle brackets with an address after it: several mailboxes (or a group) to every reader
+/// that splits there, whatever mailparse made of it (it reads `"m@evil", <a@x>` as one
+/// mailbox named `"m@evil", `, where mutt, GMime and Python see two).
+pub fn separates_addresses(raw: &[u8]) -> bool {
+    let mut separator = false;
+    let mut after = false;
+    scan_address_value(raw, |_, b, at| match at {
+        At::Comment => {}
+        At::Top if b == b',' || b == b';' => separator = true,
+        At::Top if b.is_ascii_whitespace() => {}
+        _ => after |= separator,
+    });
+    after
 }
 
 /// Most encoded-word starts (`=?`) a field value is decoded with (see [`Field::value`]).
@@ -852,6 +922,38 @@ mod tests {
             flat("To: a@x.org, grp: b@x.org;\r\n"),
             ["a@x.org", "b@x.org"]
         );
+        // A comment after the group's `;`, empty entries, a `,` first.
+        assert_eq!(
+            flat("To: g: b@x.org;(team), c@x.org\r\n"),
+            ["b@x.org", "c@x.org"]
+        );
+        assert_eq!(
+            flat("To: b@x.org,, (none) , c@x.org\r\n"),
+            ["b@x.org", "c@x.org"]
+        );
+        assert_eq!(flat("To: , c@x.org\r\n"), ["c@x.org"]);
+        assert_eq!(flat("To: \"a,;b\" <c@x.org>\r\n"), ["c@x.org"]);
+    }
+
+    #[test]
+    fn a_separator_mailparse_does_not_split_at_is_still_seen() {
+        for from in [
+            "From: \"mallory@evil.org\", <alice@x.org>\r\n",
+            "From: \"mallory@evil.org\"; <alice@x.org>\r\n",
+            "From: \"Mallory\" mallory@evil.org, <alice@x.org>\r\n",
+            "From: a@x.org, b@x.org\r\n",
+            "From: , alice@x.org\r\n",
+        ] {
+            assert!(separates_addresses(from.as_bytes()), "{from}");
+        }
+        for from in [
+            "From: \"Doe, John; Jr.\" <j@x.org>\r\n",
+            "From: j@x.org (Doe, John)\r\n",
+            "From: <j@x.org>,\r\n",
+            "From: Alice <alice@x.org>\r\n",
+        ] {
+            assert!(!separates_addresses(from.as_bytes()), "{from}");
+        }
     }
 
     #[test]

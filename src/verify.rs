@@ -37,6 +37,11 @@ pub fn from_address(fields: &[crate::mime::Field]) -> FromAddress {
         // Longer than any real From: not parsed (mailparse's handling of encoded words is
         // quadratic in their number; a 1.4 MB field took 12 s).
         [one] if one.raw.len() > MAX_FROM_FIELD => FromAddress::Ambiguous("from-unparsable"),
+        // A separator mailparse did not split at is still one to mail readers, which then
+        // show another sender than the one compared here.
+        [one] if crate::mime::separates_addresses(&one.raw) => {
+            FromAddress::Ambiguous("several-from-addresses")
+        }
         [one] => match one.addresses() {
             Some(list) => {
                 let mut singles = Vec::new();

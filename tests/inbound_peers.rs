@@ -350,10 +350,29 @@ fn two_from_fields_or_two_from_addresses_are_mismatch() {
     let (st, _, out) = filter_checked(None, &[], &two_addrs);
     assert_words(&st, "none", "mismatch");
     assert!(ar(&out).contains("smime=policy"), "{}", ar(&out));
-    // Control: the same signature with a plain From is valid.
+    // Separators mailparse reads as part of a display name, where neomutt, notmuch and
+    // Python's email package see a second address (shown first): never valid.
+    for from in [
+        "\"mallory@example.net\", <alice@example.org>",
+        "\"mallory@example.net\"; <alice@example.org>",
+        "\"Mallory\" mallory@example.net, <alice@example.org>",
+    ] {
+        let spoof = message(from, "bob@example.org", "display name games", &signed);
+        let (st, _, _) = filter_checked(None, &[], &spoof);
+        assert_words(&st, "none", "mismatch");
+    }
+    // Control: the same signature with a plain From is valid, and so is a quoted comma.
     let (st, _, out) = filter_checked(None, &[], &one);
     assert_words(&st, "none", "valid");
     assert!(ar(&out).contains("smime=pass"), "{}", ar(&out));
+    let quoted = message(
+        "\"Liddell, Alice\" <alice@example.org>",
+        "bob@example.org",
+        "quoted",
+        &signed,
+    );
+    let (st, _, _) = filter_checked(None, &[], &quoted);
+    assert_words(&st, "none", "valid");
 }
 
 #[test]

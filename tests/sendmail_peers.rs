@@ -1253,6 +1253,8 @@ fn a_group_then_an_address_are_both_recipients_and_encrypted_to() {
     for to in [
         "friends: bob@example.org;, carol@example.org",
         "undisclosed-recipients:;, bob@example.org, carol@example.org",
+        "g: bob@example.org;(team), carol@example.org",
+        "bob@example.org,, carol@example.org",
     ] {
         let msg = client_message(&p.alice.email, to, None, "", "to a group.\n");
         assert_ok(&env.sendmail(Some(&p.alice), &["-t"], &msg));
