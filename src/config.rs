@@ -170,28 +170,33 @@ pub fn create_private_dir(p: &Path) -> Result<()> {
 /// `url` with the password of its user information (`USER:PASSWORD@`) replaced by `***`,
 /// whether or not the rest parses: for error messages, which go to logs.
 pub fn url_without_password(url: &str) -> String {
-    // After the scheme and however many slashes were typed (`imaps:/u:p@h` parses too).
-    let Some(colon) = url.find(':') else {
+    let Some(last_at) = url.rfind('@') else {
         return url.to_string();
     };
-    let scheme_ok = colon > 0
-        && url[..colon]
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    if !scheme_ok {
-        return url.to_string();
-    }
-    let start = colon + 1 + url[colon + 1..].chars().take_while(|&c| c == '/').count();
-    let rest = &url[start..];
-    // The user information runs to the last `@`, and its password from its first `:`: a user
-    // or password typed with `@`, `/`, `?` or `#` in it, unencoded, is hidden whole (at worst
-    // with part of a path that holds an `@`).
-    let Some(last_at) = rest.rfind('@') else {
-        return url.to_string();
-    };
-    match rest[..last_at].find(':') {
-        Some(colon) => format!("{}:***{}", &url[..start + colon], &rest[last_at..]),
-        None => url.to_string(),
+    // A scheme (after the blanks and control characters the url crate skips), its `:` and
+    // however many slashes were typed (`imaps:/u:p@h` parses too): the user information runs
+    // from there to the last `@`, its password from its first `:`.
+    let lead = url.len() - url.trim_start_matches(|c: char| c <= ' ').len();
+    let scheme_end = url[lead..].find(':').map(|i| lead + i);
+    let start = scheme_end.filter(|&c| {
+        c > lead
+            && url[lead..c]
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '+' | '-' | '.'))
+    });
+    match start {
+        Some(colon) => {
+            let start = colon + 1 + url[colon + 1..].chars().take_while(|&c| c == '/').count();
+            if start > last_at {
+                return url.to_string();
+            }
+            match url[start..last_at].find(':') {
+                Some(p) => format!("{}:***{}", &url[..start + p], &url[last_at..]),
+                None => url.to_string(),
+            }
+        }
+        // No scheme to go by (a typo, `imaps//…`): everything before the last `@` is hidden.
+        None => format!("***{}", &url[last_at..]),
     }
 }
 

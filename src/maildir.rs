@@ -139,9 +139,10 @@ impl Maildir {
     pub fn open(root: &Path) -> Result<Maildir> {
         for d in ["new", "cur", "tmp"] {
             if !root.join(d).is_dir() {
+                // A mistyped IMAP URL lands here too: its password is not repeated.
+                let shown = crate::config::url_without_password(&root.display().to_string());
                 return Err(Error::usage(format!(
-                    "{} is not a Maildir (no {d}/ folder in it)",
-                    root.display()
+                    "{shown} is not a Maildir (no {d}/ folder in it)"
                 )));
             }
         }

@@ -311,6 +311,11 @@ mod tests {
             "imaps:/me:s3cret@imap.example.org/INBOX",
             "imaps:me:s3cret@imap.example.org/INBOX",
             "IMAPS://me:s3cret@imap.example.org/INBOX",
+            " imaps://me:s3cret@127.0.0.1:1/INBOX",
+            "imaps//me:s3cret@h/INBOX",
+            "imaps;//me:s3cret@h/INBOX",
+            "ima ps://me:s3cret@h/INBOX",
+            "imaps://me:s3\tcret@h/INBOX",
         ] {
             let e = parse_url(url)
                 .err()
