@@ -1219,6 +1219,9 @@ type CheckedLayer = (Vec<SignerResult>, Option<Vec<u8>>);
 
 /// A CMS structure, and the certificates taken out of it when it is a SignedData that
 /// [`parse_signed`] could parse that way (None: they are inside the structure).
+/// Most signers a SignedData may have.
+const MAX_SIGNERS: usize = 16;
+
 /// Most digest algorithms a SignedData may list.
 const MAX_DIGEST_ALGORITHMS: usize = 16;
 
@@ -1323,6 +1326,12 @@ fn check_signed(
     };
     for c in trust.certificates().iter().chain(from_message) {
         push(&mut extra, c)?;
+    }
+    // Real mail has one signer, two at most (RSA and EC): thousands, each judged against
+    // thousands of certificates, took half a minute. More than MAX_SIGNERS is malformed.
+    if ossl::signer_count(cms) > MAX_SIGNERS {
+        log::warn!("a SignedData with more than {MAX_SIGNERS} signers");
+        return Ok(None);
     }
     let mut checked = match ossl::check_signers(cms, detached, &extra, size_hint) {
         Ok(c) => c,

@@ -864,6 +864,44 @@ fn a_hundred_thousand_rfc_2231_sections_of_a_structural_parameter() {
 }
 
 #[test]
+fn a_signed_data_with_thousands_of_signers() {
+    // Each signer was judged against every certificate of the message: 4,000 signers with
+    // 4,000 certificates took 32 s. More than 16 signers is refused as malformed; 16 copies of
+    // a good signer are still valid.
+    let p = pki();
+    let der = der_of(&sign_as(&p.alice, false, &["-binary"], &sample_entity("x")));
+    let (_, ci_c, _) = der::tlv(&der, 0);
+    let (_, _, oid_end) = der::tlv(&der, ci_c);
+    let (_, wrap_c, _) = der::tlv(&der, oid_end);
+    let (_, sd_c, sd_end) = der::tlv(&der, wrap_c);
+    // The SignerInfos SET is SignedData's last element.
+    let mut pos = sd_c;
+    let mut last = (sd_c, sd_c, sd_c);
+    while pos < sd_end {
+        let (_, c, e) = der::tlv(&der, pos);
+        last = (pos, c, e);
+        pos = e;
+    }
+    let (set_start, set_c, set_end) = last;
+    for (n, want) in [(16, "signature=valid"), (4_000, "signature=error")] {
+        let set = der::encode(0x31, &der[set_c..set_end].repeat(n));
+        let sd = der::encode(0x30, &[&der[sd_c..set_start], &set].concat());
+        let ci = der::encode(
+            0x30,
+            &[&der[ci_c..oid_end], &der::encode(0xa0, &sd)].concat(),
+        );
+        let msg = message(
+            "alice@example.org",
+            "bob@example.org",
+            "signers",
+            &p7m("signed-data", &ci),
+        );
+        let st = within_a_minute(msg);
+        assert!(st.contains(want), "{n} signers: {st}");
+    }
+}
+
+#[test]
 fn a_signed_data_listing_a_hundred_thousand_digest_algorithms() {
     // OpenSSL pushes one digest BIO per listed algorithm onto a chain it walks for every push:
     // 30,000 took 13 s; 100,000 several minutes. More than 16 is refused as malformed, in DER
