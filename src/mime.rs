@@ -222,7 +222,27 @@ pub fn parse_mail(bytes: &[u8]) -> Result<mailparse::ParsedMail<'_>, mailparse::
             "a field with too many encoded words",
         ));
     }
+    if too_many_delimiter_lines(bytes) {
+        return Err(mailparse::MailParseError::Generic(TOO_MANY_PARTS));
+    }
     mailparse::parse_mail(bytes)
+}
+
+/// [`parse_mail`]'s error for a message with more than [`MAX_DELIMITER_LINES`] lines that
+/// could start a part.
+pub const TOO_MANY_PARTS: &str = "too many MIME parts";
+
+/// Most lines starting with `--` (each may start a part, mailparse matching delimiters loosely)
+/// a message may hold to be parsed: mailparse builds every part before anyone can count
+/// them, at a few hundred bytes each, so 50 MB of short delimiter lines took 2 GB. A real
+/// message, a large patch included, has far fewer.
+const MAX_DELIMITER_LINES: usize = 100_000;
+
+fn too_many_delimiter_lines(bytes: &[u8]) -> bool {
+    let first = usize::from(bytes.starts_with(b"--"));
+    memchr::memmem::find_iter(bytes, b"\n--")
+        .nth(MAX_DELIMITER_LINES.saturating_sub(first))
+        .is_some()
 }
 
 /// Whether one field of `bytes` (a line with its continuation lines, anywhere in the message)

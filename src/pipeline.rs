@@ -1393,8 +1393,11 @@ fn scan_partial(ctx: &Context, bytes: &[u8], root_is_multipart_signed: bool, st:
         Err(e) => {
             // The parts could not be looked at: say why (mailparse's only other error is a
             // header section it cannot read).
-            let why = if e.to_string().contains("Recursion limit") {
+            let e = e.to_string();
+            let why = if e.contains("Recursion limit") {
                 "mime-nesting-limit"
+            } else if e.contains(mime::TOO_MANY_PARTS) {
+                "mime-part-limit"
             } else {
                 "mime-unparsable"
             };
