@@ -69,6 +69,18 @@ fn agent_answers_exactly_what_the_filter_gives_alone() {
         let out = h.join().expect("thread");
         assert_eq!(out.stdout, alone.stdout);
     }
+
+    // The filter's own --max-size holds through the agent too (the agent has its own).
+    let limit = (msg.len() - 1).to_string();
+    let via = run_with_stdin(
+        smimed_trusting()
+            .args(["--max-size", &limit, "--agent"])
+            .arg(&socket)
+            .arg("filter"),
+        &msg,
+    );
+    let st = status_of(&via.stdout);
+    assert_eq!(status_word(&st, "reason"), Some("size-limit"), "{st}");
 }
 
 #[test]

@@ -81,8 +81,10 @@ pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
         return run_alone(args, settings, input, None);
     }
     let buf = input.read_start(args, pipeline::LARGE_MESSAGE)?;
-    // Large messages stay with the filter, which keeps them out of memory.
-    if (buf.len() as u64) < pipeline::LARGE_MESSAGE {
+    // Large messages stay with the filter, which keeps them out of memory; so do messages
+    // over this filter's own --max-size (the agent has its own limit), which need no key.
+    let len = buf.len() as u64;
+    if len < pipeline::LARGE_MESSAGE && len <= settings.max_size {
         if let Some(out) = via_agent(&settings, &buf) {
             write_output(args, &out?)?;
             return Ok(exit::OK);
