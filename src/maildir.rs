@@ -395,6 +395,11 @@ impl Head {
             .map_or(0, |m| m.len())
     }
 
+    /// The open file (None for what is not a regular file), for reading it in place.
+    pub fn into_file(self) -> Option<File> {
+        self.file
+    }
+
     /// Reads the rest of the file after the head (no second open: a client may rename the
     /// file meanwhile, the open file stays the same).
     pub fn read_rest(mut self, path: &Path) -> Result<Vec<u8>> {

@@ -236,10 +236,20 @@ fn try_work(
         ));
     }
     drop(ent);
-    let bytes = head.read_rest(&path)?;
-    let processed = pipeline::process(ctx, &bytes)?;
-    crate::addressbook::harvest_configured(ctx, &processed, Some(&bytes));
-    drop(bytes);
+    let processed = if head.file_len() >= pipeline::LARGE_MESSAGE {
+        // Read in place, as the filter reads a large message: not held whole in memory.
+        let file = head
+            .into_file()
+            .ok_or_else(|| Error::software("a large message without its file"))?;
+        let processed = pipeline::process_file(ctx, &file)?;
+        crate::addressbook::harvest_configured(ctx, &processed, None);
+        processed
+    } else {
+        let bytes = head.read_rest(&path)?;
+        let processed = pipeline::process(ctx, &bytes)?;
+        crate::addressbook::harvest_configured(ctx, &processed, Some(&bytes));
+        processed
+    };
     if !processed.smime && processed.forged_removed == 0 {
         return Ok(Outcome::Skipped(job.clone()));
     }

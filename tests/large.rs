@@ -70,6 +70,26 @@ fn large_signed_then_encrypted_message_is_decrypted_and_verified_both_ways() {
         .expect("entity header end")
         + 4;
     assert_eq!(&text[at..], &entity[body_start..], "content intact");
+
+    // The Maildir watcher reads it in place the same way and writes the same bytes.
+    let md = dir.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(md.join(sub)).expect("mkdir");
+    }
+    std::fs::write(md.join("new").join("1800000000.M1P1.big"), &msg).expect("deliver");
+    let w = common::smimed_as(&p.bob)
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .args(["watch", "--once"])
+        .arg(&md)
+        .output()
+        .expect("run smimed watch");
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    let copy = std::fs::read_dir(md.join("new"))
+        .expect("new/")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("smimed="))
+        .expect("the processed copy");
+    assert_eq!(std::fs::read(copy.path()).expect("copy"), out.stdout);
 }
 
 #[test]
