@@ -232,17 +232,75 @@ pub fn parse_mail(bytes: &[u8]) -> Result<mailparse::ParsedMail<'_>, mailparse::
 /// could start a part.
 pub const TOO_MANY_PARTS: &str = "too many MIME parts";
 
-/// Most lines starting with `--` (each may start a part, mailparse matching delimiters loosely)
-/// a message may hold to be parsed: mailparse builds every part before anyone can count
-/// them, at a few hundred bytes each, so 50 MB of short delimiter lines took 2 GB. A real
-/// message, a large patch included, has far fewer.
+/// Most lines that can start a part (`--` and a boundary the message declares; mailparse
+/// matches delimiters by prefix) a message may hold to be parsed: mailparse builds every part
+/// before anyone can count them, at a few hundred bytes each, so 50 MB of short delimiter
+/// lines took 2 GB. Lines that merely start with `--` (SQL comments, logs, patches) do not
+/// count.
 const MAX_DELIMITER_LINES: usize = 100_000;
 
 fn too_many_delimiter_lines(bytes: &[u8]) -> bool {
-    let first = usize::from(bytes.starts_with(b"--"));
-    memchr::memmem::find_iter(bytes, b"\n--")
-        .nth(MAX_DELIMITER_LINES.saturating_sub(first))
+    let dash_lines = || {
+        let first = bytes.starts_with(b"--").then_some(0);
+        first
+            .into_iter()
+            .chain(memchr::memmem::find_iter(bytes, b"\n--").map(|i| i + 1))
+    };
+    // Cheap first: fewer `--` lines than the limit at all.
+    if dash_lines().nth(MAX_DELIMITER_LINES).is_none() {
+        return false;
+    }
+    let boundaries = declared_boundaries(bytes);
+    dash_lines()
+        .filter(|&i| {
+            let rest = &bytes[i + 2..];
+            boundaries.iter().any(|b| rest.starts_with(b))
+        })
+        .nth(MAX_DELIMITER_LINES)
         .is_some()
+}
+
+/// The values of every `boundary=` parameter in `bytes` (a rough scan of the whole message,
+/// bodies included: a few too many only make the count above stricter), at most 256.
+fn declared_boundaries(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    let lower = bytes.to_ascii_lowercase();
+    for at in memchr::memmem::find_iter(&lower, b"boundary") {
+        let mut p = at + b"boundary".len();
+        while matches!(bytes.get(p), Some(b' ' | b'\t' | b'*' | b'0'..=b'9')) {
+            p += 1;
+        }
+        if bytes.get(p) != Some(&b'=') {
+            continue;
+        }
+        p += 1;
+        while matches!(bytes.get(p), Some(b' ' | b'\t')) {
+            p += 1;
+        }
+        let quoted = bytes.get(p) == Some(&b'"');
+        if quoted {
+            p += 1;
+        }
+        let end = bytes[p.min(bytes.len())..]
+            .iter()
+            .position(|&c| {
+                if quoted {
+                    c == b'"' || c == b'\r' || c == b'\n'
+                } else {
+                    matches!(c, b';' | b' ' | b'\t' | b'\r' | b'\n' | b'"')
+                }
+            })
+            .map_or(bytes.len(), |n| p + n);
+        if let Some(b) = bytes.get(p..end) {
+            if !out.contains(&b) {
+                out.push(b);
+            }
+        }
+        if out.len() >= 256 {
+            break;
+        }
+    }
+    out
 }
 
 /// Whether one field of `bytes` (a line with its continuation lines, anywhere in the message)
