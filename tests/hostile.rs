@@ -892,18 +892,26 @@ fn two_hundred_thousand_delimiter_lines_are_not_parsed_into_parts() {
     assert!(st.contains("signature=valid"), "{st}");
 }
 
-#[test]
-fn a_signed_data_with_thousands_of_signers() {
-    // Each signer was judged against every certificate of the message: 4,000 signers with
-    // 4,000 certificates took 32 s. More than 1,000 signers, or signers × certificates over
-    // 20,000, is refused as malformed; 16 copies of a good signer are still valid (and so are
-    // 151 signers with 5 certificates: `hundreds_of_signers`).
+/// An opaque SignedData by alice (DER) and where its parts are: the ContentInfo's content,
+/// the end of its contentType OID, and the SignedData's content and end
+/// (ContentInfo { oid, [0] { SignedData { version, digestAlgorithms, …, signerInfos } } }).
+fn alices_signed_data() -> (Vec<u8>, usize, usize, usize, usize) {
     let p = pki();
     let der = der_of(&sign_as(&p.alice, false, &["-binary"], &sample_entity("x")));
     let (_, ci_c, _) = der::tlv(&der, 0);
     let (_, _, oid_end) = der::tlv(&der, ci_c);
     let (_, wrap_c, _) = der::tlv(&der, oid_end);
     let (_, sd_c, sd_end) = der::tlv(&der, wrap_c);
+    (der, ci_c, oid_end, sd_c, sd_end)
+}
+
+#[test]
+fn a_signed_data_with_thousands_of_signers() {
+    // Each signer was judged against every certificate of the message: 4,000 signers with
+    // 4,000 certificates took 32 s. More than 1,000 signers, or signers × certificates over
+    // 20,000, is refused as malformed; 16 copies of a good signer are still valid (and so are
+    // 151 signers with 5 certificates: `hundreds_of_signers`).
+    let (der, ci_c, oid_end, sd_c, sd_end) = alices_signed_data();
     // The certificates ([0]) and the SignerInfos SET (SignedData's last element).
     let mut pos = sd_c;
     let mut last = (sd_c, sd_c, sd_c);
@@ -960,13 +968,7 @@ fn a_signed_data_listing_a_hundred_thousand_digest_algorithms() {
     // OpenSSL pushes one digest BIO per listed algorithm onto a chain it walks for every push:
     // 30,000 took 13 s; 100,000 several minutes. More than 16 is refused as malformed, in DER
     // and in BER with indefinite lengths (as `openssl cms -stream` writes).
-    let p = pki();
-    let der = der_of(&sign_as(&p.alice, false, &["-binary"], &sample_entity("x")));
-    // ContentInfo { oid, [0] { SignedData { version, digestAlgorithms SET, rest… } } }
-    let (_, ci_c, _) = der::tlv(&der, 0);
-    let (_, _, oid_end) = der::tlv(&der, ci_c);
-    let (_, wrap_c, _) = der::tlv(&der, oid_end);
-    let (_, sd_c, sd_end) = der::tlv(&der, wrap_c);
+    let (der, ci_c, oid_end, sd_c, sd_end) = alices_signed_data();
     let (_, _, ver_end) = der::tlv(&der, sd_c);
     let (_, set_c, set_end) = der::tlv(&der, ver_end);
     let (_, _, alg_end) = der::tlv(&der, set_c);
