@@ -152,6 +152,10 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(self.io_error("reading", e)),
         };
+        // A shorter file than what was read: the ledger was made again (its folder removed).
+        if f.metadata().is_ok_and(|m| m.len() < k.read_to) {
+            k.read_to = 0;
+        }
         let mut text = Vec::new();
         f.seek(SeekFrom::Start(k.read_to))
             .and_then(|_| f.read_to_end(&mut text))
