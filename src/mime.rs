@@ -250,57 +250,62 @@ fn too_many_delimiter_lines(bytes: &[u8]) -> bool {
     if dash_lines().nth(MAX_DELIMITER_LINES).is_none() {
         return false;
     }
-    let boundaries = declared_boundaries(bytes);
+    // The boundaries as mailparse reads them (RFC 2231, quoted pairs and encoded words
+    // decoded), from every line that starts a Content-Type field, grouped by length.
+    let Some(by_len) = declared_boundaries(bytes) else {
+        return true;
+    };
     dash_lines()
         .filter(|&i| {
             let rest = &bytes[i + 2..];
-            boundaries.iter().any(|b| rest.starts_with(b))
+            by_len
+                .iter()
+                .any(|(len, set)| rest.get(..*len).is_some_and(|prefix| set.contains(prefix)))
         })
         .nth(MAX_DELIMITER_LINES)
         .is_some()
 }
 
-/// The values of every `boundary=` parameter in `bytes` (a rough scan of the whole message,
-/// bodies included: a few too many only make the count above stricter), at most 256.
-fn declared_boundaries(bytes: &[u8]) -> Vec<&[u8]> {
-    let mut out: Vec<&[u8]> = Vec::new();
-    let lower = bytes.to_ascii_lowercase();
-    for at in memchr::memmem::find_iter(&lower, b"boundary") {
-        let mut p = at + b"boundary".len();
-        while matches!(bytes.get(p), Some(b' ' | b'\t' | b'*' | b'0'..=b'9')) {
-            p += 1;
-        }
-        if bytes.get(p) != Some(&b'=') {
+/// Most distinct boundary lengths looked for (each is one lookup per `--` line).
+const MAX_BOUNDARY_LENGTHS: usize = 64;
+
+/// The boundary of every line of `bytes` that starts a Content-Type field (anywhere: the parts'
+/// header sections are not known without parsing), decoded by mailparse's own header and
+/// Content-Type parsing, grouped by length. None when there are more than
+/// [`MAX_BOUNDARY_LENGTHS`] distinct lengths (the caller then does not parse).
+fn declared_boundaries(bytes: &[u8]) -> Option<Vec<(usize, std::collections::HashSet<Vec<u8>>)>> {
+    let mut by_len: std::collections::HashMap<usize, std::collections::HashSet<Vec<u8>>> =
+        Default::default();
+    let starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', bytes).map(|i| i + 1));
+    for start in starts {
+        let line = &bytes[start..];
+        let Some(name) = line.get(..12) else { continue };
+        if !name.eq_ignore_ascii_case(b"content-type") {
             continue;
         }
-        p += 1;
-        while matches!(bytes.get(p), Some(b' ' | b'\t')) {
-            p += 1;
-        }
-        let quoted = bytes.get(p) == Some(&b'"');
-        if quoted {
-            p += 1;
-        }
-        let end = bytes[p.min(bytes.len())..]
-            .iter()
-            .position(|&c| {
-                if quoted {
-                    c == b'"' || c == b'\r' || c == b'\n'
-                } else {
-                    matches!(c, b';' | b' ' | b'\t' | b'\r' | b'\n' | b'"')
-                }
-            })
-            .map_or(bytes.len(), |n| p + n);
-        if let Some(b) = bytes.get(p..end) {
-            if !out.contains(&b) {
-                out.push(b);
+        // The field with its continuation lines.
+        let mut end = start;
+        loop {
+            end = memchr::memchr(b'\n', &bytes[end..]).map_or(bytes.len(), |i| end + i + 1);
+            if !matches!(bytes.get(end), Some(b' ' | b'\t')) {
+                break;
             }
         }
-        if out.len() >= 256 {
-            break;
+        let Ok((h, _)) = mailparse::parse_header(&bytes[start..end]) else {
+            continue;
+        };
+        let ct = mailparse::parse_content_type(&h.get_value());
+        if let Some(b) = ct.params.get("boundary") {
+            by_len
+                .entry(b.len())
+                .or_default()
+                .insert(b.as_bytes().to_vec());
+            if by_len.len() > MAX_BOUNDARY_LENGTHS {
+                return None;
+            }
         }
     }
-    out
+    Some(by_len.into_iter().collect())
 }
 
 /// Whether one field of `bytes` (a line with its continuation lines, anywhere in the message)
@@ -1014,6 +1019,32 @@ mod tests {
         );
         assert_eq!(flat("To: , c@x.org\r\n"), ["c@x.org"]);
         assert_eq!(flat("To: \"a,;b\" <c@x.org>\r\n"), ["c@x.org"]);
+    }
+
+    #[test]
+    fn delimiter_lines_count_for_boundaries_as_mailparse_decodes_them() {
+        let lines = b"--xyz\r\n".repeat(MAX_DELIMITER_LINES + 1);
+        for ct in [
+            "multipart/mixed; boundary=\"xyz\"",
+            "multipart/mixed; boundary*=us-ascii''%78%79%7a",
+            "multipart/mixed; boundary*0*=us-ascii''%78; boundary*1*=%79%7a",
+            "multipart/mixed; boundary=\"\\x\\y\\z\"",
+            "multipart/mixed; boundary=\"=?us-ascii?q?xyz?=\"",
+            "multipart/mixed; =?us-ascii?q?boundary=3Dxyz?=",
+        ] {
+            let mut m = b"From: a@x\r\n".to_vec();
+            m.extend(b"X-Decoy: boundary=dn\r\n".repeat(300));
+            m.extend(format!("Content-Type: {ct}\r\n\r\n").as_bytes());
+            m.extend(&lines);
+            assert!(too_many_delimiter_lines(&m), "{ct}");
+        }
+        // `--` lines that start with no declared boundary; an empty one in a body's code.
+        let mut m = b"Content-Type: multipart/mixed; boundary=\"b-9c1f\"\r\n\r\n--b-9c1f\r\n\
+            Content-Type: text/x-python\r\n\r\n    boundary = \"\"\r\n"
+            .to_vec();
+        m.extend(b"-- Name: t; Type: TABLE\r\n".repeat(MAX_DELIMITER_LINES + 1));
+        m.extend(b"--b-9c1f--\r\n");
+        assert!(!too_many_delimiter_lines(&m));
     }
 
     #[test]
