@@ -56,7 +56,11 @@ pub fn fingerprint(head: &[u8], len: u64) -> Fingerprint {
             skipping = CLIENT_FIELDS.contains(&name.as_str());
         }
         if !skipping {
-            h.update(line);
+            // Each line's end as LF: neomutt's save writes the fields it adds, and the blank
+            // line, with LF into a CRLF message.
+            let text = line.strip_suffix(b"\n").unwrap_or(line);
+            h.update(text.strip_suffix(b"\r").unwrap_or(text));
+            h.update(b"\n");
         }
     }
     // The body's length: a client's added field changes the file's.
@@ -245,6 +249,9 @@ mod tests {
         assert_eq!(fingerprint(a, 30), fingerprint(filed, 30 + 32));
         let folded = b"From: a\r\nX-Label: a,\r\n b\r\nX: 1\r\n\r\nbody one\r\n";
         assert_eq!(fingerprint(a, 30), fingerprint(folded, 30 + 17));
+        // neomutt's save into a CRLF message: its own field and the blank line with LF.
+        let mixed = b"From: a\r\nX: 1\r\nContent-Length: 12\n\nbody one\r\n";
+        assert_eq!(fingerprint(a, 30), fingerprint(mixed, 30 + 18));
         assert_eq!(header_end(b"X: 1\n\nb"), Some(6));
         assert_eq!(header_end(b"\r\nb"), Some(2));
         assert_eq!(header_end(b"X: 1"), None);

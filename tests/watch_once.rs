@@ -780,14 +780,15 @@ fn a_copy_filed_under_another_name_keeps_its_status() {
     let (name, copy) = &copies[0];
     assert!(is_processed_name(name));
     assert!(String::from_utf8_lossy(copy).contains("encryption=decrypted"));
-    // The client files it: a new file in .Work, named by the client, with the Content-Length
-    // field neomutt's save adds after the header's last field; the original goes.
+    // The client files it: a new file in .Work, named by the client, as neomutt's save
+    // writes it into this CRLF message: a Content-Length field after the header's last field
+    // and the blank line, both with LF; the original goes.
     let at = copy.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
-    let body_len = copy.len() - at - 2;
+    let body = &copy[at + 2..];
     let copy = [
         &copy[..at],
-        format!("Content-Length: {body_len}\r\n").as_bytes(),
-        &copy[at..],
+        format!("Content-Length: {}\n\n", body.len()).as_bytes(),
+        body,
     ]
     .concat();
     let filed = format!("{}:2,S", unique_name(copy.len()));
