@@ -252,28 +252,36 @@ fn too_many_delimiter_lines(bytes: &[u8]) -> bool {
     }
     // The boundaries as mailparse reads them (RFC 2231, quoted pairs and encoded words
     // decoded), from every line that starts a Content-Type field, grouped by length.
-    let Some(by_len) = declared_boundaries(bytes) else {
+    // A boundary longer than this cannot start enough lines to matter in this message.
+    let longest = bytes.len() / MAX_DELIMITER_LINES;
+    let Some(by_len) = declared_boundaries(bytes, longest) else {
         return true;
     };
     dash_lines()
         .filter(|&i| {
+            // Within the line only: the cost is bounded by the message's size.
             let rest = &bytes[i + 2..];
+            let line = &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())];
             by_len
                 .iter()
-                .any(|(len, set)| rest.get(..*len).is_some_and(|prefix| set.contains(prefix)))
+                .any(|(len, set)| line.get(..*len).is_some_and(|prefix| set.contains(prefix)))
         })
         .nth(MAX_DELIMITER_LINES)
         .is_some()
 }
 
-/// Most distinct boundary lengths looked for (each is one lookup per `--` line).
-const MAX_BOUNDARY_LENGTHS: usize = 64;
+/// Most distinct boundary lengths looked for (each is one lookup per `--` line: the check
+/// costs at most this many times the message's size).
+const MAX_BOUNDARY_LENGTHS: usize = 8;
 
 /// The boundary of every line of `bytes` that starts a Content-Type field (anywhere: the parts'
 /// header sections are not known without parsing), decoded by mailparse's own header and
-/// Content-Type parsing, grouped by length. None when there are more than
+/// Content-Type parsing, grouped by length; those longer than `longest` are left out. None when there are more than
 /// [`MAX_BOUNDARY_LENGTHS`] distinct lengths (the caller then does not parse).
-fn declared_boundaries(bytes: &[u8]) -> Option<Vec<(usize, std::collections::HashSet<Vec<u8>>)>> {
+fn declared_boundaries(
+    bytes: &[u8],
+    longest: usize,
+) -> Option<Vec<(usize, std::collections::HashSet<Vec<u8>>)>> {
     let mut by_len: std::collections::HashMap<usize, std::collections::HashSet<Vec<u8>>> =
         Default::default();
     let starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', bytes).map(|i| i + 1));
@@ -295,7 +303,7 @@ fn declared_boundaries(bytes: &[u8]) -> Option<Vec<(usize, std::collections::Has
             continue;
         };
         let ct = mailparse::parse_content_type(&h.get_value());
-        if let Some(b) = ct.params.get("boundary") {
+        if let Some(b) = ct.params.get("boundary").filter(|b| b.len() <= longest) {
             by_len
                 .entry(b.len())
                 .or_default()
