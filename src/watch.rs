@@ -136,20 +136,22 @@ impl Job {
     }
 }
 
+/// A processed copy written (not yet durable) in tmp/.
+struct Ready {
+    job: Job,
+    tmp: PathBuf,
+    /// Name of the processed copy, with the original's info as read.
+    name: String,
+    decrypted: bool,
+    verified: bool,
+    failed: bool,
+    /// The copy's ledger fingerprint.
+    copy_fp: Fingerprint,
+}
+
 /// What a worker made of a job.
 enum Outcome {
-    /// Processed copy written (not yet durable) in tmp/.
-    Ready {
-        job: Job,
-        tmp: PathBuf,
-        /// Name of the processed copy, with the original's info as read.
-        name: String,
-        decrypted: bool,
-        verified: bool,
-        failed: bool,
-        /// The copy's ledger fingerprint.
-        copy_fp: Fingerprint,
-    },
+    Ready(Ready),
     Skipped(Job),
     /// Left for a temporary failure; None: not tried, after one in the same pass.
     Deferred(Job, Option<Error>),
@@ -259,7 +261,7 @@ fn try_work(
         .join(maildir::tmp_name(maildir::key(&job.name)));
     maildir::write_new(&tmp, &processed.output, false)?;
     let st = &processed.status;
-    Ok(Outcome::Ready {
+    Ok(Outcome::Ready(Ready {
         job: job.clone(),
         tmp,
         name: maildir::processed_name(&job.name, processed.output.len()),
@@ -268,7 +270,7 @@ fn try_work(
         failed: st.encryption == Encryption::Failed
             || !matches!(st.signature, Signature::None | Signature::Valid),
         copy_fp: ledger::fingerprint(&processed.output, processed.output.len() as u64),
-    })
+    }))
 }
 
 /// The pool's end in the main thread.
@@ -809,15 +811,7 @@ impl<'o> State<'o> {
         let mut ready = Vec::new();
         for o in outcomes {
             match o {
-                Outcome::Ready {
-                    job,
-                    tmp,
-                    name,
-                    decrypted,
-                    verified,
-                    failed,
-                    copy_fp,
-                } => ready.push((job, tmp, name, decrypted, verified, failed, copy_fp)),
+                Outcome::Ready(r) => ready.push(r),
                 Outcome::Skipped(job) => {
                     self.summary.skipped += 1;
                     let path = job.path();
@@ -864,7 +858,7 @@ impl<'o> State<'o> {
         };
         let mut ledger_file = None;
         if let Some(l) = &self.ledger {
-            let fps: Vec<Fingerprint> = ready.iter().map(|r| r.6).collect();
+            let fps: Vec<Fingerprint> = ready.iter().map(|r| r.copy_fp).collect();
             match l.record_copies(&fps) {
                 Ok(f) => ledger_file = f.map(|f| (f, fps.len())),
                 Err(e) => not_recorded(e, fps.len()),
@@ -873,7 +867,7 @@ impl<'o> State<'o> {
         // 2. One syncfs per file system makes every tmp file of the batch durable (and the
         // ledger's lines, when it is on one of them; else its own sync).
         let mut devs: HashSet<u64> = HashSet::new();
-        for (job, ..) in &ready {
+        for Ready { job, .. } in &ready {
             use std::os::unix::fs::MetadataExt;
             let tmp = job.md.tmp();
             let dev = fs::metadata(&tmp)
@@ -895,7 +889,16 @@ impl<'o> State<'o> {
         // 3. Copies in place, next to their original as it is now.
         let mut placed = Vec::new();
         let mut dirty: HashSet<PathBuf> = HashSet::new();
-        for (job, tmp, name, decrypted, verified, failed, _) in ready {
+        for Ready {
+            job,
+            tmp,
+            name,
+            decrypted,
+            verified,
+            failed,
+            ..
+        } in ready
+        {
             let key = maildir::key(&job.name).to_string();
             let orig = match locate(&job.md, &key, job.sub, &job.name) {
                 Ok(Some(o)) => o,
