@@ -122,6 +122,53 @@ pub fn with_info(name: &str, info: Option<&str>) -> String {
     }
 }
 
+/// What makes the name of an archived original distinct when another message already has its
+/// name in the archive (the same name in two watched folders, which share one archive):
+/// `KEY-smimed-N`.
+pub const DUP_MARK: &str = "-smimed-";
+
+/// `name` with its key made distinct ([`DUP_MARK`] and `n` after the key), its other fields
+/// (`,S=…`) and its info kept.
+pub fn renamed_for_collision(name: &str, n: u32) -> String {
+    let (unique, info) = split_name(name);
+    let (k, rest) = unique.split_at(unique.find(',').unwrap_or(unique.len()));
+    with_info(&format!("{k}{DUP_MARK}{n}{rest}"), info)
+}
+
+/// Whether `name`'s key is `key_`, or `key_` made distinct by [`renamed_for_collision`].
+pub fn key_matches(name: &str, key_: &str) -> bool {
+    let k = key(name);
+    k == key_
+        || k.strip_prefix(key_)
+            .and_then(|r| r.strip_prefix(DUP_MARK))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Renames `from` to `to` unless `to` exists, which gives `AlreadyExists` (renameat2 with
+/// RENAME_NOREPLACE; where the file system lacks it, a look then a plain rename).
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    use rustix::io::Errno;
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {
+            if fs::symlink_metadata(to).is_ok() {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            fs::rename(from, to)
+        }
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// Whether two files hold the same bytes.
+pub fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
+    if fs::metadata(a)?.len() != fs::metadata(b)?.len() {
+        return Ok(false);
+    }
+    Ok(fs::read(a)? == fs::read(b)?)
+}
+
 /// Whether a directory entry name can be a message (not a dot file, valid UTF-8 handled by the
 /// caller).
 pub fn is_message_name(name: &str) -> bool {
@@ -476,6 +523,32 @@ fn header_ends(b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_made_distinct_keeps_its_fields_and_flags_and_its_key_still_matches() {
+        let n = renamed_for_collision("1700000000.M1P1.host,S=123,W=130:2,FS", 2);
+        assert_eq!(n, "1700000000.M1P1.host-smimed-2,S=123,W=130:2,FS");
+        assert!(key_matches(&n, "1700000000.M1P1.host"));
+        assert_eq!(renamed_for_collision("k", 1), "k-smimed-1");
+        assert!(key_matches("k:2,S", "k"));
+        assert!(!key_matches("k-smimed-:2,S", "k"));
+        assert!(!key_matches("k-smimed-1x", "k"));
+        assert!(!key_matches("kk", "k"));
+    }
+
+    #[test]
+    fn rename_noreplace_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        fs::write(&a, b"a").unwrap();
+        fs::write(&b, b"b").unwrap();
+        let e = rename_noreplace(&a, &b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&b).unwrap(), b"b");
+        assert!(same_content(&a, &a).unwrap() && !same_content(&a, &b).unwrap());
+        rename_noreplace(&a, &d.path().join("c")).unwrap();
+        assert!(!a.exists());
+    }
 
     #[test]
     fn a_name_that_is_not_utf8_is_left_out_of_the_listing() {

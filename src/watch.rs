@@ -55,6 +55,8 @@ const COMMIT_EVERY: Duration = Duration::from_millis(50);
 const COLLECT_SLICE: Duration = Duration::from_millis(2);
 /// Largest header section read to decide whether a message needs the pipeline.
 const HEAD_LIMIT: usize = 256 * 1024;
+/// Most archived originals that may share one name (made distinct with a number).
+const MAX_SAME_NAME: u32 = 10_000;
 /// Backlog above which a progress bar is shown (on a terminal).
 const PROGRESS_MIN: usize = 300;
 
@@ -98,9 +100,10 @@ pub struct Summary {
     pub skipped: usize,
     /// Left for a temporary failure, to be retried.
     pub deferred: usize,
-    /// Originals moved to the archive (or deleted with --no-archive), including moves left
-    /// unfinished by an earlier run.
+    /// Originals moved to the archive, including moves left unfinished by an earlier run.
     pub archived: usize,
+    /// Originals deleted (--no-archive).
+    pub removed: usize,
     /// Messages that disappeared (a client deleted or moved them away) while we worked.
     pub vanished: usize,
     /// Messages the pipeline refused with an unexpected error (left untouched, logged).
@@ -109,7 +112,7 @@ pub struct Summary {
 
 impl Summary {
     pub fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{} processed ({} decrypted, {} verified, {} failed), {} skipped, {} deferred, {} archived",
             self.processed,
             self.decrypted,
@@ -118,7 +121,11 @@ impl Summary {
             self.skipped,
             self.deferred,
             self.archived
-        )
+        );
+        if self.removed > 0 {
+            line.push_str(&format!(", {} removed", self.removed));
+        }
+        line
     }
 }
 
@@ -1004,9 +1011,11 @@ impl<'o> State<'o> {
                 Ok(_) => {
                     if let Some(a) = p.archive {
                         dirty.insert(self.archives[a].md.dir(orig.0));
+                        self.summary.archived += 1;
+                    } else {
+                        self.summary.removed += 1;
                     }
                     dirty.insert(p.md.dir(orig.0));
-                    self.summary.archived += 1;
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 4 => continue,
@@ -1028,10 +1037,12 @@ impl<'o> State<'o> {
     }
 
     /// Renames `src` into the archive (same subdirectory, same name but for keyword letters;
-    /// the caller fsyncs the
-    /// directories); across file systems, copies it durably first (fsynced file and directory)
-    /// and only then unlinks `src`. An original whose key is
-    /// already archived (an interrupted cross-device move) is only unlinked.
+    /// the caller fsyncs the directories), never over another file: when the name is taken by
+    /// another message (the same name in two folders sharing this archive), under a distinct
+    /// name ([`maildir::renamed_for_collision`]); when it is taken by the same bytes (an
+    /// interrupted move), `src` is only unlinked. Across file systems, copies it durably first
+    /// (fsynced file and directory) and only then unlinks `src`.
+    /// Returns whether the archive gained a file.
     fn move_to_archive(
         &mut self,
         a: usize,
@@ -1041,59 +1052,109 @@ impl<'o> State<'o> {
         name: &str,
     ) -> io::Result<bool> {
         let archive = &mut self.archives[a];
-        if archive.keys.contains(key) {
-            // Only if the archive still holds it: a user may have moved an archived original
-            // back into the Maildir, and then this is the only copy left.
-            let held = archive
-                .md
-                .find_original(key)
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            if held.is_some() {
-                fs::remove_file(src)?;
-                return Ok(false);
-            }
-            archive.keys.remove(key);
+        // Only if the archive still holds this very message: a user may have moved an archived
+        // original back into the Maildir, and then this is the only copy left.
+        if archive.keys.contains(key) && archived_copy(&archive.md, key, src)? {
+            fs::remove_file(src)?;
+            return Ok(false);
         }
         // Keyword letters mean other keywords in the archive folder (Dovecot): left out.
-        let dest = archive.md.path(sub, &maildir::without_keywords(name));
-        let renamed = match fs::rename(src, &dest) {
-            // The archive folder was removed while we run (an IMAP DELETE, a user): make it
-            // again rather than take the original for gone.
-            Err(e)
-                if e.kind() == io::ErrorKind::NotFound
-                    && fs::symlink_metadata(src).is_ok()
-                    && !archive.md.dir(sub).is_dir() =>
-            {
-                log::warn!(
-                    "archive {} is gone: making it again",
-                    archive.md.root.display()
-                );
-                Maildir::create(&archive.md.root, archive.subfolder)
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-                archive.keys.clear();
-                fs::rename(src, &dest)
+        let base = maildir::without_keywords(name);
+        let mut n = 0u32;
+        let mut made_again = false;
+        // Across file systems: the durable copy in the archive's tmp/.
+        let mut copy: Option<PathBuf> = None;
+        loop {
+            let dest_name = match n {
+                0 => base.clone(),
+                _ => maildir::renamed_for_collision(&base, n),
+            };
+            let dest = archive.md.path(sub, &dest_name);
+            match maildir::rename_noreplace(copy.as_deref().unwrap_or(src), &dest) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if maildir::same_content(&dest, src)? {
+                        if let Some(c) = &copy {
+                            let _ = fs::remove_file(c);
+                        }
+                        fs::remove_file(src)?;
+                        archive.keys.insert(key.to_string());
+                        return Ok(false);
+                    }
+                    if n >= MAX_SAME_NAME {
+                        if let Some(c) = &copy {
+                            let _ = fs::remove_file(c);
+                        }
+                        return Err(io::Error::other(format!(
+                            "{MAX_SAME_NAME} archived messages already have the name {base}"
+                        )));
+                    }
+                    n += 1;
+                }
+                // The archive folder was removed while we run (an IMAP DELETE, a user): make it
+                // again rather than take the original for gone.
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && !made_again
+                        && copy.is_none()
+                        && fs::symlink_metadata(src).is_ok()
+                        && !archive.md.dir(sub).is_dir() =>
+                {
+                    log::warn!(
+                        "archive {} is gone: making it again",
+                        archive.md.root.display()
+                    );
+                    Maildir::create(&archive.md.root, archive.subfolder)
+                        .map_err(|e| io::Error::other(e.to_string()))?;
+                    archive.keys.clear();
+                    made_again = true;
+                }
+                Err(e)
+                    if copy.is_none()
+                        && e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
+                {
+                    let bytes = fs::read(src)?;
+                    let tmp = archive.md.tmp().join(maildir::tmp_name(key));
+                    maildir::write_new(&tmp, &bytes, true)
+                        .map_err(|e| io::Error::other(e.to_string()))?;
+                    copy = Some(tmp);
+                }
+                Err(e) => {
+                    if let Some(c) = &copy {
+                        let _ = fs::remove_file(c);
+                    }
+                    return Err(e);
+                }
             }
-            other => other,
-        };
-        match renamed {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
-                let bytes = fs::read(src)?;
-                let tmp = archive.md.tmp().join(maildir::tmp_name(key));
-                maildir::write_new(&tmp, &bytes, true)
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-                fs::rename(&tmp, &dest)?;
-                fs::File::open(archive.md.dir(sub))?.sync_all()?;
-                // Archived from here on: if a client re-flags the original before the unlink,
-                // the next try only unlinks it where it is (never a second copy).
-                archive.keys.insert(key.to_string());
-                fs::remove_file(src)?;
-            }
-            Err(e) => return Err(e),
         }
         archive.keys.insert(key.to_string());
+        if copy.is_some() {
+            fs::File::open(archive.md.dir(sub))?.sync_all()?;
+            // Archived from here on: if a client re-flags the original before the unlink, the
+            // next try only unlinks it where it is (never a second copy).
+            fs::remove_file(src)?;
+        }
         Ok(true)
     }
+}
+
+/// Whether the archive holds `src`'s bytes under `key` (or `key` made distinct).
+fn archived_copy(archive: &Maildir, key: &str, src: &Path) -> io::Result<bool> {
+    for sub in Sub::BOTH {
+        let names = archive
+            .list(sub)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        for n in names.iter().filter(|n| maildir::key_matches(n, key)) {
+            match maildir::same_content(&archive.path(sub, n), src) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                // Moved by a client meanwhile: not this one.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && src.exists() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Where the message with `key` is now: at `sub/name` if still there, else wherever a client

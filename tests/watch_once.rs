@@ -274,6 +274,8 @@ fn archive_elsewhere_and_no_archive() {
     let name = md.deliver(&smime_msg("b2"));
     let (code, err) = run_once(&mut watch_cmd(&["--once", "--no-archive"], md.path(), None));
     assert_eq!(code, 0, "{err}");
+    // The summary says the original was removed, not archived.
+    assert!(err.contains(", 0 archived, 1 removed"), "{err}");
     assert!(!md.path().join("new").join(&name).exists());
     assert!(!md.archive().exists());
     let live = by_message_id(md.path());
@@ -290,6 +292,82 @@ fn archive_elsewhere_and_no_archive() {
     let (code, err) = run_once(&mut c);
     assert_eq!(code, 0, "{err}");
     assert!(md.path().join(".Kept/new").join(&name).exists(), "{err}");
+}
+
+/// Every file in a Maildir's new/ and cur/, sorted.
+fn contents(maildir: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = ["new", "cur"]
+        .iter()
+        .flat_map(|s| std::fs::read_dir(maildir.join(s)).into_iter().flatten())
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn originals_with_the_same_name_in_two_folders_are_both_archived() {
+    // Maildir names are unique within one Maildir only: a folder copied with cp or rsync, or
+    // Dovecot with maildir_copy_preserve_filename, gives two folders the same name. Under
+    // --recursive (one archive for the tree), and with two Maildirs sharing `--archive PATH`,
+    // the second original was unlinked as "already archived": lost, while the summary said
+    // "2 archived".
+    let md = Md::new();
+    let sub = md.path().join(".Work");
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(sub.join(d)).unwrap();
+    }
+    let name = unique_name(10);
+    std::fs::write(md.path().join("new").join(&name), smime_msg("d1")).unwrap();
+    std::fs::write(sub.join("new").join(&name), smime_msg("d2")).unwrap();
+    let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(": 2 processed") && err.contains("2 archived"),
+        "{err}"
+    );
+    let mut want = vec![smime_msg("d1"), smime_msg("d2")];
+    want.sort();
+    assert_eq!(contents(&md.archive()), want, "both originals archived");
+    for (folder, id) in [(md.path(), "d1"), (sub.as_path(), "d2")] {
+        let live = by_message_id(folder);
+        assert_eq!(live[id].len(), 1, "{live:?}");
+        assert!(is_processed_name(&live[id][0].name), "{live:?}");
+    }
+    let before = snapshot(md.path());
+    let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert_same(&snapshot(md.path()), &before, "second run");
+
+    // Two Maildirs sharing one archive elsewhere; a third, later, with an original of that name.
+    let (a, b) = (Md::new(), Md::new());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let arch = elsewhere.path().join("Originals");
+    std::fs::write(a.path().join("new").join(&name), smime_msg("e1")).unwrap();
+    std::fs::write(b.path().join("new").join(&name), smime_msg("e2")).unwrap();
+    let args = [
+        "--once",
+        "--archive",
+        arch.to_str().unwrap(),
+        a.path().to_str().unwrap(),
+    ];
+    let (code, err) = run_once(&mut watch_cmd(&args, b.path(), None));
+    assert_eq!(code, 0, "{err}");
+    let c = Md::new();
+    std::fs::write(
+        c.path().join("cur").join(format!("{name}:2,S")),
+        smime_msg("e3"),
+    )
+    .unwrap();
+    let (code, err) = run_once(&mut watch_cmd(&args[..3], c.path(), None));
+    assert_eq!(code, 0, "{err}");
+    let mut want = vec![smime_msg("e1"), smime_msg("e2"), smime_msg("e3")];
+    want.sort();
+    assert_eq!(contents(&arch), want, "all three originals archived");
+    for (m, id) in [(&a, "e1"), (&b, "e2"), (&c, "e3")] {
+        let live = by_message_id(m.path());
+        assert!(is_processed_name(&live[id][0].name), "{live:?}");
+    }
 }
 
 #[test]
