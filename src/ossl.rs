@@ -116,6 +116,12 @@ extern "C" {
     ) -> *mut ffi::OPENSSL_STACK;
     fn ASN1_OBJECT_free(a: *mut ffi::ASN1_OBJECT);
     fn X509_STORE_add_crl(store: *mut ffi::X509_STORE, crl: *mut ffi::X509_CRL) -> c_int;
+    fn X509_NAME_print_ex(
+        out: *mut ffi::BIO,
+        nm: *const ffi::X509_NAME,
+        indent: c_int,
+        flags: std::ffi::c_ulong,
+    ) -> c_int;
     fn CMS_decrypt_set1_pkey_and_peer(
         cms: *mut ffi::CMS_ContentInfo,
         pk: *mut ffi::EVP_PKEY,
@@ -254,6 +260,38 @@ fn stack_get(st: *const ffi::OPENSSL_STACK, i: c_int) -> *mut c_void {
     unsafe { ffi::OPENSSL_sk_value(st, i) }
 }
 
+/// OpenSSL's XN_FLAG_RFC2253: ASN1_STRFLGS_RFC2253 (RFC 2253/4514 escapes, UTF-8, bytes over
+/// 0x7F as `\\XX`, unknown types as `#` and hex DER), comma separators, the RDNs in reverse
+/// order, short attribute names, unknown attribute types as dotted OIDs.
+const XN_FLAG_RFC2253: std::ffi::c_ulong = 0x317 | 0x1_0000 | 0x10_0000 | 0x100_0000;
+
+/// A distinguished name as an RFC 4514 string, as `openssl x509 -nameopt RFC2253` prints it
+/// (`CN=Int CA\, Inc.,O=Caf\C3\A9`): unambiguous, and ASCII.
+pub fn name_rfc4514(name: &X509NameRef) -> Option<String> {
+    // SAFETY: the memory BIO is created, written, read and freed here; the name is borrowed for
+    // the call; the bytes BIO_get_mem_data points at are copied before the BIO is freed.
+    unsafe {
+        let bio = ffi::BIO_new(ffi::BIO_s_mem());
+        if bio.is_null() {
+            return None;
+        }
+        let ok = X509_NAME_print_ex(bio, name.as_ptr(), 0, XN_FLAG_RFC2253) >= 0;
+        let mut data: *mut std::ffi::c_char = ptr::null_mut();
+        let len = ffi::BIO_get_mem_data(bio, &mut data);
+        let out = (ok && len >= 0 && (len == 0 || !data.is_null())).then(|| {
+            let bytes = if len == 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(data.cast::<u8>(), len as usize)
+            };
+            String::from_utf8_lossy(bytes).into_owned()
+        });
+        BIO_free(bio);
+        let _ = openssl::error::ErrorStack::get();
+        out
+    }
+}
+
 fn name_serial(
     issuer: *mut ffi::X509_NAME,
     sno: *mut ffi::ASN1_INTEGER,
@@ -264,7 +302,7 @@ fn name_serial(
     // SAFETY: both pointers are borrowed from a live CMS structure for the duration of the call.
     let (name, serial) = unsafe { (X509NameRef::from_ptr(issuer), Asn1IntegerRef::from_ptr(sno)) };
     Some((
-        crate::certs::name_to_string(name),
+        name_rfc4514(name).unwrap_or_else(|| crate::certs::name_to_string(name)),
         crate::certs::serial_hex(serial),
     ))
 }

@@ -319,6 +319,22 @@ fn fold_at_spaces(text: &str, prefix: usize, eol: &str) -> String {
                 out.push_str(eol);
                 len = 0;
             }
+            if len + piece.len() > 998 {
+                // No space for 998 octets (an RFC 4514 issuer name of thousands of RDNs has
+                // none): the line limit wins, and the line breaks after commas, with a space
+                // that unfolding keeps (`, ` where the name had `,`).
+                for part in piece.split_inclusive(',') {
+                    if len > 0 && len + part.len() > 78 {
+                        out.push_str(eol);
+                        out.push(' ');
+                        len = 1;
+                    }
+                    out.push_str(part);
+                    len += part.len();
+                }
+                rest = &rest[end..];
+                continue;
+            }
             out.push_str(piece);
             len += piece.len();
             rest = &rest[end..];
@@ -562,6 +578,15 @@ mod tests {
         assert_eq!(folded.replace('\n', ""), v.replace('\n', ""));
         let short = "mx; smime=pass";
         assert_eq!(fold_at_spaces(short, 24, "\n"), short);
+        // An RFC 4514 name has no spaces: past 998 octets it breaks after commas.
+        let dn: Vec<String> = (0..300).map(|i| format!("OU=unit{i}")).collect();
+        let v = format!("mx; smime=policy\n\tbody.smime-issuer=\"{}\"", dn.join(","));
+        let folded = fold_at_spaces(&v, 24, "\n");
+        assert!(folded.split('\n').all(|l| l.len() <= 998), "{folded}");
+        assert_eq!(
+            folded.replace("\n ", "").replace('\n', ""),
+            v.replace('\n', "")
+        );
     }
 
     #[test]

@@ -275,7 +275,10 @@ pub fn judge(
         FromAddress::Ambiguous(_) => addrs.first().cloned(),
     };
     r.serial = Some(certs::serial_hex(cert.serial_number()));
-    r.issuer = Some(certs::name_to_string(cert.issuer_name()));
+    r.issuer = Some(
+        crate::ossl::name_rfc4514(cert.issuer_name())
+            .unwrap_or_else(|| certs::name_to_string(cert.issuer_name())),
+    );
     if !check.signature_ok {
         r.verdict = Signature::Invalid;
         r.reason = Some(String::from("signature-does-not-match-content"));

@@ -711,6 +711,71 @@ fn malformed_layer_inside_an_envelope_delivers_the_original() {
 /// line exceeds 998 octets (regression: one 4 KB line), and nothing panics on the UTF-8.
 #[test]
 fn huge_issuer_name_is_folded() {
+    let ou: Vec<String> = (0..60)
+        .map(|i| format!("Klarälvdalens Datakonsult division {i}"))
+        .collect();
+    let mut entries: Vec<(&str, &str)> = ou.iter().map(|v| ("OU", v.as_str())).collect();
+    entries.push(("CN", "Huge Name CA"));
+    let (out, _) = filter_signed_under_ca_named(&entries);
+    assert_eq!(out.status.code(), Some(0));
+    let st = status_of(&out.stdout);
+    assert_words(&st, "none", "valid");
+    for line in out.stdout.split(|&b| b == b'\n') {
+        assert!(line.len() <= 998, "line of {} octets", line.len());
+    }
+    let ar = ar_values(&out.stdout, "mx.test");
+    assert!(ar[0].contains("smime=pass"));
+    assert!(
+        ar[0].contains("division 59"),
+        "the whole issuer is there: {}",
+        ar[0]
+    );
+}
+
+/// body.smime-issuer is the issuer's RFC 4514 string, exactly as `openssl x509 -nameopt
+/// RFC2253` writes it (RDNs in reverse order, `,` `;` `"` `\` escaped, non-ASCII as `\XX`),
+/// inside an RFC 5322 quoted-string. It was `O=…, CN=…` in X.500 order without escapes: a
+/// name holding `, ` could not be told apart or matched.
+#[test]
+fn the_issuer_is_written_as_rfc_4514() {
+    let (out, dir) = filter_signed_under_ca_named(&[
+        ("O", "Café \"Q\" \\ Ltd; smime=pass"),
+        ("CN", "Int (x) CA, Inc."),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let ar = ar_values(&out.stdout, "mx.test");
+    let quoted = ar[0]
+        .split("body.smime-issuer=\"")
+        .nth(1)
+        .expect("an issuer")
+        .trim_end()
+        .strip_suffix('"')
+        .expect("a quoted-string");
+    // RFC 5322 unquoting: a backslash escapes the next character.
+    let mut issuer = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        issuer.push(if c == '\\' { chars.next().unwrap() } else { c });
+    }
+    let want = openssl(
+        &["x509", "-noout", "-subject", "-nameopt", "RFC2253"],
+        &std::fs::read(dir.path().join("ca.pem")).unwrap(),
+    );
+    let want = String::from_utf8(want).unwrap();
+    let want = want.trim_end().strip_prefix("subject=").unwrap();
+    assert_eq!(issuer, want);
+    assert_eq!(
+        want,
+        r#"CN=Int (x) CA\, Inc.,O=Caf\C3\A9 \"Q\" \\ Ltd\; smime=pass"#
+    );
+}
+
+/// `smimed filter` on a message signed by alice@example.org under a throw-away CA with the
+/// subject `entries` (made here), trusting that CA: the output, and the folder holding the CA
+/// as `ca.pem`.
+fn filter_signed_under_ca_named(
+    entries: &[(&str, &str)],
+) -> (std::process::Output, tempfile::TempDir) {
     use openssl::asn1::Asn1Time;
     use openssl::bn::BigNum;
     use openssl::cms::{CMSOptions, CmsContentInfo};
@@ -727,11 +792,9 @@ fn huge_issuer_name_is_folded() {
     let ca_key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
     let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
     let mut n = X509NameBuilder::new().unwrap();
-    for i in 0..60 {
-        n.append_entry_by_text("OU", &format!("Klarälvdalens Datakonsult division {i}"))
-            .unwrap();
+    for (k, v) in entries {
+        n.append_entry_by_text(k, v).unwrap();
     }
-    n.append_entry_by_text("CN", "Huge Name CA").unwrap();
     let ca_name = n.build();
     let mut b = X509Builder::new().unwrap();
     b.set_version(2).unwrap();
@@ -782,18 +845,18 @@ fn huge_issuer_name_is_folded() {
         Some(&cert),
         Some(&key),
         None,
-        Some(&sample_entity("huge name")),
+        Some(&sample_entity("named CA")),
         CMSOptions::BINARY,
     )
     .unwrap();
     let msg = message(
         "alice@example.org",
         "bob@example.org",
-        "huge",
+        "named CA",
         &p7m("signed-data", &cms.to_der().unwrap()),
     );
     let d = tempfile::Builder::new()
-        .prefix("smimed-huge.")
+        .prefix("smimed-named-ca.")
         .tempdir_in("/tmp")
         .unwrap();
     let anchor = d.path().join("ca.pem");
@@ -808,19 +871,7 @@ fn huge_issuer_name_is_folded() {
         ]),
         &msg,
     );
-    assert_eq!(out.status.code(), Some(0));
-    let st = status_of(&out.stdout);
-    assert_words(&st, "none", "valid");
-    for line in out.stdout.split(|&b| b == b'\n') {
-        assert!(line.len() <= 998, "line of {} octets", line.len());
-    }
-    let ar = ar_values(&out.stdout, "mx.test");
-    assert!(ar[0].contains("smime=pass"));
-    assert!(
-        ar[0].contains("division 59"),
-        "the whole issuer is there: {}",
-        ar[0]
-    );
+    (out, d)
 }
 
 /// Runs `process_checked` on `msg` in a thread and waits at most a minute: inputs that made
