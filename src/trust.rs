@@ -60,26 +60,48 @@ impl TrustStore {
     /// paths the system's hashed certificate folder is used through OpenSSL's lookup, which
     /// reads only the issuers a chain needs (parsing the whole system bundle costs more than
     /// the rest of a one-message process). `anchors` is then empty.
+    ///
+    /// The system's anchors are OpenSSL's: `$SSL_CERT_FILE` and `$SSL_CERT_DIR` when set
+    /// (either or both), else the system's hashed folder or bundle; `trust list` shows the same.
     pub fn load_for_verify(paths: &[PathBuf], crls: &[PathBuf]) -> Result<TrustStore> {
         if paths.is_empty() {
-            if let Some(dir) = system_hash_dir() {
-                return Self::build(Vec::new(), crls, Some(&dir));
+            let file = env_cert_file();
+            let dir = system_hash_dir();
+            if file.is_some() || dir.is_some() {
+                let mut anchors = Vec::new();
+                if let Some(f) = &file {
+                    read_path(f, &mut anchors, true)?;
+                }
+                return Self::build(anchors, crls, dir.as_deref());
             }
         }
         Self::load(paths, crls)
     }
 
-    /// Reads every trust path (or the system bundle) and every CRL file.
+    /// Reads every trust path (or the system's anchors) and every CRL file.
     pub fn load(paths: &[PathBuf], crls: &[PathBuf]) -> Result<TrustStore> {
         let mut anchors = Vec::new();
         if paths.is_empty() {
-            let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-            let bundle = env
-                .into_iter()
-                .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from))
-                .find(|p| p.is_file())
-                .ok_or_else(|| Error::config("no --trust given and no system CA bundle found"))?;
-            read_path(&bundle, &mut anchors, true)?;
+            let file = env_cert_file();
+            let dir = std::env::var_os("SSL_CERT_DIR")
+                .and_then(|v| std::env::split_paths(&v).next())
+                .filter(|d| d.is_dir());
+            if file.is_none() && dir.is_none() {
+                let bundle = SYSTEM_BUNDLES
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.is_file())
+                    .ok_or_else(|| {
+                        Error::config("no --trust given and no system CA bundle found")
+                    })?;
+                read_path(&bundle, &mut anchors, true)?;
+            }
+            if let Some(f) = &file {
+                read_path(f, &mut anchors, true)?;
+            }
+            if let Some(d) = &dir {
+                read_path(d, &mut anchors, false)?;
+            }
         } else {
             for p in paths {
                 read_path(p, &mut anchors, true)?;
@@ -163,12 +185,21 @@ impl TrustStore {
     }
 }
 
-/// The system's OpenSSL-hashed certificate folder (`$SSL_CERT_DIR`, else /etc/ssl/certs), when
-/// it holds hash links.
+/// `$SSL_CERT_FILE`, when set to a file (OpenSSL's default anchors file).
+fn env_cert_file() -> Option<PathBuf> {
+    std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+}
+
+/// The system's OpenSSL-hashed certificate folder (`$SSL_CERT_DIR`, else /etc/ssl/certs unless
+/// `$SSL_CERT_FILE` is set, as OpenSSL's default paths go), when it holds hash links.
 fn system_hash_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SSL_CERT_DIR")
-        .and_then(|v| std::env::split_paths(&v).next())
-        .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs"));
+    let dir = match std::env::var_os("SSL_CERT_DIR") {
+        Some(v) => std::env::split_paths(&v).next()?,
+        None if env_cert_file().is_some() => return None,
+        None => PathBuf::from("/etc/ssl/certs"),
+    };
     let hashed = std::fs::read_dir(&dir)
         .ok()?
         .filter_map(|e| e.ok())

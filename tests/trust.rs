@@ -124,6 +124,83 @@ fn without_trust_the_system_hashed_folder_is_used() {
     );
 }
 
+/// Without --trust, `trust list` shows the anchors verification uses, both taken as OpenSSL
+/// takes them from `$SSL_CERT_FILE` and `$SSL_CERT_DIR`. Before, verification ignored
+/// SSL_CERT_FILE (signatures under its CA were `untrusted`) while `trust list` showed it, and
+/// `trust list` showed the system bundle where verification used SSL_CERT_DIR.
+#[test]
+fn without_trust_the_list_and_verification_use_ssl_cert_file_and_dir_alike() {
+    let p = pki();
+    let signed = sign_as(&p.alice, false, &[], &sample_entity("env trust"));
+    let msg = message("alice@example.org", "bob@example.org", "env", &signed);
+    let empty = tempfile::tempdir().expect("tempdir");
+    let hashed = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(&p.root_path, hashed.path().join("root.pem")).expect("copy");
+    openssl(&["rehash", path_str(hashed.path())], b"");
+    let subject_of = |pem: &std::path::Path| {
+        let s = openssl(&["x509", "-noout", "-subject", "-in", path_str(pem)], b"");
+        let s = String::from_utf8(s).unwrap();
+        s.trim_end().rsplit('=').next().unwrap().trim().to_string()
+    };
+    let (root_cn, other_cn) = (subject_of(&p.root_path), subject_of(&p.untrusted_root_path));
+    let run = |envs: &[(&str, &std::path::Path)]| {
+        let mut c = smimed();
+        c.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let list = c.args(["trust", "list"]).output().expect("run smimed");
+        assert!(
+            list.status.success(),
+            "{}",
+            String::from_utf8_lossy(&list.stderr)
+        );
+        let mut c = smimed();
+        c.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let out = run_with_stdin(c.args(["--authserv-id", "mx.test", "filter"]), &msg);
+        assert!(out.status.success());
+        (
+            String::from_utf8_lossy(&list.stdout).into_owned(),
+            status_word(&status_of(&out.stdout), "signature").map(str::to_string),
+        )
+    };
+    // SSL_CERT_FILE alone (the system folder is not added): its anchors, listed and used.
+    let (list, sig) = run(&[("SSL_CERT_FILE", &p.root_path)]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(list.contains(&root_cn), "{list}");
+    assert_eq!(sig.as_deref(), Some("valid"));
+    let (list, sig) = run(&[("SSL_CERT_FILE", &p.untrusted_root_path)]);
+    assert!(
+        list.contains(&other_cn) && !list.contains(&root_cn),
+        "{list}"
+    );
+    assert_eq!(sig.as_deref(), Some("untrusted"));
+    // SSL_CERT_DIR alone: that folder's certificates, not the system bundle.
+    let (list, sig) = run(&[("SSL_CERT_DIR", hashed.path())]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(list.contains(&root_cn), "{list}");
+    assert_eq!(sig.as_deref(), Some("valid"));
+    // Both: both.
+    let (list, sig) = run(&[
+        ("SSL_CERT_FILE", &p.untrusted_root_path),
+        ("SSL_CERT_DIR", hashed.path()),
+    ]);
+    assert!(
+        list.contains(&other_cn) && list.contains(&root_cn),
+        "{list}"
+    );
+    assert_eq!(sig.as_deref(), Some("valid"));
+    let (list, sig) = run(&[
+        ("SSL_CERT_FILE", &p.untrusted_root_path),
+        ("SSL_CERT_DIR", empty.path()),
+    ]);
+    assert!(!list.contains(&root_cn), "{list}");
+    assert_eq!(sig.as_deref(), Some("untrusted"));
+}
+
 /// A trust source never loses a certificate without a word: a PEM block or a DER certificate
 /// that does not parse fails the file (78, naming it), and a folder that gives no anchor at all
 /// is an error too. Concatenated DER certificates all load.
