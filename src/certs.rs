@@ -276,6 +276,14 @@ fn read_pem(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
                     out.push(SourcedCert::plain(c));
                 } else if let Ok(c) = X509::from_der(&block.der) {
                     out.push(SourcedCert::plain(c));
+                } else if l == "CERTIFICATE" {
+                    // A PKCS#7 bundle under the CERTIFICATE label, as Windows' certificate
+                    // services write a "Base 64 encoded" chain (certnew.p7b); OpenSSL reads it.
+                    match certs_only(&block.der) {
+                        Some(Ok(list)) => out.extend(list),
+                        Some(Err(e)) => return Err(bad(&format!("is {e}"))),
+                        None => return Err(bad("is not a certificate that parses")),
+                    }
                 } else {
                     return Err(bad("is not a certificate that parses"));
                 }

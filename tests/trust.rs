@@ -201,6 +201,75 @@ fn without_trust_the_list_and_verification_use_ssl_cert_file_and_dir_alike() {
     assert_eq!(sig.as_deref(), Some("untrusted"));
 }
 
+/// Windows' certificate services download a "Base 64 encoded" chain (certnew.p7b) as a PKCS#7
+/// bundle under the CERTIFICATE label; OpenSSL reads it, and so does smimed (it was refused with
+/// 78). A signed message so labelled is still refused.
+#[test]
+fn a_pkcs7_bundle_under_the_certificate_label_is_read() {
+    let p = pki();
+    let d = tempfile::tempdir().expect("tempdir");
+    let bundle = openssl(
+        &[
+            "crl2pkcs7",
+            "-nocrl",
+            "-certfile",
+            path_str(&p.root_path),
+            "-certfile",
+            path_str(&p.intermediate_path),
+        ],
+        b"",
+    );
+    let relabelled = String::from_utf8(bundle)
+        .unwrap()
+        .replace("PKCS7", "CERTIFICATE");
+    let path = d.path().join("certnew.p7b");
+    std::fs::write(&path, &relabelled).unwrap();
+    // The peer reads it.
+    openssl(
+        &["pkcs7", "-print_certs", "-noout", "-in", path_str(&path)],
+        b"",
+    );
+    let (code, list) = trust_list(&["--trust".as_ref(), path.as_os_str()]);
+    assert_eq!(code, 0, "{list}");
+    assert_eq!(list.lines().count(), 2, "{list}");
+    let signed = sign_as(&p.alice, false, &[], &sample_entity("p7 trust"));
+    let msg = message("alice@example.org", "bob@example.org", "p7", &signed);
+    let out = run_with_stdin(
+        smimed().args([
+            "--authserv-id",
+            "mx.test",
+            "--trust",
+            path_str(&path),
+            "filter",
+        ]),
+        &msg,
+    );
+    assert_eq!(
+        status_word(&status_of(&out.stdout), "signature"),
+        Some("valid")
+    );
+    // A signed message under that label is no trust source.
+    let signed_der = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            path_str(&p.alice.cert_path),
+            "-inkey",
+            path_str(&p.alice.key_path),
+            "-outform",
+            "PEM",
+        ],
+        b"x",
+    );
+    let relabelled = String::from_utf8(signed_der)
+        .unwrap()
+        .replace("CMS", "CERTIFICATE");
+    std::fs::write(&path, &relabelled).unwrap();
+    let (code, _) = trust_list(&["--trust".as_ref(), path.as_os_str()]);
+    assert_eq!(code, 78);
+}
+
 /// A trust source never loses a certificate without a word: a PEM block or a DER certificate
 /// that does not parse fails the file (78, naming it), and a folder that gives no anchor at all
 /// is an error too. Concatenated DER certificates all load.
