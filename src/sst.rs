@@ -3,7 +3,7 @@
 //!
 //! Layout: a header `u32 version (0)` + `"CERT"`, then elements `{u32 property id, u32 encoding
 //! type (1), u32 length, value}`. Properties come before the certificate (id 0x20) they describe;
-//! CRLs (0x21) and CTLs (0x22) are skipped; an element with id 0 and length 0 ends the store.
+//! CRLs (0x21) and CTLs (0x22) are skipped with the properties before them; an element with id 0 and length 0 ends the store.
 //! Property 9 (CERT_ENHKEY_USAGE_PROP_ID) restricts what the store trusts a certificate for: when
 //! present and without emailProtection (or anyExtendedKeyUsage), the certificate is not an anchor
 //! for S/MIME. Every length is checked against the input; malformed input is an error, not a panic.
@@ -13,6 +13,8 @@ use openssl::x509::X509;
 use crate::certs::SourcedCert;
 
 const CERT_ELEMENT: u32 = 0x20;
+const CRL_ELEMENT: u32 = 0x21;
+const CTL_ELEMENT: u32 = 0x22;
 const EKU_PROP: u32 = 9;
 const FRIENDLY_NAME_PROP: u32 = 11;
 const EMAIL_PROTECTION: &str = "1.3.6.1.5.5.7.3.4";
@@ -68,6 +70,11 @@ pub fn parse(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
                     restriction,
                 });
             }
+            // A CRL or CTL element ends the properties written before it, which were its own.
+            CRL_ELEMENT | CTL_ELEMENT => {
+                eku = None;
+                friendly = None;
+            }
             EKU_PROP => eku = Some(value.to_vec()),
             FRIENDLY_NAME_PROP => friendly = Some(utf16le(value)),
             _ => {}
@@ -119,5 +126,53 @@ mod tests {
         d.truncate(10);
         assert!(parse(&d).is_err());
         assert!(!is_sst(b"CERT"));
+    }
+
+    fn element(id: u32, value: &[u8]) -> Vec<u8> {
+        let mut e = id.to_le_bytes().to_vec();
+        e.extend_from_slice(&1u32.to_le_bytes());
+        e.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        e.extend_from_slice(value);
+        e
+    }
+
+    #[test]
+    fn properties_before_a_crl_are_the_crls_not_the_next_certificates() {
+        use openssl::asn1::Asn1Time;
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::hash::MessageDigest;
+        use openssl::nid::Nid;
+        use openssl::pkey::PKey;
+        use openssl::x509::{X509Builder, X509NameBuilder};
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut n = X509NameBuilder::new().unwrap();
+        n.append_entry_by_text("CN", "root").unwrap();
+        let n = n.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_subject_name(&n).unwrap();
+        b.set_issuer_name(&n).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let cert = b.build().to_der().unwrap();
+        // EKU serverAuth only: SEQUENCE { OID 1.3.6.1.5.5.7.3.1 }.
+        let server_auth = [
+            0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01,
+        ];
+        let mut d = vec![0, 0, 0, 0, b'C', b'E', b'R', b'T'];
+        d.extend(element(EKU_PROP, &server_auth));
+        d.extend(element(CRL_ELEMENT, b"not parsed"));
+        d.extend(element(CERT_ELEMENT, &cert));
+        let got = parse(&d).unwrap();
+        assert!(got[0].email_allowed && got[0].restriction.is_none());
+        // The same property before the certificate itself restricts it.
+        let mut d = vec![0, 0, 0, 0, b'C', b'E', b'R', b'T'];
+        d.extend(element(EKU_PROP, &server_auth));
+        d.extend(element(CERT_ELEMENT, &cert));
+        assert!(!parse(&d).unwrap()[0].email_allowed);
     }
 }
