@@ -345,6 +345,23 @@ fn a_missing_certificate_under_encrypt_always_never_reaches_the_mta() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("erin@example.org (the sender)"));
     let out = env.sendmail(None, &["--sign", "always", "bob@example.org"], &msg);
     env.assert_refused(&out, 78, "--sign always without a key");
+    // A missing or damaged trust file is a configuration error even when no recipient's
+    // certificate is looked up (a signed-only copy went out with exit 0).
+    let damaged = env.dir.path().join("damaged.pem");
+    std::fs::write(
+        &damaged,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    for bad in ["/nonexistent/trust.pem", path_str(&damaged)] {
+        let msg = client_message(&p.alice.email, "nocert@example.org", None, "", "x\n");
+        let out = env.sendmail(
+            Some(&p.alice),
+            &["--encrypt", "auto", "--trust", bad, "nocert@example.org"],
+            &msg,
+        );
+        env.assert_refused(&out, 78, bad);
+    }
     // A failing passphrase command is temporary (75) and nothing is sent, not even in clear.
     let msg = client_message(&p.alice.email, "bob@example.org", None, "", "x\n");
     let mut c = common::smimed();

@@ -172,6 +172,11 @@ pub fn run(args: &SendmailArgs) -> Result<i32> {
         Some(copies) => copies,
         None => {
             let ctx = Context::new(settings);
+            // Trust files given are read now, even when no address-book lookup will need them:
+            // a damaged or mistyped one is a configuration error (78), with nothing sent.
+            if !ctx.settings.trust.is_empty() || !ctx.settings.crls.is_empty() {
+                ctx.trust()?;
+            }
             outbound::prepare(
                 &ctx,
                 &opts,
