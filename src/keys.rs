@@ -298,7 +298,24 @@ fn load_p12(der: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity>
         Err(e) if mac_failed(&e) => None,
         Err(_) => {
             load_legacy_provider();
-            p12.parse2("").ok()
+            match p12.parse2("") {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    // Without a MAC, OpenSSL's parse takes the empty password for no password
+                    // at all, and a PKCS#12-PBE bag (3DES, RC2) encrypted with the empty one
+                    // (`openssl pkcs12 -export -nomac -passout pass:`) does not decrypt with
+                    // that: its bags are read with the empty password itself.
+                    let _ = openssl::error::ErrorStack::get();
+                    if let Ok((keys, certs)) = crate::ossl::pkcs12_contents(&p12, Some("")) {
+                        let ids = pair_keys(keys, &certs, path);
+                        if !ids.ids.is_empty() {
+                            return Ok(ids.ids);
+                        }
+                    }
+                    let _ = openssl::error::ErrorStack::get();
+                    None
+                }
+            }
         }
     };
     let mut password: Option<zeroize::Zeroizing<String>> = None;
