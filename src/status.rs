@@ -226,11 +226,19 @@ impl Status {
             }
             out.push_str(&format!(" body.smime-part={}", token(&s.part)));
             if let (Some(serial), Some(issuer)) = (&s.serial, &s.issuer) {
-                out.push_str(&format!(
-                    "\n\tbody.smime-serial={} body.smime-issuer=\"{}\"",
+                let pair = format!(
+                    "body.smime-serial={} body.smime-issuer=\"{}\"",
                     token(serial),
                     quote(issuer)
-                ));
+                );
+                // A header line can only break at a space that is already there (a fold
+                // added elsewhere would change the quoted name): a pair with a run of more
+                // than LONGEST_WORD octets without one (a hostile certificate's issuer or
+                // serial) cannot be written within 998-octet lines, and is left out whole.
+                if pair.split(' ').all(|w| w.len() <= LONGEST_WORD) {
+                    out.push_str("\n\t");
+                    out.push_str(&pair);
+                }
             }
         }
         out
@@ -290,6 +298,10 @@ fn fold_long(value: &str, prefix: usize, eol: &str) -> String {
     out
 }
 
+/// Longest run without a space that an Authentication-Results property may hold: with a tab
+/// before it and a `;` after it, still within RFC 5322's 998 octets.
+const LONGEST_WORD: usize = 990;
+
 /// Breaks physical lines longer than RFC 5322's 998 octets (a hostile certificate's huge issuer
 /// name does that) before existing spaces, so that lines stay near 78 characters: the space is
 /// kept, so unfolding gives the same value, also inside a quoted-string. Lines within the
@@ -318,22 +330,6 @@ fn fold_at_spaces(text: &str, prefix: usize, eol: &str) -> String {
             if len > first && len + piece.len() > 78 && piece.starts_with(' ') {
                 out.push_str(eol);
                 len = 0;
-            }
-            if len + piece.len() > 998 {
-                // No space for 998 octets (an RFC 4514 issuer name of thousands of RDNs has
-                // none): the line limit wins, and the line breaks after commas, with a space
-                // that unfolding keeps (`, ` where the name had `,`).
-                for part in piece.split_inclusive(',') {
-                    if len > 0 && len + part.len() > 78 {
-                        out.push_str(eol);
-                        out.push(' ');
-                        len = 1;
-                    }
-                    out.push_str(part);
-                    len += part.len();
-                }
-                rest = &rest[end..];
-                continue;
             }
             out.push_str(piece);
             len += piece.len();
@@ -578,15 +574,39 @@ mod tests {
         assert_eq!(folded.replace('\n', ""), v.replace('\n', ""));
         let short = "mx; smime=pass";
         assert_eq!(fold_at_spaces(short, 24, "\n"), short);
-        // An RFC 4514 name has no spaces: past 998 octets it breaks after commas.
+    }
+
+    #[test]
+    fn an_issuer_that_cannot_be_folded_is_left_out_with_its_serial() {
+        // An RFC 4514 name has no spaces: a line can only break inside it by changing it.
+        let signer = |issuer: String| SignerResult {
+            verdict: Signature::Untrusted,
+            address: Some(String::from("a@example.org")),
+            serial: Some(String::from("0A")),
+            issuer: Some(issuer),
+            part: String::from("TEXT"),
+            reason: None,
+            digest: String::from("sha256"),
+            revocation_checked: false,
+            cert: None,
+            smime_capabilities: None,
+            signing_time: None,
+            key_preference: None,
+        };
+        let mut st = Status::default();
         let dn: Vec<String> = (0..300).map(|i| format!("OU=unit{i}")).collect();
-        let v = format!("mx; smime=policy\n\tbody.smime-issuer=\"{}\"", dn.join(","));
-        let folded = fold_at_spaces(&v, 24, "\n");
-        assert!(folded.split('\n').all(|l| l.len() <= 998), "{folded}");
-        assert_eq!(
-            folded.replace("\n ", "").replace('\n', ""),
-            v.replace('\n', "")
+        st.signers.push(signer(dn.join(",")));
+        st.signers
+            .push(signer(String::from("CN=Short\\, Inc.,O=x")));
+        let ar = st.authentication_results("mx");
+        assert_eq!(ar.matches("body.smime-issuer").count(), 1, "{ar}");
+        assert_eq!(ar.matches("body.smime-serial").count(), 1, "{ar}");
+        assert!(
+            ar.contains("body.smime-issuer=\"CN=Short\\\\, Inc.,O=x\""),
+            "{ar}"
         );
+        let fields = String::from_utf8(st.header_fields("mx", b"\n")).unwrap();
+        assert!(fields.lines().all(|l| l.len() <= 998), "{fields}");
     }
 
     #[test]
