@@ -1069,9 +1069,33 @@ impl<'o> State<'o> {
                 0 => base.clone(),
                 _ => maildir::renamed_for_collision(&base, n),
             };
+            // Another message's original has this key in the archive (its name may differ in
+            // `,S=` or flags): two files with one key in one Maildir confuse clients (neomutt
+            // takes the part before `,` or `:` for the message's identity).
+            let dest_key = maildir::key(&dest_name);
+            if archive.keys.contains(dest_key) {
+                let held = archive
+                    .md
+                    .find_original(dest_key)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                if held.is_some() {
+                    if n >= MAX_SAME_NAME {
+                        return Err(io::Error::other(format!(
+                            "{MAX_SAME_NAME} archived messages already have the key {key}"
+                        )));
+                    }
+                    n += 1;
+                    continue;
+                }
+                // Gone from the archive since (a user moved it back): free again.
+                archive.keys.remove(dest_key);
+            }
             let dest = archive.md.path(sub, &dest_name);
             match maildir::rename_noreplace(copy.as_deref().unwrap_or(src), &dest) {
-                Ok(()) => break,
+                Ok(()) => {
+                    archive.keys.insert(maildir::key(&dest_name).to_string());
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     if maildir::same_content(&dest, src)? {
                         if let Some(c) = &copy {

@@ -317,19 +317,40 @@ fn originals_with_the_same_name_in_two_folders_are_both_archived() {
     for d in ["new", "cur", "tmp"] {
         std::fs::create_dir_all(sub.join(d)).unwrap();
     }
+    // A third folder holds the same key under another name (another `,S=`): archived under a
+    // key of its own too, since clients (neomutt) take the key for the message's identity.
+    let other = md.path().join(".Other");
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(other.join(d)).unwrap();
+    }
     let name = unique_name(10);
     std::fs::write(md.path().join("new").join(&name), smime_msg("d1")).unwrap();
     std::fs::write(sub.join("new").join(&name), smime_msg("d2")).unwrap();
+    let same_key = name.replace(",S=10", ",S=11");
+    std::fs::write(other.join("new").join(&same_key), smime_msg("d3")).unwrap();
     let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains(": 2 processed") && err.contains("2 archived"),
+        err.contains(": 3 processed") && err.contains("3 archived"),
         "{err}"
     );
-    let mut want = vec![smime_msg("d1"), smime_msg("d2")];
+    let mut want = vec![smime_msg("d1"), smime_msg("d2"), smime_msg("d3")];
     want.sort();
-    assert_eq!(contents(&md.archive()), want, "both originals archived");
-    for (folder, id) in [(md.path(), "d1"), (sub.as_path(), "d2")] {
+    assert_eq!(contents(&md.archive()), want, "all originals archived");
+    let mut keys: Vec<String> = ["new", "cur"]
+        .iter()
+        .flat_map(|s| std::fs::read_dir(md.archive().join(s)).unwrap())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .map(|n| n.split([',', ':']).next().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 3, "one key per archived original: {keys:?}");
+    for (folder, id) in [
+        (md.path(), "d1"),
+        (sub.as_path(), "d2"),
+        (other.as_path(), "d3"),
+    ] {
         let live = by_message_id(folder);
         assert_eq!(live[id].len(), 1, "{live:?}");
         assert!(is_processed_name(&live[id][0].name), "{live:?}");
