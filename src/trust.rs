@@ -47,7 +47,7 @@ pub struct TrustStore {
     pub has_crls: bool,
     /// The system's hashed certificate folder, when it serves as the anchors (no trust path
     /// configured: `anchors` is then empty and OpenSSL reads the issuers it needs from here).
-    pub hash_dir: Option<PathBuf>,
+    pub hash_dirs: Vec<PathBuf>,
     /// Unique in the process for every store loaded: results computed against these anchors
     /// (the address book's path cache) are keyed by it, so they never outlive the anchors.
     pub generation: u64,
@@ -65,14 +65,23 @@ impl TrustStore {
     /// (either or both), else the system's hashed folder or bundle; `trust list` shows the same.
     pub fn load_for_verify(paths: &[PathBuf], crls: &[PathBuf]) -> Result<TrustStore> {
         if paths.is_empty() {
-            let file = env_cert_file();
-            let dir = system_hash_dir();
-            if file.is_some() || dir.is_some() {
+            let dirs = system_hash_dirs();
+            // The system bundle named in SSL_CERT_FILE (as many environments export it) holds
+            // what the hashed system folder holds (update-ca-certificates writes both): with
+            // that folder, parsing the whole bundle per process is not needed.
+            let file = env_cert_file().filter(|f| {
+                dirs.is_empty()
+                    || !SYSTEM_BUNDLES.iter().any(|b| {
+                        std::fs::canonicalize(b).ok() == std::fs::canonicalize(f).ok()
+                            && Path::new(b).is_file()
+                    })
+            });
+            if file.is_some() || !dirs.is_empty() {
                 let mut anchors = Vec::new();
                 if let Some(f) = &file {
                     read_path(f, &mut anchors, true)?;
                 }
-                return Self::build(anchors, crls, dir.as_deref());
+                return Self::build(anchors, crls, &dirs);
             }
         }
         Self::load(paths, crls)
@@ -83,10 +92,10 @@ impl TrustStore {
         let mut anchors = Vec::new();
         if paths.is_empty() {
             let file = env_cert_file();
-            let dir = std::env::var_os("SSL_CERT_DIR")
-                .and_then(|v| std::env::split_paths(&v).next())
-                .filter(|d| d.is_dir());
-            if file.is_none() && dir.is_none() {
+            let dirs: Vec<PathBuf> = std::env::var_os("SSL_CERT_DIR")
+                .map(|v| std::env::split_paths(&v).filter(|d| d.is_dir()).collect())
+                .unwrap_or_default();
+            if file.is_none() && dirs.is_empty() {
                 let bundle = SYSTEM_BUNDLES
                     .iter()
                     .map(PathBuf::from)
@@ -99,7 +108,7 @@ impl TrustStore {
             if let Some(f) = &file {
                 read_path(f, &mut anchors, true)?;
             }
-            if let Some(d) = &dir {
+            for d in &dirs {
                 read_path(d, &mut anchors, false)?;
             }
         } else {
@@ -111,14 +120,10 @@ impl TrustStore {
         // the first source's restriction applies.
         let mut seen = std::collections::HashSet::new();
         anchors.retain(|a| seen.insert(certs::fingerprint(&a.cert.cert)));
-        Self::build(anchors, crls, None)
+        Self::build(anchors, crls, &[])
     }
 
-    fn build(
-        anchors: Vec<Anchor>,
-        crls: &[PathBuf],
-        hash_dir: Option<&Path>,
-    ) -> Result<TrustStore> {
+    fn build(anchors: Vec<Anchor>, crls: &[PathBuf], hash_dirs: &[PathBuf]) -> Result<TrustStore> {
         let mut crl_list = Vec::new();
         for p in crls {
             let data =
@@ -144,10 +149,11 @@ impl TrustStore {
             let ssl_err =
                 |e: openssl::error::ErrorStack| Error::software(format!("trust store: {e}"));
             let mut b = X509StoreBuilder::new().map_err(ssl_err)?;
-            if let Some(dir) = hash_dir.and_then(Path::to_str) {
-                b.add_lookup(X509Lookup::hash_dir())
-                    .and_then(|l| l.add_dir(dir, SslFiletype::PEM))
-                    .map_err(ssl_err)?;
+            if !hash_dirs.is_empty() {
+                let lookup = b.add_lookup(X509Lookup::hash_dir()).map_err(ssl_err)?;
+                for dir in hash_dirs.iter().filter_map(|d| d.to_str()) {
+                    lookup.add_dir(dir, SslFiletype::PEM).map_err(ssl_err)?;
+                }
             }
             for a in anchors.iter().filter(|a| a.cert.email_allowed) {
                 // Duplicates across sources are harmless; ignore "already in store".
@@ -174,7 +180,7 @@ impl TrustStore {
             store_any_purpose_no_crl: build(X509PurposeId::ANY, false)?,
             anchors,
             has_crls,
-            hash_dir: hash_dir.map(Path::to_path_buf),
+            hash_dirs: hash_dirs.to_vec(),
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
@@ -192,25 +198,30 @@ fn env_cert_file() -> Option<PathBuf> {
         .filter(|p| p.is_file())
 }
 
-/// The system's OpenSSL-hashed certificate folder (`$SSL_CERT_DIR`, else /etc/ssl/certs unless
-/// `$SSL_CERT_FILE` is set, as OpenSSL's default paths go), when it holds hash links.
-fn system_hash_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("SSL_CERT_DIR") {
-        Some(v) => std::env::split_paths(&v).next()?,
-        None if env_cert_file().is_some() => return None,
-        None => PathBuf::from("/etc/ssl/certs"),
+/// The system's OpenSSL-hashed certificate folders: every folder of `$SSL_CERT_DIR` (a list,
+/// as OpenSSL reads it), else /etc/ssl/certs unless `$SSL_CERT_FILE` is set; those that hold
+/// hash links.
+fn system_hash_dirs() -> Vec<PathBuf> {
+    let dirs: Vec<PathBuf> = match std::env::var_os("SSL_CERT_DIR") {
+        Some(v) => std::env::split_paths(&v).collect(),
+        None if env_cert_file().is_some() => return Vec::new(),
+        None => vec![PathBuf::from("/etc/ssl/certs")],
     };
-    let hashed = std::fs::read_dir(&dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .any(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            matches!(name.split_once('.'), Some((h, n)) if h.len() == 8
+    dirs.into_iter().filter(|d| has_hash_links(d)).collect()
+}
+
+/// Whether `dir` holds OpenSSL hash links (`xxxxxxxx.N`).
+fn has_hash_links(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    rd.filter_map(|e| e.ok()).any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        matches!(name.split_once('.'), Some((h, n)) if h.len() == 8
             && h.bytes().all(|b| b.is_ascii_hexdigit())
             && n.bytes().all(|b| b.is_ascii_digit()))
-        });
-    hashed.then_some(dir)
+    })
 }
 
 fn read_path(path: &Path, out: &mut Vec<Anchor>, explicit: bool) -> Result<()> {

@@ -183,6 +183,11 @@ fn without_trust_the_list_and_verification_use_ssl_cert_file_and_dir_alike() {
     assert_eq!(list.lines().count(), 1, "{list}");
     assert!(list.contains(&root_cn), "{list}");
     assert_eq!(sig.as_deref(), Some("valid"));
+    // A list of folders, as OpenSSL reads it: every one.
+    let list_of = std::env::join_paths([empty.path(), hashed.path()]).unwrap();
+    let (list, sig) = run(&[("SSL_CERT_DIR", std::path::Path::new(&list_of))]);
+    assert!(list.contains(&root_cn), "{list}");
+    assert_eq!(sig.as_deref(), Some("valid"));
     // Both: both.
     let (list, sig) = run(&[
         ("SSL_CERT_FILE", &p.untrusted_root_path),
