@@ -254,19 +254,7 @@ fn a_pkcs7_bundle_under_the_certificate_label_is_read() {
         Some("valid")
     );
     // A signed message under that label is no trust source.
-    let signed_der = openssl(
-        &[
-            "cms",
-            "-sign",
-            "-signer",
-            path_str(&p.alice.cert_path),
-            "-inkey",
-            path_str(&p.alice.key_path),
-            "-outform",
-            "PEM",
-        ],
-        b"x",
-    );
+    let signed_der = sign_as(&p.alice, false, &["-outform", "PEM"], b"x");
     let relabelled = String::from_utf8(signed_der)
         .unwrap()
         .replace("CMS", "CERTIFICATE");
