@@ -100,8 +100,13 @@ pub fn email_addresses_as_written(cert: &X509Ref) -> Vec<String> {
     out
 }
 
+/// Longest address a mail path can carry (RFC 5321 §4.5.3.1.3: 256 octets with the angle
+/// brackets). A certificate's longer "address" is no address anyone can send from or to, and
+/// would be a header word too long for a 998-octet line.
+const MAX_ADDRESS: usize = 254;
+
 fn push_unique(v: &mut Vec<String>, s: &str) {
-    if !s.is_empty() && !v.iter().any(|x| x.eq_ignore_ascii_case(s)) {
+    if !s.is_empty() && s.len() <= MAX_ADDRESS && !v.iter().any(|x| x.eq_ignore_ascii_case(s)) {
         v.push(s.to_string());
     }
 }

@@ -770,10 +770,34 @@ fn the_issuer_is_written_as_rfc_4514() {
     );
 }
 
+/// A certificate "address" longer than a mail path can be (RFC 5321: 254 octets) is no
+/// address: it matches no From and is not written into the status fields, where as one word it
+/// made lines of over 1,200 octets (RFC 5322 allows 998).
+#[test]
+fn a_certificate_address_longer_than_a_mail_path_is_no_address() {
+    let long = format!("{}@example.org", "l".repeat(1200));
+    let (out, _dir) = filter_signed_by_address_under_ca_named(&long, &[("CN", "Long CA")]);
+    assert_eq!(out.status.code(), Some(0));
+    for line in out.stdout.split(|&b| b == b'\n') {
+        assert!(line.len() <= 998, "line of {} octets", line.len());
+    }
+    let st = status_of(&out.stdout);
+    assert_words(&st, "none", "mismatch");
+    assert!(!st.contains("lll"), "{st}");
+}
+
 /// `smimed filter` on a message signed by alice@example.org under a throw-away CA with the
 /// subject `entries` (made here), trusting that CA: the output, and the folder holding the CA
 /// as `ca.pem`.
 fn filter_signed_under_ca_named(
+    entries: &[(&str, &str)],
+) -> (std::process::Output, tempfile::TempDir) {
+    filter_signed_by_address_under_ca_named("alice@example.org", entries)
+}
+
+/// [`filter_signed_under_ca_named`] with the signer's certificate issued to `address`.
+fn filter_signed_by_address_under_ca_named(
+    address: &str,
     entries: &[(&str, &str)],
 ) -> (std::process::Output, tempfile::TempDir) {
     use openssl::asn1::Asn1Time;
@@ -825,7 +849,7 @@ fn filter_signed_under_ca_named(
     b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
         .unwrap();
     let san = SubjectAlternativeName::new()
-        .email("alice@example.org")
+        .email(address)
         .build(&b.x509v3_context(Some(&ca), None))
         .unwrap();
     b.append_extension(san).unwrap();
