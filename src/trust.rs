@@ -67,14 +67,21 @@ impl TrustStore {
         if paths.is_empty() {
             let dirs = system_hash_dirs();
             // The system bundle named in SSL_CERT_FILE (as many environments export it) holds
-            // what the hashed system folder holds (update-ca-certificates writes both): with
-            // that folder, parsing the whole bundle per process is not needed.
+            // what the hashed system folder beside it holds (update-ca-certificates writes
+            // both): when that folder is among the hashed ones, parsing the whole bundle per
+            // process is not needed. Any other file, or another folder, and it is read.
+            let canonical_dirs: Vec<PathBuf> = dirs
+                .iter()
+                .filter_map(|d| std::fs::canonicalize(d).ok())
+                .collect();
             let file = env_cert_file().filter(|f| {
-                dirs.is_empty()
-                    || !SYSTEM_BUNDLES.iter().any(|b| {
-                        std::fs::canonicalize(b).ok() == std::fs::canonicalize(f).ok()
-                            && Path::new(b).is_file()
-                    })
+                let Ok(f) = std::fs::canonicalize(f) else {
+                    return true;
+                };
+                let system = SYSTEM_BUNDLES
+                    .iter()
+                    .any(|b| std::fs::canonicalize(b).is_ok_and(|b| b == f));
+                !(system && f.parent().is_some_and(|p| canonical_dirs.iter().any(|d| d == p)))
             });
             if file.is_some() || !dirs.is_empty() {
                 let mut anchors = Vec::new();
