@@ -81,7 +81,9 @@ impl TrustStore {
                 let system = SYSTEM_BUNDLES
                     .iter()
                     .any(|b| std::fs::canonicalize(b).is_ok_and(|b| b == f));
-                !(system && f.parent().is_some_and(|p| canonical_dirs.iter().any(|d| d == p)))
+                !(system
+                    && f.parent()
+                        .is_some_and(|p| canonical_dirs.iter().any(|d| d == p)))
             });
             if file.is_some() || !dirs.is_empty() {
                 let mut anchors = Vec::new();
