@@ -144,6 +144,13 @@ pub fn key_matches(name: &str, key_: &str) -> bool {
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The key an archived original made distinct by [`renamed_for_collision`] had in its folder
+/// (`KEY` for `KEY-smimed-N`); None for any other key.
+pub fn key_before_collision(key_: &str) -> Option<&str> {
+    let (base, n) = key_.rsplit_once(DUP_MARK)?;
+    (!base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(base)
+}
+
 /// Renames `from` to `to` unless `to` exists, which gives `AlreadyExists` (renameat2 with
 /// RENAME_NOREPLACE; where the file system lacks it, a look then a plain rename).
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
@@ -534,6 +541,10 @@ mod tests {
         assert!(!key_matches("k-smimed-:2,S", "k"));
         assert!(!key_matches("k-smimed-1x", "k"));
         assert!(!key_matches("kk", "k"));
+        assert_eq!(key_before_collision("k-smimed-12"), Some("k"));
+        assert_eq!(key_before_collision("k-smimed-"), None);
+        assert_eq!(key_before_collision("-smimed-1"), None);
+        assert_eq!(key_before_collision("k"), None);
     }
 
     #[test]

@@ -698,7 +698,11 @@ impl<'o> State<'o> {
                     continue;
                 }
                 let key = maildir::key(&name).to_string();
-                if let Some(o) = ours.get(&key) {
+                // An original archived as KEY-smimed-N that a user moved back: its copy has KEY.
+                let copy = ours.get(&key).or_else(|| {
+                    maildir::key_before_collision(&key).and_then(|base| ours.get(base))
+                });
+                if let Some(o) = copy {
                     // A run stopped between placing the copy and moving the original.
                     finish.push(Placed {
                         md: md.clone(),
