@@ -696,6 +696,33 @@ Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nGr\u
     assert!(!content.contains("Transfer-Encoding: 8bit"), "{content}");
     assert!(content.contains("--BB--"), "{content}");
 
+    // Text re-encoded as quoted-printable never puts the enclosing boundary at the start of a
+    // line: a soft break before "--XYZ" of the text made it a delimiter, and every reader saw
+    // the part cut short and a bogus part after it (under a signature that verified).
+    let line = "\u{e4}".to_string() + &"a".repeat(69) + "--XYZ";
+    let rec = send(
+        &["--encrypt", "never", "-oi"],
+        format!(
+            "From: alice@example.org\nTo: bob@example.org\nSubject: qpb\nMIME-Version: 1.0\n\
+Content-Type: multipart/mixed; boundary=\"XYZ\"\n\n--XYZ\n\
+Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n\
+{line}\nsecond line\n--XYZ\nContent-Type: text/plain\n\nsecond part\n--XYZ--\n"
+        )
+        .as_bytes(),
+    );
+    let content = openssl_verify(&rec.message);
+    let parsed = mailparse::parse_mail(&content).expect("parse");
+    assert_eq!(
+        parsed.subparts.len(),
+        2,
+        "{}",
+        String::from_utf8_lossy(&content)
+    );
+    assert_eq!(
+        parsed.subparts[0].get_body().expect("body"),
+        format!("{line}\r\nsecond line")
+    );
+
     // A From field in the obsolete syntax ("From :") is no mbox envelope line: the message
     // is signed and encrypted.
     assert_ok(&env.sendmail(

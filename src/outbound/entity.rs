@@ -42,22 +42,31 @@ pub fn base64_lines(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Quoted-printable text (RFC 2045 §6.7) whose lines are safe where a multipart holds them:
+/// a line starting "From " gets its F encoded, so that no mbox writer adds a ">", and a line
+/// starting with "-" gets it encoded, so that no line the encoder writes (a soft break can put
+/// one right before "--XYZ" of the text) is a delimiter of the enclosing multipart (RFC 2046
+/// §5.1.1). Lines are wrapped at 74 so that such an escape keeps them within 76.
 fn quoted_printable_text(body: &[u8]) -> Vec<u8> {
-    let qp = quoted_printable::encode(mime::canonical_crlf(body));
-    // A line starting "From " gets its F encoded, so that no mbox writer adds a ">".
+    use quoted_printable::{InputMode, Options};
+    let qp = quoted_printable::encode_with_options(
+        mime::canonical_crlf(body),
+        Options::default()
+            .input_mode(InputMode::Text)
+            .line_length_limit(74),
+    );
+    let qp = qp.as_bytes();
     let mut out = Vec::with_capacity(qp.len() + 16);
     let mut at_line_start = true;
-    let mut i = 0;
-    while i < qp.len() {
+    for (i, &b) in qp.iter().enumerate() {
         if at_line_start && qp[i..].starts_with(b"From ") {
             out.extend_from_slice(b"=46");
-            i += 1;
-            at_line_start = false;
-            continue;
+        } else if at_line_start && b == b'-' {
+            out.extend_from_slice(b"=2D");
+        } else {
+            out.push(b);
         }
-        out.push(qp[i]);
-        at_line_start = qp[i] == b'\n';
-        i += 1;
+        at_line_start = b == b'\n';
     }
     out
 }
@@ -406,6 +415,44 @@ pub fn pkcs7_mime(der: &[u8], smime_type: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_printable_lines_never_start_a_delimiter_and_stay_within_76() {
+        // A soft break at column 76 put "--XYZ" of the text at the start of a line: the
+        // enclosing multipart's delimiter, which cut the part short for every reader.
+        let mut body = "ä".to_string() + &"a".repeat(69) + "--XYZ\n";
+        body += &("From ".to_string() + &"f".repeat(90) + "\n-- \n--XYZ--\n");
+        let qp = quoted_printable_text(body.as_bytes());
+        let text = String::from_utf8(qp.clone()).expect("ascii");
+        for line in text.split("\r\n") {
+            assert!(
+                !line.starts_with('-') && !line.starts_with("From "),
+                "{text}"
+            );
+            assert!(line.len() <= 76, "{} characters: {line}", line.len());
+        }
+        let back = quoted_printable::decode(&qp, quoted_printable::ParseMode::Strict).unwrap();
+        assert_eq!(back, mime::canonical_crlf(body.as_bytes()));
+        // The whole entity: one part as written, then the second.
+        let e = format!(
+            "Content-Type: multipart/mixed; boundary=\"XYZ\"\n\n--XYZ\n\
+             Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n\
+             {}second line\n--XYZ\nContent-Type: text/plain\n\nsecond part\n--XYZ--\n",
+            "ä".to_string() + &"a".repeat(69) + "--XYZ\n"
+        );
+        let out = seven_bit(e.as_bytes());
+        let parsed = mailparse::parse_mail(&out).unwrap();
+        assert_eq!(
+            parsed.subparts.len(),
+            2,
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        assert_eq!(
+            parsed.subparts[0].get_body().unwrap(),
+            "ä".to_string() + &"a".repeat(69) + "--XYZ\r\nsecond line"
+        );
+    }
 
     #[test]
     fn header_lines_lose_trailing_blanks_and_parts_without_header_stay() {
