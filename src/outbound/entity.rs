@@ -239,9 +239,11 @@ fn multipart_seven_bit(
         out.extend_from_slice(&mime::canonical_crlf(mp.preamble));
         out.extend_from_slice(b"\r\n");
     }
+    // In a multipart/digest, a part without Content-Type is message/rfc822 (RFC 2046 §5.1.5).
+    let digest = ct.mimetype.eq_ignore_ascii_case("multipart/digest");
     for p in mp.parts {
         out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-        out.extend_from_slice(&seven_bit_at(p, depth + 1));
+        out.extend_from_slice(&seven_bit_at(p, depth + 1, digest));
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
@@ -253,13 +255,19 @@ fn multipart_seven_bit(
 
 /// The entity (header fields and body, LF or CRLF) in 7-bit, CRLF canonical form.
 pub fn seven_bit(entity: &[u8]) -> Vec<u8> {
-    seven_bit_at(entity, 0)
+    seven_bit_at(entity, 0, false)
 }
 
-fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
+/// `in_digest`: the entity is a part of a multipart/digest, whose default type is
+/// message/rfc822 instead of text/plain.
+fn seven_bit_at(entity: &[u8], depth: usize, in_digest: bool) -> Vec<u8> {
     let e = mime::split(entity);
     let ct = e.content_type();
-    let mimetype = ct.mimetype.to_ascii_lowercase();
+    let mimetype = if in_digest && e.first("Content-Type").is_none() {
+        String::from("message/rfc822")
+    } else {
+        ct.mimetype.to_ascii_lowercase()
+    };
     let cte = e
         .first("Content-Transfer-Encoding")
         .map(|f| f.value().trim().to_ascii_lowercase())
@@ -330,7 +338,7 @@ fn seven_bit_at(entity: &[u8], depth: usize) -> Vec<u8> {
     if depth < MAX_DEPTH && mimetype == "message/rfc822" {
         let mut out = with_cte(&e.fields, "7bit");
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&seven_bit_at(e.body, depth + 1));
+        out.extend_from_slice(&seven_bit_at(e.body, depth + 1, false));
         return out;
     }
     if mimetype.starts_with("text/") {
@@ -415,6 +423,26 @@ pub fn pkcs7_mime(der: &[u8], smime_type: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_part_without_content_type_is_a_message_not_text() {
+        // RFC 2046 §5.1.5: message/rfc822 by default, which may not be quoted-printable; it
+        // was encoded as text, and readers saw "charset=3Dutf-8" in the forwarded header.
+        let e = "Content-Type: multipart/digest; boundary=\"D\"\n\n--D\n\n\
+                 Subject: fwd\nContent-Type: text/plain; charset=utf-8\n\
+                 Content-Transfer-Encoding: 8bit\n\nGr\u{fc}\u{df}e\n--D--\n";
+        let out = String::from_utf8(seven_bit(e.as_bytes())).expect("ascii");
+        assert!(!out.contains("=3D"), "{out}");
+        assert!(
+            out.contains("--D\r\nContent-Transfer-Encoding: 7bit\r\n\r\nSubject: fwd\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Gr=C3=BC=C3=9Fe"), "{out}");
+        let parsed = mailparse::parse_mail(out.as_bytes()).unwrap();
+        let raw = parsed.subparts[0].get_body_raw().unwrap();
+        let inner = mailparse::parse_mail(&raw).unwrap();
+        assert_eq!(inner.get_body().unwrap().trim_end(), "Grüße");
+    }
 
     #[test]
     fn quoted_printable_lines_never_start_a_delimiter_and_stay_within_76() {
