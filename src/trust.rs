@@ -57,68 +57,51 @@ static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 
 impl TrustStore {
     /// For verification only: like [`TrustStore::load`], except that without configured trust
-    /// paths the system's hashed certificate folder is used through OpenSSL's lookup, which
-    /// reads only the issuers a chain needs (parsing the whole system bundle costs more than
-    /// the rest of a one-message process). `anchors` is then empty.
-    ///
-    /// The system's anchors are OpenSSL's: `$SSL_CERT_FILE` and `$SSL_CERT_DIR` when set
-    /// (either or both), else the system's hashed folder or bundle; `trust list` shows the same.
+    /// paths the hashed folders of OpenSSL's default paths are used through OpenSSL's lookup,
+    /// which reads only the issuers a chain needs (parsing the whole system bundle costs more
+    /// than the rest of a one-message process).
     pub fn load_for_verify(paths: &[PathBuf], crls: &[PathBuf]) -> Result<TrustStore> {
-        if paths.is_empty() {
-            let dirs = system_hash_dirs();
-            // The system bundle named in SSL_CERT_FILE (as many environments export it) holds
-            // what the hashed system folder beside it holds (update-ca-certificates writes
-            // both): when that folder is among the hashed ones, parsing the whole bundle per
-            // process is not needed. Any other file, or another folder, and it is read.
-            let canonical_dirs: Vec<PathBuf> = dirs
-                .iter()
-                .filter_map(|d| std::fs::canonicalize(d).ok())
-                .collect();
-            let file = env_cert_file().filter(|f| {
-                let Ok(f) = std::fs::canonicalize(f) else {
-                    return true;
-                };
-                let system = SYSTEM_BUNDLES
-                    .iter()
-                    .any(|b| std::fs::canonicalize(b).is_ok_and(|b| b == f));
-                !(system
-                    && f.parent()
-                        .is_some_and(|p| canonical_dirs.iter().any(|d| d == p)))
-            });
-            if file.is_some() || !dirs.is_empty() {
-                let mut anchors = Vec::new();
-                if let Some(f) = &file {
-                    read_path(f, &mut anchors, true)?;
-                }
-                return Self::build(anchors, crls, &dirs);
-            }
+        if !paths.is_empty() {
+            return Self::load(paths, crls);
         }
-        Self::load(paths, crls)
+        let d = DefaultPaths::get()?;
+        // The system bundle holds what the hashed system folder beside it holds
+        // (update-ca-certificates writes both): when that folder is among the hashed ones,
+        // the bundle is not parsed. Any other file is.
+        let canonical_dirs: Vec<PathBuf> = d
+            .dirs
+            .iter()
+            .filter_map(|d| std::fs::canonicalize(d).ok())
+            .collect();
+        let file = d.file.filter(|f| {
+            let Ok(f) = std::fs::canonicalize(f) else {
+                return true;
+            };
+            let system = SYSTEM_BUNDLES
+                .iter()
+                .any(|b| std::fs::canonicalize(b).is_ok_and(|b| b == f));
+            !(system
+                && f.parent()
+                    .is_some_and(|p| canonical_dirs.iter().any(|d| d == p)))
+        });
+        let mut anchors = Vec::new();
+        if let Some(f) = &file {
+            read_path(f, &mut anchors, true)?;
+        }
+        Self::build(anchors, crls, &d.dirs)
     }
 
-    /// Reads every trust path (or the system's anchors) and every CRL file.
+    /// Reads every trust path (or the certificates of OpenSSL's default paths) and every CRL
+    /// file.
     pub fn load(paths: &[PathBuf], crls: &[PathBuf]) -> Result<TrustStore> {
         let mut anchors = Vec::new();
         if paths.is_empty() {
-            let file = env_cert_file();
-            let dirs: Vec<PathBuf> = std::env::var_os("SSL_CERT_DIR")
-                .map(|v| std::env::split_paths(&v).filter(|d| d.is_dir()).collect())
-                .unwrap_or_default();
-            if file.is_none() && dirs.is_empty() {
-                let bundle = SYSTEM_BUNDLES
-                    .iter()
-                    .map(PathBuf::from)
-                    .find(|p| p.is_file())
-                    .ok_or_else(|| {
-                        Error::config("no --trust given and no system CA bundle found")
-                    })?;
-                read_path(&bundle, &mut anchors, true)?;
-            }
-            if let Some(f) = &file {
+            let d = DefaultPaths::get()?;
+            if let Some(f) = &d.file {
                 read_path(f, &mut anchors, true)?;
             }
-            for d in &dirs {
-                read_path(d, &mut anchors, false)?;
+            for dir in &d.dirs {
+                read_hashed(dir, &mut anchors);
             }
         } else {
             for p in paths {
@@ -200,23 +183,65 @@ impl TrustStore {
     }
 }
 
-/// `$SSL_CERT_FILE`, when set to a file (OpenSSL's default anchors file).
-fn env_cert_file() -> Option<PathBuf> {
-    std::env::var_os("SSL_CERT_FILE")
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
+/// The anchors without --trust, where OpenSSL's default verify paths find them: the file
+/// `$SSL_CERT_FILE`, else the system bundle; and the hashed folders of `$SSL_CERT_DIR` (a
+/// list), else /etc/ssl/certs. As in OpenSSL, both are used, a variable set to something that
+/// is not there gives nothing, and in a folder only the hash-named files count.
+struct DefaultPaths {
+    file: Option<PathBuf>,
+    dirs: Vec<PathBuf>,
 }
 
-/// The system's OpenSSL-hashed certificate folders: every folder of `$SSL_CERT_DIR` (a list,
-/// as OpenSSL reads it), else /etc/ssl/certs unless `$SSL_CERT_FILE` is set; those that hold
-/// hash links.
-fn system_hash_dirs() -> Vec<PathBuf> {
-    let dirs: Vec<PathBuf> = match std::env::var_os("SSL_CERT_DIR") {
-        Some(v) => std::env::split_paths(&v).collect(),
-        None if env_cert_file().is_some() => return Vec::new(),
-        None => vec![PathBuf::from("/etc/ssl/certs")],
+impl DefaultPaths {
+    fn get() -> Result<DefaultPaths> {
+        let env_file = std::env::var_os("SSL_CERT_FILE");
+        let env_dir = std::env::var_os("SSL_CERT_DIR");
+        let file = match &env_file {
+            Some(v) => Some(PathBuf::from(v)).filter(|p| p.is_file()),
+            None => SYSTEM_BUNDLES
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file()),
+        };
+        let dirs: Vec<PathBuf> = match &env_dir {
+            Some(v) => std::env::split_paths(v).collect(),
+            None => vec![PathBuf::from("/etc/ssl/certs")],
+        };
+        let dirs: Vec<PathBuf> = dirs.into_iter().filter(|d| has_hash_links(d)).collect();
+        if env_file.is_none() && env_dir.is_none() && file.is_none() && dirs.is_empty() {
+            return Err(Error::config(
+                "no --trust given and no system CA bundle found",
+            ));
+        }
+        Ok(DefaultPaths { file, dirs })
+    }
+}
+
+/// Whether `name` is an OpenSSL hash link to a certificate (`xxxxxxxx.N`).
+fn is_hash_name(name: &str) -> bool {
+    matches!(name.split_once('.'), Some((h, n)) if h.len() == 8
+        && h.bytes().all(|b| b.is_ascii_hexdigit())
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The certificates of a hashed folder's hash-named files (what OpenSSL's lookup can find);
+/// a file that does not parse is skipped, as OpenSSL skips it.
+fn read_hashed(dir: &Path, out: &mut Vec<Anchor>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
     };
-    dirs.into_iter().filter(|d| has_hash_links(d)).collect()
+    let mut names: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| is_hash_name(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    for p in names {
+        if let Err(e) = read_path(&p, out, false) {
+            log::info!("skipping {}: {e}", p.display());
+        }
+    }
 }
 
 /// Whether `dir` holds OpenSSL hash links (`xxxxxxxx.N`).
@@ -224,13 +249,8 @@ fn has_hash_links(dir: &Path) -> bool {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return false;
     };
-    rd.filter_map(|e| e.ok()).any(|e| {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        matches!(name.split_once('.'), Some((h, n)) if h.len() == 8
-            && h.bytes().all(|b| b.is_ascii_hexdigit())
-            && n.bytes().all(|b| b.is_ascii_digit()))
-    })
+    rd.filter_map(|e| e.ok())
+        .any(|e| is_hash_name(&e.file_name().to_string_lossy()))
 }
 
 fn read_path(path: &Path, out: &mut Vec<Anchor>, explicit: bool) -> Result<()> {

@@ -124,12 +124,14 @@ fn without_trust_the_system_hashed_folder_is_used() {
     );
 }
 
-/// Without --trust, `trust list` shows the anchors verification uses, both taken as OpenSSL
-/// takes them from `$SSL_CERT_FILE` and `$SSL_CERT_DIR`. Before, verification ignored
-/// SSL_CERT_FILE (signatures under its CA were `untrusted`) while `trust list` showed it, and
-/// `trust list` showed the system bundle where verification used SSL_CERT_DIR.
+/// Without --trust, `trust list` and verification take the anchors from where OpenSSL's
+/// default paths find them, and agree with `openssl cms -verify` under the same environment:
+/// `$SSL_CERT_FILE` (else the system bundle) and the hashed folders of `$SSL_CERT_DIR` (a
+/// list; else /etc/ssl/certs), both. Before, verification ignored SSL_CERT_FILE while `trust
+/// list` showed it, used only the first folder of a list, and `trust list` showed certificates
+/// of folders OpenSSL does not look into.
 #[test]
-fn without_trust_the_list_and_verification_use_ssl_cert_file_and_dir_alike() {
+fn without_trust_the_list_and_verification_use_openssls_default_paths() {
     let p = pki();
     let signed = sign_as(&p.alice, false, &[], &sample_entity("env trust"));
     let msg = message("alice@example.org", "bob@example.org", "env", &signed);
@@ -137,73 +139,116 @@ fn without_trust_the_list_and_verification_use_ssl_cert_file_and_dir_alike() {
     let hashed = tempfile::tempdir().expect("tempdir");
     std::fs::copy(&p.root_path, hashed.path().join("root.pem")).expect("copy");
     openssl(&["rehash", path_str(hashed.path())], b"");
+    let unhashed = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(&p.root_path, unhashed.path().join("root.pem")).expect("copy");
+    let nothing = std::path::Path::new("/nonexistent/ca.pem");
     let subject_of = |pem: &std::path::Path| {
         let s = openssl(&["x509", "-noout", "-subject", "-in", path_str(pem)], b"");
         let s = String::from_utf8(s).unwrap();
         s.trim_end().rsplit('=').next().unwrap().trim().to_string()
     };
     let (root_cn, other_cn) = (subject_of(&p.root_path), subject_of(&p.untrusted_root_path));
-    let run = |envs: &[(&str, &std::path::Path)]| {
-        let mut c = smimed();
-        c.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
-        for (k, v) in envs {
-            c.env(k, v);
-        }
-        let list = c.args(["trust", "list"]).output().expect("run smimed");
+    // (trust list, smimed's verdict, whether openssl verifies) under `envs`.
+    let run = |envs: &[(&str, &std::ffi::OsStr)]| {
+        let with_env = |mut c: std::process::Command| {
+            c.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+            for (k, v) in envs {
+                c.env(k, v);
+            }
+            c
+        };
+        let list = with_env(smimed())
+            .args(["trust", "list"])
+            .output()
+            .expect("run smimed");
         assert!(
             list.status.success(),
             "{}",
             String::from_utf8_lossy(&list.stderr)
         );
-        let mut c = smimed();
-        c.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
-        for (k, v) in envs {
-            c.env(k, v);
-        }
+        let mut c = with_env(smimed());
         let out = run_with_stdin(c.args(["--authserv-id", "mx.test", "filter"]), &msg);
         assert!(out.status.success());
+        let mut c = with_env(std::process::Command::new("openssl"));
+        let peer = run_with_stdin(c.args(["cms", "-verify", "-out", "/dev/null"]), &msg);
         (
             String::from_utf8_lossy(&list.stdout).into_owned(),
             status_word(&status_of(&out.stdout), "signature").map(str::to_string),
+            peer.status.success(),
         )
     };
-    // SSL_CERT_FILE alone (the system folder is not added): its anchors, listed and used.
-    let (list, sig) = run(&[("SSL_CERT_FILE", &p.root_path)]);
-    assert_eq!(list.lines().count(), 1, "{list}");
-    assert!(list.contains(&root_cn), "{list}");
-    assert_eq!(sig.as_deref(), Some("valid"));
-    let (list, sig) = run(&[("SSL_CERT_FILE", &p.untrusted_root_path)]);
-    assert!(
-        list.contains(&other_cn) && !list.contains(&root_cn),
-        "{list}"
-    );
-    assert_eq!(sig.as_deref(), Some("untrusted"));
-    // SSL_CERT_DIR alone: that folder's certificates, not the system bundle.
-    let (list, sig) = run(&[("SSL_CERT_DIR", hashed.path())]);
-    assert_eq!(list.lines().count(), 1, "{list}");
-    assert!(list.contains(&root_cn), "{list}");
-    assert_eq!(sig.as_deref(), Some("valid"));
-    // A list of folders, as OpenSSL reads it: every one.
+    let os = |p: &std::path::Path| p.as_os_str().to_owned();
     let list_of = std::env::join_paths([empty.path(), hashed.path()]).unwrap();
-    let (list, sig) = run(&[("SSL_CERT_DIR", std::path::Path::new(&list_of))]);
-    assert!(list.contains(&root_cn), "{list}");
-    assert_eq!(sig.as_deref(), Some("valid"));
-    // Both: both.
-    let (list, sig) = run(&[
-        ("SSL_CERT_FILE", &p.untrusted_root_path),
-        ("SSL_CERT_DIR", hashed.path()),
-    ]);
-    assert!(
-        list.contains(&other_cn) && list.contains(&root_cn),
-        "{list}"
-    );
-    assert_eq!(sig.as_deref(), Some("valid"));
-    let (list, sig) = run(&[
-        ("SSL_CERT_FILE", &p.untrusted_root_path),
-        ("SSL_CERT_DIR", empty.path()),
-    ]);
-    assert!(!list.contains(&root_cn), "{list}");
-    assert_eq!(sig.as_deref(), Some("untrusted"));
+    let cases: Vec<(&str, Vec<(&str, std::ffi::OsString)>, bool)> = vec![
+        (
+            "the file",
+            vec![
+                ("SSL_CERT_FILE", os(&p.root_path)),
+                ("SSL_CERT_DIR", os(empty.path())),
+            ],
+            true,
+        ),
+        (
+            "another file",
+            vec![
+                ("SSL_CERT_FILE", os(&p.untrusted_root_path)),
+                ("SSL_CERT_DIR", os(empty.path())),
+            ],
+            false,
+        ),
+        (
+            "a hashed folder",
+            vec![
+                ("SSL_CERT_FILE", os(nothing)),
+                ("SSL_CERT_DIR", os(hashed.path())),
+            ],
+            true,
+        ),
+        (
+            "a list of folders",
+            vec![
+                ("SSL_CERT_FILE", os(nothing)),
+                ("SSL_CERT_DIR", list_of.clone()),
+            ],
+            true,
+        ),
+        (
+            "a file and a folder",
+            vec![
+                ("SSL_CERT_FILE", os(&p.untrusted_root_path)),
+                ("SSL_CERT_DIR", os(hashed.path())),
+            ],
+            true,
+        ),
+        (
+            "a folder without hash links",
+            vec![
+                ("SSL_CERT_FILE", os(nothing)),
+                ("SSL_CERT_DIR", os(unhashed.path())),
+            ],
+            false,
+        ),
+        (
+            "the file and the system folder",
+            vec![("SSL_CERT_FILE", os(&p.root_path))],
+            true,
+        ),
+    ];
+    for (what, envs, trusted) in cases {
+        let envs: Vec<(&str, &std::ffi::OsStr)> =
+            envs.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        let (list, sig, peer) = run(&envs);
+        assert_eq!(peer, trusted, "{what}: openssl");
+        assert_eq!(list.contains(&root_cn), trusted, "{what}: {list}");
+        let want = if trusted { "valid" } else { "untrusted" };
+        assert_eq!(sig.as_deref(), Some(want), "{what}");
+        if what == "a file and a folder" {
+            assert!(list.contains(&other_cn), "{what}: {list}");
+        }
+        if what == "a hashed folder" {
+            assert_eq!(list.lines().count(), 1, "{what}: {list}");
+        }
+    }
 }
 
 /// Windows' certificate services download a "Base 64 encoded" chain (certnew.p7b) as a PKCS#7
