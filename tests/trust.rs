@@ -179,7 +179,9 @@ fn without_trust_the_list_and_verification_use_openssls_default_paths() {
     };
     let os = |p: &std::path::Path| p.as_os_str().to_owned();
     let list_of = std::env::join_paths([empty.path(), hashed.path()]).unwrap();
-    let cases: Vec<(&str, Vec<(&str, std::ffi::OsString)>, bool)> = vec![
+    // (what, environment, whether the root is an anchor then)
+    type Case<'a> = (&'a str, Vec<(&'a str, std::ffi::OsString)>, bool);
+    let cases: Vec<Case> = vec![
         (
             "the file",
             vec![
