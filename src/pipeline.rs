@@ -431,6 +431,7 @@ fn process_layers(
     };
     let mut current: Option<Secret> = None; // None: still the root
     let mut ended = Walk::Done;
+    let mut past_limit = false;
     for depth in 0.. {
         let bytes: &[u8] = current.as_ref().map_or(input, |c| c.as_slice());
         let ent = mime::split(bytes);
@@ -451,7 +452,24 @@ fn process_layers(
             break;
         }
         if depth >= ctx.limits.max_layers {
+            // What lies past the limit was never looked at and the original is delivered: no
+            // verdict on any layer (RFC 8551 §3.7: permerror), and an envelope there was not
+            // decrypted (its smime-type says so; a signed layer's hint leaves it alone).
             walker.st.add("reason", "nesting-limit");
+            walker.st.signature = Signature::Error;
+            let hint = match &root_der {
+                Some((_, h)) => h.clone(),
+                None => ent
+                    .content_type()
+                    .params
+                    .get("smime-type")
+                    .map(|s| s.to_ascii_lowercase())
+                    .unwrap_or_default(),
+            };
+            if kind == Kind::Pkcs7Mime && !matches!(hint.as_str(), "signed-data" | "certs-only") {
+                walker.st.encryption = Encryption::Failed;
+            }
+            past_limit = true;
             ended = Walk::Failed;
             break;
         }
@@ -499,12 +517,16 @@ fn process_layers(
         }
     }
     let Walker {
-        layers,
+        mut layers,
         cbc,
         decrypted,
         order,
         ..
     } = walker;
+    if past_limit {
+        // No signer's result stands for a message delivered unprocessed.
+        layers.clear();
+    }
 
     // The message's verdict: the worst signer of every layer on the root chain.
     for l in &layers {

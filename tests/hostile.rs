@@ -338,6 +338,38 @@ fn nested_encryption_layers_stop_at_the_limit() {
     assert!(st.contains("limit"), "{st}");
 }
 
+/// Signatures around an envelope, past the layer limit: the original is delivered unprocessed,
+/// so neither the signatures already checked nor "not encrypted" may be claimed for it. It
+/// said `encryption=none; signature=valid` with eight `smime=pass`.
+#[test]
+fn signatures_around_an_envelope_past_the_limit_claim_nothing() {
+    let p = pki();
+    let wrapped = |signatures: usize| {
+        let mut ent = encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET));
+        for _ in 0..signatures {
+            ent = sign_as(&p.alice, false, &[], &ent);
+        }
+        message("alice@example.org", "bob@example.org", "layers", &ent)
+    };
+    // Within the limit: decrypted, valid.
+    let (st, text, _) = filter_checked(Some(&p.bob), &[], &wrapped(7));
+    assert_words(&st, "decrypted", "valid");
+    assert!(text.contains(SECRET));
+    // Past it: the original, with no verdict.
+    let msg = wrapped(8);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "failed", "error");
+    assert_eq!(status_word(&st, "reason"), Some("nesting-limit"), "{st}");
+    assert!(!st.contains("signer="), "{st}");
+    assert!(!text.contains(SECRET));
+    let a = ar_values(&out, "mx.test").join("\n");
+    assert!(
+        a.contains("smime=permerror") && !a.contains("smime=pass"),
+        "{a}"
+    );
+    assert_eq!(strip_our_status(&out), msg);
+}
+
 // ----- forged status fields --------------------------------------------------------------------
 
 const FORGED: &str =
