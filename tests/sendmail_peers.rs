@@ -7,7 +7,7 @@ mod common;
 use common::gpgsm::Gpgsm;
 use common::outbound::*;
 use common::pki::pki;
-use common::{openssl, path_str, run_with_stdin};
+use common::{message, openssl, path_str, run_with_stdin, smimed, status_of, status_word};
 
 /// Store with bob (RSA), carol (EC) and the intermediate; alice signs and is the sender.
 fn env_with_recipients() -> Env {
@@ -1336,4 +1336,151 @@ fn a_p384_signer_signs_with_sha384_read_by_gpgsm_and_openssl() {
     let (signed, sig) = split_signed(&rec[0].message);
     let g = Gpgsm::new(&[]);
     assert!(g.verify_detached(&sig, &signed), "gpgsm verifies");
+}
+
+/// An RSA key under 2048 bits (RFC 8551 §4.3) is no signing identity: receivers, smimed's own
+/// filter among them, call its signatures untrusted (`weak-key-1024`), as they refuse such a
+/// recipient. sendmail signed with it; now `--sign always` refuses (78, nothing sent) and
+/// `--sign auto` sends unsigned.
+#[test]
+fn a_1024_bit_rsa_key_does_not_sign() {
+    let env = Env::new();
+    let d = env.dir.path();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(d)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=weak test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&[
+        "req", "-newkey", "rsa:1024", "-nodes", "-keyout", "weak.key", "-out", "weak.csr", "-subj",
+        "/CN=weak",
+    ]);
+    std::fs::write(
+        d.join("weak.ext"),
+        "subjectAltName=email:weak@example.org\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=emailProtection\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "weak.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        "weak.ext",
+        "-out",
+        "weak.pem",
+    ]);
+    let key = [
+        std::fs::read(d.join("weak.key")).unwrap(),
+        std::fs::read(d.join("weak.pem")).unwrap(),
+    ]
+    .concat();
+    let key_path = d.join("weak-identity.pem");
+    std::fs::write(&key_path, key).unwrap();
+    std::fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let ca = d.join("ca.pem");
+
+    // The receiving side: openssl's signature with that key is untrusted.
+    let body = b"Content-Type: text/plain\r\n\r\nweak\r\n";
+    let signed = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            path_str(&d.join("weak.pem")),
+            "-inkey",
+            path_str(&d.join("weak.key")),
+            "-nodetach",
+            "-outform",
+            "SMIME",
+        ],
+        body,
+    );
+    let msg = message("weak@example.org", "bob@example.org", "weak", &signed);
+    let out = run_with_stdin(
+        smimed().args([
+            "--authserv-id",
+            "mx.test",
+            "--trust",
+            path_str(&ca),
+            "filter",
+        ]),
+        &msg,
+    );
+    let st = status_of(&out.stdout);
+    assert_eq!(status_word(&st, "signature"), Some("untrusted"), "{st}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("weak-key-1024"));
+
+    // The sending side.
+    let send = |sign: &str| {
+        let mut c = smimed();
+        c.args([
+            "sendmail",
+            "--trust",
+            path_str(&ca),
+            "--key",
+            path_str(&key_path),
+        ])
+        .args([
+            "--mta",
+            path_str(&env.mta),
+            "--sign",
+            sign,
+            "--encrypt",
+            "never",
+        ])
+        .arg("bob@example.org");
+        run_with_stdin(
+            &mut c,
+            b"From: weak@example.org\nTo: bob@example.org\nSubject: w\n\nhello\n",
+        )
+    };
+    let out = send("always");
+    env.assert_refused(&out, 78, "--sign always with a 1024-bit key");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2048"),
+        "{out:?}"
+    );
+    let out = send("auto");
+    assert_ok(&out);
+    let rec = env.take_recorded().remove(0);
+    assert!(!rec.text().contains("pkcs7"), "signed: {}", rec.text());
 }

@@ -100,8 +100,16 @@ fn email_eku(cert: &X509) -> bool {
 
 /// Whether a certificate may sign mail (RFC 8550 §4.4.2: digitalSignature or nonRepudiation
 /// when key usage is present; emailProtection when EKU is present).
+/// Whether a certificate of ours may sign mail: key usage and EKU allow it, and its key is not
+/// one receivers refuse (RSA under 2048 bits, RFC 8551 §4.3: smimed's own filter, like others,
+/// calls such a signature untrusted).
 fn may_sign(cert: &X509) -> bool {
-    ossl::key_usage(cert).is_none_or(|k| k & (KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION) != 0)
+    let strong = cert.public_key().is_ok_and(|k| {
+        !matches!(k.id(), openssl::pkey::Id::RSA | openssl::pkey::Id::DSA) || k.bits() >= 2048
+    });
+    strong
+        && ossl::key_usage(cert)
+            .is_none_or(|k| k & (KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION) != 0)
         && email_eku(cert)
 }
 
@@ -392,7 +400,8 @@ pub fn prepare(
             }
             (Some(s), None) => {
                 return Err(Error::config(format!(
-                    "cannot sign: no identity (--key) with a valid certificate for {s}"
+                    "cannot sign: no identity (--key) with a valid certificate for {s} \
+                     (valid now, allowed to sign mail, an RSA key of 2048 bits or more)"
                 )))
             }
         },
