@@ -698,9 +698,12 @@ impl<'o> State<'o> {
                     continue;
                 }
                 let key = maildir::key(&name).to_string();
-                // An original archived as KEY-smimed-N that a user moved back: its copy has KEY.
+                // An original archived as KEY-smimed-N that a user moved back: its copy has KEY
+                // (and, since KEY was another folder's too, its Message-ID).
                 let copy = ours.get(&key).or_else(|| {
-                    maildir::key_before_collision(&key).and_then(|base| ours.get(base))
+                    maildir::key_before_collision(&key)
+                        .and_then(|base| ours.get(base))
+                        .filter(|o| same_message_id(&md.path(sub, &name), &md.path(o.0, &o.1)))
                 });
                 if let Some(o) = copy {
                     // A run stopped between placing the copy and moving the original.
@@ -1196,6 +1199,18 @@ fn locate(md: &Maildir, key: &str, sub: Sub, name: &str) -> Result<Option<(Sub, 
             e,
         )),
     }
+}
+
+/// Whether two message files carry the same Message-ID (both have one).
+fn same_message_id(a: &Path, b: &Path) -> bool {
+    let id = |p: &Path| -> Option<String> {
+        let head = maildir::read_head(p, HEAD_LIMIT).ok()??;
+        let (fields, _) = mailparse::parse_headers(&head.bytes).ok()?;
+        let v = mailparse::MailHeaderMap::get_first_value(&fields[..], "Message-ID")?;
+        let v = v.trim();
+        (!v.is_empty()).then(|| v.to_string())
+    };
+    matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// A file's size and modification time, to notice it changed.

@@ -359,16 +359,22 @@ fn originals_with_the_same_name_in_two_folders_are_both_archived() {
     let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
     assert_eq!(code, 0, "{err}");
     assert_same(&snapshot(md.path()), &before, "second run");
-    // A user moves an original archived under a distinct key back into the Maildir (a
-    // folder of their choosing): it goes back to the archive, never processed a second time.
+    // A user moves an original archived under a distinct key back into its folder: it goes
+    // back to the archive, never processed a second time.
     let renamed = std::fs::read_dir(md.archive().join("new"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .find(|n| n.contains("-smimed-"))
         .expect("an original archived under a distinct key");
+    let bytes = std::fs::read(md.archive().join("new").join(&renamed)).unwrap();
+    let (own, elsewhere) = if bytes == smime_msg("d2") {
+        (&sub, &other)
+    } else {
+        (&other, &sub)
+    };
     std::fs::rename(
         md.archive().join("new").join(&renamed),
-        md.path().join("new").join(&renamed),
+        own.join("new").join(&renamed),
     )
     .unwrap();
     let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
@@ -382,6 +388,20 @@ fn originals_with_the_same_name_in_two_folders_are_both_archived() {
         &before,
         "moved back and archived again",
     );
+    // Into another folder, whose copy of that key is another message's: a message of its own
+    // there, processed (once).
+    std::fs::rename(
+        md.archive().join("new").join(&renamed),
+        elsewhere.join("new").join(&renamed),
+    )
+    .unwrap();
+    let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(": 1 processed"), "{err}");
+    let before = snapshot(md.path());
+    let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert_same(&snapshot(md.path()), &before, "and then left alone");
 
     // Two Maildirs sharing one archive elsewhere; a third, later, with an original of that name.
     let (a, b) = (Md::new(), Md::new());
