@@ -17,7 +17,9 @@
 //! far above 2^56) + `u8 version` ([`VERSION`], now 1) + `u8 kind`. Kind 1 ([`KIND_SENDMAIL`]):
 //! `u8 sign` and `u8 encrypt` (0 auto, 1 always, 2 never), `u8 flags` (1: opaque signing, 2: `-t`),
 //! `u8 has_from` + (`str` envelope from, when 1), `u32 count` + `count` × `str` (the command-line
-//! recipients), `bytes` message.
+//! recipients), `bytes` message. Kind 2 ([`KIND_FILTER`]): `str` the client's authserv-id,
+//! `bytes` message (the filter's request since the authserv-id travels: forged fields claiming
+//! the client's are removed and the status is written under it).
 //!
 //! **Reply**: `u8 kind` + `i32 exit code` + a body:
 //! - kind 0 (done): for a filter request, `bytes` processed message; for a sendmail request,
@@ -65,6 +67,8 @@ pub const MAGIC: [u8; 7] = *b"\xffSMIMED";
 pub const VERSION: u8 = 1;
 /// Versioned request kind: `smimed sendmail`.
 pub const KIND_SENDMAIL: u8 = 1;
+/// Versioned request kind: `smimed filter` under the client's authserv-id.
+pub const KIND_FILTER: u8 = 2;
 
 /// Reply kinds.
 const DONE: u8 = 0;
@@ -306,6 +310,7 @@ fn handle(ctx: &Context, conn: UnixStream, after: &AfterProcess) -> std::io::Res
         }
         return match read_u8(&mut rd)? {
             KIND_SENDMAIL => handle_sendmail(ctx, &mut rd, &conn),
+            KIND_FILTER => handle_filter(ctx, &mut rd, &conn, after),
             k => reply(
                 &conn,
                 DECLINED,
@@ -326,6 +331,35 @@ fn handle(ctx: &Context, conn: UnixStream, after: &AfterProcess) -> std::io::Res
             reply(&conn, DONE, exit::OK, &processed.output)
         }
         Err(e) => reply(&conn, FAILED, e.exit_code(), e.message().as_bytes()),
+    }
+}
+
+/// A filter request: the pipeline under the client's authserv-id (forged fields claiming it are
+/// removed, the status written under it), with the agent's own keys, trust and address book.
+fn handle_filter(
+    ctx: &Context,
+    rd: &mut impl Read,
+    conn: &UnixStream,
+    after: &AfterProcess,
+) -> std::io::Result<()> {
+    let authserv_id = read_str(rd)?;
+    let len = read_u64(rd)?;
+    if len > ctx.limits.max_size.saturating_add(SLACK) {
+        return reply(
+            conn,
+            DECLINED,
+            exit::OK,
+            b"message larger than the agent's size limit",
+        );
+    }
+    let input = read_exact_vec(rd, len)?;
+    match pipeline::process_as(ctx, &input, &authserv_id) {
+        Ok(processed) => {
+            after(ctx, &processed, &input);
+            drop(input);
+            reply(conn, DONE, exit::OK, &processed.output)
+        }
+        Err(e) => reply(conn, FAILED, e.exit_code(), e.message().as_bytes()),
     }
 }
 
@@ -415,6 +449,8 @@ pub enum Answer {
     Message(Vec<u8>),
     /// The pipeline's error, to be reported as the filter itself would.
     Failed(Error),
+    /// The agent does not serve this request (an older agent, its size limit): work alone.
+    Declined(String),
 }
 
 /// An error answer as the command would have reported it: the same exit code.
@@ -549,17 +585,30 @@ impl Client {
 /// Sends one message to the agent on `socket`. An I/O error (the agent missing, or silent for
 /// [`CLIENT_TIMEOUT`]) means no agent could be used (the caller works on its own); an answer is
 /// final.
-pub fn request(socket: &Path, input: &[u8]) -> std::io::Result<Answer> {
+pub fn request(socket: &Path, input: &[u8], authserv_id: &str) -> std::io::Result<Answer> {
     let mut client = Client::connect(socket)?;
-    client.send(&[&(input.len() as u64).to_be_bytes(), input])?;
+    let mut head = Vec::with_capacity(32 + authserv_id.len());
+    head.extend_from_slice(&MAGIC);
+    head.push(VERSION);
+    head.push(KIND_FILTER);
+    put_str(&mut head, authserv_id)?;
+    head.extend_from_slice(&(input.len() as u64).to_be_bytes());
+    client.send(&[&head, input])?;
     let mut rd = BufReader::new(&client.conn);
     let kind = read_u8(&mut rd)?;
     let code = read_u32(&mut rd)? as i32;
     let body = read_body(&mut rd, u64::MAX)?;
-    if kind == DONE {
-        return Ok(Answer::Message(body));
+    match kind {
+        DONE => Ok(Answer::Message(body)),
+        DECLINED => Ok(Answer::Declined(
+            String::from_utf8_lossy(&body).into_owned(),
+        )),
+        // An agent from before the versioned format reads MAGIC as an impossible length.
+        _ if body == OLD_TOO_LARGE.as_bytes() => Ok(Answer::Declined(String::from(
+            "an agent from before versioned requests",
+        ))),
+        _ => Ok(Answer::Failed(failed(code, &body))),
     }
-    Ok(Answer::Failed(failed(code, &body)))
 }
 
 /// What `smimed sendmail` hands to the agent: what `outbound::prepare` needs from the client.

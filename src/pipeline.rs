@@ -244,16 +244,22 @@ enum Walk {
 /// delivery agent) stays the first line: the status fields go after it, never before it, or an
 /// mbox would lose the message boundary.
 pub fn process(ctx: &Context, input: &[u8]) -> Result<Processed> {
+    process_as(ctx, input, ctx.authserv_id())
+}
+
+/// [`process`] under another authserv-id than the context's: the agent serving a client whose
+/// own is different (the forged fields removed and the status written are the client's).
+pub fn process_as(ctx: &Context, input: &[u8], authserv_id: &str) -> Result<Processed> {
     if input.starts_with(b"From ") {
         let end = input
             .iter()
             .position(|&b| b == b'\n')
             .map_or(input.len(), |i| i + 1);
-        let mut processed = process_with(ctx, &input[end..], None)?;
+        let mut processed = process_with(ctx, &input[end..], None, authserv_id)?;
         processed.output.splice(0..0, input[..end].iter().copied());
         return Ok(processed);
     }
-    process_with(ctx, input, None)
+    process_with(ctx, input, None, authserv_id)
 }
 
 /// Messages at least this large, when handed in as a file, are processed without holding their
@@ -309,7 +315,7 @@ pub fn process_file(ctx: &Context, file: &std::fs::File) -> Result<Processed> {
                     file,
                     body_offset: head_len as u64,
                 };
-                return process_with(ctx, &head, Some(root));
+                return process_with(ctx, &head, Some(root), ctx.authserv_id());
             }
         }
         f.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -338,8 +344,9 @@ fn process_with(
     ctx: &Context,
     input: &[u8],
     from_file: Option<RootFromFile<'_>>,
+    authserv_id: &str,
 ) -> Result<Processed> {
-    let processed = process_layers(ctx, input, from_file);
+    let processed = process_layers(ctx, input, from_file, authserv_id);
     mime::forget_content_types();
     processed
 }
@@ -348,6 +355,7 @@ fn process_layers(
     ctx: &Context,
     input: &[u8],
     from_file: Option<RootFromFile<'_>>,
+    authserv_id: &str,
 ) -> Result<Processed> {
     let eol = mime::eol_of(input);
     let root = mime::split(input);
@@ -363,7 +371,7 @@ fn process_layers(
         log::info!("dropping {orphans} header line(s) before the first field");
         outer.drain(..orphans);
     }
-    let forged_removed = status::strip_forged(&mut outer, ctx.authserv_id());
+    let forged_removed = status::strip_forged(&mut outer, authserv_id);
     let mut st = Status::default();
     let (mut root_der, body_file) = match from_file {
         Some(r) => (Some((r.der, r.hint)), Some((r.file, r.body_offset))),
@@ -371,7 +379,7 @@ fn process_layers(
     };
 
     let original = |st: &Status, outer: &[Field]| -> Result<Vec<u8>> {
-        let mut out = st.header_fields(ctx.authserv_id(), eol);
+        let mut out = st.header_fields(authserv_id, eol);
         for f in outer {
             out.extend_from_slice(&f.raw);
         }
@@ -596,14 +604,14 @@ fn process_layers(
     };
 
     // Assemble: outer fields minus Content-*, protected fields promoted, the content's entity.
-    let (content, mut protected) = unwrap_protected(content, ctx.authserv_id());
+    let (content, mut protected) = unwrap_protected(content, authserv_id);
     let mut inner = mime::split(&content);
     if protected.is_empty() && mime::classify_entity(&inner) == Kind::MultipartSigned {
         // A multipart/signed inside the encryption (Thunderbird's layout): the protected
         // header section in its signed part is the header, as for opaque content. The
         // multipart/signed itself stays as it is, for the client to verify again.
         if let Some(section) = signed_part_protected_section(&content) {
-            protected = promotable(&section, eol, ctx.authserv_id());
+            protected = promotable(&section, eol, authserv_id);
         }
     }
     if !has_header_section(&inner) {
@@ -649,7 +657,7 @@ fn process_layers(
     finish(&mut st);
     scan_partial(ctx, &content, inner_kind == Kind::MultipartSigned, &mut st);
 
-    let mut output = st.header_fields(ctx.authserv_id(), eol);
+    let mut output = st.header_fields(authserv_id, eol);
     output.reserve(content.len() + content.len() / 32 + 4096);
     for f in fields
         .iter()

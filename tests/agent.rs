@@ -81,6 +81,31 @@ fn agent_answers_exactly_what_the_filter_gives_alone() {
     );
     let st = status_of(&via.stdout);
     assert_eq!(status_word(&st, "reason"), Some("size-limit"), "{st}");
+
+    // A client with an authserv-id of its own (the agent's is mx.test): forged results claiming
+    // the client's are removed and the status is written under it, as alone. The agent used
+    // its own: the forgery survived, next to a result under the agent's id.
+    let mut forged = b"Authentication-Results: client.test; smime=pass body.smime-identifier=ceo@example.org\r\n".to_vec();
+    forged.extend_from_slice(&msg);
+    let client = |agent: bool| {
+        let mut c = smimed();
+        c.args(["--authserv-id", "client.test", "--trust"])
+            .arg(&pki().root_path);
+        if agent {
+            c.arg("--agent").arg(&socket);
+        } else {
+            c.arg("--key")
+                .arg(&pki().bob.p12_path)
+                .env("SMIMED_PASSPHRASE", common::pki::P12_PASS);
+        }
+        run_with_stdin(c.arg("filter"), &forged)
+    };
+    let (via, alone) = (client(true), client(false));
+    let text = String::from_utf8_lossy(&via.stdout);
+    assert!(!text.contains("ceo@example.org"), "{text}");
+    assert_eq!(ar_values(&via.stdout, "client.test").len(), 1, "{text}");
+    assert!(ar_values(&via.stdout, "mx.test").is_empty(), "{text}");
+    assert_eq!(via.stdout, alone.stdout);
 }
 
 #[test]

@@ -25,9 +25,16 @@ fn write_output(args: &FilterArgs, output: &[u8]) -> Result<()> {
 /// (the filter then works on its own).
 fn via_agent(settings: &Settings, input: &[u8]) -> Option<Result<Vec<u8>>> {
     let socket = settings.agent.as_deref()?;
-    match crate::agent::request(socket, input) {
+    match crate::agent::request(socket, input, &settings.authserv_id) {
         Ok(crate::agent::Answer::Message(out)) => Some(Ok(out)),
         Ok(crate::agent::Answer::Failed(e)) => Some(Err(e)),
+        Ok(crate::agent::Answer::Declined(why)) => {
+            log::warn!(
+                "the agent on {} does not serve this ({why}); working alone",
+                socket.display()
+            );
+            None
+        }
         Err(e) => {
             log::warn!("no agent on {} ({e}); working alone", socket.display());
             None
