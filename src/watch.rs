@@ -703,7 +703,7 @@ impl<'o> State<'o> {
                 let copy = ours.get(&key).or_else(|| {
                     maildir::key_before_collision(&key)
                         .and_then(|base| ours.get(base))
-                        .filter(|o| same_message_id(&md.path(sub, &name), &md.path(o.0, &o.1)))
+                        .filter(|o| same_message(&md.path(sub, &name), &md.path(o.0, &o.1)))
                 });
                 if let Some(o) = copy {
                     // A run stopped between placing the copy and moving the original.
@@ -1201,16 +1201,29 @@ fn locate(md: &Maildir, key: &str, sub: Sub, name: &str) -> Result<Option<(Sub, 
     }
 }
 
-/// Whether two message files carry the same Message-ID (both have one).
-fn same_message_id(a: &Path, b: &Path) -> bool {
-    let id = |p: &Path| -> Option<String> {
+/// Whether two message files are the same message by their outer header: the same
+/// Message-ID, or without one on either side, the same Date, From, Subject and first Received
+/// (a processed copy keeps the original's outer fields).
+fn same_message(a: &Path, b: &Path) -> bool {
+    let identity = |p: &Path| -> Option<Vec<String>> {
         let head = maildir::read_head(p, HEAD_LIMIT).ok()??;
         let (fields, _) = mailparse::parse_headers(&head.bytes).ok()?;
-        let v = mailparse::MailHeaderMap::get_first_value(&fields[..], "Message-ID")?;
-        let v = v.trim();
-        (!v.is_empty()).then(|| v.to_string())
+        let value = |name: &str| {
+            mailparse::MailHeaderMap::get_first_value(&fields[..], name)
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        let id = value("Message-ID");
+        if !id.is_empty() {
+            return Some(vec![id]);
+        }
+        let rest: Vec<String> = ["Date", "From", "Subject", "Received"]
+            .iter()
+            .map(|n| value(n))
+            .collect();
+        rest.iter().any(|v| !v.is_empty()).then_some(rest)
     };
-    matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
+    matches!((identity(a), identity(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// A file's size and modification time, to notice it changed.

@@ -435,6 +435,56 @@ fn originals_with_the_same_name_in_two_folders_are_both_archived() {
 }
 
 #[test]
+fn an_original_without_message_id_moved_back_is_not_processed_again() {
+    // Archived as KEY-smimed-1 (another folder's original had its name), then moved back into
+    // its own folder by a user: known by its outer fields when there is no Message-ID.
+    let without_id = |id: &str| {
+        let m = String::from_utf8(smime_msg(id)).unwrap();
+        m.replace(&format!("Message-ID: <{id}@test>\r\n"), "")
+            .into_bytes()
+    };
+    let md = Md::new();
+    let sub = md.path().join(".Work");
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(sub.join(d)).unwrap();
+    }
+    let name = unique_name(10);
+    std::fs::write(md.path().join("new").join(&name), without_id("n1")).unwrap();
+    std::fs::write(sub.join("new").join(&name), without_id("n2")).unwrap();
+    let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(": 2 processed"), "{err}");
+    let before = snapshot(md.path());
+    let renamed = std::fs::read_dir(md.archive().join("new"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.contains("-smimed-"))
+        .expect("an original archived under a distinct key");
+    let bytes = std::fs::read(md.archive().join("new").join(&renamed)).unwrap();
+    let own = if bytes == without_id("n2") {
+        sub.clone()
+    } else {
+        md.path().to_path_buf()
+    };
+    std::fs::rename(
+        md.archive().join("new").join(&renamed),
+        own.join("new").join(&renamed),
+    )
+    .unwrap();
+    let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(": 0 processed") && err.contains("1 archived"),
+        "{err}"
+    );
+    assert_same(
+        &snapshot(md.path()),
+        &before,
+        "moved back and archived again",
+    );
+}
+
+#[test]
 fn recursive_covers_subfolders_but_not_the_archive() {
     let md = Md::new();
     let sub = md.path().join(".Work");
