@@ -86,7 +86,7 @@ impl TrustStore {
         });
         let mut anchors = Vec::new();
         if let Some(f) = &file {
-            read_path(f, &mut anchors, true)?;
+            read_default_file(f, &mut anchors);
         }
         Self::build(anchors, crls, &d.dirs)
     }
@@ -98,7 +98,7 @@ impl TrustStore {
         if paths.is_empty() {
             let d = DefaultPaths::get()?;
             if let Some(f) = &d.file {
-                read_path(f, &mut anchors, true)?;
+                read_default_file(f, &mut anchors);
             }
             for dir in &d.dirs {
                 read_hashed(dir, &mut anchors);
@@ -217,6 +217,15 @@ impl DefaultPaths {
     }
 }
 
+/// The default anchors file (`$SSL_CERT_FILE` or the system bundle): one that does not read is
+/// skipped with a warning, as OpenSSL skips it, rather than failing every verification (it is
+/// the environment's, not a `--trust` the user gave).
+fn read_default_file(f: &Path, out: &mut Vec<Anchor>) {
+    if let Err(e) = read_path(f, out, true) {
+        log::warn!("ignoring the default anchors file: {e}");
+    }
+}
+
 /// Whether `name` is an OpenSSL hash link to a certificate (`xxxxxxxx.N`).
 fn is_hash_name(name: &str) -> bool {
     matches!(name.split_once('.'), Some((h, n)) if h.len() == 8
@@ -225,21 +234,37 @@ fn is_hash_name(name: &str) -> bool {
         && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The certificates of a hashed folder's hash-named files (what OpenSSL's lookup can find);
-/// a file that does not parse is skipped, as OpenSSL skips it.
+/// The certificates of a hashed folder that OpenSSL's lookup finds: for each subject hash,
+/// the files `hash.0`, `hash.1`, … up to the first one missing (lower-case hex, as OpenSSL
+/// writes the name it looks for), and of those only certificates whose subject has that hash.
+/// Other files are not read; a file that does not parse is skipped, as OpenSSL skips it.
 fn read_hashed(dir: &Path, out: &mut Vec<Anchor>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
-    let mut names: Vec<PathBuf> = rd
+    let mut hashes: Vec<String> = rd
         .filter_map(|e| e.ok())
-        .filter(|e| is_hash_name(&e.file_name().to_string_lossy()))
-        .map(|e| e.path())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| n.ends_with(".0") && is_hash_name(n))
+        .map(|n| n[..8].to_string())
+        .filter(|h| h.bytes().all(|b| !b.is_ascii_uppercase()))
         .collect();
-    names.sort();
-    for p in names {
-        if let Err(e) = read_path(&p, out, false) {
-            log::info!("skipping {}: {e}", p.display());
+    hashes.sort();
+    for h in hashes {
+        for n in 0.. {
+            let p = dir.join(format!("{h}.{n}"));
+            if !p.exists() {
+                break;
+            }
+            let mut found = Vec::new();
+            if let Err(e) = read_path(&p, &mut found, false) {
+                log::info!("skipping {}: {e}", p.display());
+            }
+            out.extend(
+                found
+                    .into_iter()
+                    .filter(|a| format!("{:08x}", a.cert.cert.subject_name_hash()) == h),
+            );
         }
     }
 }

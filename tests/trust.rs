@@ -142,6 +142,8 @@ fn without_trust_the_list_and_verification_use_openssls_default_paths() {
     let unhashed = tempfile::tempdir().expect("tempdir");
     std::fs::copy(&p.root_path, unhashed.path().join("root.pem")).expect("copy");
     let nothing = std::path::Path::new("/nonexistent/ca.pem");
+    let garbage = empty.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
     let subject_of = |pem: &std::path::Path| {
         let s = openssl(&["x509", "-noout", "-subject", "-in", path_str(pem)], b"");
         let s = String::from_utf8(s).unwrap();
@@ -233,6 +235,14 @@ fn without_trust_the_list_and_verification_use_openssls_default_paths() {
         (
             "the file and the system folder",
             vec![("SSL_CERT_FILE", os(&p.root_path))],
+            true,
+        ),
+        (
+            "a file that is no certificate, ignored as openssl ignores it",
+            vec![
+                ("SSL_CERT_FILE", os(&garbage)),
+                ("SSL_CERT_DIR", os(hashed.path())),
+            ],
             true,
         ),
     ];
