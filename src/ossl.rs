@@ -1146,6 +1146,8 @@ pub fn signing_digest(
         (openssl::pkey::Id::EC, b) if b > 256 => {
             (openssl::hash::MessageDigest::sha384(), "sha-384")
         }
+        // RFC 8419 §3.1: Ed25519 signs in CMS with SHA-512 as the digest algorithm.
+        (openssl::pkey::Id::ED25519, _) => (openssl::hash::MessageDigest::sha512(), "sha-512"),
         _ => (openssl::hash::MessageDigest::sha256(), "sha-256"),
     }
 }

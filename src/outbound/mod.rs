@@ -100,14 +100,19 @@ fn email_eku(cert: &X509) -> bool {
 
 /// Whether a certificate may sign mail (RFC 8550 §4.4.2: digitalSignature or nonRepudiation
 /// when key usage is present; emailProtection when EKU is present).
-/// Whether a certificate of ours may sign mail: key usage and EKU allow it, and its key is not
-/// one receivers refuse (RSA under 2048 bits, RFC 8551 §4.3: smimed's own filter, like others,
-/// calls such a signature untrusted).
+/// Whether a certificate of ours may sign mail: key usage and EKU allow it, and its key is one
+/// smimed signs with as receivers expect: RSA of 2048 bits or more (RFC 8551 §4.3: smimed's
+/// own filter, like others, calls a weaker signature untrusted), EC, or Ed25519. An RSA-PSS
+/// key (id-RSASSA-PSS) or Ed448 is not: OpenSSL's CMS signing would label the first PKCS#1
+/// v1.5, which no receiver verifies, and RFC 8419's SHAKE256 for the second is not offered.
 fn may_sign(cert: &X509) -> bool {
-    let strong = cert.public_key().is_ok_and(|k| {
-        !matches!(k.id(), openssl::pkey::Id::RSA | openssl::pkey::Id::DSA) || k.bits() >= 2048
+    use openssl::pkey::Id;
+    let usable = cert.public_key().is_ok_and(|k| match k.id() {
+        Id::RSA => k.bits() >= 2048,
+        Id::EC | Id::ED25519 => true,
+        _ => false,
     });
-    strong
+    usable
         && ossl::key_usage(cert)
             .is_none_or(|k| k & (KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION) != 0)
         && email_eku(cert)
@@ -401,7 +406,8 @@ pub fn prepare(
             (Some(s), None) => {
                 return Err(Error::config(format!(
                     "cannot sign: no identity (--key) with a valid certificate for {s} \
-                     (valid now, allowed to sign mail, an RSA key of 2048 bits or more)"
+                     (valid now, allowed to sign mail; an RSA key of 2048 bits or more, EC or \
+                     Ed25519)"
                 )))
             }
         },
