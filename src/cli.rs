@@ -89,7 +89,7 @@ pub enum Command {
     Agent(AgentArgs),
     /// A sendmail drop-in: sign and encrypt the message on stdin, then hand it to the real MTA.
     /// Also run when the binary is called as `sendmail` or `smimed-sendmail`. Options:
-    /// --mta CMD, --sign auto|always|never, --encrypt auto|always|never, --opaque, sendmail's
+    /// --mta CMD, --sign auto|always|never, --encrypt auto|always|never, --opaque / --no-opaque, sendmail's
     /// own flags (-t -i -oi -f ADDR -F NAME …) and recipients. See `smimed sendmail --help`.
     #[command(disable_help_flag = true)]
     Sendmail(SendmailCli),

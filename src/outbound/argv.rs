@@ -45,8 +45,9 @@ pub struct SendmailArgs {
     pub mta: Option<String>,
     pub sign: Option<Policy>,
     pub encrypt: Option<Policy>,
-    /// Opaque (application/pkcs7-mime signed-data) instead of multipart/signed.
-    pub opaque: bool,
+    /// Opaque (application/pkcs7-mime signed-data) instead of multipart/signed: `--opaque`,
+    /// `--opaque=yes|no`, `--no-opaque` (over the config file's `opaque`).
+    pub opaque: Option<bool>,
     /// Flags for the MTA, in the order given.
     pub passthrough: Vec<String>,
     /// Recipients from the command line (already split at commas).
@@ -125,7 +126,18 @@ pub fn parse(args: &[String]) -> Result<SendmailArgs> {
                 "mta" => a.mta = Some(long_value(name, inline, &mut it)?),
                 "sign" => a.sign = Some(long_value(name, inline, &mut it)?.parse()?),
                 "encrypt" => a.encrypt = Some(long_value(name, inline, &mut it)?.parse()?),
-                "opaque" => a.opaque = true,
+                "opaque" => {
+                    a.opaque = Some(match inline.map(str::to_ascii_lowercase).as_deref() {
+                        None | Some("yes" | "true" | "1" | "on") => true,
+                        Some("no" | "false" | "0" | "off") => false,
+                        Some(v) => {
+                            return Err(Error::usage(format!(
+                                "--opaque={v}: give yes or no (or --no-opaque)"
+                            )))
+                        }
+                    })
+                }
+                "no-opaque" => a.opaque = Some(false),
                 "certs" => c.certs = Some(PathBuf::from(long_value(name, inline, &mut it)?)),
                 "vcard" => c
                     .vcard
@@ -234,6 +246,21 @@ mod tests {
 
     fn p(args: &[&str]) -> SendmailArgs {
         parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("parse")
+    }
+
+    #[test]
+    fn opaque_can_be_turned_on_and_off() {
+        // `--opaque=false` turned opaque signing on, and nothing turned a config file's
+        // `opaque = true` off (`--no-opaque` went to the MTA).
+        assert_eq!(p(&["--opaque", "x@example.org"]).opaque, Some(true));
+        assert_eq!(p(&["--opaque=yes", "x@example.org"]).opaque, Some(true));
+        assert_eq!(p(&["--opaque=false", "x@example.org"]).opaque, Some(false));
+        let a = p(&["--no-opaque", "x@example.org"]);
+        assert_eq!(a.opaque, Some(false));
+        assert!(a.passthrough.is_empty(), "{:?}", a.passthrough);
+        assert_eq!(p(&["x@example.org"]).opaque, None);
+        let bad = ["--opaque=maybe".to_string()];
+        assert_eq!(parse(&bad).map(|_| ()).unwrap_err().exit_code(), 64);
     }
 
     #[test]

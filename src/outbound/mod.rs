@@ -687,7 +687,7 @@ impl Options {
             Options {
                 sign: policy(args.sign, &file.sign, "sign")?,
                 encrypt: policy(args.encrypt, &file.encrypt, "encrypt")?,
-                opaque: args.opaque || file.opaque.unwrap_or(false),
+                opaque: args.opaque.or(file.opaque).unwrap_or(false),
                 book: BookConfig::from_settings(settings),
             },
             mta::split_command(&mta)?,
