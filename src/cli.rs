@@ -155,11 +155,17 @@ pub struct WatchArgs {
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
     /// Also watch the Maildir++ subfolders (.Work, .Lists…) of each MAILDIR.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_recursive")]
     pub recursive: bool,
+    /// Do not, whatever the config file's `recursive` says.
+    #[arg(long, overrides_with = "recursive")]
+    pub no_recursive: bool,
     /// Log to syslog (journald reads it) instead of stderr.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_syslog")]
     pub syslog: bool,
+    /// Log to stderr, whatever the config file's `syslog` says.
+    #[arg(long, overrides_with = "syslog")]
+    pub no_syslog: bool,
     /// Seconds between full rescans, which also retry messages left for a temporary failure
     /// (default 60).
     #[arg(long, value_name = "SECONDS")]

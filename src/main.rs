@@ -29,11 +29,11 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Agent(a) => cmd::agent::run(a, settings),
         Command::Watch(w) => match w.imap_args()? {
             Some(imap) => {
-                init_logging(cli.common.verbose);
+                cmd::watch::imap_logging(w, &settings, cli.common.verbose, init_logging)?;
                 cmd::watch_imap::run(&imap, settings)
             }
             None if w.maildir.is_empty() && watches_imap_only(&cli.common)? => {
-                init_logging(cli.common.verbose);
+                cmd::watch::imap_logging(w, &settings, cli.common.verbose, init_logging)?;
                 cmd::watch_imap::run(&w.to_imap_args(), settings)
             }
             None => cmd::watch::run(w, settings, cli.common.verbose, init_logging),

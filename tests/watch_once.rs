@@ -485,6 +485,56 @@ fn an_original_without_message_id_moved_back_is_not_processed_again() {
 }
 
 #[test]
+fn config_switches_are_turned_off_by_their_no_flags_and_imap_refuses_maildir_flags() {
+    // `[watch] recursive = true` / `syslog = true` had no off switch on the command line.
+    let md = Md::new();
+    let sub = md.path().join(".Work");
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(sub.join(d)).unwrap();
+    }
+    let name = unique_name(10);
+    std::fs::write(sub.join("new").join(&name), smime_msg("o1")).unwrap();
+    let cfg = md.path().join("smimed.toml");
+    std::fs::write(&cfg, "[watch]\nrecursive = true\nsyslog = true\n").unwrap();
+    let mut c = watch_cmd(
+        &["--once", "--no-recursive", "--no-syslog"],
+        md.path(),
+        None,
+    );
+    c.env("SMIMED_CONFIG", &cfg)
+        .env("SMIMED_SYSLOG_SOCKET", "/nonexistent/log");
+    let (code, err) = run_once(&mut c);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("smimed watch: 0 processed"),
+        "stderr, not syslog: {err}"
+    );
+    assert!(
+        sub.join("new").join(&name).exists(),
+        "the subfolder left alone"
+    );
+    // The IMAP watcher refuses the Maildir watcher's --recursive instead of ignoring it.
+    let out = common::smimed()
+        .args([
+            "watch",
+            "--once",
+            "--recursive",
+            "imap://u@127.0.0.1:1/INBOX",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--recursive"));
+    // ... and honours --syslog (it logged to stderr whatever was asked).
+    let out = common::smimed()
+        .args(["watch", "--once", "--syslog", "imap://u@127.0.0.1:1/INBOX"])
+        .env("SMIMED_SYSLOG_SOCKET", "/nonexistent/log")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+}
+
+#[test]
 fn recursive_covers_subfolders_but_not_the_archive() {
     let md = Md::new();
     let sub = md.path().join(".Work");

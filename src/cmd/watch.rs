@@ -33,6 +33,30 @@ fn archive_mode(value: &str, base: Option<&Path>) -> Result<ArchiveMode> {
     }
 }
 
+/// Logging for the IMAP watcher, chosen as for Maildirs (`--syslog`, `[watch] syslog`,
+/// `--no-syslog`); `--recursive` and `--rescan` are the Maildir watcher's and are refused
+/// rather than ignored.
+pub fn imap_logging(
+    args: &WatchArgs,
+    settings: &Settings,
+    verbose: u8,
+    stderr_logging: fn(u8),
+) -> Result<()> {
+    if args.recursive || args.rescan.is_some() {
+        return Err(Error::usage(
+            "--recursive and --rescan are for Maildirs; an IMAP watcher names each mailbox \
+             and is told of new mail by the server",
+        ));
+    }
+    let file: FileConfig = config::read_file(settings.config_path.as_deref())?;
+    if !args.no_syslog && (args.syslog || file.watch.syslog.unwrap_or(false)) {
+        init_syslog(verbose)
+    } else {
+        stderr_logging(verbose);
+        Ok(())
+    }
+}
+
 fn init_syslog(verbose: u8) -> Result<()> {
     let formatter = syslog::Formatter3164 {
         facility: syslog::Facility::LOG_MAIL,
@@ -85,7 +109,7 @@ pub fn run(
     // shooting down TLBs) after every one.
     crate::sys::tune_allocator();
 
-    if args.syslog || wc.syslog.unwrap_or(false) {
+    if !args.no_syslog && (args.syslog || wc.syslog.unwrap_or(false)) {
         init_syslog(verbose)?;
     } else {
         stderr_logging(verbose);
@@ -142,7 +166,7 @@ pub fn run(
         maildirs,
         archive,
         jobs,
-        recursive: args.recursive || wc.recursive.unwrap_or(false),
+        recursive: !args.no_recursive && (args.recursive || wc.recursive.unwrap_or(false)),
         once: args.once,
         rescan: Duration::from_secs(rescan.max(1)),
         progress: std::io::stderr().is_terminal(),
