@@ -367,11 +367,17 @@ fn originals_with_the_same_name_in_two_folders_are_both_archived() {
         .find(|n| n.contains("-smimed-"))
         .expect("an original archived under a distinct key");
     let bytes = std::fs::read(md.archive().join("new").join(&renamed)).unwrap();
-    let (own, elsewhere) = if bytes == smime_msg("d2") {
-        (&sub, &other)
-    } else {
-        (&other, &sub)
-    };
+    // Whichever original finished last got the distinct key.
+    let folders = [
+        (md.path().to_path_buf(), "d1"),
+        (sub.clone(), "d2"),
+        (other.clone(), "d3"),
+    ];
+    let at = folders
+        .iter()
+        .position(|(_, id)| bytes == smime_msg(id))
+        .expect("one of the three");
+    let (own, elsewhere) = (&folders[at].0, &folders[(at + 1) % 3].0);
     std::fs::rename(
         md.archive().join("new").join(&renamed),
         own.join("new").join(&renamed),
