@@ -126,10 +126,15 @@ impl LdapConfig {
             .decode_utf8()
             .map_err(|_| bad("the base DN is not UTF-8"))?
             .to_string();
+        // Flags over the file: --ldap-base, then the base in an --ldap URL, then the file's
+        // `base`, then the base in the file's `url`.
+        let url_base = (!url_base.is_empty()).then_some(url_base);
+        let from_flag_url = url_flag.and(url_base.clone());
         let base = base_flag
             .map(str::to_string)
+            .or(from_flag_url)
             .or_else(|| file.base.clone())
-            .or_else(|| (!url_base.is_empty()).then_some(url_base))
+            .or(url_base)
             .ok_or_else(|| {
                 Error::config(
                     "LDAP: no base DN (give --ldap-base, base in [ldap], or ldap://host/BASE)",
@@ -520,6 +525,32 @@ mod tests {
             c.filter_for("a*)(uid=*@x.org"),
             "(|(mail=a\\2a\\29\\28uid=\\2a@x.org)(proxyAddresses=smtp:a\\2a\\29\\28uid=\\2a@x.org))"
         );
+    }
+
+    #[test]
+    fn the_base_of_an_ldap_flag_url_wins_over_the_files() {
+        // Flags over the file: the --ldap URL's base was taken after the file's `base`.
+        let file = LdapFileConfig {
+            url: Some("ldap://127.0.0.1/dc=fileurl".into()),
+            base: Some("dc=filebase".into()),
+            ..Default::default()
+        };
+        let base = |url: Option<&str>, flag: Option<&str>| {
+            LdapConfig::resolve(&file, url, flag, &|p| p.to_path_buf())
+                .expect("resolve")
+                .expect("some")
+                .base
+        };
+        assert_eq!(
+            base(Some("ldap://127.0.0.1/dc=flagurl"), None),
+            "dc=flagurl"
+        );
+        assert_eq!(
+            base(Some("ldap://127.0.0.1/dc=flagurl"), Some("dc=b")),
+            "dc=b"
+        );
+        assert_eq!(base(Some("ldap://127.0.0.1"), None), "dc=filebase");
+        assert_eq!(base(None, None), "dc=filebase");
     }
 
     #[test]
