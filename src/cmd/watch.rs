@@ -122,7 +122,9 @@ pub fn run(
     } else if wc.no_archive.unwrap_or(false) {
         ArchiveMode::None
     } else if let Some(a) = &wc.archive {
-        archive_mode(a, base.as_deref())?
+        archive_mode(a, base.as_deref()).map_err(|_| {
+            Error::config("[watch] archive in the config file needs a folder name or a path")
+        })?
     } else {
         ArchiveMode::Folder(watch::DEFAULT_ARCHIVE.to_string())
     };
@@ -139,13 +141,18 @@ pub fn run(
             "no MAILDIR given (on the command line or as `maildir` in [watch])",
         ));
     }
+    if args.jobs == Some(0) {
+        return Err(Error::usage("--jobs must be at least 1"));
+    }
+    if args.jobs.is_none() && wc.jobs == Some(0) {
+        return Err(Error::config(
+            "[watch] jobs in the config file must be at least 1",
+        ));
+    }
     let jobs = args
         .jobs
         .or(wc.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    if jobs == 0 {
-        return Err(Error::usage("--jobs must be at least 1"));
-    }
     let rescan = args.rescan.or(wc.rescan).unwrap_or(watch::DEFAULT_RESCAN);
     // The ledger's folder: shared with the IMAP watcher's state (--state-dir).
     let state_dir = match (&args.imap.state_dir, &wc.state_dir) {
