@@ -519,6 +519,13 @@ fn config_switches_are_turned_off_by_their_no_flags_and_imap_refuses_maildir_fla
         sub.join("new").join(&name).exists(),
         "the subfolder left alone"
     );
+    // A bad value in the file is a configuration error (78), not a usage error.
+    for bad in ["[watch]\njobs = 0\n", "[watch]\narchive = \"\"\n"] {
+        std::fs::write(&cfg, bad).unwrap();
+        let mut c = watch_cmd(&["--once"], md.path(), None);
+        c.env("SMIMED_CONFIG", &cfg);
+        assert_eq!(run_once(&mut c).0, 78, "{bad}");
+    }
     // The IMAP watcher refuses the Maildir watcher's --recursive instead of ignoring it.
     let out = common::smimed()
         .args([
