@@ -1202,8 +1202,9 @@ fn locate(md: &Maildir, key: &str, sub: Sub, name: &str) -> Result<Option<(Sub, 
 }
 
 /// Whether two message files are the same message by their outer header: the same
-/// Message-ID, or without one on either side, the same Date, From, Subject and first Received
-/// (a processed copy keeps the original's outer fields).
+/// Message-ID; without one, the same first Received (trace fields stay on a processed copy,
+/// while a protected header section inside the encryption replaces its Subject, From and
+/// Date); without either, the same Date, From and Subject.
 fn same_message(a: &Path, b: &Path) -> bool {
     let identity = |p: &Path| -> Option<Vec<String>> {
         let head = maildir::read_head(p, HEAD_LIMIT).ok()??;
@@ -1217,7 +1218,11 @@ fn same_message(a: &Path, b: &Path) -> bool {
         if !id.is_empty() {
             return Some(vec![id]);
         }
-        let rest: Vec<String> = ["Date", "From", "Subject", "Received"]
+        let received = value("Received");
+        if !received.is_empty() {
+            return Some(vec![received]);
+        }
+        let rest: Vec<String> = ["Date", "From", "Subject"]
             .iter()
             .map(|n| value(n))
             .collect();
