@@ -334,6 +334,26 @@ fn handle(ctx: &Context, conn: UnixStream, after: &AfterProcess) -> std::io::Res
     }
 }
 
+/// The message of a versioned request (`bytes`), or None when it is over the agent's size
+/// limit, which was then answered "declined" (the client works alone).
+fn read_message(
+    ctx: &Context,
+    rd: &mut impl Read,
+    conn: &UnixStream,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let len = read_u64(rd)?;
+    if len > ctx.limits.max_size.saturating_add(SLACK) {
+        reply(
+            conn,
+            DECLINED,
+            exit::OK,
+            b"message larger than the agent's size limit",
+        )?;
+        return Ok(None);
+    }
+    read_exact_vec(rd, len).map(Some)
+}
+
 /// A filter request: the pipeline under the client's authserv-id (forged fields claiming it are
 /// removed, the status written under it), with the agent's own keys, trust and address book.
 fn handle_filter(
@@ -343,16 +363,9 @@ fn handle_filter(
     after: &AfterProcess,
 ) -> std::io::Result<()> {
     let authserv_id = read_str(rd)?;
-    let len = read_u64(rd)?;
-    if len > ctx.limits.max_size.saturating_add(SLACK) {
-        return reply(
-            conn,
-            DECLINED,
-            exit::OK,
-            b"message larger than the agent's size limit",
-        );
-    }
-    let input = read_exact_vec(rd, len)?;
+    let Some(input) = read_message(ctx, rd, conn)? else {
+        return Ok(());
+    };
     match pipeline::process_as(ctx, &input, &authserv_id) {
         Ok(processed) => {
             after(ctx, &processed, &input);
@@ -381,16 +394,10 @@ fn handle_sendmail(ctx: &Context, rd: &mut impl Read, conn: &UnixStream) -> std:
     for _ in 0..count {
         recipients.push(read_str(rd)?);
     }
-    let len = read_u64(rd)?;
-    if len > ctx.limits.max_size.saturating_add(SLACK) {
-        return reply(
-            conn,
-            DECLINED,
-            exit::OK,
-            b"message larger than the agent's size limit",
-        );
-    }
-    let message = zeroize::Zeroizing::new(read_exact_vec(rd, len)?);
+    let Some(message) = read_message(ctx, rd, conn)? else {
+        return Ok(());
+    };
+    let message = zeroize::Zeroizing::new(message);
     let opts = outbound::Options {
         sign,
         encrypt,

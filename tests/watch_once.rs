@@ -313,16 +313,10 @@ fn originals_with_the_same_name_in_two_folders_are_both_archived() {
     // the second original was unlinked as "already archived": lost, while the summary said
     // "2 archived".
     let md = Md::new();
-    let sub = md.path().join(".Work");
-    for d in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(sub.join(d)).unwrap();
-    }
+    let sub = md.subfolder(".Work");
     // A third folder holds the same key under another name (another `,S=`): archived under a
     // key of its own too, since clients (neomutt) take the key for the message's identity.
-    let other = md.path().join(".Other");
-    for d in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(other.join(d)).unwrap();
-    }
+    let other = md.subfolder(".Other");
     let name = unique_name(10);
     std::fs::write(md.path().join("new").join(&name), smime_msg("d1")).unwrap();
     std::fs::write(sub.join("new").join(&name), smime_msg("d2")).unwrap();
@@ -450,10 +444,7 @@ fn an_original_without_message_id_moved_back_is_not_processed_again() {
             .into_bytes()
     };
     let md = Md::new();
-    let sub = md.path().join(".Work");
-    for d in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(sub.join(d)).unwrap();
-    }
+    let sub = md.subfolder(".Work");
     let name = unique_name(10);
     std::fs::write(md.path().join("new").join(&name), without_id("n1")).unwrap();
     std::fs::write(sub.join("new").join(&name), without_id("n2")).unwrap();
@@ -494,10 +485,7 @@ fn an_original_without_message_id_moved_back_is_not_processed_again() {
 fn config_switches_are_turned_off_by_their_no_flags_and_imap_refuses_maildir_flags() {
     // `[watch] recursive = true` / `syslog = true` had no off switch on the command line.
     let md = Md::new();
-    let sub = md.path().join(".Work");
-    for d in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(sub.join(d)).unwrap();
-    }
+    let sub = md.subfolder(".Work");
     let name = unique_name(10);
     std::fs::write(sub.join("new").join(&name), smime_msg("o1")).unwrap();
     let cfg = md.path().join("smimed.toml");
@@ -550,10 +538,7 @@ fn config_switches_are_turned_off_by_their_no_flags_and_imap_refuses_maildir_fla
 #[test]
 fn recursive_covers_subfolders_but_not_the_archive() {
     let md = Md::new();
-    let sub = md.path().join(".Work");
-    for d in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(sub.join(d)).unwrap();
-    }
+    let sub = md.subfolder(".Work");
     let name = unique_name(10);
     std::fs::write(sub.join("new").join(&name), smime_msg("r1")).unwrap();
     // Without --recursive the subfolder is left alone.
@@ -1023,10 +1008,7 @@ fn messages_in(folder: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn a_copy_filed_under_another_name_keeps_its_status() {
     let md = Md::new();
-    let work = md.path().join(".Work");
-    for d in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(work.join(d)).unwrap();
-    }
+    let work = md.subfolder(".Work");
     md.deliver(&smime_msg("filed"));
     let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
     assert_eq!(code, 0, "{err}");

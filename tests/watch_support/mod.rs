@@ -90,6 +90,15 @@ impl Md {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+    /// Makes the Maildir++ subfolder `name` (`.Work`) with its new/, cur/ and tmp/.
+    pub fn subfolder(&self, name: &str) -> PathBuf {
+        let f = self.path().join(name);
+        for d in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(f.join(d)).unwrap();
+        }
+        f
+    }
+
     pub fn archive(&self) -> PathBuf {
         self.path().join(".SMIME-Originals")
     }
