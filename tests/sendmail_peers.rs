@@ -916,6 +916,36 @@ fn called_as_sendmail_through_a_link() {
     let inner = openssl_decrypt(&p.bob, &rec[0].message).expect("bob decrypts");
     assert!(String::from_utf8_lossy(&openssl_verify(&inner)).contains("via link."));
 
+    // The config file's mta is a path like its other keys: `~/…`, or relative to the file's
+    // folder (both were taken literally: "cannot run the MTA ~/…", exit 69).
+    let home = env.dir.path().join("home");
+    std::fs::create_dir_all(home.join("bin")).unwrap();
+    std::fs::copy(&env.mta, home.join("bin/mta.sh")).unwrap();
+    let folder = env.dir.path().join("cfg");
+    std::fs::create_dir_all(folder.join("bin")).unwrap();
+    std::fs::copy(&env.mta, folder.join("bin/mta.sh")).unwrap();
+    for mta in ["~/bin/mta.sh -y", "bin/mta.sh -y"] {
+        let config = folder.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "trust = [\"{}\"]\nmta = \"{mta}\"\nkey = [\"{}\"]\nencrypt = \"never\"\n",
+                p.root_path.display(),
+                p.alice.p12_path.display()
+            ),
+        )
+        .unwrap();
+        let mut c = std::process::Command::new(&link);
+        c.env("SMIMED_CONFIG", &config)
+            .env("HOME", &home)
+            .env("SMIMED_PASSPHRASE", common::pki::P12_PASS)
+            .current_dir("/")
+            .args(["-i", "bob@example.org"]);
+        let out = run_with_stdin(&mut c, &msg);
+        assert_ok(&out);
+        assert_eq!(env.take_recorded()[0].args[0], "-y", "{mta}");
+    }
+
     // Installed as the system's sendmail and pointed at itself: refused, not a loop.
     let mut c = std::process::Command::new(&link);
     c.env("SMIMED_CONFIG", &config)

@@ -678,11 +678,28 @@ impl Options {
                 (None, None) => Ok(Policy::Auto),
             }
         };
-        let mta = args
-            .mta
-            .clone()
-            .or_else(|| file.mta.clone())
-            .unwrap_or_else(|| mta::DEFAULT_MTA.to_string());
+        let command = match (&args.mta, &file.mta) {
+            (Some(m), _) => mta::split_command(m)?,
+            (None, Some(m)) => {
+                // The program named in the config file is a path like the file's others (`~`,
+                // relative to the file's folder) when it has a `/` or starts with `~`; a bare
+                // name is looked up in PATH.
+                let mut words = mta::split_command(m)?;
+                if let Some(prog) = words.first_mut() {
+                    if prog.contains('/') || prog.starts_with('~') {
+                        let base = settings
+                            .config_path
+                            .as_deref()
+                            .and_then(std::path::Path::parent);
+                        *prog = crate::config::expand(std::path::Path::new(prog.as_str()), base)
+                            .to_string_lossy()
+                            .into_owned();
+                    }
+                }
+                words
+            }
+            (None, None) => mta::split_command(mta::DEFAULT_MTA)?,
+        };
         Ok((
             Options {
                 sign: policy(args.sign, &file.sign, "sign")?,
@@ -690,7 +707,7 @@ impl Options {
                 opaque: args.opaque.or(file.opaque).unwrap_or(false),
                 book: BookConfig::from_settings(settings),
             },
-            mta::split_command(&mta)?,
+            command,
         ))
     }
 }
