@@ -133,6 +133,16 @@ pub fn expand(p: &Path, base: Option<&Path>) -> PathBuf {
     }
 }
 
+/// A config file's `sign` / `encrypt` value, checked whichever command reads the file (a typo
+/// is found by `smimed filter` too, not only when mail is sent).
+fn checked_policy(value: Option<String>, key: &str) -> Result<Option<String>> {
+    if let Some(v) = &value {
+        v.parse::<crate::outbound::Policy>()
+            .map_err(|e| Error::config(format!("config key {key}: {e}")))?;
+    }
+    Ok(value)
+}
+
 /// Which config file applies, if any.
 pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = flag {
@@ -337,8 +347,8 @@ impl Settings {
             )?,
             outbound: OutboundFile {
                 mta: file.mta,
-                sign: file.sign,
-                encrypt: file.encrypt,
+                sign: checked_policy(file.sign, "sign")?,
+                encrypt: checked_policy(file.encrypt, "encrypt")?,
                 opaque: file.opaque,
             },
             config_path: path,

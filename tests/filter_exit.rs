@@ -368,6 +368,9 @@ fn config_errors_are_78() {
     std::fs::write(&bad, "no_such_key = 1\n").unwrap();
     let unreadable_trust = d.path().join("trust.toml");
     std::fs::write(&unreadable_trust, "trust = [\"/nonexistent/ca.pem\"]\n").unwrap();
+    // A sendmail key with a value no command accepts: found by any command reading the file.
+    let bad_policy = d.path().join("policy.toml");
+    std::fs::write(&bad_policy, "sign = \"sometimes\"\n").unwrap();
     // Signed, so that the trust anchors are needed (they load on first need).
     let msg = message(
         "alice@example.org",
@@ -379,6 +382,7 @@ fn config_errors_are_78() {
         vec!["--config", path_str(&bad), "filter"],
         vec!["--config", "/nonexistent/smimed.toml", "filter"],
         vec!["--config", path_str(&unreadable_trust), "filter"],
+        vec!["--config", path_str(&bad_policy), "filter"],
         vec!["--authserv-id", "bad id;", "filter"],
     ] {
         let out = run_with_stdin(smimed().args(&args), &msg);
