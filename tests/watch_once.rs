@@ -355,39 +355,19 @@ fn originals_with_the_same_name_in_two_folders_are_both_archived() {
     assert_same(&snapshot(md.path()), &before, "second run");
     // A user moves an original archived under a distinct key back into its folder: it goes
     // back to the archive, never processed a second time.
-    let renamed = std::fs::read_dir(md.archive().join("new"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .find(|n| n.contains("-smimed-"))
-        .expect("an original archived under a distinct key");
-    let bytes = std::fs::read(md.archive().join("new").join(&renamed)).unwrap();
     // Whichever original finished last got the distinct key.
     let folders = [
         (md.path().to_path_buf(), "d1"),
         (sub.clone(), "d2"),
         (other.clone(), "d3"),
     ];
+    let (renamed, bytes) = distinct_archived_original(&md);
     let at = folders
         .iter()
         .position(|(_, id)| bytes == smime_msg(id))
         .expect("one of the three");
     let (own, elsewhere) = (&folders[at].0, &folders[(at + 1) % 3].0);
-    std::fs::rename(
-        md.archive().join("new").join(&renamed),
-        own.join("new").join(&renamed),
-    )
-    .unwrap();
-    let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        err.contains(": 0 processed") && err.contains("1 archived"),
-        "{err}"
-    );
-    assert_same(
-        &snapshot(md.path()),
-        &before,
-        "moved back and archived again",
-    );
+    move_back_and_expect_it_archived_again(&md, &renamed, own, &before);
     // Into another folder, whose copy of that key is another message's: a message of its own
     // there, processed (once).
     std::fs::rename(
@@ -452,20 +432,38 @@ fn an_original_without_message_id_moved_back_is_not_processed_again() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains(": 2 processed"), "{err}");
     let before = snapshot(md.path());
+    let (renamed, bytes) = distinct_archived_original(&md);
+    let own = if bytes == without_id("n2") {
+        sub.clone()
+    } else {
+        md.path().to_path_buf()
+    };
+    move_back_and_expect_it_archived_again(&md, &renamed, &own, &before);
+}
+
+/// The original archived under a distinct key (`KEY-smimed-N`) in the archive's new/: its name
+/// and bytes.
+fn distinct_archived_original(md: &Md) -> (String, Vec<u8>) {
     let renamed = std::fs::read_dir(md.archive().join("new"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .find(|n| n.contains("-smimed-"))
         .expect("an original archived under a distinct key");
     let bytes = std::fs::read(md.archive().join("new").join(&renamed)).unwrap();
-    let own = if bytes == without_id("n2") {
-        sub.clone()
-    } else {
-        md.path().to_path_buf()
-    };
+    (renamed, bytes)
+}
+
+/// A user moves the archived original `renamed` back into `folder` (its own): the next
+/// recursive --once processes nothing, archives it again, and the tree is as `before`.
+fn move_back_and_expect_it_archived_again(
+    md: &Md,
+    renamed: &str,
+    folder: &std::path::Path,
+    before: &std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>,
+) {
     std::fs::rename(
-        md.archive().join("new").join(&renamed),
-        own.join("new").join(&renamed),
+        md.archive().join("new").join(renamed),
+        folder.join("new").join(renamed),
     )
     .unwrap();
     let (code, err) = run_once(&mut watch_cmd(&["--once", "--recursive"], md.path(), None));
@@ -476,7 +474,7 @@ fn an_original_without_message_id_moved_back_is_not_processed_again() {
     );
     assert_same(
         &snapshot(md.path()),
-        &before,
+        before,
         "moved back and archived again",
     );
 }
