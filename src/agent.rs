@@ -640,11 +640,14 @@ pub enum SendmailAnswer {
     Failed(Error),
     /// The agent does not serve this request (older agent, size limit): work alone.
     Declined(String),
+    /// The agent took the request but gave no whole answer (it died, was restarted, or fell
+    /// silent): it may have been about to encrypt or refuse, so nothing may be sent.
+    Lost(std::io::Error),
 }
 
-/// Sends a sendmail request to the agent on `socket`. An I/O error (the agent missing, or silent
-/// for [`CLIENT_TIMEOUT`]) means no agent could be used (the caller works on its own; nothing
-/// was sent anywhere).
+/// Sends a sendmail request to the agent on `socket`. An I/O error means no agent could be
+/// reached (none listening, or it accepts no connection in time): nothing was sent anywhere.
+/// Once connected, a failure is [`SendmailAnswer::Lost`].
 pub fn request_sendmail(
     socket: &Path,
     req: &SendmailRequest<'_>,
@@ -674,7 +677,18 @@ pub fn request_sendmail(
     head.extend_from_slice(&(req.message.len() as u64).to_be_bytes());
 
     let mut client = Client::connect(socket)?;
-    client.send(&[&head, req.message])?;
+    Ok(exchange_sendmail(&mut client, &head, req.message).unwrap_or_else(SendmailAnswer::Lost))
+}
+
+/// The sendmail request on a connected agent, and its answer.
+fn exchange_sendmail(
+    client: &mut Client,
+    head: &[u8],
+    message: &[u8],
+) -> std::io::Result<SendmailAnswer> {
+    // An agent that declines a message over its size limit answers before reading it all and
+    // closes: the answer is still there after the failed write.
+    let sent = client.send(&[head, message]);
     // (The tests' shortened timeout shortens this wait too.)
     let wait = if client.timeout < CLIENT_TIMEOUT {
         client.timeout
@@ -683,7 +697,11 @@ pub fn request_sendmail(
     };
     client.conn.set_read_timeout(Some(wait))?;
     let mut rd = BufReader::new(&client.conn);
-    let kind = read_u8(&mut rd)?;
+    let kind = match (read_u8(&mut rd), sent) {
+        (Ok(k), Ok(())) => k,
+        (Ok(k), Err(_)) if k != DONE => k,
+        (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
+    };
     let code = read_u32(&mut rd)? as i32;
     match kind {
         DONE => {}

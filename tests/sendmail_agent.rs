@@ -431,3 +431,42 @@ fn an_mta_that_exits_without_reading_keeps_its_exit_code() {
         }
     }
 }
+
+#[test]
+fn an_agent_that_dies_with_the_request_in_hand_makes_a_temporary_failure_and_nothing_is_sent() {
+    let p = pki();
+    // The client has no certificates of its own: working alone it would send bob's copy in clear.
+    let (env, socket, mut agent) = env_with_agent();
+    let msg = client_message(&p.alice.email, "bob@example.org", None, "", "SECRET\n");
+    // A stopped agent still queues the connection; the client writes its request and waits.
+    let pid = agent.0.id().to_string();
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill -STOP");
+    assert!(stop.success());
+    let client = {
+        let env_dir = env.dir.path().to_path_buf();
+        let socket = socket.clone();
+        let mta = env.mta.clone();
+        let msg = msg.clone();
+        std::thread::spawn(move || {
+            let mut c = smimed();
+            c.arg("--agent")
+                .arg(&socket)
+                .env("XDG_DATA_HOME", env_dir.join("client-data"))
+                .env("SMIMED_TEST_AGENT_TIMEOUT_MS", "20000")
+                .args(["sendmail", "--mta"])
+                .arg(&mta)
+                .arg("bob@example.org");
+            run_with_stdin(&mut c, &msg)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    agent.0.kill().expect("kill -9 the agent");
+    let _ = agent.0.wait();
+    let out = client.join().expect("client");
+    env.assert_refused(&out, 75, "agent killed with the request in hand");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gave no answer"), "{err}");
+}

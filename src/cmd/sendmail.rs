@@ -91,6 +91,13 @@ pub fn sendmail_words(argv: &[String]) -> Option<Vec<String>> {
 /// With an agent configured: the copies it built, or its error (exit code and message as the
 /// command would have them alone). None when no agent is configured or none answered: the
 /// caller works alone. Nothing has been sent before this returns.
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
+}
+
 fn via_agent(
     settings: &Settings,
     opts: &outbound::Options,
@@ -137,17 +144,21 @@ fn via_agent(
         // An agent that is there but does not answer in time (frozen, or busy asking a slow
         // directory): working alone, perhaps without the agent's keys or directory, could send
         // in clear what it would encrypt or refuse. A temporary failure instead; nothing sent.
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-            ) =>
-        {
-            Err(Error::tempfail(format!(
-                "the agent on {} did not answer in time ({e}): not sending",
-                socket.display()
-            )))
-        }
+        Err(e) if is_timeout(&e) => Err(Error::tempfail(format!(
+            "the agent on {} did not answer in time ({e}): not sending",
+            socket.display()
+        ))),
+        // The agent took the request and died or fell silent: for the same reason, a temporary
+        // failure; nothing sent.
+        Ok(agent::SendmailAnswer::Lost(e)) => Err(Error::tempfail(format!(
+            "the agent on {} {} ({e}): not sending",
+            socket.display(),
+            if is_timeout(&e) {
+                "did not answer in time"
+            } else {
+                "took the message but gave no answer"
+            }
+        ))),
         Err(e) => {
             log::warn!("no agent on {} ({e}); working alone", socket.display());
             Ok(None)
