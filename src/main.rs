@@ -119,6 +119,7 @@ fn sendmail_main(words: &[String]) -> i32 {
 }
 
 fn main() {
+    smimed::sys::ignore_file_size_signal();
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();

@@ -1,5 +1,11 @@
-//! The one libc call smimed makes itself (everything else goes through std, rustix or
-//! [`crate::ossl`]).
+//! The libc calls smimed makes itself (everything else goes through std, rustix or
+//! [`crate::ossl`]): [`ignore_file_size_signal`] and [`tune_allocator`].
+//!
+//! A write past the file-size limit (`ulimit -f`, systemd's `LimitFSIZE=`) raises SIGXFSZ,
+//! whose default action kills the process: a watcher would die on the first large message
+//! every time it met it, leaving part of a decrypted copy in tmp/, and a filter would be
+//! killed instead of exiting 75. Ignored, the write fails with EFBIG, an I/O error like any
+//! other (the message is deferred, the filter exits 75).
 //!
 //! The long-running, multi-threaded commands (`watch`, `agent`) allocate and free buffers of tens
 //! of kilobytes per message from several threads. glibc gives each thread its own arena and, by
@@ -15,6 +21,16 @@
 const TRIM_THRESHOLD: i32 = 8 << 20;
 /// Allocations from this size up get a mapping of their own.
 const MMAP_THRESHOLD: i32 = 1 << 20;
+
+/// Makes a write past the file-size limit fail with EFBIG instead of killing the process.
+/// Children (the MTA, a passphrase command) inherit the ignored signal and get EFBIG too.
+pub fn ignore_file_size_signal() {
+    // SAFETY: signal() with SIG_IGN installs no handler (no code runs on delivery), takes no
+    // pointers, and is called before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
 
 /// Tunes glibc's allocator for a long-running, multi-threaded process. Does nothing on other C
 /// libraries. Returns whether both settings took.

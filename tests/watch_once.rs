@@ -1047,3 +1047,51 @@ fn a_copy_filed_under_another_name_keeps_its_status() {
         "the original and the forged one: {archived:?}"
     );
 }
+
+#[test]
+fn a_copy_over_the_file_size_limit_is_deferred_not_a_killed_watcher() {
+    let md = Md::new();
+    // Decrypted, about 300 KB: over the 200 KB limit below; the small message's copy is under it.
+    let p = common::pki::pki();
+    let line = "a long line of the large message, repeated to make it big.\r\n";
+    let big_body = encrypt_to(
+        &[&p.bob],
+        &["-aes256", "-binary"],
+        &sample_entity(&line.repeat(300 * 1024 / line.len())),
+    );
+    let big = md.deliver(
+        &[
+            headers("Alice <alice@example.org>", "bob@example.org", "big").as_bytes(),
+            b"Message-ID: <big@test>\r\n",
+            &big_body,
+        ]
+        .concat(),
+    );
+    md.deliver(&smime_msg("small"));
+    let watch = watch_cmd(&["--once"], md.path(), None);
+    // The same command under a 200 KB file-size limit (prlimit, util-linux).
+    let mut c = std::process::Command::new("prlimit");
+    c.arg("--fsize=200000")
+        .arg("--")
+        .arg(watch.get_program())
+        .args(watch.get_args());
+    for (k, v) in watch.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let (code, err) = run_once(&mut c);
+    assert_eq!(code, 75, "deferred, not killed by SIGXFSZ: {err}");
+    assert!(err.contains("1 deferred"), "{err}");
+    assert_eq!(processed_count(md.path()), 1, "the small message: {err}");
+    assert!(md.path().join("new").join(&big).exists(), "left in place");
+    assert!(
+        leftover_tmp(md.path()).is_empty(),
+        "no partial copy in tmp/"
+    );
+    // Without the limit the next run does it.
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(processed_count(md.path()), 2);
+}
