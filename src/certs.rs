@@ -8,6 +8,7 @@ use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::x509::{X509NameRef, X509Ref, X509};
 
+use crate::address;
 use crate::sst;
 
 /// A certificate read from a trust source, with what that source said about its use.
@@ -71,18 +72,18 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Every e-mail address a certificate is issued to: rfc822Name entries of subjectAltName, then the
-/// legacy emailAddress attributes of the subject. Lower-cased (for comparisons and indexes).
+/// Every e-mail address a certificate is issued to: rfc822Name entries of subjectAltName, its
+/// SmtpUTF8Mailbox otherNames (RFC 9598), then the legacy emailAddress attributes of the
+/// subject. As comparison keys ([`address::key`]), for comparisons and indexes.
 pub fn email_addresses(cert: &X509Ref) -> Vec<String> {
     email_addresses_as_written(cert)
-        .into_iter()
-        .map(|a| a.to_ascii_lowercase())
+        .iter()
+        .map(|a| address::key(a))
         .collect()
 }
 
 /// [`email_addresses`] as the certificate writes them (a local part is case-sensitive, RFC 5321
-/// §2.4: what is shown to people keeps its case); duplicates that differ only in ASCII case
-/// are listed once.
+/// §2.4: what is shown to people keeps its case); duplicates with the same key are listed once.
 pub fn email_addresses_as_written(cert: &X509Ref) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(sans) = cert.subject_alt_names() {
@@ -91,6 +92,9 @@ pub fn email_addresses_as_written(cert: &X509Ref) -> Vec<String> {
                 push_unique(&mut out, e.trim());
             }
         }
+    }
+    for e in crate::ossl::smtp_utf8_mailboxes(cert) {
+        push_unique(&mut out, e.trim());
     }
     for e in cert.subject_name().entries_by_nid(Nid::PKCS9_EMAILADDRESS) {
         if let Ok(s) = e.data().to_string() {
@@ -106,15 +110,14 @@ pub fn email_addresses_as_written(cert: &X509Ref) -> Vec<String> {
 const MAX_ADDRESS: usize = 254;
 
 fn push_unique(v: &mut Vec<String>, s: &str) {
-    if !s.is_empty() && s.len() <= MAX_ADDRESS && !v.iter().any(|x| x.eq_ignore_ascii_case(s)) {
+    if !s.is_empty() && s.len() <= MAX_ADDRESS && !v.iter().any(|x| address::same(x, s)) {
         v.push(s.to_string());
     }
 }
 
-/// Whether `cert` is issued to `addr` (compared without regard to ASCII case).
+/// Whether `cert` is issued to `addr` (compared by [`address::key`]).
 pub fn has_address(cert: &X509Ref, addr: &str) -> bool {
-    let addr = addr.trim().to_ascii_lowercase();
-    email_addresses(cert).contains(&addr)
+    email_addresses(cert).contains(&address::key(addr))
 }
 
 /// `2031-01-26` style date of an ASN.1 time.

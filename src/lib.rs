@@ -4,6 +4,7 @@
 //! for the module map, the data flow and the invariants.
 #![deny(unsafe_code)]
 
+pub mod address;
 pub mod addressbook;
 pub mod agent;
 pub mod ber;

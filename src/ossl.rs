@@ -115,6 +115,11 @@ extern "C" {
         len: c_long,
     ) -> *mut ffi::OPENSSL_STACK;
     fn ASN1_OBJECT_free(a: *mut ffi::ASN1_OBJECT);
+    fn GENERAL_NAME_get0_otherName(
+        gen: *const ffi::GENERAL_NAME,
+        poid: *mut *mut ffi::ASN1_OBJECT,
+        pvalue: *mut *mut ffi::ASN1_TYPE,
+    ) -> c_int;
     fn X509_STORE_add_crl(store: *mut ffi::X509_STORE, crl: *mut ffi::X509_CRL) -> c_int;
     fn X509_NAME_print_ex(
         out: *mut ffi::BIO,
@@ -264,6 +269,59 @@ fn stack_get(st: *const ffi::OPENSSL_STACK, i: c_int) -> *mut c_void {
 /// 0x7F as `\\XX`, unknown types as `#` and hex DER), comma separators, the RDNs in reverse
 /// order, short attribute names, unknown attribute types as dotted OIDs.
 const XN_FLAG_RFC2253: std::ffi::c_ulong = 0x317 | 0x1_0000 | 0x10_0000 | 0x100_0000;
+
+/// id-on-SmtpUTF8Mailbox (RFC 9598): an internationalised mailbox in a subjectAltName otherName.
+const SMTP_UTF8_MAILBOX: &std::ffi::CStr = c"1.3.6.1.5.5.7.8.9";
+
+/// The SmtpUTF8Mailbox otherNames of `cert`'s subjectAltName (UTF8String values; anything else
+/// under that type is skipped).
+pub fn smtp_utf8_mailboxes(cert: &X509Ref) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(sans) = cert.subject_alt_names() else {
+        return out;
+    };
+    // SAFETY: `want` is ours (freed below); each GENERAL_NAME is borrowed from `sans`, which
+    // lives to the end; get0_otherName hands back pointers borrowed from it, read at once.
+    unsafe {
+        let want = ffi::OBJ_txt2obj(SMTP_UTF8_MAILBOX.as_ptr(), 1);
+        if want.is_null() {
+            ffi::ERR_clear_error();
+            return out;
+        }
+        for gn in sans.iter() {
+            let gen = gn.as_ptr() as *const ffi::GENERAL_NAME;
+            if (*gen).type_ != ffi::GEN_OTHERNAME {
+                continue;
+            }
+            let (mut oid, mut value) = (ptr::null_mut(), ptr::null_mut());
+            if GENERAL_NAME_get0_otherName(gen, &mut oid, &mut value) != 1
+                || oid.is_null()
+                || value.is_null()
+                || ffi::OBJ_cmp(oid, want) != 0
+                || (*value).type_ != ffi::V_ASN1_UTF8STRING
+            {
+                continue;
+            }
+            let s = (*value).value.asn1_string;
+            if s.is_null() {
+                continue;
+            }
+            let data = ffi::ASN1_STRING_get0_data(s);
+            let Ok(len) = usize::try_from(ffi::ASN1_STRING_length(s)) else {
+                continue;
+            };
+            if data.is_null() {
+                continue;
+            }
+            if let Ok(text) = std::str::from_utf8(std::slice::from_raw_parts(data, len)) {
+                out.push(text.to_string());
+            }
+        }
+        ASN1_OBJECT_free(want);
+        ffi::ERR_clear_error();
+    }
+    out
+}
 
 /// A distinguished name as an RFC 4514 string, as `openssl x509 -nameopt RFC2253` prints it
 /// (`CN=Int CA\, Inc.,O=Caf\C3\A9`): unambiguous, and ASCII.

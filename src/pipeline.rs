@@ -820,7 +820,7 @@ fn recheck_from(st: &mut Status, from: &FromAddress, protected: Option<&FromAddr
     // Every address of the certificate counts (its SAN rfc822Names and the subject's
     // emailAddress: a certificate may name aliases or several domains), not only the first.
     let matching = |from: &FromAddress, addrs: &[String]| match from {
-        FromAddress::One(f) => addrs.iter().find(|a| a.eq_ignore_ascii_case(f)).cloned(),
+        FromAddress::One(f) => addrs.iter().find(|a| crate::address::same(a, f)).cloned(),
         FromAddress::Ambiguous(_) => None,
     };
     let mut worst = Signature::None;

@@ -144,13 +144,15 @@ fn token(s: &str) -> String {
         .collect()
 }
 
-/// An address as it may stand in a status value: exactly as the certificate has it when it is
-/// an ASCII `local-part@domain` of atext and dots (RFC 5322 §3.2.3; it then needs no quoting
-/// in a `key=value` list or an RFC 8601 pvalue). None otherwise (an internationalised address),
+/// An address as it may stand in a status value: as the certificate has it (an internationalised
+/// domain in A-labels) when it is an ASCII `local-part@domain` of atext and dots (RFC 5322
+/// §3.2.3; it then needs no quoting in a `key=value` list or an RFC 8601 pvalue). None
+/// otherwise (an internationalised local part),
 /// and None when it holds `=`: a signer's certificate could otherwise put a status word such as
 /// `signature=valid` into the field that rules match on. The property is left out rather than
 /// another, valid-looking address shown.
 fn address_value(a: &str) -> Option<String> {
+    let a = &crate::address::with_ascii_domain(a);
     let ok = a.contains('@')
         && a.chars()
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/?^_`{|}~.@".contains(c));

@@ -54,7 +54,7 @@ pub fn from_address(fields: &[crate::mime::Field]) -> FromAddress {
                     }
                 }
                 match singles.as_slice() {
-                    [a] if a.contains('@') => FromAddress::One(a.trim().to_string()),
+                    [a] if a.contains('@') => FromAddress::One(crate::address::plain(a)),
                     [] => FromAddress::Ambiguous("no-from"),
                     [_] => FromAddress::Ambiguous("from-unparsable"),
                     _ => FromAddress::Ambiguous("several-from-addresses"),
@@ -269,7 +269,7 @@ pub fn judge(
     r.address = match from {
         FromAddress::One(f) => addrs
             .iter()
-            .find(|a| a.eq_ignore_ascii_case(f))
+            .find(|a| crate::address::same(a, f))
             .or(addrs.first())
             .cloned(),
         FromAddress::Ambiguous(_) => addrs.first().cloned(),
@@ -298,7 +298,7 @@ pub fn judge(
         return r;
     }
     match from {
-        FromAddress::One(f) if addrs.iter().any(|a| a.eq_ignore_ascii_case(f)) => {
+        FromAddress::One(f) if addrs.iter().any(|a| crate::address::same(a, f)) => {
             r.verdict = Signature::Valid;
         }
         FromAddress::One(_) => {

@@ -198,9 +198,17 @@ impl LdapConfig {
         }))
     }
 
-    /// The filter for `addr`, the address escaped (RFC 4515).
+    /// The filter for `addr`, the address escaped (RFC 4515). An internationalised domain is
+    /// asked for in both forms (`(|F(user@bücher.example)F(user@xn--bcher-kva.example))`): a
+    /// directory may store either.
     pub fn filter_for(&self, addr: &str) -> String {
-        self.filter.replace("%s", &ldap3::ldap_escape(addr))
+        let one = |a: &str| self.filter.replace("%s", &ldap3::ldap_escape(a));
+        let ascii = crate::address::with_ascii_domain(addr);
+        if ascii == addr {
+            one(addr)
+        } else {
+            format!("(|{}{})", one(addr), one(&ascii))
+        }
     }
 
     /// What identifies a connection that may be reused for this configuration.
@@ -524,6 +532,14 @@ mod tests {
         assert_eq!(
             c.filter_for("a*)(uid=*@x.org"),
             "(|(mail=a\\2a\\29\\28uid=\\2a@x.org)(proxyAddresses=smtp:a\\2a\\29\\28uid=\\2a@x.org))"
+        );
+        let c = LdapConfig {
+            filter: "(mail=%s)".into(),
+            ..c
+        };
+        assert_eq!(
+            c.filter_for("u@bücher.example"),
+            "(|(mail=u@bücher.example)(mail=u@xn--bcher-kva.example))"
         );
     }
 

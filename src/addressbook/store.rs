@@ -298,7 +298,12 @@ impl Store {
                     continue;
                 }
                 let meta = self.read_meta(fp);
-                let mut addresses = meta.addresses.clone();
+                // (Records written before the keys took IDNA forms hold lower-cased addresses.)
+                let mut addresses: Vec<String> = meta
+                    .addresses
+                    .iter()
+                    .map(|a| crate::address::key(a))
+                    .collect();
                 let cert = std::sync::OnceLock::new();
                 if addresses.is_empty() {
                     let c = self.read_cert(fp);
@@ -564,7 +569,7 @@ impl CertSource for Store {
     }
 
     fn find(&self, addr: &str) -> Result<Vec<Candidate>> {
-        let want = addr.trim().to_ascii_lowercase();
+        let want = crate::address::key(addr);
         let snap = self.snapshot();
         Ok(snap
             .index

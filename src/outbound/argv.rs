@@ -72,22 +72,24 @@ const BOOLEAN: &str = "GIUcimnstv";
 pub fn split_addresses(arg: &str) -> Vec<String> {
     match mailparse::addrparse(arg) {
         Ok(list) => addr_specs(&list),
+        // (mailparse takes no quoted local part outside angle brackets: `"a"@x`.)
         Err(_) => arg
             .split(',')
-            .map(|s| s.trim().to_string())
+            .map(crate::address::plain)
             .filter(|s| !s.is_empty())
             .collect(),
     }
 }
 
-/// The addr-specs of an address list, group members included, empty ones left out.
+/// The addr-specs of an address list, group members included, made plain
+/// ([`crate::address::plain`]: no obsolete route, no needless quotes), empty ones left out.
 pub fn addr_specs(list: &mailparse::MailAddrList) -> Vec<String> {
     let mut out = Vec::new();
     for a in list.iter() {
         match a {
-            mailparse::MailAddr::Single(s) => out.push(s.addr.trim().to_string()),
+            mailparse::MailAddr::Single(s) => out.push(crate::address::plain(&s.addr)),
             mailparse::MailAddr::Group(g) => {
-                out.extend(g.addrs.iter().map(|s| s.addr.trim().to_string()))
+                out.extend(g.addrs.iter().map(|s| crate::address::plain(&s.addr)))
             }
         }
     }

@@ -77,7 +77,7 @@ fn addresses_of(fields: &[Field], names: &[&str]) -> Vec<String> {
 }
 
 fn contains_addr(list: &[String], a: &str) -> bool {
-    list.iter().any(|x| x.eq_ignore_ascii_case(a))
+    list.iter().any(|x| crate::address::same(x, a))
 }
 
 fn push_unique(list: &mut Vec<String>, a: &str) {

@@ -1,0 +1,160 @@
+//! E-mail addresses as headers and certificates carry them: the addr-spec made plain, and the
+//! key two addresses are compared by (a signer against From, a recipient against the address
+//! book, a sender against the own identities, duplicates in a recipient list).
+
+/// An addr-spec as a header parser returns it, made plain:
+/// - an obsolete route (`@a.example,@b.example:alice@example.org`) is dropped: RFC 5322 §4.4
+///   says to ignore it;
+/// - a quoted local part that needs no quotes (`"alice"@example.org`) is unquoted: RFC 5321
+///   §4.1.2 makes it the same mailbox as `alice@example.org`.
+pub fn plain(addr: &str) -> String {
+    let a = addr.trim();
+    // A local part never starts with '@' (a quoted one starts with '"').
+    let a = match a.strip_prefix('@').and_then(|r| r.split_once(':')) {
+        Some((_, rest)) => rest.trim_start(),
+        None => a,
+    };
+    match a.rsplit_once('@') {
+        Some((local, domain)) => format!("{}@{domain}", unquote(local)),
+        None => a.to_string(),
+    }
+}
+
+/// The comparison key of an address: [`plain`], then
+/// - the local part with ASCII letters lower-cased (RFC 5321 lets a server tell `Alice` from
+///   `alice`, but S/MIME clients match certificates without regard to case, and so does
+///   smimed, as its README says);
+/// - the domain in its IDNA A-label form, lower-case (RFC 9598 §3: `bücher.example` and
+///   `xn--bcher-kva.example` are one domain; a certificate writes the A-labels in an
+///   rfc822Name and may write U-labels in an SmtpUTF8Mailbox).
+///
+/// A domain IDNA rejects keeps its own form (lower-cased), so it matches only itself.
+pub fn key(addr: &str) -> String {
+    let p = plain(addr);
+    match p.rsplit_once('@') {
+        Some((local, domain)) => format!("{}@{}", local.to_ascii_lowercase(), domain_key(domain)),
+        None => p.to_ascii_lowercase(),
+    }
+}
+
+/// Whether `a` and `b` name the same mailbox (by [`key`]).
+pub fn same(a: &str, b: &str) -> bool {
+    key(a) == key(b)
+}
+
+/// `addr` with its domain in A-labels when only the domain is internationalised
+/// (`user@bücher.example` → `user@xn--bcher-kva.example`, the same mailbox in ASCII); as it is
+/// otherwise.
+pub fn with_ascii_domain(addr: &str) -> String {
+    match addr.rsplit_once('@') {
+        Some((local, domain)) if local.is_ascii() && !domain.is_ascii() => {
+            match idna::domain_to_ascii(domain) {
+                Ok(d) => format!("{local}@{d}"),
+                Err(_) => addr.to_string(),
+            }
+        }
+        _ => addr.to_string(),
+    }
+}
+
+fn domain_key(domain: &str) -> String {
+    // An ASCII domain's A-label form is itself, lower-cased; a domain literal is no name.
+    if domain.is_ascii() {
+        return domain.to_ascii_lowercase();
+    }
+    idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_ascii_lowercase())
+}
+
+/// `"alice"` → `alice` when the quoted text (escapes undone) is a dot-atom; otherwise as it is.
+fn unquote(local: &str) -> String {
+    let Some(inner) = local
+        .strip_prefix('"')
+        .and_then(|l| l.strip_suffix('"'))
+        .filter(|_| local.len() >= 2)
+    else {
+        return local.to_string();
+    };
+    let mut text = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(n) => text.push(n),
+                None => return local.to_string(),
+            },
+            '"' => return local.to_string(),
+            c => text.push(c),
+        }
+    }
+    if is_dot_atom(&text) {
+        text
+    } else {
+        local.to_string()
+    }
+}
+
+/// RFC 5322 dot-atom-text, with RFC 6532's non-ASCII characters as atext.
+fn is_dot_atom(s: &str) -> bool {
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    !s.is_empty() && s.split('.').all(|w| !w.is_empty() && w.chars().all(atext))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_needless_quotes_go() {
+        assert_eq!(
+            plain("@route.example:alice@example.org"),
+            "alice@example.org"
+        );
+        assert_eq!(
+            plain("@a.example,@b.example: alice@example.org"),
+            "alice@example.org"
+        );
+        assert_eq!(plain("\"alice\"@example.org"), "alice@example.org");
+        assert_eq!(plain("\"al\\ice.b\"@example.org"), "alice.b@example.org");
+        assert_eq!(plain(" bob@example.org "), "bob@example.org");
+    }
+
+    #[test]
+    fn needed_quotes_stay() {
+        for a in [
+            "\"john doe\"@example.org",
+            "\"a@b\"@example.org",
+            "\".alice\"@example.org",
+            "\"a..b\"@example.org",
+            "\"\"@example.org",
+            "\"a\\\"b\"@example.org",
+        ] {
+            assert_eq!(plain(a), a);
+        }
+    }
+
+    #[test]
+    fn keys_fold_ascii_case_and_domain_labels() {
+        assert_eq!(key("Alice@Example.ORG"), "alice@example.org");
+        assert!(same("user@bücher.example", "user@xn--bcher-kva.example"));
+        assert!(same("user@BÜCHER.example", "USER@XN--BCHER-KVA.EXAMPLE"));
+        assert!(same("üser@bücher.example", "üser@xn--bcher-kva.example"));
+        assert!(same("\"alice\"@example.org", "ALICE@example.org"));
+        assert!(!same("user@bücher.example", "user@bucher.example"));
+        assert!(!same("Üser@example.org", "üser@example.org"));
+        assert!(!same("\"a b\"@example.org", "ab@example.org"));
+    }
+
+    #[test]
+    fn only_an_internationalised_domain_gets_an_ascii_form() {
+        assert_eq!(
+            with_ascii_domain("User@Bücher.example"),
+            "User@xn--bcher-kva.example"
+        );
+        assert_eq!(
+            with_ascii_domain("üser@bücher.example"),
+            "üser@bücher.example"
+        );
+        assert_eq!(with_ascii_domain("a@example.org"), "a@example.org");
+    }
+}
