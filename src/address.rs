@@ -47,12 +47,10 @@ pub fn same(a: &str, b: &str) -> bool {
 /// otherwise.
 pub fn with_ascii_domain(addr: &str) -> String {
     match addr.rsplit_once('@') {
-        Some((local, domain)) if local.is_ascii() && !domain.is_ascii() => {
-            match idna::domain_to_ascii(domain) {
-                Ok(d) => format!("{local}@{d}"),
-                Err(_) => addr.to_string(),
-            }
-        }
+        Some((local, domain)) if local.is_ascii() && !domain.is_ascii() => match a_labels(domain) {
+            Some(d) => format!("{local}@{d}"),
+            None => addr.to_string(),
+        },
         _ => addr.to_string(),
     }
 }
@@ -62,7 +60,19 @@ fn domain_key(domain: &str) -> String {
     if domain.is_ascii() {
         return domain.to_ascii_lowercase();
     }
-    idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_ascii_lowercase())
+    a_labels(domain).unwrap_or_else(|| domain.to_lowercase())
+}
+
+/// The A-label form of a non-ASCII domain written as U-labels: only when IDNA's mapping
+/// changes nothing in it but letter case. UTS #46 mapping is for what people type: it folds
+/// fullwidth and mathematical letters, `℡`, `①`, and drops invisible characters (U+200B,
+/// U+00AD), none of which a U-label may hold (RFC 5891), and a mail reader shows them as they
+/// are; such a domain is compared only with itself.
+fn a_labels(domain: &str) -> Option<String> {
+    let lower = domain.to_lowercase();
+    let ascii = idna::domain_to_ascii(&lower).ok()?;
+    let (unicode, back) = idna::domain_to_unicode(&ascii);
+    (back.is_ok() && unicode == lower).then_some(ascii)
 }
 
 /// `"alice"` → `alice` when the quoted text (escapes undone) is a dot-atom; otherwise as it is.
@@ -143,6 +153,25 @@ mod tests {
         assert!(!same("user@bücher.example", "user@bucher.example"));
         assert!(!same("Üser@example.org", "üser@example.org"));
         assert!(!same("\"a b\"@example.org", "ab@example.org"));
+    }
+
+    #[test]
+    fn what_idna_mapping_folds_is_no_domain_of_the_certificate() {
+        for (from, cert) in [
+            ("alice@℡.example", "alice@tel.example"),
+            ("bob@㎏.example", "bob@kg.example"),
+            ("eve@①.example", "eve@1.example"),
+            ("alice@ｅｘａｍｐｌｅ.org", "alice@example.org"),
+            ("alice@𝐞𝐱𝐚𝐦𝐩𝐥𝐞.org", "alice@example.org"),
+            ("alice@ℯxample.org", "alice@example.org"),
+            ("alice@exa\u{200b}mple.org", "alice@example.org"),
+            ("alice@exa\u{ad}mple.org", "alice@example.org"),
+            ("alice@bu\u{308}cher.example", "alice@xn--bcher-kva.example"),
+            ("alice@straße.example", "alice@strasse.example"),
+        ] {
+            assert!(!same(from, cert), "{from} is not {cert}");
+            assert!(same(from, from));
+        }
     }
 
     #[test]

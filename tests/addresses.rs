@@ -136,6 +136,10 @@ fn the_filter_matches_internationalised_and_old_style_addresses() {
         ),
         ("alabel", "user@BÜCHER.example", "valid", None),
         ("alabel", "user@bucher.example", "mismatch", None),
+        // What IDNA's mapping would fold (fullwidth letters, an invisible character) is shown
+        // as it is by readers: another domain.
+        ("alice", "alice@ｅｘａｍｐｌｅ.org", "mismatch", None),
+        ("alice", "alice@exa\u{200b}mple.org", "mismatch", None),
         // An obsolete route is ignored; needless quotes change nothing.
         (
             "alice",
