@@ -75,6 +75,72 @@ fn a_labels(domain: &str) -> Option<String> {
     (back.is_ok() && unicode == lower).then_some(ascii)
 }
 
+/// An address list with each bare addr-spec whose local part is a quoted string
+/// (`"x.y"@example.net`, `"doe, john"@example.net`) put in angle brackets, which is the same
+/// mailbox: mailparse reads such an addr-spec only inside them (outside, it takes the quoted
+/// string for a display name and joins it to the next mailbox, or gives up on the list).
+/// For recipient lists: what comes out is still one address per mailbox.
+pub fn bracket_quoted_addr_specs(list: &str) -> std::borrow::Cow<'_, str> {
+    if !list.contains("\"@") {
+        return std::borrow::Cow::Borrowed(list);
+    }
+    let b = list.as_bytes();
+    let mut out = String::with_capacity(list.len() + 8);
+    let (mut i, mut copied) = (0, 0);
+    let (mut angle, mut comment) = (false, 0usize);
+    // Whether a mailbox may start here: at the start, after ',' or a group's ':' (blanks aside).
+    let mut at_start = true;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if comment > 0 => i += 1,
+            b'(' => comment += 1,
+            b')' if comment > 0 => comment -= 1,
+            _ if comment > 0 => {}
+            b'<' => angle = true,
+            b'>' => angle = false,
+            b'"' => {
+                // The quoted string's end (escapes skipped).
+                let mut j = i + 1;
+                while j < b.len() && b[j] != b'"' {
+                    j += if b[j] == b'\\' { 2 } else { 1 };
+                }
+                if j >= b.len() {
+                    break;
+                }
+                if !angle && at_start && b.get(j + 1) == Some(&b'@') {
+                    let mut k = j + 2;
+                    while k < b.len() && !b" \t\r\n,;()<>\"".contains(&b[k]) {
+                        k += 1;
+                    }
+                    out.push_str(&list[copied..i]);
+                    out.push('<');
+                    out.push_str(&list[i..k]);
+                    out.push('>');
+                    copied = k;
+                    i = k;
+                    at_start = false;
+                    continue;
+                }
+                i = j;
+            }
+            _ => {}
+        }
+        if comment == 0 && !angle {
+            match b[i] {
+                b',' | b':' => at_start = true,
+                b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' => {}
+                _ => at_start = false,
+            }
+        }
+        i += 1;
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(list);
+    }
+    out.push_str(&list[copied..]);
+    std::borrow::Cow::Owned(out)
+}
+
 /// `"alice"` → `alice` when the quoted text (escapes undone) is a dot-atom; otherwise as it is.
 fn unquote(local: &str) -> String {
     let Some(inner) = local
@@ -140,6 +206,51 @@ mod tests {
             "\"a\\\"b\"@example.org",
         ] {
             assert_eq!(plain(a), a);
+        }
+    }
+
+    #[test]
+    fn bare_quoted_addr_specs_get_angle_brackets() {
+        let cases = [
+            (
+                "\"x.y\"@example.net, Bob <bob@example.net>",
+                "<\"x.y\"@example.net>, Bob <bob@example.net>",
+            ),
+            (
+                "\"doe, john\"@example.net, \"x y\"@example.net",
+                "<\"doe, john\"@example.net>, <\"x y\"@example.net>",
+            ),
+            (
+                "<\"bob\"@example.net>, Group: \"c d\"@example.net;",
+                "<\"bob\"@example.net>, Group: <\"c d\"@example.net>;",
+            ),
+            // A display name stays one; so does a quoted string in a comment.
+            ("\"Doe, J\" <j@x>", "\"Doe, J\" <j@x>"),
+            ("a@x (\"b\"@y)", "a@x (\"b\"@y)"),
+            ("Bob \"x\"@y", "Bob \"x\"@y"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(bracket_quoted_addr_specs(input), want, "{input}");
+        }
+        for (input, addrs) in [
+            (
+                "\"x.y\"@example.net, Bob <bob@example.net>",
+                vec!["\"x.y\"@example.net", "bob@example.net"],
+            ),
+            (
+                "\"doe, john\"@example.net, \"x y\"@example.net",
+                vec!["\"doe, john\"@example.net", "\"x y\"@example.net"],
+            ),
+        ] {
+            let list = mailparse::addrparse(&bracket_quoted_addr_specs(input)).expect("parses");
+            let got: Vec<String> = list
+                .iter()
+                .filter_map(|a| match a {
+                    mailparse::MailAddr::Single(s) => Some(s.addr.clone()),
+                    mailparse::MailAddr::Group(_) => None,
+                })
+                .collect();
+            assert_eq!(got, addrs, "{input}");
         }
     }
 

@@ -65,6 +65,21 @@ impl Field {
         mailparse::addrparse_header(&h).ok()
     }
 
+    /// [`Field::addresses`] of a recipient field, reading bare addr-specs with a quoted local
+    /// part (`"x.y"@example.net`) too ([`crate::address::bracket_quoted_addr_specs`]).
+    pub fn recipient_addresses(&self) -> Option<mailparse::MailAddrList> {
+        let Ok(raw) = std::str::from_utf8(&self.raw) else {
+            return self.addresses();
+        };
+        match crate::address::bracket_quoted_addr_specs(raw) {
+            std::borrow::Cow::Borrowed(_) => self.addresses(),
+            std::borrow::Cow::Owned(bracketed) => Field {
+                raw: bracketed.into_bytes(),
+            }
+            .addresses(),
+        }
+    }
+
     /// The unfolded value, decoded as far as mailparse decodes header values (RFC 2047). A
     /// value with more than [`MAX_ENCODED_WORDS`] encoded-word starts is left undecoded:
     /// mailparse's decoder takes time quadratic in their number (half a megabyte of `=?` took

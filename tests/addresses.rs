@@ -307,3 +307,62 @@ fn decrypt(p: &Pki, user: &str, msg: &[u8]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Bare addr-specs with a quoted local part, in header lists and on the command line: each is
+/// one recipient for the MTA (mailparse alone joined `"x.y"@…` to the next mailbox's name or
+/// gave up on the list, which then was split at every comma).
+#[test]
+fn sendmail_keeps_every_recipient_with_a_quoted_local_part() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mta = dir.path().join("mta.sh");
+    let args_file = dir.path().join("args");
+    std::fs::write(
+        &mta,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\ncat > /dev/null\n",
+            args_file.display()
+        ),
+    )
+    .expect("mta");
+    std::fs::set_permissions(&mta, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let send = |extra: &[&str], msg: &str| {
+        let _ = std::fs::remove_file(&args_file);
+        let mut c = smimed();
+        c.env("XDG_DATA_HOME", dir.path().join("data"))
+            .args(["sendmail", "--sign", "never", "--encrypt", "never", "--mta"])
+            .arg(&mta)
+            .args(extra);
+        let out = run_with_stdin(&mut c, msg.as_bytes());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut got: Vec<String> = std::fs::read_to_string(&args_file)
+            .expect("MTA called")
+            .lines()
+            .filter(|l| l.contains('@') && !l.starts_with("-f"))
+            .map(str::to_string)
+            .collect();
+        got.sort();
+        got
+    };
+    let msg = "From: alice@example.org\nTo: \"x.y\"@example.net, Bob <bob@example.net>\n\
+               Cc: \"doe, john\"@example.net, Group: \"c d\"@example.net;\nSubject: t\n\nhi\n";
+    assert_eq!(
+        send(&["-t"], msg),
+        [
+            "\"c d\"@example.net",
+            "\"doe, john\"@example.net",
+            "bob@example.net",
+            "x.y@example.net"
+        ]
+    );
+    let msg = "From: alice@example.org\nSubject: t\n\nhi\n";
+    assert_eq!(
+        send(&["--", "\"x.y\"@example.net, Bob <bob@example.net>"], msg),
+        ["bob@example.net", "x.y@example.net"]
+    );
+}

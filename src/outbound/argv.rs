@@ -70,7 +70,7 @@ const BOOLEAN: &str = "GIUcimnstv";
 
 /// Splits a recipient argument that may hold several addresses (`a@x, b@y`, `Name <a@x>`).
 pub fn split_addresses(arg: &str) -> Vec<String> {
-    match mailparse::addrparse(arg) {
+    match mailparse::addrparse(&crate::address::bracket_quoted_addr_specs(arg)) {
         Ok(list) => addr_specs(&list),
         // (mailparse takes no quoted local part outside angle brackets: `"a"@x`.)
         Err(_) => arg

@@ -68,7 +68,7 @@ fn header_policy(fields: &[Field], name: &str) -> Result<Option<Policy>> {
 fn addresses_of(fields: &[Field], names: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for f in fields.iter().filter(|f| names.iter().any(|n| f.is(n))) {
-        match f.addresses() {
+        match f.recipient_addresses() {
             Some(list) => out.extend(argv::addr_specs(&list)),
             None => out.extend(argv::split_addresses(&f.value())),
         }
