@@ -420,6 +420,15 @@ impl Store {
 
     /// Stores a certificate (an intermediate CA goes to `ca/`). Returns whether it was new.
     pub fn add(&self, cert: &X509, source: &str) -> Result<bool> {
+        create_dir(&self.dir)?;
+        let _lock = self.lock()?;
+        self.add_locked(cert, source)
+    }
+
+    /// [`Store::add`] under the store's lock, held by the caller: its check for a record and
+    /// the bare record it writes must not run between another process's reading and writing
+    /// of that record (a harvest of a newer message would be replaced by the bare one).
+    fn add_locked(&self, cert: &X509, source: &str) -> Result<bool> {
         let fp = certs::fingerprint(cert);
         let dir = if is_ca(cert) {
             self.dir.join("ca")
@@ -475,11 +484,12 @@ impl Store {
             }
         }
         let fp = certs::fingerprint(cert);
-        self.add(cert, "harvest")?;
-        // Read, compare and write under the store's lock: two deliveries harvesting at once
-        // (procmail in parallel, the agent, a watcher's workers) must not let an older
+        // Add, read, compare and write under the store's lock: two deliveries harvesting at
+        // once (procmail in parallel, the agent, a watcher's workers) must not let an older
         // message's record replace a newer one's.
+        create_dir(&self.dir)?;
         let _lock = self.lock()?;
+        self.add_locked(cert, "harvest")?;
         let mut meta = self.read_meta(&fp);
         let newer = match (meta.signing_time, signing_time) {
             (Some(old), Some(new)) => new > old,
@@ -639,6 +649,28 @@ mod tests {
             .find(addr)
             .expect("find")
             .len()
+    }
+
+    /// Adding a certificate (and the bare record it writes) waits for the store's lock, which a
+    /// harvest holds from reading a record to writing it.
+    #[test]
+    fn adding_waits_for_the_stores_lock() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("store");
+        let store = Store::new(dir.clone());
+        store.add(&cert("lock-a"), "import").expect("add a");
+        let held = store.lock().expect("lock");
+        let b = cert("lock-b");
+        let pem = dir.join(format!("{}.pem", certs::fingerprint(&b)));
+        let adder = {
+            let dir = dir.clone();
+            std::thread::spawn(move || Store::new(dir).add(&b, "import").expect("add b"))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!pem.exists(), "added while another holds the lock");
+        drop(held);
+        assert!(adder.join().expect("adder"));
+        assert!(pem.exists());
     }
 
     /// A snapshot is used only while the folder is unchanged and settled: a certificate that
