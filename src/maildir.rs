@@ -398,6 +398,11 @@ pub fn tmp_name(key_: &str) -> String {
 /// `sync`, the file is fsynced; without, the caller makes it durable (group commit: one
 /// `syncfs` for a batch) before renaming it anywhere.
 pub fn write_new(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
+    write_new_io(path, bytes, sync).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// [`write_new`] with the I/O error as it came (its kind and errno kept).
+pub fn write_new_io(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let res = (|| -> io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -410,10 +415,10 @@ pub fn write_new(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
         }
         Ok(())
     })();
-    res.map_err(|e| {
+    if res.is_err() {
         let _ = fs::remove_file(path);
-        Error::io(format!("writing {}", path.display()), e)
-    })
+    }
+    res
 }
 
 /// Makes every file written on the file system holding `dir` durable (`syncfs(2)`): the group

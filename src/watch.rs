@@ -1037,6 +1037,14 @@ impl<'o> State<'o> {
                     }
                     return Ok(());
                 }
+                // Over the file-size limit on the archive's file system (`ulimit -f`,
+                // LimitFSIZE=): this original only stays beside its copy, retried at the next
+                // pass; the others go on.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::FBIG.raw_os_error()) => {
+                    self.summary.deferred += 1;
+                    log::warn!("{}: archiving left for later: {e}", src.display());
+                    return Ok(());
+                }
                 Err(e) => return Err(Error::io(format!("archiving {}", src.display()), e)),
             }
         }
@@ -1146,8 +1154,7 @@ impl<'o> State<'o> {
                 {
                     let bytes = fs::read(src)?;
                     let tmp = archive.md.tmp().join(maildir::tmp_name(key));
-                    maildir::write_new(&tmp, &bytes, true)
-                        .map_err(|e| io::Error::other(e.to_string()))?;
+                    maildir::write_new_io(&tmp, &bytes, true)?;
                     copy = Some(tmp);
                 }
                 Err(e) => {

@@ -1048,30 +1048,10 @@ fn a_copy_filed_under_another_name_keeps_its_status() {
     );
 }
 
-#[test]
-fn a_copy_over_the_file_size_limit_is_deferred_not_a_killed_watcher() {
-    let md = Md::new();
-    // Decrypted, about 300 KB: over the 200 KB limit below; the small message's copy is under it.
-    let p = common::pki::pki();
-    let line = "a long line of the large message, repeated to make it big.\r\n";
-    let big_body = encrypt_to(
-        &[&p.bob],
-        &["-aes256", "-binary"],
-        &sample_entity(&line.repeat(300 * 1024 / line.len())),
-    );
-    let big = md.deliver(
-        &[
-            headers("Alice <alice@example.org>", "bob@example.org", "big").as_bytes(),
-            b"Message-ID: <big@test>\r\n",
-            &big_body,
-        ]
-        .concat(),
-    );
-    md.deliver(&smime_msg("small"));
-    let watch = watch_cmd(&["--once"], md.path(), None);
-    // The same command under a 200 KB file-size limit (prlimit, util-linux).
+/// `watch` (a watch_cmd) under a file-size limit of `bytes` (prlimit, util-linux).
+fn under_size_limit(watch: &std::process::Command, bytes: u64) -> std::process::Command {
     let mut c = std::process::Command::new("prlimit");
-    c.arg("--fsize=200000")
+    c.arg(format!("--fsize={bytes}"))
         .arg("--")
         .arg(watch.get_program())
         .args(watch.get_args());
@@ -1081,7 +1061,38 @@ fn a_copy_over_the_file_size_limit_is_deferred_not_a_killed_watcher() {
             None => c.env_remove(k),
         };
     }
-    let (code, err) = run_once(&mut c);
+    c
+}
+
+/// An encrypted message to bob (made by openssl) of about `kb` KB of text.
+fn large_message(md: &Md, id: &str, kb: usize) -> String {
+    let p = common::pki::pki();
+    let line = "a long line of the large message, repeated to make it big.\r\n";
+    let body = encrypt_to(
+        &[&p.bob],
+        &["-aes256", "-binary"],
+        &sample_entity(&line.repeat(kb * 1024 / line.len())),
+    );
+    md.deliver(
+        &[
+            headers("Alice <alice@example.org>", "bob@example.org", id).as_bytes(),
+            format!("Message-ID: <{id}@test>\r\n").as_bytes(),
+            &body,
+        ]
+        .concat(),
+    )
+}
+
+#[test]
+fn a_copy_over_the_file_size_limit_is_deferred_not_a_killed_watcher() {
+    let md = Md::new();
+    // Decrypted, about 300 KB: over the 200 KB limit below; the small message's copy is under it.
+    let big = large_message(&md, "big", 300);
+    md.deliver(&smime_msg("small"));
+    let (code, err) = run_once(&mut under_size_limit(
+        &watch_cmd(&["--once"], md.path(), None),
+        200_000,
+    ));
     assert_eq!(code, 75, "deferred, not killed by SIGXFSZ: {err}");
     assert!(err.contains("1 deferred"), "{err}");
     assert_eq!(processed_count(md.path()), 1, "the small message: {err}");
@@ -1094,4 +1105,49 @@ fn a_copy_over_the_file_size_limit_is_deferred_not_a_killed_watcher() {
     let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
     assert_eq!(code, 0, "{err}");
     assert_eq!(processed_count(md.path()), 2);
+}
+
+/// With the archive on another file system, an original over the limit (its copy, smaller,
+/// fits) stays beside its copy until it can be archived; the other originals are archived.
+#[test]
+fn an_original_over_the_file_size_limit_of_another_file_systems_archive_waits() {
+    let md = Md::new();
+    let other =
+        tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) for a second file system");
+    let arch = other.path().join("Originals");
+    let big = large_message(&md, "big", 300);
+    let big_len = std::fs::metadata(md.path().join("new").join(&big))
+        .unwrap()
+        .len();
+    assert!(big_len > 360_000, "{big_len}");
+    md.deliver(&smime_msg("small"));
+    let args = ["--once", "--archive", arch.to_str().unwrap()];
+    let (code, err) = run_once(&mut under_size_limit(
+        &watch_cmd(&args, md.path(), None),
+        350_000,
+    ));
+    assert_eq!(code, 75, "{err}");
+    assert!(
+        err.contains("2 processed") && err.contains("1 deferred"),
+        "{err}"
+    );
+    assert!(err.contains("1 archived"), "the small original: {err}");
+    assert!(
+        md.path().join("new").join(&big).exists(),
+        "left beside its copy"
+    );
+    assert!(
+        leftover_tmp(&arch).is_empty(),
+        "no partial copy in the archive"
+    );
+    let (code, err) = run_once(&mut watch_cmd(&args, md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("0 processed") && err.contains("1 archived"),
+        "{err}"
+    );
+    assert!(!md.path().join("new").join(&big).exists());
+    assert!(arch.join("new").join(&big).exists());
+    assert_eq!(processed_count(md.path()), 2);
+    assert_eq!(std::fs::read_dir(arch.join("new")).unwrap().count(), 2);
 }
