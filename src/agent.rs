@@ -46,6 +46,7 @@ use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::addressbook::BookConfig;
@@ -102,58 +103,144 @@ pub fn serve(ctx: Arc<Context>, socket: &Path, after: Arc<AfterProcess>) -> Resu
     // paid for its start, OpenSSL's per-thread random generators and error state, about
     // 0.1 ms of a 1 ms send. Beyond POOL busy threads a connection gets a thread of its own
     // (a client that keeps one waiting never holds the others up).
-    let (tx, rx) = std::sync::mpsc::channel::<UnixStream>();
+    let (tx, rx) = std::sync::mpsc::channel::<(UnixStream, Slot)>();
     let rx = Arc::new(std::sync::Mutex::new(rx));
     // (idle pool threads, pool threads)
     let pool = Arc::new(std::sync::Mutex::new((0usize, 0usize)));
-    for conn in listener.incoming() {
-        let conn = match conn {
-            Ok(c) => c,
+    let active = Arc::new(AtomicUsize::new(0));
+    let idle = idle_timeout();
+    let mut failed = AcceptFailures::default();
+    loop {
+        // At the cap, new clients wait in the listen queue (theirs is a non-blocking connect
+        // retried until their deadline) until a connection ends.
+        while active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let conn = match listener.accept() {
+            Ok((c, _)) => {
+                failed.reset();
+                c
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                log::warn!("agent: accept: {e}");
+                // Out of descriptors (EMFILE), say: the connection stays queued, so an
+                // immediate retry fails again. Back off, and say so once in a while only.
+                failed.record(&e);
                 continue;
             }
         };
+        // A client that connects and then says nothing is dropped after `idle`.
+        let _ = conn.set_read_timeout(Some(idle));
+        let _ = conn.set_write_timeout(Some(idle));
+        let slot = Slot::take(&active);
         let mut p = lock(&pool);
         if p.0 > 0 {
             p.0 -= 1;
             drop(p);
-            match tx.send(conn) {
+            match tx.send((conn, slot)) {
                 Ok(()) => continue,
-                Err(std::sync::mpsc::SendError(conn)) => {
+                Err(std::sync::mpsc::SendError((conn, slot))) => {
                     // Cannot happen while `rx` lives here; serve it on a thread of its own.
-                    spawn_one(&ctx, &after, conn);
+                    spawn_one(&ctx, &after, conn, slot);
                     continue;
                 }
             }
         }
         if p.1 >= POOL {
             drop(p);
-            spawn_one(&ctx, &after, conn);
+            spawn_one(&ctx, &after, conn, slot);
             continue;
         }
         p.1 += 1;
         drop(p);
         let (ctx, after, rx, pool) = (ctx.clone(), after.clone(), rx.clone(), pool.clone());
         std::thread::spawn(move || {
-            let mut conn = conn;
+            let mut next = (conn, slot);
             loop {
+                let (conn, slot) = next;
                 if let Err(e) = handle(&ctx, conn, after.as_ref()) {
                     log::warn!("agent: {e}");
                 }
+                drop(slot);
                 lock(&pool).0 += 1;
-                let next = rx
+                let received = rx
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .recv();
-                match next {
-                    Ok(c) => conn = c,
+                match received {
+                    Ok(job) => next = job,
                     Err(_) => return,
                 }
             }
         });
     }
-    Ok(())
+}
+
+/// Connections served at once; beyond it, new clients wait in the listen queue.
+const MAX_CONNECTIONS: usize = 128;
+/// Longest a client may keep the agent waiting for its next bytes (or for it to take the
+/// answer) before its connection is dropped (tests shorten it with
+/// `SMIMED_TEST_AGENT_IDLE_MS`).
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn idle_timeout() -> std::time::Duration {
+    std::env::var("SMIMED_TEST_AGENT_IDLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(IDLE_TIMEOUT, std::time::Duration::from_millis)
+}
+
+/// One connection being served: counted in the agent's total until dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(active: &Arc<AtomicUsize>) -> Slot {
+        active.fetch_add(1, Ordering::SeqCst);
+        Slot(active.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Failed accepts in a row: a growing pause between tries, and one warning per
+/// [`ACCEPT_LOG_EVERY`] with the number of failures.
+#[derive(Default)]
+struct AcceptFailures {
+    count: u64,
+    pause: std::time::Duration,
+    logged: Option<std::time::Instant>,
+}
+
+const ACCEPT_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl AcceptFailures {
+    fn record(&mut self, e: &std::io::Error) {
+        self.count += 1;
+        if self.logged.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_EVERY) {
+            log::warn!(
+                "agent: accept: {e} ({} time(s) in a row); waiting before the next try",
+                self.count
+            );
+            self.logged = Some(std::time::Instant::now());
+        }
+        self.pause = (self.pause * 2).clamp(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_secs(1),
+        );
+        std::thread::sleep(self.pause);
+    }
+
+    fn reset(&mut self) {
+        if self.count > 0 {
+            log::info!("agent: accepting again after {} failure(s)", self.count);
+        }
+        self.count = 0;
+        self.pause = std::time::Duration::ZERO;
+    }
 }
 
 fn lock(m: &std::sync::Mutex<(usize, usize)>) -> std::sync::MutexGuard<'_, (usize, usize)> {
@@ -164,12 +251,13 @@ fn lock(m: &std::sync::Mutex<(usize, usize)>) -> std::sync::MutexGuard<'_, (usiz
 const POOL: usize = 4;
 
 /// Serves one connection on a thread of its own, which then ends.
-fn spawn_one(ctx: &Arc<Context>, after: &Arc<AfterProcess>, conn: UnixStream) {
+fn spawn_one(ctx: &Arc<Context>, after: &Arc<AfterProcess>, conn: UnixStream, slot: Slot) {
     let (ctx, after) = (ctx.clone(), after.clone());
     std::thread::spawn(move || {
         if let Err(e) = handle(&ctx, conn, after.as_ref()) {
             log::warn!("agent: {e}");
         }
+        drop(slot);
     });
 }
 

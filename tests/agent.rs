@@ -485,3 +485,55 @@ cp ca.pem trust.pem"#,
         "{st}"
     );
 }
+
+/// Clients that connect and say nothing: past the agent's descriptors, accept fails (EMFILE)
+/// with the connections still queued. The agent waits between tries and says so a few times,
+/// not a million (it used to spin and flood its log), and it drops silent clients after its
+/// idle timeout, so that a real client is served again while they stay connected.
+#[test]
+fn silent_clients_are_dropped_and_running_out_of_descriptors_is_no_busy_loop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("a.sock");
+    let log = dir.path().join("agent.log");
+    let inner = smimed_as_with(&pki().bob, None);
+    let mut c = Command::new("prlimit");
+    c.arg("--nofile=40")
+        .arg("--")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("SMIMED_TEST_AGENT_IDLE_MS", "1500")
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let _agent = start_agent_with(c, &socket);
+    let held: Vec<std::os::unix::net::UnixStream> = (0..60)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(&socket).ok())
+        .collect();
+    assert!(held.len() > 40, "{} clients connected", held.len());
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let text = std::fs::read_to_string(&log).expect("log");
+    let accepts = text.lines().filter(|l| l.contains("accept")).count();
+    assert!(
+        (1..=3).contains(&accepts),
+        "{accepts} accept warnings in a second: {}",
+        &text[..text.len().min(500)]
+    );
+    // While the silent clients stay connected, a real one is served by the agent.
+    let out = run_with_stdin(
+        smimed_trusting()
+            .arg("--agent")
+            .arg(&socket)
+            .env("SMIMED_TEST_AGENT_TIMEOUT_MS", "20000")
+            .arg("filter"),
+        &signed_then_encrypted(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("working alone"), "{err}");
+    assert_words(&status_of(&out.stdout), "decrypted", "valid");
+    drop(held);
+}
