@@ -57,6 +57,8 @@ const COLLECT_SLICE: Duration = Duration::from_millis(2);
 const HEAD_LIMIT: usize = 256 * 1024;
 /// Most archived originals that may share one name (made distinct with a number).
 const MAX_SAME_NAME: u32 = 10_000;
+/// How long after a `.Name` appears its folders are looked for on every turn (see `main`).
+const FOLDER_SETTLE: Duration = Duration::from_secs(5);
 /// Backlog above which a progress bar is shown (on a terminal).
 const PROGRESS_MIN: usize = 300;
 
@@ -529,6 +531,10 @@ impl<'o> State<'o> {
         self.pass(pool, jobs, &self.all_folders(), false)?;
         log::info!("watching {} folder(s)", watched.len());
         let mut next_full = Instant::now() + self.opts.rescan;
+        // After a `.Name` appears in a root, its folders are looked for again on every turn for
+        // a while: a folder made in steps (`.Name`, then its new/ cur/ tmp/, as Dovecot's LDA
+        // or a Sieve `fileinto :create` make it) raises no event for those steps.
+        let mut settle_until: Option<Instant> = None;
         while !stop.load(Ordering::SeqCst) {
             let now = Instant::now();
             let wait = next_full
@@ -584,13 +590,21 @@ impl<'o> State<'o> {
                     }
                 }
             }
-            // A folder made in steps (.Name, then its new/ cur/ tmp/) is complete by the next
-            // full rescan at the latest.
-            if (new_folders || full) && self.opts.recursive {
+            if new_folders {
+                settle_until = Some(Instant::now() + FOLDER_SETTLE);
+            }
+            let settling = settle_until.is_some_and(|t| Instant::now() < t);
+            if !settling {
+                settle_until = None;
+            }
+            if (new_folders || full || settling) && self.opts.recursive {
+                let before = self.folder_roots();
                 for i in 0..self.trees.len() {
                     self.refresh_folders(i)?;
                 }
-                full = true;
+                if new_folders || self.folder_roots() != before {
+                    full = true;
+                }
             }
             if full {
                 self.watch_all(&mut watcher, &mut watched)?;
@@ -615,6 +629,13 @@ impl<'o> State<'o> {
             }
         }
         Ok(())
+    }
+
+    fn folder_roots(&self) -> Vec<PathBuf> {
+        self.trees
+            .iter()
+            .flat_map(|t| t.folders.iter().map(|f| f.root.clone()))
+            .collect()
     }
 
     /// Every folder once (a Maildir given on its own and also reached by --recursive from

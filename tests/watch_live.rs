@@ -206,7 +206,9 @@ fn recursive_watch_picks_up_folders_made_while_running() {
     deliver(&sub, "n1");
     let first = wait_for(Duration::from_secs(15), || processed_count(&sub) == 1);
     let first_at = start.elapsed();
-    // Made step by step (folder, then its subfolders): found by the next full rescan.
+    // Made step by step (folder, then its subfolders): found while the watcher looks for
+    // folders again after `.Lists` appeared (see a_folder_made_step_by_step_is_watched_at_once),
+    // else by the next full rescan.
     let sub2 = md.path().join(".Lists");
     std::fs::create_dir(&sub2).unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -303,8 +305,8 @@ fn an_original_moved_back_or_an_archive_removed_while_running_is_archived_again(
 #[test]
 fn a_folder_removed_and_made_again_is_watched_again() {
     let md = Md::new();
-    // Made whole, then renamed into place: a folder made in steps waits for the full rescan
-    // (docs/watch.md), and under load the watcher could look at it half made.
+    // Made whole, then renamed into place: under load the watcher could look at a folder
+    // made in steps half made.
     let make = |name: &str| {
         let staging = md.path().join("staging");
         for d in ["cur", "new", "tmp"] {
@@ -395,4 +397,35 @@ fn the_state_folder_removed_while_running_does_not_stop_the_watcher() {
     assert!(first && second && third, "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(made_again);
+}
+
+/// A folder made step by step (`.Name`, then its cur/ new/ tmp/, as Dovecot's LDA or a Sieve
+/// `fileinto :create` makes one) raises no event for the steps: the watcher looks for folders
+/// again for a few seconds after a `.Name` appears, so mail delivered into it at once is not
+/// left for the full rescan (ten minutes away here).
+#[test]
+fn a_folder_made_step_by_step_is_watched_at_once() {
+    // (In a folder of its own: a Maildir whose own name starts with a dot, as a temporary
+    // folder's does, made every event on it look like a new folder and hid what is tested.)
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mail");
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let child = spawn(watch_cmd(&["--recursive", "--rescan", "600"], &root, None));
+    std::thread::sleep(Duration::from_millis(1000));
+    let sub = root.join(".Lists");
+    std::fs::create_dir(&sub).unwrap();
+    // (Long enough for the watcher to look at the folder before it is complete.)
+    std::thread::sleep(Duration::from_millis(200));
+    for d in ["tmp", "new", "cur"] {
+        std::fs::create_dir(sub.join(d)).unwrap();
+    }
+    deliver_into(&sub, &smime_msg("s1"));
+    let found = wait_for(Duration::from_secs(5), || processed_count(&sub) == 1);
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(found, "not processed within 5 s: {err}");
+    assert_eq!(out.status.code(), Some(0));
 }
