@@ -495,18 +495,7 @@ fn silent_clients_are_dropped_and_running_out_of_descriptors_is_no_busy_loop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("a.sock");
     let log = dir.path().join("agent.log");
-    let inner = smimed_as_with(&pki().bob, None);
-    let mut c = Command::new("prlimit");
-    c.arg("--nofile=40")
-        .arg("--")
-        .arg(inner.get_program())
-        .args(inner.get_args());
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
+    let mut c = under_prlimit(&smimed_as_with(&pki().bob, None), "--nofile=40");
     c.env("SMIMED_TEST_AGENT_IDLE_MS", "1500")
         .stderr(std::fs::File::create(&log).expect("log"));
     let _agent = start_agent_with(c, &socket);

@@ -1048,22 +1048,6 @@ fn a_copy_filed_under_another_name_keeps_its_status() {
     );
 }
 
-/// `watch` (a watch_cmd) under a file-size limit of `bytes` (prlimit, util-linux).
-fn under_size_limit(watch: &std::process::Command, bytes: u64) -> std::process::Command {
-    let mut c = std::process::Command::new("prlimit");
-    c.arg(format!("--fsize={bytes}"))
-        .arg("--")
-        .arg(watch.get_program())
-        .args(watch.get_args());
-    for (k, v) in watch.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c
-}
-
 /// An encrypted message to bob (made by openssl) of about `kb` KB of text.
 fn large_message(md: &Md, id: &str, kb: usize) -> String {
     let p = common::pki::pki();
@@ -1089,9 +1073,9 @@ fn a_copy_over_the_file_size_limit_is_deferred_not_a_killed_watcher() {
     // Decrypted, about 300 KB: over the 200 KB limit below; the small message's copy is under it.
     let big = large_message(&md, "big", 300);
     md.deliver(&smime_msg("small"));
-    let (code, err) = run_once(&mut under_size_limit(
+    let (code, err) = run_once(&mut under_prlimit(
         &watch_cmd(&["--once"], md.path(), None),
-        200_000,
+        "--fsize=200000",
     ));
     assert_eq!(code, 75, "deferred, not killed by SIGXFSZ: {err}");
     assert!(err.contains("1 deferred"), "{err}");
@@ -1122,9 +1106,9 @@ fn an_original_over_the_file_size_limit_of_another_file_systems_archive_waits() 
     assert!(big_len > 360_000, "{big_len}");
     md.deliver(&smime_msg("small"));
     let args = ["--once", "--archive", arch.to_str().unwrap()];
-    let (code, err) = run_once(&mut under_size_limit(
+    let (code, err) = run_once(&mut under_prlimit(
         &watch_cmd(&args, md.path(), None),
-        350_000,
+        "--fsize=350000",
     ));
     assert_eq!(code, 75, "{err}");
     assert!(

@@ -413,3 +413,21 @@ pub fn outlook_blob(u: &pki::User) -> Vec<u8> {
         b"",
     )
 }
+
+/// `cmd` (its program, arguments and environment) run under `prlimit LIMIT --` (util-linux),
+/// e.g. `--fsize=200000` or `--nofile=40`.
+#[allow(dead_code)]
+pub fn under_prlimit(cmd: &Command, limit: &str) -> Command {
+    let mut c = Command::new("prlimit");
+    c.arg(limit)
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
