@@ -59,6 +59,8 @@ const HEAD_LIMIT: usize = 256 * 1024;
 const MAX_SAME_NAME: u32 = 10_000;
 /// How long after a `.Name` appears its folders are looked for on every turn (see `main`).
 const FOLDER_SETTLE: Duration = Duration::from_secs(5);
+/// How often the folders are looked for while a new folder settles.
+const SETTLE_EVERY: Duration = Duration::from_millis(200);
 /// Backlog above which a progress bar is shown (on a terminal).
 const PROGRESS_MIN: usize = 300;
 
@@ -535,6 +537,7 @@ impl<'o> State<'o> {
         // a while: a folder made in steps (`.Name`, then its new/ cur/ tmp/, as Dovecot's LDA
         // or a Sieve `fileinto :create` make it) raises no event for those steps.
         let mut settle_until: Option<Instant> = None;
+        let mut last_listed = Instant::now();
         while !stop.load(Ordering::SeqCst) {
             let now = Instant::now();
             let wait = next_full
@@ -555,6 +558,9 @@ impl<'o> State<'o> {
                 .chain(std::iter::from_fn(|| rx.try_recv().ok()))
             {
                 match ev {
+                    // Opening or reading a file or folder (the watcher's own reads: a pass
+                    // that reads an original it leaves in place would wake itself forever).
+                    Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => {}
                     Ok(ev) => {
                         if ev.need_rescan() {
                             full = true;
@@ -572,15 +578,17 @@ impl<'o> State<'o> {
                                     }
                                 }
                                 // In a tree's root: a Maildir++ folder (`.Name`) may have
-                                // been made; Dovecot's own files there are not folders.
-                                _ => {
-                                    if p.file_name()
-                                        .and_then(|n| n.to_str())
-                                        .is_some_and(|n| n.starts_with('.'))
-                                    {
-                                        new_folders = true;
-                                    }
+                                // been made; Dovecot's own files there are not folders, and
+                                // neither is the root itself (`~/.maildir`).
+                                Some(dir)
+                                    if self.trees.iter().any(|t| t.root.root == dir)
+                                        && p.file_name()
+                                            .and_then(|n| n.to_str())
+                                            .is_some_and(|n| n.starts_with('.')) =>
+                                {
+                                    new_folders = true;
                                 }
+                                _ => {}
                             }
                         }
                     }
@@ -597,7 +605,11 @@ impl<'o> State<'o> {
             if !settling {
                 settle_until = None;
             }
-            if (new_folders || full || settling) && self.opts.recursive {
+            // (At most every SETTLE_EVERY: inotify reports the watcher's own opening of the
+            // root, which wakes this loop again at once.)
+            let settle_due = settling && last_listed.elapsed() >= SETTLE_EVERY;
+            if (new_folders || full || settle_due) && self.opts.recursive {
+                last_listed = Instant::now();
                 let before = self.folder_roots();
                 for i in 0..self.trees.len() {
                     self.refresh_folders(i)?;

@@ -5,10 +5,12 @@ mod common;
 mod watch_support;
 
 use std::collections::HashMap;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{encrypt_to, headers, sample_entity, under_prlimit};
 use watch_support::*;
 
 #[test]
@@ -428,4 +430,109 @@ fn a_folder_made_step_by_step_is_watched_at_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(found, "not processed within 5 s: {err}");
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// CPU time (user + system) of a process so far, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of proc(5), counted from the state (field 3).
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// A watcher started with stderr to a file (a log flood does not block it on a full pipe).
+fn spawn_logging(mut c: Command, log: &std::path::Path) -> std::process::Child {
+    c.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"));
+    c.spawn().expect("spawn smimed watch")
+}
+
+/// An idle watcher stays idle: its own reads (opening the root to list it, reading an original
+/// it leaves in place) raised events that woke it again, a busy loop at 100% CPU. Three
+/// cases: a Maildir whose own name starts with a dot (`~/.maildir`) under --recursive; the
+/// seconds after a new folder appears; an original it cannot archive (over the file-size
+/// limit, archive on another file system) left beside its copy.
+#[test]
+fn an_idle_watcher_does_not_wake_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let idle_cpu = |c: Command, name: &str, after_start: &dyn Fn()| -> (u64, String) {
+        let log = dir.path().join(format!("{name}.log"));
+        let mut child = spawn_logging(c, &log);
+        std::thread::sleep(Duration::from_millis(1500));
+        after_start();
+        let t0 = cpu_ticks(child.id());
+        std::thread::sleep(Duration::from_secs(3));
+        let used = cpu_ticks(child.id()) - t0;
+        signal(&child, "-TERM");
+        let _ = child.wait();
+        (used, std::fs::read_to_string(&log).unwrap_or_default())
+    };
+    // 1. `~/.maildir`, --recursive.
+    let dotted = dir.path().join(".maildir");
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(dotted.join(d)).unwrap();
+    }
+    let (used, log) = idle_cpu(
+        watch_cmd(&["--recursive", "--rescan", "600"], &dotted, None),
+        "dotted",
+        &|| {},
+    );
+    assert!(used < 30, "{used} ticks in 3 s idle: {log}");
+    // 2. The seconds after a folder appears.
+    let root = dir.path().join("mail");
+    for d in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let (used, log) = idle_cpu(
+        watch_cmd(&["--recursive", "--rescan", "600"], &root, None),
+        "settle",
+        &|| {
+            for d in ["tmp", "new", "cur"] {
+                std::fs::create_dir_all(root.join(".New").join(d)).unwrap();
+            }
+        },
+    );
+    assert!(
+        used < 30,
+        "{used} ticks in the 3 s after a new folder: {log}"
+    );
+    // 3. An original that cannot be archived.
+    let md = Md::new();
+    let other = tempfile::tempdir_in("/dev/shm").expect("/dev/shm");
+    let arch = other.path().join("Originals");
+    let p = common::pki::pki();
+    let line = "a long line of the large message, repeated to make it big.\r\n";
+    let body = encrypt_to(
+        &[&p.bob],
+        &["-aes256", "-binary"],
+        &sample_entity(&line.repeat(300 * 1024 / line.len())),
+    );
+    md.deliver(
+        &[
+            headers("Alice <alice@example.org>", "bob@example.org", "big").as_bytes(),
+            &body,
+        ]
+        .concat(),
+    );
+    let (used, log) = idle_cpu(
+        under_prlimit(
+            &watch_cmd(
+                &["--archive", arch.to_str().unwrap(), "--rescan", "600"],
+                md.path(),
+                None,
+            ),
+            "--fsize=350000",
+        ),
+        "fsize",
+        &|| {},
+    );
+    assert_eq!(processed_count(md.path()), 1, "{log}");
+    assert!(
+        used < 30,
+        "{used} ticks in 3 s: {}",
+        &log[..log.len().min(400)]
+    );
+    assert!(log.lines().count() < 10, "{}", &log[..log.len().min(400)]);
 }
