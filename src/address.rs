@@ -71,8 +71,19 @@ fn domain_key(domain: &str) -> String {
 fn a_labels(domain: &str) -> Option<String> {
     let lower = domain.to_lowercase();
     let ascii = idna::domain_to_ascii(&lower).ok()?;
-    let (unicode, back) = idna::domain_to_unicode(&ascii);
-    (back.is_ok() && unicode == lower).then_some(ascii)
+    // Label by label: a domain may mix A-labels and U-labels (`xn--bcher-kva.ëxample`).
+    let (given, made): (Vec<&str>, Vec<&str>) =
+        (lower.split('.').collect(), ascii.split('.').collect());
+    let same = given.len() == made.len()
+        && given.iter().zip(&made).all(|(g, m)| {
+            if g.is_ascii() {
+                g == m
+            } else {
+                let (back, ok) = idna::domain_to_unicode(m);
+                ok.is_ok() && back == *g
+            }
+        });
+    same.then_some(ascii)
 }
 
 /// An address list with each bare addr-spec whose local part is a quoted string
@@ -264,6 +275,19 @@ mod tests {
         assert!(!same("user@bücher.example", "user@bucher.example"));
         assert!(!same("Üser@example.org", "üser@example.org"));
         assert!(!same("\"a b\"@example.org", "ab@example.org"));
+    }
+
+    #[test]
+    fn a_domain_may_mix_a_labels_and_u_labels() {
+        for form in [
+            "a@xn--bcher-kva.ëxample",
+            "a@bücher.xn--xample-ova",
+            "a@xn--bcher-kva.xn--xample-ova",
+            "a@BÜCHER.Ëxample",
+        ] {
+            assert!(same(form, "a@bücher.ëxample"), "{form}");
+        }
+        assert!(!same("a@xn--bcher-kva.ｅxample", "a@bücher.example"));
     }
 
     #[test]
