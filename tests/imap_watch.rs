@@ -540,6 +540,7 @@ fn wrong_password_is_a_clear_error_with_exit_77() {
     assert!(err.contains("refused the login of alice"), "{err}");
     assert!(!err.contains("not-the-password"), "password leaked: {err}");
     // same without --once: a refused login is not retried forever
+    // (a server that cannot check for now says so: RFC 5530 [UNAVAILABLE] is no refusal)
     let out = watcher(state.path(), &[&d.url("INBOX")])
         .env("SMIMED_IMAP_PASSWORD", "not-the-password")
         .output()
@@ -1328,4 +1329,24 @@ fn an_unsure_move_is_settled_by_the_archive_and_identical_or_unnamed_copies_are_
         2
     );
     assert_eq!(messages(&mut s, ARCHIVE).len(), 3);
+}
+
+/// A server that cannot check the password for now (its password database is down) answers
+/// `NO [UNAVAILABLE]` (RFC 5530): a temporary failure (75, retried), not a wrong password
+/// (77, which stops the daemon for good).
+#[test]
+fn a_temporary_authentication_failure_is_75_not_77() {
+    let d = Dovecot::start(Opts {
+        tempfail_user: true,
+        ..Opts::default()
+    });
+    let state = tempfile::tempdir().expect("state");
+    let url = d.url("INBOX").replacen("alice@", "tempfail@", 1);
+    let out = watcher(state.path(), &[&url, "--once"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("UNAVAILABLE"), "{err}");
+    assert!(!err.contains("wrong password"), "{err}");
 }

@@ -4,7 +4,8 @@
 //! Invariants: the server certificate and host name are always verified (`--ca` replaces the
 //! system roots with a private CA; there is no switch to skip verification); plaintext is used
 //! only when the server offers no STARTTLS and the account allows it (loopback or `insecure`);
-//! a refused login is `Kind::NoPerm` (exit 77), a network failure `Kind::TempFail`; the secret
+//! a refused login is `Kind::NoPerm` (exit 77), a network failure or a login the server
+//! cannot check for now (`NO [UNAVAILABLE]` or `[INUSE]`, RFC 5530) `Kind::TempFail`; the secret
 //! never appears in an error or a log line.
 
 use std::cell::Cell;
@@ -263,12 +264,26 @@ impl ::imap::Authenticator for OAuth<'_> {
     }
 }
 
+/// Whether a NO carries a response code of RFC 5530 that says "try again later".
+fn is_temporary_refusal(information: &str) -> bool {
+    let t = information.trim_start().to_ascii_uppercase();
+    t.starts_with("[UNAVAILABLE]") || t.starts_with("[INUSE]")
+}
+
 /// Connects, secures and authenticates.
 pub fn connect(acct: &Account) -> Result<Session> {
     let client = open(acct)?;
     let secret = acct.secret.get()?;
     let refused = |e: ::imap::Error| -> Error {
         match e {
+            // RFC 5530: the server cannot check now (its password database is down, the
+            // account is in use): a temporary failure, retried like a lost connection.
+            ::imap::Error::No(n) if is_temporary_refusal(&n.information) => {
+                Error::tempfail(format!(
+                    "{} cannot log {} in for now: {}",
+                    acct.host, acct.user, n.information
+                ))
+            }
             ::imap::Error::No(n) => Error::new(
                 Kind::NoPerm,
                 format!(

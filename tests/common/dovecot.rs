@@ -36,6 +36,9 @@ pub struct Opts {
     /// A Sieve script for alice: enables Dovecot's LDA (`deliver`) with Pigeonhole's
     /// extprograms `filter`, whose programs live in `sieve-filters/` (components.md §2).
     pub sieve: Option<&'static str>,
+    /// A user `tempfail` whose password check always fails for now (a checkpassword program
+    /// exiting 111): Dovecot answers `NO [UNAVAILABLE]` (RFC 5530).
+    pub tempfail_user: bool,
 }
 
 pub struct Dovecot {
@@ -256,6 +259,17 @@ impl Dovecot {
                 t.display()
             );
         }
+        let mut tempfail_passdb = String::new();
+        if opts.tempfail_user {
+            let script = t.join("tempfail.sh");
+            std::fs::write(&script, "#!/bin/sh\nexit 111\n").expect("script");
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+            tempfail_passdb = format!(
+                "passdb {{\n  driver = checkpassword\n  args = {}\n  username_filter = tempfail\n}}\n",
+                script.display()
+            );
+        }
         let mut conf = format!(
             r#"instance_name = dovecot-test-{port}
 base_dir = {t}/run
@@ -270,6 +284,7 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = {mechs}
 {oauth_passdb}
+{tempfail_passdb}
 passdb {{
   driver = passwd-file
   mechanisms = plain login
