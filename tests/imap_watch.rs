@@ -1350,3 +1350,69 @@ fn a_temporary_authentication_failure_is_75_not_77() {
     assert!(err.contains("UNAVAILABLE"), "{err}");
     assert!(!err.contains("wrong password"), "{err}");
 }
+
+/// One copy the server refuses (over quota) does not hold up the others: the batch's
+/// MULTIAPPEND (all or none) is sent again one copy at a time; the refused one's original
+/// stays as it is, is left for retry (75 with --once), and is done once there is room.
+#[test]
+fn a_copy_over_quota_is_left_for_retry_and_the_others_go_on() {
+    let d = Dovecot::start(Opts {
+        quota: true,
+        ..Opts::default()
+    });
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    let p = pki();
+    let line = "a long line of the large message, repeated to make it big.\r\n";
+    let big_body = encrypt_to(
+        &[&p.bob],
+        &["-aes256", "-binary"],
+        &sample_entity(&line.repeat(60 * 1024 / line.len())),
+    );
+    append_n(&mut s, Kind::SignEnc, "small", 2, &[]);
+    let big = crlf(
+        &[
+            headers("Alice <alice@example.org>", "bob@example.org", "big").as_bytes(),
+            &big_body,
+        ]
+        .concat(),
+    );
+    append(&mut s, "INBOX", &big, &["\\Seen"], None);
+    append_n(&mut s, Kind::SignEnc, "later", 2, &[]);
+    drop(s);
+    // Room for the four small copies (a few KB), not for the big one (about 60 KB).
+    d.set_quota(Some(d.usage() / 1024 + 20));
+    let out = once(state.path(), &[&d.url("INBOX")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("1 message(s) left in place"), "{err}");
+    let mut s = d.client();
+    let inbox = messages(&mut s, "INBOX");
+    let copies = inbox.iter().filter(|m| m.has_flag(KEYWORD)).count();
+    assert_eq!(copies, 4, "the four small ones are done");
+    assert_eq!(
+        messages(&mut s, ARCHIVE).len(),
+        4,
+        "their originals archived"
+    );
+    let waiting: Vec<&Msg> = inbox.iter().filter(|m| !m.has_flag(KEYWORD)).collect();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(
+        waiting[0].header("Message-ID").as_deref(),
+        Some(mid("big").as_str())
+    );
+    drop(s);
+    // Room again: the next run does it, once.
+    d.set_quota(None);
+    let out = once(state.path(), &[&d.url("INBOX")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let mut s = d.client();
+    let inbox = messages(&mut s, "INBOX");
+    assert_eq!(inbox.len(), 5);
+    assert!(
+        inbox.iter().all(|m| m.has_flag(KEYWORD)),
+        "every copy in place"
+    );
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 5);
+}

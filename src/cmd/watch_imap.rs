@@ -269,8 +269,8 @@ pub fn run(args: &WatchImapArgs, settings: Settings) -> Result<i32> {
     let left = stats.retried.load(Ordering::Relaxed);
     if args.once && first_err.is_none() && left > 0 {
         first_err = Some(Error::tempfail(format!(
-            "{left} message(s) left in place for a later run (temporary failure, e.g. the \
-             passphrase command failed)"
+            "{left} message(s) left in place for a later run (temporary failure: the \
+             passphrase command failed, or the server refused a copy, over quota say)"
         )));
     }
     match first_err {

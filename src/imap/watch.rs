@@ -63,6 +63,12 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// A processed message whose copy the server refused: left for retry, not processed.
+    fn processed_refused(&self) {
+        self.replaced.fetch_sub(1, Ordering::Relaxed);
+        self.retried.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn summary(&self) -> String {
         format!(
             "processed {}, decrypted {}, verified {}, failed {}, skipped {}, left for retry {}",
@@ -227,15 +233,32 @@ fn multiappend_runs<'j, 'a>(group: &'j [AppendJob<'a>]) -> Vec<&'j [AppendJob<'a
     runs
 }
 
-/// APPENDs a group of copies on one session, in order; stops at the first error. With
-/// `multi`, copies go out in MULTIAPPEND commands (see [`multiappend_runs`]).
+/// The outcome of one copy's APPEND: its UID when the server said it (APPENDUID).
+type Appended = std::result::Result<Option<u32>, AppendError>;
+
+enum AppendError {
+    /// The server answered NO for this copy (over quota, too large, no right to insert): it
+    /// stored nothing (RFC 3501 §6.3.11), and the session goes on.
+    Refused(Error),
+    /// Anything else (the connection, a skipped copy): what was stored is found by recovery.
+    Failed(Error),
+}
+
+fn skipped() -> AppendError {
+    AppendError::Failed(Error::tempfail("APPEND skipped after an earlier failure"))
+}
+
+/// APPENDs a group of copies on one session, in order; a copy the server refuses (NO) does not
+/// stop the others, any other error does. With `multi`, copies go out in MULTIAPPEND commands
+/// (see [`multiappend_runs`]); a run the server refuses as a whole (all or none) is sent again
+/// one copy at a time, so that one copy over a quota does not hold up the rest.
 fn append_group(
     s: &mut Session,
     wire: &str,
     group: &[AppendJob<'_>],
     uidvalidity: u32,
     multi: bool,
-) -> Vec<Result<Option<u32>>> {
+) -> Vec<Appended> {
     if multi && group.len() > 1 {
         let mut out = Vec::with_capacity(group.len());
         for part in multiappend_runs(group) {
@@ -248,16 +271,16 @@ fn append_group(
                 // a copy that is not UTF-8 cannot go through the crate's command path
                 None => append_group(s, wire, part, uidvalidity, false),
             };
-            let failed = done.iter().any(Result::is_err);
+            let failed = done
+                .iter()
+                .any(|r| matches!(r, Err(AppendError::Failed(_))));
             out.extend(done);
             if failed {
                 break;
             }
         }
         while out.len() < group.len() {
-            out.push(Err(Error::tempfail(
-                "APPEND skipped after an earlier failure",
-            )));
+            out.push(Err(skipped()));
         }
         return out;
     }
@@ -285,16 +308,25 @@ fn append_group(
                     _ => None,
                 }));
             }
+            // (`Append`: the server answered the literal's announcement with a NO, say over
+            // quota by the size alone, and was never sent the message.)
+            Err(e @ (::imap::Error::No(_) | ::imap::Error::Append)) => {
+                out.push(Err(AppendError::Refused(imap_err(
+                    format!("APPEND to {wire}"),
+                    e,
+                ))));
+            }
             Err(e) => {
-                out.push(Err(imap_err(format!("APPEND to {wire}"), e)));
+                out.push(Err(AppendError::Failed(imap_err(
+                    format!("APPEND to {wire}"),
+                    e,
+                ))));
                 break;
             }
         }
     }
     while out.len() < group.len() {
-        out.push(Err(Error::tempfail(
-            "APPEND skipped after an earlier failure",
-        )));
+        out.push(Err(skipped()));
     }
     out
 }
@@ -302,14 +334,15 @@ fn append_group(
 /// One MULTIAPPEND (RFC 3502) of `part`, every message a LITERAL+ literal (RFC 7888), so the
 /// whole command is one write and one response. The server stores all or none. Returns None,
 /// sending nothing, when a copy is not UTF-8 (the `imap` crate sends commands as `str`); the
-/// caller then APPENDs one by one. UIDs come from APPENDUID (UIDPLUS), in order; when the
-/// server gives none, or not one per copy, the copies are found the way a restart finds them.
+/// caller then APPENDs one by one, as it does when the server refuses the run (NO: it stored
+/// none of it). UIDs come from APPENDUID (UIDPLUS), in order; when the server gives none, or
+/// not one per copy, the copies are found the way a restart finds them.
 fn multiappend(
     s: &mut Session,
     wire: &str,
     part: &[AppendJob<'_>],
     uidvalidity: u32,
-) -> Option<Vec<Result<Option<u32>>>> {
+) -> Option<Vec<Appended>> {
     let quoted = wire.replace('\\', "\\\\").replace('"', "\\\"");
     let mut cmd = format!("APPEND \"{quoted}\"");
     for job in part {
@@ -324,13 +357,19 @@ fn multiappend(
     }
     let (data, done) = match s.run(&cmd) {
         Ok(r) => r,
+        Err(::imap::Error::No(n)) => {
+            log::info!(
+                "APPEND of {} to {wire} refused ({}): one at a time",
+                part.len(),
+                n.information
+            );
+            return None;
+        }
         Err(e) => {
             let e = imap_err(format!("APPEND of {} to {wire}", part.len()), e);
-            let mut out = vec![Err(e)];
+            let mut out = vec![Err(AppendError::Failed(e))];
             while out.len() < part.len() {
-                out.push(Err(Error::tempfail(
-                    "APPEND skipped after an earlier failure",
-                )));
+                out.push(Err(skipped()));
             }
             return Some(out);
         }
@@ -1154,15 +1193,29 @@ impl Run<'_> {
             let uids = self.append_all(&jobs);
             let base = self.st.pending.len() - replace.len();
             let mut first_err = None;
+            let mut refused = Vec::new();
             for (k, r) in uids.into_iter().enumerate() {
                 match r {
                     Ok(uid) => self.st.pending[base + k].appended_uid = uid,
-                    Err(e) => {
+                    Err(AppendError::Refused(e)) => {
+                        let uid = self.st.pending[base + k].orig_uid;
+                        log::warn!("{}: UID {uid} left as it is for now: {e}", self.label());
+                        refused.push(base + k);
+                    }
+                    Err(AppendError::Failed(e)) => {
                         if first_err.is_none() {
                             first_err = Some(e);
                         }
                     }
                 }
+            }
+            // A refused copy was not stored: its intent goes, its original stays and is tried
+            // again with the messages left for retry (every minute at most).
+            for at in refused.into_iter().rev() {
+                let p = self.st.pending.remove(at);
+                new_retry.push(p.orig_uid);
+                handled_retry.remove(&p.orig_uid);
+                self.stats.processed_refused();
             }
             if let Some(e) = first_err {
                 // what was appended is recorded; the rest is found or redone by recovery
@@ -1238,7 +1291,7 @@ impl Run<'_> {
     }
 
     /// APPENDs every job; returns each copy's UID (None without UIDPLUS) or the error.
-    fn append_all(&mut self, jobs: &[AppendJob<'_>]) -> Vec<Result<Option<u32>>> {
+    fn append_all(&mut self, jobs: &[AppendJob<'_>]) -> Vec<Appended> {
         let uidvalidity = self.st.uidvalidity;
         let wire = self.wire.clone();
         let mut sessions: Vec<&mut Session> = Vec::with_capacity(1 + self.appenders.len());
@@ -1252,7 +1305,7 @@ impl Run<'_> {
         }
         let groups: Vec<&[AppendJob<'_>]> = jobs.chunks(per).collect();
         let multi = self.caps.multiappend;
-        let mut results: Vec<Vec<Result<Option<u32>>>> = Vec::new();
+        let mut results: Vec<Vec<Appended>> = Vec::new();
         std::thread::scope(|sc| {
             let mut handles = Vec::new();
             let mut iter = sessions.into_iter().zip(groups);
@@ -1265,15 +1318,16 @@ impl Run<'_> {
                 results.push(append_group(sess, &wire, group, uidvalidity, multi));
             }
             for h in handles {
-                results.push(
-                    h.join()
-                        .unwrap_or_else(|_| vec![Err(Error::software("APPEND thread panicked"))]),
-                );
+                results.push(h.join().unwrap_or_else(|_| {
+                    vec![Err(AppendError::Failed(Error::software(
+                        "APPEND thread panicked",
+                    )))]
+                }));
             }
         });
-        let mut out: Vec<Result<Option<u32>>> = results.into_iter().flatten().collect();
+        let mut out: Vec<Appended> = results.into_iter().flatten().collect();
         while out.len() < jobs.len() {
-            out.push(Err(Error::software("APPEND not done")));
+            out.push(Err(AppendError::Failed(Error::software("APPEND not done"))));
         }
         out
     }

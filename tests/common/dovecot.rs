@@ -39,6 +39,8 @@ pub struct Opts {
     /// A user `tempfail` whose password check always fails for now (a checkpassword program
     /// exiting 111): Dovecot answers `NO [UNAVAILABLE]` (RFC 5530).
     pub tempfail_user: bool,
+    /// Dovecot's quota plugin (maildir backend, 100 MB by default; see `set_quota`).
+    pub quota: bool,
 }
 
 pub struct Dovecot {
@@ -337,6 +339,12 @@ plugin {{
                 t = t.display()
             ));
         }
+        if opts.quota {
+            conf.push_str(
+                "mail_plugins = $mail_plugins quota\nplugin {\n  quota = maildir:User quota\n  \
+                 quota_rule = *:storage=100M\n}\n",
+            );
+        }
         if let Some(c) = opts.caps {
             conf.push_str(&format!("protocol imap {{\n  imap_capability = {c}\n}}\n"));
         }
@@ -354,6 +362,48 @@ plugin {{
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// alice's storage quota in KiB (None: the 100 MB default). Dovecot reads the users file
+    /// again when its mtime changes: this waits for the next second first.
+    pub fn set_quota(&self, kib: Option<u64>) {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let rule = kib.map_or(String::new(), |k| {
+            format!("userdb_quota_rule=*:storage={k}K")
+        });
+        std::fs::write(
+            self.path().join("users"),
+            format!(
+                "alice:{{PLAIN}}{PASSWORD}::::{}/mail/alice::{rule}\n",
+                self.path().display()
+            ),
+        )
+        .expect("users");
+    }
+
+    /// Bytes of mail in alice's Maildir (every folder), as the maildir quota counts them.
+    pub fn usage(&self) -> u64 {
+        fn walk(d: &Path) -> u64 {
+            std::fs::read_dir(d).map_or(0, |rd| {
+                rd.flatten()
+                    .map(|e| {
+                        let p = e.path();
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if p.is_dir() {
+                            walk(&p)
+                        } else if (p.parent().and_then(|x| x.file_name()))
+                            .is_some_and(|n| n == "cur" || n == "new")
+                            && !name.starts_with("dovecot")
+                        {
+                            e.metadata().map_or(0, |m| m.len())
+                        } else {
+                            0
+                        }
+                    })
+                    .sum()
+            })
+        }
+        walk(&self.maildir())
     }
 
     pub fn ca_path(&self) -> PathBuf {
