@@ -208,6 +208,10 @@ struct AppendJob<'a> {
     date: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
+/// Searches for the copies of interrupted messages before they count as never appended, and
+/// the pause between two (see `Run::recover`).
+const RECOVER_TRIES: usize = 4;
+const RECOVER_PAUSE: Duration = Duration::from_millis(500);
 /// Copies per MULTIAPPEND command.
 const MULTIAPPEND_MAX: usize = 16;
 /// Bytes per MULTIAPPEND command at most (the command is built in memory); a copy larger than
@@ -700,14 +704,25 @@ impl Run<'_> {
             self.label(),
             self.st.pending.len()
         );
-        let unknown: Vec<&Pending> = self
-            .st
-            .pending
-            .iter()
-            .filter(|p| p.appended_uid.is_none())
-            .collect();
-        if !unknown.is_empty() {
-            let min = unknown.iter().map(|p| p.orig_uid).min().unwrap_or(0);
+        // A predecessor that died with an APPEND written but not answered (a LITERAL+ command
+        // is one write) leaves the server finishing it on the dead connection: a copy can
+        // still land after this process starts. Copies not found are looked for again a few
+        // times before they count as never appended (appending them again would make two).
+        for attempt in 0..RECOVER_TRIES {
+            let unknown: Vec<u32> = self
+                .st
+                .pending
+                .iter()
+                .filter(|p| p.appended_uid.is_none())
+                .map(|p| p.orig_uid)
+                .collect();
+            if unknown.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                std::thread::sleep(RECOVER_PAUSE);
+            }
+            let min = unknown.iter().copied().min().unwrap_or(0);
             // copies already known (ours, or recorded for another intent) are not candidates
             let own = self.claimed_uids();
             let found = self
