@@ -39,7 +39,7 @@ pub fn key(addr: &str) -> String {
 
 /// Whether `a` and `b` name the same mailbox (by [`key`]).
 pub fn same(a: &str, b: &str) -> bool {
-    key(a) == key(b)
+    a.eq_ignore_ascii_case(b) || key(a) == key(b)
 }
 
 /// `addr` with its domain in A-labels when only the domain is internationalised

@@ -92,9 +92,11 @@ pub fn email_addresses_as_written(cert: &X509Ref) -> Vec<String> {
                 push_unique(&mut out, e.trim());
             }
         }
-    }
-    for e in crate::ossl::smtp_utf8_mailboxes(cert) {
-        push_unique(&mut out, e.trim());
+        for gn in sans.iter() {
+            if let Some(e) = crate::ossl::smtp_utf8_mailbox(gn) {
+                push_unique(&mut out, e.trim());
+            }
+        }
     }
     for e in cert.subject_name().entries_by_nid(Nid::PKCS9_EMAILADDRESS) {
         if let Ok(s) = e.data().to_string() {

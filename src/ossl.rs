@@ -115,6 +115,7 @@ extern "C" {
         len: c_long,
     ) -> *mut ffi::OPENSSL_STACK;
     fn ASN1_OBJECT_free(a: *mut ffi::ASN1_OBJECT);
+    fn OBJ_txt2nid(s: *const std::ffi::c_char) -> c_int;
     fn GENERAL_NAME_get0_otherName(
         gen: *const ffi::GENERAL_NAME,
         poid: *mut *mut ffi::ASN1_OBJECT,
@@ -273,54 +274,42 @@ const XN_FLAG_RFC2253: std::ffi::c_ulong = 0x317 | 0x1_0000 | 0x10_0000 | 0x100_
 /// id-on-SmtpUTF8Mailbox (RFC 9598): an internationalised mailbox in a subjectAltName otherName.
 const SMTP_UTF8_MAILBOX: &std::ffi::CStr = c"1.3.6.1.5.5.7.8.9";
 
-/// The SmtpUTF8Mailbox otherNames of `cert`'s subjectAltName (UTF8String values; anything else
-/// under that type is skipped).
-pub fn smtp_utf8_mailboxes(cert: &X509Ref) -> Vec<String> {
-    let mut out = Vec::new();
-    let Some(sans) = cert.subject_alt_names() else {
-        return out;
-    };
-    // SAFETY: `want` is ours (freed below); each GENERAL_NAME is borrowed from `sans`, which
-    // lives to the end; get0_otherName hands back pointers borrowed from it, read at once.
+/// The mailbox of a subjectAltName entry when it is an SmtpUTF8Mailbox otherName with a
+/// UTF8String value (anything else under that type is skipped).
+pub fn smtp_utf8_mailbox(gn: &openssl::x509::GeneralNameRef) -> Option<String> {
+    // The NID OpenSSL gives the OID, looked up once (a NID is a plain integer).
+    static NID: std::sync::OnceLock<c_int> = std::sync::OnceLock::new();
+    // SAFETY: OBJ_txt2nid reads the NUL-terminated string; it allocates nothing we keep.
+    let want = *NID.get_or_init(|| unsafe { OBJ_txt2nid(SMTP_UTF8_MAILBOX.as_ptr()) });
+    // SAFETY: gn is borrowed from its stack for the call; get0_otherName hands back pointers
+    // borrowed from it, read at once and copied.
     unsafe {
-        let want = ffi::OBJ_txt2obj(SMTP_UTF8_MAILBOX.as_ptr(), 1);
-        if want.is_null() {
-            ffi::ERR_clear_error();
-            return out;
+        let gen = gn.as_ptr() as *const ffi::GENERAL_NAME;
+        if want == ffi::NID_undef || (*gen).type_ != ffi::GEN_OTHERNAME {
+            return None;
         }
-        for gn in sans.iter() {
-            let gen = gn.as_ptr() as *const ffi::GENERAL_NAME;
-            if (*gen).type_ != ffi::GEN_OTHERNAME {
-                continue;
-            }
-            let (mut oid, mut value) = (ptr::null_mut(), ptr::null_mut());
-            if GENERAL_NAME_get0_otherName(gen, &mut oid, &mut value) != 1
-                || oid.is_null()
-                || value.is_null()
-                || ffi::OBJ_cmp(oid, want) != 0
-                || (*value).type_ != ffi::V_ASN1_UTF8STRING
-            {
-                continue;
-            }
-            let s = (*value).value.asn1_string;
-            if s.is_null() {
-                continue;
-            }
-            let data = ffi::ASN1_STRING_get0_data(s);
-            let Ok(len) = usize::try_from(ffi::ASN1_STRING_length(s)) else {
-                continue;
-            };
-            if data.is_null() {
-                continue;
-            }
-            if let Ok(text) = std::str::from_utf8(std::slice::from_raw_parts(data, len)) {
-                out.push(text.to_string());
-            }
+        let (mut oid, mut value) = (ptr::null_mut(), ptr::null_mut());
+        if GENERAL_NAME_get0_otherName(gen, &mut oid, &mut value) != 1
+            || oid.is_null()
+            || value.is_null()
+            || ffi::OBJ_obj2nid(oid) != want
+            || (*value).type_ != ffi::V_ASN1_UTF8STRING
+        {
+            return None;
         }
-        ASN1_OBJECT_free(want);
-        ffi::ERR_clear_error();
+        let s = (*value).value.asn1_string;
+        if s.is_null() {
+            return None;
+        }
+        let data = ffi::ASN1_STRING_get0_data(s);
+        let len = usize::try_from(ffi::ASN1_STRING_length(s)).ok()?;
+        if data.is_null() {
+            return None;
+        }
+        std::str::from_utf8(std::slice::from_raw_parts(data, len))
+            .ok()
+            .map(str::to_string)
     }
-    out
 }
 
 /// A distinguished name as an RFC 4514 string, as `openssl x509 -nameopt RFC2253` prints it
