@@ -1416,3 +1416,33 @@ fn a_copy_over_quota_is_left_for_retry_and_the_others_go_on() {
     );
     assert_eq!(messages(&mut s, ARCHIVE).len(), 5);
 }
+
+/// Without MOVE, an original is flagged \Deleted and expunged; a server may answer OK to both
+/// and remove nothing (Dovecot without the `t` and `e` rights). That is no move: the original
+/// beside its copy is reported (75) and tried again, never recorded as done.
+#[test]
+fn an_expunge_that_removes_nothing_is_not_taken_for_a_move() {
+    let d = Dovecot::start(Opts {
+        caps: Some("IMAP4rev1 LITERAL+ SASL-IR IDLE UIDPLUS"),
+        acl: Some("INBOX user=alice lrwsip\n"),
+        ..Opts::default()
+    });
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    append_n(&mut s, Kind::SignEnc, "kept", 1, &[]);
+    let out = once(state.path(), &[&d.url("INBOX")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("after EXPUNGE"), "{err}");
+    // A second run does not take it for done either, and copies nothing twice.
+    let out = once(state.path(), &[&d.url("INBOX")]);
+    assert_eq!(out.status.code(), Some(75));
+    let inbox = messages(&mut s, "INBOX");
+    assert_eq!(inbox.len(), 2, "the original and its copy");
+    assert_eq!(inbox.iter().filter(|m| m.has_flag(KEYWORD)).count(), 1);
+    assert_eq!(
+        messages(&mut s, ARCHIVE).len(),
+        1,
+        "copied to the archive once"
+    );
+}

@@ -899,7 +899,7 @@ impl Run<'_> {
             self.s
                 .uid_expunge(set)
                 .map_err(|e| imap_err("UID EXPUNGE", e))?;
-            return Ok(());
+            return self.gone(set);
         }
         // Plain EXPUNGE removes every \Deleted message: only when ours are the only ones.
         let deleted = self
@@ -918,6 +918,7 @@ impl Run<'_> {
             .collect();
         if deleted.iter().all(|u| ours.contains(u)) {
             self.s.expunge().map_err(|e| imap_err("EXPUNGE", e))?;
+            return self.gone(set);
         } else {
             log::warn!(
                 "{}: no UIDPLUS and other messages are flagged \\Deleted: originals left \
@@ -926,6 +927,25 @@ impl Run<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Checks that the messages of `set` are gone after an EXPUNGE: a server may answer OK and
+    /// remove nothing (Dovecot does without the `t` or `e` right), and an original taken for
+    /// moved would stay beside its copy for good. Still there: a temporary failure, the move
+    /// is tried again.
+    fn gone(&mut self, set: &str) -> Result<()> {
+        let left = self
+            .s
+            .uid_search(format!("UID {set}"))
+            .map_err(|e| imap_err("UID SEARCH", e))?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        Err(Error::tempfail(format!(
+            "the server kept {} original(s) after EXPUNGE (no right to delete?): tried again \
+             later",
+            left.len()
+        )))
     }
 
     /// Processes everything above the cursor plus the retries. Returns false when stopped.

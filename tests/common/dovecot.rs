@@ -41,6 +41,8 @@ pub struct Opts {
     pub tempfail_user: bool,
     /// Dovecot's quota plugin (maildir backend, 100 MB by default; see `set_quota`).
     pub quota: bool,
+    /// The acl plugin with this global ACL file (lines such as `INBOX user=alice lrwsip`).
+    pub acl: Option<&'static str>,
 }
 
 pub struct Dovecot {
@@ -337,6 +339,14 @@ plugin {{
 }}
 "#,
                 t = t.display()
+            ));
+        }
+        if let Some(acl) = opts.acl {
+            std::fs::write(t.join("global-acl"), acl).expect("acl");
+            conf.push_str(&format!(
+                "mail_plugins = $mail_plugins acl\nprotocol imap {{\n  mail_plugins = $mail_plugins \
+                 imap_acl\n}}\nplugin {{\n  acl = vfile:{}/global-acl\n}}\n",
+                t.display()
             ));
         }
         if opts.quota {
