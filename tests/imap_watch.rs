@@ -1446,3 +1446,51 @@ fn an_expunge_that_removes_nothing_is_not_taken_for_a_move() {
         "copied to the archive once"
     );
 }
+
+/// A move the server refuses leaves the original and its copy side by side until it is allowed;
+/// what a client does to the original meanwhile (reads it, answers it) is carried to the copy
+/// before the original goes.
+#[test]
+fn flags_set_on_an_original_while_its_move_waits_go_to_its_copy() {
+    let d = Dovecot::start(Opts {
+        acl: Some("SMIME-Originals user=alice lrwstpe\n"),
+        ..Opts::default()
+    });
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    append_n(&mut s, Kind::SignEnc, "waits", 1, &["\\Flagged"]);
+    // No right to insert into the archive: the move is refused, the copy waits.
+    let out = once(state.path(), &[&d.url("INBOX")]);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let orig = messages(&mut s, "INBOX")
+        .into_iter()
+        .find(|m| !m.has_flag(KEYWORD))
+        .expect("the original is still there");
+    s.select("INBOX").expect("select");
+    s.uid_store(orig.uid.to_string(), "+FLAGS (\\Seen \\Answered)")
+        .expect("store");
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(d.path().join("global-acl"), "").expect("acl");
+    let out = once(state.path(), &[&d.url("INBOX")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inbox = messages(&mut s, "INBOX");
+    assert_eq!(inbox.len(), 1, "only the copy is left");
+    for f in ["\\Seen", "\\Answered", "\\Flagged", KEYWORD] {
+        assert!(
+            inbox[0].has_flag(f),
+            "{f} on the copy: {:?}",
+            inbox[0].flags
+        );
+    }
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 1);
+}

@@ -826,6 +826,7 @@ impl Run<'_> {
                 log::error!("SMIMED_TEST_CRASH_AFTER_APPEND=marked: aborting");
                 std::process::abort();
             }
+            self.carry_flags(&keep)?;
             self.archive(&keep)?;
             if test_crash_hook("after-move") {
                 log::error!("SMIMED_TEST_CRASH_AFTER_APPEND=after-move: aborting");
@@ -839,6 +840,60 @@ impl Run<'_> {
             }
         }
         self.sf.save(&self.st)
+    }
+
+    /// Flags a client set on an original after it was fetched (read or answered while its move
+    /// waited, say refused for hours) are set on its copy too before the original goes.
+    /// Flags are only added, never taken away from the copy (a client may be using it), and
+    /// never `\Deleted` (which the move sets on originals itself when the server has no MOVE).
+    fn carry_flags(&mut self, keep: &[u32]) -> Result<()> {
+        let pairs: Vec<(u32, u32)> = self
+            .st
+            .pending
+            .iter()
+            .filter(|p| keep.contains(&p.orig_uid))
+            .filter_map(|p| p.appended_uid.map(|c| (p.orig_uid, c)))
+            .collect();
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut all: Vec<u32> = pairs.iter().flat_map(|&(o, c)| [o, c]).collect();
+        all.sort_unstable();
+        all.dedup();
+        let fetched = self
+            .s
+            .uid_fetch(uid_set(&all), "(UID FLAGS)")
+            .map_err(|e| imap_err("UID FETCH FLAGS", e))?;
+        let mut flags: HashMap<u32, HashSet<String>> = HashMap::new();
+        for f in fetched.iter() {
+            if let Some(uid) = f.uid {
+                flags
+                    .entry(uid)
+                    .or_default()
+                    .extend(f.flags().iter().map(ToString::to_string));
+            }
+        }
+        for (orig, copy) in pairs {
+            let (Some(of), Some(cf)) = (flags.get(&orig), flags.get(&copy)) else {
+                continue;
+            };
+            let mut missing: Vec<&str> = of
+                .iter()
+                .map(String::as_str)
+                .filter(|f| !matches!(*f, "\\Recent" | "\\Deleted") && !cf.contains(*f))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            missing.sort_unstable();
+            self.s
+                .uid_store(
+                    copy.to_string(),
+                    format!("+FLAGS.SILENT ({})", missing.join(" ")),
+                )
+                .map_err(|e| imap_err("UID STORE FLAGS", e))?;
+        }
+        Ok(())
     }
 
     /// Moves (or deletes) the originals. A refused move is an error (the copies stay pending and
