@@ -59,6 +59,8 @@ const HEAD_LIMIT: usize = 256 * 1024;
 const MAX_SAME_NAME: u32 = 10_000;
 /// How long after a `.Name` appears its folders are looked for on every turn (see `main`).
 const FOLDER_SETTLE: Duration = Duration::from_secs(5);
+/// A failure on a file modified more recently than this may be a file still being written.
+const WRITE_SETTLE: Duration = Duration::from_secs(2);
 /// How often the folders are looked for while a new folder settles.
 const SETTLE_EVERY: Duration = Duration::from_millis(200);
 /// Backlog above which a progress bar is shown (on a terminal).
@@ -249,6 +251,7 @@ fn try_work(
         ));
     }
     drop(ent);
+    let len_at_open = head.file_len();
     let processed = if head.file_len() >= pipeline::LARGE_MESSAGE {
         // Read in place, as the filter reads a large message: not held whole in memory.
         let file = head
@@ -259,10 +262,36 @@ fn try_work(
         processed
     } else {
         let bytes = head.read_rest(&path)?;
+        if bytes.len() as u64 != len_at_open {
+            return Ok(still_written(job));
+        }
         let processed = pipeline::process(ctx, &bytes)?;
         crate::addressbook::harvest_configured(ctx, &processed, Some(&bytes));
         processed
     };
+    // A file written in place (`cp x.eml new/`, against the Maildir protocol) may have been
+    // read before it was complete: a truncated message would give a "malformed" copy and its
+    // original would be archived. Changed since it was opened: left for a later pass.
+    // A writer that pauses leaves the size alone: a "malformed" verdict (what a truncated
+    // message gives) on a file modified in the last WRITE_SETTLE is not trusted either; the
+    // next full rescan looks again. (Gone from this name: a client renamed it, which changes
+    // no content.)
+    let st = &processed.status;
+    let failed = st.encryption == Encryption::Failed
+        || !matches!(st.signature, Signature::None | Signature::Valid);
+    let malformed = st
+        .get("reason")
+        .is_some_and(|r| r.split(',').any(|r| r.starts_with("malformed")));
+    if let Ok(m) = fs::metadata(&path) {
+        let recent = m
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < WRITE_SETTLE);
+        if m.len() != len_at_open || (malformed && recent) {
+            return Ok(still_written(job));
+        }
+    }
     if !processed.smime && processed.forged_removed == 0 {
         return Ok(Outcome::Skipped(job.clone()));
     }
@@ -271,17 +300,24 @@ fn try_work(
         .tmp()
         .join(maildir::tmp_name(maildir::key(&job.name)));
     maildir::write_new(&tmp, &processed.output, false)?;
-    let st = &processed.status;
     Ok(Outcome::Ready(Ready {
         job: job.clone(),
         tmp,
         name: maildir::processed_name(&job.name, processed.output.len()),
         decrypted: st.encryption == Encryption::Decrypted,
         verified: st.signature == Signature::Valid,
-        failed: st.encryption == Encryption::Failed
-            || !matches!(st.signature, Signature::None | Signature::Valid),
+        failed,
         copy_fp: ledger::fingerprint(&processed.output, processed.output.len() as u64),
     }))
+}
+
+fn still_written(job: &Job) -> Outcome {
+    Outcome::Deferred(
+        job.clone(),
+        Some(Error::tempfail(
+            "it changed while it was read (written in place?): looked at again later",
+        )),
+    )
 }
 
 /// The pool's end in the main thread.
@@ -560,12 +596,23 @@ impl<'o> State<'o> {
                 match ev {
                     // Opening or reading a file or folder (the watcher's own reads: a pass
                     // that reads an original it leaves in place would wake itself forever).
-                    Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => {}
+                    Ok(ev)
+                        if matches!(
+                            ev.kind,
+                            notify::EventKind::Access(notify::event::AccessKind::Open(_))
+                        ) => {}
                     Ok(ev) => {
                         if ev.need_rescan() {
                             full = true;
                         }
                         for p in &ev.paths {
+                            // A watched folder removed has lost its watch: forgotten, so that
+                            // one made again is watched even when it gets the same inode.
+                            if matches!(ev.kind, notify::EventKind::Remove(_))
+                                && watched.remove(p).is_some()
+                            {
+                                full = true;
+                            }
                             match p.parent() {
                                 Some(dir)
                                     if watched.contains_key(dir)
@@ -614,7 +661,13 @@ impl<'o> State<'o> {
                 for i in 0..self.trees.len() {
                     self.refresh_folders(i)?;
                 }
-                if new_folders || self.folder_roots() != before {
+                let after = self.folder_roots();
+                // A folder (re)appearing gets fresh watches: its folders may reuse the inodes
+                // of one removed meanwhile.
+                for root in after.iter().filter(|r| !before.contains(r)) {
+                    watched.retain(|d, _| !d.starts_with(root));
+                }
+                if new_folders || after != before {
                     full = true;
                 }
             }

@@ -536,3 +536,49 @@ fn an_idle_watcher_does_not_wake_itself() {
     );
     assert!(log.lines().count() < 10, "{}", &log[..log.len().min(400)]);
 }
+
+/// A message written in place (`cp x.eml new/`, against the Maildir protocol) is read while it
+/// is still being written: a truncated S/MIME message must not become a "malformed" copy with
+/// its original archived. It is left until a later pass finds it complete.
+#[test]
+fn a_message_still_being_written_in_place_is_not_processed_truncated() {
+    let md = Md::new();
+    let p = common::pki::pki();
+    let line = "a line of a large message that a slow cp writes into new/ directly.\r\n";
+    let body = encrypt_to(
+        &[&p.bob],
+        &["-aes256", "-binary"],
+        &sample_entity(&line.repeat(700 * 1024 / line.len())),
+    );
+    let msg = [
+        headers("Alice <alice@example.org>", "bob@example.org", "slow").as_bytes(),
+        &body,
+    ]
+    .concat();
+    let mut child = spawn(watch_cmd(&["--rescan", "3"], md.path(), None));
+    std::thread::sleep(Duration::from_millis(1000));
+    let name = "1800000000.M1P1.slowcp";
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(md.path().join("new").join(name)).unwrap();
+        for chunk in msg.chunks(32 * 1024) {
+            f.write_all(chunk).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let done = wait_for(Duration::from_secs(20), || processed_count(md.path()) == 1);
+    signal(&child, "-TERM");
+    let _ = child.wait();
+    assert!(done, "processed once complete");
+    let copy = std::fs::read_dir(md.path().join("new"))
+        .unwrap()
+        .flatten()
+        .find(|e| is_processed_name(&e.file_name().to_string_lossy()))
+        .expect("the copy");
+    let text = std::fs::read(copy.path()).unwrap();
+    let head = String::from_utf8_lossy(&text[..text.len().min(2000)]).into_owned();
+    assert!(head.contains("encryption=decrypted"), "{head}");
+    let archived = std::fs::read(md.archive().join("new").join(name)).expect("the original");
+    assert_eq!(archived, msg, "the whole original archived");
+}
