@@ -1402,6 +1402,20 @@ fn a_copy_over_quota_is_left_for_retry_and_the_others_go_on() {
         Some(mid("big").as_str())
     );
     drop(s);
+    // Refused again: the log of appended copies' digests does not grow with each try.
+    let out = once(state.path(), &[&d.url("INBOX")]);
+    assert_eq!(out.status.code(), Some(75));
+    let logged: usize = walk_files(state.path())
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "appended"))
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        })
+        .sum();
+    assert_eq!(logged, 5, "one line per copy tried");
     // Room again: the next run does it, once.
     d.set_quota(None);
     let out = once(state.path(), &[&d.url("INBOX")]);
@@ -1493,4 +1507,18 @@ fn flags_set_on_an_original_while_its_move_waits_go_to_its_copy() {
         );
     }
     assert_eq!(messages(&mut s, ARCHIVE).len(), 1);
+}
+
+/// Every file under `dir`.
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -1255,9 +1255,15 @@ impl Run<'_> {
         if !replace.is_empty() {
             // 1. intent, and the digests, durably before any APPEND
             self.sf.save(&self.st)?;
-            let ds: Vec<String> = self.st.pending.iter().map(|p| p.digest.clone()).collect();
+            // (A digest already logged, a copy refused before and tried again, is not logged
+            // twice: the log only grows.)
+            let mut ds: Vec<String> = self.st.pending.iter().map(|p| p.digest.clone()).collect();
+            let known = self.digests()?;
+            ds.retain(|d| !known.contains(d));
             let dref: Vec<&str> = ds.iter().map(String::as_str).collect();
-            self.sf.log_appended(&dref)?;
+            if !dref.is_empty() {
+                self.sf.log_appended(&dref)?;
+            }
             self.digests()?.extend(ds);
             // 2. APPEND each copy with the original's flags and INTERNALDATE, split in
             //    contiguous groups over this session and the extra APPEND sessions
