@@ -262,20 +262,16 @@ fn try_work(
         processed
     } else {
         let bytes = head.read_rest(&path)?;
-        if bytes.len() as u64 != len_at_open {
-            return Ok(still_written(job));
-        }
         let processed = pipeline::process(ctx, &bytes)?;
         crate::addressbook::harvest_configured(ctx, &processed, Some(&bytes));
         processed
     };
     // A file written in place (`cp x.eml new/`, against the Maildir protocol) may have been
     // read before it was complete: a truncated message would give a "malformed" copy and its
-    // original would be archived. Changed since it was opened: left for a later pass.
-    // A writer that pauses leaves the size alone: a "malformed" verdict (what a truncated
-    // message gives) on a file modified in the last WRITE_SETTLE is not trusted either; the
-    // next full rescan looks again. (Gone from this name: a client renamed it, which changes
-    // no content.)
+    // original would be archived. Left for the next full rescan: a file whose size changed
+    // since it was opened, and (a writer that pauses leaves the size alone) a "malformed"
+    // verdict on a file modified in the last WRITE_SETTLE. (Gone from this name: a client
+    // renamed it, which changes no content.)
     let st = &processed.status;
     let failed = st.encryption == Encryption::Failed
         || !matches!(st.signature, Signature::None | Signature::Valid);
