@@ -111,16 +111,22 @@ impl Pki {
     }
 }
 
-#[test]
-fn the_filter_matches_internationalised_and_old_style_addresses() {
-    let p = Pki::new(&[
+/// An SmtpUTF8Mailbox user (`üser@bücher.example`), an A-label rfc822Name user
+/// (`user@xn--bcher-kva.example`) and alice.
+fn three_users() -> Pki {
+    Pki::new(&[
         (
             "utf8mb",
             "otherName.1 = 1.3.6.1.5.5.7.8.9;FORMAT:UTF8,UTF8:üser@bücher.example",
         ),
         ("alabel", "email.1 = user@xn--bcher-kva.example"),
         ("alice", "email.1 = alice@example.org"),
-    ]);
+    ])
+}
+
+#[test]
+fn the_filter_matches_internationalised_and_old_style_addresses() {
+    let p = three_users();
     let cases: &[(&str, &str, &str, Option<&str>)] = &[
         // An SmtpUTF8Mailbox, From as RFC 6532 writes it (its domain in either form).
         ("utf8mb", "Üser <üser@bücher.example>", "valid", None),
@@ -190,14 +196,7 @@ fn the_filter_matches_internationalised_and_old_style_addresses() {
 /// encrypts to it (openssl decrypts the copy), and an obsolete route is not passed to the MTA.
 #[test]
 fn sendmail_finds_certificates_for_internationalised_and_routed_recipients() {
-    let p = Pki::new(&[
-        (
-            "utf8mb",
-            "otherName.1 = 1.3.6.1.5.5.7.8.9;FORMAT:UTF8,UTF8:üser@bücher.example",
-        ),
-        ("alabel", "email.1 = user@xn--bcher-kva.example"),
-        ("alice", "email.1 = alice@example.org"),
-    ]);
+    let p = three_users();
     let store = p.path("store");
     for u in ["utf8mb", "alabel", "alice"] {
         let out = p
