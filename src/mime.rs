@@ -696,6 +696,24 @@ pub fn could_be_smime(e: &Entity<'_>) -> bool {
         })
 }
 
+/// Whether some reading of `e`'s Content-Type fields makes it an envelope: a pkcs7-mime whose
+/// smime-type is not signed-data or certs-only (or is missing), or an octet-stream `.p7m`.
+pub fn may_be_envelope(e: &Entity<'_>) -> bool {
+    every_content_type(e)
+        .into_iter()
+        .any(|(v, ct)| match ct.mimetype.as_str() {
+            "application/pkcs7-mime" | "application/x-pkcs7-mime" => !matches!(
+                ct.params
+                    .get("smime-type")
+                    .map(|t| t.to_ascii_lowercase())
+                    .as_deref(),
+                Some("signed-data" | "certs-only")
+            ),
+            "application/octet-stream" => v.to_ascii_lowercase().contains(".p7m"),
+            _ => false,
+        })
+}
+
 /// Every Content-Type field of `e` (a reader may go by any of them), as its undecoded value and
 /// that value parsed.
 pub fn every_content_type(e: &Entity<'_>) -> Vec<(String, ParsedContentType)> {

@@ -451,6 +451,15 @@ fn process_layers(
             if smime_somewhere {
                 log::info!("ambiguous MIME structure: {why}");
                 walker.st.signature = Signature::Error;
+                // An envelope left undecrypted never passes for a message sent in clear: on
+                // any reading that makes it one, it "failed", as over the size or nesting
+                // limit.
+                let hinted = root_der
+                    .as_ref()
+                    .is_some_and(|(_, h)| !matches!(h.as_str(), "signed-data" | "certs-only"));
+                if hinted || mime::may_be_envelope(&ent) {
+                    walker.st.encryption = Encryption::Failed;
+                }
                 walker.st.add("reason", "ambiguous-mime");
                 ended = Walk::Failed;
                 break;

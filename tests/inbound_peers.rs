@@ -436,6 +436,41 @@ fn encrypted_to_someone_else_fails_and_keeps_the_original() {
     );
 }
 
+/// An envelope whose header section readers may take differently is not decrypted, and never
+/// passes for mail sent in clear: `encryption=failed`, as over the size limit.
+#[test]
+fn an_ambiguous_envelope_is_failed_never_none() {
+    let p = pki();
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], &sample_entity(SECRET));
+    let msg = message("carol@example.org", "bob@example.org", "ambiguous", &enc);
+    let text = String::from_utf8_lossy(&msg).into_owned();
+    let eol = if text.contains("base64\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    let cte = format!("Content-Transfer-Encoding: base64{eol}");
+    assert!(text.contains(&cte), "{text}");
+    let variants = [
+        // Two Content-Transfer-Encoding fields.
+        text.replacen(&cte, &format!("{cte}{cte}"), 1),
+        // A field with a blank before its colon (RFC 5322 obsolete syntax).
+        format!("X-Mailer : foo{eol}{text}"),
+    ];
+    for v in variants {
+        let (st, out_text, _) = filter_checked(Some(&p.bob), &[], v.as_bytes());
+        assert_words(&st, "failed", "error");
+        assert_eq!(status_word(&st, "reason"), Some("ambiguous-mime"), "{st}");
+        assert!(!out_text.contains(SECRET));
+    }
+    // A signed-data pkcs7-mime stays signature=error only.
+    let signed = sign_as(&p.carol, false, &[], &sample_entity("signed"));
+    let msg = message("carol@example.org", "bob@example.org", "ambiguous", &signed);
+    let v = format!("X-Mailer : foo{eol}{}", String::from_utf8_lossy(&msg));
+    let (st, _, _) = filter_checked(None, &[], v.as_bytes());
+    assert_words(&st, "none", "error");
+}
+
 #[test]
 fn encrypted_without_any_key_fails_and_keeps_the_original() {
     let p = pki();
