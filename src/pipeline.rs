@@ -12,6 +12,7 @@
 //! plaintext is released only after OpenSSL reported success (GCM tag checked).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openssl::cms::CmsContentInfo;
@@ -82,6 +83,11 @@ pub struct Context {
     pub limits: Limits,
     passphrases: Passphrases,
     identities: Lazy<Vec<Identity>>,
+    /// Set by a watcher ([`Context::hold_key_failures`]): a temporary failure to load the keys
+    /// (the passphrase command) holds them back until [`Context::retry_keys`], so that the
+    /// messages after it that need a key are deferred at once and the others go on.
+    hold_key_failures: AtomicBool,
+    keys_held: AtomicBool,
     trust: Mutex<Option<LoadedTrust>>,
 }
 
@@ -136,14 +142,40 @@ impl Context {
             settings,
             limits,
             identities: Lazy::new(),
+            hold_key_failures: AtomicBool::new(false),
+            keys_held: AtomicBool::new(false),
             trust: Mutex::new(None),
         }
     }
 
     /// The user's identities, loaded on first use.
     pub fn identities(&self) -> Result<Arc<Vec<Identity>>> {
-        self.identities
-            .get(|| keys::load_identities(&self.settings.keys, &self.passphrases))
+        self.identities.get(|| {
+            // (Under the cell's lock: a second worker waiting on it sees the hold.)
+            if self.keys_held.load(Ordering::SeqCst) {
+                return Err(Error::tempfail(
+                    "the keys could not be loaded a moment ago (passphrase): tried again later",
+                ));
+            }
+            let loaded = keys::load_identities(&self.settings.keys, &self.passphrases);
+            if let Err(e) = &loaded {
+                if is_temporary(e) && self.hold_key_failures.load(Ordering::SeqCst) {
+                    self.keys_held.store(true, Ordering::SeqCst);
+                }
+            }
+            loaded
+        })
+    }
+
+    /// After a temporary failure to load the keys, do not try again (run the passphrase command
+    /// again) before [`Context::retry_keys`]: for a watcher, which retries on its next pass.
+    pub fn hold_key_failures(&self) {
+        self.hold_key_failures.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets the next need of a key try to load the keys again.
+    pub fn retry_keys(&self) {
+        self.keys_held.store(false, Ordering::SeqCst);
     }
 
     /// The trust anchors and CRLs, loaded on first use, and loaded again when one of their

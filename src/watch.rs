@@ -176,24 +176,16 @@ enum Outcome {
 }
 
 /// One worker's job: read, classify, run the pipeline, write the copy in tmp/.
-fn work(ctx: &Context, job: Job, temp_seen: &AtomicBool, ledger: Option<&Ledger>) -> Outcome {
-    match try_work(ctx, &job, temp_seen, ledger) {
+fn work(ctx: &Context, job: Job, ledger: Option<&Ledger>) -> Outcome {
+    match try_work(ctx, &job, ledger) {
         Ok(o) => o,
-        Err(e) if pipeline::is_temporary(&e) => {
-            temp_seen.store(true, Ordering::SeqCst);
-            Outcome::Deferred(job, Some(e))
-        }
+        Err(e) if pipeline::is_temporary(&e) => Outcome::Deferred(job, Some(e)),
         Err(e) if e.kind == Kind::Config => Outcome::Fatal(e),
         Err(e) => Outcome::Failed(job, e),
     }
 }
 
-fn try_work(
-    ctx: &Context,
-    job: &Job,
-    temp_seen: &AtomicBool,
-    ledger: Option<&Ledger>,
-) -> Result<Outcome> {
+fn try_work(ctx: &Context, job: &Job, ledger: Option<&Ledger>) -> Result<Outcome> {
     let mut path = job.path();
     let key = maildir::key(&job.name);
     // A client may have moved or re-flagged the message since the scan (new/ -> cur/, a new
@@ -242,13 +234,6 @@ fn try_work(
         // The pipeline would pass it through unchanged (size-limit): not worth reading.
         log::info!("{}: larger than --max-size, left as it is", path.display());
         return Ok(Outcome::Skipped(job.clone()));
-    }
-    if temp_seen.load(Ordering::SeqCst) {
-        // A temporary failure (the passphrase command) hit this batch: do not run it again
-        // for every message; they are all retried later.
-        return Err(Error::tempfail(
-            "deferred after a temporary failure in this batch",
-        ));
     }
     drop(ent);
     let len_at_open = head.file_len();
@@ -320,7 +305,7 @@ fn still_written(job: &Job) -> Outcome {
 struct Pool<'a> {
     jobs: mpsc::Sender<Job>,
     results: mpsc::Receiver<Outcome>,
-    temp_seen: &'a AtomicBool,
+    ctx: &'a Context,
     /// Set on a fatal error: the workers skip the jobs left.
     abort: &'a AtomicBool,
 }
@@ -331,7 +316,6 @@ fn worker(
     results: mpsc::Sender<Outcome>,
     stop: &AtomicBool,
     abort: &AtomicBool,
-    temp_seen: &AtomicBool,
     ledger: Option<&Ledger>,
 ) {
     loop {
@@ -343,7 +327,7 @@ fn worker(
         let out = if stop.load(Ordering::SeqCst) || abort.load(Ordering::SeqCst) {
             Outcome::NotStarted
         } else {
-            work(ctx, job, temp_seen, ledger)
+            work(ctx, job, ledger)
         };
         if results.send(out).is_err() {
             return;
@@ -419,20 +403,21 @@ pub fn run(ctx: &Context, opts: &Options, stop: &AtomicBool) -> Result<Summary> 
     let (job_tx, job_rx) = mpsc::channel::<Job>();
     let job_rx = Mutex::new(job_rx);
     let (res_tx, res_rx) = mpsc::channel::<Outcome>();
-    let temp_seen = AtomicBool::new(false);
+    // A passphrase that cannot be had defers the messages needing a key, once per pass.
+    ctx.hold_key_failures();
     let abort = AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..jobs {
             let tx = res_tx.clone();
-            let (rx, ts, ab) = (&job_rx, &temp_seen, &abort);
+            let (rx, ab) = (&job_rx, &abort);
             let ledger = state.ledger.clone();
-            s.spawn(move || worker(ctx, rx, tx, stop, ab, ts, ledger.as_deref()));
+            s.spawn(move || worker(ctx, rx, tx, stop, ab, ledger.as_deref()));
         }
         drop(res_tx);
         let pool = Pool {
             jobs: job_tx,
             results: res_rx,
-            temp_seen: &temp_seen,
+            ctx,
             abort: &abort,
         };
         let r = state.main(&pool, stop, jobs);
@@ -841,7 +826,7 @@ impl<'o> State<'o> {
         // COMMIT_EVERY), so the disk waits overlap the cryptography.
         let batch = BATCH_PER_JOB * jobs;
         let mut fatal = None;
-        pool.temp_seen.store(false, Ordering::SeqCst);
+        pool.ctx.retry_keys();
         let mut archive_of: HashMap<PathBuf, Option<usize>> = HashMap::new();
         for (job, archive) in &todo {
             archive_of.insert(job.path(), *archive);

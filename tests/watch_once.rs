@@ -662,6 +662,63 @@ fn temporary_failure_leaves_the_message_and_it_is_retried() {
     assert!(md.path().join("new").join(&plain).exists());
 }
 
+/// While the passphrase cannot be had, only the messages that need a key wait: a plain one with
+/// forged status fields is rewritten and a signed one verified, in the same pass as the
+/// encrypted ones it defers, and the passphrase command runs once per pass, not once per message.
+#[test]
+fn a_passphrase_that_cannot_be_had_defers_only_what_needs_the_key() {
+    let md = Md::new();
+    let calls = md.path().join("calls");
+    let cmd = format!("echo x >> '{}'; exit 1", calls.display());
+    let p = common::pki::pki();
+    let signed = [
+        b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: signed\r\n\
+          Message-ID: <s1@test>\r\n"
+            .as_slice(),
+        &sign_as(&p.alice, false, &[], &sample_entity("signed only")),
+    ]
+    .concat();
+    // Encrypted ones first and last, in new/ and cur/: whichever the workers take first.
+    md.deliver(&smime_msg("k1"));
+    md.deliver(&forged_msg("k2"));
+    md.deliver(&signed);
+    md.deliver(&smime_msg("k3"));
+    md.put_cur(&forged_msg("k4"), "S");
+    md.put_cur(&smime_msg("k5"), "S");
+    for jobs in ["1", "2"] {
+        let _ = std::fs::remove_file(&calls);
+        let (code, err) = run_once(&mut watch_cmd(
+            &["--once", "--jobs", jobs],
+            md.path(),
+            Some(&cmd),
+        ));
+        assert_eq!(code, 75, "{err}");
+        let ran = std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        assert_eq!(ran, 1, "the passphrase command ran {ran} times in one pass");
+        assert!(err.contains("3 deferred"), "{err}");
+    }
+    // The first run rewrote the three that need no key; the second found nothing else to do.
+    let found = by_message_id(md.path());
+    for id in ["k2", "k4", "s1"] {
+        let f = &found[id];
+        assert_eq!(f.len(), 1, "{id}: {f:?}");
+        assert!(is_processed_name(&f[0].name), "{id} not processed: {f:?}");
+    }
+    for id in ["k1", "k3", "k5"] {
+        let f = &found[id];
+        assert!(
+            !is_processed_name(&f[0].name),
+            "{id} processed without a key"
+        );
+    }
+    let s1 = &found["s1"][0];
+    let st = status_of(&std::fs::read(&s1.path).unwrap());
+    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+}
+
 #[test]
 fn not_a_maildir_is_a_usage_error() {
     let d = tempfile::tempdir().unwrap();
