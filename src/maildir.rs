@@ -23,6 +23,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
@@ -391,7 +392,9 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 /// A fresh name for a file of ours in tmp/: prefix, pid, sequence, key.
 pub fn tmp_name(key_: &str) -> String {
     let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    format!("{TMP_PREFIX}{}.{seq}.{key_}", std::process::id())
+    static PID: OnceLock<u32> = OnceLock::new();
+    let pid = PID.get_or_init(std::process::id);
+    format!("{TMP_PREFIX}{pid}.{seq}.{key_}")
 }
 
 /// Writes `bytes` to a new file `dir/name` with mode 0600 (refusing to overwrite). With
@@ -443,15 +446,14 @@ pub struct Head {
     pub whole: bool,
     /// None: not a regular file (a folder, a FIFO, a device, a dangling symlink), read as empty.
     file: Option<File>,
+    /// The file's size when it was opened (0 for what is not a regular file).
+    len: u64,
 }
 
 impl Head {
-    /// The file's size (0 when it cannot be read).
+    /// The file's size when it was opened (0 for what is not a regular file).
     pub fn file_len(&self) -> u64 {
-        self.file
-            .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .map_or(0, |m| m.len())
+        self.len
     }
 
     /// The open file (None for what is not a regular file), for reading it in place.
@@ -463,8 +465,25 @@ impl Head {
     /// file meanwhile, the open file stays the same).
     pub fn read_rest(mut self, path: &Path) -> Result<Vec<u8>> {
         if let (false, Some(f)) = (self.whole, self.file.as_mut()) {
-            f.read_to_end(&mut self.bytes)
-                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            // Read to the end in one go for the size known at open (File::read_to_end would
+            // ask for it again), one byte more to see a file that grew, then to end of file.
+            let mut filled = self.bytes.len();
+            let len = usize::try_from(self.len).unwrap_or(0);
+            self.bytes.resize(len.max(filled).saturating_add(1), 0);
+            loop {
+                if filled == self.bytes.len() {
+                    self.bytes.resize(filled.saturating_mul(2), 0);
+                }
+                match f.read(&mut self.bytes[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(Error::io(format!("reading {}", path.display()), e));
+                    }
+                }
+            }
+            self.bytes.truncate(filled);
         }
         Ok(self.bytes)
     }
@@ -479,6 +498,7 @@ pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
         bytes: Vec::new(),
         whole: true,
         file: None,
+        len: 0,
     };
     let opened = OpenOptions::new()
         .read(true)
@@ -494,11 +514,11 @@ pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
         }
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
-    match f.metadata() {
+    let len = match f.metadata() {
         Ok(m) if !m.is_file() => return Ok(Some(not_a_file())),
-        Ok(_) => {}
+        Ok(m) => m.len(),
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
-    }
+    };
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut chunk = [0u8; 16384];
     loop {
@@ -510,6 +530,7 @@ pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
                 bytes: buf,
                 whole: true,
                 file: Some(f),
+                len,
             }));
         }
         let from = buf.len().saturating_sub(3);
@@ -523,6 +544,7 @@ pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
                 bytes: buf,
                 whole: false,
                 file: Some(f),
+                len,
             }));
         }
     }

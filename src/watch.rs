@@ -948,15 +948,20 @@ impl<'o> State<'o> {
         // 2. One syncfs per file system makes every tmp file of the batch durable (and the
         // ledger's lines, when it is on one of them; else its own sync).
         let mut devs: HashSet<u64> = HashSet::new();
+        let mut tmps: HashSet<PathBuf> = HashSet::new();
         for Ready { job, .. } in &ready {
             use std::os::unix::fs::MetadataExt;
             let tmp = job.md.tmp();
+            if tmps.contains(&tmp) {
+                continue;
+            }
             let dev = fs::metadata(&tmp)
                 .map_err(|e| Error::io(format!("looking at {}", tmp.display()), e))?
                 .dev();
             if devs.insert(dev) {
                 maildir::sync_fs_of(&tmp)?;
             }
+            tmps.insert(tmp);
         }
         if let (Some(l), Some((f, n))) = (&self.ledger, &ledger_file) {
             use std::os::unix::fs::MetadataExt;
