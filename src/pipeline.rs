@@ -472,6 +472,9 @@ fn process_layers(
     let mut current: Option<Secret> = None; // None: still the root
     let mut ended = Walk::Done;
     let mut past_limit = false;
+    // Every layer so far a multipart/signed (sign-then-sign, nothing decrypted): the root is
+    // delivered as it came, so that a client can verify every signature again.
+    let mut detached_chain = root_kind == Kind::MultipartSigned;
     for depth in 0.. {
         let bytes: &[u8] = current.as_ref().map_or(input, |c| c.as_slice());
         let ent = mime::split(bytes);
@@ -552,6 +555,7 @@ fn process_layers(
             Kind::DetachedSignature => Step::Stop,
             Kind::Other => Step::Stop,
         };
+        detached_chain &= kind == Kind::MultipartSigned;
         match step {
             Step::Next(next) => current = Some(next),
             Step::NextPkcs7(head, der, hint) => {
@@ -625,8 +629,9 @@ fn process_layers(
         }
     };
 
-    let Some(content) = current else {
-        // Nothing was unwrapped: the root is plain, or a multipart/signed kept as it is.
+    let Some(content) = current.filter(|_| !detached_chain) else {
+        // Nothing was unwrapped: the root is plain, or a multipart/signed kept as it is (with
+        // the multipart/signed layers inside it).
         let from = verify::from_address(&outer);
         // A multipart/signed kept as it is may carry a protected header section in its signed
         // part, which a client shows instead of the outer one: the signer must match it too.
@@ -1489,8 +1494,15 @@ fn scan_partial(ctx: &Context, bytes: &[u8], root_is_multipart_signed: bool, st:
     let mut budget = ctx.limits.max_parts;
     let mut found = Partial::default();
     let children: Vec<&mailparse::ParsedMail<'_>> = if root_is_multipart_signed {
-        // Part 2 is the signature we verified; only look inside the signed content.
-        parsed.subparts.iter().take(1).collect()
+        // Part 2 is the signature we verified; only look inside the signed content (through
+        // the multipart/signed layers inside it, verified too: sign-then-sign).
+        let mut signed = parsed.subparts.first();
+        while let Some(p) =
+            signed.filter(|p| p.ctype.mimetype == "multipart/signed" && p.subparts.len() == 2)
+        {
+            signed = p.subparts.first();
+        }
+        signed.into_iter().collect()
     } else {
         parsed.subparts.iter().collect()
     };

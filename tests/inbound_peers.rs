@@ -189,6 +189,43 @@ fn detached_signature_is_valid_and_kept_verifiable() {
     );
 }
 
+/// Sign-then-sign with multipart/signed twice (nothing encrypted): both signatures are checked
+/// and the root is delivered as it came, so that a client can verify the outer one again (it
+/// was unwrapped, leaving a signature reported valid that no longer was in the message).
+#[test]
+fn a_multipart_signed_inside_a_multipart_signed_is_delivered_as_it_came() {
+    let p = pki();
+    let inner = sign_as(&p.alice, true, &[], &sample_entity("signed twice"));
+    let outer = sign_as(&p.alice, true, &[], &inner);
+    let msg = message("alice@example.org", "bob@example.org", "twice", &outer);
+    let (st, text, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "valid");
+    assert_eq!(
+        status_word(&st, "order"),
+        Some("signed-then-signed"),
+        "{st}"
+    );
+    assert!(!st.contains("partial"), "{st}");
+    assert_eq!(ar(&out).matches("smime=pass").count(), 2, "{}", ar(&out));
+    assert!(text.contains("signed twice"));
+    assert_eq!(strip_our_status(&out), msg, "delivered as it came");
+    let verify = |m: &[u8]| {
+        openssl(
+            &[
+                "cms",
+                "-verify",
+                "-CAfile",
+                path_str(&p.root_path),
+                "-purpose",
+                "smimesign",
+            ],
+            m,
+        )
+    };
+    let content = verify(&strip_our_status(&out));
+    verify(&content);
+}
+
 #[test]
 fn detached_signature_with_lf_only_line_endings_verifies() {
     let p = pki();
