@@ -24,6 +24,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 
@@ -400,12 +401,18 @@ pub fn tmp_name(key_: &str) -> String {
 /// Writes `bytes` to a new file `dir/name` with mode 0600 (refusing to overwrite). With
 /// `sync`, the file is fsynced; without, the caller makes it durable (group commit: one
 /// `syncfs` for a batch) before renaming it anywhere.
-pub fn write_new(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
-    write_new_io(path, bytes, sync).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+pub fn write_new(path: &Path, bytes: &[u8], sync: bool, mtime: Option<SystemTime>) -> Result<()> {
+    write_new_io(path, bytes, sync, mtime)
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// [`write_new`] with the I/O error as it came (its kind and errno kept).
-pub fn write_new_io(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+pub fn write_new_io(
+    path: &Path,
+    bytes: &[u8],
+    sync: bool,
+    mtime: Option<SystemTime>,
+) -> io::Result<()> {
     let res = (|| -> io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -413,6 +420,13 @@ pub fn write_new_io(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
             .mode(0o600)
             .open(path)?;
         f.write_all(bytes)?;
+        if let Some(t) = mtime {
+            // Readers take a Maildir file's mtime for the day it arrived (Dovecot's
+            // INTERNALDATE, mutt's date-received): a copy keeps its original's.
+            if let Err(e) = f.set_modified(t) {
+                log::debug!("{}: modification time not kept: {e}", path.display());
+            }
+        }
         if sync {
             f.sync_all()?;
         }
@@ -448,12 +462,19 @@ pub struct Head {
     file: Option<File>,
     /// The file's size when it was opened (0 for what is not a regular file).
     len: u64,
+    /// The file's modification time when it was opened.
+    modified: Option<SystemTime>,
 }
 
 impl Head {
     /// The file's size when it was opened (0 for what is not a regular file).
     pub fn file_len(&self) -> u64 {
         self.len
+    }
+
+    /// The file's modification time when it was opened.
+    pub fn modified(&self) -> Option<SystemTime> {
+        self.modified
     }
 
     /// The open file (None for what is not a regular file), for reading it in place.
@@ -499,6 +520,7 @@ pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
         whole: true,
         file: None,
         len: 0,
+        modified: None,
     };
     let opened = OpenOptions::new()
         .read(true)
@@ -514,9 +536,9 @@ pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
         }
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
-    let len = match f.metadata() {
+    let (len, modified) = match f.metadata() {
         Ok(m) if !m.is_file() => return Ok(Some(not_a_file())),
-        Ok(m) => m.len(),
+        Ok(m) => (m.len(), m.modified().ok()),
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -531,6 +553,7 @@ pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
                 whole: true,
                 file: Some(f),
                 len,
+                modified,
             }));
         }
         let from = buf.len().saturating_sub(3);
@@ -545,6 +568,7 @@ pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
                 whole: false,
                 file: Some(f),
                 len,
+                modified,
             }));
         }
     }

@@ -237,6 +237,7 @@ fn try_work(ctx: &Context, job: &Job, ledger: Option<&Ledger>) -> Result<Outcome
     }
     drop(ent);
     let len_at_open = head.file_len();
+    let mtime = head.modified();
     let processed = if head.file_len() >= pipeline::LARGE_MESSAGE {
         // Read in place, as the filter reads a large message: not held whole in memory.
         let file = head
@@ -280,7 +281,7 @@ fn try_work(ctx: &Context, job: &Job, ledger: Option<&Ledger>) -> Result<Outcome
         .md
         .tmp()
         .join(maildir::tmp_name(maildir::key(&job.name)));
-    maildir::write_new(&tmp, &processed.output, false)?;
+    maildir::write_new(&tmp, &processed.output, false, mtime)?;
     Ok(Outcome::Ready(Ready {
         job: job.clone(),
         tmp,
@@ -1225,8 +1226,9 @@ impl<'o> State<'o> {
                         && e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) =>
                 {
                     let bytes = fs::read(src)?;
+                    let mtime = fs::metadata(src).and_then(|m| m.modified()).ok();
                     let tmp = archive.md.tmp().join(maildir::tmp_name(key));
-                    maildir::write_new_io(&tmp, &bytes, true)?;
+                    maildir::write_new_io(&tmp, &bytes, true, mtime)?;
                     copy = Some(tmp);
                 }
                 Err(e) => {

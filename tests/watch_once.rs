@@ -895,6 +895,55 @@ fn archive_on_another_file_system_is_copied_durably_then_unlinked() {
     );
 }
 
+/// A copy keeps its original's modification time, which Maildir readers take for the day the
+/// message arrived (Dovecot's INTERNALDATE, mutt's date-received): processing an old Maildir
+/// must not move its mail to today. The archived original keeps it too, also when copied to an
+/// archive on another file system.
+#[test]
+fn copies_and_archived_originals_keep_the_arrival_time() {
+    let arrived = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_740_830_400);
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let other =
+        tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) for a second file system");
+    for archive in [None, Some(other.path().join("Originals"))] {
+        let md = Md::new();
+        let names = [
+            md.deliver(&smime_msg("d1")),
+            md.put_cur(&forged_msg("d2"), "S"),
+        ];
+        for (sub, n) in ["new", "cur"].iter().zip(&names) {
+            std::fs::File::options()
+                .write(true)
+                .open(md.path().join(sub).join(n))
+                .unwrap()
+                .set_modified(arrived)
+                .unwrap();
+        }
+        let mut args = vec!["--once"];
+        if let Some(a) = &archive {
+            args.extend(["--archive", a.to_str().unwrap()]);
+        }
+        let (code, err) = run_once(&mut watch_cmd(&args, md.path(), None));
+        assert_eq!(code, 0, "{err}");
+        let found = by_message_id(md.path());
+        for id in ["d1", "d2"] {
+            let f = &found[id][0];
+            assert!(is_processed_name(&f.name), "{id}: {f:?}");
+            assert_eq!(mtime(&f.path), arrived, "{id}: the copy's time");
+        }
+        let arch = archive.clone().unwrap_or_else(|| md.archive());
+        for (sub, n) in ["new", "cur"].iter().zip(&names) {
+            let key = n.split(':').next().unwrap();
+            let path = std::fs::read_dir(arch.join(sub))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(key))
+                .unwrap_or_else(|| panic!("{n} not archived"));
+            assert_eq!(mtime(&path), arrived, "{}", path.display());
+        }
+    }
+}
+
 /// `smimed watch` takes Maildirs or imap(s):// mailboxes, not both at once.
 #[test]
 fn maildirs_and_imap_urls_do_not_mix() {
