@@ -6,9 +6,13 @@
 /// - an obsolete route (`@a.example,@b.example:alice@example.org`) is dropped: RFC 5322 §4.4
 ///   says to ignore it;
 /// - a quoted local part that needs no quotes (`"alice"@example.org`) is unquoted: RFC 5321
-///   §4.1.2 makes it the same mailbox as `alice@example.org`.
+///   §4.1.2 makes it the same mailbox as `alice@example.org`;
+/// - comments and blanks outside quoted strings (RFC 5322 CFWS, which the obsolete syntax
+///   allows around the `@` and the dots: `alice @ example.org`, `alice@(x)example.org`) are
+///   left out.
 pub fn plain(addr: &str) -> String {
-    let a = addr.trim();
+    let a = without_cfws(addr);
+    let a = a.as_str();
     // A local part never starts with '@' (a quoted one starts with '"').
     let a = match a.strip_prefix('@').and_then(|r| r.split_once(':')) {
         Some((_, rest)) => rest.trim_start(),
@@ -153,6 +157,61 @@ pub fn bracket_quoted_addr_specs(list: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// `"alice"` → `alice` when the quoted text (escapes undone) is a dot-atom; otherwise as it is.
+/// `addr` without the comments and blanks outside its quoted strings and domain literals.
+/// Unbalanced text (a comment or quote never closed) is kept as it is, so that it matches
+/// nothing but itself.
+fn without_cfws(addr: &str) -> String {
+    if !addr.contains(['(', ' ', '\t', '\r', '\n']) {
+        return addr.to_string();
+    }
+    let mut out = String::with_capacity(addr.len());
+    let mut chars = addr.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '[' => {
+                let close = if c == '"' { '"' } else { ']' };
+                out.push(c);
+                loop {
+                    match chars.next() {
+                        Some('\\') => {
+                            out.push('\\');
+                            match chars.next() {
+                                Some(n) => out.push(n),
+                                None => return addr.trim().to_string(),
+                            }
+                        }
+                        Some(n) if n == close => {
+                            out.push(n);
+                            break;
+                        }
+                        Some(n) => out.push(n),
+                        None => return addr.trim().to_string(),
+                    }
+                }
+            }
+            '(' => {
+                let mut depth = 1;
+                while depth > 0 {
+                    match chars.next() {
+                        Some('\\') => {
+                            if chars.next().is_none() {
+                                return addr.trim().to_string();
+                            }
+                        }
+                        Some('(') => depth += 1,
+                        Some(')') => depth -= 1,
+                        Some(_) => {}
+                        None => return addr.trim().to_string(),
+                    }
+                }
+            }
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn unquote(local: &str) -> String {
     let Some(inner) = local
         .strip_prefix('"')
@@ -204,6 +263,32 @@ mod tests {
         assert_eq!(plain("\"alice\"@example.org"), "alice@example.org");
         assert_eq!(plain("\"al\\ice.b\"@example.org"), "alice.b@example.org");
         assert_eq!(plain(" bob@example.org "), "bob@example.org");
+    }
+
+    #[test]
+    fn comments_and_blanks_outside_quotes_go() {
+        for a in [
+            "alice @ example.org",
+            "alice@(c)example.org",
+            "alice(c)@example.org",
+            "alice@example.org (Alice (the) \\) one)",
+            " alice\t@\r\n example . org",
+            "\"alice\" @ example.org",
+        ] {
+            assert_eq!(plain(a), "alice@example.org", "{a:?}");
+        }
+        assert_eq!(
+            plain("\"john doe\" @ example.org"),
+            "\"john doe\"@example.org"
+        );
+        assert_eq!(plain("a@[ 192.0.2.1 ]"), "a@[ 192.0.2.1 ]");
+        // Unbalanced: as it is (trimmed), matching nothing else.
+        assert_eq!(plain("alice@(example.org"), "alice@(example.org");
+        assert_eq!(plain("\"alice @example.org"), "\"alice @example.org");
+        assert!(!same(
+            "alice@evil.example(@example.org)",
+            "alice@example.org"
+        ));
     }
 
     #[test]

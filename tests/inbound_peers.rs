@@ -1221,6 +1221,18 @@ fn signer_address_forms() {
     );
     let (st, _, _) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
+    // RFC 5322 allows comments and blanks around the `@` (obsolete syntax): the same mailbox.
+    // A comment never supplies the address.
+    for (from, verdict) in [
+        ("alice @ example.org", "valid"),
+        ("Alice <alice@(c)example.org>", "valid"),
+        ("Alice <alice (c) @ example . org>", "valid"),
+        ("Alice <eve@evil.example(alice@example.org)>", "mismatch"),
+    ] {
+        let msg = message(from, "bob@example.org", "case", &signed);
+        let (st, _, _) = filter_checked(None, &[], &msg);
+        assert_eq!(status_word(&st, "signature"), Some(verdict), "{from}: {st}");
+    }
 
     let d = tempfile::Builder::new()
         .prefix("smimed-addr.")
