@@ -156,17 +156,30 @@ pub fn bracket_quoted_addr_specs(list: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// `"alice"` → `alice` when the quoted text (escapes undone) is a dot-atom; otherwise as it is.
-/// `addr` without the comments and blanks outside its quoted strings and domain literals.
-/// Unbalanced text (a comment or quote never closed) is kept as it is, so that it matches
-/// nothing but itself.
+/// `addr` without the comments and blanks outside its quoted strings and domain literals,
+/// where RFC 5322 allows them: at either end and next to an `@` or a dot. Anywhere else (between
+/// two atoms: `ceo@corp.example evil.test`, which readers take for `ceo@corp.example`) and in
+/// unbalanced text (a comment or quote never closed) the address is kept as it is (trimmed), so
+/// that it matches nothing but itself.
 fn without_cfws(addr: &str) -> String {
     if !addr.contains(['(', ' ', '\t', '\r', '\n']) {
         return addr.to_string();
     }
+    let as_is = || addr.trim().to_string();
     let mut out = String::with_capacity(addr.len());
+    // Comments or blanks were left out since the last character kept.
+    let mut gap = false;
     let mut chars = addr.chars();
     while let Some(c) = chars.next() {
+        if c == '(' || c.is_whitespace() {
+            gap = true;
+        } else {
+            let joins = |x: char| x == '.' || x == '@';
+            if gap && out.chars().next_back().is_some_and(|l| !joins(l)) && !joins(c) {
+                return as_is();
+            }
+            gap = false;
+        }
         match c {
             '"' | '[' => {
                 let close = if c == '"' { '"' } else { ']' };
@@ -177,7 +190,7 @@ fn without_cfws(addr: &str) -> String {
                             out.push('\\');
                             match chars.next() {
                                 Some(n) => out.push(n),
-                                None => return addr.trim().to_string(),
+                                None => return as_is(),
                             }
                         }
                         Some(n) if n == close => {
@@ -185,7 +198,7 @@ fn without_cfws(addr: &str) -> String {
                             break;
                         }
                         Some(n) => out.push(n),
-                        None => return addr.trim().to_string(),
+                        None => return as_is(),
                     }
                 }
             }
@@ -195,13 +208,13 @@ fn without_cfws(addr: &str) -> String {
                     match chars.next() {
                         Some('\\') => {
                             if chars.next().is_none() {
-                                return addr.trim().to_string();
+                                return as_is();
                             }
                         }
                         Some('(') => depth += 1,
                         Some(')') => depth -= 1,
                         Some(_) => {}
-                        None => return addr.trim().to_string(),
+                        None => return as_is(),
                     }
                 }
             }
@@ -212,6 +225,7 @@ fn without_cfws(addr: &str) -> String {
     out
 }
 
+/// `"alice"` → `alice` when the quoted text (escapes undone) is a dot-atom; otherwise as it is.
 fn unquote(local: &str) -> String {
     let Some(inner) = local
         .strip_prefix('"')
@@ -288,6 +302,19 @@ mod tests {
         assert!(!same(
             "alice@evil.example(@example.org)",
             "alice@example.org"
+        ));
+        // Between two atoms: no address of its own (readers take the first atom).
+        for a in [
+            "ceo@corp.example evil.test",
+            "ceo@corp.example(Corp CEO)evil.test",
+            "ce o@corp.example",
+            "\"john\" \"doe\"@example.org",
+        ] {
+            assert_eq!(plain(a), a, "{a:?}");
+        }
+        assert!(!same(
+            "ceo@corp.example evil.test",
+            "ceo@corp.exampleevil.test"
         ));
     }
 

@@ -1228,6 +1228,9 @@ fn signer_address_forms() {
         ("Alice <alice@(c)example.org>", "valid"),
         ("Alice <alice (c) @ example . org>", "valid"),
         ("Alice <eve@evil.example(alice@example.org)>", "mismatch"),
+        // Two atoms: readers (GMime, Python) take the first; it is no address of its own.
+        ("alice@example.org evil.test", "mismatch"),
+        ("alice@example(x)org", "mismatch"),
     ] {
         let msg = message(from, "bob@example.org", "case", &signed);
         let (st, _, _) = filter_checked(None, &[], &msg);
