@@ -156,6 +156,75 @@ pub fn bracket_quoted_addr_specs(list: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Whether the addr-spec `addr` a header parser returned is written whole in the field value
+/// `value`: comments and blanks (outside quoted strings and domain literals) only next to its
+/// `@` and dots. A parser that joins the atoms around a comment (`ceo@corp.example(x)evil.test`
+/// read as `ceo@corp.exampleevil.test`) returns an address mail readers do not show (they stop
+/// at the first atom): such an address is not written whole.
+pub fn written_whole(value: &str, addr: &str) -> bool {
+    let (norm, addr) = (cfws_as_blanks(value), cfws_as_blanks(addr));
+    let addr = addr.as_str();
+    let part_of_it = |c: Option<char>| {
+        c.is_some_and(|c| {
+            !c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.\"@".contains(c)
+        })
+    };
+    norm.match_indices(addr).any(|(i, _)| {
+        !part_of_it(norm[..i].chars().next_back())
+            && !part_of_it(norm[i + addr.len()..].chars().next())
+    })
+}
+
+/// `value` with each run of comments and blanks outside quoted strings and domain literals
+/// left out next to an `@` or a dot, and made one blank elsewhere.
+fn cfws_as_blanks(value: &str) -> String {
+    let joins = |x: char| x == '.' || x == '@';
+    let mut norm = String::with_capacity(value.len());
+    let mut gap = false;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c == '(' {
+            let mut depth = 1;
+            while depth > 0 {
+                match chars.next() {
+                    Some('\\') => {
+                        chars.next();
+                    }
+                    Some('(') => depth += 1,
+                    Some(')') => depth -= 1,
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            gap = true;
+            continue;
+        }
+        if c.is_whitespace() {
+            gap = true;
+            continue;
+        }
+        if gap && norm.chars().next_back().is_some_and(|l| !joins(l)) && !joins(c) {
+            norm.push(' ');
+        }
+        gap = false;
+        norm.push(c);
+        if c == '"' || c == '[' {
+            let close = if c == '"' { '"' } else { ']' };
+            while let Some(n) = chars.next() {
+                norm.push(n);
+                if n == '\\' {
+                    if let Some(e) = chars.next() {
+                        norm.push(e);
+                    }
+                } else if n == close {
+                    break;
+                }
+            }
+        }
+    }
+    norm
+}
+
 /// `addr` without the comments and blanks outside its quoted strings and domain literals,
 /// where RFC 5322 allows them: at either end and next to an `@` or a dot. Anywhere else (between
 /// two atoms: `ceo@corp.example evil.test`, which readers take for `ceo@corp.example`) and in
@@ -316,6 +385,37 @@ mod tests {
             "ceo@corp.example evil.test",
             "ceo@corp.exampleevil.test"
         ));
+    }
+
+    #[test]
+    fn an_address_joined_across_a_comment_is_not_written_whole() {
+        for (value, addr) in [
+            ("alice@example.org", "alice@example.org"),
+            ("Alice <alice@example.org>", "alice@example.org"),
+            ("alice @ example . org (Alice)", "alice@example.org"),
+            ("Alice <alice@(c)example.org>", "alice@example.org"),
+            (
+                "\"A (b) c\" <\"john doe\"@example.org>",
+                "\"john doe\"@example.org",
+            ),
+            (
+                "<@relay.example:alice@example.org>",
+                "@relay.example:alice@example.org",
+            ),
+        ] {
+            assert!(written_whole(value, addr), "{value} {addr}");
+        }
+        for (value, addr) in [
+            (
+                "ceo@corp.example(Corp CEO)evil.test",
+                "ceo@corp.exampleevil.test",
+            ),
+            ("ceo@corp.example evil.test", "ceo@corp.exampleevil.test"),
+            ("CEO <ceo(x)@corp.example>x", "ceo@corp.examplex"),
+            ("xalice@example.org", "alice@example.org"),
+        ] {
+            assert!(!written_whole(value, addr), "{value} {addr}");
+        }
     }
 
     #[test]

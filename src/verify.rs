@@ -54,7 +54,12 @@ pub fn from_address(fields: &[crate::mime::Field]) -> FromAddress {
                     }
                 }
                 match singles.as_slice() {
-                    [a] if a.contains('@') => FromAddress::One(crate::address::plain(a)),
+                    // (Joined by the parser across a comment: an address readers do not show.)
+                    [a] if a.contains('@')
+                        && crate::address::written_whole(&one.value_undecoded(), a) =>
+                    {
+                        FromAddress::One(crate::address::plain(a))
+                    }
                     [] => FromAddress::Ambiguous("no-from"),
                     [_] => FromAddress::Ambiguous("from-unparsable"),
                     _ => FromAddress::Ambiguous("several-from-addresses"),
