@@ -324,15 +324,18 @@ impl Maildir {
         for ent in rd.flatten() {
             // Only files of a watcher no longer running (or older than the 36 hours after which
             // the Maildir convention lets anyone clean tmp/): another `smimed watch` on the
-            // same Maildir may be writing its copies right now.
+            // same Maildir may be writing its copies right now. Their age is that of their last
+            // change (ctime): a copy carries its original's mtime, which may be years old.
             let stale = ent.file_name().to_str().is_some_and(|n| {
                 n.starts_with(TMP_PREFIX) && {
-                    let old = ent
-                        .metadata()
-                        .ok()
-                        .and_then(|m| m.modified().ok())
-                        .and_then(|t| t.elapsed().ok())
-                        .is_some_and(|age| age > STALE_TMP);
+                    use std::os::unix::fs::MetadataExt;
+                    let now = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let old = ent.metadata().ok().is_some_and(|m| {
+                        u64::try_from(m.ctime())
+                            .is_ok_and(|c| now.saturating_sub(c) > STALE_TMP.as_secs())
+                    });
                     old || !writer_alive(n)
                 }
             });
@@ -640,6 +643,13 @@ mod tests {
         for n in [&mine, &gone, theirs] {
             std::fs::write(md.tmp().join(n), b"x").expect("write");
         }
+        // A copy carries its original's modification time, years old: still in the works.
+        let years_ago = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        File::options()
+            .write(true)
+            .open(md.tmp().join(&mine))
+            .and_then(|f| f.set_modified(years_ago))
+            .expect("mtime");
         assert_eq!(md.clean_tmp().expect("clean"), 1);
         assert!(
             md.tmp().join(&mine).exists(),
