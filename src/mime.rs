@@ -696,22 +696,40 @@ pub fn could_be_smime(e: &Entity<'_>) -> bool {
         })
 }
 
-/// Whether some reading of `e`'s Content-Type fields makes it an envelope: a pkcs7-mime whose
-/// smime-type is not signed-data or certs-only (or is missing), or an octet-stream `.p7m`.
+/// Whether some reading of `e`'s header fields labels it an envelope: a Content-Type (any of
+/// them) that [`classify`] takes for pkcs7-mime (an octet-stream named `.p7m` included, RFC 2231
+/// names too), or an octet-stream with a Content-Disposition filename `.p7m`, with no
+/// `smime-type` or any `smime-type` (any of those written) other than signed-data or
+/// certs-only. (The DER itself is the caller's to look at.)
 pub fn may_be_envelope(e: &Entity<'_>) -> bool {
-    every_content_type(e)
-        .into_iter()
-        .any(|(v, ct)| match ct.mimetype.as_str() {
-            "application/pkcs7-mime" | "application/x-pkcs7-mime" => !matches!(
-                ct.params
-                    .get("smime-type")
-                    .map(|t| t.to_ascii_lowercase())
-                    .as_deref(),
-                Some("signed-data" | "certs-only")
-            ),
-            "application/octet-stream" => v.to_ascii_lowercase().contains(".p7m"),
-            _ => false,
-        })
+    let p7m_file = || {
+        e.fields
+            .iter()
+            .filter(|f| f.is("Content-Disposition"))
+            .any(|f| {
+                mailparse::parse_content_disposition(&f.value())
+                    .params
+                    .get("filename")
+                    .is_some_and(|n| n.to_ascii_lowercase().ends_with(".p7m"))
+            })
+    };
+    every_content_type(e).into_iter().any(|(v, ct)| {
+        let pkcs7 = classify(&ct) == Kind::Pkcs7Mime
+            || (ct.mimetype == "application/octet-stream" && p7m_file());
+        if !pkcs7 {
+            return false;
+        }
+        let mut types: Vec<String> = parameters(&v)
+            .into_iter()
+            .filter(|(n, _)| n.trim_end_matches('*') == "smime-type")
+            .map(|(_, t)| t.trim().trim_matches('"').to_ascii_lowercase())
+            .collect();
+        types.extend(ct.params.get("smime-type").map(|t| t.to_ascii_lowercase()));
+        types.is_empty()
+            || types
+                .iter()
+                .any(|t| !matches!(t.as_str(), "signed-data" | "certs-only"))
+    })
 }
 
 /// Every Content-Type field of `e` (a reader may go by any of them), as its undecoded value and

@@ -489,10 +489,10 @@ fn process_layers(
                 // An envelope left undecrypted never passes for a message sent in clear: on
                 // any reading that makes it one, it "failed", as over the size or nesting
                 // limit.
-                let hinted = root_der
-                    .as_ref()
-                    .is_some_and(|(_, h)| !matches!(h.as_str(), "signed-data" | "certs-only"));
-                if hinted || mime::may_be_envelope(&ent) {
+                let hinted = root_der.as_ref().is_some_and(|(der, h)| {
+                    !matches!(h.as_str(), "signed-data" | "certs-only") || der_is_envelope(der)
+                });
+                if hinted || mime::may_be_envelope(&ent) || body_is_envelope(&ent) {
                     walker.st.encryption = Encryption::Failed;
                 }
                 walker.st.add("reason", "ambiguous-mime");
@@ -1303,6 +1303,21 @@ const MAX_SIGNER_CERT_PAIRS: usize = 20_000;
 
 /// Most digest algorithms a SignedData may list.
 const MAX_DIGEST_ALGORITHMS: usize = 16;
+
+/// Whether `der` is an EnvelopedData or AuthEnvelopedData.
+fn der_is_envelope(der: &[u8]) -> bool {
+    matches!(
+        parse_cms(der).0.map(|c| ossl::content_kind(&c)),
+        Ok(ContentKind::Enveloped | ContentKind::AuthEnveloped)
+    )
+}
+
+/// Whether the body of an entity some reader may take for S/MIME is an envelope, base64 or
+/// binary, whatever its labels say (the CMS content type decides, as when nothing is ambiguous).
+fn body_is_envelope(ent: &mime::Entity<'_>) -> bool {
+    mime::could_be_smime(ent)
+        && (der_is_envelope(&mime::base64_permissive(ent.body)) || der_is_envelope(ent.body))
+}
 
 fn parse_cms(
     der: &[u8],

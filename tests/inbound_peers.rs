@@ -494,12 +494,37 @@ fn an_ambiguous_envelope_is_failed_never_none() {
         // A field with a blank before its colon (RFC 5322 obsolete syntax).
         format!("X-Mailer : foo{eol}{text}"),
     ];
+    let ct_line = text
+        .lines()
+        .find(|l| l.starts_with("Content-Type: application/pkcs7-mime"))
+        .expect("Content-Type")
+        .trim_end_matches('\r')
+        .to_string();
+    let twice = |t: String| t.replacen(&cte, &format!("{cte}{cte}"), 1);
+    let variants = variants.into_iter().chain([
+        // Labelled signed-data: the DER decides, as when nothing is ambiguous.
+        twice(text.replace("smime-type=enveloped-data", "smime-type=signed-data")),
+        // An octet-stream named .p7m only in its Content-Disposition.
+        twice(text.replace(&ct_line, "Content-Type: application/octet-stream")),
+        // An RFC 2231 name in sections.
+        twice(text.replace(
+            &ct_line,
+            "Content-Type: application/octet-stream; name*0=\"smime.p\"; name*1=\"7m\"",
+        )),
+    ]);
     for v in variants {
         let (st, out_text, _) = filter_checked(Some(&p.bob), &[], v.as_bytes());
         assert_words(&st, "failed", "error");
         assert_eq!(status_word(&st, "reason"), Some("ambiguous-mime"), "{st}");
         assert!(!out_text.contains(SECRET));
     }
+    // An attachment whose name only holds ".p7m" is no envelope.
+    let pdf = format!(
+        "From: carol@example.org{eol}Content-Type: application/octet-stream; \
+         name=\"scan.p7m.pdf\"{eol}{cte}{cte}{eol}JVBERi0xLjQK{eol}"
+    );
+    let (st, _, _) = filter_checked(None, &[], pdf.as_bytes());
+    assert_eq!(status_word(&st, "encryption"), Some("none"), "{st}");
     // A signed-data pkcs7-mime stays signature=error only.
     let signed = sign_as(&p.carol, false, &[], &sample_entity("signed"));
     let msg = message("carol@example.org", "bob@example.org", "ambiguous", &signed);
