@@ -472,9 +472,10 @@ fn process_layers(
     let mut current: Option<Secret> = None; // None: still the root
     let mut ended = Walk::Done;
     let mut past_limit = false;
-    // Every layer so far a multipart/signed (sign-then-sign, nothing decrypted): the root is
-    // delivered as it came, so that a client can verify every signature again.
-    let mut detached_chain = root_kind == Kind::MultipartSigned;
+    // The start of the multipart/signed layers the walk is in (Some(None): the root): they are
+    // delivered as they came (sign-then-sign, at the root or inside an envelope), so that a
+    // client can verify every signature again.
+    let mut kept: Option<Option<Secret>> = None;
     for depth in 0.. {
         let bytes: &[u8] = current.as_ref().map_or(input, |c| c.as_slice());
         let ent = mime::split(bytes);
@@ -555,7 +556,11 @@ fn process_layers(
             Kind::DetachedSignature => Step::Stop,
             Kind::Other => Step::Stop,
         };
-        detached_chain &= kind == Kind::MultipartSigned;
+        if kind != Kind::MultipartSigned {
+            kept = None;
+        } else if kept.is_none() {
+            kept = Some(current.as_ref().map(|c| Secret::new(c.to_vec())));
+        }
         match step {
             Step::Next(next) => current = Some(next),
             Step::NextPkcs7(head, der, hint) => {
@@ -629,7 +634,8 @@ fn process_layers(
         }
     };
 
-    let Some(content) = current.filter(|_| !detached_chain) else {
+    let current = kept.unwrap_or(current);
+    let Some(content) = current else {
         // Nothing was unwrapped: the root is plain, or a multipart/signed kept as it is (with
         // the multipart/signed layers inside it).
         let from = verify::from_address(&outer);
@@ -794,7 +800,13 @@ fn protected_from(multipart_signed: &[u8]) -> Option<FromAddress> {
 /// of a legacy `message/rfc822; forwarded=no` wrapper. None when there is none.
 fn signed_part_protected_section(multipart_signed: &[u8]) -> Option<Vec<Field>> {
     let parsed = mime::parse_mail(multipart_signed).ok()?;
-    let first = parsed.subparts.first()?;
+    let mut first = parsed.subparts.first()?;
+    // Through the multipart/signed layers inside (sign-then-sign), to the content they sign.
+    while mime::classify_entity(&mime::split(first.raw_bytes)) == Kind::MultipartSigned
+        && first.subparts.len() == 2
+    {
+        first = first.subparts.first()?;
+    }
     let ent = mime::split(first.raw_bytes);
     match protection(&ent) {
         Protection::Wrapped(w) => Some(mime::split(&w).fields),

@@ -224,6 +224,20 @@ fn a_multipart_signed_inside_a_multipart_signed_is_delivered_as_it_came() {
     };
     let content = verify(&strip_our_status(&out));
     verify(&content);
+
+    // Inside an envelope too: the decrypted content is delivered with both signatures.
+    let enc = encrypt_to(&[&p.bob], &["-aes256"], &outer);
+    let msg = message("alice@example.org", "bob@example.org", "twice", &enc);
+    let (st, text, out) = filter_checked(Some(&p.bob), &[], &msg);
+    assert_words(&st, "decrypted", "valid");
+    assert_eq!(
+        text.matches("Content-Type: application/pkcs7-signature")
+            .count(),
+        2,
+        "{text}"
+    );
+    let content = verify(&strip_our_status(&out));
+    verify(&content);
 }
 
 #[test]
@@ -1624,7 +1638,12 @@ fn a_protected_from_inside_a_multipart_signed_must_be_the_signer_too() {
         let plain = message("alice@example.org", "bob@example.org", "hp", &signed);
         let enc = encrypt_to(&[&p.bob], &["-aes256"], &signed);
         let wrapped = message("alice@example.org", "bob@example.org", "hp", &enc);
-        for msg in [plain, wrapped] {
+        // Signed twice (sign-then-sign, kept as it came): the section in the innermost part.
+        let twice = sign_as(&p.alice, true, &[], &signed);
+        let nested = message("alice@example.org", "bob@example.org", "hp", &twice);
+        let enc = encrypt_to(&[&p.bob], &["-aes256"], &twice);
+        let nested_wrapped = message("alice@example.org", "bob@example.org", "hp", &enc);
+        for msg in [plain, wrapped, nested, nested_wrapped] {
             let (st, _, out) = filter_checked(Some(&p.bob), &[], &msg);
             assert_eq!(
                 status_word(&st, "signature"),
