@@ -142,6 +142,48 @@ fn lookup_explains_refusals_and_takes_the_newest_usable() {
     );
 }
 
+/// RFC 8551 §2.5.3: the certificate a signer's verified mail last named as the one to encrypt
+/// to (SMIMEEncryptionKeyPreference, or the signing certificate itself without one) wins over a
+/// newer one; a later statement replaces an earlier one.
+#[test]
+fn lookup_takes_the_certificate_the_owner_last_asked_for() {
+    use smimed::addressbook::store::Store;
+    let p = pki();
+    let env = Env::new();
+    let store = Store::new(env.certs.clone());
+    let now = 2_000_000_000;
+    // Both known (with the intermediate, from the chain file), neither named yet.
+    env.import(&[&p.bob.chain_path, &p.bob_renewed.cert_path]);
+    // A message signed at now-100 named the older certificate; the renewed one came along
+    // (its signer's own certificate, say), named by nobody.
+    store
+        .harvest_as(&p.bob.cert, None, Some(now - 100), now, true)
+        .expect("h");
+    store
+        .harvest_as(&p.bob_renewed.cert, None, Some(now - 100), now, false)
+        .expect("h");
+    let lookup = || {
+        let out = env.certs_cmd(&["lookup", "bob@example.org"]);
+        assert_ok(&out);
+        stdout(&out)
+    };
+    let text = lookup();
+    assert!(text.contains(&format!("using {}", fp(&p.bob))), "{text}");
+    assert!(
+        text.contains("its owner's signed mail prefers another usable certificate"),
+        "{text}"
+    );
+    // An older statement for the renewed one changes nothing; a later one does.
+    store
+        .harvest_as(&p.bob_renewed.cert, None, Some(now - 200), now, true)
+        .expect("h");
+    assert!(lookup().contains(&format!("using {}", fp(&p.bob))));
+    store
+        .harvest_as(&p.bob_renewed.cert, None, Some(now - 50), now, true)
+        .expect("h");
+    assert!(lookup().contains(&format!("using {}", fp(&p.bob_renewed))));
+}
+
 fn fold(line: &str) -> String {
     // vCard line folding: 75 octets, continuation lines start with a space.
     let mut out = String::new();

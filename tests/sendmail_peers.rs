@@ -1159,6 +1159,25 @@ openssl ca -config ca.cnf -cert ca.pem -keyfile ca.key -gencrl -crl_lastupdate 2
         text.contains(&format!("using {}", smimed::certs::fingerprint(&enc))),
         "{text}"
     );
+    // `certs import` of the same message stores what a harvest stores: the encryption
+    // certificate too (only the signing-only one was taken, leaving alice unusable).
+    std::fs::write(d.join("signed.eml"), &msg).expect("write");
+    let smimed_in = |args: &[&str]| {
+        common::smimed()
+            .current_dir(d)
+            .args(["--trust", "ca.pem", "--certs", "impstore"])
+            .args(args)
+            .output()
+            .expect("smimed")
+    };
+    assert_ok(&smimed_in(&["certs", "import", "signed.eml"]));
+    let look = smimed_in(&["certs", "lookup", "alice@example.org"]);
+    assert_ok(&look);
+    let text = String::from_utf8_lossy(&look.stdout);
+    assert!(
+        text.contains(&format!("using {}", smimed::certs::fingerprint(&enc))),
+        "{text}"
+    );
     // A CRL past its nextUpdate (routine) leaves revocation unknown, as for signers: bob
     // is still encrypted to; it made every certificate of the CA unusable, and auto sent the
     // message in clear.

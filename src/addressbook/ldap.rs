@@ -459,6 +459,7 @@ fn entry_candidates(entry: &Entry, url: &str) -> Vec<Candidate> {
             cert,
             source: format!("ldap {url} {}", entry.dn),
             capabilities: None,
+            preferred_at: None,
             chain: cas.clone(),
         })
         .collect()

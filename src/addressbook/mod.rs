@@ -47,6 +47,9 @@ pub struct Candidate {
     pub source: String,
     /// The algorithms the owner advertised (from verified mail), in their order, if known.
     pub capabilities: Option<Vec<Capability>>,
+    /// When verified mail last named it as its owner's encryption certificate (see
+    /// [`store::Meta::preferred_at`]).
+    pub preferred_at: Option<i64>,
     /// CA certificates that came with it (an LDAP entry's, a PKCS#7's), to complete its path.
     pub chain: Vec<X509>,
 }
@@ -241,15 +244,21 @@ impl<'a> AddressBook<'a> {
                     Err(why) => refused.push((c, why)),
                 }
             }
-            // Newest first: the latest notBefore wins.
+            // The one its owner last asked to be encrypted to (RFC 8551 §2.5.3: a sending agent
+            // SHOULD use the encryption-key preference); then the latest notBefore.
             usable.sort_by(|a, b| {
                 let t = |c: &Candidate| certs::unix_time(c.cert.not_before()).unwrap_or(0);
-                t(b).cmp(&t(a))
+                (b.preferred_at, t(b)).cmp(&(a.preferred_at, t(a)))
             });
             let mut it = usable.into_iter();
             if let Some(best) = it.next() {
-                for older in it {
-                    refused.push((older, String::from("a newer usable certificate exists")));
+                for other in it {
+                    let why = if best.preferred_at > other.preferred_at {
+                        "its owner's signed mail prefers another usable certificate"
+                    } else {
+                        "a newer usable certificate exists"
+                    };
+                    refused.push((other, String::from(why)));
                 }
                 return Ok(Lookup {
                     address: addr,
@@ -468,20 +477,14 @@ pub fn import(
     }
     let processed = crate::pipeline::process(ctx, data)?;
     for s in processed.harvestable() {
-        if let Some(cert) = &s.cert {
-            let before = store
-                .entries()
-                .iter()
-                .any(|e| e.fingerprint == certs::fingerprint(cert));
-            store.harvest(
-                cert,
-                s.smime_capabilities.as_deref(),
-                s.signing_time,
-                pathcache::now(),
-            )?;
+        // The signer's certificate, and the encryption certificate it names, as a harvest.
+        let known: std::collections::HashSet<String> =
+            store.entries().into_iter().map(|e| e.fingerprint).collect();
+        for (cert, r) in record_signer(store, s, pathcache::now()) {
+            r?;
             out.push(Imported {
-                cert: cert.clone(),
-                new: !before,
+                new: !known.contains(&certs::fingerprint(&cert)),
+                cert,
                 harvested: true,
             });
         }
@@ -528,6 +531,36 @@ fn carried_certificates(message: &[u8]) -> Vec<X509> {
     out
 }
 
+/// Records one verified signer in `store`: its certificate and, when its encryption-key
+/// preference (covered by the valid signature) names another certificate for the same
+/// address, that one too (Exchange issues separate signing and encryption certificates); and
+/// which of them the signer asked, at its signing time, to be encrypted to (without a
+/// preference: the signing certificate). Each certificate with how its recording went.
+fn record_signer(
+    store: &store::Store,
+    s: &crate::status::SignerResult,
+    now: i64,
+) -> Vec<(X509, Result<store::Harvested>)> {
+    let Some(cert) = &s.cert else {
+        return Vec::new();
+    };
+    let preferred = s.key_preference.as_ref().filter(|k| {
+        k.to_der().ok() != cert.to_der().ok()
+            && s.address
+                .as_deref()
+                .is_some_and(|a| certs::has_address(k, a))
+    });
+    let wanted = preferred.unwrap_or(cert);
+    std::iter::once(cert)
+        .chain(preferred)
+        .map(|c| {
+            let caps = s.smime_capabilities.as_deref();
+            let r = store.harvest_as(c, caps, s.signing_time, now, std::ptr::eq(c, wanted));
+            (c.clone(), r)
+        })
+        .collect()
+}
+
 /// [`harvest`] into the store the settings name (`--certs`, config key `certs`), if any: what
 /// every inbound entry point (filter, agent, both watchers) does with a processed message.
 pub fn harvest_configured(
@@ -549,29 +582,14 @@ pub fn harvest_configured(
 pub fn harvest(store: &store::Store, processed: &crate::pipeline::Processed, input: Option<&[u8]>) {
     let mut carried: Option<Vec<X509>> = None;
     for s in processed.harvestable() {
-        let Some(cert) = &s.cert else { continue };
-        // The certificate the signer asks to be encrypted to (its encryption-key preference,
-        // covered by the valid signature), when it is another one for the same address: Exchange
-        // issues separate signing and encryption certificates.
-        let preferred = s.key_preference.as_ref().filter(|k| {
-            k.to_der().ok() != cert.to_der().ok()
-                && s.address
-                    .as_deref()
-                    .is_some_and(|a| certs::has_address(k, a))
-        });
         let mut stored = false;
-        for c in std::iter::once(cert).chain(preferred) {
-            match store.harvest(
-                c,
-                s.smime_capabilities.as_deref(),
-                s.signing_time,
-                pathcache::now(),
-            ) {
+        for (c, r) in record_signer(store, s, pathcache::now()) {
+            match r {
                 Ok(r) => {
                     stored = true;
-                    log::info!("harvest {}: {r:?}", certs::fingerprint(c))
+                    log::info!("harvest {}: {r:?}", certs::fingerprint(&c))
                 }
-                Err(e) => log::warn!("harvest {}: {e}", certs::fingerprint(c)),
+                Err(e) => log::warn!("harvest {}: {e}", certs::fingerprint(&c)),
             }
         }
         if !stored {

@@ -42,6 +42,11 @@ pub struct Meta {
     /// parse only the certificates that match, not the whole store.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// When (signingTime, else harvest time) verified mail last named this certificate as the
+    /// one its signer wants to be encrypted to: its SMIMEEncryptionKeyPreference (RFC 8551
+    /// §2.5.3), or, without one, the signing certificate itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_at: Option<i64>,
 }
 
 impl Meta {
@@ -475,6 +480,19 @@ impl Store {
         signing_time: Option<i64>,
         now: i64,
     ) -> Result<Harvested> {
+        self.harvest_as(cert, capabilities, signing_time, now, false)
+    }
+
+    /// [`Store::harvest`]; with `preferred`, the message's signer also named this certificate
+    /// as the one to encrypt to ([`Meta::preferred_at`]: its signing time, else `now`).
+    pub fn harvest_as(
+        &self,
+        cert: &X509,
+        capabilities: Option<&[u8]>,
+        signing_time: Option<i64>,
+        now: i64,
+        preferred: bool,
+    ) -> Result<Harvested> {
         if let Some(t) = signing_time {
             if t > now + MAX_FUTURE_SKEW {
                 return Err(Error::data(format!(
@@ -496,7 +514,15 @@ impl Store {
             (None, _) => meta.capabilities.is_none() || signing_time.is_some(),
             (Some(_), None) => false,
         };
+        let stated = signing_time.unwrap_or(now);
+        let prefer = preferred && meta.preferred_at.is_none_or(|t| t < stated);
+        if prefer {
+            meta.preferred_at = Some(stated);
+        }
         if !newer {
+            if prefer {
+                self.write_meta(&fp, &meta)?;
+            }
             return Ok(Harvested::Older);
         }
         if meta.source.is_empty() {
@@ -591,8 +617,10 @@ impl CertSource for Store {
                     .cert
                     .get_or_init(|| self.read_cert(&i.fingerprint))
                     .clone()?;
+                let meta = snap.metas.get(&i.fingerprint);
                 certs::has_address(&cert, addr).then(|| Candidate {
-                    capabilities: snap.metas.get(&i.fingerprint).and_then(Meta::capabilities),
+                    capabilities: meta.and_then(Meta::capabilities),
+                    preferred_at: meta.and_then(|m| m.preferred_at),
                     source: format!("store {}", self.dir.display()),
                     cert,
                     chain: Vec::new(),

@@ -165,6 +165,7 @@ impl CertSource for VcardSource {
                 cert: c.clone(),
                 source: format!("vcard {}", f.display()),
                 capabilities: None,
+                preferred_at: None,
                 chain: Vec::new(),
             })
             .collect())
