@@ -844,15 +844,20 @@ fn temporary_failure_leaves_the_message_for_a_later_run() {
     let d = Dovecot::start(Opts::default());
     let state = tempfile::tempdir().expect("state");
     let mut s = d.client();
-    append(&mut s, "INBOX", &message(Kind::SignEnc, "later"), &[], None);
+    for id in ["later", "later2", "later3"] {
+        append(&mut s, "INBOX", &message(Kind::SignEnc, id), &[], None);
+    }
     let p = pki();
-    // the key's passphrase command fails: nothing may change, exit 75
+    // the key's passphrase command fails: nothing may change, exit 75; the command runs once
+    // in the pass, not once per message (a pinentry would ask three times)
+    let calls = state.path().join("calls");
+    let cmd = format!("echo x >> '{}'; exit 1", calls.display());
     let mut c = smimed();
     c.args(["--authserv-id", "mx.test", "--trust"])
         .arg(&p.root_path)
         .arg("--key")
         .arg(&p.bob.p12_path)
-        .args(["--passphrase-command", "exit 1"])
+        .args(["--passphrase-command", &cmd])
         .env("SMIMED_IMAP_PASSWORD", dovecot::PASSWORD)
         .arg("watch")
         .arg("--state-dir")
@@ -865,13 +870,19 @@ fn temporary_failure_leaves_the_message_for_a_later_run() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let ran = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert_eq!(ran.lines().count(), 1, "passphrase command runs: {ran:?}");
     let inbox = messages(&mut s, "INBOX");
-    assert_eq!(inbox.len(), 1);
-    assert!(!inbox[0].has_flag(KEYWORD) && !inbox[0].has_flag("\\Seen"));
-    // the passphrase is back: the same state processes it
+    assert_eq!(inbox.len(), 3);
+    assert!(inbox
+        .iter()
+        .all(|m| !m.has_flag(KEYWORD) && !m.has_flag("\\Seen")));
+    // the passphrase is back: the same state processes them
     ok(&once(state.path(), &[&d.url("INBOX")]));
-    assert!(done_in(&mut s, "later"));
-    assert_eq!(messages(&mut s, ARCHIVE).len(), 1);
+    for id in ["later", "later2", "later3"] {
+        assert!(done_in(&mut s, id), "{id}");
+    }
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 3);
 }
 
 /// A message larger than `--max-size` is neither downloaded nor changed (it was fetched whole

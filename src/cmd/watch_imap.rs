@@ -199,6 +199,9 @@ pub fn run(args: &WatchImapArgs, settings: Settings) -> Result<i32> {
         poll_interval: Duration::from_secs(wc.poll_interval.unwrap_or(60).max(1)),
     };
     let ctx = Arc::new(Context::new(settings));
+    // A passphrase that cannot be had defers the messages needing a key until the next pass
+    // (the passphrase command runs once per pass, not once per message).
+    ctx.hold_key_failures();
     // Configuration errors in keys or trust show now, not at the first S/MIME message.
     for r in [ctx.identities().map(|_| ()), ctx.trust().map(|_| ())] {
         if let Err(e) = r {

@@ -529,7 +529,10 @@ fn run_session(
     run.recover()?;
     let mut first = true;
     loop {
-        if !run.sync(stop)? {
+        let synced = run.sync(stop);
+        // Keys held back after a passphrase failure are tried again in the next pass.
+        ctx.retry_keys();
+        if !synced? {
             return Ok(());
         }
         if first {
