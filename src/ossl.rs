@@ -234,6 +234,28 @@ pub fn has_econtent(cms: &CmsContentInfoRef) -> bool {
     }
 }
 
+/// A copy of a SignedData's eContent (None when it has none), unverified: only to look at
+/// what it holds, never to deliver.
+pub fn econtent_unverified(cms: &CmsContentInfoRef) -> Option<Vec<u8>> {
+    // SAFETY: CMS_get0_content returns a borrowed pointer to the eContent slot (or NULL); the
+    // octet string it points to, if any, is valid while `cms` is, and is only read (its length
+    // and data) and copied.
+    unsafe {
+        let pos = CMS_get0_content(cms.as_ptr());
+        ffi::ERR_clear_error();
+        if pos.is_null() || (*pos).is_null() {
+            return None;
+        }
+        let s = *pos as *const ffi::ASN1_STRING;
+        let len = usize::try_from(ffi::ASN1_STRING_length(s)).ok()?;
+        let data = ffi::ASN1_STRING_get0_data(s);
+        if data.is_null() {
+            return None;
+        }
+        Some(std::slice::from_raw_parts(data, len).to_vec())
+    }
+}
+
 /// How a RecipientInfo delivers the content-encryption key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecipientKind {

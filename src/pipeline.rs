@@ -491,7 +491,7 @@ fn process_layers(
                 // any reading that makes it one, it "failed", as over the size or nesting
                 // limit.
                 let hinted = root_der.as_ref().is_some_and(|(der, h)| {
-                    !matches!(h.as_str(), "signed-data" | "certs-only") || der_is_envelope(der)
+                    !matches!(h.as_str(), "signed-data" | "certs-only") || der_is_envelope(der, 8)
                 });
                 if hinted || mime::may_be_envelope(&ent) || body_is_envelope(&ent) {
                     walker.st.encryption = Encryption::Failed;
@@ -1316,19 +1316,33 @@ const MAX_SIGNER_CERT_PAIRS: usize = 20_000;
 /// Most digest algorithms a SignedData may list.
 const MAX_DIGEST_ALGORITHMS: usize = 16;
 
-/// Whether `der` is an EnvelopedData or AuthEnvelopedData.
-fn der_is_envelope(der: &[u8]) -> bool {
-    matches!(
-        parse_cms(der).0.map(|c| ossl::content_kind(&c)),
-        Ok(ContentKind::Enveloped | ContentKind::AuthEnveloped)
-    )
+/// Whether `der` is an EnvelopedData or AuthEnvelopedData, or a SignedData whose content
+/// holds one (encrypt-then-sign), down to `depth` signed layers.
+fn der_is_envelope(der: &[u8], depth: usize) -> bool {
+    let Ok(cms) = parse_cms(der).0 else {
+        return false;
+    };
+    match ossl::content_kind(&cms) {
+        ContentKind::Enveloped | ContentKind::AuthEnveloped => true,
+        ContentKind::Signed if depth > 0 => ossl::econtent_unverified(&cms).is_some_and(|c| {
+            let inner = mime::split(&c);
+            mime::may_be_envelope(&inner) || envelope_in(&inner, depth - 1)
+        }),
+        _ => false,
+    }
 }
 
-/// Whether the body of an entity some reader may take for S/MIME is an envelope, base64 or
-/// binary, whatever its labels say (the CMS content type decides, as when nothing is ambiguous).
+/// Whether the body of an entity some reader may take for S/MIME is an envelope (or a signed
+/// layer around one), base64 or binary, whatever its labels say: the CMS content types decide,
+/// as when nothing is ambiguous.
 fn body_is_envelope(ent: &mime::Entity<'_>) -> bool {
+    envelope_in(ent, 8)
+}
+
+fn envelope_in(ent: &mime::Entity<'_>, depth: usize) -> bool {
     mime::could_be_smime(ent)
-        && (der_is_envelope(&mime::base64_permissive(ent.body)) || der_is_envelope(ent.body))
+        && (der_is_envelope(&mime::base64_permissive(ent.body), depth)
+            || der_is_envelope(ent.body, depth))
 }
 
 fn parse_cms(

@@ -525,6 +525,18 @@ fn an_ambiguous_envelope_is_failed_never_none() {
             &ct_line,
             "Content-Type: application/octet-stream; name*0=\"smime.p\"; name*1=\"7m\"",
         )),
+        // Encrypt-then-sign: the envelope is inside the opaque signed layer.
+        {
+            let signed = sign_as(&p.carol, false, &[], &enc);
+            let m = message("carol@example.org", "bob@example.org", "ambiguous", &signed);
+            let m = String::from_utf8_lossy(&m).into_owned();
+            let cte_signed = if m.contains("base64\r\n") {
+                "Content-Transfer-Encoding: base64\r\n"
+            } else {
+                "Content-Transfer-Encoding: base64\n"
+            };
+            m.replacen(cte_signed, &format!("{cte_signed}{cte_signed}"), 1)
+        },
     ]);
     for v in variants {
         let (st, out_text, _) = filter_checked(Some(&p.bob), &[], v.as_bytes());
