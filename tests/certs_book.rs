@@ -144,44 +144,52 @@ fn lookup_explains_refusals_and_takes_the_newest_usable() {
 
 /// RFC 8551 §2.5.3: the certificate a signer's verified mail last named as the one to encrypt
 /// to (SMIMEEncryptionKeyPreference, or the signing certificate itself without one) wins over a
-/// newer one; a later statement replaces an earlier one.
+/// newer one; a later statement replaces an earlier one; a message without a signing time says
+/// nothing that outranks a dated one; a certificate the user imports by hand is the latest word.
 #[test]
 fn lookup_takes_the_certificate_the_owner_last_asked_for() {
     use smimed::addressbook::store::Store;
     let p = pki();
     let env = Env::new();
     let store = Store::new(env.certs.clone());
-    let now = 2_000_000_000;
-    // Both known (with the intermediate, from the chain file), neither named yet.
-    env.import(&[&p.bob.chain_path, &p.bob_renewed.cert_path]);
-    // A message signed at now-100 named the older certificate; the renewed one came along
-    // (its signer's own certificate, say), named by nobody.
-    store
-        .harvest_as(&p.bob.cert, None, Some(now - 100), now, true)
-        .expect("h");
-    store
-        .harvest_as(&p.bob_renewed.cert, None, Some(now - 100), now, false)
-        .expect("h");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    // The intermediate only (a CA: no preference); both of bob's certificates come by mail.
+    env.import(&[&p.intermediate_path]);
+    let harvest = |u: &User, at: Option<i64>, preferred: bool| {
+        store
+            .harvest_as(&u.cert, None, at, now, preferred)
+            .expect("harvest");
+    };
     let lookup = || {
         let out = env.certs_cmd(&["lookup", "bob@example.org"]);
         assert_ok(&out);
         stdout(&out)
     };
+    let uses = |u: &User| format!("using {}", fp(u));
+    // A message signed an hour ago named the older certificate; the renewed one came along,
+    // named by nobody.
+    harvest(&p.bob, Some(now - 3600), true);
+    harvest(&p.bob_renewed, Some(now - 3600), false);
     let text = lookup();
-    assert!(text.contains(&format!("using {}", fp(&p.bob))), "{text}");
+    assert!(text.contains(&uses(&p.bob)), "{text}");
     assert!(
-        text.contains("its owner's signed mail prefers another usable certificate"),
+        text.contains("another usable certificate was named later"),
         "{text}"
     );
-    // An older statement for the renewed one changes nothing; a later one does.
-    store
-        .harvest_as(&p.bob_renewed.cert, None, Some(now - 200), now, true)
-        .expect("h");
-    assert!(lookup().contains(&format!("using {}", fp(&p.bob))));
-    store
-        .harvest_as(&p.bob_renewed.cert, None, Some(now - 50), now, true)
-        .expect("h");
-    assert!(lookup().contains(&format!("using {}", fp(&p.bob_renewed))));
+    // An older statement for the renewed one changes nothing, nor one without a signing
+    // time; a later one does.
+    harvest(&p.bob_renewed, Some(now - 7200), true);
+    harvest(&p.bob_renewed, None, true);
+    harvest(&p.bob, None, true);
+    assert!(lookup().contains(&uses(&p.bob)));
+    harvest(&p.bob_renewed, Some(now - 60), true);
+    assert!(lookup().contains(&uses(&p.bob_renewed)));
+    // The user imports the older one by hand: the latest word.
+    env.import(&[&p.bob.cert_path]);
+    assert!(lookup().contains(&uses(&p.bob)));
 }
 
 fn fold(line: &str) -> String {

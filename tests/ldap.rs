@@ -60,6 +60,13 @@ fn gal() -> String {
             p.erin.email
         ) + &b64_line("userCertificate;binary", &der(&p.erin))),
     );
+    // erin again, as a contact object listing her certificate too (a GAL often has both).
+    l += &person(
+        "erin-contact",
+        "erin.contact@example.org",
+        &(format!("proxyAddresses: smtp:{}\n", p.erin.email)
+            + &b64_line("userCertificate;binary", &der(&p.erin))),
+    );
     l += &person(
         "expired",
         &p.expired.email,
@@ -107,6 +114,11 @@ fn lookup_reads_gal_entries_as_outlook_and_exchange_publish_them() {
         let text = stdout(&lookup(&env, &flags, &addr));
         assert!(
             text.contains(&format!("using {}", fp(&p.erin))),
+            "{addr}: {text}"
+        );
+        // Listed by two entries, it is one candidate (not refused against itself).
+        assert!(
+            !text.contains(&format!("refused {}", fp(&p.erin))),
             "{addr}: {text}"
         );
     }

@@ -233,7 +233,12 @@ impl<'a> AddressBook<'a> {
         let mut refused = Vec::new();
         for s in &self.sources {
             let mut usable = Vec::new();
+            // One certificate listed twice (a GAL's user and contact objects) is one candidate.
+            let mut seen = std::collections::HashSet::new();
             for mut c in s.find(&addr)? {
+                if !seen.insert(certs::fingerprint(&c.cert)) {
+                    continue;
+                }
                 match self.check_with(&c.cert, &addr, &c.chain)? {
                     Ok(()) => {
                         if c.capabilities.is_none() {
@@ -252,11 +257,13 @@ impl<'a> AddressBook<'a> {
             });
             let mut it = usable.into_iter();
             if let Some(best) = it.next() {
+                let t = |c: &Candidate| certs::unix_time(c.cert.not_before()).unwrap_or(0);
                 for other in it {
-                    let why = if best.preferred_at > other.preferred_at {
-                        "its owner's signed mail prefers another usable certificate"
-                    } else {
+                    let why = if t(&best) >= t(&other) {
                         "a newer usable certificate exists"
+                    } else {
+                        "another usable certificate was named later (by its owner's signed \
+                         mail, or imported)"
                     };
                     refused.push((other, String::from(why)));
                 }
@@ -422,6 +429,16 @@ pub struct Imported {
     pub harvested: bool,
 }
 
+/// Stores a certificate the user imports by hand; a leaf becomes the one to encrypt to for its
+/// addresses, as the user's latest word (signed mail dated later outranks it again).
+fn import_one(store: &store::Store, cert: &X509) -> Result<bool> {
+    let new = store.add(cert, "import")?;
+    if !store::is_ca(cert) {
+        store.prefer(cert, pathcache::now())?;
+    }
+    Ok(new)
+}
+
 /// Imports every certificate of `data` into `store`: vCard KEYs, PEM/DER/PKCS#7/.sst, or the
 /// signer of a signed message, which is taken only when the inbound pipeline judged its
 /// signature valid and its signer the From address (then with its SMIMECapabilities).
@@ -434,7 +451,7 @@ pub fn import(
     if vcard::is_vcard(data) {
         for c in vcard::certificates(&String::from_utf8_lossy(data)) {
             out.push(Imported {
-                new: store.add(&c, "import")?,
+                new: import_one(store, &c)?,
                 cert: c,
                 harvested: false,
             });
@@ -449,7 +466,7 @@ pub fn import(
     if let Ok(list) = certs::read_certificates(data) {
         for c in list {
             out.push(Imported {
-                new: store.add(&c.cert, "import")?,
+                new: import_one(store, &c.cert)?,
                 cert: c.cert,
                 harvested: false,
             });
@@ -468,7 +485,7 @@ pub fn import(
         }
         for c in published {
             out.push(Imported {
-                new: store.add(&c, "import")?,
+                new: import_one(store, &c)?,
                 cert: c,
                 harvested: false,
             });

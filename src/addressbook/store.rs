@@ -42,9 +42,9 @@ pub struct Meta {
     /// parse only the certificates that match, not the whole store.
     #[serde(default)]
     pub addresses: Vec<String>,
-    /// When (signingTime, else harvest time) verified mail last named this certificate as the
-    /// one its signer wants to be encrypted to: its SMIMEEncryptionKeyPreference (RFC 8551
-    /// §2.5.3), or, without one, the signing certificate itself.
+    /// When verified mail (its signingTime) last named this certificate as the one its signer
+    /// wants to be encrypted to: its SMIMEEncryptionKeyPreference (RFC 8551 §2.5.3), or,
+    /// without one, the signing certificate itself; or when the user imported it by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_at: Option<i64>,
 }
@@ -514,10 +514,11 @@ impl Store {
             (None, _) => meta.capabilities.is_none() || signing_time.is_some(),
             (Some(_), None) => false,
         };
-        let stated = signing_time.unwrap_or(now);
-        let prefer = preferred && meta.preferred_at.is_none_or(|t| t < stated);
+        // (A message without a signing time states nothing datable: it cannot outrank one.)
+        let prefer =
+            preferred && signing_time.is_some_and(|t| meta.preferred_at.is_none_or(|p| p < t));
         if prefer {
-            meta.preferred_at = Some(stated);
+            meta.preferred_at = signing_time;
         }
         if !newer {
             if prefer {
@@ -536,6 +537,24 @@ impl Store {
             capabilities.map(|c| base64::engine::general_purpose::STANDARD.encode(c));
         self.write_meta(&fp, &meta)?;
         Ok(Harvested::Stored)
+    }
+
+    /// Records that the user named `cert` (stored already) at `at` as the one to encrypt to
+    /// (`certs import` of a certificate): a later statement than what earlier mail said.
+    pub fn prefer(&self, cert: &X509, at: i64) -> Result<()> {
+        let fp = certs::fingerprint(cert);
+        let _lock = self.lock()?;
+        let mut meta = self.read_meta(&fp);
+        if meta.preferred_at.is_some_and(|t| t >= at) {
+            return Ok(());
+        }
+        meta.preferred_at = Some(at);
+        if meta.addresses.is_empty() {
+            meta.addresses = certs::email_addresses(cert);
+        }
+        self.write_meta(&fp, &meta)?;
+        self.invalidate();
+        Ok(())
     }
 
     /// Removes the certificates naming `what` (an address), or whose fingerprint is `what`: a
