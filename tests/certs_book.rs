@@ -233,6 +233,83 @@ fn vcard4(u: &User) -> String {
     )
 }
 
+/// A vCard KEY may hold a PKCS#7 bundle (certs-only, here made by `openssl crl2pkcs7`) instead
+/// of one certificate, and a vCard may carry the issuing CA as a KEY of its own: both complete
+/// the recipient's path when read through `--vcard`, with nothing in the store.
+#[test]
+fn vcard_keys_holding_a_pkcs7_or_the_issuing_ca_are_read() {
+    use base64::Engine;
+    let p = pki();
+    let env = Env::new();
+    let d = env.dir.path();
+    let p7 = openssl(
+        &[
+            "crl2pkcs7",
+            "-nocrl",
+            "-outform",
+            "DER",
+            "-certfile",
+            path_str(&p.carol.cert_path),
+            "-certfile",
+            path_str(&p.intermediate_path),
+        ],
+        b"",
+    );
+    let b64 = |der: &[u8]| base64::engine::general_purpose::STANDARD.encode(der);
+    let card = |email: &str, keys: &[String]| {
+        let mut c = format!("BEGIN:VCARD\r\nVERSION:4.0\r\nFN:x\r\nEMAIL:{email}\r\n");
+        for k in keys {
+            c += &fold(k);
+        }
+        c + "END:VCARD\r\n"
+    };
+    let pkcs7 = card(
+        &p.carol.email,
+        &[format!(
+            "KEY:data:application/pkcs7-mime;base64,{}",
+            b64(&p7)
+        )],
+    );
+    let inter = openssl::x509::X509::from_pem(&std::fs::read(&p.intermediate_path).unwrap())
+        .unwrap()
+        .to_der()
+        .unwrap();
+    let two_keys = card(
+        &p.bob.email,
+        &[
+            format!(
+                "KEY:data:application/pkix-cert;base64,{}",
+                b64(&p.bob.cert.to_der().unwrap())
+            ),
+            format!("KEY:data:application/pkix-cert;base64,{}", b64(&inter)),
+        ],
+    );
+    std::fs::write(d.join("carol.vcf"), pkcs7).unwrap();
+    std::fs::write(d.join("bob.vcf"), two_keys).unwrap();
+    for (file, u) in [("carol.vcf", &p.carol), ("bob.vcf", &p.bob)] {
+        let mut c = smimed();
+        c.arg("--trust")
+            .arg(&p.root_path)
+            .arg("--certs")
+            .arg(&env.certs);
+        c.arg("--vcard")
+            .arg(d.join(file))
+            .args(["certs", "lookup", &u.email]);
+        let out = run_with_stdin(&mut c, b"");
+        assert_ok(&out);
+        assert!(
+            stdout(&out).contains(&format!("using {}", fp(u))),
+            "{file}: {}",
+            stdout(&out)
+        );
+    }
+    // Imported, the PKCS#7 vCard gives its certificates too.
+    env.import(&[&d.join("carol.vcf")]);
+    let out = env.certs_cmd(&["lookup", &p.carol.email]);
+    assert_ok(&out);
+    assert!(stdout(&out).contains("from store"), "{}", stdout(&out));
+}
+
 #[test]
 fn importing_a_vcard_without_a_certificate_is_an_error() {
     let env = Env::new();

@@ -127,7 +127,8 @@ fn key_bytes(v: &VCardValue) -> Option<Vec<u8>> {
     }
 }
 
-/// Every X.509 certificate in the KEY properties of the vCards in `text`.
+/// Every X.509 certificate in the KEY properties of the vCards in `text`: a certificate, or the
+/// certificates of a PKCS#7 (certs-only or signed, as some clients publish a bundle).
 pub fn certificates(text: &str) -> Vec<X509> {
     let mut out = Vec::new();
     let mut parser = Parser::new(text);
@@ -136,8 +137,8 @@ pub fn certificates(text: &str) -> Vec<X509> {
             Entry::VCard(card) => {
                 for e in card.entries.iter().filter(|e| e.name == VCardProperty::Key) {
                     for v in &e.values {
-                        if let Some(c) = key_bytes(v).and_then(|b| X509::from_der(&b).ok()) {
-                            out.push(c);
+                        if let Some(b) = key_bytes(v) {
+                            out.extend(certs::published_certificates(&b));
                         }
                     }
                 }
@@ -157,8 +158,8 @@ impl CertSource for VcardSource {
     }
 
     fn find(&self, addr: &str) -> Result<Vec<Candidate>> {
-        Ok(self
-            .all()
+        let all = self.all();
+        Ok(all
             .iter()
             .filter(|(_, c)| certs::has_address(c, addr))
             .map(|(f, c)| Candidate {
@@ -166,7 +167,12 @@ impl CertSource for VcardSource {
                 source: format!("vcard {}", f.display()),
                 capabilities: None,
                 preferred_at: None,
-                chain: Vec::new(),
+                // The CA certificates its own file carries complete its path.
+                chain: all
+                    .iter()
+                    .filter(|(g, ca)| g == f && super::store::is_ca(ca))
+                    .map(|(_, ca)| ca.clone())
+                    .collect(),
             })
             .collect())
     }
