@@ -87,6 +87,22 @@ fn lookup(env: &Env, ldap: &[&str], addr: &str) -> std::process::Output {
     env.certs_cmd(&args)
 }
 
+/// A server whose own size limit is lower than smimed's stops the search early: an error that
+/// says so (not "the filter is too broad"), exit 78, and never "no certificate".
+#[test]
+fn a_server_size_limit_is_reported_as_the_servers() {
+    let p = pki();
+    let ldap = Slapd::start_with(&gal(), true, "sizelimit 1");
+    let env = Env::new();
+    let url = format!("{}/{SUFFIX}", ldap.url());
+    // erin is listed by two entries (her user and contact objects): the server stops at one.
+    let out = lookup(&env, &["--ldap", url.as_str()], &p.erin.email);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("the server's size limit"), "{err}");
+    assert!(!err.contains("too broad"), "{err}");
+}
+
 #[test]
 fn lookup_reads_gal_entries_as_outlook_and_exchange_publish_them() {
     let p = pki();

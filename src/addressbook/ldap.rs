@@ -311,13 +311,26 @@ impl LdapSource {
             0 => {}
             // An incomplete answer is no "no certificate": under --encrypt auto that would
             // send in clear although the certificate may be among the entries not read.
-            4 => {
+            // (Ours, or the server's own when it is lower: then fewer entries came.)
+            4 if entries.len() >= SIZE_LIMIT as usize => {
                 return Err((
                     false,
                     Error::config(format!(
                         "LDAP directory {}: more than {SIZE_LIMIT} entries match {filter}: \
                          the filter is too broad",
                         cfg.url
+                    )),
+                ))
+            }
+            4 => {
+                return Err((
+                    false,
+                    Error::config(format!(
+                        "LDAP directory {}: the server's size limit stopped the search for \
+                         {filter} after {} entries (sizeLimitExceeded): raise it for this \
+                         bind DN",
+                        cfg.url,
+                        entries.len()
                     )),
                 ))
             }

@@ -44,6 +44,12 @@ impl Slapd {
     /// Starts slapd with `ldif` (entries below the suffix, which is made here). With
     /// `anonymous_reads` false, only bound users may read (anonymous may only bind).
     pub fn start(ldif: &str, anonymous_reads: bool) -> Slapd {
+        Self::start_with(ldif, anonymous_reads, "")
+    }
+
+    /// [`Slapd::start`] with `database` directives added to the database section (a
+    /// `sizelimit`, say).
+    pub fn start_with(ldif: &str, anonymous_reads: bool, database: &str) -> Slapd {
         let dir = tempfile::Builder::new()
             .prefix("sld")
             .tempdir_in("/tmp")
@@ -89,6 +95,7 @@ impl Slapd {
              directory {d}/db\n\
              index objectClass eq\n\
              index mail eq,sub\n\
+             {database}\n\
              {access}\n",
             d = d.display()
         );
