@@ -65,10 +65,40 @@ pub fn from_address(fields: &[crate::mime::Field]) -> FromAddress {
                     _ => FromAddress::Ambiguous("several-from-addresses"),
                 }
             }
-            None => FromAddress::Ambiguous("from-unparsable"),
+            // mailparse cannot read a bare addr-spec whose local part is quoted
+            // (`"alice"@example.org`); readers do. Taken only when that is the whole value.
+            None => match bare_quoted_addr_spec(&one.value_undecoded()) {
+                Some(a) => FromAddress::One(crate::address::plain(a)),
+                None => FromAddress::Ambiguous("from-unparsable"),
+            },
         },
         _ => FromAddress::Ambiguous("several-from-fields"),
     }
+}
+
+/// `value` when it is one addr-spec and nothing else, with a quoted local part and a plain
+/// domain (`"alice"@example.org`, `"a b"@example.org`).
+fn bare_quoted_addr_spec(value: &str) -> Option<&str> {
+    let v = value.trim();
+    let rest = v.strip_prefix('"')?;
+    let mut chars = rest.char_indices();
+    let end = loop {
+        match chars.next()? {
+            (_, '\\') => {
+                chars.next()?;
+            }
+            (i, '"') => break i,
+            (_, c) if c == '\r' || c == '\n' => return None,
+            _ => {}
+        }
+    };
+    let domain = rest[end + 1..].strip_prefix('@')?;
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.chars()
+                .all(|c| c.is_alphanumeric() || c == '-' || !c.is_ascii() && !c.is_whitespace())
+    };
+    domain.split('.').all(label_ok).then_some(v)
 }
 
 /// Minimum RSA/DSA key size accepted for a signature (RFC 8551 §4.3, §6).

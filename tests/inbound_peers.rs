@@ -1285,6 +1285,10 @@ fn signer_address_forms() {
         // mailparse joins the atoms around a comment; readers stop at the first.
         ("alice@example(x).org", "valid"),
         ("alice@exam(x)ple.org", "mismatch"),
+        // A bare quoted local part (mailparse cannot read it alone; readers do).
+        ("\"alice\"@example.org", "valid"),
+        ("\"alice\"@example.org <eve@evil.example>", "mismatch"),
+        ("\"alice\"@example.org, eve@evil.example", "mismatch"),
     ] {
         let msg = message(from, "bob@example.org", "case", &signed);
         let (st, _, _) = filter_checked(None, &[], &msg);
