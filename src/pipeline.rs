@@ -1464,6 +1464,7 @@ fn check_signed(
         Ok(c) => c,
         Err(_) => return Ok(None),
     };
+    let mut stored_added = false;
     if checked.signers.iter().any(|s| s.cert.is_none()) {
         // A signer sent no certificate: the address book may hold it (and intermediates).
         let more = stored();
@@ -1476,15 +1477,30 @@ fn check_signed(
             }
             message_certs.extend(more);
         }
+        stored_added = true;
     }
     // The From comparison is redone on the assembled message (recheck_from); judge against an
     // ambiguous From here so that only the cryptographic and path checks decide.
     let from = FromAddress::Ambiguous("from-not-yet-known");
-    let results = checked
+    let mut results: Vec<SignerResult> = checked
         .signers
         .iter()
         .map(|s| verify::judge(s, &message_certs, trust, &from, "TEXT"))
         .collect();
+    if !stored_added && results.iter().any(|r| r.verdict == Signature::Untrusted) {
+        // A signer sent its certificate but not its intermediate (gpgsm's --include-certs 1):
+        // the address book's certificates may complete the path, as they do for a signer that
+        // sent none.
+        let more = stored();
+        if !more.is_empty() {
+            message_certs.extend(more);
+            for (r, s) in results.iter_mut().zip(&checked.signers) {
+                if r.verdict == Signature::Untrusted {
+                    *r = verify::judge(s, &message_certs, trust, &from, "TEXT");
+                }
+            }
+        }
+    }
     Ok(Some((results, checked.content)))
 }
 

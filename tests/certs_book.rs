@@ -433,6 +433,40 @@ fn filter_harvesting(
     run_with_stdin(&mut c, msg)
 }
 
+/// A signature that carries the signer's certificate but not its intermediate (gpgsm's
+/// `--include-certs 1`; here `openssl cms -sign` without `-certfile`): the intermediate the
+/// address book holds completes the path, as it does for a signature that carries none.
+#[test]
+fn a_stored_intermediate_completes_the_path_of_a_signer_sent_without_it() {
+    let p = pki();
+    let env = Env::new();
+    let entity = sample_entity("signer certificate only");
+    let signed = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            path_str(&p.alice.cert_path),
+            "-inkey",
+            path_str(&p.alice.key_path),
+            "-outform",
+            "SMIME",
+        ],
+        &entity,
+    );
+    let msg = message("alice@example.org", "bob@example.org", "one cert", &signed);
+    let out = filter_harvesting(&env, &p.bob, &msg, true);
+    assert_eq!(
+        status_word(&status_of(&out.stdout), "signature"),
+        Some("untrusted"),
+        "no intermediate anywhere"
+    );
+    env.import(&[&p.intermediate_path]);
+    let out = filter_harvesting(&env, &p.bob, &msg, true);
+    let st = status_of(&out.stdout);
+    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+}
+
 #[test]
 fn the_filter_harvests_only_verified_signers_of_from() {
     let p = pki();
