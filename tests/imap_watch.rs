@@ -885,6 +885,54 @@ fn temporary_failure_leaves_the_message_for_a_later_run() {
     assert_eq!(messages(&mut s, ARCHIVE).len(), 3);
 }
 
+/// A running watcher retries a message held back by a passphrase that could not be had at
+/// its retry interval, also over IDLE (whose timeout starts over at every keepalive the server
+/// sends: the retry waited for new mail, or for the 60 s timeout at best).
+#[test]
+fn a_running_watcher_retries_a_held_message_without_new_mail() {
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    append(&mut s, "INBOX", &message(Kind::SignEnc, "held"), &[], None);
+    let p = pki();
+    let unlocked = state.path().join("unlocked");
+    let cmd = format!(
+        "if [ -e '{}' ]; then echo '{}'; else exit 1; fi",
+        unlocked.display(),
+        common::pki::P12_PASS
+    );
+    let log = state.path().join("watch.log");
+    let f = std::fs::File::create(&log).expect("log");
+    let w = smimed()
+        .args(["--authserv-id", "mx.test", "--trust"])
+        .arg(&p.root_path)
+        .arg("--key")
+        .arg(&p.bob.p12_path)
+        .args(["--passphrase-command", &cmd])
+        .env("SMIMED_IMAP_PASSWORD", dovecot::PASSWORD)
+        .env("SMIMED_TEST_RETRY_MS", "1000")
+        .env("RUST_LOG", "info")
+        .arg("watch")
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg(d.url("INBOX"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!done_in(&mut s, "held"), "processed while locked");
+    std::fs::write(&unlocked, b"").expect("unlock");
+    let done = wait_until(Duration::from_secs(20), || done_in(&mut s, "held"));
+    assert_eq!(sigterm_and_wait(w), Some(0));
+    assert!(
+        done,
+        "not retried: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
 /// A message larger than `--max-size` is neither downloaded nor changed (it was fetched whole
 /// first, hundreds of megabytes for a few attachments), reported once, and looked at again
 /// when the limit is raised (it was passed over for good).

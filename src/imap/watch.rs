@@ -198,6 +198,14 @@ struct Item {
 /// Messages that failed temporarily are retried at least this often.
 const RETRY_INTERVAL: Duration = Duration::from_secs(60);
 
+/// [`RETRY_INTERVAL`] (tests shorten it with `SMIMED_TEST_RETRY_MS`).
+fn retry_interval() -> Duration {
+    std::env::var("SMIMED_TEST_RETRY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(RETRY_INTERVAL, Duration::from_millis)
+}
+
 /// Extra sessions used for parallel APPENDs, at most.
 const MAX_APPENDERS: usize = 3;
 
@@ -1444,15 +1452,12 @@ impl Run<'_> {
         if queued {
             return Ok(());
         }
-        if self.caps.idle {
+        // Messages left for retry (passphrase unavailable, a copy refused) are tried again
+        // within a minute: by polling, since IDLE's timeout starts over at every keepalive a
+        // server sends (Dovecot's `* OK Still here`), which may come more often than that.
+        if self.caps.idle && self.st.retry.is_empty() {
             let mut h = self.s.idle();
-            // messages left for retry (passphrase unavailable) are tried again within a minute
-            let timeout = if self.st.retry.is_empty() {
-                self.opts.idle_refresh
-            } else {
-                self.opts.idle_refresh.min(RETRY_INTERVAL)
-            };
-            h.timeout(timeout).keepalive(false);
+            h.timeout(self.opts.idle_refresh).keepalive(false);
             h.wait_while(|r| {
                 !matches!(
                     r,
@@ -1465,7 +1470,7 @@ impl Run<'_> {
             let interval = if self.st.retry.is_empty() {
                 self.opts.poll_interval
             } else {
-                self.opts.poll_interval.min(RETRY_INTERVAL)
+                self.opts.poll_interval.min(retry_interval())
             };
             stop.sleep(interval);
             self.s.noop().map_err(|e| imap_err("NOOP", e))?;
