@@ -46,6 +46,14 @@ fn gal() -> String {
         "dn: ou=elsewhere,{SUFFIX}\nobjectClass: referral\nobjectClass: extensibleObject\n\
          ou: elsewhere\nref: ldap://other.invalid/ou=elsewhere,{SUFFIX}\n\n"
     );
+    // bob's contact object first, with his older certificate alone (no intermediate): the
+    // same certificate in his user object's PKCS#7 has one, and makes it usable.
+    l += &person(
+        "bob-contact",
+        "bob.contact@example.org",
+        &(format!("proxyAddresses: smtp:{}\n", p.bob.email)
+            + &b64_line("userCertificate;binary", &der(&p.bob))),
+    );
     l += &person(
         "bob",
         "bob@example.org",

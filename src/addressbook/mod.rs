@@ -232,11 +232,14 @@ impl<'a> AddressBook<'a> {
         let addr = addr.trim().to_string();
         let mut refused = Vec::new();
         for s in &self.sources {
-            let mut usable = Vec::new();
-            // One certificate listed twice (a GAL's user and contact objects) is one candidate.
-            let mut seen = std::collections::HashSet::new();
+            let mut usable: Vec<Candidate> = Vec::new();
+            let mut refused_here: Vec<(Candidate, String)> = Vec::new();
+            // One certificate listed twice (a GAL's user and contact objects) is one candidate,
+            // usable when any listing is (one may carry the intermediate the other lacks).
+            let mut usable_fps = std::collections::HashSet::new();
             for mut c in s.find(&addr)? {
-                if !seen.insert(certs::fingerprint(&c.cert)) {
+                let fp = certs::fingerprint(&c.cert);
+                if usable_fps.contains(&fp) {
                     continue;
                 }
                 match self.check_with(&c.cert, &addr, &c.chain)? {
@@ -244,11 +247,17 @@ impl<'a> AddressBook<'a> {
                         if c.capabilities.is_none() {
                             c.capabilities = self.recorded_capabilities(&c.cert);
                         }
+                        usable_fps.insert(fp);
                         usable.push(c)
                     }
-                    Err(why) => refused.push((c, why)),
+                    Err(why) => refused_here.push((c, why)),
                 }
             }
+            let mut refused_fps = std::collections::HashSet::new();
+            refused.extend(refused_here.into_iter().filter(|(c, _)| {
+                let fp = certs::fingerprint(&c.cert);
+                !usable_fps.contains(&fp) && refused_fps.insert(fp)
+            }));
             // The one its owner last asked to be encrypted to (RFC 8551 §2.5.3: a sending agent
             // SHOULD use the encryption-key preference); then the latest notBefore.
             usable.sort_by(|a, b| {
