@@ -24,7 +24,11 @@ fn render(cmd: &clap::Command, name: &str, out: &mut Vec<(String, Vec<u8>)>) {
 #[test]
 fn man_pages_are_current() {
     let mut pages = Vec::new();
-    render(&smimed::cli::Cli::command(), "smimed", &mut pages);
+    // Built: the shared (global) options appear on every subcommand's page, and each page's
+    // synopsis names the command as it is typed (`smimed certs import`).
+    let mut root = smimed::cli::Cli::command();
+    root.build();
+    render(&root, "smimed", &mut pages);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("man");
     let update = std::env::var_os("SMIMED_UPDATE_MAN").is_some();
     let mut stale = Vec::new();
