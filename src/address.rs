@@ -64,7 +64,24 @@ fn domain_key(domain: &str) -> String {
     if domain.is_ascii() {
         return domain.to_ascii_lowercase();
     }
-    a_labels(domain).unwrap_or_else(|| domain.to_lowercase())
+    a_labels(domain).unwrap_or_else(|| fold_case(domain))
+}
+
+/// `s` in lower case, except for a non-ASCII character whose lower case holds an ASCII one
+/// (U+212A KELVIN SIGN is `k`, U+0130 is `i` and a dot): a look-alike, kept as it is, so that
+/// `worK.example` written with the Kelvin sign never becomes `work.example`.
+fn fold_case(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii() {
+            out.push(c.to_ascii_lowercase());
+        } else if c.to_lowercase().any(|l| l.is_ascii()) {
+            out.push(c);
+        } else {
+            out.extend(c.to_lowercase());
+        }
+    }
+    out
 }
 
 /// The A-label form of a non-ASCII domain written as U-labels: only when IDNA's mapping
@@ -73,7 +90,7 @@ fn domain_key(domain: &str) -> String {
 /// U+00AD), none of which a U-label may hold (RFC 5891), and a mail reader shows them as they
 /// are; such a domain is compared only with itself.
 fn a_labels(domain: &str) -> Option<String> {
-    let lower = domain.to_lowercase();
+    let lower = fold_case(domain);
     let ascii = idna::domain_to_ascii(&lower).ok()?;
     // Label by label: a domain may mix A-labels and U-labels (`xn--bcher-kva.ëxample`).
     let (given, made): (Vec<&str>, Vec<&str>) =
@@ -515,6 +532,8 @@ mod tests {
             ("alice@exa\u{ad}mple.org", "alice@example.org"),
             ("alice@bu\u{308}cher.example", "alice@xn--bcher-kva.example"),
             ("alice@straße.example", "alice@strasse.example"),
+            ("alice@wor\u{212a}.example", "alice@work.example"),
+            ("alice@\u{130}nfo.example", "alice@info.example"),
         ] {
             assert!(!same(from, cert), "{from} is not {cert}");
             assert!(same(from, from));

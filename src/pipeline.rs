@@ -1466,9 +1466,11 @@ fn check_signed(
     };
     let mut stored_added = false;
     if checked.signers.iter().any(|s| s.cert.is_none()) {
-        // A signer sent no certificate: the address book may hold it (and intermediates).
+        // A signer sent no certificate: the address book may hold it (and intermediates),
+        // within the same bound on signers x certificates.
         let more = stored();
-        if !more.is_empty() {
+        let pairs = signers.saturating_mul(message_certs.len().saturating_add(more.len()));
+        if !more.is_empty() && pairs <= MAX_SIGNER_CERT_PAIRS {
             for c in &more {
                 push(&mut extra, c)?;
             }
@@ -1490,9 +1492,10 @@ fn check_signed(
     if !stored_added && results.iter().any(|r| r.verdict == Signature::Untrusted) {
         // A signer sent its certificate but not its intermediate (gpgsm's --include-certs 1):
         // the address book's certificates may complete the path, as they do for a signer that
-        // sent none.
+        // sent none; within the same bound on signers x certificates.
         let more = stored();
-        if !more.is_empty() {
+        let pairs = signers.saturating_mul(message_certs.len().saturating_add(more.len()));
+        if !more.is_empty() && pairs <= MAX_SIGNER_CERT_PAIRS {
             message_certs.extend(more);
             for (r, s) in results.iter_mut().zip(&checked.signers) {
                 if r.verdict == Signature::Untrusted {

@@ -303,6 +303,23 @@ fn vcard_keys_holding_a_pkcs7_or_the_issuing_ca_are_read() {
             stdout(&out)
         );
     }
+    // The store holds bob's certificate alone (no intermediate: refused there); the vCard's
+    // listing of the same certificate is usable: it is used, and not also listed as refused.
+    let env2 = Env::new();
+    env2.import(&[&p.bob.cert_path]);
+    let mut c = smimed();
+    c.arg("--trust")
+        .arg(&p.root_path)
+        .arg("--certs")
+        .arg(&env2.certs);
+    c.arg("--vcard")
+        .arg(d.join("bob.vcf"))
+        .args(["certs", "lookup", &p.bob.email]);
+    let out = run_with_stdin(&mut c, b"");
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(text.contains(&format!("using {}", fp(&p.bob))), "{text}");
+    assert!(!text.contains(&format!("refused {}", fp(&p.bob))), "{text}");
     // Imported, the PKCS#7 vCard gives its certificates too.
     env.import(&[&d.join("carol.vcf")]);
     let out = env.certs_cmd(&["lookup", &p.carol.email]);

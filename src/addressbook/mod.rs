@@ -266,6 +266,9 @@ impl<'a> AddressBook<'a> {
             });
             let mut it = usable.into_iter();
             if let Some(best) = it.next() {
+                // Listed by an earlier source too, without what makes it usable here.
+                let chosen = certs::fingerprint(&best.cert);
+                refused.retain(|(c, _)| certs::fingerprint(&c.cert) != chosen);
                 let t = |c: &Candidate| certs::unix_time(c.cert.not_before()).unwrap_or(0);
                 for other in it {
                     let why = if t(&best) >= t(&other) {
