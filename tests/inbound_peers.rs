@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::outbound::openssl_verify;
 use common::pki::{pki, User};
 use common::*;
 
@@ -209,21 +210,8 @@ fn a_multipart_signed_inside_a_multipart_signed_is_delivered_as_it_came() {
     assert_eq!(ar(&out).matches("smime=pass").count(), 2, "{}", ar(&out));
     assert!(text.contains("signed twice"));
     assert_eq!(strip_our_status(&out), msg, "delivered as it came");
-    let verify = |m: &[u8]| {
-        openssl(
-            &[
-                "cms",
-                "-verify",
-                "-CAfile",
-                path_str(&p.root_path),
-                "-purpose",
-                "smimesign",
-            ],
-            m,
-        )
-    };
-    let content = verify(&strip_our_status(&out));
-    verify(&content);
+    let content = openssl_verify(&strip_our_status(&out));
+    openssl_verify(&content);
 
     // Inside an envelope too: the decrypted content is delivered with both signatures.
     let enc = encrypt_to(&[&p.bob], &["-aes256"], &outer);
@@ -236,8 +224,8 @@ fn a_multipart_signed_inside_a_multipart_signed_is_delivered_as_it_came() {
         2,
         "{text}"
     );
-    let content = verify(&strip_our_status(&out));
-    verify(&content);
+    let content = openssl_verify(&strip_our_status(&out));
+    openssl_verify(&content);
 }
 
 #[test]
