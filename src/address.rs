@@ -67,15 +67,16 @@ fn domain_key(domain: &str) -> String {
     a_labels(domain).unwrap_or_else(|| fold_case(domain))
 }
 
-/// `s` in lower case, except for a non-ASCII character whose lower case holds an ASCII one
-/// (U+212A KELVIN SIGN is `k`, U+0130 is `i` and a dot): a look-alike, kept as it is, so that
-/// `worK.example` written with the Kelvin sign never becomes `work.example`.
+/// `s` in lower case, except for a non-ASCII character whose lower case is ASCII (U+212A
+/// KELVIN SIGN is `k`): a look-alike of an ASCII letter, kept as it is, so that `worK.example`
+/// written with the Kelvin sign never becomes `work.example`. (U+0130 `İ` folds to `i̇`, an `i`
+/// with a dot above, which UTS #46 also gives: `İnfo.example` is `xn--info-qwc.example`.)
 fn fold_case(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_ascii() {
             out.push(c.to_ascii_lowercase());
-        } else if c.to_lowercase().any(|l| l.is_ascii()) {
+        } else if c.to_lowercase().all(|l| l.is_ascii()) {
             out.push(c);
         } else {
             out.extend(c.to_lowercase());
@@ -517,6 +518,15 @@ mod tests {
             assert!(same(form, "a@bücher.ëxample"), "{form}");
         }
         assert!(!same("a@xn--bcher-kva.ｅxample", "a@bücher.example"));
+        // U+0130 folds to i and a combining dot above, as UTS #46 maps it.
+        assert!(same(
+            "alice@\u{130}nfo.example",
+            "alice@xn--info-qwc.example"
+        ));
+        assert!(same(
+            "ALICE@\u{130}NFO.EXAMPLE",
+            "alice@i\u{307}nfo.example"
+        ));
     }
 
     #[test]

@@ -1312,6 +1312,9 @@ const MAX_SIGNERS: usize = 1_000;
 
 /// Most signers × certificates of a SignedData (the paths built; about 10 µs each).
 const MAX_SIGNER_CERT_PAIRS: usize = 20_000;
+/// Most signers of one SignedData whose certificates or paths are looked for in the address
+/// book (each such look goes over the whole book; real mail has one or two signers).
+const MAX_STORE_SIGNERS: usize = 8;
 
 /// Most digest algorithms a SignedData may list.
 const MAX_DIGEST_ALGORITHMS: usize = 16;
@@ -1466,11 +1469,14 @@ fn check_signed(
     };
     let mut stored_added = false;
     if checked.signers.iter().any(|s| s.cert.is_none()) {
-        // A signer sent no certificate: the address book may hold it (and intermediates),
-        // within the same bound on signers x certificates.
-        let more = stored();
-        let pairs = signers.saturating_mul(message_certs.len().saturating_add(more.len()));
-        if !more.is_empty() && pairs <= MAX_SIGNER_CERT_PAIRS {
+        // A signer sent no certificate: the address book may hold it (and intermediates); for
+        // a message with a handful of signers (each is looked up among all of the book).
+        let more = if signers <= MAX_STORE_SIGNERS {
+            stored()
+        } else {
+            Vec::new()
+        };
+        if !more.is_empty() {
             for c in &more {
                 push(&mut extra, c)?;
             }
@@ -1492,10 +1498,13 @@ fn check_signed(
     if !stored_added && results.iter().any(|r| r.verdict == Signature::Untrusted) {
         // A signer sent its certificate but not its intermediate (gpgsm's --include-certs 1):
         // the address book's certificates may complete the path, as they do for a signer that
-        // sent none; within the same bound on signers x certificates.
-        let more = stored();
-        let pairs = signers.saturating_mul(message_certs.len().saturating_add(more.len()));
-        if !more.is_empty() && pairs <= MAX_SIGNER_CERT_PAIRS {
+        // sent none; for a message with a handful of signers.
+        let more = if signers <= MAX_STORE_SIGNERS {
+            stored()
+        } else {
+            Vec::new()
+        };
+        if !more.is_empty() {
             message_certs.extend(more);
             for (r, s) in results.iter_mut().zip(&checked.signers) {
                 if r.verdict == Signature::Untrusted {
