@@ -101,8 +101,9 @@ fn a_labels(domain: &str) -> Option<String> {
             if g.is_ascii() {
                 g == m
             } else {
+                // (Compared in lower case: UTS #46 maps Cherokee to its capital letters.)
                 let (back, ok) = idna::domain_to_unicode(m);
-                ok.is_ok() && back == *g
+                ok.is_ok() && fold_case(&back) == *g
             }
         });
     same.then_some(ascii)
@@ -526,6 +527,15 @@ mod tests {
         assert!(same(
             "ALICE@\u{130}NFO.EXAMPLE",
             "alice@i\u{307}nfo.example"
+        ));
+        // Cherokee: UTS #46 maps the small letters to the capitals; either is the A-label.
+        assert!(same(
+            "alice@\u{13a3}\u{13b3}\u{13a9}.example",
+            "alice@xn--88dm3a.example"
+        ));
+        assert!(same(
+            "alice@\u{ab83}\u{ab83}\u{ab79}.example",
+            "alice@xn--f9dta.example"
         ));
     }
 
