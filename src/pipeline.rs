@@ -556,13 +556,19 @@ fn process_layers(
             Kind::DetachedSignature => Step::Stop,
             Kind::Other => Step::Stop,
         };
-        if kind != Kind::MultipartSigned {
+        let signed_layer = kind == Kind::MultipartSigned;
+        if !signed_layer {
             kept = None;
-        } else if kept.is_none() {
-            kept = Some(current.as_ref().map(|c| Secret::new(c.to_vec())));
         }
         match step {
-            Step::Next(next) => current = Some(next),
+            Step::Next(next) => {
+                // (The outer multipart/signed is kept whole rather than copied: no second copy
+                // of a large decrypted content.)
+                let outer = current.replace(next);
+                if signed_layer && kept.is_none() {
+                    kept = Some(outer);
+                }
+            }
             Step::NextPkcs7(head, der, hint) => {
                 current = Some(head);
                 root_der = Some((der, hint));
