@@ -196,7 +196,7 @@ pub fn written_whole(value: &str, addr: &str) -> bool {
 
 /// `value` with each run of comments and blanks outside quoted strings and domain literals
 /// left out next to an `@` or a dot, and made one blank elsewhere.
-fn cfws_as_blanks(value: &str) -> String {
+pub fn cfws_as_blanks(value: &str) -> String {
     let joins = |x: char| x == '.' || x == '@';
     let mut norm = String::with_capacity(value.len());
     let mut gap = false;

@@ -226,6 +226,21 @@ pub fn separates_addresses(raw: &[u8]) -> bool {
     after
 }
 
+/// Whether an address field (its raw bytes) has an `@` outside quotes, comments and angle
+/// brackets before an angle-bracketed address: no display name can hold one (RFC 5322
+/// phrase), and readers take it for a mailbox of its own (`bob@evil.example Bob <a@x>`: Python
+/// and GMime show bob@evil.example, mailparse makes it alice's display name).
+pub fn address_before_angle(raw: &[u8]) -> bool {
+    let mut at = false;
+    let mut found = false;
+    scan_address_value(raw, |_, b, w| match w {
+        At::Top if b == b'@' => at = true,
+        At::Angle if b == b'<' => found |= at,
+        _ => {}
+    });
+    found
+}
+
 /// Most encoded-word starts (`=?`) a field value is decoded with (see [`Field::value`]).
 const MAX_ENCODED_WORDS: usize = 1000;
 

@@ -39,14 +39,29 @@ pub fn from_address(fields: &[crate::mime::Field]) -> FromAddress {
         [one] if one.raw.len() > MAX_FROM_FIELD => FromAddress::Ambiguous("from-unparsable"),
         // A separator mailparse did not split at is still one to mail readers, which then
         // show another sender than the one compared here.
-        [one] if crate::mime::separates_addresses(&one.raw) => {
+        [one]
+            if crate::mime::separates_addresses(&one.raw)
+                || crate::mime::address_before_angle(&one.raw) =>
+        {
             FromAddress::Ambiguous("several-from-addresses")
         }
         [one] => match one.addresses() {
             Some(list) => {
                 let mut singles = Vec::new();
+                // An encoded word that decodes to a mailbox in the display name (`=?utf-8?q?
+                // Bob_=3Cbob=40evil.example=3E?= <a@x>`): GMime (notmuch) reads the decoded
+                // text again and shows that mailbox first.
+                let encoded = one.raw.windows(2).any(|w| w == b"=?");
                 for a in list.iter() {
                     match a {
+                        mailparse::MailAddr::Single(s)
+                            if encoded
+                                && s.display_name.as_deref().is_some_and(|n| {
+                                    n.contains('@') && (n.contains('<') || n.contains(','))
+                                }) =>
+                        {
+                            return FromAddress::Ambiguous("several-from-addresses")
+                        }
                         mailparse::MailAddr::Single(s) => singles.push(s.addr.clone()),
                         mailparse::MailAddr::Group(_) => {
                             return FromAddress::Ambiguous("from-group")
@@ -68,7 +83,7 @@ pub fn from_address(fields: &[crate::mime::Field]) -> FromAddress {
             // mailparse cannot read a bare addr-spec whose local part is quoted
             // (`"alice"@example.org`); readers do. Taken only when that is the whole value.
             None => match bare_quoted_addr_spec(&one.value_undecoded()) {
-                Some(a) => FromAddress::One(crate::address::plain(a)),
+                Some(a) => FromAddress::One(crate::address::plain(&a)),
                 None => FromAddress::Ambiguous("from-unparsable"),
             },
         },
@@ -78,8 +93,10 @@ pub fn from_address(fields: &[crate::mime::Field]) -> FromAddress {
 
 /// `value` when it is one addr-spec and nothing else, with a quoted local part and a plain
 /// domain (`"alice"@example.org`, `"a b"@example.org`).
-fn bare_quoted_addr_spec(value: &str) -> Option<&str> {
-    let v = value.trim();
+fn bare_quoted_addr_spec(value: &str) -> Option<String> {
+    // Comments and blanks where RFC 5322 allows them (around the `@`, at either end) go.
+    let v = crate::address::cfws_as_blanks(value);
+    let v = v.trim();
     let rest = v.strip_prefix('"')?;
     let mut chars = rest.char_indices();
     let end = loop {
@@ -98,7 +115,7 @@ fn bare_quoted_addr_spec(value: &str) -> Option<&str> {
             && l.chars()
                 .all(|c| c.is_alphanumeric() || c == '-' || !c.is_ascii() && !c.is_whitespace())
     };
-    domain.split('.').all(label_ok).then_some(v)
+    domain.split('.').all(label_ok).then(|| v.to_string())
 }
 
 /// Minimum RSA/DSA key size accepted for a signature (RFC 8551 §4.3, §6).

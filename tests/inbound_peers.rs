@@ -1277,6 +1277,20 @@ fn signer_address_forms() {
         ("\"alice\"@example.org", "valid"),
         ("\"alice\"@example.org <eve@evil.example>", "mismatch"),
         ("\"alice\"@example.org, eve@evil.example", "mismatch"),
+        ("\"alice\"@example.org (Alice Smith)", "valid"),
+        ("\"alice\" @example.org", "valid"),
+        // An address before the angle-addr: readers show it as the sender.
+        ("bob@evil.example Bob <alice@example.org>", "mismatch"),
+        ("bob@evil.example\"x\"<alice@example.org>", "mismatch"),
+        // An encoded word that decodes to a mailbox: GMime (notmuch) shows it first.
+        (
+            "=?utf-8?q?Bob_=3Cbob=40evil=2Eexample=3E?= <alice@example.org>",
+            "mismatch",
+        ),
+        (
+            "=?utf-8?q?M=C3=BCller=2C_Alice?= <alice@example.org>",
+            "valid",
+        ),
     ] {
         let msg = message(from, "bob@example.org", "case", &signed);
         let (st, _, _) = filter_checked(None, &[], &msg);
