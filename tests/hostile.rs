@@ -562,9 +562,18 @@ fn signed_part_wrapped_in_unsigned_multipart_is_partial() {
 fn display_name_tricks_are_mismatch() {
     let p = pki();
     let signed = sign_as(&p.untrusted, true, &[], &sample_entity("i am alice"));
+    // An unquoted address before the angle-addr is no display name: Python and GMime show it
+    // as the sender (mailparse made it one). Readers disagree: mismatch.
+    let msg = message(
+        "alice@example.org <untrusted@example.org>",
+        "bob@example.org",
+        "display",
+        &signed,
+    );
+    let (st, _, _) = filter_checked(None, &["--trust", path_str(&p.untrusted_root_path)], &msg);
+    assert_words(&st, "none", "mismatch");
     for from in [
         "\"alice@example.org\" <untrusted@example.org>",
-        "alice@example.org <untrusted@example.org>",
         "=?utf-8?Q?alice=40example=2Eorg?= <untrusted@example.org>",
     ] {
         let msg = message(from, "bob@example.org", "display", &signed);
