@@ -35,6 +35,9 @@ pub struct TrustStore {
     pub anchors: Vec<Anchor>,
     /// Store with the email-usable anchors, purpose S/MIME signing, CRLs when configured.
     pub store: X509Store,
+    /// Same anchors, CRLs checked for the end certificate only: for when a CRL for a CA on the
+    /// path is missing or unusable (`store` checks every certificate of the path).
+    pub store_leaf_crl: X509Store,
     /// Same anchors without revocation checking, for when no CRL covers a signer's issuer.
     pub store_no_crl: X509Store,
     /// Store for the encryption side: purpose S/MIME encryption.
@@ -43,6 +46,7 @@ pub struct TrustStore {
     /// whose EKU is anyExtendedKeyUsage, which RFC 8550 §4.4.4 accepts and OpenSSL's S/MIME
     /// purpose does not; verify.rs then checks the key usages itself.
     pub store_any_purpose: X509Store,
+    pub store_any_purpose_leaf_crl: X509Store,
     pub store_any_purpose_no_crl: X509Store,
     pub has_crls: bool,
     /// The system's hashed certificate folder, when it serves as the anchors (no trust path
@@ -137,7 +141,8 @@ impl TrustStore {
             }
             crl_list.extend(list);
         }
-        let build = |purpose: X509PurposeId, with_crls: bool| -> Result<X509Store> {
+        // with_crls: 0 none, 1 the end certificate's, 2 every certificate's of the path.
+        let build = |purpose: X509PurposeId, with_crls: u8| -> Result<X509Store> {
             let ssl_err =
                 |e: openssl::error::ErrorStack| Error::software(format!("trust store: {e}"));
             let mut b = X509StoreBuilder::new().map_err(ssl_err)?;
@@ -152,11 +157,15 @@ impl TrustStore {
                 let _ = b.add_cert(a.cert.cert.clone());
             }
             let mut flags = X509VerifyFlags::PARTIAL_CHAIN;
-            if with_crls {
+            if with_crls > 0 {
                 for c in &crl_list {
                     crate::ossl::store_add_crl(&mut b, c).map_err(ssl_err)?;
                 }
                 flags |= X509VerifyFlags::CRL_CHECK;
+                if with_crls > 1 {
+                    // A revoked intermediate CA revokes what it issued.
+                    flags |= X509VerifyFlags::CRL_CHECK_ALL;
+                }
             }
             b.set_flags(flags).map_err(ssl_err)?;
             b.set_purpose(purpose).map_err(ssl_err)?;
@@ -164,12 +173,15 @@ impl TrustStore {
             Ok(b.build())
         };
         let has_crls = !crl_list.is_empty();
+        let (all, leaf) = if has_crls { (2, 1) } else { (0, 0) };
         Ok(TrustStore {
-            store: build(X509PurposeId::SMIME_SIGN, has_crls)?,
-            store_no_crl: build(X509PurposeId::SMIME_SIGN, false)?,
-            store_encrypt: build(X509PurposeId::SMIME_ENCRYPT, false)?,
-            store_any_purpose: build(X509PurposeId::ANY, has_crls)?,
-            store_any_purpose_no_crl: build(X509PurposeId::ANY, false)?,
+            store: build(X509PurposeId::SMIME_SIGN, all)?,
+            store_leaf_crl: build(X509PurposeId::SMIME_SIGN, leaf)?,
+            store_no_crl: build(X509PurposeId::SMIME_SIGN, 0)?,
+            store_encrypt: build(X509PurposeId::SMIME_ENCRYPT, 0)?,
+            store_any_purpose: build(X509PurposeId::ANY, all)?,
+            store_any_purpose_leaf_crl: build(X509PurposeId::ANY, leaf)?,
+            store_any_purpose_no_crl: build(X509PurposeId::ANY, 0)?,
             anchors,
             has_crls,
             hash_dirs: hash_dirs.to_vec(),
@@ -181,6 +193,12 @@ impl TrustStore {
     pub fn certificates(&self) -> Vec<X509> {
         self.anchors.iter().map(|a| a.cert.cert.clone()).collect()
     }
+}
+
+/// Whether a path check failed for a CRL's sake (missing, expired, not yet valid, badly
+/// signed, out of scope…) rather than for a revocation or the path itself.
+pub fn crl_problem(raw: i32) -> bool {
+    matches!(raw, 3 | 6 | 8 | 11 | 12 | 15 | 16 | 33 | 35 | 36 | 44 | 54)
 }
 
 /// The anchors without --trust, where OpenSSL's default verify paths find them: the file

@@ -170,7 +170,7 @@ fn check_path(
         return Ok(checked);
     }
     match verify_in(
-        (&trust.store, &trust.store_no_crl),
+        (&trust.store, &trust.store_leaf_crl, &trust.store_no_crl),
         trust.has_crls,
         cert,
         untrusted,
@@ -195,10 +195,11 @@ fn check_path(
 /// A path check result: Ok(revocation checked, the chain) or Err(error, depth).
 type PathResult = Result<(bool, Vec<X509>), (X509VerifyResult, u32)>;
 
-/// Runs the path check in a store (with CRLs when configured; without them when no CRL covers
-/// the issuer, and then revocation counts as unchecked).
+/// Runs the path check in a store (with CRLs when configured: for every certificate of the
+/// path; when a CA's CRL is missing or unusable, for the end certificate only; without them
+/// when no CRL covers its issuer, and then revocation counts as unchecked).
 fn verify_in(
-    (with_crls, no_crls): (&X509StoreRef, &X509StoreRef),
+    (with_crls, leaf_crl, no_crls): (&X509StoreRef, &X509StoreRef, &X509StoreRef),
     has_crls: bool,
     cert: &X509,
     untrusted: &[X509],
@@ -223,7 +224,14 @@ fn verify_in(
         })
     };
     let sw = |e: openssl::error::ErrorStack| (Signature::Error, format!("verify-failed: {e}"));
-    let res = run(with_crls).map_err(sw)?;
+    let mut res = run(with_crls).map_err(sw)?;
+    if let Err((e, depth)) = &res {
+        if has_crls && *depth > 0 && crate::trust::crl_problem(e.as_raw()) {
+            // A CA's CRL is missing or unusable: its certificate's revocation stays unknown,
+            // the end certificate's is checked as before.
+            res = run(leaf_crl).map_err(sw)?;
+        }
+    }
     match res {
         Ok((_, chain)) => Ok(Ok((has_crls, chain))),
         Err((e, _)) if has_crls && e.as_raw() == openssl_sys::X509_V_ERR_UNABLE_TO_GET_CRL => {
@@ -259,7 +267,11 @@ fn any_eku_path(
     if !ku_ok {
         return Err(not_for_email());
     }
-    let stores = (&*trust.store_any_purpose, &*trust.store_any_purpose_no_crl);
+    let stores = (
+        &*trust.store_any_purpose,
+        &*trust.store_any_purpose_leaf_crl,
+        &*trust.store_any_purpose_no_crl,
+    );
     match verify_in(stores, trust.has_crls, cert, untrusted).map_err(Some)? {
         Ok((checked, chain)) => {
             if chain.iter().skip(1).all(eku_ok) {

@@ -1187,6 +1187,111 @@ fn self_signed_signer_is_untrusted() {
     assert!(ar(&out).contains("smime=policy"));
 }
 
+/// A CRL from the root revoking the intermediate CA revokes what that CA issued: the signer's
+/// signature is `revoked` and its certificate is not encrypted to. With the root's CRL
+/// missing, the end certificate's CRL is still checked (revocation of the path above it stays
+/// unknown), as before.
+#[test]
+fn a_revoked_intermediate_revokes_its_signers_and_recipients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    common::sh_in(
+        d,
+        r#"
+set -e
+cat > ca.cnf <<'X'
+[ca]
+default_ca=c
+[c]
+dir=.
+database=$dir/index.txt
+new_certs_dir=$dir
+serial=$dir/serial
+crlnumber=$dir/crlnumber
+default_md=sha256
+policy=p
+default_crl_days=30
+[p]
+commonName=supplied
+[v3_ca]
+basicConstraints=critical,CA:true
+keyUsage=critical,keyCertSign,cRLSign
+[user]
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=emailProtection
+subjectAltName=email:alice@example.org
+X
+mkdir r i
+for x in r i; do : > $x/index.txt; echo 1000 > $x/serial; echo 1000 > $x/crlnumber; done
+openssl req -x509 -newkey rsa:2048 -nodes -keyout root.key -out root.pem -subj /CN=Root -days 30 -config ca.cnf -extensions v3_ca 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout int.key -out int.csr -subj /CN=Int 2>/dev/null
+sed 's#^dir=.#dir=r#' ca.cnf > r.cnf; sed 's#^dir=.#dir=i#' ca.cnf > i.cnf
+openssl ca -batch -config r.cnf -cert root.pem -keyfile root.key -in int.csr -out int.pem -extensions v3_ca -days 30 -notext 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout alice.key -out alice.csr -subj /CN=alice 2>/dev/null
+openssl ca -batch -config i.cnf -cert int.pem -keyfile int.key -in alice.csr -out alice.pem -extensions user -days 30 -notext 2>/dev/null
+chmod 600 alice.key
+openssl ca -config i.cnf -cert int.pem -keyfile int.key -gencrl -out int.crl 2>/dev/null
+openssl ca -config r.cnf -cert root.pem -keyfile root.key -revoke int.pem 2>/dev/null
+openssl ca -config r.cnf -cert root.pem -keyfile root.key -gencrl -out root.crl 2>/dev/null
+printf 'Content-Type: text/plain
+
+signed under a revoked CA
+' > body
+{ printf 'From: alice@example.org
+To: bob@example.org
+Subject: r
+'
+  openssl cms -sign -signer alice.pem -inkey alice.key -certfile int.pem -in body 2>/dev/null; } > signed.eml
+"#,
+    );
+    let msg = std::fs::read(d.join("signed.eml")).expect("signed");
+    let run = |crls: &[&str], args: &[&str], stdin: &[u8]| {
+        let mut c = smimed();
+        c.current_dir(d)
+            .args(["--authserv-id", "mx.test", "--trust", "root.pem"]);
+        for crl in crls {
+            c.args(["--crl", crl]);
+        }
+        c.args(args);
+        run_with_stdin(&mut c, stdin)
+    };
+    let status = |crls: &[&str]| {
+        let out = run(crls, &["filter"], &msg);
+        status_of(&out.stdout)
+    };
+    let st = status(&["root.crl", "int.crl"]);
+    assert_eq!(status_word(&st, "signature"), Some("revoked"), "{st}");
+    // Without the root's CRL: the intermediate's revocation is unknown, alice's is checked.
+    let st = status(&["int.crl"]);
+    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+    // Encrypting to alice: refused with both CRLs.
+    let imp = run(
+        &[],
+        &[
+            "--certs",
+            "store",
+            "certs",
+            "import",
+            "alice.pem",
+            "int.pem",
+        ],
+        b"",
+    );
+    assert!(
+        imp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imp.stderr)
+    );
+    let look = run(
+        &["root.crl", "int.crl"],
+        &["--certs", "store", "certs", "lookup", "alice@example.org"],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&look.stdout);
+    assert_eq!(look.status.code(), Some(1), "{text}");
+    assert!(text.contains("revoked"), "{text}");
+}
+
 /// The CMS content type decides, not the smime-type label: an envelope labelled signed-data is
 /// decrypted, a signature labelled enveloped-data is verified.
 #[test]

@@ -207,8 +207,20 @@ impl<'a> AddressBook<'a> {
             self.now,
             trust.generation,
         );
-        if trust.has_crls && r.as_ref().is_err_and(|e| e == NO_CRL) {
-            // Revocation unknown for this issuer, as for a signer: the path without CRLs.
+        if !(trust.has_crls && r.as_ref().is_err_and(|e| e == NO_CRL)) {
+            return Ok(r);
+        }
+        // A CRL on the path missing or unusable, as for a signer: the end certificate's CRL
+        // only, then (no CRL covers its issuer either) the path without CRLs.
+        let r = check_for_encryption_cached(
+            cert,
+            addr,
+            &trust.store_any_purpose_leaf_crl,
+            untrusted,
+            self.now,
+            trust.generation | (1 << 62),
+        );
+        if r.as_ref().is_err_and(|e| e == NO_CRL) {
             return Ok(check_for_encryption_cached(
                 cert,
                 addr,
@@ -403,12 +415,7 @@ fn check(
         // Revocation unknown, not refused: no CRL for an issuer (3), or one that cannot be
         // used: its signature (6, 8), its dates (11, 12, 15, 16: a CRL past its nextUpdate is
         // routine), its issuer (33, 35), its extensions or scope (36, 44, 54).
-        Ok(r)
-            if matches!(
-                r.as_raw(),
-                3 | 6 | 8 | 11 | 12 | 15 | 16 | 33 | 35 | 36 | 44 | 54
-            ) =>
-        {
+        Ok(r) if crate::trust::crl_problem(r.as_raw()) => {
             log::warn!(
                 "recipient certificate: revocation not checked ({})",
                 r.error_string()
