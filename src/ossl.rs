@@ -488,6 +488,8 @@ pub struct SignerCheck {
     /// The certificate (among the message's) that the signer's encryption-key preference
     /// attributes name, when there is one.
     pub key_preference: Option<X509>,
+    /// The signer has such an attribute (whether or not the message carries what it names).
+    pub key_preference_named: bool,
 }
 
 /// Result of checking every signer of a SignedData.
@@ -616,6 +618,25 @@ fn key_preference<'c>(
     si: *mut CMS_SignerInfo,
     certs: impl FnOnce() -> &'c mut Vec<X509>,
 ) -> Option<X509> {
+    let value = key_preference_value(si)?;
+    let wanted = crate::ber::key_preference(&value)?;
+    certs()
+        .iter()
+        .find(|c| match wanted {
+            crate::ber::KeyPreference::IssuerSerial { issuer, serial } => {
+                c.issuer_name().to_der().ok().as_deref() == Some(issuer)
+                    && serial_der(c).ok().as_deref() == Some(serial)
+            }
+            crate::ber::KeyPreference::SubjectKeyId(id) => {
+                c.subject_key_id().map(|k| k.as_slice()) == Some(id)
+            }
+        })
+        .cloned()
+}
+
+/// The DER value of the signer's encryption-key preference attribute (RFC 8551's, or
+/// Microsoft's), if it has one.
+fn key_preference_value(si: *mut CMS_SignerInfo) -> Option<Vec<u8>> {
     let mut value = None;
     // SAFETY: si is borrowed; the ASN1_OBJECTs are ours (the NID one is static, the text one
     // freed below); the returned ASN1_STRINGs are borrowed from si and copied at once.
@@ -655,20 +676,7 @@ fn key_preference<'c>(
         }
         ffi::ERR_clear_error();
     }
-    let value = value?;
-    let wanted = crate::ber::key_preference(&value)?;
-    certs()
-        .iter()
-        .find(|c| match wanted {
-            crate::ber::KeyPreference::IssuerSerial { issuer, serial } => {
-                c.issuer_name().to_der().ok().as_deref() == Some(issuer)
-                    && serial_der(c).ok().as_deref() == Some(serial)
-            }
-            crate::ber::KeyPreference::SubjectKeyId(id) => {
-                c.subject_key_id().map(|k| k.as_slice()) == Some(id)
-            }
-        })
-        .cloned()
+    value
 }
 
 /// Checks every SignerInfo of a SignedData on its own: the signature over the signed attributes
@@ -735,7 +743,9 @@ pub fn check_signers(
                 true
             };
             ffi::ERR_clear_error();
+            let key_preference_named = key_preference_value(si).is_some();
             signers.push(SignerCheck {
+                key_preference_named,
                 cert,
                 issuer_serial: name_serial(issuer, sno),
                 signature_ok: attrs_ok,

@@ -108,6 +108,8 @@ pub struct SignerResult {
     /// The certificate the signer's encryption-key preference names (Exchange issues separate
     /// signing and encryption certificates), found among the message's certificates.
     pub key_preference: Option<openssl::x509::X509>,
+    /// The signer names an encryption certificate (found in the message or not).
+    pub key_preference_named: bool,
 }
 
 /// The verdict for one message.
@@ -594,6 +596,7 @@ mod tests {
             smime_capabilities: None,
             signing_time: None,
             key_preference: None,
+            key_preference_named: false,
         };
         let mut st = Status::default();
         let dn: Vec<String> = (0..300).map(|i| format!("OU=unit{i}")).collect();

@@ -323,6 +323,7 @@ pub fn judge(
         cert: check.cert.clone(),
         smime_capabilities: check.smime_capabilities.clone(),
         key_preference: check.key_preference.clone(),
+        key_preference_named: check.key_preference_named,
         signing_time: check.signing_time,
     };
     let Some(cert) = &check.cert else {

@@ -221,6 +221,9 @@ impl<'a> AddressBook<'a> {
             trust.generation | (1 << 62),
         );
         if r.as_ref().is_err_and(|e| e == NO_CRL) {
+            log::warn!(
+                "recipient certificate: revocation not checked (no usable CRL for its issuer)"
+            );
             return Ok(check_for_encryption_cached(
                 cert,
                 addr,
@@ -416,8 +419,10 @@ fn check(
         // used: its signature (6, 8), its dates (11, 12, 15, 16: a CRL past its nextUpdate is
         // routine), its issuer (33, 35), its extensions or scope (36, 44, 54).
         Ok(r) if crate::trust::crl_problem(r.as_raw()) => {
-            log::warn!(
-                "recipient certificate: revocation not checked ({})",
+            // (A CA's CRL missing is followed by a check of the certificate's own: the warning
+            // is for a path checked without any CRL, in `check_with`.)
+            log::debug!(
+                "recipient certificate: a CRL is missing or unusable ({})",
                 r.error_string()
             );
             Err(String::from(NO_CRL))
@@ -586,12 +591,19 @@ fn record_signer(
                 .as_deref()
                 .is_some_and(|a| certs::has_address(k, a))
     });
-    let wanted = preferred.unwrap_or(cert);
+    // A preference naming a certificate the message does not carry names no certificate we
+    // have: the signing certificate is then not the one asked for.
+    let wanted = match preferred {
+        Some(p) => Some(p),
+        None if s.key_preference_named && s.key_preference.is_none() => None,
+        None => Some(cert),
+    };
     std::iter::once(cert)
         .chain(preferred)
         .map(|c| {
             let caps = s.smime_capabilities.as_deref();
-            let r = store.harvest_as(c, caps, s.signing_time, now, std::ptr::eq(c, wanted));
+            let prefer = wanted.is_some_and(|w| std::ptr::eq(c, w));
+            let r = store.harvest_as(c, caps, s.signing_time, now, prefer);
             (c.clone(), r)
         })
         .collect()
