@@ -230,15 +230,27 @@ pub fn separates_addresses(raw: &[u8]) -> bool {
 /// brackets before an angle-bracketed address: no display name can hold one (RFC 5322
 /// phrase), and readers take it for a mailbox of its own (`bob@evil.example Bob <a@x>`: Python
 /// and GMime show bob@evil.example, mailparse makes it alice's display name).
-pub fn address_before_angle(raw: &[u8]) -> bool {
-    let mut at = false;
-    let mut found = false;
-    scan_address_value(raw, |_, b, w| match w {
-        At::Top if b == b'@' => at = true,
-        At::Angle if b == b'<' => found |= at,
-        _ => {}
+/// Returns that text (outside comments, quotes kept), for comparison with the angle-addr.
+pub fn address_before_angle(raw: &[u8]) -> Option<String> {
+    let (mut at, mut found, mut done) = (false, false, false);
+    let mut text = Vec::new();
+    scan_address_value(raw, |_, b, w| {
+        if done {
+            return;
+        }
+        match w {
+            At::Angle if b == b'<' => {
+                found = at;
+                done = true;
+            }
+            At::Top | At::Quoted => {
+                at |= b == b'@' && matches!(w, At::Top);
+                text.push(b);
+            }
+            _ => {}
+        }
     });
-    found
+    found.then(|| String::from_utf8_lossy(&text).into_owned())
 }
 
 /// Most encoded-word starts (`=?`) a field value is decoded with (see [`Field::value`]).

@@ -39,10 +39,7 @@ pub fn from_address(fields: &[crate::mime::Field]) -> FromAddress {
         [one] if one.raw.len() > MAX_FROM_FIELD => FromAddress::Ambiguous("from-unparsable"),
         // A separator mailparse did not split at is still one to mail readers, which then
         // show another sender than the one compared here.
-        [one]
-            if crate::mime::separates_addresses(&one.raw)
-                || crate::mime::address_before_angle(&one.raw) =>
-        {
+        [one] if crate::mime::separates_addresses(&one.raw) => {
             FromAddress::Ambiguous("several-from-addresses")
         }
         [one] => match one.addresses() {
@@ -68,7 +65,15 @@ pub fn from_address(fields: &[crate::mime::Field]) -> FromAddress {
                         }
                     }
                 }
+                // An address before the angle-addr that is another mailbox: readers show it.
+                let before = crate::mime::address_before_angle(&one.raw);
+                let other_before = |a: &str| {
+                    before.as_deref().is_some_and(|b| {
+                        !crate::address::same(crate::address::cfws_as_blanks(b).trim(), a)
+                    })
+                };
                 match singles.as_slice() {
+                    [a] if other_before(a) => FromAddress::Ambiguous("several-from-addresses"),
                     // (Joined by the parser across a comment: an address readers do not show.)
                     [a] if a.contains('@')
                         && crate::address::written_whole(&one.value_undecoded(), a) =>

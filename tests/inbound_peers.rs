@@ -1387,6 +1387,9 @@ fn signer_address_forms() {
         // An address before the angle-addr: readers show it as the sender.
         ("bob@evil.example Bob <alice@example.org>", "mismatch"),
         ("bob@evil.example\"x\"<alice@example.org>", "mismatch"),
+        // The same mailbox before it, as some clients write a name: no other sender.
+        ("alice@example.org <alice@example.org>", "valid"),
+        ("\"alice@example.org\" <alice@example.org>", "valid"),
         // An encoded word that decodes to a mailbox: GMime (notmuch) shows it first.
         (
             "=?utf-8?q?Bob_=3Cbob=40evil=2Eexample=3E?= <alice@example.org>",
