@@ -54,7 +54,8 @@ pub fn from_address(fields: &[crate::mime::Field]) -> FromAddress {
                         mailparse::MailAddr::Single(s)
                             if encoded
                                 && s.display_name.as_deref().is_some_and(|n| {
-                                    n.contains('@') && (n.contains('<') || n.contains(','))
+                                    (n.contains('<') || n.contains(','))
+                                        && other_mailbox_in(n, &s.addr)
                                 }) =>
                         {
                             return FromAddress::Ambiguous("several-from-addresses")
@@ -94,6 +95,13 @@ pub fn from_address(fields: &[crate::mime::Field]) -> FromAddress {
         },
         _ => FromAddress::Ambiguous("several-from-fields"),
     }
+}
+
+/// Whether `text` (a decoded display name) holds a mailbox other than `addr`.
+fn other_mailbox_in(text: &str, addr: &str) -> bool {
+    text.split(|c: char| c.is_whitespace() || "<>(),;:\"[]".contains(c))
+        .filter(|t| t.contains('@'))
+        .any(|t| !crate::address::same(t, addr))
 }
 
 /// `value` when it is one addr-spec and nothing else, with a quoted local part and a plain
@@ -176,6 +184,7 @@ fn check_path(
     }
     match verify_in(
         (&trust.store, &trust.store_leaf_crl, &trust.store_no_crl),
+        &trust.store_any_purpose_leaf_crl,
         trust.has_crls,
         cert,
         untrusted,
@@ -205,46 +214,83 @@ type PathResult = Result<(bool, Vec<X509>), (X509VerifyResult, u32)>;
 /// when no CRL covers its issuer, and then revocation counts as unchecked).
 fn verify_in(
     (with_crls, leaf_crl, no_crls): (&X509StoreRef, &X509StoreRef, &X509StoreRef),
+    ca_leaf_crl: &X509StoreRef,
     has_crls: bool,
     cert: &X509,
     untrusted: &[X509],
 ) -> Result<PathResult, (Signature, String)> {
-    let run = |store: &X509StoreRef| -> Result<PathResult, openssl::error::ErrorStack> {
-        let mut chain = Stack::new()?;
-        for c in untrusted {
-            chain.push(c.clone())?;
-        }
-        let mut ctx = X509StoreContext::new()?;
-        ctx.init(store, cert, &chain, |c| {
-            c.verify_cert()?;
-            if c.error() == X509VerifyResult::OK {
-                let built = c
-                    .chain()
-                    .map(|s| s.iter().map(|x| x.to_owned()).collect())
-                    .unwrap_or_default();
-                Ok(Ok((true, built)))
-            } else {
-                Ok(Err((c.error(), c.error_depth())))
+    let run_for =
+        |store: &X509StoreRef, target: &X509| -> Result<PathResult, openssl::error::ErrorStack> {
+            let mut chain = Stack::new()?;
+            for c in untrusted {
+                chain.push(c.clone())?;
             }
-        })
-    };
+            let mut ctx = X509StoreContext::new()?;
+            ctx.init(store, target, &chain, |c| {
+                c.verify_cert()?;
+                if c.error() == X509VerifyResult::OK {
+                    let built = c
+                        .chain()
+                        .map(|s| s.iter().map(|x| x.to_owned()).collect())
+                        .unwrap_or_default();
+                    Ok(Ok((true, built)))
+                } else {
+                    Ok(Err((c.error(), c.error_depth())))
+                }
+            })
+        };
+    let run = |store: &X509StoreRef| run_for(store, cert);
     let sw = |e: openssl::error::ErrorStack| (Signature::Error, format!("verify-failed: {e}"));
     let mut res = run(with_crls).map_err(sw)?;
+    // Some CRL on the path is missing or unusable: the checks below cover what they can, and
+    // revocation counts as unchecked.
+    let fell_back =
+        matches!(&res, Err((e, _)) if has_crls && crate::trust::crl_problem(e.as_raw()));
     if let Err((e, depth)) = &res {
         if has_crls && *depth > 0 && crate::trust::crl_problem(e.as_raw()) {
-            // A CA's CRL is missing or unusable: its certificate's revocation stays unknown,
-            // the end certificate's is checked as before.
+            // A CA's CRL is missing or unusable: the end certificate's is checked as before.
             res = run(leaf_crl).map_err(sw)?;
         }
     }
-    match res {
-        Ok((_, chain)) => Ok(Ok((has_crls, chain))),
-        Err((e, _)) if has_crls && e.as_raw() == openssl_sys::X509_V_ERR_UNABLE_TO_GET_CRL => {
+    let res = match res {
+        Ok((_, chain)) => Ok((has_crls && !fell_back, chain)),
+        Err((e, _)) if has_crls && crate::trust::crl_problem(e.as_raw()) => {
             // No CRL covers this issuer: check the path without revocation, and say so.
-            Ok(run(no_crls).map_err(sw)?.map(|(_, chain)| (false, chain)))
+            match run(no_crls).map_err(sw)? {
+                Ok((_, chain)) => Ok((false, chain)),
+                Err(e) => Err(e),
+            }
         }
-        Err(e) => Ok(Err(e)),
+        Err(e) => Err(e),
+    };
+    if let (true, Ok((_, chain))) = (fell_back, &res) {
+        // Each CA below the anchor against the CRLs there are (its issuer's), on its own: a
+        // root's CRL revoking the intermediate counts even when the intermediate's CRL is
+        // missing.
+        let below_anchor = chain.len().saturating_sub(1);
+        for (depth, ca) in chain.iter().enumerate().take(below_anchor).skip(1) {
+            if let Err((e, _)) = run_for(ca_leaf_crl, ca).map_err(sw)? {
+                if e.as_raw() == openssl_sys::X509_V_ERR_CERT_REVOKED {
+                    return Ok(Err((e, depth as u32)));
+                }
+            }
+        }
     }
+    Ok(res)
+}
+
+/// Whether a CA on `cert`'s path (built without CRLs) is revoked by the CRLs of `trust`, each
+/// CA checked on its own: for the address book, when a CRL on the path is missing.
+pub fn a_ca_on_the_path_is_revoked(trust: &TrustStore, cert: &X509, untrusted: &[X509]) -> bool {
+    let stores = (
+        &*trust.store_any_purpose,
+        &*trust.store_any_purpose_leaf_crl,
+        &*trust.store_any_purpose_no_crl,
+    );
+    matches!(
+        verify_in(stores, &trust.store_any_purpose_leaf_crl, trust.has_crls, cert, untrusted),
+        Ok(Err((e, depth))) if depth > 0 && e.as_raw() == openssl_sys::X509_V_ERR_CERT_REVOKED
+    )
 }
 
 /// RFC 8550 §4.4.4: an EKU extension must contain emailProtection *or anyExtendedKeyUsage*.
@@ -277,7 +323,15 @@ fn any_eku_path(
         &*trust.store_any_purpose_leaf_crl,
         &*trust.store_any_purpose_no_crl,
     );
-    match verify_in(stores, trust.has_crls, cert, untrusted).map_err(Some)? {
+    match verify_in(
+        stores,
+        &trust.store_any_purpose_leaf_crl,
+        trust.has_crls,
+        cert,
+        untrusted,
+    )
+    .map_err(Some)?
+    {
         Ok((checked, chain)) => {
             if chain.iter().skip(1).all(eku_ok) {
                 Ok(checked)

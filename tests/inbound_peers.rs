@@ -1231,6 +1231,7 @@ openssl req -newkey rsa:2048 -nodes -keyout alice.key -out alice.csr -subj /CN=a
 openssl ca -batch -config i.cnf -cert int.pem -keyfile int.key -in alice.csr -out alice.pem -extensions user -days 30 -notext 2>/dev/null
 chmod 600 alice.key
 openssl ca -config i.cnf -cert int.pem -keyfile int.key -gencrl -out int.crl 2>/dev/null
+openssl ca -config i.cnf -cert int.pem -keyfile int.key -gencrl -crl_lastupdate 20200101000000Z -crl_nextupdate 20200201000000Z -out int-expired.crl 2>/dev/null
 openssl ca -config r.cnf -cert root.pem -keyfile root.key -revoke int.pem 2>/dev/null
 openssl ca -config r.cnf -cert root.pem -keyfile root.key -gencrl -out root.crl 2>/dev/null
 printf 'Content-Type: text/plain
@@ -1261,8 +1262,15 @@ Subject: r
     };
     let st = status(&["root.crl", "int.crl"]);
     assert_eq!(status_word(&st, "signature"), Some("revoked"), "{st}");
+    // Without the intermediate's CRL: the root's still revokes the intermediate.
+    let st = status(&["root.crl"]);
+    assert_eq!(status_word(&st, "signature"), Some("revoked"), "{st}");
     // Without the root's CRL: the intermediate's revocation is unknown, alice's is checked.
     let st = status(&["int.crl"]);
+    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+    assert_eq!(status_word(&st, "revocation"), Some("unchecked"), "{st}");
+    // The issuer's CRL past its nextUpdate (routine): revocation unknown, not untrusted.
+    let st = status(&["int-expired.crl"]);
     assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
     // Encrypting to alice: refused with both CRLs.
     let imp = run(
@@ -1290,6 +1298,13 @@ Subject: r
     let text = String::from_utf8_lossy(&look.stdout);
     assert_eq!(look.status.code(), Some(1), "{text}");
     assert!(text.contains("revoked"), "{text}");
+    let look = run(
+        &["root.crl"],
+        &["--certs", "store", "certs", "lookup", "alice@example.org"],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&look.stdout);
+    assert_eq!(look.status.code(), Some(1), "root CRL only: {text}");
 }
 
 /// The CMS content type decides, not the smime-type label: an envelope labelled signed-data is

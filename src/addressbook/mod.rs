@@ -210,6 +210,11 @@ impl<'a> AddressBook<'a> {
         if !(trust.has_crls && r.as_ref().is_err_and(|e| e == NO_CRL)) {
             return Ok(r);
         }
+        // A CRL on the path is missing: a CA on it may still be revoked by the CRLs there are
+        // (a root's CRL revoking the intermediate, the intermediate's own CRL not given).
+        if crate::verify::a_ca_on_the_path_is_revoked(trust, cert, untrusted) {
+            return Ok(Err(String::from("a CA on its path is revoked")));
+        }
         // A CRL on the path missing or unusable, as for a signer: the end certificate's CRL
         // only, then (no CRL covers its issuer either) the path without CRLs.
         let r = check_for_encryption_cached(
