@@ -1414,6 +1414,10 @@ fn signer_address_forms() {
             "=?utf-8?q?M=C3=BCller=2C_Alice?= <alice@example.org>",
             "valid",
         ),
+        (
+            "=?utf-8?q?M=C3=BCller=2C_Alice_=28alice=40example.org=29?= <alice@example.org>",
+            "valid",
+        ),
     ] {
         let msg = message(from, "bob@example.org", "case", &signed);
         let (st, _, _) = filter_checked(None, &[], &msg);
