@@ -226,11 +226,11 @@ pub fn separates_addresses(raw: &[u8]) -> bool {
     after
 }
 
-/// Whether an address field (its raw bytes) has an `@` outside quotes, comments and angle
-/// brackets before an angle-bracketed address: no display name can hold one (RFC 5322
-/// phrase), and readers take it for a mailbox of its own (`bob@evil.example Bob <a@x>`: Python
-/// and GMime show bob@evil.example, mailparse makes it alice's display name).
-/// Returns that text (outside comments, quotes kept), for comparison with the angle-addr.
+/// The text before the angle-bracketed address of an address field (its raw bytes; comments
+/// left out, quotes kept) when it holds an `@` outside quotes and comments: no display name
+/// can hold one (RFC 5322 phrase), and readers take it for a mailbox of its own
+/// (`bob@evil.example Bob <a@x>`: Python and GMime show bob@evil.example, mailparse makes it
+/// the display name). None otherwise. The caller compares it with the angle-addr.
 pub fn address_before_angle(raw: &[u8]) -> Option<String> {
     let (mut at, mut found, mut done) = (false, false, false);
     let mut text = Vec::new();
