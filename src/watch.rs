@@ -45,7 +45,8 @@ use crate::status::{self, Encryption, Signature};
 pub const DEFAULT_ARCHIVE: &str = ".SMIME-Originals";
 /// Default seconds between full rescans (which also retry temporary failures).
 pub const DEFAULT_RESCAN: u64 = 60;
-/// Messages per group commit, per worker.
+/// Messages per group commit, per worker, while the commits keep up with the workers (what
+/// finished during a commit joins the next one, however many).
 const BATCH_PER_JOB: usize = 64;
 /// Longest wait between the first finished message of a batch and its commit.
 const COMMIT_EVERY: Duration = Duration::from_millis(50);
@@ -823,8 +824,8 @@ impl<'o> State<'o> {
             b
         });
         // Every job is queued at once; the workers go on with the next ones while this thread
-        // commits a batch of finished ones (at most `batch`, or what finished within
-        // COMMIT_EVERY), so the disk waits overlap the cryptography.
+        // commits a batch of finished ones (`batch`, or what finished within COMMIT_EVERY, and
+        // what else is waiting), so the disk waits overlap the cryptography.
         let batch = BATCH_PER_JOB * jobs;
         let mut fatal = None;
         pool.ctx.retry_keys();
@@ -862,6 +863,21 @@ impl<'o> State<'o> {
                     b.inc(1);
                 }
                 outcomes.push(o);
+            }
+            // What finished while the last batch was committed goes in this one too: when the
+            // commits fall behind the workers, batches grow, and the fixed cost of each (the
+            // syncs) is shared by more messages instead of holding the last ones back.
+            while left > 0 {
+                match pool.results.try_recv() {
+                    Ok(o) => {
+                        left -= 1;
+                        if let Some(b) = &bar {
+                            b.inc(1);
+                        }
+                        outcomes.push(o);
+                    }
+                    Err(_) => break,
+                }
             }
             if let Err(e) = self.commit(outcomes, &archive_of, &mut fatal) {
                 if fatal.is_none() {
