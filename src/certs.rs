@@ -16,7 +16,8 @@ use crate::sst;
 pub struct SourcedCert {
     pub cert: X509,
     /// False when the source restricts the certificate to uses other than e-mail (an .sst's
-    /// enhanced-key-usage property without emailProtection).
+    /// enhanced-key-usage property without emailProtection, OpenSSL trust settings that reject
+    /// emailProtection or trust other uses only).
     pub email_allowed: bool,
     /// Human-readable restriction, for `trust list`.
     pub restriction: Option<String>,
@@ -281,6 +282,19 @@ fn read_pem(data: &[u8]) -> Result<Vec<SourcedCert>, String> {
             format!("PEM block {} ({}) {what}", i + 1, block.label)
         };
         match block.label.as_str() {
+            // OpenSSL's trust settings (`-addreject emailProtection -trustout`) restrict it
+            // as `openssl cms -verify` reads them.
+            "TRUSTED CERTIFICATE" => {
+                let cert = X509::from_pem(block.text.as_bytes())
+                    .or_else(|_| X509::from_der(&block.der))
+                    .map_err(|_| bad("is not a certificate that parses"))?;
+                let mut c = SourcedCert::plain(cert);
+                if let Some(Err(why)) = crate::ossl::aux_email_trust(&block.der) {
+                    c.email_allowed = false;
+                    c.restriction = Some(format!("OpenSSL trust: not for email ({why})"));
+                }
+                out.push(c);
+            }
             l if CERTIFICATE_LABELS.contains(&l) => {
                 if let Ok(c) = X509::from_pem(block.text.as_bytes()) {
                     out.push(SourcedCert::plain(c));

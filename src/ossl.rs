@@ -115,6 +115,10 @@ extern "C" {
         len: c_long,
     ) -> *mut ffi::OPENSSL_STACK;
     fn ASN1_OBJECT_free(a: *mut ffi::ASN1_OBJECT);
+    fn d2i_X509_AUX(a: *mut *mut ffi::X509, pp: *mut *const u8, len: c_long) -> *mut ffi::X509;
+    fn X509_get0_trust_objects(x: *mut ffi::X509) -> *mut ffi::OPENSSL_STACK;
+    fn X509_get0_reject_objects(x: *mut ffi::X509) -> *mut ffi::OPENSSL_STACK;
+    fn X509_add1_reject_object(x: *mut ffi::X509, obj: *const ffi::ASN1_OBJECT) -> c_int;
     fn OBJ_txt2nid(s: *const std::ffi::c_char) -> c_int;
     fn GENERAL_NAME_get0_otherName(
         gen: *const ffi::GENERAL_NAME,
@@ -938,6 +942,80 @@ pub fn decode_eku(der: &[u8]) -> Option<Vec<String>> {
         ffi::OPENSSL_sk_free(st);
         Some(out)
     }
+}
+
+/// The trust settings of an OpenSSL "TRUSTED CERTIFICATE" (`openssl x509 -addtrust/-addreject
+/// -trustout`: the certificate followed by an X509_CERT_AUX), for e-mail: None when the block
+/// is not such a certificate or states nothing; Some(Ok) when its settings allow e-mail;
+/// Some(Err(why)) when they reject emailProtection (or every use, anyExtendedKeyUsage) or list
+/// trusted uses without it, as `openssl cms -verify` reads them (X509_TRUST_EMAIL).
+pub fn aux_email_trust(der: &[u8]) -> Option<Result<(), String>> {
+    let len = c_long::try_from(der.len()).ok()?;
+    let names = |st: *mut ffi::OPENSSL_STACK| -> Vec<(c_int, String)> {
+        (0..stack_len(st))
+            .map(|i| {
+                let obj = stack_get(st, i) as *const ffi::ASN1_OBJECT;
+                let mut buf = [0u8; 128];
+                // SAFETY: obj is an element of a live stack; buf bounds the text written.
+                let n = unsafe {
+                    ffi::OBJ_obj2txt(buf.as_mut_ptr() as *mut _, buf.len() as c_int, obj, 0)
+                };
+                let n = (n.max(0) as usize).min(buf.len() - 1);
+                // SAFETY: as above.
+                let nid = unsafe { ffi::OBJ_obj2nid(obj) };
+                (nid, String::from_utf8_lossy(&buf[..n]).into_owned())
+            })
+            .collect()
+    };
+    // SAFETY: d2i reads at most `len` bytes from `p`; the certificate it returns is owned by
+    // `cert`, which frees it, and the stacks are borrowed from it.
+    unsafe {
+        let mut p = der.as_ptr();
+        let raw = d2i_X509_AUX(ptr::null_mut(), &mut p, len);
+        if raw.is_null() {
+            ffi::ERR_clear_error();
+            return None;
+        }
+        let cert = X509::from_ptr(raw);
+        let email =
+            |nid: c_int| nid == ffi::NID_email_protect || nid == ffi::NID_anyExtendedKeyUsage;
+        let reject = names(X509_get0_reject_objects(cert.as_ptr()));
+        if reject.iter().any(|(n, _)| email(*n)) {
+            let list: Vec<&str> = reject.iter().map(|(_, s)| s.as_str()).collect();
+            return Some(Err(format!("rejected for {}", list.join(","))));
+        }
+        let trust = names(X509_get0_trust_objects(cert.as_ptr()));
+        if trust.is_empty() {
+            return (!reject.is_empty()).then_some(Ok(()));
+        }
+        if trust.iter().any(|(n, _)| email(*n)) {
+            Some(Ok(()))
+        } else {
+            let list: Vec<&str> = trust.iter().map(|(_, s)| s.as_str()).collect();
+            Some(Err(format!("trusted only for {}", list.join(","))))
+        }
+    }
+}
+
+/// A copy of `cert` whose OpenSSL trust settings reject it for e-mail (emailProtection) and
+/// for any purpose (anyExtendedKeyUsage, which OpenSSL's purpose-less check reads): in a store,
+/// it ends every path through it with X509_V_ERR_CERT_REJECTED, also when a message carries the
+/// same certificate (OpenSSL takes issuers from the store first).
+pub fn rejected_for_email(cert: &X509Ref) -> Option<X509> {
+    let copy = X509::from_der(&cert.to_der().ok()?).ok()?;
+    for nid in [ffi::NID_email_protect, ffi::NID_anyExtendedKeyUsage] {
+        // SAFETY: OBJ_nid2obj returns a static object for a built-in NID; add1 copies it into
+        // the certificate's aux, which `copy` owns.
+        let ok = unsafe {
+            let obj = ffi::OBJ_nid2obj(nid);
+            !obj.is_null() && X509_add1_reject_object(copy.as_ptr(), obj) == 1
+        };
+        if !ok {
+            let _ = openssl::error::ErrorStack::get();
+            return None;
+        }
+    }
+    Some(copy)
 }
 
 /// Adds a CRL to a store under construction.

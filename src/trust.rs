@@ -4,8 +4,10 @@
 //!
 //! Every certificate of a trust source is an anchor (X509_V_FLAG_PARTIAL_CHAIN), as in Office 365,
 //! whose admins put intermediates into the trusted store they export. A certificate that its
-//! store restricts to other uses (an .sst's property 9 without emailProtection) is listed but is
-//! not an anchor for mail.
+//! store restricts to other uses (an .sst's property 9 without emailProtection, OpenSSL trust
+//! settings rejecting emailProtection) is listed but is not an anchor for mail, and no path
+//! for mail may pass through it, even when a message carries it: it is in the stores with
+//! OpenSSL trust settings that reject it.
 
 use std::path::{Path, PathBuf};
 
@@ -152,9 +154,15 @@ impl TrustStore {
                     lookup.add_dir(dir, SslFiletype::PEM).map_err(ssl_err)?;
                 }
             }
-            for a in anchors.iter().filter(|a| a.cert.email_allowed) {
+            for a in &anchors {
                 // Duplicates across sources are harmless; ignore "already in store".
-                let _ = b.add_cert(a.cert.cert.clone());
+                if a.cert.email_allowed {
+                    let _ = b.add_cert(a.cert.cert.clone());
+                } else if let Some(c) = crate::ossl::rejected_for_email(&a.cert.cert) {
+                    // Not an anchor for mail, and no path through it either, even when a
+                    // message carries it as an intermediate (as Windows reads the store).
+                    let _ = b.add_cert(c);
+                }
             }
             let mut flags = X509VerifyFlags::PARTIAL_CHAIN;
             if with_crls > 0 {

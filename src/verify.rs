@@ -147,7 +147,9 @@ fn chain_error_verdict(err: X509VerifyResult) -> (Signature, String) {
         openssl_sys::X509_V_ERR_CERT_HAS_EXPIRED => "certificate-expired".to_string(),
         openssl_sys::X509_V_ERR_CERT_NOT_YET_VALID => "certificate-not-yet-valid".to_string(),
         openssl_sys::X509_V_ERR_CERT_REVOKED => "certificate-revoked".to_string(),
-        openssl_sys::X509_V_ERR_INVALID_PURPOSE => "not-for-email".to_string(),
+        openssl_sys::X509_V_ERR_INVALID_PURPOSE | openssl_sys::X509_V_ERR_CERT_REJECTED => {
+            "not-for-email".to_string()
+        }
         openssl_sys::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
         | openssl_sys::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
         | openssl_sys::X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN

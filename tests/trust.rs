@@ -407,3 +407,147 @@ fn a_certificate_that_does_not_parse_is_an_error_never_dropped() {
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("ca.der"), "{err}");
 }
+
+/// An anchor its source restricts to other uses is on no path for mail: OpenSSL trust settings
+/// (`openssl x509 -addreject emailProtection -trustout`, a `TRUSTED CERTIFICATE`), read as
+/// `openssl cms -verify` reads them, and an .sst whose property 9 restricts an intermediate to
+/// serverAuth, also when the sender carries that intermediate in the message. Recipients under
+/// it are refused too.
+#[test]
+fn an_anchor_restricted_to_other_uses_is_on_no_path_for_mail() {
+    let p = pki();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signed = sign_as(&p.alice, false, &[], &sample_entity("hello"));
+    let msg = message("alice@example.org", "bob@example.org", "t", &signed);
+    let filtered = |trust: &std::path::Path| {
+        let out = run_with_stdin(
+            smimed()
+                .args(["--authserv-id", "mx.test", "--trust"])
+                .arg(trust)
+                .arg("filter"),
+            &msg,
+        );
+        assert!(out.status.success());
+        out.stdout
+    };
+    let verdict = |trust: &std::path::Path| status_of(&filtered(trust));
+    // The root with trust settings; the intermediate comes with the message.
+    let root_with = |trust_args: &[&str], name: &str| {
+        let root = openssl(
+            &[
+                &["x509", "-in", path_str(&p.root_path)][..],
+                trust_args,
+                &["-trustout"],
+            ]
+            .concat(),
+            b"",
+        );
+        let f = dir.path().join(name);
+        std::fs::write(&f, root).expect("write");
+        f
+    };
+    // openssl agrees on each file first.
+    let openssl_verifies = |trust: &std::path::Path| {
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(["cms", "-verify", "-out", "/dev/null", "-CAfile"])
+            .arg(trust)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        run_with_stdin(&mut cmd, &signed).status.success()
+    };
+    for (args, name, valid) in [
+        (
+            &["-addreject", "emailProtection"][..],
+            "rejected.pem",
+            false,
+        ),
+        (&["-addtrust", "serverAuth"][..], "server-only.pem", false),
+        (&["-addtrust", "emailProtection"][..], "email.pem", true),
+        (
+            &[
+                "-addtrust",
+                "serverAuth",
+                "-addtrust",
+                "anyExtendedKeyUsage",
+            ][..],
+            "any.pem",
+            true,
+        ),
+    ] {
+        let f = root_with(args, name);
+        assert_eq!(openssl_verifies(&f), valid, "openssl on {name}");
+        let st = verdict(&f);
+        let want = if valid { "valid" } else { "untrusted" };
+        assert_eq!(status_word(&st, "signature"), Some(want), "{name}: {st}");
+        let (code, list) = trust_list(&["--trust".as_ref(), f.as_os_str()]);
+        assert_eq!(code, 0);
+        assert_eq!(list.contains("not for email"), !valid, "{name}: {list}");
+    }
+
+    // An .sst restricting the intermediate to serverAuth (property 9 before it), the root
+    // unrestricted: the intermediate the message carries does not open a path.
+    let der = |p: &std::path::Path| openssl(&["x509", "-in", path_str(p), "-outform", "DER"], b"");
+    let element = |id: u32, v: &[u8]| {
+        let mut e = id.to_le_bytes().to_vec();
+        e.extend(1u32.to_le_bytes());
+        e.extend((v.len() as u32).to_le_bytes());
+        e.extend(v);
+        e
+    };
+    let server_auth = [
+        0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01,
+    ];
+    let sst = [
+        &b"\0\0\0\0CERT"[..],
+        &element(0x20, &der(&p.root_path)),
+        &element(9, &server_auth),
+        &element(0x20, &der(&p.intermediate_path)),
+        &element(0, b""),
+    ]
+    .concat();
+    let sst_path = dir.path().join("store.sst");
+    std::fs::write(&sst_path, sst).expect("write sst");
+    let out = filtered(&sst_path);
+    let st = status_of(&out);
+    assert_eq!(status_word(&st, "signature"), Some("untrusted"), "{st}");
+    let ar = ar_values(&out, "mx.test").join(" ");
+    assert!(ar.contains("reason=\"not-for-email\""), "{ar}");
+    // And alice is no recipient under that store; under the root alone (with the intermediate
+    // from the message) she is.
+    let store = dir.path().join("book");
+    let book = |trust: &std::path::Path, args: &[&str]| {
+        smimed()
+            .arg("--certs")
+            .arg(&store)
+            .arg("--trust")
+            .arg(trust)
+            .args(["certs"])
+            .args(args)
+            .output()
+            .expect("certs")
+    };
+    let imported = dir.path().join("alice.eml");
+    std::fs::write(&imported, &msg).expect("write eml");
+    let out = book(&p.root_path, &["import", path_str(&imported)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = book(&p.root_path, &["lookup", "alice@example.org"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = book(&sst_path, &["lookup", "alice@example.org"]);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let said = [out.stdout, out.stderr].concat();
+    let said = String::from_utf8_lossy(&said);
+    assert!(said.contains("not for email"), "{said}");
+}

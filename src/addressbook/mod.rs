@@ -433,6 +433,9 @@ fn check(
             Err(String::from(NO_CRL))
         }
         Ok(r) if r.as_raw() == 23 => Err(String::from("revoked")),
+        Ok(r) if r.as_raw() == openssl_sys::X509_V_ERR_CERT_REJECTED => Err(String::from(
+            "a certificate on its path is not for email in the trust store",
+        )),
         Ok(r) => Err(format!("no path to a trust anchor: {}", r.error_string())),
         Err(e) => Err(format!("path check failed: {e}")),
     }
