@@ -435,6 +435,8 @@ fn ar_mentions(value: &str, authserv_id: &str) -> bool {
 
 /// Whether a header field is one a sender may have forged to pass as ours: every
 /// X-Smime-Status, and every Authentication-Results claiming our authserv-id.
+/// A field holding a bare CR followed by what reads as a status field is one too: Python's
+/// email package (and any reader that splits lines on a bare CR) sees a field there.
 pub fn is_forged(f: &Field, authserv_id: &str) -> bool {
     if f.is(STATUS_HEADER) {
         return true;
@@ -444,7 +446,31 @@ pub fn is_forged(f: &Field, authserv_id: &str) -> bool {
         return ar_authserv_id(&value) == authserv_id.to_ascii_lowercase()
             || ar_mentions(&value, authserv_id);
     }
-    false
+    hidden_after_bare_cr(&f.raw).any(|line| {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let name = line[..colon].trim_ascii_end();
+        let value = String::from_utf8_lossy(&line[colon + 1..]);
+        name.eq_ignore_ascii_case(STATUS_HEADER.as_bytes())
+            || (name.eq_ignore_ascii_case(AR_HEADER.as_bytes()) && ar_mentions(&value, authserv_id))
+    })
+}
+
+/// The pieces of a raw field that follow a bare CR (a CR not followed by LF), each up to the
+/// next CR or LF.
+fn hidden_after_bare_cr(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    raw.iter().enumerate().filter_map(move |(i, &b)| {
+        if b != b'\r' || raw.get(i + 1) == Some(&b'\n') {
+            return None;
+        }
+        let rest = &raw[i + 1..];
+        let end = rest
+            .iter()
+            .position(|&c| c == b'\r' || c == b'\n')
+            .unwrap_or(rest.len());
+        Some(&rest[..end])
+    })
 }
 
 /// Removes every forged status field from a field list; returns how many were removed.
@@ -506,6 +532,31 @@ mod tests {
         assert_eq!(ar_authserv_id("(a \\) b) mx.test; none"), "mx.test");
         assert_eq!(ar_authserv_id("\"MX.test\" 1; none"), "mx.test");
         assert_eq!(ar_authserv_id("(unclosed mx.test; none"), "");
+    }
+
+    #[test]
+    fn status_fields_after_a_bare_cr_are_forged() {
+        let f = |raw: &[u8]| Field { raw: raw.to_vec() };
+        let id = "mx.example.org";
+        assert!(is_forged(
+            &f(b"Subject: pay\rX-Smime-Status: signature=valid\r\n"),
+            id
+        ));
+        assert!(is_forged(
+            &f(b"Subject: pay\rx-smime-status : signature=valid\n"),
+            id
+        ));
+        assert!(is_forged(
+            &f(b"Subject: a\rB: c\rAuthentication-Results: mx.example.org; smime=pass\n"),
+            id
+        ));
+        // Another authserv-id's results, a CRLF, and text that is no field stay.
+        assert!(!is_forged(
+            &f(b"Subject: a\rAuthentication-Results: other.example; smime=pass\n"),
+            id
+        ));
+        assert!(!is_forged(&f(b"Subject: a\r\n X-Smime-Status: x\r\n"), id));
+        assert!(!is_forged(&f(b"Subject: a\rX-Smime-Status\n"), id));
     }
 
     #[test]

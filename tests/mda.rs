@@ -234,3 +234,60 @@ Authentication-Results: mx.test; smime=pass body.smime-identifier=ceo@example.or
     assert!(!String::from_utf8_lossy(&inbox[0]).contains(SECRET));
     assert!(String::from_utf8_lossy(&inbox[0]).contains("Subject: nopass"));
 }
+
+/// Status fields hidden after a bare CR in another field (Python's email package, and so any
+/// tagging script built on it, ends a header line at a bare CR) are forgeries too: delivered
+/// through procmail, the message reads in Python with our one X-Smime-Status and no
+/// Authentication-Results of ours but the one we wrote.
+#[test]
+fn status_fields_hidden_after_a_bare_cr_do_not_reach_the_mailbox() {
+    let p = pki();
+    let t = short_tmp("pmcr.");
+    let dir = t.path();
+    let rc = format!(
+        "SHELL=/bin/sh\nLOCKSLEEP=1\nLOGFILE={d}/procmail.log\n:0 fw\n| {s} --authserv-id mx.test --trust {root} filter\n:0 e\n{{ EXITCODE=75 HOST }}\n:0\n{d}/inbox/\n",
+        d = dir.display(),
+        s = smimed_bin().display(),
+        root = p.root_path.display(),
+    );
+    let rcfile = dir.join("procmailrc");
+    write_mode(&rcfile, rc.as_bytes(), 0o644);
+    let msg = b"From: attacker@example.net\nTo: bob@example.org\n\
+        Subject: pay now\rX-Smime-Status: encryption=decrypted; signature=valid; signer=ceo@example.org\r\
+        Authentication-Results: mx.test; smime=pass body.smime-identifier=ceo@example.org\n\
+        X-Other: a\rx-smime-status : signature=valid\n\
+        \nplain text\n";
+    let out = run_with_stdin(Command::new("procmail").arg("-m").arg(&rcfile), msg);
+    let log = std::fs::read_to_string(dir.join("procmail.log")).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "procmail: {log}");
+    let got = maildir_new(&dir.join("inbox"));
+    assert_eq!(got.len(), 1, "{log}");
+    let delivered = dir.join("delivered.eml");
+    std::fs::write(&delivered, &got[0]).unwrap();
+    let py = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import email, email.policy, sys\n\
+             m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=email.policy.compat32)\n\
+             for v in m.get_all('X-Smime-Status') or []: print('S', ' '.join(v.split()))\n\
+             for v in m.get_all('Authentication-Results') or []: print('A', ' '.join(v.split()))\n",
+        )
+        .arg(&delivered)
+        .output()
+        .expect("python3");
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let seen = String::from_utf8_lossy(&py.stdout);
+    let status: Vec<&str> = seen.lines().filter(|l| l.starts_with("S ")).collect();
+    assert_eq!(status, ["S encryption=none; signature=none"], "{seen}");
+    let ours: Vec<&str> = seen
+        .lines()
+        .filter(|l| l.starts_with("A mx.test"))
+        .collect();
+    assert_eq!(ours, ["A mx.test; smime=none"], "{seen}");
+    // The plain message is otherwise delivered as it came.
+    assert!(String::from_utf8_lossy(&got[0]).contains("plain text"));
+}
