@@ -15,7 +15,7 @@ use std::sync::{Mutex, Once};
 
 use openssl::pkcs12::Pkcs12;
 use openssl::pkey::{PKey, Private};
-use openssl::x509::X509;
+use openssl::x509::{X509Ref, X509};
 use zeroize::Zeroizing;
 
 use crate::certs;
@@ -191,13 +191,18 @@ pub fn load_identities(paths: &[PathBuf], pass: &Passphrases) -> Result<Vec<Iden
     let mut used = vec![false; files.len()];
     for (i, f) in files.iter().enumerate() {
         for key in &f.loose_keys {
-            let found = files.iter().enumerate().find_map(|(j, g)| {
-                g.certs
-                    .iter()
-                    .position(|c| c.public_key().map(|k| k.public_eq(key)).unwrap_or(false))
-                    .map(|pos| (j, pos))
-            });
-            let Some((j, pos)) = found else {
+            // Every certificate of the key in the other files (one renewed with the same key
+            // has several), each an identity.
+            let found: Vec<(usize, usize)> = files
+                .iter()
+                .enumerate()
+                .flat_map(|(j, g)| {
+                    (0..g.certs.len())
+                        .filter(move |&pos| belongs_to(&g.certs[pos], key))
+                        .map(move |pos| (j, pos))
+                })
+                .collect();
+            if found.is_empty() {
                 return Err(named(
                     &paths[i],
                     Error::config(
@@ -205,24 +210,26 @@ pub fn load_identities(paths: &[PathBuf], pass: &Passphrases) -> Result<Vec<Iden
                          certificate in the same file, or its file as another --key)",
                     ),
                 ));
-            };
-            used[j] = true;
-            let cert = files[j].certs[pos].clone();
-            let mut chain: Vec<X509> = Vec::new();
-            for (k, c) in files[j].certs.iter().enumerate() {
-                if k != pos {
-                    chain.push(c.clone());
+            }
+            for &(j, pos) in &found {
+                used[j] = true;
+                let cert = files[j].certs[pos].clone();
+                let mut chain: Vec<X509> = Vec::new();
+                for (k, c) in files[j].certs.iter().enumerate() {
+                    if !found.contains(&(j, k)) {
+                        chain.push(c.clone());
+                    }
                 }
+                if i != j {
+                    chain.extend(files[i].certs.iter().cloned());
+                }
+                out.push(Identity {
+                    cert,
+                    key: key.clone(),
+                    chain,
+                    source: paths[i].clone(),
+                });
             }
-            if i != j {
-                chain.extend(files[i].certs.iter().cloned());
-            }
-            out.push(Identity {
-                cert,
-                key: key.clone(),
-                chain,
-                source: paths[i].clone(),
-            });
         }
     }
     for (i, f) in files.into_iter().enumerate() {
@@ -352,14 +359,22 @@ fn load_p12(der: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity>
         }
     };
     // Every key of the file, not only the first one parse2 keeps (a merged Windows export of a
-    // signing and an encryption key): one identity per key that has its certificate. The bags
-    // are read (and decrypted) again only when parse2 left another end-entity certificate
-    // among the CA ones, as a second key's certificate would be; a plain export pays nothing.
-    let another_leaf = parsed
-        .ca
-        .as_ref()
-        .is_some_and(|st| st.iter().any(|c| !crate::ossl::is_ca(c)));
-    let contents = match (&password, another_leaf) {
+    // signing and an encryption key), with every certificate of each key (one renewed with the
+    // same key): one identity per key and certificate. The bags are read (and decrypted) again
+    // only when parse2's result leaves room for another: a key without its certificate, or a
+    // certificate among the CA ones that is no issuer on the path of parse2's certificate (a
+    // second key's, whatever its CA flag says); a plain export pays nothing.
+    let another_identity = match (&parsed.pkey, &parsed.cert) {
+        (Some(key), Some(cert)) => {
+            !cert.public_key().is_ok_and(|p| p.public_eq(key))
+                || parsed
+                    .ca
+                    .as_ref()
+                    .is_some_and(|st| !all_issuers_of(cert, &st.iter().collect::<Vec<_>>()))
+        }
+        _ => true,
+    };
+    let contents = match (&password, another_identity) {
         (_, false) => Err(openssl::error::ErrorStack::get()),
         (Some(pw), true) => crate::ossl::pkcs12_contents(&p12, Some(pw)),
         (None, true) => crate::ossl::pkcs12_contents(&p12, Some(""))
@@ -367,7 +382,7 @@ fn load_p12(der: &[u8], path: &Path, pass: &Passphrases) -> Result<Vec<Identity>
     };
     let _ = openssl::error::ErrorStack::get();
     if let Ok((keys, certs)) = contents {
-        if keys.len() > 1 {
+        {
             let ids = pair_keys(keys, &certs, path);
             if !ids.ids.is_empty() {
                 if !ids.loose_keys.is_empty() {
@@ -435,30 +450,51 @@ fn load_pem(data: &[u8], path: &Path, pass: &Passphrases) -> Result<Loaded> {
     Ok(out)
 }
 
-/// One identity per key whose certificate is among `certs` (the other certificates are its
-/// chain); keys without one are left loose.
+/// Whether every certificate of `ca` is an issuer on `leaf`'s path through them.
+fn all_issuers_of(leaf: &X509Ref, ca: &[&X509Ref]) -> bool {
+    let mut on_path = vec![false; ca.len()];
+    let mut current = leaf;
+    while let Some(i) = (0..ca.len())
+        .find(|&i| !on_path[i] && ca[i].issued(current) == openssl::x509::X509VerifyResult::OK)
+    {
+        on_path[i] = true;
+        current = ca[i];
+    }
+    let _ = openssl::error::ErrorStack::get();
+    on_path.iter().all(|&b| b)
+}
+
+/// Whether `cert` holds the public half of `key`.
+fn belongs_to(cert: &X509, key: &PKey<Private>) -> bool {
+    cert.public_key().is_ok_and(|p| p.public_eq(key))
+}
+
+/// One identity per key and certificate of it among `certs` (a key renewed with the same key
+/// has several; the other certificates are the chain); keys without one are left loose.
 fn pair_keys(keys: Vec<PKey<Private>>, certs: &[X509], path: &Path) -> Loaded {
     let mut out = Loaded::default();
     for key in keys {
-        let Some(pos) = certs
-            .iter()
-            .position(|c| c.public_key().map(|p| p.public_eq(&key)).unwrap_or(false))
-        else {
+        let mine: Vec<usize> = (0..certs.len())
+            .filter(|&i| belongs_to(&certs[i], &key))
+            .collect();
+        if mine.is_empty() {
             out.loose_keys.push(key);
             continue;
-        };
-        let chain = certs
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != pos)
-            .map(|(_, c)| c.clone())
-            .collect();
-        out.ids.push(Identity {
-            cert: certs[pos].clone(),
-            key,
-            chain,
-            source: path.to_path_buf(),
-        });
+        }
+        for &pos in &mine {
+            let chain = certs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !mine.contains(i))
+                .map(|(_, c)| c.clone())
+                .collect();
+            out.ids.push(Identity {
+                cert: certs[pos].clone(),
+                key: key.clone(),
+                chain,
+                source: path.to_path_buf(),
+            });
+        }
     }
     out
 }

@@ -722,45 +722,82 @@ fn every_key_of_a_pkcs12_with_several_is_loaded() {
             b"",
         )
     };
-    let mut safes = Vec::new();
-    for u in [&p.bob, &p.bob_renewed] {
-        safes.extend(authsafe_elements(&export(u)));
-    }
-    let authsafe = der::encode(0x30, &safes.concat());
-    let content_info = der::encode(
-        0x30,
+    // And a third identity whose certificate says CA:TRUE (`openssl req -x509`'s default for a
+    // self-signed one): its key was dropped as if the certificate were the chain's.
+    let (ss_key, ss_cert) = (d.path().join("ss.key"), d.path().join("ss.pem"));
+    openssl(
         &[
-            &[
-                0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01,
-            ][..],
-            &der::encode(0xa0, &der::encode(0x04, &authsafe)),
-        ]
-        .concat(),
-    );
-    let pfx = der::encode(0x30, &[&[0x02, 0x01, 0x03][..], &content_info].concat());
-    let path = d.path().join("both.p12");
-    write_mode(&path, &pfx, 0o600);
-    // openssl reads the merged file (and sees both keys)
-    let listed = openssl(
-        &[
-            "pkcs12",
-            "-in",
-            path_str(&path),
-            "-passin",
-            "pass:",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
             "-nodes",
-            "-nocerts",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=bob self-signed/emailAddress=bob@example.org",
+            "-keyout",
+            path_str(&ss_key),
+            "-out",
+            path_str(&ss_cert),
         ],
         b"",
     );
-    assert_eq!(
-        String::from_utf8_lossy(&listed)
-            .matches("PRIVATE KEY-----")
-            .count(),
-        4,
-        "two keys"
-    );
-    for (name, to) in [("rsa", &p.bob), ("ec", &p.bob_renewed)] {
+    let self_signed = common::pki::User {
+        key_path: ss_key,
+        cert_path: ss_cert,
+        ..p.bob.clone()
+    };
+    // Two merged files: bob's RSA and EC keys; bob's RSA key and the self-signed one.
+    let merged = |users: &[&common::pki::User], name: &str| {
+        let mut safes = Vec::new();
+        for u in users {
+            safes.extend(authsafe_elements(&export(u)));
+        }
+        let authsafe = der::encode(0x30, &safes.concat());
+        let content_info = der::encode(
+            0x30,
+            &[
+                &[
+                    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01,
+                ][..],
+                &der::encode(0xa0, &der::encode(0x04, &authsafe)),
+            ]
+            .concat(),
+        );
+        let pfx = der::encode(0x30, &[&[0x02, 0x01, 0x03][..], &content_info].concat());
+        let path = d.path().join(name);
+        write_mode(&path, &pfx, 0o600);
+        // openssl reads the merged file (and sees both keys)
+        let listed = openssl(
+            &[
+                "pkcs12",
+                "-in",
+                path_str(&path),
+                "-passin",
+                "pass:",
+                "-nodes",
+                "-nocerts",
+            ],
+            b"",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&listed)
+                .matches("PRIVATE KEY-----")
+                .count(),
+            4,
+            "two keys"
+        );
+        path
+    };
+    let both = merged(&[&p.bob, &p.bob_renewed], "both.p12");
+    let with_ca_flag = merged(&[&p.bob, &self_signed], "with-ca-flag.p12");
+    for (name, path, to) in [
+        ("rsa", &both, &p.bob),
+        ("ec", &both, &p.bob_renewed),
+        ("rsa", &with_ca_flag, &p.bob),
+        ("self-signed", &with_ca_flag, &self_signed),
+    ] {
         let signed = sign_as(&p.alice, false, &[], &sample_entity("either key"));
         let enc = encrypt_to(&[to], &["-aes-256-gcm"], &signed);
         let msg = message("alice@example.org", "bob@example.org", "two keys", &enc);
@@ -769,7 +806,7 @@ fn every_key_of_a_pkcs12_with_several_is_loaded() {
             "--trust",
             path_str(&p.root_path),
             "--key",
-            path_str(&path),
+            path_str(path),
             "filter",
         ]);
         let out = run_with_stdin(&mut c, &msg);
@@ -779,6 +816,83 @@ fn every_key_of_a_pkcs12_with_several_is_loaded() {
             "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// A key renewed with the same key has two certificates: mail to either decrypts, with the
+/// key and both certificates in one PEM file, or as three `--key` files (the second certificate
+/// file is no "file without a key").
+#[test]
+fn a_key_with_two_certificates_decrypts_mail_to_either() {
+    let p = pki();
+    let d = tmp();
+    let old = d.path().join("old.pem");
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            path_str(&p.bob.key_path),
+            "-days",
+            "30",
+            "-subj",
+            "/CN=bob before renewal/emailAddress=bob@example.org",
+            "-out",
+            path_str(&old),
+        ],
+        b"",
+    );
+    let one_file = d.path().join("all.pem");
+    let pem = [
+        std::fs::read(&p.bob.key_path).unwrap(),
+        std::fs::read(&p.bob.cert_path).unwrap(),
+        std::fs::read(&old).unwrap(),
+    ]
+    .concat();
+    write_mode(&one_file, &pem, 0o600);
+    let to_old = {
+        let signed = sign_as(
+            &p.alice,
+            false,
+            &[],
+            &sample_entity("to the old certificate"),
+        );
+        let enc = openssl(
+            &[
+                "cms",
+                "-encrypt",
+                "-aes-256-cbc",
+                "-outform",
+                "SMIME",
+                path_str(&old),
+            ],
+            &signed,
+        );
+        message("alice@example.org", "bob@example.org", "old", &enc)
+    };
+    let to_new = encrypted_to_bob();
+    let key_sets: [&[&Path]; 2] = [&[&one_file], &[&p.bob.key_path, &p.bob.cert_path, &old]];
+    for keys in key_sets {
+        for (name, msg) in [("old", &to_old), ("new", &to_new)] {
+            let mut c = smimed();
+            c.args(["--trust", path_str(&p.root_path)]);
+            for k in keys {
+                c.arg("--key").arg(k);
+            }
+            let out = run_with_stdin(c.arg("filter"), msg);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{keys:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                status_word(&status_of(&out.stdout), "encryption"),
+                Some("decrypted"),
+                "{name}, {keys:?}"
+            );
+        }
     }
 }
 
