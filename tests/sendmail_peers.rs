@@ -553,6 +553,52 @@ forwarded on\n";
             }
         }
     }
+    // A bounce (mutt's, neomutt's: Resent-From and Resent-To, the recipient as an argument)
+    // of carol's message: encrypted to the person resending it (alice, who can read her copy)
+    // and the resent recipient, not to carol, who wrote it and is no recipient; and signed
+    // as alice.
+    let bounce = |author: &str| {
+        format!(
+            "Resent-From: Alice <alice@example.org>\nResent-To: bob@example.org\n\
+             From: {author}\nTo: someone@example.org\nSubject: bounced\n\nbounced on\n"
+        )
+    };
+    let out = env.sendmail(
+        Some(&p.alice),
+        &[
+            "--encrypt",
+            "always",
+            "-oem",
+            "-oi",
+            "--",
+            "bob@example.org",
+        ],
+        bounce("Carol <carol@example.org>").as_bytes(),
+    );
+    assert_ok(&out);
+    let rec = env.take_recorded();
+    assert_eq!(rec.len(), 1);
+    let mut names = recipient_names(&rec[0].message, &[&p.alice, &p.bob, &p.carol]);
+    names.sort();
+    assert_eq!(names, ["alice", "bob"]);
+    let inner = openssl_decrypt(&p.alice, &rec[0].message).expect("alice reads her copy");
+    let signed = openssl_verify(&inner);
+    assert!(String::from_utf8_lossy(&signed).contains("bounced on"));
+    // An author without a certificate does not stop it.
+    let out = env.sendmail(
+        Some(&p.alice),
+        &[
+            "--encrypt",
+            "always",
+            "-oem",
+            "-oi",
+            "--",
+            "bob@example.org",
+        ],
+        bounce("dave@example.org").as_bytes(),
+    );
+    assert_ok(&out);
+    assert_eq!(env.take_recorded().len(), 1);
     // A raw UTF-8 Subject is in the protected header too.
     let mut msg = b"From: alice@example.org\nTo: bob@example.org\nSubject: ".to_vec();
     msg.extend_from_slice("Grüße\n\nbody\n".as_bytes());

@@ -374,8 +374,21 @@ pub fn prepare(
         })
         .collect();
 
-    // The sender: the From address (what receivers compare the signer with), else -f.
-    let sender = match crate::verify::from_address(&root.fields) {
+    // The sender: the From address (what receivers compare the signer with), else -f. For a
+    // resent message (a bounce), the person resending it: Resent-From of the topmost resent
+    // block (RFC 5322 §3.6.6, "the mailbox of the agent who has reintroduced the message"),
+    // who signs it and gets the encrypted copy, not the original author.
+    let resent_from: Option<Field> = root.fields.iter().find(|f| f.is("Resent-From")).map(|f| {
+        let colon = f.raw.iter().position(|&b| b == b':').unwrap_or(0);
+        Field {
+            raw: [&b"From"[..], &f.raw[colon..]].concat(),
+        }
+    });
+    let sender_fields = match &resent_from {
+        Some(f) => std::slice::from_ref(f),
+        None => &root.fields[..],
+    };
+    let sender = match crate::verify::from_address(sender_fields) {
         crate::verify::FromAddress::One(a) => Some(a),
         crate::verify::FromAddress::Ambiguous(_) => envelope_from
             .map(str::trim)
