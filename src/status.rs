@@ -435,8 +435,9 @@ fn ar_mentions(value: &str, authserv_id: &str) -> bool {
 
 /// Whether a header field is one a sender may have forged to pass as ours: every
 /// X-Smime-Status, and every Authentication-Results claiming our authserv-id.
-/// A field holding a bare CR followed by what reads as a status field is one too: Python's
-/// email package (and any reader that splits lines on a bare CR) sees a field there.
+/// A field holding a bare CR followed by what reads as a status field (an X-Smime-Status or
+/// any Authentication-Results) is one too: Python's email package (and any reader that splits
+/// lines on a bare CR) sees a field there.
 pub fn is_forged(f: &Field, authserv_id: &str) -> bool {
     if f.is(STATUS_HEADER) {
         return true;
@@ -446,14 +447,14 @@ pub fn is_forged(f: &Field, authserv_id: &str) -> bool {
         return ar_authserv_id(&value) == authserv_id.to_ascii_lowercase()
             || ar_mentions(&value, authserv_id);
     }
+    // Whatever its value says (it may go on in a continuation line): no real field hides there.
     hidden_after_bare_cr(&f.raw).any(|line| {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             return false;
         };
         let name = line[..colon].trim_ascii_end();
-        let value = String::from_utf8_lossy(&line[colon + 1..]);
         name.eq_ignore_ascii_case(STATUS_HEADER.as_bytes())
-            || (name.eq_ignore_ascii_case(AR_HEADER.as_bytes()) && ar_mentions(&value, authserv_id))
+            || name.eq_ignore_ascii_case(AR_HEADER.as_bytes())
     })
 }
 
@@ -550,11 +551,16 @@ mod tests {
             &f(b"Subject: a\rB: c\rAuthentication-Results: mx.example.org; smime=pass\n"),
             id
         ));
-        // Another authserv-id's results, a CRLF, and text that is no field stay.
-        assert!(!is_forged(
-            &f(b"Subject: a\rAuthentication-Results: other.example; smime=pass\n"),
+        // Its value folded onto the next line (which Python joins to it).
+        assert!(is_forged(
+            &f(b"Subject: a\rAuthentication-Results:\r\n mx.example.org; smime=pass\n"),
             id
         ));
+        assert!(is_forged(
+            &f(b"Subject: a\rAuthentication-Results:\r mx.example.org; smime=pass\n"),
+            id
+        ));
+        // A CRLF, and text that is no field, stay.
         assert!(!is_forged(&f(b"Subject: a\r\n X-Smime-Status: x\r\n"), id));
         assert!(!is_forged(&f(b"Subject: a\rX-Smime-Status\n"), id));
     }

@@ -256,6 +256,7 @@ fn status_fields_hidden_after_a_bare_cr_do_not_reach_the_mailbox() {
         Subject: pay now\rX-Smime-Status: encryption=decrypted; signature=valid; signer=ceo@example.org\r\
         Authentication-Results: mx.test; smime=pass body.smime-identifier=ceo@example.org\n\
         X-Other: a\rx-smime-status : signature=valid\n\
+        X-Folded: b\rAuthentication-Results:\n mx.test; smime=pass body.smime-identifier=x@example.org\n\
         \nplain text\n";
     let out = run_with_stdin(Command::new("procmail").arg("-m").arg(&rcfile), msg);
     let log = std::fs::read_to_string(dir.join("procmail.log")).unwrap_or_default();
