@@ -344,7 +344,7 @@ fn declared_boundaries(
         let Ok((h, _)) = mailparse::parse_header(&bytes[start..end]) else {
             continue;
         };
-        let ct = mailparse::parse_content_type(&h.get_value());
+        let ct = parse_ct(&h.get_value());
         if let Some(b) = ct.params.get("boundary").filter(|b| b.len() <= longest) {
             by_len
                 .entry(b.len())
@@ -462,9 +462,9 @@ impl Entity<'_> {
                 return ct;
             }
             let ct = Rc::new(if raw.is_empty() {
-                parse_content_type("text/plain")
+                parse_ct("text/plain")
             } else {
-                parse_content_type(&Field { raw: raw.to_vec() }.value_undecoded())
+                parse_ct(&Field { raw: raw.to_vec() }.value_undecoded())
             });
             if memo.len() >= CT_MEMO_SIZE {
                 memo.remove(0);
@@ -579,7 +579,7 @@ pub fn classify_entity(e: &Entity<'_>) -> Kind {
     let k = classify(&ct);
     if k == Kind::Other && ct.mimetype == "application/octet-stream" {
         if let Some(f) = e.first("Content-Disposition") {
-            let d = mailparse::parse_content_disposition(&f.value());
+            let d = parse_cd(&f.value());
             if d.params
                 .get("filename")
                 .is_some_and(|n| n.to_ascii_lowercase().ends_with(".p7m"))
@@ -649,8 +649,9 @@ pub fn ambiguity(e: &Entity<'_>) -> Option<&'static str> {
 /// Whether the `boundary` parameter of a multipart Content-Type value is written so that every
 /// reader takes the same string: once, as a token or as one quoted string with nothing after
 /// it, without backslashes or RFC 2047 look-alikes (`=?`, which notmuch and mutt decode and
-/// mailparse does not), and not in RFC 2231 form. Beyond that it is lenient: Outlook Express
-/// writes `{GUID}` boundaries, which RFC 2046 does not allow but every reader reads alike.
+/// mailparse does not), not in RFC 2231 form, of 1 to 70 characters not ending in a space (RFC
+/// 2046 §5.1.1). Beyond that it is lenient: Outlook Express writes `{GUID}` boundaries, which
+/// RFC 2046 does not allow but every reader reads alike.
 fn plain_boundary(content_type: &str) -> bool {
     let printable = |b: &u8| b.is_ascii_graphic() || *b == b' ';
     let mut found = false;
@@ -678,7 +679,14 @@ fn plain_boundary(content_type: &str) -> bool {
             }
             None => return false,
         };
-        if inner.is_empty() || inner.windows(2).any(|w| w == b"=?") {
+        // RFC 2046 §5.1.1: 1 to 70 characters, the last no space. Python's email package
+        // drops a space at the end; mutt cannot match a delimiter line over its 1,023-byte
+        // buffer: readers outside the rule read other parts.
+        if inner.is_empty()
+            || inner.len() > 70
+            || inner.last() == Some(&b' ')
+            || inner.windows(2).any(|w| w == b"=?")
+        {
             return false;
         }
     }
@@ -692,6 +700,10 @@ fn loose_delimiter(body: &[u8], boundary: &str) -> bool {
     let delim = format!("--{boundary}");
     let finder = memchr::memmem::Finder::new(delim.as_bytes());
     finder.find_iter(body).any(|at| {
+        // After a bare CR: a line start for Python's email package, not for mailparse.
+        if at > 0 && body[at - 1] == b'\r' {
+            return true;
+        }
         if at > 0 && body[at - 1] != b'\n' {
             // Not at a line start, unless the line is longer than a reader's buffer: mutt
             // reads lines in 1,023-byte pieces and looks for delimiters at each (no line may
@@ -734,7 +746,7 @@ pub fn may_be_envelope(e: &Entity<'_>) -> bool {
             .iter()
             .filter(|f| f.is("Content-Disposition"))
             .any(|f| {
-                mailparse::parse_content_disposition(&f.value())
+                parse_cd(&f.value())
                     .params
                     .get("filename")
                     .is_some_and(|n| n.to_ascii_lowercase().ends_with(".p7m"))
@@ -759,6 +771,105 @@ pub fn may_be_envelope(e: &Entity<'_>) -> bool {
     })
 }
 
+/// mailparse's parse of a Content-Type value, with the RFC 2231 parameters it leaves undecoded
+/// (`name*` and `name*N*` whose charset it does not know, the empty one included: RFC 2231 §4
+/// makes it optional, `hp*=''clear`) decoded as UTF-8, as Python's email package reads them.
+pub fn parse_ct(value: &str) -> ParsedContentType {
+    let mut ct = parse_content_type(value);
+    decode_leftover_extended(&mut ct.params);
+    ct
+}
+
+/// [`parse_ct`] for a Content-Disposition value's parameters.
+pub fn parse_cd(value: &str) -> mailparse::ParsedContentDisposition {
+    let mut cd = mailparse::parse_content_disposition(value);
+    decode_leftover_extended(&mut cd.params);
+    cd
+}
+
+fn decode_leftover_extended(params: &mut std::collections::BTreeMap<String, String>) {
+    if !params.keys().any(|k| k.contains('*')) {
+        return;
+    }
+    // base -> [(section, encoded, value)]
+    let mut sections: std::collections::BTreeMap<String, Vec<(u32, bool, String)>> =
+        std::collections::BTreeMap::new();
+    for (k, v) in params.iter() {
+        let Some(star) = k.find('*') else {
+            continue;
+        };
+        let (base, rest) = (&k[..star], &k[star..]);
+        let (n, encoded) = match rest {
+            "*" => (0, true),
+            _ => {
+                let r = &rest[1..];
+                let (digits, enc) = match r.strip_suffix('*') {
+                    Some(d) => (d, true),
+                    None => (r, false),
+                };
+                match digits.parse::<u32>() {
+                    Ok(n) => (n, enc),
+                    Err(_) => continue,
+                }
+            }
+        };
+        sections
+            .entry(base.to_string())
+            .or_default()
+            .push((n, encoded, v.clone()));
+    }
+    for (base, mut parts) in sections {
+        if params.contains_key(&base) || parts.is_empty() {
+            continue;
+        }
+        parts.sort_by_key(|p| p.0);
+        if parts.iter().enumerate().any(|(i, p)| p.0 as usize != i) {
+            continue;
+        }
+        let mut octets = Vec::new();
+        for (i, (_, encoded, v)) in parts.iter().enumerate() {
+            let mut v = v.as_str();
+            if i == 0 && *encoded {
+                // charset'language'value
+                match v.splitn(3, '\'').nth(2) {
+                    Some(rest) => v = rest,
+                    None => continue,
+                }
+            }
+            if *encoded {
+                octets.extend(percent_decode(v));
+            } else {
+                octets.extend_from_slice(v.as_bytes());
+            }
+        }
+        params.insert(base, String::from_utf8_lossy(&octets).into_owned());
+    }
+}
+
+fn percent_decode(v: &str) -> Vec<u8> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Every Content-Type field of `e` (a reader may go by any of them), as its undecoded value and
 /// that value parsed.
 pub fn every_content_type(e: &Entity<'_>) -> Vec<(String, ParsedContentType)> {
@@ -767,7 +878,7 @@ pub fn every_content_type(e: &Entity<'_>) -> Vec<(String, ParsedContentType)> {
         .filter(|f| f.is("Content-Type"))
         .map(|f| {
             let v = f.value_undecoded();
-            let ct = mailparse::parse_content_type(&v);
+            let ct = parse_ct(&v);
             (v, ct)
         })
         .collect()

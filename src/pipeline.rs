@@ -717,10 +717,14 @@ fn process_layers(
 
     let mut output = st.header_fields(authserv_id, eol);
     output.reserve(content.len() + content.len() / 32 + 4096);
-    for f in fields
-        .iter()
-        .chain(inner.fields.iter().filter(|f| f.is_content()))
-    {
+    // The inner entity's Content-* fields, but one hiding a status field after a bare CR
+    // (which Python's email package would read as a field of the delivered header).
+    for f in fields.iter().chain(
+        inner
+            .fields
+            .iter()
+            .filter(|f| f.is_content() && !status::is_forged(f, authserv_id)),
+    ) {
         mime::convert_eol_into(&mut output, &f.raw, eol);
     }
     output.extend_from_slice(eol);
@@ -1643,8 +1647,8 @@ fn scan_part(
         // The signature part of a multipart/signed (counted above), or a stray one.
         Kind::DetachedSignature => {}
         Kind::Pkcs7Mime => {
-            let hint = p
-                .ctype
+            let hint = ent
+                .content_type()
                 .params
                 .get("smime-type")
                 .map(|s| s.to_ascii_lowercase())

@@ -1168,3 +1168,188 @@ fn forty_five_thousand_fields_on_either_side_of_a_protected_header_section() {
     let st = within_a_minute(msg);
     assert!(st.contains("signature=valid"), "{st}");
 }
+
+/// Python's email package (and so a tagging script) parses the delivered message with exactly
+/// one X-Smime-Status, and ours: the status fields it sees, as (name, value) pairs.
+fn python_status_fields(out: &[u8]) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("m.eml");
+    std::fs::write(&f, out).expect("write");
+    let py = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import email, email.policy, sys\n\
+             m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=email.policy.compat32)\n\
+             for k in ('X-Smime-Status', 'Authentication-Results'):\n\
+             \x20   for v in m.get_all(k) or []: print(k, ' '.join(v.split()))\n\
+             print('BODY', ' '.join(str(p.get_payload(decode=True)) for p in m.walk() if not p.is_multipart()))\n",
+        )
+        .arg(&f)
+        .output()
+        .expect("python3");
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    String::from_utf8_lossy(&py.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Structures that mailparse (smimed's reader) and other readers split differently, made from
+/// an openssl-signed multipart/signed whose boundary is rewritten (the signature covers the
+/// first part only): a boundary ending in a space (Python drops it), one longer than 70
+/// characters (neomutt cannot match delimiter lines over its 1,023-byte buffer), a delimiter
+/// after a bare CR in the preamble (a line start for Python). Each is `ambiguous-mime` with
+/// `signature=error`, never `valid` next to attacker text a reader shows.
+#[test]
+fn boundaries_readers_split_differently_are_never_valid() {
+    let p = pki();
+    let signed = sign_as(&p.alice, true, &[], &sample_entity("the signed text"));
+    let msg = message("alice@example.org", "bob@example.org", "s", &signed);
+    let text = String::from_utf8_lossy(&msg).into_owned();
+    let ct = text
+        .lines()
+        .find(|l| l.starts_with("Content-Type: multipart/signed"))
+        .expect("multipart/signed");
+    let boundary = ct
+        .split("boundary=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("boundary")
+        .to_string();
+    // Unchanged, it is valid (the rewrite below keeps the signature good).
+    let out = filter_as(None, &[], &msg);
+    assert_eq!(
+        status_word(&status_of(&out.stdout), "signature"),
+        Some("valid")
+    );
+    let attack = "ATTACKER: pay to account EVIL";
+    let with_boundary = |b: &str, preamble: &str| {
+        let t = text.replacen(
+            &format!("boundary=\"{boundary}\""),
+            &format!("boundary=\"{b}\""),
+            1,
+        );
+        let t = t.replace(&format!("--{boundary}"), &format!("--{b}"));
+        // The preamble goes right after the header.
+        let (head, body) = t.split_once("\n\n").expect("header end");
+        format!("{head}\n\n{preamble}{body}").into_bytes()
+    };
+    let trailing_space = with_boundary(
+        "SIGB ",
+        &format!("--SIGB\nContent-Type: text/plain\n\n{attack}\n"),
+    );
+    let long = "L".repeat(1100);
+    let too_long = with_boundary(
+        &long,
+        &format!(
+            "{}\n--{long}\nContent-Type: text/plain\n\n{attack}\n",
+            "x".repeat(10)
+        ),
+    );
+    let bare_cr = with_boundary(
+        "SIGB",
+        &format!("preamble\r--SIGB\rContent-Type: text/plain\r\r{attack}\r\n"),
+    );
+    for (name, m) in [
+        ("trailing space", &trailing_space),
+        ("longer than 70", &too_long),
+        ("delimiter after a bare CR", &bare_cr),
+    ] {
+        let out = filter_as(None, &[], m);
+        assert!(out.status.success());
+        let st = status_of(&out.stdout);
+        assert_eq!(status_word(&st, "signature"), Some("error"), "{name}: {st}");
+        assert_eq!(
+            status_word(&st, "reason"),
+            Some("ambiguous-mime"),
+            "{name}: {st}"
+        );
+    }
+    // 70 characters is still a boundary like any other.
+    let seventy = with_boundary(&"b".repeat(70), "");
+    let out = filter_as(None, &[], &seventy);
+    assert_eq!(
+        status_word(&status_of(&out.stdout), "signature"),
+        Some("valid")
+    );
+}
+
+/// A decrypted entity's own Content-* fields go into the delivered header: one that hides a
+/// status field after a bare CR (an attacker needs only the public certificate) is left out,
+/// so that Python reads our one X-Smime-Status and no smime=pass of ours.
+#[test]
+fn a_decrypted_content_field_hiding_a_status_field_is_left_out() {
+    let p = pki();
+    let entity = b"Content-Type: text/plain; charset=us-ascii\rX-Smime-Status: encryption=decrypted; signature=valid; signer=ceo@example.org\r\n\
+Content-Description: x\rAuthentication-Results: mx.test; smime=pass body.smime-identifier=ceo@example.org\r\n\
+\r\nthe decrypted text\r\n";
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-gcm"], entity);
+    let msg = message("alice@example.org", "bob@example.org", "e", &enc);
+    let out = filter_as(Some(&p.bob), &[], &msg);
+    assert!(out.status.success());
+    assert_eq!(
+        status_word(&status_of(&out.stdout), "encryption"),
+        Some("decrypted")
+    );
+    let seen = python_status_fields(&out.stdout);
+    let status: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.starts_with("X-Smime-Status"))
+        .collect();
+    assert_eq!(status.len(), 1, "{seen:?}");
+    assert!(!status[0].contains("signature=valid"), "{seen:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.starts_with("Authentication-Results") && l.contains("smime=pass")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("the decrypted text")),
+        "{seen:?}"
+    );
+}
+
+/// RFC 2231 §4 makes the charset optional: `hp*=''clear` marks protected headers as
+/// `hp="clear"` does, and an octet-stream named `name*=''smime.p7m` is an envelope.
+#[test]
+fn rfc2231_parameters_without_a_charset_are_read() {
+    let p = pki();
+    let inner = b"Content-Type: text/plain; hp*=''clear\r\n\
+From: alice@example.org\r\nTo: bob@example.org\r\nSubject: Lunch on Friday?\r\n\r\nsee you\r\n";
+    let signed = sign_as(&p.alice, false, &[], inner);
+    let mut msg = b"From: alice@example.org\nTo: bob@example.org\n\
+Subject: URGENT: new bank details, reply to eve\nCc: eve@evil.example\n"
+        .to_vec();
+    msg.extend_from_slice(&signed);
+    let out = filter_as(None, &[], &msg);
+    let st = status_of(&out.stdout);
+    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+    let fields = header_fields(&out.stdout);
+    let subject: Vec<&str> = fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Subject"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(subject, ["Lunch on Friday?"]);
+    assert!(!fields.iter().any(|(n, _)| n.eq_ignore_ascii_case("Cc")));
+
+    // The envelope as an octet-stream named in RFC 2231 form without a charset.
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-cbc"], &sample_entity("named p7m"));
+    let text = String::from_utf8_lossy(&enc).into_owned();
+    let (_, body) = text.split_once("\n\n").expect("header end");
+    let msg = format!(
+        "From: alice@example.org\nTo: bob@example.org\nSubject: p7m\nMIME-Version: 1.0\n\
+         Content-Type: application/octet-stream; name*=''smime.p7m\n\
+         Content-Transfer-Encoding: base64\n\n{body}"
+    );
+    let out = filter_as(Some(&p.bob), &[], msg.as_bytes());
+    assert_eq!(
+        status_word(&status_of(&out.stdout), "encryption"),
+        Some("decrypted")
+    );
+}
