@@ -51,6 +51,10 @@ pub struct TrustStore {
     pub store_any_purpose_leaf_crl: X509Store,
     pub store_any_purpose_no_crl: X509Store,
     pub has_crls: bool,
+    /// SHA-256 fingerprints of the certificates a trust source restricts from mail: OpenSSL
+    /// consults a store's trust settings only for the certificates it takes from the store, so
+    /// a restricted end certificate (which comes with the message) is checked by hand.
+    pub not_for_mail: std::collections::HashSet<String>,
     /// The system's hashed certificate folder, when it serves as the anchors (no trust path
     /// configured: `anchors` is then empty and OpenSSL reads the issuers it needs from here).
     pub hash_dirs: Vec<PathBuf>,
@@ -182,7 +186,13 @@ impl TrustStore {
         };
         let has_crls = !crl_list.is_empty();
         let (all, leaf) = if has_crls { (2, 1) } else { (0, 0) };
+        let not_for_mail = anchors
+            .iter()
+            .filter(|a| !a.cert.email_allowed)
+            .map(|a| certs::fingerprint(&a.cert.cert))
+            .collect();
         Ok(TrustStore {
+            not_for_mail,
             store: build(X509PurposeId::SMIME_SIGN, all)?,
             store_leaf_crl: build(X509PurposeId::SMIME_SIGN, leaf)?,
             store_no_crl: build(X509PurposeId::SMIME_SIGN, 0)?,
@@ -195,6 +205,11 @@ impl TrustStore {
             hash_dirs: hash_dirs.to_vec(),
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// Whether a trust source restricts `cert` itself from mail.
+    pub fn restricted(&self, cert: &openssl::x509::X509Ref) -> bool {
+        !self.not_for_mail.is_empty() && self.not_for_mail.contains(&certs::fingerprint(cert))
     }
 
     /// Every anchor certificate, for looking up signer certificates a message does not carry.

@@ -173,6 +173,11 @@ fn check_path(
     cert: &X509,
     untrusted: &[X509],
 ) -> Result<bool, (Signature, String)> {
+    // A signer its trust store restricts from mail (OpenSSL checks only the certificates it
+    // takes from the store, and this one came with the message).
+    if trust.restricted(cert) {
+        return Err((Signature::Untrusted, String::from("not-for-email")));
+    }
     let key = if trust.has_crls {
         None
     } else {

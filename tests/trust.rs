@@ -485,6 +485,25 @@ fn an_anchor_restricted_to_other_uses_is_on_no_path_for_mail() {
         assert_eq!(list.contains("not for email"), !valid, "{name}: {list}");
     }
 
+    // The signer's own certificate rejected for e-mail next to the unrestricted root: the
+    // certificate that comes with the message is that one all the same.
+    let leaf_rejected = dir.path().join("leaf-rejected.pem");
+    let leaf = openssl(
+        &[
+            "x509",
+            "-in",
+            path_str(&p.alice.cert_path),
+            "-addreject",
+            "emailProtection",
+            "-trustout",
+        ],
+        b"",
+    );
+    let root = std::fs::read(&p.root_path).expect("root");
+    std::fs::write(&leaf_rejected, [root, leaf].concat()).expect("write");
+    let st = verdict(&leaf_rejected);
+    assert_eq!(status_word(&st, "signature"), Some("untrusted"), "{st}");
+
     // An .sst restricting the intermediate to serverAuth (property 9 before it), the root
     // unrestricted: the intermediate the message carries does not open a path.
     let der = |p: &std::path::Path| openssl(&["x509", "-in", path_str(p), "-outform", "DER"], b"");
@@ -541,13 +560,15 @@ fn an_anchor_restricted_to_other_uses_is_on_no_path_for_mail() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = book(&sst_path, &["lookup", "alice@example.org"]);
-    assert!(
-        !out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let said = [out.stdout, out.stderr].concat();
-    let said = String::from_utf8_lossy(&said);
-    assert!(said.contains("not for email"), "{said}");
+    for trust in [&sst_path, &leaf_rejected] {
+        let out = book(trust, &["lookup", "alice@example.org"]);
+        assert!(
+            !out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let said = [out.stdout, out.stderr].concat();
+        let said = String::from_utf8_lossy(&said);
+        assert!(said.contains("not for email"), "{said}");
+    }
 }

@@ -187,6 +187,11 @@ impl<'a> AddressBook<'a> {
         chain: &[X509],
     ) -> Result<std::result::Result<(), String>> {
         let trust = self.trust_store()?;
+        if trust.restricted(cert) {
+            return Ok(Err(String::from(
+                "the trust store says it is not for email",
+            )));
+        }
         let joined;
         let untrusted: &[X509] = if chain.is_empty() {
             &self.intermediates
