@@ -1581,3 +1581,27 @@ fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// INBOX in any case is INBOX (RFC 3501 §5.1): `--archive inbox` while watching INBOX would
+/// move each original into the watched mailbox and process it again for ever. Refused as a
+/// usage error before any connection.
+#[test]
+fn an_archive_that_is_the_watched_inbox_in_another_case_is_refused() {
+    for (archive, url) in [
+        ("inbox", "imap://alice@127.0.0.1:1/INBOX"),
+        ("INBOX", "imap://alice@127.0.0.1:1/Inbox"),
+        ("InBox", "imap://alice@127.0.0.1:1"),
+    ] {
+        let out = smimed()
+            .args(["watch", "--once", "--archive", archive, url])
+            .env("SMIMED_IMAP_PASSWORD", "x")
+            .output()
+            .expect("smimed");
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{archive} {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

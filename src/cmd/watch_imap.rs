@@ -98,10 +98,11 @@ pub fn accounts(
             Some(a) if !a.mailboxes.is_empty() => a.mailboxes.clone(),
             _ => vec![p.mailbox.clone().unwrap_or_else(|| "INBOX".to_string())],
         };
-        for m in &mailboxes {
+        for m in &mut mailboxes {
             account::check_mailbox_name(m)?;
+            *m = account::canonical_mailbox(m);
         }
-        let archive = archive_for(ac);
+        let archive = archive_for(ac).map(|a| account::canonical_mailbox(&a));
         if let Some(a) = &archive {
             account::check_mailbox_name(a)?;
             if mailboxes.iter().any(|m| m == a) {

@@ -277,9 +277,27 @@ pub fn check_mailbox_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A mailbox name as the server takes it: INBOX in any case is INBOX (RFC 3501 §5.1), so that
+/// `inbox` is recognised as the watched INBOX (an archive there would loop for ever).
+pub fn canonical_mailbox(name: &str) -> String {
+    if name.eq_ignore_ascii_case("INBOX") {
+        String::from("INBOX")
+    } else {
+        name.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inbox_in_any_case_is_inbox() {
+        assert_eq!(canonical_mailbox("inbox"), "INBOX");
+        assert_eq!(canonical_mailbox("InBox"), "INBOX");
+        assert_eq!(canonical_mailbox("inbox/Sub"), "inbox/Sub");
+        assert_eq!(canonical_mailbox("Archive"), "Archive");
+    }
 
     #[test]
     fn parses_urls() {
