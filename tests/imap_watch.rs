@@ -1605,3 +1605,39 @@ fn an_archive_that_is_the_watched_inbox_in_another_case_is_refused() {
         );
     }
 }
+
+/// Decrypted content may hold a NUL, which an IMAP literal may not (RFC 3501 §9, CHAR8):
+/// Dovecot stored it as 0x80 and the copy was never recognised again, so a crash between the
+/// APPEND and the MOVE gave a second copy, and the first was then rewritten as mail with
+/// forged status fields. The copy is sent with 0x80 for NUL and found again.
+#[test]
+fn a_copy_holding_a_nul_is_recognised_after_a_crash() {
+    let p = pki();
+    let d = Dovecot::start(Opts::default());
+    let state = tempfile::tempdir().expect("state");
+    let mut s = d.client();
+    let entity = b"Content-Type: text/plain; charset=us-ascii\r\n\r\nhello\0world\r\n";
+    let enc = encrypt_to(&[&p.bob], &["-aes-256-cbc", "-binary"], entity);
+    let msg = [
+        headers("Alice <alice@example.org>", "bob@example.org", "nul").as_bytes(),
+        enc.as_slice(),
+    ]
+    .concat();
+    append(&mut s, "INBOX", &msg, &[], None);
+    crashed_once(state.path(), &[&d.url("INBOX")], "1");
+    assert_eq!(
+        messages(&mut s, "INBOX").len(),
+        2,
+        "the copy next to its original"
+    );
+    ok(&once(state.path(), &[&d.url("INBOX")]));
+    let inbox = messages(&mut s, "INBOX");
+    assert_eq!(inbox.len(), 1, "one copy");
+    assert_eq!(messages(&mut s, ARCHIVE).len(), 1);
+    let body = String::from_utf8_lossy(&inbox[0].body).into_owned();
+    assert!(body.contains("encryption=decrypted"), "{body}");
+    assert!(body.contains("hello"), "{body}");
+    let before = snapshot(&d);
+    ok(&once(state.path(), &[&d.url("INBOX")]));
+    assert!(before == snapshot(&d));
+}

@@ -1520,6 +1520,18 @@ fn parallel_process(
         .collect()
 }
 
+/// An IMAP literal may not hold a NUL (RFC 3501 §4.3 and §9, CHAR8; NUL needs the BINARY
+/// extension): decrypted content may, so each NUL of a copy becomes 0x80, as Dovecot stores
+/// one. The digest is of what is sent, so the copy is recognised as ours again.
+fn without_nul(output: &mut [u8]) {
+    if memchr::memchr(0, output).is_none() {
+        return;
+    }
+    for b in output.iter_mut().filter(|b| **b == 0) {
+        *b = 0x80;
+    }
+}
+
 fn one(ctx: &Context, it: &Item, stats: &Stats) -> Result<Outcome> {
     match pipeline::process(ctx, &it.body) {
         Ok(p) => {
@@ -1541,11 +1553,10 @@ fn one(ctx: &Context, it: &Item, stats: &Stats) -> Result<Outcome> {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
             }
             log::info!("UID {}: {}", it.uid, p.status.x_smime_status());
-            let digest = state::digest(&p.output);
-            Ok(Outcome::Replace {
-                output: p.output,
-                digest,
-            })
+            let mut output = p.output;
+            without_nul(&mut output);
+            let digest = state::digest(&output);
+            Ok(Outcome::Replace { output, digest })
         }
         Err(e) if pipeline::is_temporary(&e) => {
             stats.retried.fetch_add(1, Ordering::Relaxed);
