@@ -537,6 +537,10 @@ pub fn read_head(path: &Path, limit: usize) -> Result<Option<Head>> {
             let dangling = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
             return Ok(dangling.then(not_a_file));
         }
+        // A socket cannot be opened (ENXIO): no file either.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
+            return Ok(Some(not_a_file()));
+        }
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
     let (len, modified) = match f.metadata() {

@@ -262,9 +262,11 @@ fn try_work(ctx: &Context, job: &Job, ledger: Option<&Ledger>) -> Result<Outcome
     let st = &processed.status;
     let failed = st.encryption == Encryption::Failed
         || !matches!(st.signature, Signature::None | Signature::Valid);
-    let malformed = st
-        .get("reason")
-        .is_some_and(|r| r.split(',').any(|r| r.starts_with("malformed")));
+    // (A header cut short reads as ambiguous or unparsable MIME rather than malformed CMS.)
+    let malformed = st.get("reason").is_some_and(|r| {
+        r.split(',')
+            .any(|r| r.starts_with("malformed") || r == "ambiguous-mime" || r == "mime-unparsable")
+    });
     if let Ok(m) = fs::metadata(&path) {
         let recent = m
             .modified()

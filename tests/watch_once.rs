@@ -1069,6 +1069,9 @@ fn folders_fifos_and_dangling_symlinks_in_new_are_skipped() {
         .status()
         .unwrap();
     assert!(made.success());
+    // A Unix socket cannot even be opened (ENXIO): it was deferred on every run.
+    let socket = new.join("1800000000.M4P1.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let mut child = spawn(watch_cmd(&["--once"], md.path(), None));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut done = false;
@@ -1090,6 +1093,27 @@ fn folders_fifos_and_dangling_symlinks_in_new_are_skipped() {
     assert!(new.join("1800000000.M1P1.dir").is_dir());
     assert!(std::fs::symlink_metadata(new.join("1800000000.M2P1.link")).is_ok());
     assert!(std::fs::symlink_metadata(&fifo).is_ok());
+    assert!(std::fs::symlink_metadata(&socket).is_ok());
+}
+
+/// A message written in place (against the Maildir protocol) and read while its header is cut
+/// short reads as ambiguous MIME, not as malformed CMS: it was given a failed copy and the
+/// original, still being written, went to the archive. Now it is left for later (75).
+#[test]
+fn a_message_cut_inside_its_header_while_written_is_left_for_later() {
+    let md = Md::new();
+    let full = smime_msg("cut");
+    let cut = &full[..full
+        .windows(27)
+        .position(|w| w == b"Content-Transfer-Encoding: ")
+        .map(|i| i + 20)
+        .unwrap_or(200)];
+    let path = md.path().join("new").join("1800000000.M1P1.cut");
+    std::fs::write(&path, cut).unwrap();
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    assert_eq!(code, 75, "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), cut, "left as it is");
+    assert_eq!(processed_count(md.path()), 0, "{err}");
 }
 
 /// Every file in `folder`'s new/ and cur/ (name, bytes).
