@@ -116,6 +116,7 @@ impl Ledger {
             OpenOptions::new()
                 .create(true)
                 .append(true)
+                .read(true)
                 .mode(0o600)
                 .open(&self.path)
         };
@@ -185,7 +186,13 @@ impl Ledger {
         if fps.is_empty() {
             return Ok(None);
         }
-        let mut text = String::with_capacity(fps.len() * 67);
+        let mut f = self.open_append()?;
+        let mut text = String::with_capacity(fps.len() * 67 + 1);
+        // A line torn by an earlier write (a full disk takes part of one) is ended first, or
+        // the first line here would be read with it and dropped, its copy not recognised.
+        if ends_torn(&f) {
+            text.push('\n');
+        }
         for fp in fps {
             text.push_str("c ");
             for b in fp {
@@ -194,7 +201,6 @@ impl Ledger {
             text.push('\n');
         }
         // One write of whole lines with O_APPEND: watchers sharing the file do not interleave.
-        let mut f = self.open_append()?;
         f.write_all(text.as_bytes())
             .map_err(|e| self.io_error("writing", e))?;
         self.lock()?.copies.extend(fps.iter().copied());
@@ -209,6 +215,16 @@ impl Ledger {
     fn io_error(&self, what: &str, e: std::io::Error) -> Error {
         Error::io(format!("{what} the ledger {}", self.path.display()), e)
     }
+}
+
+/// Whether the file's last byte is not a line end.
+fn ends_torn(f: &File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(len) = f.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let mut last = [0u8; 1];
+    len > 0 && f.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n'
 }
 
 fn parse_hex(s: &[u8]) -> Option<Fingerprint> {
@@ -281,5 +297,11 @@ mod tests {
         // A damaged or half-written line is ignored.
         std::fs::write(state.join("maildir.ledger"), "c zz\nc 00").unwrap();
         assert!(!Ledger::open(&state).unwrap().is_copy(&[0; 32]).unwrap());
+        // A line torn by a full disk is ended before the next batch: that batch's first copy
+        // is recognised.
+        let three = Ledger::open(&state).unwrap();
+        three.record_copies(&[c, other]).unwrap();
+        let fresh = Ledger::open(&state).unwrap();
+        assert!(fresh.is_copy(&c).unwrap() && fresh.is_copy(&other).unwrap());
     }
 }
