@@ -837,37 +837,13 @@ fn decode_leftover_extended(params: &mut std::collections::BTreeMap<String, Stri
                 }
             }
             if *encoded {
-                octets.extend(percent_decode(v));
+                octets.extend(percent_encoding::percent_decode_str(v));
             } else {
                 octets.extend_from_slice(v.as_bytes());
             }
         }
         params.insert(base, String::from_utf8_lossy(&octets).into_owned());
     }
-}
-
-fn percent_decode(v: &str) -> Vec<u8> {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// Every Content-Type field of `e` (a reader may go by any of them), as its undecoded value and
