@@ -24,7 +24,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 
@@ -317,6 +317,7 @@ impl Maildir {
     /// Removes our leftover files in tmp/ (a crash may leave some; they were never renamed,
     /// so nothing refers to them). Returns how many.
     pub fn clean_tmp(&self) -> Result<usize> {
+        let _ = started();
         let dir = self.tmp();
         let rd =
             fs::read_dir(&dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
@@ -332,11 +333,17 @@ impl Maildir {
                     let now = SystemTime::now()
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
-                    let old = ent.metadata().ok().is_some_and(|m| {
+                    let meta = ent.metadata().ok();
+                    let old = meta.as_ref().is_some_and(|m| {
                         u64::try_from(m.ctime())
                             .is_ok_and(|c| now.saturating_sub(c) > STALE_TMP.as_secs())
                     });
-                    old || !writer_alive(n)
+                    let changed = meta.as_ref().and_then(|m| {
+                        let secs = u64::try_from(m.ctime()).ok()?;
+                        let nanos = u32::try_from(m.ctime_nsec()).ok()?;
+                        Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+                    });
+                    old || !writer_alive(n, changed)
                 }
             });
             if stale {
@@ -376,25 +383,74 @@ const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(36 * 3600)
 
 /// Whether the process that named a tmp file (`prefix PID.SEQ.KEY`) is running; true when the
 /// name does not say (the file is then left to the age rule).
-fn writer_alive(name: &str) -> bool {
+/// Whether the watcher that named a tmp file may still be writing it: a process with that pid
+/// runs, and it started before the file was last changed. (The pid alone is not enough: after a
+/// reboot, or as a container's pid 1, the next watcher often gets the pid of the one that was
+/// killed, even its own.)
+fn writer_alive(name: &str, changed: Option<SystemTime>) -> bool {
     let pid = name
         .strip_prefix(TMP_PREFIX)
         .and_then(|r| r.split('.').next())
         .and_then(|p| p.parse::<i32>().ok())
         .and_then(rustix::process::Pid::from_raw);
-    match pid {
-        Some(pid) => !matches!(
-            rustix::process::test_kill_process(pid),
-            Err(rustix::io::Errno::SRCH)
-        ),
-        None => true,
+    let Some(pid) = pid else {
+        return true;
+    };
+    if matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    ) {
+        return false;
     }
+    // Our own pid: this process began its work in tmp/ at `started()`, exactly. Another: its
+    // start from /proc, to the second (the boot time there is truncated, which errs towards
+    // keeping a file).
+    let own = pid.as_raw_nonzero().get() as u32 == std::process::id();
+    let start = if own {
+        Some(started())
+    } else {
+        process_start(pid.as_raw_nonzero().get())
+    };
+    match (start, changed) {
+        (Some(start), Some(changed)) => changed >= start,
+        _ => true,
+    }
+}
+
+/// When this process first looked at or wrote into a tmp/ folder: every file of its own there
+/// was changed after that.
+fn started() -> SystemTime {
+    static STARTED: OnceLock<SystemTime> = OnceLock::new();
+    *STARTED.get_or_init(SystemTime::now)
+}
+
+/// When process `pid` started (to the clock tick), from /proc.
+fn process_start(pid: i32) -> Option<SystemTime> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold blanks and parentheses): state is
+    // field 3, starttime field 22 (clock ticks after boot).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 = fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+    let hz = rustix::param::clock_ticks_per_second();
+    if hz == 0 {
+        return None;
+    }
+    Some(
+        SystemTime::UNIX_EPOCH
+            + Duration::from_secs(boot)
+            + Duration::from_nanos(ticks.checked_mul(1_000_000_000)? / hz),
+    )
 }
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh name for a file of ours in tmp/: prefix, pid, sequence, key.
 pub fn tmp_name(key_: &str) -> String {
+    let _ = started();
     let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
     static PID: OnceLock<u32> = OnceLock::new();
     let pid = PID.get_or_init(std::process::id);
@@ -635,6 +691,8 @@ mod tests {
 
     #[test]
     fn clean_tmp_leaves_the_files_of_a_running_watcher() {
+        // (This process's files are those changed since it started its work in tmp/.)
+        let _ = started();
         let dir = tempfile::tempdir().expect("tmp");
         let md = Maildir::create(dir.path(), false).expect("maildir");
         // A pid that was just in use and is not any more.
@@ -664,6 +722,22 @@ mod tests {
             "a dead writer's file was kept"
         );
         assert!(md.tmp().join(theirs).exists(), "not ours: never removed");
+    }
+
+    #[test]
+    fn a_pid_that_started_after_the_file_was_written_is_another_writer() {
+        // Our own pid (a watcher restarted as a container's pid 1 gets the pid of the one that
+        // was killed) and a pid in use since boot (pid 1, reused after a reboot): a file last
+        // changed before that process started is an earlier writer's.
+        let _ = started();
+        let now = SystemTime::now();
+        let before = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        for pid in [std::process::id(), 1] {
+            let name = format!("{TMP_PREFIX}{pid}.0.1800000000.M1P1.host");
+            assert!(process_start(pid as i32).is_some_and(|t| t <= now));
+            assert!(writer_alive(&name, Some(now)), "{pid}: written now");
+            assert!(!writer_alive(&name, Some(before)), "{pid}: written before");
+        }
     }
 
     #[test]
