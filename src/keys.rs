@@ -147,20 +147,70 @@ impl Passphrases {
     }
 }
 
+/// Set when the process is asked to stop (a watcher's SIGTERM or SIGINT): a passphrase command
+/// still running then (a pinentry waiting for someone away) is abandoned, a temporary failure,
+/// so that the watcher can stop instead of waiting for it.
+static ABANDON: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::OnceLock::new();
+
+/// Passphrase commands are abandoned once `flag` is set.
+pub fn abandon_passphrase_commands_on(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let _ = ABANDON.set(flag);
+}
+
 fn run_passphrase_command(cmd: &str) -> Result<Zeroizing<String>> {
-    let out = Command::new("/bin/sh")
+    let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(cmd)
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .env_remove("SMIMED_PASSPHRASE")
-        .output()
+        .spawn()
         .map_err(|e| Error::tempfail(format!("passphrase command could not run: {e}")))?;
-    let stdout = Zeroizing::new(out.stdout);
-    if !out.status.success() {
+    // Its output is read as it comes (a pipe holds only so much), while the stop flag is
+    // watched.
+    let mut pipe = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::software("passphrase command without its output pipe"))?;
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut out = Zeroizing::new(Vec::new());
+        let _ = pipe.read_to_end(&mut out);
+        out
+    });
+    let abandoned = || {
+        ABANDON
+            .get()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let mut pause = std::time::Duration::from_millis(2);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if abandoned() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::tempfail("passphrase command abandoned: stopping"));
+            }
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(Error::tempfail(format!(
+                    "passphrase command could not be waited for: {e}"
+                )))
+            }
+        }
+    };
+    let stdout = reader
+        .join()
+        .map_err(|_| Error::software("passphrase command output reader panicked"))?;
+    if !status.success() {
         return Err(Error::tempfail(format!(
-            "passphrase command failed ({})",
-            out.status
+            "passphrase command failed ({status})"
         )));
     }
     let text = String::from_utf8_lossy(&stdout);

@@ -1265,3 +1265,42 @@ fn an_original_over_the_file_size_limit_of_another_file_systems_archive_waits() 
     assert_eq!(processed_count(md.path()), 2);
     assert_eq!(std::fs::read_dir(arch.join("new")).unwrap().count(), 2);
 }
+
+/// SIGTERM while the passphrase command still runs (a pinentry waiting for someone away): the
+/// watcher stops at once with 0 and the message waits for the next run. It waited for the
+/// command, as long as that took (systemd would end it with SIGKILL).
+#[test]
+fn sigterm_while_the_passphrase_command_runs_stops_at_once() {
+    let md = Md::new();
+    let name = md.deliver(&smime_msg("waiting"));
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("asked");
+    // (exec: the command is the process smimed started and stops, no grandchild holding the
+    // test's stderr pipe.)
+    let cmd = format!("touch {}; exec sleep 60", started.display());
+    let mut child = spawn(watch_cmd(&[], md.path(), Some(&cmd)));
+    assert!(
+        wait_for(std::time::Duration::from_secs(20), || started.exists()),
+        "the passphrase command never ran"
+    );
+    signal(&child, "-TERM");
+    let stopped = wait_for(std::time::Duration::from_secs(5), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !stopped {
+        signal(&child, "-KILL");
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        stopped,
+        "still waiting for the passphrase command 5 s after SIGTERM"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(md.path().join("new").join(&name).exists(), "left for later");
+    assert_eq!(processed_count(md.path()), 0);
+}

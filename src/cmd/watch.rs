@@ -185,6 +185,7 @@ pub fn run(
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| Error::software(format!("installing the signal handler: {e}")))?;
     }
+    crate::keys::abandon_passphrase_commands_on(Arc::clone(&stop));
 
     if settings.keys.is_empty() {
         log::warn!(

@@ -216,6 +216,7 @@ pub fn run(args: &WatchImapArgs, settings: Settings) -> Result<i32> {
         signal_hook::flag::register(sig, stop.flag.clone())
             .map_err(|e| Error::software(format!("installing a signal handler: {e}")))?;
     }
+    crate::keys::abandon_passphrase_commands_on(stop.flag.clone());
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel::<Result<()>>();
     let mut running = 0usize;
