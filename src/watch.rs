@@ -466,6 +466,16 @@ impl<'o> State<'o> {
                 archive,
             });
         }
+        // An archive that is itself a watched Maildir would leave nothing to watch there.
+        if let (ArchiveMode::Path(p), Some(a)) = (&opts.archive, archives.first()) {
+            let a = canonical(&a.md.root);
+            if trees.iter().any(|t| canonical(&t.root.root) == a) {
+                return Err(Error::usage(format!(
+                    "the archive {} is a watched Maildir",
+                    p.display()
+                )));
+            }
+        }
         let mut st = State {
             opts,
             trees,

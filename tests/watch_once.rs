@@ -1304,3 +1304,22 @@ fn sigterm_while_the_passphrase_command_runs_stops_at_once() {
     assert!(md.path().join("new").join(&name).exists(), "left for later");
     assert_eq!(processed_count(md.path()), 0);
 }
+
+/// `--archive` naming the watched Maildir itself (by its path, or another spelling of it) is a
+/// usage error: the watcher took the archive out of what it watches and silently watched
+/// nothing, exit 0.
+#[test]
+fn an_archive_that_is_the_watched_maildir_is_a_usage_error() {
+    let md = Md::new();
+    let name = md.deliver(&smime_msg("self"));
+    let with_slash = format!("{}/", md.path().display());
+    for archive in [md.path().to_str().unwrap(), with_slash.as_str()] {
+        let (code, err) = run_once(&mut watch_cmd(
+            &["--once", "--archive", archive],
+            md.path(),
+            None,
+        ));
+        assert_eq!(code, 64, "{archive}: {err}");
+    }
+    assert!(md.path().join("new").join(&name).exists());
+}
