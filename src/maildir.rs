@@ -411,11 +411,15 @@ fn writer_alive(name: &str, changed: Option<SystemTime>) -> bool {
     } else {
         process_start(pid.as_raw_nonzero().get())
     };
+    // (File times come from the kernel's coarse clock, a tick behind the one `started` reads.)
     match (start, changed) {
-        (Some(start), Some(changed)) => changed >= start,
+        (Some(start), Some(changed)) => changed + CLOCK_SLACK >= start,
         _ => true,
     }
 }
+
+/// How far a file's change time may lag the clock a process reads.
+const CLOCK_SLACK: Duration = Duration::from_millis(50);
 
 /// When this process first looked at or wrote into a tmp/ folder: every file of its own there
 /// was changed after that.
