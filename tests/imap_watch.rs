@@ -1591,6 +1591,7 @@ fn an_archive_that_is_the_watched_inbox_in_another_case_is_refused() {
         ("inbox", "imap://alice@127.0.0.1:1/INBOX"),
         ("INBOX", "imap://alice@127.0.0.1:1/Inbox"),
         ("InBox", "imap://alice@127.0.0.1:1"),
+        ("inbox/Sub", "imap://alice@127.0.0.1:1/INBOX%2FSub"),
     ] {
         let out = smimed()
             .args(["watch", "--once", "--archive", archive, url])

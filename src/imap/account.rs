@@ -277,13 +277,19 @@ pub fn check_mailbox_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A mailbox name as the server takes it: INBOX in any case is INBOX (RFC 3501 §5.1), so that
-/// `inbox` is recognised as the watched INBOX (an archive there would loop for ever).
+/// A mailbox name as the server takes it: INBOX in any case is INBOX (RFC 3501 §5.1), and so
+/// is it as the parent of others (`inbox/Sub`, `inbox.Sub`: Dovecot, Cyrus and Exchange take
+/// it so), so that the watched mailbox is recognised however the archive is spelt (an archive
+/// there would loop for ever).
 pub fn canonical_mailbox(name: &str) -> String {
-    if name.eq_ignore_ascii_case("INBOX") {
-        String::from("INBOX")
-    } else {
-        name.to_string()
+    match (name.get(..5), name.get(5..)) {
+        (Some(head), Some(rest))
+            if head.eq_ignore_ascii_case("INBOX")
+                && (rest.is_empty() || rest.starts_with(['/', '.'])) =>
+        {
+            format!("INBOX{rest}")
+        }
+        _ => name.to_string(),
     }
 }
 
@@ -295,7 +301,11 @@ mod tests {
     fn inbox_in_any_case_is_inbox() {
         assert_eq!(canonical_mailbox("inbox"), "INBOX");
         assert_eq!(canonical_mailbox("InBox"), "INBOX");
-        assert_eq!(canonical_mailbox("inbox/Sub"), "inbox/Sub");
+        assert_eq!(canonical_mailbox("inbox/Sub"), "INBOX/Sub");
+        assert_eq!(canonical_mailbox("Inbox.Sub"), "INBOX.Sub");
+        assert_eq!(canonical_mailbox("inboxes"), "inboxes");
+        assert_eq!(canonical_mailbox("inbö"), "inbö");
+        assert_eq!(canonical_mailbox("inboü/x"), "inboü/x");
         assert_eq!(canonical_mailbox("Archive"), "Archive");
     }
 
