@@ -236,6 +236,8 @@ fn try_work(ctx: &Context, job: &Job, ledger: Option<&Ledger>) -> Result<Outcome
         log::info!("{}: larger than --max-size, left as it is", path.display());
         return Ok(Outcome::Skipped(job.clone()));
     }
+    // A header without its end (no blank line) in the whole file: one cut short while written.
+    let header_unfinished = head.whole && ent.separator.is_empty();
     drop(ent);
     let len_at_open = head.file_len();
     let mtime = head.modified();
@@ -262,10 +264,13 @@ fn try_work(ctx: &Context, job: &Job, ledger: Option<&Ledger>) -> Result<Outcome
     let st = &processed.status;
     let failed = st.encryption == Encryption::Failed
         || !matches!(st.signature, Signature::None | Signature::Valid);
-    // (A header cut short reads as ambiguous or unparsable MIME rather than malformed CMS.)
+    // (A header cut short reads as ambiguous or unparsable MIME rather than malformed CMS:
+    // those count only for a header without its end, as a sender can have them at will.)
     let malformed = st.get("reason").is_some_and(|r| {
-        r.split(',')
-            .any(|r| r.starts_with("malformed") || r == "ambiguous-mime" || r == "mime-unparsable")
+        r.split(',').any(|r| {
+            r.starts_with("malformed")
+                || (header_unfinished && (r == "ambiguous-mime" || r == "mime-unparsable"))
+        })
     });
     if let Ok(m) = fs::metadata(&path) {
         let recent = m

@@ -1114,6 +1114,18 @@ fn a_message_cut_inside_its_header_while_written_is_left_for_later() {
     assert_eq!(code, 75, "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), cut, "left as it is");
     assert_eq!(processed_count(md.path()), 0, "{err}");
+
+    // A whole message just delivered that reads as ambiguous MIME (a sender can write one at
+    // will) is no message being written: processed at once, its forged field removed.
+    std::fs::remove_file(&path).unwrap();
+    let mut whole = b"X-Smime-Status: encryption=decrypted; signature=valid\r\n\
+Content-Type: text/plain\r\n"
+        .to_vec();
+    whole.extend_from_slice(&full);
+    md.deliver(&whole);
+    let (code, err) = run_once(&mut watch_cmd(&["--once"], md.path(), None));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(processed_count(md.path()), 1, "{err}");
 }
 
 /// Every file in `folder`'s new/ and cur/ (name, bytes).
