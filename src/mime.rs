@@ -771,69 +771,84 @@ pub fn may_be_envelope(e: &Entity<'_>) -> bool {
     })
 }
 
-/// mailparse's parse of a Content-Type value, with the RFC 2231 parameters it leaves undecoded
-/// (`name*` and `name*N*` whose charset it does not know, the empty one included: RFC 2231 §4
-/// makes it optional, `hp*=''clear`) decoded as UTF-8, as Python's email package reads them.
+/// mailparse's parse of a Content-Type value, with its RFC 2231 parameters (`name*`, `name*N`,
+/// `name*N*`) read as Python's email package reads them, where mailparse reads them otherwise
+/// or not at all: an empty or unknown charset (RFC 2231 §4 makes it optional, `hp*=''clear`),
+/// none (`name*=smime.p7m`), encoded and plain sections mixed (`name*0=a; name*1*=b`).
 pub fn parse_ct(value: &str) -> ParsedContentType {
     let mut ct = parse_content_type(value);
-    decode_leftover_extended(&mut ct.params);
+    ct.params.extend(rfc2231_values(value));
     ct
 }
 
 /// [`parse_ct`] for a Content-Disposition value's parameters.
 pub fn parse_cd(value: &str) -> mailparse::ParsedContentDisposition {
     let mut cd = mailparse::parse_content_disposition(value);
-    decode_leftover_extended(&mut cd.params);
+    cd.params.extend(rfc2231_values(value));
     cd
 }
 
-fn decode_leftover_extended(params: &mut std::collections::BTreeMap<String, String>) {
-    if !params.keys().any(|k| k.contains('*')) {
-        return;
+/// The parameters of a header value written in RFC 2231 form, by name: the sections in order,
+/// the encoded ones percent-decoded (the first one's `charset'language'` left out), as UTF-8.
+fn rfc2231_values(value: &str) -> Vec<(String, String)> {
+    if !value.contains('*') {
+        return Vec::new();
     }
-    // base -> [(section, encoded, value)]
+    // name -> [(section, encoded, value)]
     let mut sections: std::collections::BTreeMap<String, Vec<(u32, bool, String)>> =
         std::collections::BTreeMap::new();
-    for (k, v) in params.iter() {
-        let Some(star) = k.find('*') else {
+    let params = parameters(value);
+    // Given plain too, the plain one is read (as Python reads it).
+    let plain: std::collections::HashSet<&str> = params
+        .iter()
+        .map(|(n, _)| n.trim())
+        .filter(|n| !n.contains('*'))
+        .collect();
+    for (name, v) in &params {
+        let Some(star) = name.find('*') else {
             continue;
         };
-        let (base, rest) = (&k[..star], &k[star..]);
-        let (n, encoded) = match rest {
-            "*" => (0, true),
-            _ => {
-                let r = &rest[1..];
-                let (digits, enc) = match r.strip_suffix('*') {
-                    Some(d) => (d, true),
-                    None => (r, false),
-                };
-                match digits.parse::<u32>() {
-                    Ok(n) => (n, enc),
+        if plain.contains(name[..star].trim()) {
+            continue;
+        }
+        let (base, rest) = (&name[..star], &name[star + 1..]);
+        let (n, encoded) = if rest.is_empty() {
+            (0, true)
+        } else {
+            match (rest.strip_suffix('*'), rest.parse::<u32>()) {
+                (Some(d), _) => match d.parse::<u32>() {
+                    Ok(n) => (n, true),
                     Err(_) => continue,
-                }
+                },
+                (None, Ok(n)) => (n, false),
+                (None, Err(_)) => continue,
             }
         };
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|x| x.strip_suffix('"'))
+            .unwrap_or(v);
         sections
-            .entry(base.to_string())
+            .entry(base.trim().to_string())
             .or_default()
-            .push((n, encoded, v.clone()));
+            .push((n, encoded, v.to_string()));
     }
+    let mut out = Vec::new();
     for (base, mut parts) in sections {
-        if params.contains_key(&base) || parts.is_empty() {
-            continue;
-        }
         parts.sort_by_key(|p| p.0);
-        if parts.iter().enumerate().any(|(i, p)| p.0 as usize != i) {
-            continue;
-        }
+        parts.dedup_by_key(|p| p.0);
         let mut octets = Vec::new();
-        for (i, (_, encoded, v)) in parts.iter().enumerate() {
+        for (i, (n, encoded, v)) in parts.iter().enumerate() {
+            if *n as usize != i {
+                break;
+            }
             let mut v = v.as_str();
             if i == 0 && *encoded {
-                // charset'language'value
-                match v.splitn(3, '\'').nth(2) {
-                    Some(rest) => v = rest,
-                    None => continue,
+                // charset'language'value; without both quotes, the value alone.
+                let mut it = v.splitn(3, '\'');
+                if let (Some(_), Some(_), Some(rest)) = (it.next(), it.next(), it.next()) {
+                    v = rest;
                 }
             }
             if *encoded {
@@ -842,8 +857,11 @@ fn decode_leftover_extended(params: &mut std::collections::BTreeMap<String, Stri
                 octets.extend_from_slice(v.as_bytes());
             }
         }
-        params.insert(base, String::from_utf8_lossy(&octets).into_owned());
+        if !octets.is_empty() {
+            out.push((base, String::from_utf8_lossy(&octets).into_owned()));
+        }
     }
+    out
 }
 
 /// Every Content-Type field of `e` (a reader may go by any of them), as its undecoded value and
@@ -1147,6 +1165,45 @@ impl Drop for Base64Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc2231_parameters_are_read_as_python_reads_them() {
+        let name = |v: &str| parse_ct(v).params.get("name").cloned();
+        for (v, want) in [
+            ("application/octet-stream; name*=''smime.p7m", "smime.p7m"),
+            ("application/octet-stream; name*=smime.p7m", "smime.p7m"),
+            (
+                "application/octet-stream; name*0=smime; name*1*=.p7m",
+                "smime.p7m",
+            ),
+            (
+                "application/octet-stream; name*0*=''smi; name*1=me.p7m",
+                "smime.p7m",
+            ),
+            (
+                "application/octet-stream; name*=x-unknown''sm%69me.p7m",
+                "smime.p7m",
+            ),
+            (
+                "application/octet-stream; name*=utf-8''b%C3%BCro.p7m",
+                "b\u{fc}ro.p7m",
+            ),
+            // Plain and extended: the plain one.
+            (
+                "application/octet-stream; name=a.p7m; name*=''b.txt",
+                "a.p7m",
+            ),
+        ] {
+            assert_eq!(name(v).as_deref(), Some(want), "{v}");
+        }
+        assert_eq!(
+            parse_ct("text/plain; hp*=''clear")
+                .params
+                .get("hp")
+                .map(String::as_str),
+            Some("clear")
+        );
+    }
 
     /// Every address of an address field, groups flattened.
     fn flat(field: &str) -> Vec<String> {
