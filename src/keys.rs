@@ -174,10 +174,21 @@ fn run_passphrase_command(cmd: &str) -> Result<Zeroizing<String>> {
         .stdout
         .take()
         .ok_or_else(|| Error::software("passphrase command without its output pipe"))?;
+    // Only the first line is used: read up to it (a command that leaves a background process
+    // holding its output must not hold us up).
     let reader = std::thread::spawn(move || {
         use std::io::Read;
         let mut out = Zeroizing::new(Vec::new());
-        let _ = pipe.read_to_end(&mut out);
+        let mut buf = Zeroizing::new([0u8; 256]);
+        while let Ok(n) = pipe.read(&mut buf[..]) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            if buf[..n].contains(&b'\n') {
+                break;
+            }
+        }
         out
     });
     let abandoned = || {
@@ -190,8 +201,7 @@ fn run_passphrase_command(cmd: &str) -> Result<Zeroizing<String>> {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if abandoned() => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_tree(&mut child);
                 return Err(Error::tempfail("passphrase command abandoned: stopping"));
             }
             Ok(None) => {
@@ -205,6 +215,13 @@ fn run_passphrase_command(cmd: &str) -> Result<Zeroizing<String>> {
             }
         }
     };
+    // Its first line may still be on the way (from a process it left behind).
+    while !reader.is_finished() {
+        if abandoned() {
+            return Err(Error::tempfail("passphrase command abandoned: stopping"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let stdout = reader
         .join()
         .map_err(|_| Error::software("passphrase command output reader panicked"))?;
@@ -217,6 +234,52 @@ fn run_passphrase_command(cmd: &str) -> Result<Zeroizing<String>> {
     Ok(Zeroizing::new(
         text.lines().next().unwrap_or("").to_string(),
     ))
+}
+
+/// Kills a passphrase command and what it started (a pipeline, a subshell, `pass` and its
+/// gpg), found through /proc by their parents, children first; then reaps the command.
+fn kill_tree(child: &mut std::process::Child) {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // After the command name (which may hold blanks): state, then the parent's pid.
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut tree = vec![child.id()];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(
+            parent_of
+                .iter()
+                .filter(|(_, pp)| *pp == p)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    for pid in tree.iter().skip(1).rev() {
+        if let Some(pid) = i32::try_from(*pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// What one key file holds: identities complete in the file, and for PEM files the keys whose

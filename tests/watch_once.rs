@@ -1287,9 +1287,9 @@ fn sigterm_while_the_passphrase_command_runs_stops_at_once() {
     let name = md.deliver(&smime_msg("waiting"));
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("asked");
-    // (exec: the command is the process smimed started and stops, no grandchild holding the
-    // test's stderr pipe.)
-    let cmd = format!("touch {}; exec sleep 60", started.display());
+    // A command that starts others (here a pipeline): they are stopped too, or they would
+    // hold the test's stderr pipe open for a minute.
+    let cmd = format!("touch {}; sleep 60 | cat; echo x", started.display());
     let mut child = spawn(watch_cmd(&[], md.path(), Some(&cmd)));
     assert!(
         wait_for(std::time::Duration::from_secs(20), || started.exists()),
@@ -1302,7 +1302,12 @@ fn sigterm_while_the_passphrase_command_runs_stops_at_once() {
     if !stopped {
         signal(&child, "-KILL");
     }
+    let t = std::time::Instant::now();
     let out = child.wait_with_output().unwrap();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "what the passphrase command started outlived the watcher"
+    );
     assert!(
         stopped,
         "still waiting for the passphrase command 5 s after SIGTERM"
