@@ -174,22 +174,30 @@ fn run_passphrase_command(cmd: &str) -> Result<Zeroizing<String>> {
         .stdout
         .take()
         .ok_or_else(|| Error::software("passphrase command without its output pipe"))?;
-    // Only the first line is used: read up to it (a command that leaves a background process
-    // holding its output must not hold us up).
-    let reader = std::thread::spawn(move || {
+    // Only the first line is used: it is handed over as soon as it is read (a command may leave
+    // a process behind that holds its output), and the rest is read and dropped until the end
+    // (a command writing more lines, as `pass show` does, must not die of SIGPIPE).
+    let (first_tx, first_rx) = std::sync::mpsc::channel::<Zeroizing<Vec<u8>>>();
+    std::thread::spawn(move || {
         use std::io::Read;
-        let mut out = Zeroizing::new(Vec::new());
+        let mut line = Zeroizing::new(Vec::new());
         let mut buf = Zeroizing::new([0u8; 256]);
+        let mut sent = false;
         while let Ok(n) = pipe.read(&mut buf[..]) {
             if n == 0 {
                 break;
             }
-            out.extend_from_slice(&buf[..n]);
-            if buf[..n].contains(&b'\n') {
-                break;
+            if !sent {
+                line.extend_from_slice(&buf[..n]);
+                if buf[..n].contains(&b'\n') {
+                    let _ = first_tx.send(std::mem::take(&mut line));
+                    sent = true;
+                }
             }
         }
-        out
+        if !sent {
+            let _ = first_tx.send(line);
+        }
     });
     let abandoned = || {
         ABANDON
@@ -216,15 +224,18 @@ fn run_passphrase_command(cmd: &str) -> Result<Zeroizing<String>> {
         }
     };
     // Its first line may still be on the way (from a process it left behind).
-    while !reader.is_finished() {
-        if abandoned() {
-            return Err(Error::tempfail("passphrase command abandoned: stopping"));
+    let stdout = loop {
+        match first_rx.recv_timeout(std::time::Duration::from_millis(20)) {
+            Ok(line) => break line,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !abandoned() => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                return Err(Error::tempfail("passphrase command abandoned: stopping"))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::software("passphrase command output reader stopped"))
+            }
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let stdout = reader
-        .join()
-        .map_err(|_| Error::software("passphrase command output reader panicked"))?;
+    };
     if !status.success() {
         return Err(Error::tempfail(format!(
             "passphrase command failed ({status})"
@@ -669,4 +680,31 @@ fn first_error(e: &openssl::error::ErrorStack) -> String {
         .first()
         .and_then(|x| x.reason().map(str::to_string))
         .unwrap_or_else(|| String::from("unknown error"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_passphrase_command_gives_its_first_line() {
+        // More lines after it (as `pass show` prints), more than a pipe holds: read to the
+        // end, so the command does not die of SIGPIPE.
+        let p = run_passphrase_command("printf 'secret\\nline 2\\n'; yes meta | head -c 300000")
+            .expect("passphrase");
+        assert_eq!(p.as_str(), "secret");
+        // A process it leaves behind holding its output does not hold the passphrase back.
+        let t = std::time::Instant::now();
+        let p = run_passphrase_command("echo secret; sleep 20 2>/dev/null & echo started")
+            .expect("passphrase");
+        assert_eq!(p.as_str(), "secret");
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        assert!(run_passphrase_command("exit 3").is_err());
+        assert_eq!(
+            run_passphrase_command("printf 'no line end'")
+                .expect("p")
+                .as_str(),
+            "no line end"
+        );
+    }
 }
