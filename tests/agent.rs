@@ -526,3 +526,35 @@ fn silent_clients_are_dropped_and_running_out_of_descriptors_is_no_busy_loop() {
     assert_words(&status_of(&out.stdout), "decrypted", "valid");
     drop(held);
 }
+
+/// A message of 16 MiB or more (where the filter alone reads from a file instead of memory)
+/// goes to the agent too: the filter without keys of its own kept it and said
+/// `no-key-configured` (exit 0), although the agent holds the key.
+#[test]
+fn a_large_message_goes_to_the_agent_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("agent.sock");
+    let _agent = start_agent(&socket, None);
+    let p = pki();
+    let mut entity = b"Content-Type: application/octet-stream\r\n\
+Content-Transfer-Encoding: base64\r\n\r\n"
+        .to_vec();
+    let line = [b'A'; 76];
+    for _ in 0..(18 << 20) / 78 {
+        entity.extend_from_slice(&line);
+        entity.extend_from_slice(b"\r\n");
+    }
+    let enc = encrypt_to(&[&p.bob], &["-aes256", "-binary"], &entity);
+    let msg = message("alice@example.org", "bob@example.org", "large", &enc);
+    assert!(msg.len() > 16 << 20);
+    let out = filter_via(&socket, &msg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        status_word(&status_of(&out.stdout), "encryption"),
+        Some("decrypted")
+    );
+}

@@ -87,11 +87,12 @@ pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
     if settings.agent.is_none() {
         return run_alone(args, settings, input, None);
     }
-    let buf = input.read_start(args, pipeline::LARGE_MESSAGE)?;
-    // Large messages stay with the filter, which keeps them out of memory; so do messages
-    // over this filter's own --max-size (the agent has its own limit), which need no key.
+    // Every message within this filter's --max-size goes to the agent, large ones too (the
+    // agent's keys, trust and address book decide; held in memory here, as the agent holds
+    // them). Over it, the filter passes it through itself (size-limit), which needs no key.
+    let buf = input.read_start(args, settings.max_size.saturating_add(1))?;
     let len = buf.len() as u64;
-    if len < pipeline::LARGE_MESSAGE && len <= settings.max_size {
+    if len <= settings.max_size {
         if let Some(out) = via_agent(&settings, &buf) {
             write_output(args, &out?)?;
             return Ok(exit::OK);
