@@ -49,9 +49,33 @@ pub fn name_to_string(name: &X509NameRef) -> String {
             .to_string()
             .map(|s| s.to_string())
             .unwrap_or_else(|_| String::from("?"));
-        parts.push(format!("{key}={val}"));
+        parts.push(format!("{key}={}", printable(&val)));
     }
     parts.join(", ")
+}
+
+/// `s` with what a terminal or a line-reading script would take for something else escaped:
+/// control characters (a line end would start a line of its own that looks like another
+/// certificate's), Unicode format characters (bidi overrides reorder what is shown) and the
+/// backslash itself, as `\xHH` or `\u{H}`.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let odd = |c: char| {
+        c.is_control()
+            || c == '\\'
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    if !s.chars().any(odd) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            c if !odd(c) => out.push(c),
+            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Serial number in upper-case hex without separators.
@@ -369,4 +393,18 @@ pub fn pem_blocks(text: &str) -> Vec<PemBlock> {
         rest = &rest[start + end + end_marker.len()..];
     }
     out
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn line_ends_escapes_and_bidi_overrides_are_escaped() {
+        assert_eq!(printable("CN=bob"), "CN=bob");
+        assert_eq!(printable("a\nb\rc\u{1b}[31m"), "a\\x0ab\\x0dc\\x1b[31m");
+        assert_eq!(printable("x\\y"), "x\\x5cy");
+        assert_eq!(printable("evil\u{202e}gpj.exe"), "evil\\u{202e}gpj.exe");
+        assert_eq!(printable("B\u{fc}ro"), "B\u{fc}ro");
+    }
 }

@@ -944,3 +944,57 @@ fn a_signature_without_certificates_is_checked_with_the_address_book() {
     let st = status_of(&filter_harvesting(&env, &p.bob, &msg, true).stdout);
     assert_words(&st, "none", "untrusted");
 }
+
+/// `certs list` prints one line per certificate, whatever its subject holds: a line end in a
+/// subject attribute (here followed by text made to look like bob's line) or a terminal
+/// escape is printed escaped, never raw.
+#[test]
+fn a_subject_holding_a_line_end_cannot_fake_another_line() {
+    let p = pki();
+    let env = Env::new();
+    env.import(&[&p.bob.chain_path]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cnf = dir.path().join("evil.cnf");
+    std::fs::write(
+        &cnf,
+        format!(
+            "[req]\ndistinguished_name=dn\nprompt=no\nstring_mask=utf8only\n[dn]\nCN=Eve\n\
+             description=x\\n{}  O=smimed test, CN=bob  <bob@example.org>\\x1b[31m\n",
+            fp(&p.bob)
+        ),
+    )
+    .expect("cnf");
+    let pem = dir.path().join("evil.pem");
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-config",
+            path_str(&cnf),
+            "-keyout",
+            path_str(&dir.path().join("evil.key")),
+            "-addext",
+            "subjectAltName=email:eve@evil.example",
+            "-out",
+            path_str(&pem),
+        ],
+        b"",
+    );
+    env.import(&[&pem]);
+    let list = env.certs_cmd(&["list"]);
+    assert_ok(&list);
+    let text = stdout(&list);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with(&fp(&p.bob))).count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains('\u{1b}'), "{text}");
+    assert!(text.contains("\\x0a"), "{text}");
+}

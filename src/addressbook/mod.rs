@@ -452,7 +452,7 @@ pub fn describe(cert: &X509) -> String {
         "{}  {}  <{}>  until {}",
         certs::fingerprint(cert),
         certs::name_to_string(cert.subject_name()),
-        certs::email_addresses(cert).join(", "),
+        certs::printable(&certs::email_addresses(cert).join(", ")),
         certs::time_to_string(cert.not_after())
     )
 }
