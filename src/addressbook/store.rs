@@ -442,13 +442,23 @@ impl Store {
         };
         create_dir(&dir)?;
         let path = dir.join(format!("{fp}.pem"));
+        let bare = || Meta {
+            source: source.to_string(),
+            addresses: certs::email_addresses(cert),
+            ..Meta::default()
+        };
         if path.exists() {
-            // Known already; a record from before addresses were kept gets them now.
+            // Known already; a record from before addresses were kept gets them now, and one
+            // missing (a write that failed after the certificate's, on a full disk) is made.
             if !is_ca(cert) {
-                let mut meta = self.read_meta(&fp);
-                if meta.addresses.is_empty() && self.meta_path(&fp).exists() {
-                    meta.addresses = certs::email_addresses(cert);
-                    self.write_meta(&fp, &meta)?;
+                if !self.meta_path(&fp).exists() {
+                    self.write_meta(&fp, &bare())?;
+                } else {
+                    let mut meta = self.read_meta(&fp);
+                    if meta.addresses.is_empty() {
+                        meta.addresses = certs::email_addresses(cert);
+                        self.write_meta(&fp, &meta)?;
+                    }
                 }
             }
             return Ok(false);
@@ -456,18 +466,19 @@ impl Store {
         let pem = cert
             .to_pem()
             .map_err(|e| Error::software(format!("encoding certificate: {e}")))?;
-        write_atomic(&path, &pem)?;
-        self.invalidate();
-        if !is_ca(cert) && !self.meta_path(&fp).exists() {
-            self.write_meta(
-                &fp,
-                &Meta {
-                    source: source.to_string(),
-                    addresses: certs::email_addresses(cert),
-                    ..Meta::default()
-                },
-            )?;
+        // The record first, then the certificate: a certificate is in the store (and used) only
+        // with its record; a record left alone by a failed write is read by nobody.
+        let made_record = !is_ca(cert) && !self.meta_path(&fp).exists();
+        if made_record {
+            self.write_meta(&fp, &bare())?;
         }
+        if let Err(e) = write_atomic(&path, &pem) {
+            if made_record {
+                let _ = std::fs::remove_file(self.meta_path(&fp));
+            }
+            return Err(e);
+        }
+        self.invalidate();
         Ok(true)
     }
 
@@ -696,6 +707,24 @@ mod tests {
             .find(addr)
             .expect("find")
             .len()
+    }
+
+    /// A certificate whose record is missing (its write failed on a full disk, after the
+    /// certificate's in earlier versions) gets it when imported again, not a record without
+    /// a source; a new certificate's record is written before the certificate.
+    #[test]
+    fn importing_again_makes_a_missing_record() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("store");
+        let store = Store::new(dir.clone());
+        let c = cert("rec-a");
+        assert!(store.add(&c, "import").expect("add"));
+        let fp = certs::fingerprint(&c);
+        std::fs::remove_file(dir.join(format!("{fp}.toml"))).expect("remove record");
+        assert!(!Store::new(dir.clone()).add(&c, "import").expect("again"));
+        let meta = Store::new(dir).read_meta(&fp);
+        assert_eq!(meta.source, "import");
+        assert!(!meta.addresses.is_empty());
     }
 
     /// Adding a certificate (and the bare record it writes) waits for the store's lock, which a
