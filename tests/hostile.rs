@@ -1169,35 +1169,6 @@ fn forty_five_thousand_fields_on_either_side_of_a_protected_header_section() {
     assert!(st.contains("signature=valid"), "{st}");
 }
 
-/// Python's email package (and so a tagging script) parses the delivered message with exactly
-/// one X-Smime-Status, and ours: the status fields it sees, as (name, value) pairs.
-fn python_status_fields(out: &[u8]) -> Vec<String> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let f = dir.path().join("m.eml");
-    std::fs::write(&f, out).expect("write");
-    let py = std::process::Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(
-            "import email, email.policy, sys\n\
-             m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=email.policy.compat32)\n\
-             for k in ('X-Smime-Status', 'Authentication-Results'):\n\
-             \x20   for v in m.get_all(k) or []: print(k, ' '.join(v.split()))\n\
-             print('BODY', ' '.join(str(p.get_payload(decode=True)) for p in m.walk() if not p.is_multipart()))\n",
-        )
-        .arg(&f)
-        .output()
-        .expect("python3");
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    String::from_utf8_lossy(&py.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 /// Structures that mailparse (smimed's reader) and other readers split differently, made from
 /// an openssl-signed multipart/signed whose boundary is rewritten (the signature covers the
 /// first part only): a boundary ending in a space (Python drops it), one longer than 70

@@ -431,3 +431,33 @@ pub fn under_prlimit(cmd: &Command, limit: &str) -> Command {
     }
     c
 }
+
+/// How Python's email package (and so a tagging script) reads a delivered message: one line per
+/// X-Smime-Status and Authentication-Results field it sees, `NAME VALUE` (value unfolded), then
+/// `BODY` and the decoded leaf parts.
+pub fn python_status_fields(msg: &[u8]) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("m.eml");
+    std::fs::write(&f, msg).expect("write");
+    let py = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import email, email.policy, sys\n\
+             m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=email.policy.compat32)\n\
+             for k in ('X-Smime-Status', 'Authentication-Results'):\n\
+             \x20   for v in m.get_all(k) or []: print(k, ' '.join(v.split()))\n\
+             print('BODY', ' '.join(str(p.get_payload(decode=True)) for p in m.walk() if not p.is_multipart()))\n",
+        )
+        .arg(&f)
+        .output()
+        .expect("python3");
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    String::from_utf8_lossy(&py.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
