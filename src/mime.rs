@@ -839,6 +839,7 @@ fn rfc2231_values(value: &str) -> Vec<(String, String)> {
         parts.sort_by_key(|p| p.0);
         parts.dedup_by_key(|p| p.0);
         let mut octets = Vec::new();
+        let mut label = "";
         for (i, (n, encoded, v)) in parts.iter().enumerate() {
             if *n as usize != i {
                 break;
@@ -847,7 +848,8 @@ fn rfc2231_values(value: &str) -> Vec<(String, String)> {
             if i == 0 && *encoded {
                 // charset'language'value; without both quotes, the value alone.
                 let mut it = v.splitn(3, '\'');
-                if let (Some(_), Some(_), Some(rest)) = (it.next(), it.next(), it.next()) {
+                if let (Some(cs), Some(_), Some(rest)) = (it.next(), it.next(), it.next()) {
+                    label = cs;
                     v = rest;
                 }
             }
@@ -858,7 +860,12 @@ fn rfc2231_values(value: &str) -> Vec<(String, String)> {
             }
         }
         if !octets.is_empty() {
-            out.push((base, String::from_utf8_lossy(&octets).into_owned()));
+            // In its charset when it names one that is known (UTF-16, Latin-1…), else UTF-8.
+            let text = match charset::Charset::for_label_no_replacement(label.trim().as_bytes()) {
+                Some(cs) => cs.decode_without_bom_handling(&octets).0.into_owned(),
+                None => String::from_utf8_lossy(&octets).into_owned(),
+            };
+            out.push((base, text));
         }
     }
     out
@@ -1187,6 +1194,14 @@ mod tests {
             (
                 "application/octet-stream; name*=utf-8''b%C3%BCro.p7m",
                 "b\u{fc}ro.p7m",
+            ),
+            (
+                "application/octet-stream; name*=iso-8859-1''b%FCro.p7m",
+                "b\u{fc}ro.p7m",
+            ),
+            (
+                "application/octet-stream; name*=utf-16le''s%00m%00i%00m%00e%00.%00p%007%00m%00",
+                "smime.p7m",
             ),
             // Plain and extended: the plain one.
             (
