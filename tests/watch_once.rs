@@ -1330,7 +1330,7 @@ fn an_archive_that_is_the_watched_maildir_is_a_usage_error() {
     let md = Md::new();
     let name = md.deliver(&smime_msg("self"));
     let with_slash = format!("{}/", md.path().display());
-    for archive in [md.path().to_str().unwrap(), with_slash.as_str()] {
+    for archive in [md.path().to_str().unwrap(), with_slash.as_str(), ".", ".."] {
         let (code, err) = run_once(&mut watch_cmd(
             &["--once", "--archive", archive],
             md.path(),
@@ -1339,4 +1339,5 @@ fn an_archive_that_is_the_watched_maildir_is_a_usage_error() {
         assert_eq!(code, 64, "{archive}: {err}");
     }
     assert!(md.path().join("new").join(&name).exists());
+    assert!(!md.path().join("maildirfolder").exists());
 }

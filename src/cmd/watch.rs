@@ -26,6 +26,11 @@ fn archive_mode(value: &str, base: Option<&Path>) -> Result<ArchiveMode> {
     }
     if value.contains('/') || value.starts_with('~') {
         Ok(ArchiveMode::Path(config::expand(Path::new(value), base)))
+    } else if value.trim_start_matches('.').is_empty() {
+        // `.` is the Maildir itself, `..` its parent: no folder of it.
+        Err(Error::usage(format!(
+            "--archive {value:?} names no folder of the Maildir (give a name, or a path with a /)"
+        )))
     } else if value.starts_with('.') {
         Ok(ArchiveMode::Folder(value.to_string()))
     } else {

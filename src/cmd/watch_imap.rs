@@ -98,14 +98,15 @@ pub fn accounts(
             Some(a) if !a.mailboxes.is_empty() => a.mailboxes.clone(),
             _ => vec![p.mailbox.clone().unwrap_or_else(|| "INBOX".to_string())],
         };
-        for m in &mut mailboxes {
+        for m in &mailboxes {
             account::check_mailbox_name(m)?;
-            *m = account::canonical_mailbox(m);
         }
-        let archive = archive_for(ac).map(|a| account::canonical_mailbox(&a));
+        let archive = archive_for(ac);
         if let Some(a) = &archive {
             account::check_mailbox_name(a)?;
-            if mailboxes.iter().any(|m| m == a) {
+            // (Compared as the server may take them; sent as written.)
+            let same = |m: &String| account::canonical_mailbox(m) == account::canonical_mailbox(a);
+            if mailboxes.iter().any(same) {
                 return Err(Error::usage(format!(
                     "the archive mailbox {a:?} cannot also be watched"
                 )));
@@ -324,6 +325,20 @@ mod tests {
         assert_eq!(a[1].archive, None);
         assert_eq!(a[1].port, 1143);
         assert_eq!(a[1].secret.file.as_deref(), Some(Path::new("/cfg/pw")));
+        // Names go to the server as written (on a server whose separator is `/`, `inbox.Sub`
+        // is no child of INBOX); only the comparison with the archive folds INBOX.
+        let file: FileConfig = toml::from_str(
+            r#"
+            [watch_imap]
+            archive = "inbox.Old"
+            [[imap]]
+            url = "imap://bob@127.0.0.1:1143/inbox.Sub"
+            "#,
+        )
+        .expect("config");
+        let a = accounts(&args, &file.watch_imap, &file.imap, None).unwrap();
+        assert_eq!(a[0].mailboxes, ["inbox.Sub"]);
+        assert_eq!(a[0].archive.as_deref(), Some("inbox.Old"));
 
         // URLs on the command line replace the config's accounts; one account, two mailboxes
         let args = WatchImapArgs {

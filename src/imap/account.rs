@@ -277,10 +277,10 @@ pub fn check_mailbox_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A mailbox name as the server takes it: INBOX in any case is INBOX (RFC 3501 §5.1), and so
-/// is it as the parent of others (`inbox/Sub`, `inbox.Sub`: Dovecot, Cyrus and Exchange take
-/// it so), so that the watched mailbox is recognised however the archive is spelt (an archive
-/// there would loop for ever).
+/// A mailbox name as the server may take it, for comparing an archive with the watched
+/// mailboxes (an archive that is a watched mailbox would loop for ever; names are sent as
+/// written): INBOX in any case is INBOX (RFC 3501 §5.1), and so is it as the parent of others
+/// (`inbox/Sub`, `inbox.Sub` where `.` is the separator: Dovecot, Cyrus and Exchange take it so).
 pub fn canonical_mailbox(name: &str) -> String {
     match (name.get(..5), name.get(5..)) {
         (Some(head), Some(rest))
