@@ -860,15 +860,46 @@ fn rfc2231_values(value: &str) -> Vec<(String, String)> {
             }
         }
         if !octets.is_empty() {
-            // In its charset when it names one that is known (UTF-16, Latin-1…), else UTF-8.
-            let text = match charset::Charset::for_label_no_replacement(label.trim().as_bytes()) {
-                Some(cs) => cs.decode_without_bom_handling(&octets).0.into_owned(),
-                None => String::from_utf8_lossy(&octets).into_owned(),
+            // In its charset when it names one that is known (UTF-16 with or without a byte
+            // order mark, UTF-32, Latin-1…), else UTF-8.
+            let label = label.trim().to_ascii_lowercase();
+            let text = match (
+                label.as_str(),
+                charset::Charset::for_label_no_replacement(label.as_bytes()),
+            ) {
+                ("utf-32" | "utf-32le" | "utf-32be", _) => utf32(&octets, &label),
+                (_, Some(cs)) => cs.decode(&octets).0.into_owned(),
+                (_, None) => String::from_utf8_lossy(&octets).into_owned(),
             };
             out.push((base, text));
         }
     }
     out
+}
+
+/// UTF-32 text (`utf-32le`, `utf-32be`, or `utf-32` by its byte order mark, else little-endian
+/// as Python reads it, like `utf-16`), invalid code points replaced.
+fn utf32(octets: &[u8], label: &str) -> String {
+    let (mut big, mut rest) = (label == "utf-32be", octets);
+    if label == "utf-32" {
+        if let Some(r) = rest.strip_prefix(&[0xff, 0xfe, 0, 0]) {
+            (big, rest) = (false, r);
+        } else if let Some(r) = rest.strip_prefix(&[0, 0, 0xfe, 0xff]) {
+            (big, rest) = (true, r);
+        }
+    }
+    rest.chunks(4)
+        .map(|c| {
+            let mut b = [0u8; 4];
+            b[..c.len()].copy_from_slice(c);
+            let n = if big {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            };
+            char::from_u32(n).unwrap_or('\u{fffd}')
+        })
+        .collect()
 }
 
 /// Every Content-Type field of `e` (a reader may go by any of them), as its undecoded value and
@@ -1202,6 +1233,22 @@ mod tests {
             (
                 "application/octet-stream; name*=utf-16le''s%00m%00i%00m%00e%00.%00p%007%00m%00",
                 "smime.p7m",
+            ),
+            (
+                "application/octet-stream; name*=utf-16''%FE%FF%00s%00m%00i%00m%00e%00.%00p%007%00m",
+                "smime.p7m",
+            ),
+            (
+                "application/octet-stream; name*=utf-32''a%00%00%00.%00%00%00p%00%00%007%00%00%00m%00%00%00",
+                "a.p7m",
+            ),
+            (
+                "application/octet-stream; name*=utf-32be''%00%00%00a%00%00%00.%00%00%00p%00%00%007%00%00%00m",
+                "a.p7m",
+            ),
+            (
+                "application/octet-stream; name*=UTF-32LE''a%00%00%00.%00%00%00p%00%00%007%00%00%00m%00%00%00",
+                "a.p7m",
             ),
             // Plain and extended: the plain one.
             (
