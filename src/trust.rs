@@ -207,9 +207,30 @@ impl TrustStore {
         })
     }
 
-    /// Whether a trust source restricts `cert` itself from mail.
+    /// Whether a trust source restricts `cert` itself from mail: a listed anchor, or one in
+    /// the hashed folders OpenSSL's lookup reads (their files under `cert`'s subject hash are
+    /// read here, as the lookup would read them).
     pub fn restricted(&self, cert: &openssl::x509::X509Ref) -> bool {
-        !self.not_for_mail.is_empty() && self.not_for_mail.contains(&certs::fingerprint(cert))
+        if self.not_for_mail.is_empty() && self.hash_dirs.is_empty() {
+            return false;
+        }
+        let fp = certs::fingerprint(cert);
+        if self.not_for_mail.contains(&fp) {
+            return true;
+        }
+        let h = format!("{:08x}", cert.subject_name_hash());
+        self.hash_dirs.iter().any(|dir| {
+            (0..)
+                .map(|n| dir.join(format!("{h}.{n}")))
+                .take_while(|p| p.exists())
+                .any(|p| {
+                    let mut found = Vec::new();
+                    read_path(&p, &mut found, false).is_ok()
+                        && found.iter().any(|a| {
+                            !a.cert.email_allowed && certs::fingerprint(&a.cert.cert) == fp
+                        })
+                })
+        })
     }
 
     /// Every anchor certificate, for looking up signer certificates a message does not carry.

@@ -503,6 +503,41 @@ fn an_anchor_restricted_to_other_uses_is_on_no_path_for_mail() {
     std::fs::write(&leaf_rejected, [root, leaf].concat()).expect("write");
     let st = verdict(&leaf_rejected);
     assert_eq!(status_word(&st, "signature"), Some("untrusted"), "{st}");
+    // The same two in a hashed folder that OpenSSL's default paths name (no --trust): the
+    // folder is read through OpenSSL's lookup, not listed, and the restriction holds.
+    let hashed = dir.path().join("hashed");
+    std::fs::create_dir(&hashed).expect("mkdir");
+    std::fs::copy(&p.root_path, hashed.join("root.pem")).expect("root");
+    std::fs::write(
+        hashed.join("alice.pem"),
+        openssl(
+            &[
+                "x509",
+                "-in",
+                path_str(&p.alice.cert_path),
+                "-addreject",
+                "emailProtection",
+                "-trustout",
+            ],
+            b"",
+        ),
+    )
+    .expect("alice");
+    let rehash = std::process::Command::new("openssl")
+        .arg("rehash")
+        .arg(&hashed)
+        .status()
+        .expect("openssl rehash");
+    assert!(rehash.success());
+    let out = run_with_stdin(
+        smimed()
+            .env("SSL_CERT_DIR", &hashed)
+            .env("SSL_CERT_FILE", dir.path().join("none.pem"))
+            .args(["--authserv-id", "mx.test", "filter"]),
+        &msg,
+    );
+    let st = status_of(&out.stdout);
+    assert_eq!(status_word(&st, "signature"), Some("untrusted"), "{st}");
 
     // An .sst restricting the intermediate to serverAuth (property 9 before it), the root
     // unrestricted: the intermediate the message carries does not open a path.
