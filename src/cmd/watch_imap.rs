@@ -101,6 +101,9 @@ pub fn accounts(
         for m in &mailboxes {
             account::check_mailbox_name(m)?;
         }
+        // The same mailbox named twice (INBOX and inbox) is watched once.
+        let mut seen = std::collections::HashSet::new();
+        mailboxes.retain(|m| seen.insert(account::canonical_mailbox(m)));
         let archive = archive_for(ac);
         if let Some(a) = &archive {
             account::check_mailbox_name(a)?;
@@ -134,7 +137,12 @@ pub fn accounts(
         if let Some(existing) = out.iter_mut().find(|a| {
             a.user == p.user && a.host == p.host && a.port == p.port && a.security == p.security
         }) {
-            mailboxes.retain(|m| !existing.mailboxes.contains(m));
+            let known: std::collections::HashSet<String> = existing
+                .mailboxes
+                .iter()
+                .map(|m| account::canonical_mailbox(m))
+                .collect();
+            mailboxes.retain(|m| !known.contains(&account::canonical_mailbox(m)));
             existing.mailboxes.extend(mailboxes);
             return Ok(());
         }
@@ -339,6 +347,27 @@ mod tests {
         let a = accounts(&args, &file.watch_imap, &file.imap, None).unwrap();
         assert_eq!(a[0].mailboxes, ["inbox.Sub"]);
         assert_eq!(a[0].archive.as_deref(), Some("inbox.Old"));
+        // INBOX and inbox, in one account's list or as two URLs, are one mailbox.
+        let file: FileConfig = toml::from_str(
+            r#"
+            [[imap]]
+            url = "imap://bob@127.0.0.1:1143/"
+            mailboxes = ["INBOX", "inbox", "Work"]
+            "#,
+        )
+        .expect("config");
+        let a = accounts(&args, &file.watch_imap, &file.imap, None).unwrap();
+        assert_eq!(a[0].mailboxes, ["INBOX", "Work"]);
+        let two = WatchImapArgs {
+            urls: vec![
+                "imap://bob@127.0.0.1:1143/INBOX".to_string(),
+                "imap://bob@127.0.0.1:1143/inbox".to_string(),
+            ],
+            ..WatchImapArgs::default()
+        };
+        let a = accounts(&two, &Default::default(), &[], None).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].mailboxes, ["INBOX"]);
 
         // URLs on the command line replace the config's accounts; one account, two mailboxes
         let args = WatchImapArgs {
