@@ -862,7 +862,7 @@ fn rfc2231_values(value: &str) -> Vec<(String, String)> {
         if !octets.is_empty() {
             // In its charset when it names one that is known (UTF-16 with or without a byte
             // order mark, UTF-32, Latin-1…), else UTF-8.
-            let label = label.trim().to_ascii_lowercase();
+            let label = python_codec_label(label);
             let text = match (
                 label.as_str(),
                 charset::Charset::for_label_no_replacement(label.as_bytes()),
@@ -875,6 +875,28 @@ fn rfc2231_values(value: &str) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// A charset label as Python's codec lookup takes it (case, `-` and `_` aside: `UTF16`,
+/// `utf_16_le`, `utf-32-be`), in the form the decoders here know.
+fn python_codec_label(label: &str) -> String {
+    let squeezed: String = label
+        .trim()
+        .chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    match squeezed.as_str() {
+        "utf8" => "utf-8",
+        "utf16" => "utf-16",
+        "utf16le" => "utf-16le",
+        "utf16be" => "utf-16be",
+        "utf32" => "utf-32",
+        "utf32le" => "utf-32le",
+        "utf32be" => "utf-32be",
+        _ => return label.trim().to_ascii_lowercase(),
+    }
+    .to_string()
 }
 
 /// UTF-32 text (`utf-32le`, `utf-32be`, or `utf-32` by its byte order mark, else little-endian
@@ -1248,6 +1270,14 @@ mod tests {
             ),
             (
                 "application/octet-stream; name*=UTF-32LE''a%00%00%00.%00%00%00p%00%00%007%00%00%00m%00%00%00",
+                "a.p7m",
+            ),
+            (
+                "application/octet-stream; name*=utf_32_le''a%00%00%00.%00%00%00p%00%00%007%00%00%00m%00%00%00",
+                "a.p7m",
+            ),
+            (
+                "application/octet-stream; name*=UTF16-LE''a%00.%00p%007%00m%00",
                 "a.p7m",
             ),
             // Plain and extended: the plain one.

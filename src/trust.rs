@@ -222,7 +222,9 @@ impl TrustStore {
         self.hash_dirs.iter().any(|dir| {
             (0..)
                 .map(|n| dir.join(format!("{h}.{n}")))
-                .take_while(|p| p.exists())
+                // Regular files only (a FIFO there would block, a folder be read whole), up
+                // to the first that is not one, as OpenSSL's lookup goes.
+                .take_while(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
                 .any(|p| {
                     let mut found = Vec::new();
                     read_path(&p, &mut found, false).is_ok()

@@ -538,6 +538,57 @@ fn an_anchor_restricted_to_other_uses_is_on_no_path_for_mail() {
     );
     let st = status_of(&out.stdout);
     assert_eq!(status_word(&st, "signature"), Some("untrusted"), "{st}");
+    // A FIFO under the signer's subject hash there is no certificate file, and no reason to
+    // wait: valid, at once.
+    let fifo_dir = dir.path().join("hashed-fifo");
+    std::fs::create_dir(&fifo_dir).expect("mkdir");
+    std::fs::copy(&p.root_path, fifo_dir.join("root.pem")).expect("root");
+    let rehash = std::process::Command::new("openssl")
+        .arg("rehash")
+        .arg(&fifo_dir)
+        .status()
+        .expect("openssl rehash");
+    assert!(rehash.success());
+    let hash = String::from_utf8(openssl(
+        &[
+            "x509",
+            "-noout",
+            "-subject_hash",
+            "-in",
+            path_str(&p.alice.cert_path),
+        ],
+        b"",
+    ))
+    .expect("hash");
+    let made = std::process::Command::new("mkfifo")
+        .arg(fifo_dir.join(format!("{}.0", hash.trim())))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let mut child = smimed()
+        .env("SSL_CERT_DIR", &fifo_dir)
+        .env("SSL_CERT_FILE", dir.path().join("none.pem"))
+        .args(["--authserv-id", "mx.test", "filter"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(&msg).expect("write");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the filter waits on a FIFO in the hashed folder");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let st = status_of(&out.stdout);
+    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
 
     // An .sst restricting the intermediate to serverAuth (property 9 before it), the root
     // unrestricted: the intermediate the message carries does not open a path.
