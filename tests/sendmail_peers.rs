@@ -563,18 +563,21 @@ forwarded on\n";
              From: {author}\nTo: someone@example.org\nSubject: bounced\n\nbounced on\n"
         )
     };
-    let out = env.sendmail(
-        Some(&p.alice),
-        &[
-            "--encrypt",
-            "always",
-            "-oem",
-            "-oi",
-            "--",
-            "bob@example.org",
-        ],
-        bounce("Carol <carol@example.org>").as_bytes(),
-    );
+    let resend = |author: &str| {
+        env.sendmail(
+            Some(&p.alice),
+            &[
+                "--encrypt",
+                "always",
+                "-oem",
+                "-oi",
+                "--",
+                "bob@example.org",
+            ],
+            bounce(author).as_bytes(),
+        )
+    };
+    let out = resend("Carol <carol@example.org>");
     assert_ok(&out);
     let rec = env.take_recorded();
     assert_eq!(rec.len(), 1);
@@ -585,18 +588,7 @@ forwarded on\n";
     let signed = openssl_verify(&inner);
     assert!(String::from_utf8_lossy(&signed).contains("bounced on"));
     // An author without a certificate does not stop it.
-    let out = env.sendmail(
-        Some(&p.alice),
-        &[
-            "--encrypt",
-            "always",
-            "-oem",
-            "-oi",
-            "--",
-            "bob@example.org",
-        ],
-        bounce("dave@example.org").as_bytes(),
-    );
+    let out = resend("dave@example.org");
     assert_ok(&out);
     assert_eq!(env.take_recorded().len(), 1);
     // A raw UTF-8 Subject is in the protected header too.

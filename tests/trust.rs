@@ -500,7 +500,7 @@ fn an_anchor_restricted_to_other_uses_is_on_no_path_for_mail() {
         b"",
     );
     let root = std::fs::read(&p.root_path).expect("root");
-    std::fs::write(&leaf_rejected, [root, leaf].concat()).expect("write");
+    std::fs::write(&leaf_rejected, [&root[..], &leaf].concat()).expect("write");
     let st = verdict(&leaf_rejected);
     assert_eq!(status_word(&st, "signature"), Some("untrusted"), "{st}");
     // The same two in a hashed folder that OpenSSL's default paths name (no --trust): the
@@ -508,27 +508,16 @@ fn an_anchor_restricted_to_other_uses_is_on_no_path_for_mail() {
     let hashed = dir.path().join("hashed");
     std::fs::create_dir(&hashed).expect("mkdir");
     std::fs::copy(&p.root_path, hashed.join("root.pem")).expect("root");
-    std::fs::write(
-        hashed.join("alice.pem"),
-        openssl(
-            &[
-                "x509",
-                "-in",
-                path_str(&p.alice.cert_path),
-                "-addreject",
-                "emailProtection",
-                "-trustout",
-            ],
-            b"",
-        ),
-    )
-    .expect("alice");
-    let rehash = std::process::Command::new("openssl")
-        .arg("rehash")
-        .arg(&hashed)
-        .status()
-        .expect("openssl rehash");
-    assert!(rehash.success());
+    std::fs::write(hashed.join("alice.pem"), &leaf).expect("alice");
+    let rehash = |d: &std::path::Path| {
+        let done = std::process::Command::new("openssl")
+            .arg("rehash")
+            .arg(d)
+            .status()
+            .expect("openssl rehash");
+        assert!(done.success());
+    };
+    rehash(&hashed);
     let out = run_with_stdin(
         smimed()
             .env("SSL_CERT_DIR", &hashed)
@@ -543,12 +532,7 @@ fn an_anchor_restricted_to_other_uses_is_on_no_path_for_mail() {
     let fifo_dir = dir.path().join("hashed-fifo");
     std::fs::create_dir(&fifo_dir).expect("mkdir");
     std::fs::copy(&p.root_path, fifo_dir.join("root.pem")).expect("root");
-    let rehash = std::process::Command::new("openssl")
-        .arg("rehash")
-        .arg(&fifo_dir)
-        .status()
-        .expect("openssl rehash");
-    assert!(rehash.success());
+    rehash(&fifo_dir);
     let hash = String::from_utf8(openssl(
         &[
             "x509",
