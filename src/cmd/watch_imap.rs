@@ -101,9 +101,18 @@ pub fn accounts(
         for m in &mailboxes {
             account::check_mailbox_name(m)?;
         }
-        // The same mailbox named twice (INBOX and inbox) is watched once.
+        // The same mailbox named twice (INBOX and inbox, RFC 3501 §5.1) is watched once. (Only
+        // INBOX itself: whether `inbox.Sub` is INBOX's child depends on the server's separator,
+        // and two mailboxes taken for one would leave one unwatched.)
+        let inbox_folded = |m: &String| {
+            if m.eq_ignore_ascii_case("INBOX") {
+                String::from("INBOX")
+            } else {
+                m.clone()
+            }
+        };
         let mut seen = std::collections::HashSet::new();
-        mailboxes.retain(|m| seen.insert(account::canonical_mailbox(m)));
+        mailboxes.retain(|m| seen.insert(inbox_folded(m)));
         let archive = archive_for(ac);
         if let Some(a) = &archive {
             account::check_mailbox_name(a)?;
@@ -137,12 +146,9 @@ pub fn accounts(
         if let Some(existing) = out.iter_mut().find(|a| {
             a.user == p.user && a.host == p.host && a.port == p.port && a.security == p.security
         }) {
-            let known: std::collections::HashSet<String> = existing
-                .mailboxes
-                .iter()
-                .map(|m| account::canonical_mailbox(m))
-                .collect();
-            mailboxes.retain(|m| !known.contains(&account::canonical_mailbox(m)));
+            let known: std::collections::HashSet<String> =
+                existing.mailboxes.iter().map(inbox_folded).collect();
+            mailboxes.retain(|m| !known.contains(&inbox_folded(m)));
             existing.mailboxes.extend(mailboxes);
             return Ok(());
         }
@@ -352,12 +358,13 @@ mod tests {
             r#"
             [[imap]]
             url = "imap://bob@127.0.0.1:1143/"
-            mailboxes = ["INBOX", "inbox", "Work"]
+            mailboxes = ["INBOX", "inbox", "Work", "INBOX.Sub", "inbox.Sub"]
             "#,
         )
         .expect("config");
         let a = accounts(&args, &file.watch_imap, &file.imap, None).unwrap();
-        assert_eq!(a[0].mailboxes, ["INBOX", "Work"]);
+        // (inbox.Sub is INBOX.Sub only where `.` is the separator: both are watched.)
+        assert_eq!(a[0].mailboxes, ["INBOX", "Work", "INBOX.Sub", "inbox.Sub"]);
         let two = WatchImapArgs {
             urls: vec![
                 "imap://bob@127.0.0.1:1143/INBOX".to_string(),
