@@ -256,15 +256,7 @@ fn kill_tree(child: &mut std::process::Child) {
             let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-                continue;
-            };
-            // After the command name (which may hold blanks): state, then the parent's pid.
-            let ppid = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(ppid) = ppid {
+            if let Some(ppid) = crate::sys::proc_stat(pid, 4).and_then(|p| u32::try_from(p).ok()) {
                 parent_of.push((pid, ppid));
             }
         }

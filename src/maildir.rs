@@ -430,11 +430,7 @@ fn started() -> SystemTime {
 
 /// When process `pid` started (to the clock tick), from /proc.
 fn process_start(pid: i32) -> Option<SystemTime> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name (which may hold blanks and parentheses): state is
-    // field 3, starttime field 22 (clock ticks after boot).
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let ticks = crate::sys::proc_stat(u32::try_from(pid).ok()?, 22)?;
     let boot: u64 = fs::read_to_string("/proc/stat")
         .ok()?
         .lines()

@@ -1,5 +1,6 @@
 //! The libc calls smimed makes itself (everything else goes through std, rustix or
-//! [`crate::ossl`]): [`ignore_file_size_signal`] and [`tune_allocator`].
+//! [`crate::ossl`]): [`ignore_file_size_signal`] and [`tune_allocator`]; and [`proc_stat`],
+//! the one reader of a process's /proc status line.
 //!
 //! A write past the file-size limit (`ulimit -f`, systemd's `LimitFSIZE=`) raises SIGXFSZ,
 //! whose default action kills the process: a watcher would die on the first large message
@@ -50,6 +51,15 @@ pub fn tune_allocator() -> bool {
     {
         false
     }
+}
+
+/// Field `n` (as proc(5) numbers them, from 3: state, 4: parent pid, 22: start time in clock
+/// ticks after boot) of `/proc/PID/stat`, counted after the command name, which may hold blanks
+/// and parentheses.
+pub fn proc_stat(pid: u32, n: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
 }
 
 #[cfg(test)]

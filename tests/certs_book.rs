@@ -946,8 +946,8 @@ fn a_signature_without_certificates_is_checked_with_the_address_book() {
 }
 
 /// `certs list` prints one line per certificate, whatever its subject holds: a line end in a
-/// subject attribute (here followed by text made to look like bob's line) or a terminal
-/// escape is printed escaped, never raw.
+/// subject attribute (here followed by text made to look like bob's line) is printed escaped,
+/// never raw. (Terminal escapes: the unit test of `certs::printable`.)
 #[test]
 fn a_subject_holding_a_line_end_cannot_fake_another_line() {
     let p = pki();
@@ -959,7 +959,7 @@ fn a_subject_holding_a_line_end_cannot_fake_another_line() {
         &cnf,
         format!(
             "[req]\ndistinguished_name=dn\nprompt=no\nstring_mask=utf8only\n[dn]\nCN=Eve\n\
-             description=x\\n{}  O=smimed test, CN=bob  <bob@example.org>\\x1b[31m\n",
+             description=x\\n{}  O=smimed test, CN=bob  <bob@example.org>\n",
             fp(&p.bob)
         ),
     )
@@ -995,6 +995,5 @@ fn a_subject_holding_a_line_end_cannot_fake_another_line() {
         1,
         "{text}"
     );
-    assert!(!text.contains('\u{1b}'), "{text}");
     assert!(text.contains("\\x0a"), "{text}");
 }
