@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod error;
+pub mod fsio;
 pub mod imap;
 pub mod keys;
 pub mod ledger;

@@ -952,3 +952,48 @@ fn assert_decrypted(out: &std::process::Output) {
         Some("decrypted")
     );
 }
+
+#[test]
+fn output_file_is_private_atomic_and_never_written_through_a_symlink() {
+    // Under umask 022 a plain create would leave the decrypted text readable by everyone, and
+    // would write it into whatever file a symlink at the path names.
+    let p = pki();
+    let d = tmp();
+    let victim = d.path().join("victim");
+    write_mode(&victim, b"not yours\n", 0o644);
+    let out_path = d.path().join("out.eml");
+    std::os::unix::fs::symlink(&victim, &out_path).unwrap();
+    let pf = d.path().join("pass");
+    write_mode(&pf, format!("{P12_PASS}\n").as_bytes(), 0o600);
+    let mut c = std::process::Command::new("sh");
+    c.args(["-c", "umask 022; exec \"$0\" \"$@\""])
+        .arg(smimed_bin())
+        .args(["--trust", path_str(&p.root_path)])
+        .args(["--key", path_str(&p.bob.p12_path)])
+        .args(["--passphrase-file", path_str(&pf)])
+        .args(["filter", "--output", path_str(&out_path)])
+        .env_remove("SMIMED_CONFIG")
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("XDG_STATE_HOME", state_home("process"));
+    let out = run_with_stdin(&mut c, &encrypted_to_bob());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"not yours\n");
+    let m = std::fs::symlink_metadata(&out_path).unwrap();
+    assert!(m.file_type().is_file(), "the symlink is replaced");
+    assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    let written = std::fs::read(&out_path).unwrap();
+    assert_words(&status_of(&written), "decrypted", "valid");
+    // Only the two files and the passphrase: no temporary file left beside them.
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 3);
+    // A device is written into as it is.
+    let out = run_with_stdin(
+        smimed_trusting().args(["filter", "--output", "/dev/null"]),
+        &encrypted_to_bob(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -10,8 +10,6 @@
 //! the future is refused.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -142,34 +140,7 @@ fn settled(id: Option<DirId>, now: i64) -> bool {
 
 static SNAPSHOTS: Mutex<Option<HashMap<PathBuf, Arc<Snapshot>>>> = Mutex::new(None);
 
-/// Writes `data` to `path` atomically: a 0600 temp file in the same folder, fsync, rename, fsync
-/// of the folder.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::software(format!("{} has no folder", path.display())))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let mut rnd = [0u8; 6];
-    openssl::rand::rand_bytes(&mut rnd).map_err(|e| Error::software(format!("random: {e}")))?;
-    let tmp = dir.join(format!(".{name}.{}.tmp", certs::hex(&rnd)));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path.display(), e));
-    }
-    Ok(())
-}
+use crate::fsio::write_atomic;
 
 fn create_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;

@@ -11,7 +11,17 @@ use crate::pipeline::{self, Context};
 
 fn write_output(args: &FilterArgs, output: &[u8]) -> Result<()> {
     match &args.output {
-        Some(p) => std::fs::write(p, output).map_err(|e| Error::io(p.display(), e)),
+        // Decrypted text: a private file that replaces the old one whole (never written
+        // through a symlink, never left half-written); a FIFO or a device (`/dev/stdout`,
+        // `/dev/null`) is written into as it is.
+        Some(p) => match std::fs::metadata(p) {
+            Ok(m) if !m.is_file() && !m.is_dir() => std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .and_then(|mut f| f.write_all(output).and_then(|_| f.flush()))
+                .map_err(|e| Error::io(p.display(), e)),
+            _ => crate::fsio::write_atomic(p, output),
+        },
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(output)

@@ -115,12 +115,6 @@ pub fn digest(msg: &[u8]) -> String {
     h.finish().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
-}
-
 impl StateFile {
     pub fn new(state_dir: &Path, account: &str, mailbox: &str) -> Result<StateFile> {
         let dir = state_dir.join("imap").join(component(account));
@@ -155,21 +149,7 @@ impl StateFile {
         let p = self.path();
         let text = toml::to_string(st)
             .map_err(|e| Error::software(format!("serialising the state: {e}")))?;
-        let tmp = self.dir.join(format!(".{}.tmp", self.stem));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-        drop(f);
-        std::fs::rename(&tmp, &p)
-            .map_err(|e| Error::io(format!("renaming to {}", p.display()), e))?;
-        fsync_dir(&self.dir)
+        crate::fsio::write_atomic(&p, text.as_bytes())
     }
 
     /// Appends digests of copies about to be appended to the log, durably.
