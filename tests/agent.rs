@@ -70,17 +70,20 @@ fn agent_answers_exactly_what_the_filter_gives_alone() {
         assert_eq!(out.stdout, alone.stdout);
     }
 
-    // The filter's own --max-size holds through the agent too (the agent has its own).
-    let limit = (msg.len() - 1).to_string();
-    let via = run_with_stdin(
-        smimed_trusting()
-            .args(["--max-size", &limit, "--agent"])
-            .arg(&socket)
-            .arg("filter"),
-        &msg,
-    );
-    let st = status_of(&via.stdout);
-    assert_eq!(status_word(&st, "reason"), Some("size-limit"), "{st}");
+    // The filter's own --max-size holds through the agent too (the agent has its own), and the
+    // message over it goes through whole: the filter had read only the start to decide.
+    for limit in [msg.len() - 1, msg.len() / 3] {
+        let via = run_with_stdin(
+            smimed_trusting()
+                .args(["--max-size", &limit.to_string(), "--agent"])
+                .arg(&socket)
+                .arg("filter"),
+            &msg,
+        );
+        let st = status_of(&via.stdout);
+        assert_eq!(status_word(&st, "reason"), Some("size-limit"), "{st}");
+        assert!(via.stdout.ends_with(&msg), "the whole message, unchanged");
+    }
 
     // A client with an authserv-id of its own (the agent's is mx.test): forged results claiming
     // the client's are removed and the status is written under it, as alone. The agent used

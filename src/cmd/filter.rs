@@ -108,9 +108,16 @@ pub fn run(args: &FilterArgs, settings: Settings) -> Result<i32> {
             return Ok(exit::OK);
         }
     }
-    // A regular file is read again from its start; a stream goes on after what was read.
+    // A regular file is read again from its start; a stream goes on after what was read, which
+    // `run_alone` takes for the whole message when it is shorter than a large one: a message
+    // over --max-size was read only in part, and is read on up to that size first.
     let read = match input {
         Input::File(_) => None,
+        _ if len > settings.max_size && len < pipeline::LARGE_MESSAGE => {
+            let mut buf = buf;
+            buf.extend(input.read_start(args, pipeline::LARGE_MESSAGE - len)?);
+            Some(buf)
+        }
         _ => Some(buf),
     };
     run_alone(args, settings, input, read)
