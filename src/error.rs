@@ -130,3 +130,11 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Writes one line to stderr, for the messages a command ends with. Unlike `eprintln!`, never
+/// panics when stderr is gone (a closed pipe): the exit code must stay the one the caller acts
+/// on (75, 78…), not a panic's 101.
+pub fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}

@@ -112,7 +112,7 @@ fn sendmail_main(words: &[String]) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("smimed: {e}");
+            smimed::error::say(format_args!("smimed: {e}"));
             e.exit_code()
         }
     }
@@ -145,7 +145,7 @@ fn main() {
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("smimed: {e}");
+            smimed::error::say(format_args!("smimed: {e}"));
             e.exit_code()
         }
     };

@@ -997,3 +997,28 @@ fn output_file_is_private_atomic_and_never_written_through_a_symlink() {
     );
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn a_tempfail_stays_75_when_stderr_is_a_closed_pipe() {
+    // The error line cannot be written (EPIPE): the exit code the MDA acts on must not become a
+    // panic's 101.
+    use std::io::Write;
+    use std::process::Stdio;
+    let p = pki();
+    let mut child = smimed()
+        .args(["--trust", path_str(&p.root_path)])
+        .args(["--key", path_str(&p.bob.p12_path)])
+        .args(["--passphrase-command", "false", "filter"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&encrypted_to_bob()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(75));
+    assert!(out.stdout.is_empty());
+}

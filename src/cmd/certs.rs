@@ -112,7 +112,7 @@ pub fn run(cmd: &CertsCommand, settings: Settings) -> Result<i32> {
                 out_line(&mut out, &format!("removed {fp}"))?;
             }
             if removed.is_empty() {
-                eprintln!("smimed: no stored certificate matches {what}");
+                crate::error::say(format_args!("smimed: no stored certificate matches {what}"));
                 return Ok(1);
             }
             Ok(exit::OK)
@@ -131,7 +131,7 @@ pub fn run(cmd: &CertsCommand, settings: Settings) -> Result<i32> {
                     Ok(exit::OK)
                 }
                 None => {
-                    eprintln!("smimed: no usable certificate for {address}");
+                    crate::error::say(format_args!("smimed: no usable certificate for {address}"));
                     Ok(1)
                 }
             }

@@ -168,7 +168,7 @@ fn via_agent(
 
 pub fn run(args: &SendmailArgs) -> Result<i32> {
     if args.help {
-        print!("{USAGE}");
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), USAGE.as_bytes());
         return Ok(exit::OK);
     }
     let settings = Settings::resolve(&args.common)?;

@@ -200,7 +200,7 @@ pub fn run(
     let ctx = Context::new(settings);
     let summary = watch::run(&ctx, &opts, &stop)?;
     if opts.once {
-        eprintln!("smimed watch: {}", summary.line());
+        crate::error::say(format_args!("smimed watch: {}", summary.line()));
         log::info!("done: {}", summary.line());
     } else {
         log::info!("stopping: {}", summary.line());

@@ -282,7 +282,10 @@ pub fn run(args: &WatchImapArgs, settings: Settings) -> Result<i32> {
     stop.flag.store(true, Ordering::SeqCst);
     let _hold = stop.work.write();
     if args.once {
-        println!("smimed watch: {}", stats.summary());
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stdout().lock(),
+            format_args!("smimed watch: {}\n", stats.summary()),
+        );
     } else {
         log::info!("smimed watch: {}", stats.summary());
     }
@@ -295,7 +298,7 @@ pub fn run(args: &WatchImapArgs, settings: Settings) -> Result<i32> {
     }
     match first_err {
         Some(e) => {
-            eprintln!("smimed: {e}");
+            crate::error::say(format_args!("smimed: {e}"));
             Ok(e.exit_code())
         }
         None => Ok(exit::OK),
