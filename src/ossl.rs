@@ -683,6 +683,17 @@ fn key_preference_value(si: *mut CMS_SignerInfo) -> Option<Vec<u8>> {
     value
 }
 
+/// The lowercase short name of the digest an algorithm identifier makes OpenSSL compute: a
+/// signature algorithm's OID in a digestAlgorithm field (md5WithRSAEncryption) names its digest
+/// (MD5), since OpenSSL digests with it. The field is not signed, so a name taken as written
+/// would let anyone relabel a broken digest.
+pub fn digest_name(nid: Nid) -> String {
+    let nid = nid.signature_algorithms().map_or(nid, |a| a.digest);
+    nid.short_name()
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_else(|_| String::from("unknown"))
+}
+
 /// Checks every SignerInfo of a SignedData on its own: the signature over the signed attributes
 /// and the message digest over `detached` (multipart/signed) or the embedded content (opaque).
 /// `extra_certs` are searched for signer certificates the message does not carry.
@@ -732,10 +743,7 @@ pub fn check_signers(
             } else {
                 let mut obj = ptr::null();
                 X509_ALGOR_get0(&mut obj, ptr::null_mut(), ptr::null_mut(), pdig);
-                Nid::from_raw(ffi::OBJ_obj2nid(obj))
-                    .short_name()
-                    .map(str::to_ascii_lowercase)
-                    .unwrap_or_else(|_| String::from("unknown"))
+                digest_name(Nid::from_raw(ffi::OBJ_obj2nid(obj)))
             };
             // Signature over the signed attributes (only when there are signed attributes; without
             // them the signature covers the content digest and is checked below).

@@ -1065,10 +1065,13 @@ impl Walker<'_> {
                 self.st.add("reason", "compressed-data-unsupported");
                 Ok(Step::Fail)
             }
-            _ => {
-                // Labelled encrypted but not an envelope we know: it was not decrypted, which
-                // is what encryption=failed says (none would pass it off as plain mail).
-                if hint.contains("enveloped") {
+            other => {
+                // Encrypted (a symmetric-key EncryptedData, RFC 5652 §8) or labelled encrypted
+                // but not an envelope we know: it was not decrypted, which is what
+                // encryption=failed says (none would pass it off as plain mail).
+                let encrypted = matches!(other,
+                    ContentKind::Other(n) if n == openssl_sys::NID_pkcs7_encrypted);
+                if encrypted || hint.contains("enveloped") {
                     self.st.encryption = Encryption::Failed;
                 }
                 self.st.add("reason", "unsupported-cms-content");
@@ -1473,9 +1476,17 @@ fn check_signed(
         );
         return Ok(None);
     }
+    // A digest only the legacy provider computes (MD4, judged weak below): load it and try once
+    // more, as for legacy ciphers.
     let mut checked = match ossl::check_signers(cms, detached, &extra, size_hint) {
         Ok(c) => c,
-        Err(_) => return Ok(None),
+        Err(_) => {
+            keys::load_legacy_provider();
+            match ossl::check_signers(cms, detached, &extra, size_hint) {
+                Ok(c) => c,
+                Err(_) => return Ok(None),
+            }
+        }
     };
     let mut stored_added = false;
     if checked.signers.iter().any(|s| s.cert.is_none()) {

@@ -197,6 +197,9 @@ fn check_path(
         untrusted,
     )? {
         Ok((checked, chain)) => {
+            if let Some(w) = weak_path(&chain) {
+                return Err((Signature::Untrusted, w));
+            }
             if let Some(k) = key {
                 SIGNER_PATHS.put(
                     k,
@@ -340,7 +343,9 @@ fn any_eku_path(
     .map_err(Some)?
     {
         Ok((checked, chain)) => {
-            if chain.iter().skip(1).all(eku_ok) {
+            if let Some(w) = weak_path(&chain) {
+                Err(Some((Signature::Untrusted, w)))
+            } else if chain.iter().skip(1).all(eku_ok) {
                 Ok(checked)
             } else {
                 Err(not_for_email())
@@ -359,6 +364,29 @@ fn weak_digest(digest: &str) -> Option<String> {
     WEAK_DIGESTS
         .contains(&digest)
         .then(|| format!("weak-digest-{digest}"))
+}
+
+/// A weakness in a verified path (signer first, anchor last) that lets someone forge a
+/// certificate in it: a certificate signed over a broken digest (a colliding certificate is how
+/// the 2008 rogue CA was made), or a CA key under [`MIN_RSA_BITS`] (its signatures can be forged,
+/// and with them any certificate it issues). The anchor's own signature is not relied on; the
+/// signer's key is judged with the signature ([`weak_key`]).
+fn weak_path(chain: &[X509]) -> Option<String> {
+    let last = chain.len().saturating_sub(1);
+    for (i, c) in chain.iter().enumerate() {
+        if i < last {
+            let digest = crate::ossl::digest_name(c.signature_algorithm().object().nid());
+            if WEAK_DIGESTS.contains(&digest.as_str()) {
+                return Some(format!("weak-certificate-digest-{digest}"));
+            }
+        }
+        if i > 0 {
+            if let Some(w) = weak_key(c) {
+                return Some(format!("weak-ca-{}", w.trim_start_matches("weak-")));
+            }
+        }
+    }
+    None
 }
 
 fn weak_key(cert: &X509) -> Option<String> {

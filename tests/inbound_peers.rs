@@ -2338,3 +2338,185 @@ fn md5_signatures_are_never_valid_sha1_still_is() {
     let (st, _, _) = filter_checked(None, &[], &msg);
     assert_words(&st, "none", "valid");
 }
+
+/// Re-encodes a DER structure with every `from` OID replaced by `to` (lengths recomputed).
+fn swap_oid(der: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    fn len_bytes(l: usize) -> Vec<u8> {
+        if l < 0x80 {
+            return vec![l as u8];
+        }
+        let b: Vec<u8> = l
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|&x| x == 0)
+            .collect();
+        let mut v = vec![0x80 | b.len() as u8];
+        v.extend(b);
+        v
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < der.len() {
+        let tag = der[i];
+        let mut len = der[i + 1] as usize;
+        let mut j = i + 2;
+        if len & 0x80 != 0 {
+            let n = len & 0x7f;
+            len = der[j..j + n]
+                .iter()
+                .fold(0usize, |a, &b| (a << 8) | b as usize);
+            j += n;
+        }
+        let value = &der[j..j + len];
+        let value = if tag & 0x20 != 0 {
+            swap_oid(value, from, to)
+        } else if tag == 6 && value == from {
+            to.to_vec()
+        } else {
+            value.to_vec()
+        };
+        out.push(tag);
+        out.extend(len_bytes(value.len()));
+        out.extend(value);
+        i = j + len;
+    }
+    out
+}
+
+/// A signature's digestAlgorithm is not signed: MD5 written as md5WithRSAEncryption (which
+/// OpenSSL digests with MD5 all the same) is judged as MD5. MD4, which only OpenSSL's legacy
+/// provider computes, is weak too, not malformed.
+#[test]
+fn a_weak_digest_is_judged_by_what_is_computed_not_by_its_label() {
+    let p = pki();
+    let entity = sample_entity("an old digest under another name");
+    let der = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            path_str(&p.alice.cert_path),
+            "-inkey",
+            path_str(&p.alice.key_path),
+            "-certfile",
+            path_str(&p.intermediate_path),
+            "-nodetach",
+            "-md",
+            "md5",
+            "-outform",
+            "DER",
+        ],
+        &entity,
+    );
+    let md5 = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x05];
+    let md5_rsa = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x04];
+    let relabelled = swap_oid(&der, &md5, &md5_rsa);
+    assert_ne!(relabelled, der);
+    let opaque = |der: &[u8]| {
+        let mut e = b"Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+        e.extend(openssl::base64::encode_block(der).as_bytes());
+        e.extend(b"\r\n");
+        message("alice@example.org", "bob@example.org", "relabelled", &e)
+    };
+    let (st, _, out) = filter_checked(None, &[], &opaque(&relabelled));
+    assert_words(&st, "none", "untrusted");
+    assert!(
+        ar(&out).contains("reason=\"weak-digest-md5\""),
+        "{}",
+        ar(&out)
+    );
+
+    let signed = sign_as(
+        &p.alice,
+        true,
+        &["-md", "md4", "-provider", "legacy", "-provider", "default"],
+        &entity,
+    );
+    let msg = message("alice@example.org", "bob@example.org", "md4", &signed);
+    let (st, _, out) = filter_checked(None, &[], &msg);
+    assert_words(&st, "none", "untrusted");
+    assert!(
+        ar(&out).contains("reason=\"weak-digest-md4\""),
+        "{}",
+        ar(&out)
+    );
+}
+
+/// A path is as strong as its weakest link: a signer certificate signed over MD5, or issued by
+/// a 1024-bit CA key, could have been forged, so its signatures are not `valid`.
+#[test]
+fn a_weak_certificate_signature_or_ca_key_in_the_path_is_untrusted() {
+    let d = tempfile::tempdir().unwrap();
+    sh_in(
+        d.path(),
+        r#"set -e
+q() { "$@" >/dev/null 2>&1; }
+q openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=Weak Path Root" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+  -keyout root.key -out root.pem
+printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' > ca.ext
+printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\nsubjectAltName=email:alice@example.org\n' > ee.ext
+for bits in 2048 1024; do
+  q openssl req -newkey rsa:$bits -nodes -subj "/CN=Sub $bits" -keyout sub$bits.key -out sub$bits.csr
+  q openssl x509 -req -in sub$bits.csr -CA root.pem -CAkey root.key -CAcreateserial -days 30 -extfile ca.ext -out sub$bits.pem
+done
+q openssl req -newkey rsa:2048 -nodes -subj "/CN=alice" -keyout ee.key -out ee.csr
+# Three signers for one key: the control, MD5 over the certificate, a 1024-bit issuer.
+q openssl x509 -req -in ee.csr -CA sub2048.pem -CAkey sub2048.key -CAcreateserial -days 30 -extfile ee.ext -sha256 -out ok.pem
+q openssl x509 -req -in ee.csr -CA sub2048.pem -CAkey sub2048.key -CAcreateserial -days 30 -extfile ee.ext -md5 -out md5.pem
+q openssl x509 -req -in ee.csr -CA sub1024.pem -CAkey sub1024.key -CAcreateserial -days 30 -extfile ee.ext -sha256 -out small.pem
+printf 'Content-Type: text/plain\r\n\r\nweak path\r\n' > body
+for s in ok md5 small; do
+  { printf 'From: alice@example.org\r\nTo: bob@example.org\r\nSubject: %s\r\n' $s
+    case $s in small) ca=sub1024.pem;; *) ca=sub2048.pem;; esac
+    openssl cms -sign -in body -binary -signer $s.pem -inkey ee.key -certfile $ca -outform SMIME
+  } > $s.eml
+done
+"#,
+    );
+    for (name, want) in [
+        ("ok", None),
+        ("md5", Some("weak-certificate-digest-md5")),
+        ("small", Some("weak-ca-key-1024")),
+    ] {
+        let msg = std::fs::read(d.path().join(format!("{name}.eml"))).unwrap();
+        let out = run_with_stdin(
+            smimed()
+                .args(["--authserv-id", "mx.test", "--trust"])
+                .arg(d.path().join("root.pem"))
+                .arg("filter"),
+            &msg,
+        );
+        let st = status_of(&out.stdout);
+        match want {
+            None => assert_words(&st, "none", "valid"),
+            Some(reason) => {
+                assert_words(&st, "none", "untrusted");
+                assert!(ar(&out.stdout).contains(reason), "{}", ar(&out.stdout));
+            }
+        }
+    }
+}
+
+/// A CMS EncryptedData (symmetric key, nothing for us to decrypt it with) is encrypted mail
+/// that was not decrypted, not plain mail.
+#[test]
+fn an_encrypted_data_root_is_encryption_failed() {
+    let enc = openssl(
+        &[
+            "cms",
+            "-EncryptedData_encrypt",
+            "-aes128",
+            "-secretkey",
+            "000102030405060708090a0b0c0d0e0f",
+            "-outform",
+            "SMIME",
+        ],
+        &sample_entity("a shared secret"),
+    );
+    let msg = message("alice@example.org", "bob@example.org", "encdata", &enc);
+    let (st, text, _) = filter_checked(Some(&pki().bob), &[], &msg);
+    assert_words(&st, "failed", "none");
+    assert!(!text.contains("a shared secret"));
+}
