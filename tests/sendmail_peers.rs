@@ -338,6 +338,17 @@ fn a_missing_certificate_under_encrypt_always_never_reaches_the_mta() {
         let out = env.sendmail(Some(&p.alice), &[to], &msg);
         env.assert_refused(&out, 65, to);
     }
+    // Two request fields that disagree: the "yes" is not dropped for the later "no" (the
+    // message went out in clear), nor a bad value hidden behind a good one.
+    for fields in [
+        "X-Smime-Encrypt: yes\nX-Smime-Encrypt: no\n",
+        "X-Smime-Encrypt: maybe\nX-Smime-Encrypt: no\n",
+    ] {
+        let to = "nocert@example.org";
+        let msg = client_message(&p.alice.email, to, None, fields, "x\n");
+        let out = env.sendmail(Some(&p.alice), &[to], &msg);
+        env.assert_refused(&out, 65, "X-Smime-Encrypt");
+    }
     // A sender without a certificate cannot encrypt (and without a key cannot sign).
     let msg = client_message(&p.erin.email, "bob@example.org", None, "", "x\n");
     let out = env.sendmail(None, &["--encrypt", "always", "bob@example.org"], &msg);

@@ -52,17 +52,30 @@ pub struct Outgoing {
 }
 
 fn header_policy(fields: &[Field], name: &str) -> Result<Option<Policy>> {
-    let Some(f) = fields.iter().rev().find(|f| f.is(name)) else {
-        return Ok(None);
-    };
-    match f.value().trim().to_ascii_lowercase().as_str() {
-        "yes" | "true" | "on" | "always" => Ok(Some(Policy::Always)),
-        "no" | "false" | "off" | "never" => Ok(Some(Policy::Never)),
-        "auto" => Ok(Some(Policy::Auto)),
-        other => Err(Error::data(format!(
-            "{name}: {other:?} is neither yes nor no"
-        ))),
+    // Every field is read: a "yes" is never dropped for a later "no" (which would send in clear
+    // mail marked to be encrypted); fields that disagree are refused like a bad value.
+    let mut found: Option<Policy> = None;
+    for f in fields.iter().filter(|f| f.is(name)) {
+        let p = match f.value().trim().to_ascii_lowercase().as_str() {
+            "yes" | "true" | "on" | "always" => Policy::Always,
+            "no" | "false" | "off" | "never" => Policy::Never,
+            "auto" => Policy::Auto,
+            other => {
+                return Err(Error::data(format!(
+                    "{name}: {other:?} is neither yes nor no"
+                )))
+            }
+        };
+        match found {
+            Some(q) if q != p => {
+                return Err(Error::data(format!(
+                    "{name} is given more than once with different values"
+                )))
+            }
+            _ => found = Some(p),
+        }
     }
+    Ok(found)
 }
 
 fn addresses_of(fields: &[Field], names: &[&str]) -> Vec<String> {
