@@ -1610,3 +1610,112 @@ fn weak_rsa_and_rsa_pss_keys_do_not_sign_and_ed25519_signs_with_sha512() {
     let st = status_of(&filter(&rec.message));
     assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
 }
+
+/// Parts the re-encoding keeps as they came can hold a line starting with "From " (a forwarded
+/// multipart/signed, the mbox envelope line of an attached message): the first mbox on the way
+/// writes ">From " and a multipart/signed breaks, so the message is signed opaque. Message types
+/// other than rfc822 keep their type: message/global is base64-encoded (RFC 6532 allows it), a
+/// delivery report kept as it is (and signed opaque when it is not 7-bit safe).
+#[test]
+fn from_lines_and_message_types_survive_signing() {
+    let p = pki();
+    let env = Env::new();
+    let signed_only = |msg: &[u8]| {
+        let out = env.sendmail(
+            Some(&p.alice),
+            &["--encrypt", "never", "bob@example.org"],
+            msg,
+        );
+        assert_ok(&out);
+        let rec = env.take_recorded();
+        assert_eq!(rec.len(), 1);
+        rec.into_iter().next().unwrap()
+    };
+    let head = format!(
+        "From: {}\nTo: bob@example.org\nSubject: fwd\nMIME-Version: 1.0\n\
+         Content-Type: multipart/mixed; boundary=\"F\"\n\n--F\nContent-Type: text/plain\n\n\
+         see below\n--F\n",
+        p.alice.email
+    );
+    // An attached message saved from an mbox: its envelope line is not a header field.
+    let mbox = format!(
+        "{head}Content-Type: message/rfc822\n\nFrom bob@example.org Fri Nov 27 10:00:00 2026\n\
+         From: bob@example.org\nSubject: old\n\nhello\n--F--\n"
+    );
+    let rec = signed_only(mbox.as_bytes());
+    let lines_from = |m: &[u8]| {
+        String::from_utf8_lossy(m)
+            .lines()
+            .any(|l| l.starts_with("From "))
+    };
+    if rec.text().contains("multipart/signed") {
+        assert!(!lines_from(&rec.message), "{}", rec.text());
+    } else {
+        assert_eq!(smime_type(&rec.message), "signed-data");
+    }
+    // What an mbox does on the way: ">From " for "From "; the signature still verifies.
+    let quoted: Vec<u8> = String::from_utf8_lossy(&rec.message)
+        .split_inclusive('\n')
+        .map(|l| {
+            if l.starts_with("From ") {
+                format!(">{l}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<String>()
+        .into_bytes();
+    let verified = if rec.text().contains("multipart/signed") {
+        openssl(
+            &["cms", "-verify", "-CAfile", path_str(&p.root_path)],
+            &quoted,
+        )
+    } else {
+        openssl(
+            &[
+                "cms",
+                "-verify",
+                "-inform",
+                "DER",
+                "-CAfile",
+                path_str(&p.root_path),
+            ],
+            &pkcs7_der(&quoted),
+        )
+    };
+    assert!(String::from_utf8_lossy(&verified).contains("hello"));
+
+    // message/global with 8-bit content: still message/global.
+    let mut global = format!("{head}Content-Type: message/global\n\n").into_bytes();
+    global
+        .extend_from_slice("From: bob@bücher.example\nSubject: Grüße\n\nGrüße\n--F--\n".as_bytes());
+    let rec = signed_only(&global);
+    let text = rec.text();
+    assert!(text.contains("multipart/signed"), "{text}");
+    assert!(text.contains("Content-Type: message/global"), "{text}");
+    assert!(!text.contains("application/octet-stream"), "{text}");
+    // A delivery report with a line ending in a blank: kept as a report, signed opaque.
+    let dsn = format!(
+        "{head}Content-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example \n\n\
+         Final-Recipient: rfc822; x@example.org\nAction: failed\nStatus: 5.1.1\n--F--\n"
+    );
+    let rec = signed_only(dsn.as_bytes());
+    assert_eq!(smime_type(&rec.message), "signed-data");
+    let content = openssl(
+        &[
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-CAfile",
+            path_str(&p.root_path),
+        ],
+        &pkcs7_der(&rec.message),
+    );
+    let content = String::from_utf8_lossy(&content);
+    assert!(content.contains("message/delivery-status"), "{content}");
+    assert!(
+        content.contains("Reporting-MTA: dns; mx.example \r\n"),
+        "{content}"
+    );
+}

@@ -347,10 +347,41 @@ fn seven_bit_at(entity: &[u8], depth: usize, in_digest: bool) -> Vec<u8> {
         out.extend_from_slice(&quoted_printable_text(e.body));
         return out;
     }
-    // Anything else written raw (8bit/binary): base64 of its bytes. A multipart or
-    // message/rfc822 may not be base64-encoded, so those become application/octet-stream.
+    // Anything else written raw (8bit/binary): base64 of its bytes. A multipart, and
+    // message/rfc822, partial and external-body (RFC 2046 §5.2), may not be base64-encoded, so
+    // those become application/octet-stream. message/global and its kin (RFC 6532 §3.7, RFC
+    // 6533) may be encoded and keep their type. Other message types (delivery-status,
+    // disposition-notification: RFC 3464 asks for 7bit) are kept as they are, labelled for what
+    // they hold:
+    // a signature over them alone is then opaque (see `outbound`), and an envelope keeps them
+    // whole anyway.
     let mut fields = e.fields.clone();
-    if mimetype.starts_with("multipart/") || mimetype.starts_with("message/") {
+    if mimetype.starts_with("message/")
+        && !mimetype.starts_with("message/global")
+        && !matches!(
+            mimetype.as_str(),
+            "message/rfc822" | "message/partial" | "message/external-body"
+        )
+    {
+        let body = mime::canonical_crlf(e.body);
+        let cte = if body
+            .split(|&b| b == b'\n')
+            .any(|l| l.len() > super::MAX_LINE + 1)
+        {
+            "binary"
+        } else if body.is_ascii() {
+            "7bit"
+        } else {
+            "8bit"
+        };
+        let mut out = with_cte(&e.fields, cte);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&body);
+        return out;
+    }
+    if mimetype.starts_with("multipart/")
+        || (mimetype.starts_with("message/") && !mimetype.starts_with("message/global"))
+    {
         fields.retain(|f| !f.is("Content-Type"));
         fields.push(mime::Field::new(
             "Content-Type",

@@ -577,14 +577,20 @@ pub fn prepare(
             // The same for a header line that could not be made safe without choosing between
             // readers (see `entity::header_field`): one over 998 octets with no single blank to
             // fold at, or one that still ends in a blank.
+            // The same for a line starting with "From " (RFC 2049 §4) that the re-encoding kept
+            // as it was: in a forwarded multipart/signed or the mbox envelope line of an
+            // attached message; the first mbox on the way turns it into ">From ".
             let eight_bit = !content.is_ascii()
                 || content.split(|&b| b == b'\n').any(|l| {
                     let l = l.strip_suffix(b"\r").unwrap_or(l);
-                    l.len() > MAX_LINE || l.ends_with(b" ") || l.ends_with(b"\t")
+                    l.len() > MAX_LINE
+                        || l.ends_with(b" ")
+                        || l.ends_with(b"\t")
+                        || l.starts_with(b"From ")
                 });
             if eight_bit && !opts.opaque && !encrypt {
                 log::info!(
-                    "a header field of the content is not 7-bit or has a line over 998 octets: signing opaque (application/pkcs7-mime) instead of multipart/signed"
+                    "a line of the content is not 7-bit, over 998 octets, ends in a blank or starts with \"From \": signing opaque (application/pkcs7-mime) instead of multipart/signed"
                 );
             }
             // SMIMEEncryptionKeyPreference names the certificate to encrypt to us with: the
