@@ -1719,3 +1719,53 @@ fn from_lines_and_message_types_survive_signing() {
         "{content}"
     );
 }
+
+/// 8-bit text without a Content-Type: labelled utf-8 only when it is UTF-8; Latin-1 bytes are
+/// unknown-8bit (RFC 1428), not utf-8 that readers would show garbled. A Content-Type ending in
+/// ";" gets no empty parameter before the protected-header one.
+#[test]
+fn unlabelled_8bit_text_gets_an_honest_charset() {
+    let p = pki();
+    let env = Env::new();
+    let send = |msg: &[u8]| {
+        let out = env.sendmail(
+            Some(&p.alice),
+            &["--encrypt", "never", "--opaque", "bob@example.org"],
+            msg,
+        );
+        assert_ok(&out);
+        let rec = env.take_recorded();
+        let content = openssl(
+            &[
+                "cms",
+                "-verify",
+                "-inform",
+                "DER",
+                "-CAfile",
+                path_str(&p.root_path),
+            ],
+            &pkcs7_der(&rec[0].message),
+        );
+        String::from_utf8_lossy(&content).into_owned()
+    };
+    let head = format!(
+        "From: {}\nTo: bob@example.org\nSubject: charset\n",
+        p.alice.email
+    );
+    let mut latin1 = format!("{head}\n").into_bytes();
+    latin1.extend_from_slice(b"Gr\xfc\xdfe aus K\xf6ln\n");
+    let content = send(&latin1);
+    assert!(content.contains("charset=unknown-8bit"), "{content}");
+    assert!(content.contains("Gr=FC=DFe aus K=F6ln"), "{content}");
+    let mut utf8 = format!("{head}\n").into_bytes();
+    utf8.extend_from_slice("Grüße\n".as_bytes());
+    assert!(send(&utf8).contains("charset=utf-8"));
+    let semicolon =
+        format!("{head}MIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii;\n\nhi\n");
+    let content = send(semicolon.as_bytes());
+    assert!(!content.contains(";;"), "{content}");
+    assert!(
+        content.contains("charset=us-ascii;\r\n hp=\"clear\""),
+        "{content}"
+    );
+}

@@ -543,14 +543,23 @@ pub fn prepare(
             let raw = folded(&ct.raw);
             let raw = raw.strip_suffix(b"\n").unwrap_or(&raw);
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            content.extend_from_slice(raw);
+            // A value ending in ";" (or blanks) would get an empty parameter before ours.
+            let end = raw
+                .iter()
+                .rposition(|&b| !matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n'))
+                .map_or(0, |i| i + 1);
+            content.extend_from_slice(&raw[..end]);
             content.extend_from_slice(format!(";\r\n hp=\"{hp}\"\r\n").as_bytes());
         }
         None => {
+            // 8-bit text without a label: UTF-8 when it decodes as UTF-8, else unknown-8bit
+            // (RFC 1428) rather than a charset that would show it garbled.
             let charset = if root.body.is_ascii() {
                 "us-ascii"
-            } else {
+            } else if std::str::from_utf8(root.body).is_ok() {
                 "utf-8"
+            } else {
+                "unknown-8bit"
             };
             content.extend_from_slice(
                 format!("Content-Type: text/plain; charset={charset}; hp=\"{hp}\"\r\n").as_bytes(),
