@@ -59,6 +59,26 @@ pub fn with_ascii_domain(addr: &str) -> String {
     }
 }
 
+/// `addr` with its domain in U-labels when it has A-labels (`user@xn--bcher-kva.example` →
+/// `user@bücher.example`, the same mailbox as a directory may store it); as it is otherwise.
+pub fn with_unicode_domain(addr: &str) -> String {
+    match addr.rsplit_once('@') {
+        Some((local, domain))
+            if domain
+                .split('.')
+                .any(|l| l.len() > 4 && l[..4].eq_ignore_ascii_case("xn--")) =>
+        {
+            let (unicode, ok) = idna::domain_to_unicode(domain);
+            if ok.is_ok() && !unicode.is_ascii() {
+                format!("{local}@{unicode}")
+            } else {
+                addr.to_string()
+            }
+        }
+        _ => addr.to_string(),
+    }
+}
+
 fn domain_key(domain: &str) -> String {
     // An ASCII domain's A-label form is itself, lower-cased; a domain literal is no name.
     if domain.is_ascii() {

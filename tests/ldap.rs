@@ -159,6 +159,16 @@ fn lookup_reads_gal_entries_as_outlook_and_exchange_publish_them() {
         "{text}"
     );
 
+    // Written as a person would (needless quotes, a display name): the same lookup as
+    // sendmail makes for that recipient.
+    for addr in ["\"bob\"@example.org", "Bob <bob@example.org>"] {
+        let text = stdout(&lookup(&env, &flags, addr));
+        assert!(
+            text.contains(&format!("using {}", fp(&p.bob_renewed))),
+            "{addr}: {text}"
+        );
+    }
+
     // The address is escaped into the filter: wildcards and parentheses match nothing.
     for addr in ["*", "*@example.org", "x)(mail=*", "bob@example.org)(uid=*"] {
         let text = stdout(&lookup(&env, &flags, addr));
@@ -377,6 +387,7 @@ fn trickling_server(n: usize, gap: std::time::Duration) -> u16 {
                     0x30, 0x0c, 0x02, 0x01, id, 0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04,
                     0x00,
                 ];
+                std::thread::sleep(gap);
                 let _ = c.write_all(&done);
                 std::thread::sleep(std::time::Duration::from_secs(1));
             });
@@ -451,6 +462,19 @@ fn incomplete_malformed_or_misconfigured_directories_never_count_as_no_certifica
     );
     let out = env.sendmail(Some(&p.alice), &["--config", path_str(&slow), "-t"], &msg);
     env.assert_refused(&out, 75, "trickling directory");
+    // One entry, then the end of the search, each just within a wait: the deadline is one for
+    // the whole lookup (the answer came after 3 s of a 2 s timeout, and counted).
+    let slow = config(
+        &env,
+        &format!(
+            "[ldap]\nurl = \"ldap://127.0.0.1:{}/{SUFFIX}\"\ntimeout = 2\n",
+            trickling_server(1, std::time::Duration::from_millis(1500))
+        ),
+    );
+    let started = std::time::Instant::now();
+    let out = env.sendmail(Some(&p.alice), &["--config", path_str(&slow), "-t"], &msg);
+    env.assert_refused(&out, 75, "an answer past the deadline");
+    assert!(started.elapsed() < std::time::Duration::from_millis(2900));
 
     // A malformed answer: an error (75), no panic (101).
     let bad = format!("ldap://127.0.0.1:{}/{SUFFIX}", malformed_server());

@@ -175,6 +175,13 @@ impl LdapConfig {
                  starttls = true, or insecure = true"
             )));
         }
+        // ldap3 checks a TLS certificate against the URL's host as written, brackets and all:
+        // an IPv6 literal never matches, and every lookup would fail as "unreachable".
+        if (tls || starttls) && host.contains(':') {
+            return Err(bad(
+                "TLS to an IPv6 address literal is not supported (the certificate check would                  always fail): give the directory's host name",
+            ));
+        }
         let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
         let bracketed = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]")
@@ -199,15 +206,24 @@ impl LdapConfig {
     }
 
     /// The filter for `addr`, the address escaped (RFC 4515). An internationalised domain is
-    /// asked for in both forms (`(|F(user@bücher.example)F(user@xn--bcher-kva.example))`): a
-    /// directory may store either.
+    /// asked for in both forms (`(|F(user@bücher.example)F(user@xn--bcher-kva.example))`),
+    /// whichever form the address was written in: a directory may store either.
     pub fn filter_for(&self, addr: &str) -> String {
         let one = |a: &str| self.filter.replace("%s", &ldap3::ldap_escape(a));
-        let ascii = crate::address::with_ascii_domain(addr);
-        if ascii == addr {
+        let mut forms = vec![addr.to_string()];
+        for other in [
+            crate::address::with_ascii_domain(addr),
+            crate::address::with_unicode_domain(addr),
+        ] {
+            if !forms.contains(&other) {
+                forms.push(other);
+            }
+        }
+        if forms.len() == 1 {
             one(addr)
         } else {
-            format!("(|{}{})", one(addr), one(&ascii))
+            let all: String = forms.iter().map(|a| one(a)).collect();
+            format!("(|{all})")
         }
     }
 
@@ -306,6 +322,7 @@ impl LdapSource {
                 Err(e) => return Err(failed(e)),
             }
         }
+        left(cfg, deadline).map_err(|e| (false, e))?;
         let result = stream.result();
         match result.rc {
             0 => {}
@@ -415,7 +432,9 @@ fn result_error(cfg: &LdapConfig, op: &str, rc: u32, text: &str) -> Error {
         format!(": {text}")
     };
     let name = match rc {
+        8 => " (strongerAuthRequired: configure a bind DN and TLS)",
         10 => " (referral: referrals are not followed; is the base DN right?)",
+        13 => " (confidentialityRequired: use ldaps:// or starttls = true)",
         32 => " (noSuchObject: is the base DN right?)",
         34 => " (invalidDNSyntax)",
         49 => " (invalidCredentials)",
@@ -428,12 +447,20 @@ fn result_error(cfg: &LdapConfig, op: &str, rc: u32, text: &str) -> Error {
         "LDAP directory {}: {op} failed, result code {rc}{name}{detail}",
         cfg.url
     );
+    // Active Directory answers an anonymous search with operationsError (1) and a text that
+    // asks for a bind ("…a successful bind must be completed on the connection").
+    let needs_bind = rc == 1 && text.to_ascii_lowercase().contains("bind");
     match rc {
-        // referral (a base DN outside the server's naming contexts; referrals are not
-        // followed), noSuchObject (the base DN), invalidDNSyntax, inappropriateAuthentication,
-        // invalidCredentials, insufficientAccessRights, unwillingToPerform on a bind (an empty
-        // password), filterError (a bad filter template)
-        10 | 32 | 34 | 48 | 49 | 50 | 53 | 87 => Error::new(Kind::Config, msg),
+        // strongerAuthRequired, referral (a base DN outside the server's naming contexts;
+        // referrals are not followed), confidentialityRequired (TLS needed), noSuchObject (the
+        // base DN), invalidDNSyntax, inappropriateAuthentication, invalidCredentials,
+        // insufficientAccessRights, unwillingToPerform on a bind (an empty password),
+        // filterError (a bad filter template): no retry mends these.
+        8 | 10 | 13 | 32 | 34 | 48 | 49 | 50 | 53 | 87 => Error::new(Kind::Config, msg),
+        1 if needs_bind => Error::new(
+            Kind::Config,
+            format!("{msg} (the directory wants a bind: configure bind_dn and a password)"),
+        ),
         // busy, unavailable, unwillingToPerform, timeLimitExceeded, adminLimitExceeded, other
         _ => Error::tempfail(msg),
     }
@@ -487,6 +514,38 @@ impl CertSource for LdapSource {
         if addr.is_empty() || addr.chars().any(|c| c.is_control()) {
             return Ok(Vec::new());
         }
+        // The lookup runs on a thread of its own, awaited until the deadline: ldap3 bounds
+        // each wait for a message, not the whole exchange, so a server answering just within
+        // each wait would hold the lookup (and an agent's client) far past `timeout`. A thread
+        // given up on ends by itself within one more wait; its connection is dropped.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (source, owned) = (LdapSource::new(self.cfg.clone()), addr.to_string());
+        std::thread::Builder::new()
+            .name("ldap".into())
+            .spawn(move || {
+                let _ = tx.send(source.lookup(&owned));
+            })
+            .map_err(|e| Error::tempfail(format!("starting the LDAP lookup: {e}")))?;
+        match rx.recv_timeout(self.cfg.timeout + Duration::from_millis(GRACE_MS)) {
+            Ok(r) => r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::tempfail(format!(
+                "LDAP directory {}: no answer within {} s",
+                self.cfg.url,
+                self.cfg.timeout.as_secs()
+            ))),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(Error::software("the LDAP lookup ended without an answer"))
+            }
+        }
+    }
+}
+
+/// How long past the deadline the lookup thread is awaited (its own checks come first).
+const GRACE_MS: u64 = 250;
+
+impl LdapSource {
+    /// One lookup, under one deadline (see [`CertSource::find`]).
+    fn lookup(&self, addr: &str) -> Result<Vec<Candidate>> {
         let filter = self.cfg.filter_for(addr);
         let key = self.cfg.conn_key();
         let kept = {
@@ -555,6 +614,12 @@ mod tests {
             c.filter_for("u@bücher.example"),
             "(|(mail=u@bücher.example)(mail=u@xn--bcher-kva.example))"
         );
+        // Written in A-labels: asked for in U-labels too (Active Directory stores those).
+        assert_eq!(
+            c.filter_for("u@xn--bcher-kva.example"),
+            "(|(mail=u@xn--bcher-kva.example)(mail=u@bücher.example))"
+        );
+        assert_eq!(c.filter_for("u@xn--.example"), "(mail=u@xn--.example)");
     }
 
     #[test]
@@ -606,6 +671,49 @@ mod tests {
             ..file
         };
         assert!(resolve("ldaps://gal.example.com", half).is_err());
+    }
+
+    #[test]
+    fn refusals_no_retry_mends_are_configuration_errors() {
+        let c = resolve("ldap://127.0.0.1/dc=x", LdapFileConfig::default())
+            .expect("resolve")
+            .expect("some");
+        let ad = "000004DC: LdapErr: DSID-0C090A5C, comment: In order to perform this \
+                  operation a successful bind must be completed on the connection., data 0";
+        for (rc, text, code) in [
+            (1, ad, crate::error::exit::CONFIG),
+            (
+                13,
+                "TLS confidentiality required",
+                crate::error::exit::CONFIG,
+            ),
+            (8, "", crate::error::exit::CONFIG),
+            (1, "internal error", crate::error::exit::TEMPFAIL),
+            (51, "", crate::error::exit::TEMPFAIL),
+        ] {
+            assert_eq!(
+                result_error(&c, "search", rc, text).exit_code(),
+                code,
+                "{rc}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_to_an_ipv6_literal_is_refused_plain_is_not() {
+        let err =
+            resolve("ldaps://[::1]:636/dc=x", LdapFileConfig::default()).expect_err("refused");
+        assert_eq!(err.exit_code(), crate::error::exit::CONFIG);
+        assert!(err.to_string().contains("host name"), "{err}");
+        let starttls = LdapFileConfig {
+            starttls: Some(true),
+            ..Default::default()
+        };
+        assert!(resolve("ldap://[::1]/dc=x", starttls).is_err());
+        let plain = resolve("ldap://[::1]:389/dc=x", LdapFileConfig::default())
+            .expect("plain")
+            .expect("some");
+        assert_eq!(plain.url, "ldap://[::1]:389");
     }
 
     #[test]

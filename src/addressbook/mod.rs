@@ -254,7 +254,12 @@ impl<'a> AddressBook<'a> {
 
     /// Looks `addr` up in every source in order; the first source with a usable certificate wins.
     pub fn lookup(&self, addr: &str) -> Result<Lookup> {
-        let addr = addr.trim().to_string();
+        // As written by hand (`certs lookup "bob"@example.org`) or in a header: the addr-spec
+        // made plain, as sendmail's recipients are, so that both ask the sources the same.
+        let addr = match crate::outbound::argv::split_addresses(addr.trim()).as_slice() {
+            [one] => one.clone(),
+            _ => crate::address::plain(addr.trim()),
+        };
         let mut refused = Vec::new();
         for s in &self.sources {
             let mut usable: Vec<Candidate> = Vec::new();
