@@ -229,8 +229,22 @@ pub fn read_file<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) ->
     let Some(path) = path else {
         return Ok(T::default());
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::config(format!("config file {}: {e}", path.display())))?;
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let io = |e: std::io::Error| Error::config(format!("config file {}: {e}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    // It names commands smimed runs through the shell (passphrase, password, MTA): a file any
+    // user may write is refused, as OpenSSH refuses such a config.
+    let mode = f.metadata().map_err(io)?.permissions().mode();
+    if mode & 0o002 != 0 {
+        return Err(Error::config(format!(
+            "config file {} can be written by every user (mode {:o}), and it names commands              smimed runs: chmod o-w it",
+            path.display(),
+            mode & 0o7777
+        )));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(io)?;
     toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))
 }
 

@@ -371,6 +371,9 @@ fn config_errors_are_78() {
     // A sendmail key with a value no command accepts: found by any command reading the file.
     let bad_policy = d.path().join("policy.toml");
     std::fs::write(&bad_policy, "sign = \"sometimes\"\n").unwrap();
+    // A file every user may write (it names the commands smimed runs).
+    let everyones = d.path().join("everyone.toml");
+    write_mode(&everyones, b"authserv_id = \"mx.test\"\n", 0o666);
     // Signed, so that the trust anchors are needed (they load on first need).
     let msg = message(
         "alice@example.org",
@@ -383,6 +386,7 @@ fn config_errors_are_78() {
         vec!["--config", "/nonexistent/smimed.toml", "filter"],
         vec!["--config", path_str(&unreadable_trust), "filter"],
         vec!["--config", path_str(&bad_policy), "filter"],
+        vec!["--config", path_str(&everyones), "filter"],
         vec!["--authserv-id", "bad id;", "filter"],
     ] {
         let out = run_with_stdin(smimed().args(&args), &msg);
