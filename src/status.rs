@@ -430,7 +430,11 @@ fn skip_cfws(b: &[u8], mut i: usize) -> usize {
 fn ar_mentions(value: &str, authserv_id: &str) -> bool {
     let head = value.split(';').next().unwrap_or("");
     head.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
-        .any(|w| !w.is_empty() && w.eq_ignore_ascii_case(authserv_id))
+        // A trailing dot (`mx.test.`, the absolute form of the name) names the same host.
+        .any(|w| {
+            let w = w.trim_end_matches('.');
+            !w.is_empty() && w.eq_ignore_ascii_case(authserv_id.trim_end_matches('.'))
+        })
 }
 
 /// Whether a header field is one a sender may have forged to pass as ours: every
@@ -576,6 +580,8 @@ mod tests {
             "(unclosed mx.test; smime=pass",
             "\"mx.test\"; smime=pass",
             "other.example (for mx.test); smime=pass",
+            "mx.test.; smime=pass",
+            "MX.TEST..; smime=pass",
         ] {
             assert!(is_forged(&ar(v), "mx.test"), "{v}");
         }
