@@ -66,7 +66,7 @@ pub fn with_unicode_domain(addr: &str) -> String {
         Some((local, domain))
             if domain
                 .split('.')
-                .any(|l| l.len() > 4 && l[..4].eq_ignore_ascii_case("xn--")) =>
+                .any(|l| l.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--"))) =>
         {
             let (unicode, ok) = idna::domain_to_unicode(domain);
             if ok.is_ok() && !unicode.is_ascii() {
@@ -370,6 +370,19 @@ fn is_dot_atom(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_domain_goes_to_u_labels_only_from_a_labels_and_never_panics() {
+        use super::with_unicode_domain as u;
+        assert_eq!(u("a@xn--bcher-kva.example"), "a@bücher.example");
+        assert_eq!(u("a@XN--BCHER-KVA.example"), "a@bücher.example");
+        assert_eq!(u("a@example.org"), "a@example.org");
+        // Labels whose fourth byte falls inside a character, and no A-label at all.
+        assert_eq!(u("user@日本語.jp"), "user@日本語.jp");
+        assert_eq!(u("x@ñañaña.example"), "x@ñañaña.example");
+        assert_eq!(u("x@xn--.example"), "x@xn--.example");
+        assert_eq!(u("no-at-sign"), "no-at-sign");
+    }
+
     use super::*;
 
     #[test]
