@@ -189,17 +189,15 @@ fn check_path(
     {
         return Ok(checked);
     }
-    match verify_in(
+    match verify_strong(
         (&trust.store, &trust.store_leaf_crl, &trust.store_no_crl),
         &trust.store_any_purpose_leaf_crl,
         trust.has_crls,
         cert,
         untrusted,
     )? {
-        Ok((checked, chain)) => {
-            if let Some(w) = weak_path(&chain) {
-                return Err((Signature::Untrusted, w));
-            }
+        Err(weak) => Err((Signature::Untrusted, weak)),
+        Ok(Ok((checked, chain))) => {
             if let Some(k) = key {
                 SIGNER_PATHS.put(
                     k,
@@ -209,15 +207,56 @@ fn check_path(
             }
             Ok(checked)
         }
-        Err((res, 0)) if res.as_raw() == openssl_sys::X509_V_ERR_INVALID_PURPOSE => {
+        Ok(Err((res, 0))) if res.as_raw() == openssl_sys::X509_V_ERR_INVALID_PURPOSE => {
             any_eku_path(trust, cert, untrusted).map_err(|e| e.unwrap_or(chain_error_verdict(res)))
         }
-        Err((res, _)) => Err(chain_error_verdict(res)),
+        Ok(Err((res, _))) => Err(chain_error_verdict(res)),
     }
 }
 
 /// A path check result: Ok(revocation checked, the chain) or Err(error, depth).
 type PathResult = Result<(bool, Vec<X509>), (X509VerifyResult, u32)>;
+
+/// How many times a weak path is built again without its weak link.
+const WEAK_PATH_RETRIES: usize = 4;
+
+/// [`verify_in`], and the chain it built judged by [`weak_path`]: Err(reason) for a weak path.
+/// OpenSSL builds one path; when its weak link came with the message (a cross-certificate from
+/// a legacy root next to the one from the current root), the path is built again without it,
+/// since another path may be strong.
+fn verify_strong(
+    stores: (&X509StoreRef, &X509StoreRef, &X509StoreRef),
+    ca_leaf_crl: &X509StoreRef,
+    has_crls: bool,
+    cert: &X509,
+    untrusted: &[X509],
+) -> Result<Result<PathResult, String>, (Signature, String)> {
+    let mut pool: Vec<X509> = untrusted.to_vec();
+    let mut first_weak: Option<String> = None;
+    for _ in 0..=WEAK_PATH_RETRIES {
+        let res = verify_in(stores, ca_leaf_crl, has_crls, cert, &pool)?;
+        let Ok((_, chain)) = &res else {
+            // Without the weak link there is no path: the weak one is the answer.
+            return Ok(first_weak.map_or(Ok(res), Err));
+        };
+        let Some((reason, culprits)) = weak_path(chain) else {
+            return Ok(Ok(res));
+        };
+        first_weak.get_or_insert(reason);
+        let der = |c: &X509| c.to_der().ok();
+        let found = culprits.iter().find_map(|&i| {
+            let d = chain.get(i).and_then(der)?;
+            pool.iter().position(|u| der(u).as_deref() == Some(&d[..]))
+        });
+        match found {
+            Some(pos) => {
+                pool.remove(pos);
+            }
+            None => break,
+        }
+    }
+    Ok(first_weak.map_or_else(|| Err(String::from("weak-path")), Err))
+}
 
 /// Runs the path check in a store (with CRLs when configured: for every certificate of the
 /// path; when a CA's CRL is missing or unusable, for the end certificate only; without them
@@ -333,7 +372,7 @@ fn any_eku_path(
         &*trust.store_any_purpose_leaf_crl,
         &*trust.store_any_purpose_no_crl,
     );
-    match verify_in(
+    match verify_strong(
         stores,
         &trust.store_any_purpose_leaf_crl,
         trust.has_crls,
@@ -342,16 +381,15 @@ fn any_eku_path(
     )
     .map_err(Some)?
     {
-        Ok((checked, chain)) => {
-            if let Some(w) = weak_path(&chain) {
-                Err(Some((Signature::Untrusted, w)))
-            } else if chain.iter().skip(1).all(eku_ok) {
+        Err(weak) => Err(Some((Signature::Untrusted, weak))),
+        Ok(Ok((checked, chain))) => {
+            if chain.iter().skip(1).all(eku_ok) {
                 Ok(checked)
             } else {
                 Err(not_for_email())
             }
         }
-        Err((res, _)) => Err(Some(chain_error_verdict(res))),
+        Ok(Err((res, _))) => Err(Some(chain_error_verdict(res))),
     }
 }
 
@@ -371,18 +409,25 @@ fn weak_digest(digest: &str) -> Option<String> {
 /// the 2008 rogue CA was made), or a CA key under [`MIN_RSA_BITS`] (its signatures can be forged,
 /// and with them any certificate it issues). The anchor's own signature is not relied on; the
 /// signer's key is judged with the signature ([`weak_key`]).
-fn weak_path(chain: &[X509]) -> Option<String> {
+/// With the reason, the positions in the chain of the certificates a path without the weak
+/// link must leave out (tried in order): the certificate signed over the broken digest; for a
+/// weak CA key, the certificate it issued above the signer, then the CA's own.
+fn weak_path(chain: &[X509]) -> Option<(String, Vec<usize>)> {
     let last = chain.len().saturating_sub(1);
     for (i, c) in chain.iter().enumerate() {
         if i < last {
             let digest = crate::ossl::digest_name(c.signature_algorithm().object().nid());
             if WEAK_DIGESTS.contains(&digest.as_str()) {
-                return Some(format!("weak-certificate-digest-{digest}"));
+                return Some((format!("weak-certificate-digest-{digest}"), vec![i]));
             }
         }
         if i > 0 {
             if let Some(w) = weak_key(c) {
-                return Some(format!("weak-ca-{}", w.trim_start_matches("weak-")));
+                let culprits = if i >= 2 { vec![i - 1, i] } else { vec![i] };
+                return Some((
+                    format!("weak-ca-{}", w.trim_start_matches("weak-")),
+                    culprits,
+                ));
             }
         }
     }
@@ -392,7 +437,10 @@ fn weak_path(chain: &[X509]) -> Option<String> {
 fn weak_key(cert: &X509) -> Option<String> {
     let pk = cert.public_key().ok()?;
     match pk.id() {
-        Id::RSA | Id::DSA if pk.bits() < MIN_RSA_BITS => Some(format!("weak-key-{}", pk.bits())),
+        // RSASSA-PSS keys are RSA keys (RFC 4055 §1.2).
+        Id::RSA | Id::RSA_PSS | Id::DSA if pk.bits() < MIN_RSA_BITS => {
+            Some(format!("weak-key-{}", pk.bits()))
+        }
         _ => None,
     }
 }
@@ -438,6 +486,11 @@ pub fn judge(
         crate::ossl::name_rfc4514(cert.issuer_name())
             .unwrap_or_else(|| certs::name_to_string(cert.issuer_name())),
     );
+    if let Some(why) = &check.key_refused {
+        r.verdict = Signature::Untrusted;
+        r.reason = Some(why.clone());
+        return r;
+    }
     if !check.signature_ok {
         r.verdict = Signature::Invalid;
         r.reason = Some(String::from("signature-does-not-match-content"));
