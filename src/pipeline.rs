@@ -955,6 +955,12 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
+    /// How many more signers this message may have ([`MAX_SIGNERS`] for all its layers).
+    fn signers_left(&self) -> usize {
+        let judged: usize = self.layers.iter().map(|l| l.results.len()).sum();
+        MAX_SIGNERS.saturating_sub(judged)
+    }
+
     /// One application/pkcs7-mime layer, given its decoded DER and its smime-type hint.
     fn pkcs7(&mut self, der: Secret, hint: &str) -> Result<Step> {
         let size_hint = der.len();
@@ -1047,7 +1053,16 @@ impl Walker<'_> {
                 }
                 let trust = self.ctx.trust()?;
                 let stored = || stored_certificates(&self.ctx.settings);
-                let check = check_signed(&cms, message_certs, None, &trust, size_hint, &stored)?;
+                let budget = self.signers_left();
+                let check = check_signed(
+                    &cms,
+                    message_certs,
+                    None,
+                    &trust,
+                    size_hint,
+                    &stored,
+                    budget,
+                )?;
                 let Some(check) = check else {
                     self.st.signature = Signature::Error;
                     self.st.add("reason", "malformed-signed-data");
@@ -1133,8 +1148,15 @@ impl Walker<'_> {
         let trust = self.ctx.trust()?;
         let canonical = mime::canonical_crlf(signed);
         let stored = || stored_certificates(&self.ctx.settings);
-        let Some((results, _)) =
-            check_signed(&cms, message_certs, Some(&canonical), &trust, 0, &stored)?
+        let Some((results, _)) = check_signed(
+            &cms,
+            message_certs,
+            Some(&canonical),
+            &trust,
+            0,
+            &stored,
+            self.signers_left(),
+        )?
         else {
             self.st.signature = Signature::Error;
             self.st.add("reason", "malformed-signature");
@@ -1320,8 +1342,11 @@ type CheckedLayer = (Vec<SignerResult>, Option<Vec<u8>>);
 
 /// A CMS structure, and the certificates taken out of it when it is a SignedData that
 /// [`parse_signed`] could parse that way (None: they are inside the structure).
-/// Most signers a SignedData may have.
-const MAX_SIGNERS: usize = 1_000;
+/// Most signers a message may have, all its signed layers together. Real mail has one or two;
+/// each costs signature checks whose price the sender sets within what OpenSSL and
+/// [`ossl::refused_key`] allow (up to about 3 ms for a 16384-bit modulus): 1,000 signers in
+/// each of 8 layers took 38 s, past what Sieve's filter timeout allows.
+const MAX_SIGNERS: usize = 256;
 
 /// Most signers × certificates of a SignedData (the paths built; about 10 µs each).
 const MAX_SIGNER_CERT_PAIRS: usize = 20_000;
@@ -1447,6 +1472,7 @@ fn check_signed(
     trust: &TrustStore,
     size_hint: usize,
     stored: &dyn Fn() -> Vec<X509>,
+    signer_budget: usize,
 ) -> Result<Option<CheckedLayer>> {
     let mut extra =
         openssl::stack::Stack::new().map_err(|e| Error::software(format!("stack: {e}")))?;
@@ -1467,7 +1493,7 @@ fn check_signed(
     // 4,000 certificates took half a minute. Real mail has one or two signers and a handful
     // of certificates; past these bounds the SignedData is malformed.
     let signers = ossl::signer_count(cms);
-    if signers > MAX_SIGNERS
+    if signers > signer_budget.min(MAX_SIGNERS)
         || signers.saturating_mul(message_certs.len().max(1)) > MAX_SIGNER_CERT_PAIRS
     {
         log::warn!(

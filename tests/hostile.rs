@@ -1034,7 +1034,7 @@ fn alices_signed_data() -> (Vec<u8>, usize, usize, usize, usize) {
 #[test]
 fn a_signed_data_with_thousands_of_signers() {
     // Each signer was judged against every certificate of the message: 4,000 signers with
-    // 4,000 certificates took 32 s. More than 1,000 signers, or signers × certificates over
+    // 4,000 certificates took 32 s. More than 256 signers, or signers × certificates over
     // 20,000, is refused as malformed; 16 copies of a good signer are still valid (and so are
     // 151 signers with 5 certificates: `hundreds_of_signers`).
     let (der, ci_c, oid_end, sd_c, sd_end) = alices_signed_data();
@@ -1323,4 +1323,102 @@ Subject: URGENT: new bank details, reply to eve\nCc: eve@evil.example\n"
         status_word(&status_of(&out.stdout), "encryption"),
         Some("decrypted")
     );
+}
+
+/// `der` (a ContentInfo holding a SignedData) with its SignerInfos repeated `n` times and, when
+/// given, its certificates replaced by `certs` (the content of the `[0]` field).
+fn with_signers(der: &[u8], n: usize, certs: Option<&[u8]>) -> Vec<u8> {
+    let (_, ci_c, _) = der::tlv(der, 0);
+    let (_, _, oid_end) = der::tlv(der, ci_c);
+    let (_, wrap_c, _) = der::tlv(der, oid_end);
+    let (_, sd_c, sd_end) = der::tlv(der, wrap_c);
+    let mut pos = sd_c;
+    let mut fields = Vec::new();
+    while pos < sd_end {
+        let (tag, c, e) = der::tlv(der, pos);
+        fields.push((tag, pos, c, e));
+        pos = e;
+    }
+    let mut body = Vec::new();
+    let last = fields.len() - 1;
+    for (i, &(tag, start, c, e)) in fields.iter().enumerate() {
+        if i == last {
+            body.extend(der::encode(0x31, &der[c..e].repeat(n)));
+        } else if tag == 0xa0 && certs.is_some() {
+            body.extend(der::encode(0xa0, certs.unwrap_or_default()));
+        } else {
+            body.extend_from_slice(&der[start..e]);
+        }
+    }
+    let sd = der::encode(0x30, &body);
+    der::encode(
+        0x30,
+        &[&der[ci_c..oid_end], &der::encode(0xa0, &sd)].concat(),
+    )
+}
+
+/// A signer certificate whose RSA public exponent is as long as its modulus: each check with
+/// it cost 4.5 ms instead of 30 µs (the sender chooses the key), and 1,000 such signers in each
+/// of 8 layers kept the filter busy for 38 s. Such a key is not used (`untrusted`), and the
+/// signers of all layers together are bounded.
+#[test]
+fn huge_rsa_exponents_and_signers_over_many_layers_are_bounded() {
+    use openssl::{bn::BigNum, pkey::PKey, rsa::Rsa, x509::X509};
+    let p = pki();
+    let alice = &p.alice.cert;
+    let n = alice
+        .public_key()
+        .unwrap()
+        .rsa()
+        .unwrap()
+        .n()
+        .to_owned()
+        .unwrap();
+    let mut e = BigNum::new().unwrap();
+    e.checked_sub(&n, &BigNum::from_u32(2).unwrap()).unwrap();
+    let big_e = PKey::from_rsa(Rsa::from_public_components(n, e).unwrap()).unwrap();
+    // The same issuer and serial as alice's, so that her SignerInfo names it.
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(alice.serial_number()).unwrap();
+    b.set_subject_name(alice.subject_name()).unwrap();
+    b.set_issuer_name(alice.issuer_name()).unwrap();
+    b.set_not_before(alice.not_before()).unwrap();
+    b.set_not_after(alice.not_after()).unwrap();
+    b.set_pubkey(&big_e).unwrap();
+    let signing = PKey::ec_gen("prime256v1").unwrap();
+    b.sign(&signing, openssl::hash::MessageDigest::sha256())
+        .unwrap();
+    let evil = b.build().to_der().unwrap();
+
+    let (der, ..) = alices_signed_data();
+    let msg = |der: &[u8]| {
+        message(
+            "alice@example.org",
+            "bob@example.org",
+            "cpu",
+            &p7m("signed-data", der),
+        )
+    };
+    let started = std::time::Instant::now();
+    let st = within_a_minute(msg(&with_signers(&der, 200, Some(&evil))));
+    assert!(st.contains("signature=untrusted"), "{st}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let out = process(ctx_bob(), &msg(&with_signers(&der, 1, Some(&evil)))).unwrap();
+    let ar = ar_values(&out.output, "mx.test").join(" ");
+    assert!(ar.contains("unsupported-rsa-exponent"), "{ar}");
+
+    // 200 good signers are fine in one layer; 200 more in a layer around it are not (256 for
+    // the whole message).
+    let inner = with_signers(&der, 200, None);
+    assert!(within_a_minute(msg(&inner)).contains("signature=valid"));
+    let entity = p7m("signed-data", &inner);
+    let outer = der_of(&sign_as(&p.alice, false, &["-binary"], &entity));
+    let st = within_a_minute(msg(&with_signers(&outer, 200, None)));
+    assert!(st.contains("signature=error"), "{st}");
+    assert!(!st.contains("signature=valid"), "{st}");
 }
