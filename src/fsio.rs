@@ -14,15 +14,21 @@ use crate::error::{Error, Result};
 
 /// Writes `data` to `path` atomically and durably (see the module's documentation).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    try_write_atomic(path, data).map_err(|e| Error::io(path.display(), e))
+}
+
+/// [`write_atomic`], with the I/O error as it came (a caller may have another way).
+pub fn try_write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if d.as_os_str().is_empty() => Path::new("."),
         Some(d) => d,
-        None => return Err(Error::software(format!("{} has no folder", path.display()))),
+        None => return Err(std::io::Error::other("no folder to write in")),
     };
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let mut rnd = [0u8; 6];
-    openssl::rand::rand_bytes(&mut rnd).map_err(|e| Error::software(format!("random: {e}")))?;
-    let tmp = dir.join(format!(".{name}.{}.tmp", crate::certs::hex(&rnd)));
+    // A name of its own length, whatever the target's (a 250-byte name plus a suffix would be
+    // over NAME_MAX).
+    let mut rnd = [0u8; 12];
+    openssl::rand::rand_bytes(&mut rnd).map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!(".smimed-{}.tmp", crate::certs::hex(&rnd)));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -35,11 +41,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()
     })();
-    if let Err(e) = result {
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path.display(), e));
     }
-    Ok(())
+    result
 }
 
 #[cfg(test)]
@@ -63,5 +68,9 @@ mod tests {
         assert_eq!(std::fs::read(&out).unwrap(), b"secret");
         // Nothing left beside it.
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+        // A name as long as a file name may be.
+        let long = d.path().join("n".repeat(255));
+        write_atomic(&long, b"long").unwrap();
+        assert_eq!(std::fs::read(&long).unwrap(), b"long");
     }
 }

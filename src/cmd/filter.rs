@@ -20,6 +20,21 @@ fn write_output(args: &FilterArgs, output: &[u8]) -> Result<()> {
                 .open(p)
                 .and_then(|mut f| f.write_all(output).and_then(|_| f.flush()))
                 .map_err(|e| Error::io(p.display(), e)),
+            // A file the user may write in a folder they may not: written in place (never
+            // through a symlink), as the only way there is.
+            Ok(m) if m.is_file() => match crate::fsio::try_write_atomic(p, output) {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .truncate(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(p)
+                        .and_then(|mut f| f.write_all(output).and_then(|_| f.sync_all()))
+                        .map_err(|e| Error::io(p.display(), e))
+                }
+                r => r.map_err(|e| Error::io(p.display(), e)),
+            },
             _ => crate::fsio::write_atomic(p, output),
         },
         None => {
