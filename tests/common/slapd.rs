@@ -50,11 +50,12 @@ impl Slapd {
     /// [`Slapd::start`] with `database` directives added to the database section (a
     /// `sizelimit`, say).
     pub fn start_with(ldif: &str, anonymous_reads: bool, database: &str) -> Slapd {
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("sld")
             .tempdir_in("/tmp")
             .expect("tempdir");
-        let d = dir.path();
+        let d_buf = dir.path().to_path_buf();
+        let d = d_buf.as_path();
         std::fs::create_dir_all(d.join("db")).expect("db");
         std::fs::write(d.join("exchange.schema"), EXCHANGE_SCHEMA).expect("schema");
         // A TLS CA and a server certificate for 127.0.0.1 / localhost.
@@ -119,34 +120,52 @@ impl Slapd {
             "slapadd: {}",
             String::from_utf8_lossy(&st.stderr)
         );
-        let (port, tls_port) = (free_port(), free_port());
-        let child = Command::new("slapd")
-            .args(["-d", "0", "-h"])
-            .arg(format!(
-                "ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{tls_port}/"
-            ))
-            .arg("-f")
-            .arg(d.join("slapd.conf"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("slapd");
-        let s = Slapd {
-            tls_ca: d.join("tlsca.pem"),
-            dir,
-            port,
-            tls_port,
-            child,
+        // Another test may take the same free port between free_port() and slapd's bind: that
+        // slapd exits, and the port answers for the other one. Started again on other ports.
+        let mut attempt = 0;
+        let s = loop {
+            attempt += 1;
+            let (port, tls_port) = (free_port(), free_port());
+            let child = Command::new("slapd")
+                .args(["-d", "0", "-h"])
+                .arg(format!(
+                    "ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{tls_port}/"
+                ))
+                .arg("-f")
+                .arg(d.join("slapd.conf"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("slapd");
+            let mut s = Slapd {
+                tls_ca: d.join("tlsca.pem"),
+                dir,
+                port,
+                tls_port,
+                child,
+            };
+            let t0 = Instant::now();
+            let mut exited = false;
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+                || std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err()
+            {
+                if matches!(s.child.try_wait(), Ok(Some(_))) {
+                    exited = true;
+                    break;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "slapd did not start"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // Both ports answer: ours only if our slapd still runs.
+            std::thread::sleep(Duration::from_millis(50));
+            if !exited && matches!(s.child.try_wait(), Ok(None)) {
+                break s;
+            }
+            assert!(attempt < 5, "slapd could not get free ports");
+            dir = std::mem::replace(&mut s.dir, tempfile::tempdir().expect("tmp"));
         };
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-            || std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err()
-        {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "slapd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
         s
     }
 
