@@ -37,6 +37,8 @@ pub enum Kind {
     Unavailable,
     /// A bug or an unexpected state.
     Software,
+    /// An output file named on the command line cannot be created (a folder we may not write).
+    CantCreate,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             exit::NOINPUT => Kind::NoInput,
             exit::NOPERM => Kind::NoPerm,
             exit::UNAVAILABLE => Kind::Unavailable,
+            exit::CANTCREAT => Kind::CantCreate,
             _ => Kind::Software,
         }
     }
@@ -114,6 +117,7 @@ impl Error {
             Kind::NoPerm => exit::NOPERM,
             Kind::Unavailable => exit::UNAVAILABLE,
             Kind::Software => exit::SOFTWARE,
+            Kind::CantCreate => exit::CANTCREAT,
         }
     }
     pub fn message(&self) -> &str {

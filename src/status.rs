@@ -448,7 +448,9 @@ pub fn is_forged(f: &Field, authserv_id: &str) -> bool {
     }
     if f.is(AR_HEADER) {
         let value = f.value();
-        return ar_authserv_id(&value) == authserv_id.to_ascii_lowercase()
+        let named = ar_authserv_id(&value);
+        return named.trim_end_matches('.')
+            == authserv_id.trim_end_matches('.').to_ascii_lowercase()
             || ar_mentions(&value, authserv_id);
     }
     // Whatever its value says (it may go on in a continuation line): no real field hides there.
@@ -582,6 +584,8 @@ mod tests {
             "other.example (for mx.test); smime=pass",
             "mx.test.; smime=pass",
             "MX.TEST..; smime=pass",
+            "\"mx\\.test.\"; smime=pass",
+            "\"mx.te\\st.\"; smime=pass",
         ] {
             assert!(is_forged(&ar(v), "mx.test"), "{v}");
         }

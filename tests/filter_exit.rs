@@ -1026,3 +1026,51 @@ fn a_tempfail_stays_75_when_stderr_is_a_closed_pipe() {
     assert_eq!(out.status.code(), Some(75));
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn an_output_in_a_folder_nobody_may_write_is_73_and_the_file_stays() {
+    // The output is written whole and private beside the old file; where that is impossible
+    // the filter says so (73, which no retry mends) and the old file stays as it was: written
+    // in place, it kept its mode (decrypted text readable by others) and was left half-written
+    // on a full disk (input and output the same file: the message lost).
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !root {
+        eprintln!("skipped: needs root to run smimed as nobody");
+        return;
+    }
+    let d = tmp();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let folder = d.path().join("ro");
+    std::fs::create_dir(&folder).unwrap();
+    let out_path = folder.join("out.eml");
+    write_mode(&out_path, b"old\n", 0o666);
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = d.path().join("smimed");
+    std::fs::copy(smimed_bin(), &bin).unwrap();
+    let msg = message(
+        "a@example.org",
+        "b@example.org",
+        "plain",
+        &sample_entity("hi"),
+    );
+    let mut c = std::process::Command::new("setpriv");
+    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["filter", "--output", path_str(&out_path)])
+        .env_remove("SMIMED_CONFIG")
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("XDG_STATE_HOME", "/nonexistent")
+        .current_dir(d.path());
+    let out = run_with_stdin(&mut c, &msg);
+    assert_eq!(
+        out.status.code(),
+        Some(73),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&out_path).unwrap(), b"old\n");
+}

@@ -20,21 +20,24 @@ fn write_output(args: &FilterArgs, output: &[u8]) -> Result<()> {
                 .open(p)
                 .and_then(|mut f| f.write_all(output).and_then(|_| f.flush()))
                 .map_err(|e| Error::io(p.display(), e)),
-            // A file the user may write in a folder they may not: written in place (never
-            // through a symlink), as the only way there is.
-            Ok(m) if m.is_file() => match crate::fsio::try_write_atomic(p, output) {
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .truncate(true)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(p)
-                        .and_then(|mut f| f.write_all(output).and_then(|_| f.sync_all()))
-                        .map_err(|e| Error::io(p.display(), e))
+            // A folder the user may not write (or a read-only file system): the output cannot
+            // be written whole and private, and retrying will not change that (73, not 75).
+            // Writing into the old file instead would keep its mode (decrypted text readable by
+            // others) and leave it half-written when the disk is full.
+            Ok(m) if m.is_file() => crate::fsio::try_write_atomic(p, output).map_err(|e| {
+                use std::io::ErrorKind as K;
+                match e.kind() {
+                    K::PermissionDenied | K::ReadOnlyFilesystem => Error::new(
+                        crate::error::Kind::CantCreate,
+                        format!(
+                            "{}: {e}: the output is written as a new private file beside it, \
+                             which needs a folder you may write",
+                            p.display()
+                        ),
+                    ),
+                    _ => Error::io(p.display(), e),
                 }
-                r => r.map_err(|e| Error::io(p.display(), e)),
-            },
+            }),
             _ => crate::fsio::write_atomic(p, output),
         },
         None => {
