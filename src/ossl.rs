@@ -126,6 +126,7 @@ extern "C" {
         pvalue: *mut *mut ffi::ASN1_TYPE,
     ) -> c_int;
     fn X509_STORE_add_crl(store: *mut ffi::X509_STORE, crl: *mut ffi::X509_CRL) -> c_int;
+    fn X509_STORE_CTX_get0_param(ctx: *mut ffi::X509_STORE_CTX) -> *mut ffi::X509_VERIFY_PARAM;
     fn X509_NAME_print_ex(
         out: *mut ffi::BIO,
         nm: *const ffi::X509_NAME,
@@ -1044,6 +1045,20 @@ pub fn rejected_for_email(cert: &X509Ref) -> Option<X509> {
         }
     }
     Some(copy)
+}
+
+/// Makes one verification build the path up to a self-signed anchor, even though the store
+/// takes any of its certificates as an anchor (X509_V_FLAG_PARTIAL_CHAIN): with CRLs, a trusted
+/// intermediate's own revocation is then checked against its issuer's CRL.
+pub fn require_full_chain(ctx: &mut openssl::x509::X509StoreContextRef) {
+    // SAFETY: the context is initialised (called inside X509StoreContext::init's closure); its
+    // parameters belong to it and are only changed for this verification.
+    unsafe {
+        let param = X509_STORE_CTX_get0_param(ctx.as_ptr());
+        if !param.is_null() {
+            ffi::X509_VERIFY_PARAM_clear_flags(param, ffi::X509_V_FLAG_PARTIAL_CHAIN as _);
+        }
+    }
 }
 
 /// Adds a CRL to a store under construction.

@@ -3,7 +3,9 @@
 //! OpenSSL stores the verifier uses.
 //!
 //! Every certificate of a trust source is an anchor (X509_V_FLAG_PARTIAL_CHAIN), as in Office 365,
-//! whose admins put intermediates into the trusted store they export. A certificate that its
+//! whose admins put intermediates into the trusted store they export. With CRLs, the verifier
+//! first follows a path to a self-signed anchor (`ossl::require_full_chain`), so that a listed
+//! intermediate's revocation by its issuer still counts. A certificate that its
 //! store restricts to other uses (an .sst's property 9 without emailProtection, OpenSSL trust
 //! settings rejecting emailProtection) is listed but is not an anchor for mail, and no path
 //! for mail may pass through it, even when a message carries it: it is in the stores with

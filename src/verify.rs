@@ -268,29 +268,52 @@ fn verify_in(
     cert: &X509,
     untrusted: &[X509],
 ) -> Result<PathResult, (Signature, String)> {
-    let run_for =
-        |store: &X509StoreRef, target: &X509| -> Result<PathResult, openssl::error::ErrorStack> {
-            let mut chain = Stack::new()?;
-            for c in untrusted {
-                chain.push(c.clone())?;
+    let run_with = |store: &X509StoreRef,
+                    target: &X509,
+                    full: bool|
+     -> Result<PathResult, openssl::error::ErrorStack> {
+        let mut chain = Stack::new()?;
+        for c in untrusted {
+            chain.push(c.clone())?;
+        }
+        let mut ctx = X509StoreContext::new()?;
+        ctx.init(store, target, &chain, |c| {
+            if full {
+                crate::ossl::require_full_chain(c);
             }
-            let mut ctx = X509StoreContext::new()?;
-            ctx.init(store, target, &chain, |c| {
-                c.verify_cert()?;
-                if c.error() == X509VerifyResult::OK {
-                    let built = c
-                        .chain()
-                        .map(|s| s.iter().map(|x| x.to_owned()).collect())
-                        .unwrap_or_default();
-                    Ok(Ok((true, built)))
-                } else {
-                    Ok(Err((c.error(), c.error_depth())))
-                }
-            })
-        };
+            c.verify_cert()?;
+            if c.error() == X509VerifyResult::OK {
+                let built = c
+                    .chain()
+                    .map(|s| s.iter().map(|x| x.to_owned()).collect())
+                    .unwrap_or_default();
+                Ok(Ok((true, built)))
+            } else {
+                Ok(Err((c.error(), c.error_depth())))
+            }
+        })
+    };
+    let run_for = |store: &X509StoreRef, target: &X509| run_with(store, target, false);
     let run = |store: &X509StoreRef| run_for(store, cert);
     let sw = |e: openssl::error::ErrorStack| (Signature::Error, format!("verify-failed: {e}"));
-    let mut res = run(with_crls).map_err(sw)?;
+    // With CRLs, the path to a self-signed anchor first when there is one: an intermediate the
+    // trust source lists (as Office 365 admins export them) would otherwise end the path, and
+    // its issuer's CRL revoking it would go unread. That path counts when it holds (every CRL
+    // on it read) or finds a revocation; otherwise the path as configured, ending at the first
+    // anchor (whose own issuer, expiry or CRL then does not matter).
+    let full = if has_crls {
+        match run_with(with_crls, cert, true).map_err(sw)? {
+            r @ Ok(_) => Some(r),
+            r @ Err((e, _)) if e.as_raw() == openssl_sys::X509_V_ERR_CERT_REVOKED => Some(r),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let mut res = match full {
+        Some(r) => r,
+        None => run(with_crls).map_err(sw)?,
+    };
     // Some CRL on the path is missing or unusable: the checks below cover what they can, and
     // revocation counts as unchecked.
     let fell_back =

@@ -1232,6 +1232,8 @@ openssl ca -batch -config i.cnf -cert int.pem -keyfile int.key -in alice.csr -ou
 chmod 600 alice.key
 openssl ca -config i.cnf -cert int.pem -keyfile int.key -gencrl -out int.crl 2>/dev/null
 openssl ca -config i.cnf -cert int.pem -keyfile int.key -gencrl -crl_lastupdate 20200101000000Z -crl_nextupdate 20200201000000Z -out int-expired.crl 2>/dev/null
+openssl ca -config r.cnf -cert root.pem -keyfile root.key -gencrl -out root-ok.crl 2>/dev/null
+cat root.pem int.pem > anchors.pem
 openssl ca -config r.cnf -cert root.pem -keyfile root.key -revoke int.pem 2>/dev/null
 openssl ca -config r.cnf -cert root.pem -keyfile root.key -gencrl -out root.crl 2>/dev/null
 printf 'Content-Type: text/plain
@@ -1246,10 +1248,11 @@ Subject: r
 "#,
     );
     let msg = std::fs::read(d.join("signed.eml")).expect("signed");
+    let trust = std::cell::Cell::new("root.pem");
     let run = |crls: &[&str], args: &[&str], stdin: &[u8]| {
         let mut c = smimed();
         c.current_dir(d)
-            .args(["--authserv-id", "mx.test", "--trust", "root.pem"]);
+            .args(["--authserv-id", "mx.test", "--trust", trust.get()]);
         for crl in crls {
             c.args(["--crl", crl]);
         }
@@ -1305,6 +1308,29 @@ Subject: r
     );
     let text = String::from_utf8_lossy(&look.stdout);
     assert_eq!(look.status.code(), Some(1), "root CRL only: {text}");
+
+    // The intermediate listed as an anchor too (as an Office 365 .sst holds it): the root's CRL
+    // still revokes it, and with every CRL there the revocation is checked.
+    trust.set("anchors.pem");
+    let st = status(&["root.crl", "int.crl"]);
+    assert_eq!(status_word(&st, "signature"), Some("revoked"), "{st}");
+    let st = status(&["root-ok.crl", "int.crl"]);
+    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+    assert_eq!(status_word(&st, "revocation"), None, "{st}");
+    // Only the intermediate's CRL: the path ends at the listed intermediate, whose CRL is read.
+    let st = status(&["int.crl"]);
+    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+    let look = run(
+        &["root.crl", "int.crl"],
+        &["--certs", "store", "certs", "lookup", "alice@example.org"],
+        b"",
+    );
+    assert_eq!(
+        look.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&look.stdout)
+    );
 }
 
 /// The CMS content type decides, not the smime-type label: an envelope labelled signed-data is
