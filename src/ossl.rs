@@ -1180,6 +1180,14 @@ pub enum Capability {
 }
 
 impl Capability {
+    /// Whether it is an authenticated content cipher (AuthEnvelopedData).
+    pub fn is_gcm(self) -> bool {
+        matches!(self, Capability::Aes256Gcm | Capability::Aes128Gcm)
+    }
+    /// Whether it is a content cipher (not a key transport).
+    pub fn is_cipher(self) -> bool {
+        !matches!(self, Capability::RsaOaep)
+    }
     fn nid(self) -> c_int {
         match self {
             Capability::Aes256Gcm => ffi::NID_aes_256_gcm,
@@ -1479,20 +1487,22 @@ pub struct EncryptTo<'a> {
     pub oaep: bool,
 }
 
-/// Encrypts `content` to every recipient: AES-256-GCM (AuthEnvelopedData) when `gcm`, else
-/// AES-256-CBC (EnvelopedData). Returns the DER ContentInfo.
+/// Encrypts `content` to every recipient with `cipher` (one of the content ciphers of
+/// [`OUR_CAPABILITIES`]): AuthEnvelopedData for GCM, else EnvelopedData. Returns the DER
+/// ContentInfo.
 pub fn encrypt_der(
     recipients: &[EncryptTo<'_>],
     content: &[u8],
-    gcm: bool,
+    cipher: Capability,
 ) -> Result<Vec<u8>, openssl::error::ErrorStack> {
     // SAFETY: as in sign_der: the ContentInfo is owned by `cms`; RecipientInfos and their key
     // contexts are borrowed from it; the content BIO guard outlives CMS_final.
     unsafe {
-        let cipher = if gcm {
-            ffi::EVP_aes_256_gcm()
-        } else {
-            ffi::EVP_aes_256_cbc()
+        let cipher = match cipher {
+            Capability::Aes256Gcm => ffi::EVP_aes_256_gcm(),
+            Capability::Aes128Gcm => ffi::EVP_aes_128_gcm(),
+            Capability::Aes128Cbc => ffi::EVP_aes_128_cbc(),
+            Capability::Aes256Cbc | Capability::RsaOaep => ffi::EVP_aes_256_cbc(),
         };
         let cms = owned_cms(ffi::CMS_encrypt(
             ptr::null_mut(),

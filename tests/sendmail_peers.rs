@@ -1769,3 +1769,49 @@ fn unlabelled_8bit_text_gets_an_honest_charset() {
         "{content}"
     );
 }
+
+/// A recipient whose verified SMIMECapabilities list AES-128-CBC alone gets AES-128-CBC, not the
+/// AES-256-CBC smimed would choose for a recipient it knows nothing about (RFC 8551 §2.7.1.1).
+#[test]
+fn the_content_cipher_is_one_every_recipient_advertised() {
+    let p = pki();
+    let env = env_with_recipients();
+    // SMIMECapabilities { { aes128-CBC } }, as the record of a harvested message holds it.
+    let caps = [
+        0x30, 0x0d, 0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x02,
+    ];
+    let record = env
+        .certs
+        .join(format!("{}.toml", smimed::certs::fingerprint(&p.bob.cert)));
+    let mut text = std::fs::read_to_string(&record).expect("bob's record");
+    text.push_str(&format!(
+        "capabilities = \"{}\"\n",
+        openssl::base64::encode_block(&caps)
+    ));
+    std::fs::write(&record, text).unwrap();
+    let look = env.certs_cmd(&["lookup", "bob@example.org"]);
+    assert!(
+        String::from_utf8_lossy(&look.stdout).contains("capabilities: aes128-cbc"),
+        "{}",
+        String::from_utf8_lossy(&look.stdout)
+    );
+    let cipher = |to: &str| {
+        let msg = client_message(&p.alice.email, to, None, "", "cipher\n");
+        assert_ok(&env.sendmail(Some(&p.alice), &["--encrypt", "always", to], &msg));
+        let rec = env.take_recorded();
+        let printed = String::from_utf8_lossy(&openssl(
+            &["cms", "-cmsout", "-print", "-inform", "DER"],
+            &pkcs7_der(&rec[0].message),
+        ))
+        .into_owned();
+        let inner = openssl_decrypt(&p.bob, &rec[0].message)
+            .or_else(|| openssl_decrypt(&p.carol, &rec[0].message));
+        assert!(inner.is_some(), "decrypts");
+        printed
+    };
+    let printed = cipher("bob@example.org");
+    assert!(printed.contains("aes-128-cbc"), "{printed}");
+    // carol, of whom nothing is known: AES-256-CBC, as before.
+    let printed = cipher("carol@example.org");
+    assert!(printed.contains("aes-256-cbc"), "{printed}");
+}

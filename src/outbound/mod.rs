@@ -12,7 +12,8 @@
 //!   their own, encrypted to them and the sender only, so no RecipientInfo reveals them;
 //! - no copy carries a Bcc or Resent-Bcc field or our X-Smime-Sign / X-Smime-Encrypt fields;
 //! - AES-256-GCM only when every recipient of a copy (the sender included) advertised it in
-//!   verified SMIMECapabilities, else AES-256-CBC; RSA-OAEP only for a recipient that advertised
+//!   verified SMIMECapabilities, else a cipher all accept (`content_cipher`: AES-256-CBC when
+//!   nothing is known); RSA-OAEP only for a recipient that advertised
 //!   it; ECDH for EC keys;
 //! - the header stays readable outside; a copy of it (never Bcc) is inside the cryptographic
 //!   payload, marked `hp="cipher"` or `hp="clear"` (RFC 9788, without HP-Outer fields).
@@ -175,6 +176,27 @@ impl Recipient {
     fn advertises(&self, c: Capability) -> bool {
         self.capabilities.as_ref().is_some_and(|l| l.contains(&c))
     }
+    /// Whether this recipient can be expected to decrypt content encrypted with `c`: when its
+    /// verified SMIMECapabilities list content ciphers, one of those (RFC 8551 §2.7.1.1); else
+    /// AES-CBC (what every S/MIME 3.2+ agent reads; GCM only when advertised).
+    fn accepts(&self, c: Capability) -> bool {
+        match &self.capabilities {
+            Some(l) if l.iter().any(|x| x.is_cipher()) => l.contains(&c),
+            _ => !c.is_gcm(),
+        }
+    }
+}
+
+/// The content cipher for a copy: the first of ours (AES-256-GCM, AES-128-GCM, AES-256-CBC,
+/// AES-128-CBC) that every recipient accepts; AES-128-CBC, which RFC 8551 §2.7 makes everyone
+/// support, when they have none in common.
+fn content_cipher(list: &[&Recipient]) -> Capability {
+    ossl::OUR_CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| c.is_cipher())
+        .find(|&c| list.iter().all(|r| r.accepts(c)))
+        .unwrap_or(Capability::Aes128Cbc)
 }
 
 fn from_candidate(c: Candidate) -> Recipient {
@@ -677,7 +699,8 @@ pub fn prepare(
                 true
             }
         });
-        let gcm = list.iter().all(|r| r.advertises(Capability::Aes256Gcm));
+        let cipher = content_cipher(&list);
+        let gcm = cipher.is_gcm();
         let to: Vec<EncryptTo<'_>> = list
             .iter()
             .map(|r| EncryptTo {
@@ -685,7 +708,7 @@ pub fn prepare(
                 oaep: r.advertises(Capability::RsaOaep),
             })
             .collect();
-        let der = ossl::encrypt_der(&to, &protected, gcm)
+        let der = ossl::encrypt_der(&to, &protected, cipher)
             .map_err(|e| Error::software(format!("encrypting: {e}")))?;
         let smime_type = if gcm {
             "authEnveloped-data"
