@@ -39,12 +39,19 @@ pub fn try_write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+        return result;
     }
-    result
+    // The rename is done: the new file is in place. A folder we may write but not read (mode
+    // 0333) cannot be opened to fsync; the file itself was, and that is all that can be done.
+    match std::fs::File::open(dir) {
+        Ok(d) => d.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

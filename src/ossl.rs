@@ -1177,6 +1177,9 @@ pub enum Capability {
     Aes256Cbc,
     Aes128Cbc,
     RsaOaep,
+    /// A content cipher smimed does not encrypt with (3DES, AES-192, RC2…): a list holding only
+    /// such says what its owner reads, and none of it is ours.
+    OtherCipher,
 }
 
 impl Capability {
@@ -1195,6 +1198,7 @@ impl Capability {
             Capability::Aes256Cbc => ffi::NID_aes_256_cbc,
             Capability::Aes128Cbc => ffi::NID_aes_128_cbc,
             Capability::RsaOaep => ffi::NID_rsaesOaep,
+            Capability::OtherCipher => ffi::NID_undef,
         }
     }
     fn from_nid(nid: c_int) -> Option<Capability> {
@@ -1207,6 +1211,7 @@ impl Capability {
             Capability::Aes256Cbc => "aes256-cbc",
             Capability::Aes128Cbc => "aes128-cbc",
             Capability::RsaOaep => "rsaes-oaep",
+            Capability::OtherCipher => "other-cipher",
         }
     }
 }
@@ -1229,8 +1234,16 @@ pub fn parse_capabilities(der: &[u8]) -> Option<Vec<Capability>> {
             let alg = stack_get(st, i) as *const X509_ALGOR;
             let mut obj = ptr::null();
             X509_ALGOR_get0(&mut obj, ptr::null_mut(), ptr::null_mut(), alg);
-            let Some(c) = Capability::from_nid(ffi::OBJ_obj2nid(obj)) else {
-                continue;
+            let nid = ffi::OBJ_obj2nid(obj);
+            let c = match Capability::from_nid(nid) {
+                Some(c) => c,
+                // A cipher OpenSSL knows by that OID (EVP_get_cipherbynid).
+                None if nid != ffi::NID_undef
+                    && !ffi::EVP_get_cipherbyname(ffi::OBJ_nid2sn(nid)).is_null() =>
+                {
+                    Capability::OtherCipher
+                }
+                None => continue,
             };
             // RSA-OAEP counts only with the SHA-256 parameters smimed encrypts with: without
             // parameters (SHA-1, RFC 3560 §5) or with others, PKCS#1 v1.5 is used instead,
@@ -1502,7 +1515,9 @@ pub fn encrypt_der(
             Capability::Aes256Gcm => ffi::EVP_aes_256_gcm(),
             Capability::Aes128Gcm => ffi::EVP_aes_128_gcm(),
             Capability::Aes128Cbc => ffi::EVP_aes_128_cbc(),
-            Capability::Aes256Cbc | Capability::RsaOaep => ffi::EVP_aes_256_cbc(),
+            Capability::Aes256Cbc | Capability::RsaOaep | Capability::OtherCipher => {
+                ffi::EVP_aes_256_cbc()
+            }
         };
         let cms = owned_cms(ffi::CMS_encrypt(
             ptr::null_mut(),

@@ -296,24 +296,7 @@ fn verify_in(
     let run_for = |store: &X509StoreRef, target: &X509| run_with(store, target, false);
     let run = |store: &X509StoreRef| run_for(store, cert);
     let sw = |e: openssl::error::ErrorStack| (Signature::Error, format!("verify-failed: {e}"));
-    // With CRLs, the path to a self-signed anchor first when there is one: an intermediate the
-    // trust source lists (as Office 365 admins export them) would otherwise end the path, and
-    // its issuer's CRL revoking it would go unread. That path counts when it holds (every CRL
-    // on it read) or finds a revocation; otherwise the path as configured, ending at the first
-    // anchor (whose own issuer, expiry or CRL then does not matter).
-    let full = if has_crls {
-        match run_with(with_crls, cert, true).map_err(sw)? {
-            r @ Ok(_) => Some(r),
-            r @ Err((e, _)) if e.as_raw() == openssl_sys::X509_V_ERR_CERT_REVOKED => Some(r),
-            Err(_) => None,
-        }
-    } else {
-        None
-    };
-    let mut res = match full {
-        Some(r) => r,
-        None => run(with_crls).map_err(sw)?,
-    };
+    let mut res = run(with_crls).map_err(sw)?;
     // Some CRL on the path is missing or unusable: the checks below cover what they can, and
     // revocation counts as unchecked.
     let fell_back =
@@ -348,6 +331,30 @@ fn verify_in(
             }
         }
     }
+    // The path ends at the first anchor, and a trust source may list an intermediate (as an
+    // Office 365 .sst does): its own revocation by its issuer's CRL is read on the path up to
+    // a self-signed anchor, which also counts as revocation checked when every CRL on it was
+    // read. That longer path is asked about revocation only: the path judged (its weak links,
+    // its expiry) stays the one that ends at the first anchor.
+    let res = match res {
+        Ok((checked, chain)) if has_crls => {
+            let revoked = |r: &PathResult| matches!(r, Err((e, _)) if e.as_raw() == openssl_sys::X509_V_ERR_CERT_REVOKED);
+            let full = run_with(with_crls, cert, true).map_err(sw)?;
+            if revoked(&full) {
+                return Ok(full);
+            }
+            if let Some(anchor) = chain.last().filter(|a| a.issued(a) != X509VerifyResult::OK) {
+                let depth = chain.len().saturating_sub(1) as u32;
+                if let Err((e, _)) = run_with(ca_leaf_crl, anchor, true).map_err(sw)? {
+                    if e.as_raw() == openssl_sys::X509_V_ERR_CERT_REVOKED {
+                        return Ok(Err((e, depth)));
+                    }
+                }
+            }
+            Ok((checked || full.is_ok(), chain))
+        }
+        r => r,
+    };
     Ok(res)
 }
 

@@ -1057,15 +1057,18 @@ fn an_output_in_a_folder_nobody_may_write_is_73_and_the_file_stays() {
         "plain",
         &sample_entity("hi"),
     );
-    let mut c = std::process::Command::new("setpriv");
-    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(&bin)
-        .args(["filter", "--output", path_str(&out_path)])
-        .env_remove("SMIMED_CONFIG")
-        .env("XDG_CONFIG_HOME", "/nonexistent")
-        .env("XDG_STATE_HOME", "/nonexistent")
-        .current_dir(d.path());
-    let out = run_with_stdin(&mut c, &msg);
+    let as_nobody = |output: &std::path::Path| {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(&bin)
+            .args(["filter", "--output", path_str(output)])
+            .env_remove("SMIMED_CONFIG")
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .env("XDG_STATE_HOME", "/nonexistent")
+            .current_dir(d.path());
+        run_with_stdin(&mut c, &msg)
+    };
+    let out = as_nobody(&out_path);
     assert_eq!(
         out.status.code(),
         Some(73),
@@ -1073,4 +1076,21 @@ fn an_output_in_a_folder_nobody_may_write_is_73_and_the_file_stays() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(std::fs::read(&out_path).unwrap(), b"old\n");
+    // A new file there: 73 too (75 would have the MDA retry for ever).
+    assert_eq!(as_nobody(&folder.join("new.eml")).status.code(), Some(73));
+    // A folder nobody may write but not read (0333): the file is replaced; only the folder's
+    // fsync is out of reach, which is no failure.
+    let drop_box = d.path().join("drop");
+    std::fs::create_dir(&drop_box).unwrap();
+    let dropped = drop_box.join("out.eml");
+    write_mode(&dropped, b"old\n", 0o666);
+    std::fs::set_permissions(&drop_box, std::fs::Permissions::from_mode(0o333)).unwrap();
+    let out = as_nobody(&dropped);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(status_count(&std::fs::read(&dropped).unwrap()) == 1);
 }

@@ -1320,6 +1320,9 @@ Subject: r
     // Only the intermediate's CRL: the path ends at the listed intermediate, whose CRL is read.
     let st = status(&["int.crl"]);
     assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+    // Only the root's CRL: it still revokes the listed intermediate.
+    let st = status(&["root.crl"]);
+    assert_eq!(status_word(&st, "signature"), Some("revoked"), "{st}");
     let look = run(
         &["root.crl", "int.crl"],
         &["--certs", "store", "certs", "lookup", "alice@example.org"],
@@ -2503,6 +2506,16 @@ q openssl req -x509 -newkey rsa:1024 -nodes -days 30 -subj "/CN=Legacy Root" \
   -keyout legacy.key -out legacy.pem
 q openssl x509 -req -in sub2048.csr -CA legacy.pem -CAkey legacy.key -CAcreateserial -days 30 -extfile ca.ext -out sub2048x.pem
 cat root.pem legacy.pem > anchors.pem
+# The sub CA listed as an anchor under the legacy root (its cross-certificate), with CRLs for
+# both: the path ends at the listed sub CA, whatever the root's key.
+cat legacy.pem sub2048x.pem > listed.pem
+mkcrl() { # name cert key
+  mkdir -p crl-$1; : > crl-$1/index.txt; echo 1000 > crl-$1/crlnumber
+  printf '[ca]\ndefault_ca=c\n[c]\ndatabase=crl-%s/index.txt\ncrlnumber=crl-%s/crlnumber\ndefault_md=sha256\ndefault_crl_days=30\n' $1 $1 > crl-$1/cnf
+  q openssl ca -config crl-$1/cnf -cert $2 -keyfile $3 -gencrl -out $1.crl
+}
+mkcrl legacy legacy.pem legacy.key
+mkcrl sub sub2048.pem sub2048.key
 printf 'Content-Type: text/plain\r\n\r\nweak path\r\n' > body
 for s in ok md5 small pss cross1 cross2; do
   case $s in
@@ -2518,6 +2531,28 @@ for s in ok md5 small pss cross1 cross2; do
 done
 "#,
     );
+    // The listed sub CA under the legacy root, with CRLs (the path to the self-signed root is
+    // read for revocation only): valid, as without them.
+    for crls in [&[][..], &["legacy.crl", "sub.crl"][..]] {
+        let msg = std::fs::read(d.path().join("ok.eml")).unwrap();
+        let mut c = smimed();
+        c.current_dir(d.path())
+            .args(["--authserv-id", "mx.test", "--trust", "listed.pem"]);
+        for crl in crls {
+            c.args(["--crl", crl]);
+        }
+        let out = run_with_stdin(c.arg("filter"), &msg);
+        let st = status_of(&out.stdout);
+        assert!(
+            st.contains("signature=valid"),
+            "{crls:?}: {st} {}",
+            ar(&out.stdout)
+        );
+        assert!(
+            crls.is_empty() || !st.contains("revocation=unchecked"),
+            "{st}"
+        );
+    }
     for (name, want) in [
         ("ok", None),
         ("md5", Some("weak-certificate-digest-md5")),

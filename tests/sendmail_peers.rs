@@ -1814,4 +1814,21 @@ fn the_content_cipher_is_one_every_recipient_advertised() {
     // carol, of whom nothing is known: AES-256-CBC, as before.
     let printed = cipher("carol@example.org");
     assert!(printed.contains("aes-256-cbc"), "{printed}");
+    // bob listing only a cipher smimed does not use (3DES): AES-128-CBC, which all read.
+    let des3 = [
+        0x30, 0x0c, 0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x03, 0x07,
+    ];
+    let text = std::fs::read_to_string(&record).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("capabilities"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        + &format!(
+            "capabilities = \"{}\"\n",
+            openssl::base64::encode_block(&des3)
+        );
+    std::fs::write(&record, text).unwrap();
+    let printed = cipher("bob@example.org");
+    assert!(printed.contains("aes-128-cbc"), "{printed}");
 }

@@ -24,21 +24,20 @@ fn write_output(args: &FilterArgs, output: &[u8]) -> Result<()> {
             // be written whole and private, and retrying will not change that (73, not 75).
             // Writing into the old file instead would keep its mode (decrypted text readable by
             // others) and leave it half-written when the disk is full.
-            Ok(m) if m.is_file() => crate::fsio::try_write_atomic(p, output).map_err(|e| {
+            _ => crate::fsio::try_write_atomic(p, output).map_err(|e| {
                 use std::io::ErrorKind as K;
                 match e.kind() {
-                    K::PermissionDenied | K::ReadOnlyFilesystem => Error::new(
+                    K::PermissionDenied | K::ReadOnlyFilesystem | K::NotFound => Error::new(
                         crate::error::Kind::CantCreate,
                         format!(
-                            "{}: {e}: the output is written as a new private file beside it, \
-                             which needs a folder you may write",
+                            "{}: {e}: the output is written as a new private file in its \
+                             folder, which needs a folder you may write",
                             p.display()
                         ),
                     ),
                     _ => Error::io(p.display(), e),
                 }
             }),
-            _ => crate::fsio::write_atomic(p, output),
         },
         None => {
             let mut out = std::io::stdout().lock();
