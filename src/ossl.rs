@@ -1061,6 +1061,13 @@ pub fn require_full_chain(ctx: &mut openssl::x509::X509StoreContextRef) {
     }
 }
 
+/// The verification result "certificate revoked", for a revocation found by reading a CRL
+/// directly (see `verify::revoked_above`).
+pub fn cert_revoked() -> openssl::x509::X509VerifyResult {
+    // SAFETY: a valid, constant X509_V_ERR code (from_raw is unsafe only for invalid numbers).
+    unsafe { openssl::x509::X509VerifyResult::from_raw(ffi::X509_V_ERR_CERT_REVOKED) }
+}
+
 /// Adds a CRL to a store under construction.
 pub fn store_add_crl(
     builder: &mut X509StoreBuilderRef,

@@ -4,8 +4,9 @@
 //!
 //! Every certificate of a trust source is an anchor (X509_V_FLAG_PARTIAL_CHAIN), as in Office 365,
 //! whose admins put intermediates into the trusted store they export. With CRLs, the verifier
-//! first follows a path to a self-signed anchor (`ossl::require_full_chain`), so that a listed
-//! intermediate's revocation by its issuer still counts. A certificate that its
+//! also asks a path up to a self-signed anchor about revocation (`ossl::require_full_chain`),
+//! and reads the CAs above a listed intermediate against their issuers' CRLs itself
+//! (`verify::revoked_above`), so that a listed intermediate's revocation still counts. A certificate that its
 //! store restricts to other uses (an .sst's property 9 without emailProtection, OpenSSL trust
 //! settings rejecting emailProtection) is listed but is not an anchor for mail, and no path
 //! for mail may pass through it, even when a message carries it: it is in the stores with
@@ -37,6 +38,9 @@ pub struct Anchor {
 /// The loaded trust configuration.
 pub struct TrustStore {
     pub anchors: Vec<Anchor>,
+    /// The configured CRLs (also in the stores), read directly for the revocation of a path's
+    /// anchor by its issuer (see `verify`).
+    pub crls: Vec<X509Crl>,
     /// Store with the email-usable anchors, purpose S/MIME signing, CRLs when configured.
     pub store: X509Store,
     /// Same anchors, CRLs checked for the end certificate only: for when a CRL for a CA on the
@@ -175,7 +179,12 @@ impl TrustStore {
                 for c in &crl_list {
                     crate::ossl::store_add_crl(&mut b, c).map_err(ssl_err)?;
                 }
-                flags |= X509VerifyFlags::CRL_CHECK;
+                // A delta CRL (as AD CS publishes next to its base) adds to its base; without
+                // these flags OpenSSL took the newer delta for a whole CRL, and the base's
+                // revocations were lost.
+                flags |= X509VerifyFlags::CRL_CHECK
+                    | X509VerifyFlags::USE_DELTAS
+                    | X509VerifyFlags::EXTENDED_CRL_SUPPORT;
                 if with_crls > 1 {
                     // A revoked intermediate CA revokes what it issued.
                     flags |= X509VerifyFlags::CRL_CHECK_ALL;
@@ -206,6 +215,7 @@ impl TrustStore {
             has_crls,
             hash_dirs: hash_dirs.to_vec(),
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            crls: crl_list,
         })
     }
 

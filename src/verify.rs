@@ -192,7 +192,7 @@ fn check_path(
     match verify_strong(
         (&trust.store, &trust.store_leaf_crl, &trust.store_no_crl),
         &trust.store_any_purpose_leaf_crl,
-        trust.has_crls,
+        trust,
         cert,
         untrusted,
     )? {
@@ -227,14 +227,25 @@ const WEAK_PATH_RETRIES: usize = 4;
 fn verify_strong(
     stores: (&X509StoreRef, &X509StoreRef, &X509StoreRef),
     ca_leaf_crl: &X509StoreRef,
-    has_crls: bool,
+    trust: &TrustStore,
     cert: &X509,
     untrusted: &[X509],
 ) -> Result<Result<PathResult, String>, (Signature, String)> {
     let mut pool: Vec<X509> = untrusted.to_vec();
     let mut first_weak: Option<String> = None;
     for _ in 0..=WEAK_PATH_RETRIES {
-        let res = verify_in(stores, ca_leaf_crl, has_crls, cert, &pool)?;
+        let mut res = verify_in(stores, ca_leaf_crl, trust, cert, &pool)?;
+        // OpenSSL takes the first issuer it finds among the message's certificates: of two
+        // with one name (a CA cross-signed by a legacy root and by the current one, as a root
+        // migration sends them), the first may lead nowhere. The other order once more.
+        if no_issuer(&res) && pool.len() > 1 {
+            let mut other = pool.clone();
+            other.reverse();
+            let again = verify_in(stores, ca_leaf_crl, trust, cert, &other)?;
+            if again.is_ok() {
+                (res, pool) = (again, other);
+            }
+        }
         let Ok((_, chain)) = &res else {
             // Without the weak link there is no path: the weak one is the answer.
             return Ok(first_weak.map_or(Ok(res), Err));
@@ -264,10 +275,11 @@ fn verify_strong(
 fn verify_in(
     (with_crls, leaf_crl, no_crls): (&X509StoreRef, &X509StoreRef, &X509StoreRef),
     ca_leaf_crl: &X509StoreRef,
-    has_crls: bool,
+    trust: &TrustStore,
     cert: &X509,
     untrusted: &[X509],
 ) -> Result<PathResult, (Signature, String)> {
+    let has_crls = trust.has_crls;
     let run_with = |store: &X509StoreRef,
                     target: &X509,
                     full: bool|
@@ -343,12 +355,10 @@ fn verify_in(
             if revoked(&full) {
                 return Ok(full);
             }
-            if let Some(anchor) = chain.last().filter(|a| a.issued(a) != X509VerifyResult::OK) {
-                let depth = chain.len().saturating_sub(1) as u32;
-                if let Err((e, _)) = run_with(ca_leaf_crl, anchor, true).map_err(sw)? {
-                    if e.as_raw() == openssl_sys::X509_V_ERR_CERT_REVOKED {
-                        return Ok(Err((e, depth)));
-                    }
+            if let Some(anchor) = chain.last() {
+                if let Some(above) = revoked_above(trust, anchor, untrusted) {
+                    let depth = chain.len().saturating_sub(1) + above;
+                    return Ok(Err((crate::ossl::cert_revoked(), depth as u32)));
                 }
             }
             Ok((checked || full.is_ok(), chain))
@@ -356,6 +366,61 @@ fn verify_in(
         r => r,
     };
     Ok(res)
+}
+
+/// Whether a verification result says no issuer was found for some certificate of the path.
+fn no_issuer(r: &PathResult) -> bool {
+    matches!(r, Err((e, _)) if matches!(
+        e.as_raw(),
+        openssl_sys::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
+            | openssl_sys::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    ))
+}
+
+/// Most certificates above a path's anchor read for revocation.
+const MAX_ABOVE_ANCHOR: usize = 8;
+
+/// Whether a path's anchor, or a CA above it, is revoked by a configured CRL: 0 for the anchor,
+/// 1 for its issuer… A trust source may list intermediates (an Office 365 .sst does), and the
+/// path OpenSSL builds ends at the first listed one: its revocation by its issuer's CRL, and
+/// that issuer's by its own, are read here, each certificate against the CRLs its issuer
+/// signed (the issuer found among the anchors and the message's certificates by name and by
+/// the signature on the certificate), up to a self-signed one. OpenSSL reads those CRLs only
+/// on a path that reaches a self-signed root through certificates of the store alone.
+fn revoked_above(trust: &TrustStore, anchor: &X509, untrusted: &[X509]) -> Option<usize> {
+    let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
+    let pool: Vec<X509> = trust
+        .certificates()
+        .into_iter()
+        .chain(untrusted.iter().cloned())
+        .collect();
+    let mut x = anchor.clone();
+    for step in 0..MAX_ABOVE_ANCHOR {
+        if x.issued(&x) == X509VerifyResult::OK {
+            return None;
+        }
+        let issuer = pool.iter().find(|i| {
+            i.issued(&x) == X509VerifyResult::OK
+                && i.public_key().is_ok_and(|k| x.verify(&k).unwrap_or(false))
+        })?;
+        let key = issuer.public_key().ok()?;
+        let issuer_name = issuer.subject_name().to_der().ok()?;
+        let revoked = trust.crls.iter().any(|crl| {
+            crl.issuer_name().to_der().ok().as_deref() == Some(&issuer_name[..])
+                && crl.verify(&key).unwrap_or(false)
+                && crl.next_update().is_none_or(|n| n >= now)
+                && matches!(
+                    crl.get_by_serial(x.serial_number()),
+                    openssl::x509::CrlStatus::Revoked(_)
+                )
+        });
+        let _ = openssl::error::ErrorStack::get();
+        if revoked {
+            return Some(step);
+        }
+        x = issuer.clone();
+    }
+    None
 }
 
 /// Whether a CA on `cert`'s path (built without CRLs) is revoked by the CRLs of `trust`, each
@@ -367,7 +432,7 @@ pub fn a_ca_on_the_path_is_revoked(trust: &TrustStore, cert: &X509, untrusted: &
         &*trust.store_any_purpose_no_crl,
     );
     matches!(
-        verify_in(stores, &trust.store_any_purpose_leaf_crl, trust.has_crls, cert, untrusted),
+        verify_in(stores, &trust.store_any_purpose_leaf_crl, trust, cert, untrusted),
         Ok(Err((e, depth))) if depth > 0 && e.as_raw() == openssl_sys::X509_V_ERR_CERT_REVOKED
     )
 }
@@ -405,7 +470,7 @@ fn any_eku_path(
     match verify_strong(
         stores,
         &trust.store_any_purpose_leaf_crl,
-        trust.has_crls,
+        trust,
         cert,
         untrusted,
     )

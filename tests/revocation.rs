@@ -1,0 +1,194 @@
+//! Revocation with CRLs when the trust file lists intermediates (as an Office 365 .sst does), with
+//! delta CRLs, and with a CA the message carries twice (cross-signed): the PKI root → A → B →
+//! alice is made here with `openssl ca`, and each case is compared with what OpenSSL's own
+//! `openssl verify -crl_check_all` says on the path to the root.
+
+mod common;
+
+use common::*;
+
+/// The PKI and messages, made once per test in a folder of its own.
+fn pki_dir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("smimed-rev.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = d.path().display().to_string();
+    sh_in(
+        d.path(),
+        &format!(
+            r#"set -e
+D={dir}
+mkca() {{
+  mkdir -p $1/newcerts; : > $1/index.txt; echo 1000 > $1/serial; echo 1000 > $1/crlnumber
+  cat > $1/ca.cnf <<EOC
+[ ca ]
+default_ca = c
+[ c ]
+dir = $D/$1
+database = \$dir/index.txt
+new_certs_dir = \$dir/newcerts
+certificate = \$dir/cert.pem
+private_key = \$dir/key.pem
+serial = \$dir/serial
+crlnumber = \$dir/crlnumber
+default_md = sha256
+default_days = 365
+default_crl_days = 30
+policy = pol
+unique_subject = no
+[ pol ]
+commonName = supplied
+emailAddress = optional
+[ v3_ca ]
+basicConstraints = critical,CA:true
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[ v3_leaf ]
+basicConstraints = CA:false
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = emailProtection
+subjectAltName = email:copy
+authorityKeyIdentifier = keyid:always
+[ crl_ext ]
+authorityKeyIdentifier = keyid:always
+EOC
+}}
+for c in root A B R2; do mkca $c; openssl genrsa -out $c/key.pem 2048 2>/dev/null; done
+for r in root R2; do
+  openssl req -new -x509 -key $r/key.pem -subj "/CN=Test $r" -days 3650 -out $r/cert.pem \
+    -addext basicConstraints=critical,CA:true -addext keyUsage=critical,keyCertSign,cRLSign
+done
+issue() {{ openssl req -new -key $3 -subj "$2" -out $4.csr; openssl ca -batch -config $1/ca.cnf -extensions $5 -in $4.csr -out $4 -notext 2>/dev/null; }}
+issue root "/CN=Test A" A/key.pem A/cert.pem v3_ca
+issue A "/CN=Test B" B/key.pem B/cert.pem v3_ca
+# A again, same key, under the second root (a root migration's cross-certificate).
+issue R2 "/CN=Test A" A/key.pem A2.pem v3_ca
+openssl genrsa -out alice.key 2048 2>/dev/null
+issue B "/CN=Alice/emailAddress=alice@example.org" alice.key alice.pem v3_leaf
+gencrl() {{ openssl ca -config $1/ca.cnf -gencrl -crlexts crl_ext -out $2 2>/dev/null; }}
+gencrl root root-clean.crl; gencrl A A-clean.crl; gencrl B B-clean.crl
+openssl ca -config root/ca.cnf -revoke A/cert.pem 2>/dev/null; gencrl root root-revA.crl
+openssl ca -config A/ca.cnf -revoke B/cert.pem 2>/dev/null; gencrl A A-revB.crl
+# B's base CRL revoking alice, then a delta with nothing newly revoked (as AD CS publishes).
+openssl ca -config B/ca.cnf -revoke alice.pem 2>/dev/null; gencrl B B-base.crl
+base=$(openssl crl -in B-base.crl -noout -crlnumber | cut -d= -f2)
+printf '[ delta_ext ]\nauthorityKeyIdentifier = keyid:always\n2.5.29.27 = critical,ASN1:INTEGER:%s\n' $base >> B/ca.cnf
+sleep 1
+cp B/index.txt B/index.bak; sed -i 's/^R\t\([^\t]*\)\t[^\t]*\t/V\t\1\t\t/' B/index.txt
+openssl ca -config B/ca.cnf -gencrl -crlexts delta_ext -out B-delta.crl 2>/dev/null
+cp root/cert.pem root.pem; cp A/cert.pem A.pem; cp B/cert.pem B.pem; cp R2/cert.pem R2.pem
+cat root.pem B.pem > root+B.pem; cat A.pem B.pem > A+B.pem
+printf 'Content-Type: text/plain\n\nhello\n' > content.txt
+sign() {{ cat $1 > chain.pem; {{ printf 'From: alice@example.org\nTo: bob@example.org\nSubject: t\n'; openssl cms -sign -signer alice.pem -inkey alice.key -certfile chain.pem -in content.txt; }} > $2; }}
+cat A.pem B.pem > AB; sign AB msg.eml
+# (PKCS#7 as `openssl smime` writes it keeps the certificates in the order given.)
+sign7() {{ cat $1 > chain.pem; {{ printf 'From: alice@example.org\nTo: bob@example.org\nSubject: t\n'; openssl smime -sign -signer alice.pem -inkey alice.key -certfile chain.pem -in content.txt; }} > $2; }}
+cat B.pem A.pem A2.pem > cross1; sign7 cross1 cross-a-first.eml
+cat B.pem A2.pem A.pem > cross2; sign7 cross2 cross-a2-first.eml
+"#
+        ),
+    );
+    d
+}
+
+fn status(d: &std::path::Path, msg: &str, trust: &str, crls: &[&str]) -> String {
+    let mut c = smimed();
+    c.current_dir(d)
+        .args(["--authserv-id", "mx.test", "--trust", trust]);
+    for crl in crls {
+        c.args(["--crl", crl]);
+    }
+    let out = run_with_stdin(c.arg("filter"), &std::fs::read(d.join(msg)).unwrap());
+    status_of(&out.stdout)
+}
+
+fn lookup_code(d: &std::path::Path, trust: &str, crls: &[&str]) -> Option<i32> {
+    let mut c = smimed();
+    c.current_dir(d)
+        .args(["--trust", trust, "--certs", "store"]);
+    for crl in crls {
+        c.args(["--crl", crl]);
+    }
+    let imp = run_with_stdin(
+        smimed()
+            .current_dir(d)
+            .args(["--trust", trust, "--certs", "store", "certs", "import"])
+            .args(["alice.pem", "A.pem", "B.pem"]),
+        b"",
+    );
+    assert!(
+        imp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imp.stderr)
+    );
+    run_with_stdin(c.args(["certs", "lookup", "alice@example.org"]), b"")
+        .status
+        .code()
+}
+
+#[test]
+fn a_listed_intermediate_and_the_cas_above_it_are_read_for_revocation() {
+    let d = pki_dir();
+    let d = d.path();
+    // root and B listed, A only in the message: the root's CRL revoking A still counts.
+    let st = status(
+        d,
+        "msg.eml",
+        "root+B.pem",
+        &["root-revA.crl", "A-clean.crl", "B-clean.crl"],
+    );
+    assert_eq!(status_word(&st, "signature"), Some("revoked"), "{st}");
+    assert_eq!(
+        lookup_code(
+            d,
+            "root+B.pem",
+            &["root-revA.crl", "A-clean.crl", "B-clean.crl"]
+        ),
+        Some(1)
+    );
+    // A and B listed, no root: A's CRL revoking B counts, as with A alone listed.
+    for trust in ["A.pem", "A+B.pem"] {
+        let st = status(d, "msg.eml", trust, &["A-revB.crl", "B-clean.crl"]);
+        assert_eq!(
+            status_word(&st, "signature"),
+            Some("revoked"),
+            "{trust}: {st}"
+        );
+    }
+    // Nothing revoked: valid.
+    let st = status(
+        d,
+        "msg.eml",
+        "root+B.pem",
+        &["root-clean.crl", "A-clean.crl", "B-clean.crl"],
+    );
+    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+}
+
+#[test]
+fn a_delta_crl_adds_to_its_base_and_never_cancels_it() {
+    let d = pki_dir();
+    let d = d.path();
+    let base = ["root-clean.crl", "A-clean.crl", "B-base.crl"];
+    let st = status(d, "msg.eml", "root.pem", &base);
+    assert_eq!(status_word(&st, "signature"), Some("revoked"), "{st}");
+    let st = status(
+        d,
+        "msg.eml",
+        "root.pem",
+        &[&base[..], &["B-delta.crl"]].concat(),
+    );
+    assert_eq!(status_word(&st, "signature"), Some("revoked"), "{st}");
+}
+
+#[test]
+fn a_ca_sent_twice_is_followed_to_the_root_that_is_trusted_whatever_the_order() {
+    let d = pki_dir();
+    let d = d.path();
+    for msg in ["cross-a-first.eml", "cross-a2-first.eml"] {
+        let st = status(d, msg, "R2.pem", &[]);
+        assert_eq!(status_word(&st, "signature"), Some("valid"), "{msg}: {st}");
+    }
+}
