@@ -238,10 +238,29 @@ pub fn read_file<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) ->
     let mode = f.metadata().map_err(io)?.permissions().mode();
     if mode & 0o002 != 0 {
         return Err(Error::config(format!(
-            "config file {} can be written by every user (mode {:o}), and it names commands              smimed runs: chmod o-w it",
+            "config file {} can be written by every user (mode {:o}), and it names commands \
+             smimed runs: chmod o-w it",
             path.display(),
             mode & 0o7777
         )));
+    }
+    // The same for a file in a folder every user may write without the sticky bit (anyone may
+    // put another file in its place).
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(m) = std::fs::metadata(folder) {
+        let fmode = m.permissions().mode();
+        if fmode & 0o002 != 0 && fmode & 0o1000 == 0 {
+            return Err(Error::config(format!(
+                "config file {} is in a folder every user may write (mode {:o}), and it names \
+                 commands smimed runs: chmod o-w {}",
+                path.display(),
+                fmode & 0o7777,
+                folder.display()
+            )));
+        }
     }
     let mut text = String::new();
     f.read_to_string(&mut text).map_err(io)?;

@@ -371,9 +371,15 @@ fn config_errors_are_78() {
     // A sendmail key with a value no command accepts: found by any command reading the file.
     let bad_policy = d.path().join("policy.toml");
     std::fs::write(&bad_policy, "sign = \"sometimes\"\n").unwrap();
-    // A file every user may write (it names the commands smimed runs).
+    // A file every user may write (it names the commands smimed runs), or one in a folder
+    // every user may write (without the sticky bit).
     let everyones = d.path().join("everyone.toml");
     write_mode(&everyones, b"authserv_id = \"mx.test\"\n", 0o666);
+    let open_folder = d.path().join("open");
+    std::fs::create_dir(&open_folder).unwrap();
+    let in_open = open_folder.join("smimed.toml");
+    write_mode(&in_open, b"authserv_id = \"mx.test\"\n", 0o644);
+    std::fs::set_permissions(&open_folder, std::fs::Permissions::from_mode(0o777)).unwrap();
     // Signed, so that the trust anchors are needed (they load on first need).
     let msg = message(
         "alice@example.org",
@@ -387,6 +393,7 @@ fn config_errors_are_78() {
         vec!["--config", path_str(&unreadable_trust), "filter"],
         vec!["--config", path_str(&bad_policy), "filter"],
         vec!["--config", path_str(&everyones), "filter"],
+        vec!["--config", path_str(&in_open), "filter"],
         vec!["--authserv-id", "bad id;", "filter"],
     ] {
         let out = run_with_stdin(smimed().args(&args), &msg);
@@ -994,6 +1001,15 @@ fn output_file_is_private_atomic_and_never_written_through_a_symlink() {
     assert_words(&status_of(&written), "decrypted", "valid");
     // Only the two files and the passphrase: no temporary file left beside them.
     assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 3);
+    // A path that can never be a file (a folder, a name under a regular file): 73, not the
+    // 75 that has an MDA retry for ever.
+    for bad in [d.path().to_path_buf(), victim.join("below")] {
+        let out = run_with_stdin(
+            smimed_trusting().args(["filter", "--output", path_str(&bad)]),
+            &encrypted_to_bob(),
+        );
+        assert_eq!(out.status.code(), Some(73), "{}", bad.display());
+    }
     // A device is written into as it is.
     let out = run_with_stdin(
         smimed_trusting().args(["filter", "--output", "/dev/null"]),

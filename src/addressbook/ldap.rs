@@ -179,7 +179,7 @@ impl LdapConfig {
         // an IPv6 literal never matches, and every lookup would fail as "unreachable".
         if (tls || starttls) && host.contains(':') {
             return Err(bad(
-                "TLS to an IPv6 address literal is not supported (the certificate check would                  always fail): give the directory's host name",
+                "TLS to an IPv6 address literal is not supported (the certificate check would always fail): give the directory's host name",
             ));
         }
         let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();

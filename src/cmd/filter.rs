@@ -24,18 +24,33 @@ fn write_output(args: &FilterArgs, output: &[u8]) -> Result<()> {
             // be written whole and private, and retrying will not change that (73, not 75).
             // Writing into the old file instead would keep its mode (decrypted text readable by
             // others) and leave it half-written when the disk is full.
+            // Only a full disk or quota, an I/O error or a lack of resources may pass (75).
             _ => crate::fsio::try_write_atomic(p, output).map_err(|e| {
-                use std::io::ErrorKind as K;
-                match e.kind() {
-                    K::PermissionDenied | K::ReadOnlyFilesystem | K::NotFound => Error::new(
+                let passing = matches!(
+                    e.raw_os_error(),
+                    Some(
+                        libc::ENOSPC
+                            | libc::EDQUOT
+                            | libc::EIO
+                            | libc::EAGAIN
+                            | libc::EINTR
+                            | libc::ENOMEM
+                            | libc::EMFILE
+                            | libc::ENFILE
+                            | libc::EFBIG
+                    )
+                );
+                if passing {
+                    Error::io(p.display(), e)
+                } else {
+                    Error::new(
                         crate::error::Kind::CantCreate,
                         format!(
                             "{}: {e}: the output is written as a new private file in its \
-                             folder, which needs a folder you may write",
+                             folder, which needs a folder that exists and you may write",
                             p.display()
                         ),
-                    ),
-                    _ => Error::io(p.display(), e),
+                    )
                 }
             }),
         },

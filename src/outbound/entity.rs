@@ -230,8 +230,7 @@ fn multipart_seven_bit(
 ) -> Option<Vec<u8>> {
     let boundary = ct.params.get("boundary")?;
     let mp = split_multipart(e.body, boundary)?;
-    let mut out = with_cte(&e.fields, "7bit");
-    out.extend_from_slice(b"\r\n");
+    let mut out = Vec::new();
     // The preamble, like the epilogue, is for readers without MIME; one that would not
     // survive transport unchanged ("From " at a line start, trailing blanks, 8-bit) is left
     // out rather than let an MTA or mbox break the signature.
@@ -250,7 +249,24 @@ fn multipart_seven_bit(
     if !needs_encoding(mp.epilogue) {
         out.extend_from_slice(&mime::canonical_crlf(mp.epilogue));
     }
-    Some(out)
+    // 7bit only when it is: a part kept as it came (a signed or an 8-bit header that cannot
+    // be rewritten) may leave 8-bit bytes (RFC 2045 §2.7, §6.2).
+    let mut entity = with_cte(&e.fields, cte_for(&out));
+    entity.extend_from_slice(b"\r\n");
+    entity.extend_from_slice(&out);
+    Some(entity)
+}
+
+/// The transfer encoding that says what a body holds: 7bit, 8bit, or binary (lines over 998
+/// octets).
+fn cte_for(body: &[u8]) -> &'static str {
+    if lines(body).any(|l| l.len() > 998) {
+        "binary"
+    } else if body.is_ascii() {
+        "7bit"
+    } else {
+        "8bit"
+    }
 }
 
 /// The entity (header fields and body, LF or CRLF) in 7-bit, CRLF canonical form.
@@ -336,9 +352,10 @@ fn seven_bit_at(entity: &[u8], depth: usize, in_digest: bool) -> Vec<u8> {
         return clean_header(&e, entity);
     }
     if depth < MAX_DEPTH && mimetype == "message/rfc822" {
-        let mut out = with_cte(&e.fields, "7bit");
+        let inner = seven_bit_at(e.body, depth + 1, false);
+        let mut out = with_cte(&e.fields, cte_for(&inner));
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&seven_bit_at(e.body, depth + 1, false));
+        out.extend_from_slice(&inner);
         return out;
     }
     if mimetype.starts_with("text/") {
@@ -454,6 +471,30 @@ pub fn pkcs7_mime(der: &[u8], smime_type: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_part_left_with_8bit_bytes_is_not_labelled_7bit() {
+        // An attached message whose header holds raw UTF-8 (which cannot be rewritten): the
+        // part and the multipart around it still hold 8-bit bytes, so neither says 7bit.
+        let e =
+            "Content-Type: multipart/mixed; boundary=\"M\"\n\n--M\nContent-Type: text/plain\n\n\
+                 hi\n--M\nContent-Type: message/rfc822\nContent-Transfer-Encoding: 8bit\n\n\
+                 Subject: Gr\u{fc}\u{df}e\n\nhallo\n--M--\n";
+        let out = seven_bit(e.as_bytes());
+        let text = String::from_utf8_lossy(&out);
+        assert!(!out.is_ascii());
+        assert!(
+            text.starts_with("Content-Type: multipart/mixed; boundary=\"M\"\r\nContent-Transfer-Encoding: 8bit\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n"),
+            "{text}"
+        );
+        // All 7-bit: 7bit.
+        let out = seven_bit(b"Content-Type: multipart/mixed; boundary=\"M\"\n\n--M\n\nhi\n--M--\n");
+        assert!(String::from_utf8_lossy(&out).contains("Content-Transfer-Encoding: 7bit"));
+    }
 
     #[test]
     fn a_digest_part_without_content_type_is_a_message_not_text() {
