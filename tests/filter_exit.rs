@@ -23,6 +23,15 @@ fn write_mode(path: &Path, data: &[u8], mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// The environment `smimed()` gives, for a command that runs smimed through a wrapper (`sh`,
+/// `setpriv`): no user config, a state folder of its own.
+fn isolated(c: &mut std::process::Command) {
+    c.env_remove("SMIMED_CONFIG")
+        .env_remove("SMIMED_PASSPHRASE")
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .env("XDG_STATE_HOME", state_home("process"));
+}
+
 fn tmp() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("smimed-fx.")
@@ -982,10 +991,8 @@ fn output_file_is_private_atomic_and_never_written_through_a_symlink() {
         .args(["--trust", path_str(&p.root_path)])
         .args(["--key", path_str(&p.bob.p12_path)])
         .args(["--passphrase-file", path_str(&pf)])
-        .args(["filter", "--output", path_str(&out_path)])
-        .env_remove("SMIMED_CONFIG")
-        .env("XDG_CONFIG_HOME", "/nonexistent")
-        .env("XDG_STATE_HOME", state_home("process"));
+        .args(["filter", "--output", path_str(&out_path)]);
+    isolated(&mut c);
     let out = run_with_stdin(&mut c, &encrypted_to_bob());
     assert_eq!(
         out.status.code(),
@@ -1078,10 +1085,8 @@ fn an_output_in_a_folder_nobody_may_write_is_73_and_the_file_stays() {
         c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
             .arg(&bin)
             .args(["filter", "--output", path_str(output)])
-            .env_remove("SMIMED_CONFIG")
-            .env("XDG_CONFIG_HOME", "/nonexistent")
-            .env("XDG_STATE_HOME", "/nonexistent")
             .current_dir(d.path());
+        isolated(&mut c);
         run_with_stdin(&mut c, &msg)
     };
     let out = as_nobody(&out_path);

@@ -504,17 +504,7 @@ fn eight_bit_part_headers_are_signed_opaque_when_sent_alone() {
     assert_eq!(rec.len(), 1);
     assert!(rec[0].message.is_ascii(), "{}", rec[0].text());
     assert_eq!(smime_type(&rec[0].message), "signed-data");
-    let content = openssl(
-        &[
-            "cms",
-            "-verify",
-            "-inform",
-            "DER",
-            "-CAfile",
-            path_str(&p.root_path),
-        ],
-        &pkcs7_der(&rec[0].message),
-    );
+    let content = opaque_content(&rec[0].message);
     let name = "Grüße.txt".as_bytes();
     assert!(content.windows(name.len()).any(|w| w == name));
     // An ASCII message is still multipart/signed.
@@ -1671,17 +1661,7 @@ fn from_lines_and_message_types_survive_signing() {
             &quoted,
         )
     } else {
-        openssl(
-            &[
-                "cms",
-                "-verify",
-                "-inform",
-                "DER",
-                "-CAfile",
-                path_str(&p.root_path),
-            ],
-            &pkcs7_der(&quoted),
-        )
+        opaque_content(&quoted)
     };
     assert!(String::from_utf8_lossy(&verified).contains("hello"));
 
@@ -1701,17 +1681,7 @@ fn from_lines_and_message_types_survive_signing() {
     );
     let rec = signed_only(dsn.as_bytes());
     assert_eq!(smime_type(&rec.message), "signed-data");
-    let content = openssl(
-        &[
-            "cms",
-            "-verify",
-            "-inform",
-            "DER",
-            "-CAfile",
-            path_str(&p.root_path),
-        ],
-        &pkcs7_der(&rec.message),
-    );
+    let content = opaque_content(&rec.message);
     let content = String::from_utf8_lossy(&content);
     assert!(content.contains("message/delivery-status"), "{content}");
     assert!(
@@ -1735,17 +1705,7 @@ fn unlabelled_8bit_text_gets_an_honest_charset() {
         );
         assert_ok(&out);
         let rec = env.take_recorded();
-        let content = openssl(
-            &[
-                "cms",
-                "-verify",
-                "-inform",
-                "DER",
-                "-CAfile",
-                path_str(&p.root_path),
-            ],
-            &pkcs7_der(&rec[0].message),
-        );
+        let content = opaque_content(&rec[0].message);
         String::from_utf8_lossy(&content).into_owned()
     };
     let head = format!(
@@ -1831,4 +1791,20 @@ fn the_content_cipher_is_one_every_recipient_advertised() {
     std::fs::write(&record, text).unwrap();
     let printed = cipher("bob@example.org");
     assert!(printed.contains("aes-128-cbc"), "{printed}");
+}
+
+/// What an opaque signed message (application/pkcs7-mime signed-data) holds, verified by the
+/// openssl command line against the test root.
+fn opaque_content(msg: &[u8]) -> Vec<u8> {
+    openssl(
+        &[
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-CAfile",
+            path_str(&pki().root_path),
+        ],
+        &pkcs7_der(msg),
+    )
 }
