@@ -245,26 +245,39 @@ pub fn read_file<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) ->
         )));
     }
     // The same for a file in a folder every user may write without the sticky bit (anyone may
-    // put another file in its place).
-    let folder = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Ok(m) = std::fs::metadata(folder) {
-        let fmode = m.permissions().mode();
-        if fmode & 0o002 != 0 && fmode & 0o1000 == 0 {
-            return Err(Error::config(format!(
-                "config file {} is in a folder every user may write (mode {:o}), and it names \
-                 commands smimed runs: chmod o-w {}",
-                path.display(),
-                fmode & 0o7777,
-                folder.display()
-            )));
-        }
+    // put another file in its place), or below one (anyone may rename the folder away): the
+    // folders of the path as given and of the file it leads to (through symlinks).
+    if let Some(folder) = open_folder_above(path) {
+        return Err(Error::config(format!(
+            "config file {} is in or below a folder every user may write ({}), and it names \
+             commands smimed runs: chmod o-w that folder (or set its sticky bit)",
+            path.display(),
+            folder.display()
+        )));
     }
     let mut text = String::new();
     f.read_to_string(&mut text).map_err(io)?;
     toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))
+}
+
+/// The first folder above `path` (as given, made absolute, and as its symlinks resolve) that
+/// every user may write and that has no sticky bit.
+fn open_folder_above(path: &Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let given = std::path::absolute(path).ok();
+    let real = std::fs::canonicalize(path).ok();
+    for p in given.iter().chain(real.iter()) {
+        for folder in p.ancestors().skip(1) {
+            let Ok(m) = std::fs::metadata(folder) else {
+                continue;
+            };
+            let mode = m.permissions().mode();
+            if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+                return Some(folder.to_path_buf());
+            }
+        }
+    }
+    None
 }
 
 /// A config parse error naming the file, line and column, without the line itself: toml's own

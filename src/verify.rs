@@ -242,7 +242,8 @@ fn verify_strong(
             let mut other = pool.clone();
             other.reverse();
             let again = verify_in(stores, ca_leaf_crl, trust, cert, &other)?;
-            if again.is_ok() {
+            // A path found (valid or revoked) is an answer; "no issuer" again is not.
+            if !no_issuer(&again) {
                 (res, pool) = (again, other);
             }
         }
@@ -309,6 +310,12 @@ fn verify_in(
     let run = |store: &X509StoreRef| run_for(store, cert);
     let sw = |e: openssl::error::ErrorStack| (Signature::Error, format!("verify-failed: {e}"));
     let mut res = run(with_crls).map_err(sw)?;
+    // The depth of the first CRL problem on the path as configured (OpenSSL reads the CRLs from
+    // the end certificate up and stops at the first).
+    let first_problem = match &res {
+        Err((e, d)) if has_crls && crate::trust::crl_problem(e.as_raw()) => Some(*d),
+        _ => None,
+    };
     // Some CRL on the path is missing or unusable: the checks below cover what they can, and
     // revocation counts as unchecked.
     let fell_back =
@@ -355,13 +362,21 @@ fn verify_in(
             if revoked(&full) {
                 return Ok(full);
             }
-            if let Some(anchor) = chain.last() {
-                if let Some(above) = revoked_above(trust, anchor, untrusted) {
-                    let depth = chain.len().saturating_sub(1) + above;
-                    return Ok(Err((crate::ossl::cert_revoked(), depth as u32)));
+            let above = match chain.last() {
+                Some(anchor) if anchor.issued(anchor) != X509VerifyResult::OK => {
+                    revoked_above(trust, anchor, untrusted)
                 }
+                _ => Above::NotAllRead,
+            };
+            if let Above::Revoked(up) = above {
+                let depth = chain.len().saturating_sub(1) + up;
+                return Ok(Err((crate::ossl::cert_revoked(), depth as u32)));
             }
-            Ok((checked || full.is_ok(), chain))
+            // Every CRL was read: on the longer path by OpenSSL, or below the anchor by
+            // OpenSSL (the first problem it met was the anchor's own CRL) and above it here.
+            let below_read = matches!(first_problem, Some(d) if d as usize + 1 == chain.len());
+            let all = checked || full.is_ok() || (below_read && above == Above::AllRead);
+            Ok((all, chain))
         }
         r => r,
     };
@@ -377,50 +392,109 @@ fn no_issuer(r: &PathResult) -> bool {
     ))
 }
 
-/// Most certificates above a path's anchor read for revocation.
+/// Most certificates above a path's anchor read for revocation, and most issuers tried for one.
 const MAX_ABOVE_ANCHOR: usize = 8;
+const MAX_ISSUER_CANDIDATES: usize = 8;
 
-/// Whether a path's anchor, or a CA above it, is revoked by a configured CRL: 0 for the anchor,
-/// 1 for its issuer… A trust source may list intermediates (an Office 365 .sst does), and the
-/// path OpenSSL builds ends at the first listed one: its revocation by its issuer's CRL, and
-/// that issuer's by its own, are read here, each certificate against the CRLs its issuer
-/// signed (the issuer found among the anchors and the message's certificates by name and by
-/// the signature on the certificate), up to a self-signed one. OpenSSL reads those CRLs only
-/// on a path that reaches a self-signed root through certificates of the store alone.
-fn revoked_above(trust: &TrustStore, anchor: &X509, untrusted: &[X509]) -> Option<usize> {
-    let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
+/// What the CRLs above a path's anchor say.
+#[derive(Debug, PartialEq, Eq)]
+enum Above {
+    /// The anchor (0), its issuer (1)… is revoked.
+    Revoked(usize),
+    /// Every certificate up to a self-signed one was read against a CRL and none is revoked.
+    AllRead,
+    /// Not revoked as far as the CRLs there are go, some certificate without a usable CRL.
+    NotAllRead,
+}
+
+/// The CRLs above a path's anchor. A trust source may list intermediates (an Office 365 .sst
+/// does), and the path OpenSSL builds ends at the first listed one: its revocation by its
+/// issuer's CRL, and that issuer's by its own, are read here up to a self-signed certificate.
+/// Each issuer is looked for among the anchors and the message's certificates (every one whose
+/// key signed the certificate: a cross-certificate first in the message must not hide the
+/// CA it stands for), and OpenSSL itself reads the CRLs (the newest, deltas over their base,
+/// names compared as RFC 5280 says), in a store that trusts only that issuer.
+fn revoked_above(trust: &TrustStore, anchor: &X509, untrusted: &[X509]) -> Above {
     let pool: Vec<X509> = trust
         .certificates()
         .into_iter()
         .chain(untrusted.iter().cloned())
         .collect();
-    let mut x = anchor.clone();
-    for step in 0..MAX_ABOVE_ANCHOR {
-        if x.issued(&x) == X509VerifyResult::OK {
-            return None;
+    let mut all_read = true;
+    // (certificate, its depth above the anchor)
+    let mut todo = vec![(anchor.clone(), 0usize)];
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    while let Some((x, depth)) = todo.pop() {
+        if depth >= MAX_ABOVE_ANCHOR || x.issued(&x) == X509VerifyResult::OK {
+            continue;
         }
-        let issuer = pool.iter().find(|i| {
-            i.issued(&x) == X509VerifyResult::OK
-                && i.public_key().is_ok_and(|k| x.verify(&k).unwrap_or(false))
-        })?;
-        let key = issuer.public_key().ok()?;
-        let issuer_name = issuer.subject_name().to_der().ok()?;
-        let revoked = trust.crls.iter().any(|crl| {
-            crl.issuer_name().to_der().ok().as_deref() == Some(&issuer_name[..])
-                && crl.verify(&key).unwrap_or(false)
-                && crl.next_update().is_none_or(|n| n >= now)
-                && matches!(
-                    crl.get_by_serial(x.serial_number()),
-                    openssl::x509::CrlStatus::Revoked(_)
-                )
-        });
+        let issuers: Vec<&X509> = pool
+            .iter()
+            .filter(|i| {
+                i.issued(&x) == X509VerifyResult::OK
+                    && i.public_key().is_ok_and(|k| x.verify(&k).unwrap_or(false))
+            })
+            .take(MAX_ISSUER_CANDIDATES)
+            .collect();
         let _ = openssl::error::ErrorStack::get();
-        if revoked {
-            return Some(step);
+        if issuers.is_empty() {
+            all_read = false;
         }
-        x = issuer.clone();
+        for issuer in issuers {
+            match crl_verdict(trust, &x, issuer) {
+                Some(true) => return Above::Revoked(depth),
+                Some(false) => {}
+                None => all_read = false,
+            }
+            let der = issuer.to_der().unwrap_or_default();
+            if !seen.contains(&der) {
+                seen.push(der);
+                todo.push((issuer.clone(), depth + 1));
+            }
+        }
     }
-    None
+    if all_read {
+        Above::AllRead
+    } else {
+        Above::NotAllRead
+    }
+}
+
+/// Whether the configured CRLs that `issuer` signed revoke `x`: Some(true) revoked, Some(false)
+/// read and not revoked, None when there is no usable one. OpenSSL decides, verifying `x` in a
+/// store that trusts `issuer` alone and checks the end certificate's CRL (times left out: only
+/// revocation is asked here).
+fn crl_verdict(trust: &TrustStore, x: &X509, issuer: &X509) -> Option<bool> {
+    let build = || -> Result<openssl::x509::store::X509Store, openssl::error::ErrorStack> {
+        let mut b = openssl::x509::store::X509StoreBuilder::new()?;
+        b.add_cert(issuer.clone())?;
+        for crl in &trust.crls {
+            crate::ossl::store_add_crl(&mut b, crl)?;
+        }
+        b.set_flags(
+            openssl::x509::verify::X509VerifyFlags::PARTIAL_CHAIN
+                | openssl::x509::verify::X509VerifyFlags::CRL_CHECK
+                | openssl::x509::verify::X509VerifyFlags::USE_DELTAS
+                | openssl::x509::verify::X509VerifyFlags::EXTENDED_CRL_SUPPORT
+                | openssl::x509::verify::X509VerifyFlags::NO_CHECK_TIME,
+        )?;
+        Ok(b.build())
+    };
+    let store = build().ok()?;
+    let none = Stack::new().ok()?;
+    let mut ctx = X509StoreContext::new().ok()?;
+    let err = ctx
+        .init(&store, x, &none, |c| {
+            c.verify_cert()?;
+            Ok(c.error())
+        })
+        .ok()?;
+    let _ = openssl::error::ErrorStack::get();
+    match err.as_raw() {
+        openssl_sys::X509_V_OK => Some(false),
+        openssl_sys::X509_V_ERR_CERT_REVOKED => Some(true),
+        _ => None,
+    }
 }
 
 /// Whether a CA on `cert`'s path (built without CRLs) is revoked by the CRLs of `trust`, each

@@ -389,6 +389,11 @@ fn config_errors_are_78() {
     let in_open = open_folder.join("smimed.toml");
     write_mode(&in_open, b"authserv_id = \"mx.test\"\n", 0o644);
     std::fs::set_permissions(&open_folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The same file reached through a symlink in a safe folder.
+    let safe = d.path().join("safe");
+    std::fs::create_dir(&safe).unwrap();
+    let linked = safe.join("smimed.toml");
+    std::os::unix::fs::symlink(&in_open, &linked).unwrap();
     // Signed, so that the trust anchors are needed (they load on first need).
     let msg = message(
         "alice@example.org",
@@ -403,6 +408,7 @@ fn config_errors_are_78() {
         vec!["--config", path_str(&bad_policy), "filter"],
         vec!["--config", path_str(&everyones), "filter"],
         vec!["--config", path_str(&in_open), "filter"],
+        vec!["--config", path_str(&linked), "filter"],
         vec!["--authserv-id", "bad id;", "filter"],
     ] {
         let out = run_with_stdin(smimed().args(&args), &msg);

@@ -7,7 +7,12 @@ mod common;
 
 use common::*;
 
-/// The PKI and messages, made once per test in a folder of its own.
+/// The PKI and messages, made once for all the tests of this file.
+fn pki_path() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(pki_dir).path()
+}
+
 fn pki_dir() -> tempfile::TempDir {
     let d = tempfile::Builder::new()
         .prefix("smimed-rev.")
@@ -69,6 +74,11 @@ openssl genrsa -out alice.key 2048 2>/dev/null
 issue B "/CN=Alice/emailAddress=alice@example.org" alice.key alice.pem v3_leaf
 gencrl() {{ openssl ca -config $1/ca.cnf -gencrl -crlexts crl_ext -out $2 2>/dev/null; }}
 gencrl root root-clean.crl; gencrl A A-clean.crl; gencrl B B-clean.crl
+# An older root CRL holding A, then a newer one that no longer lists it.
+cp root/index.txt root/index.bak
+openssl ca -config root/ca.cnf -revoke A/cert.pem -crl_hold holdInstructionReject 2>/dev/null
+gencrl root root-holdA-old.crl
+cp root/index.bak root/index.txt; sleep 1; gencrl root root-new.crl
 openssl ca -config root/ca.cnf -revoke A/cert.pem 2>/dev/null; gencrl root root-revA.crl
 openssl ca -config A/ca.cnf -revoke B/cert.pem 2>/dev/null; gencrl A A-revB.crl
 # B's base CRL revoking alice, then a delta with nothing newly revoked (as AD CS publishes).
@@ -87,6 +97,7 @@ cat A.pem B.pem > AB; sign AB msg.eml
 sign7() {{ cat $1 > chain.pem; {{ printf 'From: alice@example.org\nTo: bob@example.org\nSubject: t\n'; openssl smime -sign -signer alice.pem -inkey alice.key -certfile chain.pem -in content.txt; }} > $2; }}
 cat B.pem A.pem A2.pem > cross1; sign7 cross1 cross-a-first.eml
 cat B.pem A2.pem A.pem > cross2; sign7 cross2 cross-a2-first.eml
+cat A2.pem A.pem B.pem > cross3; sign7 cross3 cross-a2-before-all.eml
 "#
         ),
     );
@@ -130,8 +141,7 @@ fn lookup_code(d: &std::path::Path, trust: &str, crls: &[&str]) -> Option<i32> {
 
 #[test]
 fn a_listed_intermediate_and_the_cas_above_it_are_read_for_revocation() {
-    let d = pki_dir();
-    let d = d.path();
+    let d = pki_path();
     // root and B listed, A only in the message: the root's CRL revoking A still counts.
     let st = status(
         d,
@@ -157,7 +167,7 @@ fn a_listed_intermediate_and_the_cas_above_it_are_read_for_revocation() {
             "{trust}: {st}"
         );
     }
-    // Nothing revoked: valid.
+    // Nothing revoked: valid, and every CRL on the path was read.
     let st = status(
         d,
         "msg.eml",
@@ -165,12 +175,34 @@ fn a_listed_intermediate_and_the_cas_above_it_are_read_for_revocation() {
         &["root-clean.crl", "A-clean.crl", "B-clean.crl"],
     );
     assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+    assert_eq!(status_word(&st, "revocation"), None, "{st}");
+    // An older CRL that held A, next to the newer one that released it: the newer counts.
+    let st = status(
+        d,
+        "msg.eml",
+        "root+B.pem",
+        &[
+            "root-holdA-old.crl",
+            "root-new.crl",
+            "A-clean.crl",
+            "B-clean.crl",
+        ],
+    );
+    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+    // A's cross-certificate from an unknown root first in the message does not hide A's
+    // revocation by the root.
+    let st = status(
+        d,
+        "cross-a2-before-all.eml",
+        "root+B.pem",
+        &["root-revA.crl", "A-clean.crl", "B-clean.crl"],
+    );
+    assert_eq!(status_word(&st, "signature"), Some("revoked"), "{st}");
 }
 
 #[test]
 fn a_delta_crl_adds_to_its_base_and_never_cancels_it() {
-    let d = pki_dir();
-    let d = d.path();
+    let d = pki_path();
     let base = ["root-clean.crl", "A-clean.crl", "B-base.crl"];
     let st = status(d, "msg.eml", "root.pem", &base);
     assert_eq!(status_word(&st, "signature"), Some("revoked"), "{st}");
@@ -185,8 +217,7 @@ fn a_delta_crl_adds_to_its_base_and_never_cancels_it() {
 
 #[test]
 fn a_ca_sent_twice_is_followed_to_the_root_that_is_trusted_whatever_the_order() {
-    let d = pki_dir();
-    let d = d.path();
+    let d = pki_path();
     for msg in ["cross-a-first.eml", "cross-a2-first.eml"] {
         let st = status(d, msg, "R2.pem", &[]);
         assert_eq!(status_word(&st, "signature"), Some("valid"), "{msg}: {st}");
