@@ -461,9 +461,10 @@ fn revoked_above(trust: &TrustStore, anchor: &X509, untrusted: &[X509]) -> Above
 }
 
 /// Whether the configured CRLs that `issuer` signed revoke `x`: Some(true) revoked, Some(false)
-/// read and not revoked, None when there is no usable one. OpenSSL decides, verifying `x` in a
-/// store that trusts `issuer` alone and checks the end certificate's CRL (times left out: only
-/// revocation is asked here).
+/// read and not revoked, None when there is no usable one (missing, expired, not yet valid).
+/// OpenSSL decides, verifying `x` in a store that trusts `issuer` alone and checks the end
+/// certificate's CRL. It reads the CRLs before it checks the certificates' own validity times,
+/// so an expired `x` or `issuer` still had its CRL read (only revocation is asked here).
 fn crl_verdict(trust: &TrustStore, x: &X509, issuer: &X509) -> Option<bool> {
     let build = || -> Result<openssl::x509::store::X509Store, openssl::error::ErrorStack> {
         let mut b = openssl::x509::store::X509StoreBuilder::new()?;
@@ -475,8 +476,7 @@ fn crl_verdict(trust: &TrustStore, x: &X509, issuer: &X509) -> Option<bool> {
             openssl::x509::verify::X509VerifyFlags::PARTIAL_CHAIN
                 | openssl::x509::verify::X509VerifyFlags::CRL_CHECK
                 | openssl::x509::verify::X509VerifyFlags::USE_DELTAS
-                | openssl::x509::verify::X509VerifyFlags::EXTENDED_CRL_SUPPORT
-                | openssl::x509::verify::X509VerifyFlags::NO_CHECK_TIME,
+                | openssl::x509::verify::X509VerifyFlags::EXTENDED_CRL_SUPPORT,
         )?;
         Ok(b.build())
     };
@@ -491,7 +491,9 @@ fn crl_verdict(trust: &TrustStore, x: &X509, issuer: &X509) -> Option<bool> {
         .ok()?;
     let _ = openssl::error::ErrorStack::get();
     match err.as_raw() {
-        openssl_sys::X509_V_OK => Some(false),
+        openssl_sys::X509_V_OK
+        | openssl_sys::X509_V_ERR_CERT_HAS_EXPIRED
+        | openssl_sys::X509_V_ERR_CERT_NOT_YET_VALID => Some(false),
         openssl_sys::X509_V_ERR_CERT_REVOKED => Some(true),
         _ => None,
     }

@@ -74,6 +74,7 @@ openssl genrsa -out alice.key 2048 2>/dev/null
 issue B "/CN=Alice/emailAddress=alice@example.org" alice.key alice.pem v3_leaf
 gencrl() {{ openssl ca -config $1/ca.cnf -gencrl -crlexts crl_ext -out $2 2>/dev/null; }}
 gencrl root root-clean.crl; gencrl A A-clean.crl; gencrl B B-clean.crl
+openssl ca -config root/ca.cnf -gencrl -crlexts crl_ext -crl_lastupdate 20200101000000Z -crl_nextupdate 20200201000000Z -out root-expired.crl 2>/dev/null
 # An older root CRL holding A, then a newer one that no longer lists it.
 cp root/index.txt root/index.bak
 openssl ca -config root/ca.cnf -revoke A/cert.pem -crl_hold holdInstructionReject 2>/dev/null
@@ -176,6 +177,15 @@ fn a_listed_intermediate_and_the_cas_above_it_are_read_for_revocation() {
     );
     assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
     assert_eq!(status_word(&st, "revocation"), None, "{st}");
+    // The root's CRL past its nextUpdate: A's revocation is unknown, so not all was read.
+    let st = status(
+        d,
+        "msg.eml",
+        "root+B.pem",
+        &["root-expired.crl", "A-clean.crl", "B-clean.crl"],
+    );
+    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+    assert_eq!(status_word(&st, "revocation"), Some("unchecked"), "{st}");
     // An older CRL that held A, next to the newer one that released it: the newer counts.
     let st = status(
         d,
