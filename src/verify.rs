@@ -392,72 +392,126 @@ fn no_issuer(r: &PathResult) -> bool {
     ))
 }
 
-/// Most certificates above a path's anchor read for revocation, and most issuers tried for one.
-const MAX_ABOVE_ANCHOR: usize = 8;
-const MAX_ISSUER_CANDIDATES: usize = 8;
+/// Bounds of the walk above a path's anchor: levels, issuers followed per certificate, and
+/// candidates looked at in all (the message supplies them: each costs a path check, which for
+/// a forgery ends at its first signature, made by an anchor's key).
+const MAX_ABOVE_ANCHOR: usize = 4;
+const MAX_ISSUER_CANDIDATES: usize = 4;
+const MAX_ABOVE_CHECKS: usize = 1024;
 
 /// What the CRLs above a path's anchor say.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Above {
-    /// The anchor (0), its issuer (1)… is revoked.
+    /// Every way up from the anchor meets a revocation (at this depth above it, the anchor 0).
     Revoked(usize),
-    /// Every certificate up to a self-signed one was read against a CRL and none is revoked.
+    /// Some way up is not revoked, and on one such way every CRL up to a self-signed root was
+    /// read.
     AllRead,
-    /// Not revoked as far as the CRLs there are go, some certificate without a usable CRL.
+    /// Some way up is not revoked as far as the CRLs there are go; not all of them were read.
     NotAllRead,
+}
+
+/// Whether `x` is self-signed: its own issuer, and its signature made with its own key (a
+/// certificate that only names itself as issuer is not).
+fn self_signed(x: &X509) -> bool {
+    x.issued(x) == X509VerifyResult::OK
+        && x.public_key().is_ok_and(|k| x.verify(&k).unwrap_or(false))
 }
 
 /// The CRLs above a path's anchor. A trust source may list intermediates (an Office 365 .sst
 /// does), and the path OpenSSL builds ends at the first listed one: its revocation by its
-/// issuer's CRL, and that issuer's by its own, are read here up to a self-signed certificate.
-/// Each issuer is looked for among the anchors and the message's certificates (every one whose
-/// key signed the certificate: a cross-certificate first in the message must not hide the
-/// CA it stands for), and OpenSSL itself reads the CRLs (the newest, deltas over their base,
-/// names compared as RFC 5280 says), in a store that trusts only that issuer.
+/// issuer's CRL, and that issuer's by its own, are read here, up to a self-signed root.
+///
+/// The issuers are looked for among the anchors and the message's certificates, but only one
+/// whose key signed the certificate and that itself has a path to an anchor counts (a sender
+/// may put any certificate in a message: a forgery with a CA's name and key, a false root).
+/// As RFC 5280 §6 has it, a certificate is revoked above its anchor only when every such
+/// issuer leads to a revocation (a retired cross-certificate that its old root revoked does
+/// not revoke the CA). OpenSSL itself reads the CRLs (the newest, deltas over their base, names
+/// compared as RFC 5280 says, their times), in a store that trusts only that issuer.
 fn revoked_above(trust: &TrustStore, anchor: &X509, untrusted: &[X509]) -> Above {
     let pool: Vec<X509> = trust
         .certificates()
         .into_iter()
         .chain(untrusted.iter().cloned())
         .collect();
-    let mut all_read = true;
-    // (certificate, its depth above the anchor)
-    let mut todo = vec![(anchor.clone(), 0usize)];
-    let mut seen: Vec<Vec<u8>> = Vec::new();
-    while let Some((x, depth)) = todo.pop() {
-        if depth >= MAX_ABOVE_ANCHOR || x.issued(&x) == X509VerifyResult::OK {
+    let mut checks = 0usize;
+    let r = above(trust, anchor, untrusted, &pool, 0, &mut checks);
+    let _ = openssl::error::ErrorStack::get();
+    r
+}
+
+fn above(
+    trust: &TrustStore,
+    x: &X509,
+    untrusted: &[X509],
+    pool: &[X509],
+    depth: usize,
+    checks: &mut usize,
+) -> Above {
+    if self_signed(x) {
+        return Above::AllRead;
+    }
+    if depth >= MAX_ABOVE_ANCHOR {
+        return Above::NotAllRead;
+    }
+    let mut issuers: Vec<&X509> = Vec::new();
+    for i in pool.iter().filter(|i| i.issued(x) == X509VerifyResult::OK) {
+        if issuers.len() >= MAX_ISSUER_CANDIDATES || *checks >= MAX_ABOVE_CHECKS {
+            break;
+        }
+        // A key whose checks cost what its maker likes is no candidate.
+        if crate::ossl::refused_key(i).is_some() {
             continue;
         }
-        let issuers: Vec<&X509> = pool
-            .iter()
-            .filter(|i| {
-                i.issued(&x) == X509VerifyResult::OK
-                    && i.public_key().is_ok_and(|k| x.verify(&k).unwrap_or(false))
-            })
-            .take(MAX_ISSUER_CANDIDATES)
-            .collect();
-        let _ = openssl::error::ErrorStack::get();
-        if issuers.is_empty() {
-            all_read = false;
-        }
-        for issuer in issuers {
-            match crl_verdict(trust, &x, issuer) {
-                Some(true) => return Above::Revoked(depth),
-                Some(false) => {}
-                None => all_read = false,
-            }
-            let der = issuer.to_der().unwrap_or_default();
-            if !seen.contains(&der) {
-                seen.push(der);
-                todo.push((issuer.clone(), depth + 1));
-            }
+        *checks += 1;
+        // First whether the candidate has a path to an anchor (a forgery fails there, at the
+        // latest at its own signature), then whether its key signed `x`.
+        if has_path(trust, i, untrusted)
+            && i.public_key().is_ok_and(|k| x.verify(&k).unwrap_or(false))
+        {
+            issuers.push(i);
         }
     }
-    if all_read {
-        Above::AllRead
-    } else {
-        Above::NotAllRead
+    let mut best: Option<Above> = None;
+    let mut revoked_at: Option<usize> = None;
+    for issuer in issuers {
+        let here = crl_verdict(trust, x, issuer);
+        let branch = match here {
+            Some(true) => Above::Revoked(depth),
+            _ => match above(trust, issuer, untrusted, pool, depth + 1, checks) {
+                Above::Revoked(d) => Above::Revoked(d),
+                Above::AllRead if here == Some(false) => Above::AllRead,
+                _ => Above::NotAllRead,
+            },
+        };
+        match branch {
+            Above::Revoked(d) => revoked_at = Some(revoked_at.map_or(d, |r| r.min(d))),
+            Above::AllRead => best = Some(Above::AllRead),
+            Above::NotAllRead => best = best.or(Some(Above::NotAllRead)),
+        }
     }
+    match (best, revoked_at) {
+        (Some(b), _) => b,
+        (None, Some(d)) => Above::Revoked(d),
+        (None, None) => Above::NotAllRead,
+    }
+}
+
+/// Whether `cert` has a path to an anchor (no CRLs, no purpose): an issuer above a path's
+/// anchor is believed only then.
+fn has_path(trust: &TrustStore, cert: &X509, untrusted: &[X509]) -> bool {
+    let run = || -> Result<bool, openssl::error::ErrorStack> {
+        let mut chain = Stack::new()?;
+        for c in untrusted {
+            chain.push(c.clone())?;
+        }
+        let mut ctx = X509StoreContext::new()?;
+        ctx.init(&trust.store_any_purpose_no_crl, cert, &chain, |c| {
+            c.verify_cert()
+        })
+    };
+    run().unwrap_or(false)
 }
 
 /// Whether the configured CRLs that `issuer` signed revoke `x`: Some(true) revoked, Some(false)

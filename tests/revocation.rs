@@ -99,6 +99,25 @@ sign7() {{ cat $1 > chain.pem; {{ printf 'From: alice@example.org\nTo: bob@examp
 cat B.pem A.pem A2.pem > cross1; sign7 cross1 cross-a-first.eml
 cat B.pem A2.pem A.pem > cross2; sign7 cross2 cross-a2-first.eml
 cat A2.pem A.pem B.pem > cross3; sign7 cross3 cross-a2-before-all.eml
+# What anyone can put in a message: A's name and public key under an unknown CA (eight of
+# them, before the real A), and A's name and key "self-signed" with another key.
+openssl req -x509 -newkey rsa:2048 -nodes -subj "/CN=Evil" -days 30 -keyout evil.key -out evil.pem 2>/dev/null
+openssl req -new -key A/key.pem -subj "/CN=Test A" -out Aevil.csr
+printf 'basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,cRLSign\n' > ca.ext
+: > forged8
+for i in 1 2 3 4 5 6 7 8; do
+  openssl x509 -req -in Aevil.csr -CA evil.pem -CAkey evil.key -set_serial $i -days 30 -extfile ca.ext -out forged$i.pem 2>/dev/null
+  cat forged$i.pem >> forged8
+done
+cat forged8 A.pem B.pem > forged-first; sign7 forged-first forged-first.eml
+openssl genrsa -out junk.key 2048 2>/dev/null
+openssl x509 -new -subj "/CN=Test A" -key junk.key -force_pubkey A/key.pem -days 30 -extfile ca.ext -out fakeroot.pem 2>/dev/null \
+  || openssl x509 -req -in Aevil.csr -signkey junk.key -days 30 -extfile ca.ext -out fakeroot.pem 2>/dev/null
+cat fakeroot.pem B.pem > fakeroot-chain; sign7 fakeroot-chain fake-root.eml
+# A2 retired: its root R2 revokes it; the path through A and the first root stays good.
+openssl ca -config R2/ca.cnf -revoke A2.pem -crl_reason cessationOfOperation 2>/dev/null; gencrl R2 R2-revA2.crl
+cat root.pem R2.pem B.pem > roots+B.pem
+cat A.pem A2.pem B.pem > both; sign7 both both-crossed.eml
 "#
         ),
     );
@@ -194,6 +213,37 @@ fn a_listed_intermediate_and_the_cas_above_it_are_read_for_revocation() {
         &[
             "root-holdA-old.crl",
             "root-new.crl",
+            "A-clean.crl",
+            "B-clean.crl",
+        ],
+    );
+    assert_eq!(status_word(&st, "signature"), Some("valid"), "{st}");
+    // Forgeries of A (its name and public key under an unknown CA, eight of them first) do not
+    // hide A's revocation; a false "self-signed" A does not pass for a root whose CRLs were
+    // all read.
+    let st = status(
+        d,
+        "forged-first.eml",
+        "root+B.pem",
+        &["root-revA.crl", "A-clean.crl", "B-clean.crl"],
+    );
+    assert_eq!(status_word(&st, "signature"), Some("revoked"), "{st}");
+    let st = status(
+        d,
+        "fake-root.eml",
+        "root+B.pem",
+        &["root-clean.crl", "A-clean.crl", "B-clean.crl"],
+    );
+    assert_eq!(status_word(&st, "revocation"), Some("unchecked"), "{st}");
+    // A retired cross-certificate of A, revoked by its own (trusted) root, does not revoke A
+    // while the path through the first root is good (RFC 5280 §6).
+    let st = status(
+        d,
+        "both-crossed.eml",
+        "roots+B.pem",
+        &[
+            "root-clean.crl",
+            "R2-revA2.crl",
             "A-clean.crl",
             "B-clean.crl",
         ],
