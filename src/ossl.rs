@@ -1061,6 +1061,21 @@ pub fn require_full_chain(ctx: &mut openssl::x509::X509StoreContextRef) {
     }
 }
 
+/// Makes one verification a bounded check of whether a certificate has a path at all: at most
+/// `depth` certificates above it, validity times left out (an expired CA's CRL still says
+/// whether it was revoked).
+pub fn path_only(ctx: &mut openssl::x509::X509StoreContextRef, depth: i32) {
+    // SAFETY: the context is initialised (called inside X509StoreContext::init's closure); its
+    // parameters belong to it and are only changed for this verification.
+    unsafe {
+        let param = X509_STORE_CTX_get0_param(ctx.as_ptr());
+        if !param.is_null() {
+            ffi::X509_VERIFY_PARAM_set_depth(param, depth);
+            ffi::X509_VERIFY_PARAM_set_flags(param, ffi::X509_V_FLAG_NO_CHECK_TIME as _);
+        }
+    }
+}
+
 /// The verification result "certificate revoked", for a revocation found by reading a CRL
 /// directly (see `verify::revoked_above`).
 pub fn cert_revoked() -> openssl::x509::X509VerifyResult {

@@ -392,12 +392,13 @@ fn no_issuer(r: &PathResult) -> bool {
     ))
 }
 
-/// Bounds of the walk above a path's anchor: levels, issuers followed per certificate, and
-/// candidates looked at in all (the message supplies them: each costs a path check, which for
-/// a forgery ends at its first signature, made by an anchor's key).
+/// Bounds of the walk above a path's anchor: levels, issuers followed per certificate, the
+/// message's certificates looked at in all (each costs a signature check and a path check of
+/// at most `HAS_PATH_DEPTH` certificates), and the longest path looked for.
 const MAX_ABOVE_ANCHOR: usize = 4;
 const MAX_ISSUER_CANDIDATES: usize = 4;
-const MAX_ABOVE_CHECKS: usize = 1024;
+const MAX_ABOVE_CHECKS: usize = 64;
+const HAS_PATH_DEPTH: i32 = 8;
 
 /// What the CRLs above a path's anchor say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -430,13 +431,8 @@ fn self_signed(x: &X509) -> bool {
 /// not revoke the CA). OpenSSL itself reads the CRLs (the newest, deltas over their base, names
 /// compared as RFC 5280 says, their times), in a store that trusts only that issuer.
 fn revoked_above(trust: &TrustStore, anchor: &X509, untrusted: &[X509]) -> Above {
-    let pool: Vec<X509> = trust
-        .certificates()
-        .into_iter()
-        .chain(untrusted.iter().cloned())
-        .collect();
     let mut checks = 0usize;
-    let r = above(trust, anchor, untrusted, &pool, 0, &mut checks);
+    let r = above(trust, anchor, untrusted, 0, &mut checks);
     let _ = openssl::error::ErrorStack::get();
     r
 }
@@ -445,7 +441,6 @@ fn above(
     trust: &TrustStore,
     x: &X509,
     untrusted: &[X509],
-    pool: &[X509],
     depth: usize,
     checks: &mut usize,
 ) -> Above {
@@ -455,31 +450,43 @@ fn above(
     if depth >= MAX_ABOVE_ANCHOR {
         return Above::NotAllRead;
     }
-    let mut issuers: Vec<&X509> = Vec::new();
-    for i in pool.iter().filter(|i| i.issued(x) == X509VerifyResult::OK) {
-        if issuers.len() >= MAX_ISSUER_CANDIDATES || *checks >= MAX_ABOVE_CHECKS {
-            break;
-        }
+    let signed_x = |i: &X509| {
         // A key whose checks cost what its maker likes is no candidate.
-        if crate::ossl::refused_key(i).is_some() {
-            continue;
-        }
-        *checks += 1;
-        // First whether the candidate has a path to an anchor (a forgery fails there, at the
-        // latest at its own signature), then whether its key signed `x`.
-        if has_path(trust, i, untrusted)
+        crate::ossl::refused_key(i).is_none()
             && i.public_key().is_ok_and(|k| x.verify(&k).unwrap_or(false))
+    };
+    // The anchors that issued `x` first: trusted as they are, and a sender can neither add
+    // nor hide them. Only when none did, the message's certificates, each believed only with a
+    // path to an anchor of its own (a forgery with a CA's name and key has none), within the
+    // budget (a sender may send thousands).
+    let anchors = trust.certificates();
+    let mut issuers: Vec<X509> = anchors
+        .iter()
+        .filter(|i| i.issued(x) == X509VerifyResult::OK && signed_x(i))
+        .take(MAX_ISSUER_CANDIDATES)
+        .cloned()
+        .collect();
+    if issuers.is_empty() {
+        for i in untrusted
+            .iter()
+            .filter(|i| i.issued(x) == X509VerifyResult::OK)
         {
-            issuers.push(i);
+            if issuers.len() >= MAX_ISSUER_CANDIDATES || *checks >= MAX_ABOVE_CHECKS {
+                break;
+            }
+            *checks += 1;
+            if signed_x(i) && has_path(trust, i, untrusted) {
+                issuers.push(i.clone());
+            }
         }
     }
     let mut best: Option<Above> = None;
     let mut revoked_at: Option<usize> = None;
-    for issuer in issuers {
+    for issuer in &issuers {
         let here = crl_verdict(trust, x, issuer);
         let branch = match here {
             Some(true) => Above::Revoked(depth),
-            _ => match above(trust, issuer, untrusted, pool, depth + 1, checks) {
+            _ => match above(trust, issuer, untrusted, depth + 1, checks) {
                 Above::Revoked(d) => Above::Revoked(d),
                 Above::AllRead if here == Some(false) => Above::AllRead,
                 _ => Above::NotAllRead,
@@ -508,6 +515,7 @@ fn has_path(trust: &TrustStore, cert: &X509, untrusted: &[X509]) -> bool {
         }
         let mut ctx = X509StoreContext::new()?;
         ctx.init(&trust.store_any_purpose_no_crl, cert, &chain, |c| {
+            crate::ossl::path_only(c, HAS_PATH_DEPTH);
             c.verify_cert()
         })
     };

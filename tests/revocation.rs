@@ -118,6 +118,15 @@ cat fakeroot.pem B.pem > fakeroot-chain; sign7 fakeroot-chain fake-root.eml
 openssl ca -config R2/ca.cnf -revoke A2.pem -crl_reason cessationOfOperation 2>/dev/null; gencrl R2 R2-revA2.crl
 cat root.pem R2.pem B.pem > roots+B.pem
 cat A.pem A2.pem B.pem > both; sign7 both both-crossed.eml
+# Seventy certificates with A's name and key identifier under throw-away keys, before A and B.
+skid=$(openssl x509 -in A.pem -noout -ext subjectKeyIdentifier | tail -1 | tr -d ' ')
+: > pads
+for i in $(seq 1 70); do
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null -subj "/CN=Test A" \
+    -days 30 -addext "subjectKeyIdentifier=$skid" -addext basicConstraints=critical,CA:true 2>/dev/null >> pads
+done
+cat pads A.pem B.pem > padded; sign7 padded padded.eml
+cat root.pem A.pem B.pem > root+A+B.pem
 "#
         ),
     );
@@ -235,6 +244,21 @@ fn a_listed_intermediate_and_the_cas_above_it_are_read_for_revocation() {
         &["root-clean.crl", "A-clean.crl", "B-clean.crl"],
     );
     assert_eq!(status_word(&st, "revocation"), Some("unchecked"), "{st}");
+    // Junk with A's name and key identifier before the real A: with A and the root listed,
+    // the trust file's issuers are read first and the junk changes nothing.
+    for trust in ["root+A+B.pem", "root+B.pem"] {
+        let st = status(
+            d,
+            "padded.eml",
+            trust,
+            &["root-revA.crl", "A-clean.crl", "B-clean.crl"],
+        );
+        assert_eq!(
+            status_word(&st, "signature"),
+            Some("revoked"),
+            "{trust}: {st}"
+        );
+    }
     // A retired cross-certificate of A, revoked by its own (trusted) root, does not revoke A
     // while the path through the first root is good (RFC 5280 §6).
     let st = status(
