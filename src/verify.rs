@@ -450,36 +450,68 @@ fn above(
     if depth >= MAX_ABOVE_ANCHOR {
         return Above::NotAllRead;
     }
-    let signed_x = |i: &X509| {
+    // Whether a key signed `x`, once per distinct key (forgeries share the real issuer's).
+    let mut by_key: Vec<(Vec<u8>, bool)> = Vec::new();
+    let mut signed_x = |i: &X509| -> bool {
         // A key whose checks cost what its maker likes is no candidate.
-        crate::ossl::refused_key(i).is_none()
-            && i.public_key().is_ok_and(|k| x.verify(&k).unwrap_or(false))
+        if crate::ossl::refused_key(i).is_some() {
+            return false;
+        }
+        let Ok(k) = i.public_key() else { return false };
+        let der = k.public_key_to_der().unwrap_or_default();
+        if let Some((_, ok)) = by_key.iter().find(|(d, _)| *d == der) {
+            return *ok;
+        }
+        let ok = x.verify(&k).unwrap_or(false);
+        by_key.push((der, ok));
+        ok
     };
-    // The anchors that issued `x` first: trusted as they are, and a sender can neither add
-    // nor hide them. Only when none did, the message's certificates, each believed only with a
-    // path to an anchor of its own (a forgery with a CA's name and key has none), within the
-    // budget (a sender may send thousands).
     let anchors = trust.certificates();
+    // The anchors that issued `x`: trusted as they are, and a sender can neither add nor hide
+    // them.
     let mut issuers: Vec<X509> = anchors
         .iter()
         .filter(|i| i.issued(x) == X509VerifyResult::OK && signed_x(i))
         .take(MAX_ISSUER_CANDIDATES)
         .cloned()
         .collect();
-    if issuers.is_empty() {
+    // When none of them is valid now, the message's certificates too: first those an anchor
+    // issued (its key checked on their signature: a forgery with a CA's name and key fails
+    // there, however many a sender adds), then, within the budget, those with a longer path of
+    // their own to an anchor.
+    if !issuers.iter().any(valid_now) {
+        let mut direct: Vec<&X509> = Vec::new();
+        let mut deeper: Vec<&X509> = Vec::new();
         for i in untrusted
             .iter()
             .filter(|i| i.issued(x) == X509VerifyResult::OK)
         {
-            if issuers.len() >= MAX_ISSUER_CANDIDATES || *checks >= MAX_ABOVE_CHECKS {
+            if direct.len() >= MAX_ISSUER_CANDIDATES || !signed_x(i) {
+                continue;
+            }
+            let by_anchor = anchors.iter().any(|a| {
+                a.issued(i) == X509VerifyResult::OK
+                    && crate::ossl::refused_key(a).is_none()
+                    && a.public_key().is_ok_and(|k| i.verify(&k).unwrap_or(false))
+            });
+            if by_anchor {
+                direct.push(i);
+            } else {
+                deeper.push(i);
+            }
+        }
+        issuers.extend(direct.into_iter().cloned());
+        for i in deeper {
+            if issuers.len() >= 2 * MAX_ISSUER_CANDIDATES || *checks >= MAX_ABOVE_CHECKS {
                 break;
             }
             *checks += 1;
-            if signed_x(i) && has_path(trust, i, untrusted) {
+            if has_path(trust, i, untrusted) {
                 issuers.push(i.clone());
             }
         }
     }
+    let _ = openssl::error::ErrorStack::get();
     let mut best: Option<Above> = None;
     let mut revoked_at: Option<usize> = None;
     for issuer in &issuers {
@@ -492,6 +524,11 @@ fn above(
                 _ => Above::NotAllRead,
             },
         };
+        // An issuer out of its validity period can show a revocation, never clear one: it is no
+        // way up today (RFC 5280 §6.1.3).
+        if !matches!(branch, Above::Revoked(_)) && !valid_now(issuer) {
+            continue;
+        }
         match branch {
             Above::Revoked(d) => revoked_at = Some(revoked_at.map_or(d, |r| r.min(d))),
             Above::AllRead => best = Some(Above::AllRead),
@@ -503,6 +540,14 @@ fn above(
         (None, Some(d)) => Above::Revoked(d),
         (None, None) => Above::NotAllRead,
     }
+}
+
+/// Whether a certificate is within its validity period now.
+fn valid_now(c: &X509) -> bool {
+    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
+        return false;
+    };
+    c.not_before() <= now && c.not_after() >= now
 }
 
 /// Whether `cert` has a path to an anchor (no CRLs, no purpose): an issuer above a path's

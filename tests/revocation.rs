@@ -99,13 +99,14 @@ sign7() {{ cat $1 > chain.pem; {{ printf 'From: alice@example.org\nTo: bob@examp
 cat B.pem A.pem A2.pem > cross1; sign7 cross1 cross-a-first.eml
 cat B.pem A2.pem A.pem > cross2; sign7 cross2 cross-a2-first.eml
 cat A2.pem A.pem B.pem > cross3; sign7 cross3 cross-a2-before-all.eml
-# What anyone can put in a message: A's name and public key under an unknown CA (eight of
-# them, before the real A), and A's name and key "self-signed" with another key.
+# What anyone can put in a message: A's name and public key under an unknown CA (seventy of
+# them, more than the budget for the message's certificates, before the real A), and A's name
+# and key "self-signed" with another key.
 openssl req -x509 -newkey rsa:2048 -nodes -subj "/CN=Evil" -days 30 -keyout evil.key -out evil.pem 2>/dev/null
 openssl req -new -key A/key.pem -subj "/CN=Test A" -out Aevil.csr
 printf 'basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,cRLSign\n' > ca.ext
 : > forged8
-for i in 1 2 3 4 5 6 7 8; do
+for i in $(seq 1 70); do
   openssl x509 -req -in Aevil.csr -CA evil.pem -CAkey evil.key -set_serial $i -days 30 -extfile ca.ext -out forged$i.pem 2>/dev/null
   cat forged$i.pem >> forged8
 done
@@ -127,6 +128,10 @@ for i in $(seq 1 70); do
 done
 cat pads A.pem B.pem > padded; sign7 padded padded.eml
 cat root.pem A.pem B.pem > root+A+B.pem
+# An older certificate of A from the root, for the same key, expired (no longer on the CRL).
+openssl ca -batch -config root/ca.cnf -extensions v3_ca -in A/cert.pem.csr -startdate 20240101000000Z -enddate 20250101000000Z -out Aold.pem -notext 2>/dev/null
+cat Aold.pem A.pem B.pem > with-old; sign7 with-old with-old.eml
+cat root.pem B.pem Aold.pem > root+B+Aold.pem
 "#
         ),
     );
@@ -257,6 +262,24 @@ fn a_listed_intermediate_and_the_cas_above_it_are_read_for_revocation() {
             status_word(&st, "signature"),
             Some("revoked"),
             "{trust}: {st}"
+        );
+    }
+    // An expired older certificate of A (in the message, or in the trust file) is no way up
+    // today: it cannot clear the current A's revocation.
+    for (msg, trust) in [
+        ("with-old.eml", "root+B.pem"),
+        ("msg.eml", "root+B+Aold.pem"),
+    ] {
+        let st = status(
+            d,
+            msg,
+            trust,
+            &["root-revA.crl", "A-clean.crl", "B-clean.crl"],
+        );
+        assert_eq!(
+            status_word(&st, "signature"),
+            Some("revoked"),
+            "{msg} {trust}: {st}"
         );
     }
     // A retired cross-certificate of A, revoked by its own (trusted) root, does not revoke A
