@@ -359,7 +359,10 @@ fn verify_in(
         Ok((checked, chain)) if has_crls => {
             let revoked = |r: &PathResult| matches!(r, Err((e, _)) if e.as_raw() == openssl_sys::X509_V_ERR_CERT_REVOKED);
             let full = run_with(with_crls, cert, true).map_err(sw)?;
-            if revoked(&full) {
+            // A revocation on the path judged counts as it is; one above its anchor is left to
+            // the walk below, which weighs every way up (OpenSSL follows one).
+            let anchor_depth = chain.len().saturating_sub(1) as u32;
+            if revoked(&full) && matches!(full, Err((_, d)) if d < anchor_depth) {
                 return Ok(full);
             }
             let above = match chain.last() {
