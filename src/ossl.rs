@@ -1047,33 +1047,44 @@ pub fn rejected_for_email(cert: &X509Ref) -> Option<X509> {
     Some(copy)
 }
 
-/// Makes one verification build the path up to a self-signed anchor, even though the store
-/// takes any of its certificates as an anchor (X509_V_FLAG_PARTIAL_CHAIN): with CRLs, a trusted
-/// intermediate's own revocation is then checked against its issuer's CRL.
-pub fn require_full_chain(ctx: &mut openssl::x509::X509StoreContextRef) {
-    // SAFETY: the context is initialised (called inside X509StoreContext::init's closure); its
-    // parameters belong to it and are only changed for this verification.
+/// Changes the verification parameters of one verification (an initialised context, inside
+/// X509StoreContext::init's closure): `set` flags, `clear` flags, and a depth when given.
+fn tune_verification(
+    ctx: &mut openssl::x509::X509StoreContextRef,
+    set: std::ffi::c_ulong,
+    clear: std::ffi::c_ulong,
+    depth: Option<c_int>,
+) {
+    // SAFETY: the context is initialised; its parameters belong to it and are only changed
+    // for this verification.
     unsafe {
         let param = X509_STORE_CTX_get0_param(ctx.as_ptr());
-        if !param.is_null() {
-            ffi::X509_VERIFY_PARAM_clear_flags(param, ffi::X509_V_FLAG_PARTIAL_CHAIN as _);
+        if param.is_null() {
+            return;
+        }
+        if set != 0 {
+            ffi::X509_VERIFY_PARAM_set_flags(param, set);
+        }
+        if clear != 0 {
+            ffi::X509_VERIFY_PARAM_clear_flags(param, clear);
+        }
+        if let Some(d) = depth {
+            ffi::X509_VERIFY_PARAM_set_depth(param, d);
         }
     }
 }
 
+/// Makes one verification build the path up to a self-signed anchor, even though the store
+/// takes any of its certificates as an anchor (X509_V_FLAG_PARTIAL_CHAIN): with CRLs, a trusted
+/// intermediate's own revocation is then checked against its issuer's CRL.
+pub fn require_full_chain(ctx: &mut openssl::x509::X509StoreContextRef) {
+    tune_verification(ctx, 0, ffi::X509_V_FLAG_PARTIAL_CHAIN as _, None);
+}
+
 /// Makes one verification a bounded check of whether a certificate has a path at all: at most
-/// `depth` certificates above it, validity times left out (an expired CA's CRL still says
-/// whether it was revoked).
+/// `depth` certificates above it, validity times left out.
 pub fn path_only(ctx: &mut openssl::x509::X509StoreContextRef, depth: i32) {
-    // SAFETY: the context is initialised (called inside X509StoreContext::init's closure); its
-    // parameters belong to it and are only changed for this verification.
-    unsafe {
-        let param = X509_STORE_CTX_get0_param(ctx.as_ptr());
-        if !param.is_null() {
-            ffi::X509_VERIFY_PARAM_set_depth(param, depth);
-            ffi::X509_VERIFY_PARAM_set_flags(param, ffi::X509_V_FLAG_NO_CHECK_TIME as _);
-        }
-    }
+    tune_verification(ctx, ffi::X509_V_FLAG_NO_CHECK_TIME as _, 0, Some(depth));
 }
 
 /// The verification result "certificate revoked", for a revocation found by reading a CRL

@@ -56,7 +56,6 @@ pub struct TrustStore {
     pub store_any_purpose: X509Store,
     pub store_any_purpose_leaf_crl: X509Store,
     pub store_any_purpose_no_crl: X509Store,
-    pub has_crls: bool,
     /// SHA-256 fingerprints of the certificates a trust source restricts from mail: OpenSSL
     /// consults a store's trust settings only for the certificates it takes from the store, so
     /// a restricted end certificate (which comes with the message) is checked by hand.
@@ -212,7 +211,6 @@ impl TrustStore {
             store_any_purpose_leaf_crl: build(X509PurposeId::ANY, leaf)?,
             store_any_purpose_no_crl: build(X509PurposeId::ANY, 0)?,
             anchors,
-            has_crls,
             hash_dirs: hash_dirs.to_vec(),
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             crls: crl_list,
@@ -248,6 +246,11 @@ impl TrustStore {
     }
 
     /// Every anchor certificate, for looking up signer certificates a message does not carry.
+    /// Whether CRLs are configured.
+    pub fn has_crls(&self) -> bool {
+        !self.crls.is_empty()
+    }
+
     pub fn certificates(&self) -> Vec<X509> {
         self.anchors.iter().map(|a| a.cert.cert.clone()).collect()
     }

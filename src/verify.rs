@@ -178,7 +178,7 @@ fn check_path(
     if trust.restricted(cert) {
         return Err((Signature::Untrusted, String::from("not-for-email")));
     }
-    let key = if trust.has_crls {
+    let key = if trust.has_crls() {
         None
     } else {
         pathcache::key(cert, untrusted, trust.generation)
@@ -191,7 +191,6 @@ fn check_path(
     }
     match verify_strong(
         (&trust.store, &trust.store_leaf_crl, &trust.store_no_crl),
-        &trust.store_any_purpose_leaf_crl,
         trust,
         cert,
         untrusted,
@@ -226,7 +225,6 @@ const WEAK_PATH_RETRIES: usize = 4;
 /// since another path may be strong.
 fn verify_strong(
     stores: (&X509StoreRef, &X509StoreRef, &X509StoreRef),
-    ca_leaf_crl: &X509StoreRef,
     trust: &TrustStore,
     cert: &X509,
     untrusted: &[X509],
@@ -234,14 +232,14 @@ fn verify_strong(
     let mut pool: Vec<X509> = untrusted.to_vec();
     let mut first_weak: Option<String> = None;
     for _ in 0..=WEAK_PATH_RETRIES {
-        let mut res = verify_in(stores, ca_leaf_crl, trust, cert, &pool)?;
+        let mut res = verify_in(stores, trust, cert, &pool)?;
         // OpenSSL takes the first issuer it finds among the message's certificates: of two
         // with one name (a CA cross-signed by a legacy root and by the current one, as a root
         // migration sends them), the first may lead nowhere. The other order once more.
         if no_issuer(&res) && pool.len() > 1 {
             let mut other = pool.clone();
             other.reverse();
-            let again = verify_in(stores, ca_leaf_crl, trust, cert, &other)?;
+            let again = verify_in(stores, trust, cert, &other)?;
             // A path found (valid or revoked) is an answer; "no issuer" again is not.
             if !no_issuer(&again) {
                 (res, pool) = (again, other);
@@ -275,12 +273,13 @@ fn verify_strong(
 /// when no CRL covers its issuer, and then revocation counts as unchecked).
 fn verify_in(
     (with_crls, leaf_crl, no_crls): (&X509StoreRef, &X509StoreRef, &X509StoreRef),
-    ca_leaf_crl: &X509StoreRef,
     trust: &TrustStore,
     cert: &X509,
     untrusted: &[X509],
 ) -> Result<PathResult, (Signature, String)> {
-    let has_crls = trust.has_crls;
+    let has_crls = trust.has_crls();
+    // Each CA checked on its own, for its own CRL only (no purpose: it is a CA).
+    let ca_leaf_crl: &X509StoreRef = &trust.store_any_purpose_leaf_crl;
     let run_with = |store: &X509StoreRef,
                     target: &X509,
                     full: bool|
@@ -618,7 +617,7 @@ pub fn a_ca_on_the_path_is_revoked(trust: &TrustStore, cert: &X509, untrusted: &
         &*trust.store_any_purpose_no_crl,
     );
     matches!(
-        verify_in(stores, &trust.store_any_purpose_leaf_crl, trust, cert, untrusted),
+        verify_in(stores, trust, cert, untrusted),
         Ok(Err((e, depth))) if depth > 0 && e.as_raw() == openssl_sys::X509_V_ERR_CERT_REVOKED
     )
 }
@@ -653,15 +652,7 @@ fn any_eku_path(
         &*trust.store_any_purpose_leaf_crl,
         &*trust.store_any_purpose_no_crl,
     );
-    match verify_strong(
-        stores,
-        &trust.store_any_purpose_leaf_crl,
-        trust,
-        cert,
-        untrusted,
-    )
-    .map_err(Some)?
-    {
+    match verify_strong(stores, trust, cert, untrusted).map_err(Some)? {
         Err(weak) => Err(Some((Signature::Untrusted, weak))),
         Ok(Ok((checked, chain))) => {
             if chain.iter().skip(1).all(eku_ok) {

@@ -212,7 +212,7 @@ impl<'a> AddressBook<'a> {
             self.now,
             trust.generation,
         );
-        if !(trust.has_crls && r.as_ref().is_err_and(|e| e == NO_CRL)) {
+        if !(trust.has_crls() && r.as_ref().is_err_and(|e| e == NO_CRL)) {
             return Ok(r);
         }
         // A CRL on the path is missing: a CA on it may still be revoked by the CRLs there are
